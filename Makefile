@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine:
+#   make serve   set up .venv (if missing) and run `loom serve` on the embedded default model
+#   make test    set up .venv with the test tools and contrib plugins, then run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+CONTRIB := $(wildcard contrib/*/pyproject.toml)
+
+.PHONY: serve test bench clean
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip setuptools wheel
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base $(CONTRIB)
+	$(PIP) install -q -e '.[dev,torch]'
+	for p in $(dir $(CONTRIB)); do $(PIP) install -q -e "$$p" || exit 1; done
+	touch $@
+
+serve: $(VENV)/.base
+	$(VENV)/bin/loom serve
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.dev
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,40 @@
+"""/v1/embeddings: float or base64 (what the openai package asks for by default)."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from litestar import Request, Response, post
+
+from loom.sdk.errors import ProviderError, UnsupportedParameter
+from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
+
+from ..state import Loom
+from .body import decode_body
+from .respond import json_response, served_by
+
+
+@post("/embeddings")
+async def embeddings(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    req = await decode_body(request, EmbeddingRequest)
+    inputs = req.inputs()
+    entry, result = await loom.router.run(
+        req.model, Capability.EMBEDDING, lambda provider, ctx: provider.embed(inputs, ctx)
+    )
+    if len(result.vectors) != len(inputs):
+        raise ProviderError(f"{entry.id} returned {len(result.vectors)} vectors for {len(inputs)} inputs")
+    vectors = np.asarray(result.vectors, dtype=np.float32)
+    if req.dimensions is not None and req.dimensions != vectors.shape[1]:
+        raise UnsupportedParameter(
+            f"dimensions={req.dimensions} is not supported: '{entry.id}' makes "
+            f"{vectors.shape[1]}-dimensional embeddings",
+            param="dimensions",
+        )
+    if req.encoding_format == "base64":
+        data = [Embedding(i, base64.b64encode(v.tobytes()).decode()) for i, v in enumerate(vectors)]
+    else:
+        data = [Embedding(i, v.tolist()) for i, v in enumerate(vectors)]
+    usage = EmbeddingUsage(result.prompt_tokens, result.prompt_tokens)
+    return json_response(EmbeddingList(data=data, model=req.model, usage=usage), headers=served_by(entry))

@@ -1,0 +1,70 @@
+"""/v1/images/generations: n, size, seed; ``b64_json`` or a ``url`` this daemon serves."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from litestar import Request, Response, post
+
+from loom.sdk.errors import InvalidRequest, ProviderError
+from loom.sdk.protocols import ImageJob
+from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
+
+from ..models import ModelEntry
+from ..state import Loom
+from .body import decode_body
+from .respond import json_response, served_by
+
+DEFAULT_SIZE = (512, 512)
+
+
+def parse_size(size: str, entry: ModelEntry) -> tuple[int, int]:
+    if size == "auto":
+        return getattr(entry.provider_cls, "default_size", DEFAULT_SIZE)
+    w, _, h = size.partition("x")
+    width, height = int(w), int(h)
+    if not (16 <= width <= 4096 and 16 <= height <= 4096):
+        raise InvalidRequest(f"size {size} is out of range (16..4096 per side)", param="size")
+    return width, height
+
+
+async def render(loom: Loom, name: str, job: ImageJob, response_format: str, base_url: str):
+    """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body."""
+    entry, images = await loom.router.run(
+        name, Capability.IMAGE, lambda provider, ctx: provider.generate_images(job, ctx)
+    )
+    if len(images) != job.n:
+        raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
+    data = []
+    for png in images:
+        if response_format == "url":
+            rel = loom.files.save(png, ".png")
+            data.append(ImageData(url=f"{base_url}/v1/files/{rel}"))
+        else:
+            data.append(ImageData(b64_json=base64.b64encode(png).decode()))
+    return entry, ImagesResponse(created=int(time.time()), data=data)
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@post("/images/generations")
+async def generations(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    req = await decode_body(request, ImageGenerationRequest)
+    entry = loom.registry.for_capability(req.model, Capability.IMAGE)
+    width, height = parse_size(req.size, entry)
+    job = ImageJob(
+        prompt=req.prompt,
+        width=width,
+        height=height,
+        n=req.n,
+        seed=req.seed,
+        negative_prompt=req.negative_prompt,
+        steps=req.steps,
+        guidance_scale=req.guidance_scale,
+    )
+    entry, body = await render(loom, req.model, job, req.response_format, base_url(request))
+    return json_response(body, headers=served_by(entry))

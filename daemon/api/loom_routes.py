@@ -1,0 +1,78 @@
+"""Loom's routes for what OpenAI's API has no shape for: translation, vision, files."""
+
+from __future__ import annotations
+
+import mimetypes
+
+from litestar import Request, Response, get, post
+from litestar.response import File
+
+from loom.sdk.errors import ProviderError
+from loom.sdk.types import (
+    Capability,
+    DescribeRequest,
+    DescribeResponse,
+    ScoreRequest,
+    ScoreResponse,
+    TranslationRequest,
+    TranslationResponse,
+)
+
+from ..media import image_bytes
+from ..state import Loom
+from .body import decode_body
+from .respond import json_response, served_by
+
+
+@post("/translations/text")
+async def translate(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    req = await decode_body(request, TranslationRequest)
+    texts = req.texts()
+    entry, out = await loom.router.run(
+        req.model,
+        Capability.TRANSLATION,
+        lambda provider, ctx: provider.translate(texts, req.source, req.target, ctx),
+    )
+    if len(out) != len(texts):
+        raise ProviderError(f"{entry.id} returned {len(out)} translations for {len(texts)} texts")
+    body = TranslationResponse(model=req.model, source=req.source, target=req.target, translations=out)
+    return json_response(body, headers=served_by(entry))
+
+
+@post("/vision/describe")
+async def describe(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    req = await decode_body(request, DescribeRequest)
+    loom.registry.for_capability(req.model, Capability.VISION)
+    image = image_bytes(req.image, loom.files)
+    entry, text = await loom.router.run(
+        req.model,
+        Capability.VISION,
+        lambda provider, ctx: provider.describe(image, req.prompt, req.detail, req.max_tokens, ctx),
+    )
+    return json_response(DescribeResponse(model=req.model, description=text), headers=served_by(entry))
+
+
+@post("/vision/score")
+async def score(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    req = await decode_body(request, ScoreRequest)
+    loom.registry.for_capability(req.model, Capability.VISION)
+    image = image_bytes(req.image, loom.files)
+    entry, s = await loom.router.run(
+        req.model, Capability.VISION, lambda provider, ctx: provider.score(image, req.text, ctx)
+    )
+    combined = req.alpha * s.clip + (1 - req.alpha) * s.aesthetic
+    body = ScoreResponse(
+        model=req.model, clip=s.clip, aesthetic=s.aesthetic, combined=combined, alpha=req.alpha
+    )
+    return json_response(body, headers=served_by(entry))
+
+
+@get("/files/{path:path}")
+async def serve_file(request: Request, path: str) -> File:
+    loom: Loom = request.app.state.loom
+    file = loom.files.resolve(path.lstrip("/"))
+    media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return File(path=file, media_type=media_type, content_disposition_type="inline")

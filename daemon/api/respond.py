@@ -1,0 +1,22 @@
+"""Small helpers for answering: JSON bodies encoded by msgspec, provenance headers."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import MediaType, Response
+
+from ..models import ModelEntry
+
+
+def json_response(body, status_code: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def served_by(entry: ModelEntry) -> dict[str, str]:
+    """Which model and provider served the answer (fallbacks make this worth saying)."""
+    return {"x-loom-model": entry.id, "x-loom-provider": entry.spec.provider}

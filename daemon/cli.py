@@ -1,0 +1,53 @@
+"""The ``loom`` command: serve, tui, plugins, new-plugin."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from loom.sdk.errors import ConfigError, PluginError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .config import load_config
+
+    try:
+        config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+        app = create_app(config)
+    except (ConfigError, PluginError) as e:
+        print(f"loom: {e}", file=sys.stderr)
+        return 2
+    level = config.daemon.log_level
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        app,
+        host=config.daemon.host,
+        port=config.daemon.port,
+        log_level=level,
+        access_log=level == "debug",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loom", description="Loom: one local daemon for generative AI")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon")
+    serve.add_argument("--config", help="config file (default: $LOOM_CONFIG or plugins.toml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir")
+    serve.set_defaults(func=_serve)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The daemon's configuration: ``plugins.toml`` decoded strictly into frozen msgspec Structs.
+
+An unknown key or a wrong type stops start-up with the key path and the reason. Each plugin's
+section is decoded later, against that plugin's own ``PluginOptions`` (see ``plugin_manager``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from msgspec import Struct, field
+
+from loom.sdk.config import EnvSecret, ModelConfig
+from loom.sdk.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "plugins.toml"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class ApiKey(Struct, forbid_unknown_fields=True, frozen=True):
+    key: EnvSecret
+    role: Literal["user", "admin"] = "user"
+    name: str = ""
+
+
+class Limits(Struct, forbid_unknown_fields=True, frozen=True):
+    max_body_bytes: int = 32 * 2**20
+    #: Queued requests per model before 429 (a model's ``max_queue`` overrides it).
+    max_queue: int = 64
+    #: Seconds a request may wait in a queue before 503.
+    queue_timeout: float = 300.0
+
+
+class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 11435
+    data_dir: str = "~/.local/share/loom"
+    api_keys: list[ApiKey] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):
+    """Memory budget for one device: ``budget`` as "8GB" or "90%" of total, minus ``headroom``."""
+
+    budget: str = "90%"
+    headroom: str = "0"
+    #: Different resident models may run side by side on this device.
+    parallel: bool = False
+
+
+class SchedulerConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    devices: dict[str, DeviceBudget] = field(default_factory=dict)
+    #: Seconds after which a queued item is served before any resident-model preference.
+    max_age: float = 30.0
+    #: How often keep-alive expiry is checked, seconds.
+    keep_alive_interval: float = 1.0
+
+
+class Routes(Struct, forbid_unknown_fields=True, frozen=True):
+    """Default model per role, used when a pipeline or an image-bearing chat names none."""
+
+    chat: str | None = None
+    embedding: str | None = None
+    image: str | None = None
+    vision: str | None = None
+    translation: str | None = None
+
+
+class Config(Struct, forbid_unknown_fields=True, frozen=True):
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    routes: Routes = field(default_factory=Routes)
+    #: ``[plugins.NAME]`` tables: ``enabled`` plus the plugin's own options.
+    plugins: dict[str, dict] = field(default_factory=dict)
+    models: list[ModelConfig] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(os.path.expanduser(self.daemon.data_dir))
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
+    """Read and decode the config; ``path`` falls back to ``LOOM_CONFIG`` then ``plugins.toml``.
+
+    ``overrides`` are ``host``, ``port`` and ``data_dir`` from the command line (None = keep).
+    """
+    path = Path(path or os.environ.get("LOOM_CONFIG") or DEFAULT_CONFIG)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    daemon = raw.setdefault("daemon", {})
+    for key, value in overrides.items():
+        if value is not None:
+            daemon[key] = value
+    config = decode_config(raw, str(path))
+    check_config(config)
+    return config
+
+
+def decode_config(raw: dict, source: str = "config") -> Config:
+    try:
+        return msgspec.convert(raw, Config, strict=True)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def check_config(config: Config) -> None:
+    """Checks that span fields: secrets resolve, keys guard any non-loopback bind."""
+    for i, api_key in enumerate(config.daemon.api_keys):
+        api_key.key.resolve(f"$.daemon.api_keys[{i}]")
+    if config.daemon.host not in LOOPBACK and not config.daemon.api_keys:
+        raise ConfigError(
+            f"refusing to bind to {config.daemon.host} without an API key: "
+            "add [[daemon.api_keys]] or bind to 127.0.0.1"
+        )
+    for name, device in config.scheduler.devices.items():
+        parse_size(device.budget, f"$.scheduler.devices.{name}.budget", allow_percent=True)
+        parse_size(device.headroom, f"$.scheduler.devices.{name}.headroom")
+    for i, model in enumerate(config.models):
+        parse_duration(model.keep_alive, f"$.models[{i}].keep_alive")
+        if model.vram is not None:
+            parse_size(model.vram, f"$.models[{i}].vram")
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_size(text: str, where: str = "size", *, allow_percent: bool = False, total: int = 0):
+    """"8GB", "512MiB", "1.5g" -> bytes; "90%" -> that share of ``total`` when allowed."""
+    text = str(text).strip()
+    if allow_percent and text.endswith("%"):
+        try:
+            share = float(text[:-1]) / 100
+        except ValueError:
+            raise ConfigError(f"{where}: not a percentage: {text!r}") from None
+        if not 0 < share <= 1:
+            raise ConfigError(f"{where}: percentage must be in (0, 100]: {text!r}")
+        return int(total * share)
+    m = _SIZE.match(text)
+    if not m:
+        raise ConfigError(f"{where}: not a size like '8GB' or '512MiB': {text!r}")
+    number, unit = float(m.group(1)), (m.group(2) or "").lower()
+    binary = "i" in unit
+    base = unit[:1] if unit not in ("b", "") else ""
+    factor = 1024 ** "bkmgt".index(base) if binary and base else _UNITS[base]
+    return int(number * factor)
+
+
+_DURATION = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: str | int | float, where: str = "duration") -> float | None:
+    """"5m" -> 300.0; 0 -> 0.0 (unload right after use); -1 or "never" -> None (keep forever)."""
+    if isinstance(value, (int, float)):
+        return None if value < 0 else float(value)
+    if value.strip().lower() in ("never", "forever", "-1"):
+        return None
+    m = _DURATION.match(value)
+    if not m:
+        raise ConfigError(f"{where}: not a duration like '30s', '5m' or '1h': {value!r}")
+    number = float(m.group(1))
+    if number < 0:
+        return None
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]

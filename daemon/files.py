@@ -1,0 +1,32 @@
+"""Files the daemon serves back: generated images under ``<data dir>/files``.
+
+Paths handed to clients are relative to that folder; :meth:`FileStore.resolve` refuses anything
+that would leave it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from loom.sdk.errors import NotFound
+
+
+class FileStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def save(self, data: bytes, suffix: str = ".png", folder: str = "images") -> str:
+        """Write ``data`` under a dated folder with an unguessable name; return its relative path."""
+        rel = Path(folder) / time.strftime("%Y-%m-%d") / f"{secrets.token_hex(12)}{suffix}"
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return rel.as_posix()
+
+    def resolve(self, rel: str) -> Path:
+        path = (self.root / rel).resolve()
+        if not path.is_relative_to(self.root) or not path.is_file():
+            raise NotFound(f"No file at '{rel}'", param="path")
+        return path

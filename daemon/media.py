@@ -1,0 +1,53 @@
+"""Images coming in: data URIs, bare base64, or URLs of files this daemon serves."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from urllib.parse import urlparse
+
+from loom.sdk.errors import InvalidRequest
+
+from .files import FileStore
+
+
+def image_bytes(ref: str, files: FileStore, param: str = "image") -> bytes:
+    """Return the raw bytes of an image reference, checked to decode as an image."""
+    if ref.startswith("data:"):
+        header, _, payload = ref.partition(",")
+        if ";base64" not in header:
+            raise InvalidRequest("Image data URIs must be base64-encoded", param=param)
+        data = _b64(payload, param)
+    elif ref.startswith(("http://", "https://")):
+        path = urlparse(ref).path
+        marker = "/v1/files/"
+        if marker not in path:
+            raise InvalidRequest(
+                "Remote image URLs are not fetched (Loom runs offline): send a data URI, "
+                "or the URL of a file this daemon served",
+                param=param,
+            )
+        data = files.resolve(path.split(marker, 1)[1]).read_bytes()
+    else:
+        data = _b64(ref, param)
+    check_image(data, param)
+    return data
+
+
+def _b64(payload: str, param: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("Image is not valid base64", param=param) from None
+
+
+def check_image(data: bytes, param: str = "image") -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+            return img.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InvalidRequest(f"Image could not be decoded: {e}", param=param) from None

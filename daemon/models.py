@@ -1,0 +1,168 @@
+"""The model registry: every configured model, its provider class and its resolved options."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+from loom.sdk.config import ModelConfig
+from loom.sdk.errors import CapabilityNotSupported, ConfigError, ModelNotFound, PluginError
+from loom.sdk.protocols import ModelSpec, Provider
+from loom.sdk.types import Capability, ModelCard
+
+from .config import Config, parse_duration, parse_size
+from .plugin_manager import PluginInfo
+
+
+@dataclass
+class ModelEntry:
+    """A configured model; ``provider`` is built lazily and owned by the scheduler."""
+
+    config: ModelConfig
+    provider_cls: type[Provider]
+    plugin: str  # the plugin that registered the provider
+    source: str  # where the model was declared: "config" or a plugin name
+    spec: ModelSpec
+    capabilities: frozenset[Capability]
+    keep_alive: float | None
+    vram_override: int | None
+    created: int = field(default_factory=lambda: int(time.time()))
+    provider: Provider | None = None
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def local(self) -> bool:
+        return getattr(self.provider_cls, "local", True)
+
+    def instance(self) -> Provider:
+        if self.provider is None:
+            self.provider = self.provider_cls(self.spec)
+        return self.provider
+
+    def card(self) -> ModelCard:
+        return ModelCard(
+            id=self.id,
+            created=self.created,
+            owned_by=self.plugin,
+            capabilities=sorted(c.value for c in self.capabilities),
+            provider=self.spec.provider,
+            aliases=list(self.config.aliases),
+        )
+
+
+class ModelRegistry:
+    """Public ids and aliases -> :class:`ModelEntry`."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, ModelEntry] = {}
+        self._names: dict[str, ModelEntry] = {}
+
+    def add(self, entry: ModelEntry) -> None:
+        for name in (entry.id, *entry.config.aliases):
+            other = self._names.get(name)
+            if other is not None:
+                raise PluginError(
+                    f"model name {name!r} is declared twice: by {other.source!r} "
+                    f"(model {other.id!r}) and by {entry.source!r} (model {entry.id!r})"
+                )
+            self._names[name] = entry
+        self.entries[entry.id] = entry
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self._names.get(name)
+        if entry is None:
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        return entry
+
+    def for_capability(self, name: str, capability: Capability) -> ModelEntry:
+        entry = self.get(name)
+        if capability not in entry.capabilities:
+            have = ", ".join(sorted(c.value for c in entry.capabilities)) or "nothing"
+            raise CapabilityNotSupported(
+                f"The model '{name}' does not support {capability.value} (it supports: {have})",
+                param="model",
+            )
+        return entry
+
+    def first_with(self, capability: Capability) -> ModelEntry | None:
+        return next((e for e in self.entries.values() if capability in e.capabilities), None)
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def build_registry(
+    config: Config,
+    providers: dict[str, tuple[str, type[Provider]]],
+    plugin_models: list[tuple[str, ModelConfig]],
+    infos: dict[str, PluginInfo],
+) -> ModelRegistry:
+    registry = ModelRegistry()
+    declared = [(f"$.models[{i}]", "config", m) for i, m in enumerate(config.models)]
+    declared += [(f"model {m.id!r} of plugin {p!r}", p, m) for p, m in plugin_models]
+    for where, source, model in declared:
+        if not isinstance(model, ModelConfig):
+            raise PluginError(f"{where}: register_models must register ModelConfig, got {model!r}")
+        if model.provider not in providers:
+            raise ConfigError(
+                f"{where}.provider: no provider named {model.provider!r} "
+                f"(available: {', '.join(sorted(providers)) or 'none'})"
+            )
+        plugin, cls = providers[model.provider]
+        try:
+            options = msgspec.convert(model.options, cls.Options, strict=True)
+        except msgspec.ValidationError as e:
+            raise ConfigError(f"{where}.options: {e}") from None
+        capabilities = frozenset(cls.capabilities)
+        if model.capabilities:
+            extra = set(model.capabilities) - capabilities
+            if extra:
+                names = ", ".join(sorted(c.value for c in extra))
+                raise ConfigError(f"{where}.capabilities: provider {model.provider!r} cannot do {names}")
+            capabilities = frozenset(model.capabilities)
+        spec = ModelSpec(
+            id=model.id,
+            provider=model.provider,
+            options=options,
+            plugin_options=infos[plugin].options,
+            capabilities=capabilities,
+            device=model.device,
+            dtype=model.dtype,
+            data_dir=str(config.data_dir / "models" / model.id),
+        )
+        entry = ModelEntry(
+            config=model,
+            provider_cls=cls,
+            plugin=plugin,
+            source=source,
+            spec=spec,
+            capabilities=capabilities,
+            keep_alive=parse_duration(model.keep_alive, f"{where}.keep_alive"),
+            vram_override=parse_size(model.vram, f"{where}.vram") if model.vram else None,
+        )
+        registry.add(entry)
+        if source != "config":
+            infos[source].models.append(model.id)
+    for i, model in enumerate(config.models):
+        for fallback in model.fallbacks:
+            registry.get(fallback) if fallback in registry._names else _missing(i, fallback)
+    for role in ("chat", "embedding", "image", "vision", "translation"):
+        target = getattr(config.routes, role)
+        if target is not None:
+            if target not in registry._names:
+                raise ConfigError(f"$.routes.{role}: no model named {target!r}")
+            if Capability(role) not in registry.get(target).capabilities:
+                raise ConfigError(f"$.routes.{role}: model {target!r} cannot do {role}")
+    return registry
+
+
+def _missing(i: int, name: str):
+    raise ConfigError(f"$.models[{i}].fallbacks: no model named {name!r}")

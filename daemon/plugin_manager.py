@@ -1,0 +1,141 @@
+"""Discovering plugins and collecting what they register.
+
+One plugin manager per app instance, made by :func:`make_plugin_manager`. Built-in plugins are
+found through the ``loom`` entry-point group exactly like a third party's. Registration hooks are
+called one implementation at a time so every registered name is traced to its plugin, and a
+duplicate stops start-up naming both.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import pluggy
+
+from loom.sdk import hookspecs
+from loom.sdk.errors import ConfigError, PluginError
+from loom.sdk.protocols import CAPABILITY_METHODS
+
+log = logging.getLogger("loom.plugins")
+ENTRY_POINT_GROUP = "loom"
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    version: str | None
+    options: Any = None
+    providers: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    pipelines: list[str] = field(default_factory=list)
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def make_plugin_manager(
+    plugin_sections: dict[str, dict] | None = None, extra_plugins: dict[str, object] | None = None
+) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
+    """Load the enabled plugins of the ``loom`` entry-point group (plus ``extra_plugins``).
+
+    ``LOOM_LOAD_PLUGINS=a,b`` loads only those; ``LOOM_DISABLE_PLUGINS=c`` skips those; a config
+    section with ``enabled = false`` skips that one. ``LOOM_TRACE_PLUGINS=1`` traces hook calls.
+    """
+    sections = plugin_sections or {}
+    only, disabled = _env_list("LOOM_LOAD_PLUGINS"), _env_list("LOOM_DISABLE_PLUGINS") or set()
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+
+    candidates: list[tuple[str, Callable[[], object], str, str | None]] = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        candidates.append((ep.name, ep.load, ep.value, dist.version if dist else None))
+    for name, obj in (extra_plugins or {}).items():
+        candidates.append((name, lambda obj=obj: obj, getattr(obj, "__name__", repr(obj)), None))
+
+    for name, load, module, version in candidates:
+        if only is not None and name not in only:
+            continue
+        if name in disabled or sections.get(name, {}).get("enabled", True) is False:
+            continue
+        if name in infos:
+            raise PluginError(f"two plugins are named {name!r}: {infos[name].module} and {module}")
+        plugin = load()
+        pm.register(plugin, name=name)
+        infos[name] = PluginInfo(name=name, module=module, version=version)
+        infos[name].options = _decode_plugin_options(name, plugin, sections.get(name, {}))
+
+    for name, section in sections.items():
+        known = {n for n, *_ in candidates}
+        if name not in known:
+            raise ConfigError(
+                f"$.plugins.{name}: no installed plugin is named {name!r} "
+                f"(installed: {', '.join(sorted(known)) or 'none'})"
+            )
+    if os.environ.get("LOOM_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: print(msg, file=sys.stderr, end=""))
+        pm.enable_tracing()
+    return pm, infos
+
+
+def _decode_plugin_options(name: str, plugin: object, section: dict) -> Any:
+    options_type = getattr(plugin, "PluginOptions", None)
+    values = {k: v for k, v in section.items() if k != "enabled"}
+    if options_type is None:
+        if values:
+            keys = ", ".join(sorted(values))
+            raise ConfigError(f"$.plugins.{name}: plugin {name!r} takes no options (got {keys})")
+        return None
+    try:
+        return msgspec.convert(values, options_type, strict=True)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"$.plugins.{name}: {e}".replace(" - at `$", f" - at `$.plugins.{name}"))
+
+
+def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
+    """Call every implementation of a ``register_*`` hook; return (plugin name, item) pairs."""
+    items: list[tuple[str, Any]] = []
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():  # registration order
+        def register(item, _plugin=impl.plugin_name):
+            items.append((_plugin, item))
+
+        kwargs = {"register": register} if "register" in impl.argnames else {}
+        impl.function(**kwargs)
+    return items
+
+
+def collect_providers(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> dict[str, tuple[str, type]]:
+    """Provider name -> (plugin name, provider class); a duplicate name stops start-up."""
+    providers: dict[str, tuple[str, type]] = {}
+    for plugin, cls in collect(pm, "register_providers"):
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a provider without a name: {cls!r}")
+        if name in providers:
+            raise PluginError(
+                f"provider {name!r} is registered by two plugins: {providers[name][0]!r} and {plugin!r}"
+            )
+        for capability in getattr(cls, "capabilities", ()):
+            for method in CAPABILITY_METHODS[capability]:
+                if not callable(getattr(cls, method, None)):
+                    raise PluginError(
+                        f"provider {name!r} (plugin {plugin!r}) declares {capability.value} "
+                        f"but has no {method}() method"
+                    )
+        providers[name] = (plugin, cls)
+        infos[plugin].providers.append(name)
+    return providers

@@ -1,0 +1,73 @@
+"""loom.sdk: the contract between Loom, its plugins and its clients.
+
+Everything a plugin author imports lives here: provider protocols, the pipeline protocol, wire
+types, hookspecs and the ``hookimpl`` marker, errors, and the HTTP client. Nothing heavy is
+imported (no torch, no model runtimes).
+"""
+
+from .config import EnvSecret, ModelConfig
+from .errors import (
+    AuthenticationFailed,
+    Cancelled,
+    CapabilityNotSupported,
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    LoomError,
+    ModelNotFound,
+    NotFound,
+    OutOfMemory,
+    PayloadTooLarge,
+    PermissionDenied,
+    PluginError,
+    ProviderError,
+    ProviderTimeout,
+    QueueFull,
+    RateLimited,
+    Unavailable,
+    UnsupportedParameter,
+)
+from .hookspecs import hookimpl
+from .protocols import (
+    Embeddings,
+    ImageJob,
+    ModelSpec,
+    Provider,
+    RunContext,
+    TextChunk,
+    VisionScores,
+)
+from .types import Capability
+
+__all__ = [
+    "AuthenticationFailed",
+    "Cancelled",
+    "Capability",
+    "CapabilityNotSupported",
+    "ConfigError",
+    "Conflict",
+    "Embeddings",
+    "EnvSecret",
+    "ImageJob",
+    "InvalidRequest",
+    "LoomError",
+    "ModelConfig",
+    "ModelNotFound",
+    "ModelSpec",
+    "NotFound",
+    "OutOfMemory",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PluginError",
+    "Provider",
+    "ProviderError",
+    "ProviderTimeout",
+    "QueueFull",
+    "RateLimited",
+    "RunContext",
+    "TextChunk",
+    "Unavailable",
+    "UnsupportedParameter",
+    "VisionScores",
+    "hookimpl",
+]

@@ -1,0 +1,56 @@
+"""Config types a plugin sees: a model entry and a secret reference.
+
+The daemon's whole config (``loom.daemon.config``) embeds these; ``register_models`` takes them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from msgspec import Struct, field
+
+from .errors import ConfigError
+from .types import Capability
+
+
+class EnvSecret(Struct, forbid_unknown_fields=True, frozen=True):
+    """A secret read from the environment: ``{ env = "OPENAI_API_KEY" }``. Never inline."""
+
+    env: str
+
+    def resolve(self, where: str = "") -> str:
+        value = os.environ.get(self.env)
+        if not value:
+            at = f" (needed by {where})" if where else ""
+            raise ConfigError(f"environment variable {self.env} is not set{at}")
+        return value
+
+    def get(self) -> str | None:
+        return os.environ.get(self.env) or None
+
+
+class ModelConfig(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One ``[[models]]`` entry: a public id served by a provider."""
+
+    id: str
+    provider: str
+    aliases: list[str] = field(default_factory=list)
+    #: Narrow what the provider declares (e.g. a chat model that should not embed); empty = all.
+    capabilities: list[Capability] = field(default_factory=list)
+    #: Decoded strictly against the provider's ``Options`` struct at start-up.
+    options: dict = field(default_factory=dict)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    #: Unload after this long idle: "30s", "5m", "1h", 0 (right after use) or -1 (never).
+    keep_alive: str | int = "5m"
+    pin: bool = False
+    #: Memory override for admission, e.g. "1.5GB"; otherwise the provider's estimate.
+    vram: str | None = None
+    #: Model ids to fall back to, in order, when this one cannot serve.
+    fallbacks: list[str] = field(default_factory=list)
+    #: Requests run at once on this model (default: 1 on a GPU, 2 on CPU, more for remote).
+    concurrency: int | None = None
+    #: Queued requests allowed before answering 429.
+    max_queue: int | None = None
+    description: str = ""

@@ -1,0 +1,139 @@
+"""Loom's domain errors.
+
+Providers and pipelines raise these; the daemon maps each class to an HTTP status and an
+OpenAI-shaped body in one table (``loom.daemon.api.errors``). Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class LoomError(Exception):
+    """Base of every error Loom reports to a client.
+
+    ``type`` and ``code`` follow OpenAI's error body; ``param`` names the offending field.
+    """
+
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(LoomError):
+    """The request is malformed or asks for something that cannot be done (400)."""
+
+    type = "invalid_request_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A parameter Loom or the serving model does not support; refused, never dropped (400)."""
+
+    code = "unsupported_parameter"
+
+
+class CapabilityNotSupported(InvalidRequest):
+    """The model exists but lacks the capability the route needs (400)."""
+
+    code = "capability_not_supported"
+
+
+class NotFound(LoomError):
+    """A job, file or other resource does not exist (404)."""
+
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No model or alias with that id (404)."""
+
+    code = "model_not_found"
+
+
+class AuthenticationFailed(LoomError):
+    """Missing or wrong API key, or a provider key that is not configured (401)."""
+
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(LoomError):
+    """The key is valid but may not use this route, e.g. a user key on /admin (403)."""
+
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body exceeds the configured limit (413)."""
+
+    code = "payload_too_large"
+
+
+class Conflict(InvalidRequest):
+    """The resource is in a state that does not allow this action (409)."""
+
+    code = "conflict"
+
+
+class QueueFull(LoomError):
+    """Admission control refused the work; retry after ``retry_after`` seconds (429)."""
+
+    type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kw) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class RateLimited(QueueFull):
+    """An upstream service said 429 (429 with its Retry-After)."""
+
+    code = "rate_limit_exceeded"
+
+
+class Unavailable(LoomError):
+    """Loom cannot serve this now: out of memory, queue wait exceeded, shutting down (503)."""
+
+    type = "server_error"
+    code = "unavailable"
+
+
+class OutOfMemory(Unavailable):
+    """A load or run did not fit in memory even after evicting others (503)."""
+
+    code = "out_of_memory"
+
+
+class ProviderError(LoomError):
+    """The provider failed while serving the request (502)."""
+
+    type = "server_error"
+    code = "provider_error"
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not answer in time (504)."""
+
+    code = "provider_timeout"
+
+
+class Cancelled(LoomError):
+    """The work was cancelled by its client or by id; raised inside providers at a safe point."""
+
+    type = "server_error"
+    code = "cancelled"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; start-up stops with this message (key path and reason)."""
+
+
+class PluginError(Exception):
+    """A plugin could not be registered (e.g. a duplicate provider or model name)."""

@@ -1,0 +1,91 @@
+"""The pipeline protocol: multi-step work that runs as a durable job.
+
+A pipeline is registered with ``register_pipelines`` and started by ``POST /v1/pipelines/{name}``.
+Its ``Params`` struct is decoded strictly from the request body (and published as JSON schema at
+``GET /v1/pipelines``). ``run`` does its work through the :class:`PipelineContext` the daemon
+hands it, so every model call goes through the scheduler at pipeline priority.
+
+Durability: wrap each unit of work in ``await ctx.step(key, fn)``. A finished step's result is
+stored; when an interrupted job is resumed, ``run`` is called again from the top and finished
+steps return their stored result at once, so work continues from the last finished step.
+Step results must be msgspec-encodable (artefacts are saved with ``ctx.save_artifact`` and
+referred to by their relative path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from msgspec import Struct
+
+from .protocols import VisionScores
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class PipelineContext(Protocol):
+    """What a running pipeline may do; implemented by the daemon's job runner."""
+
+    job_id: str
+    #: The job's output folder relative to the data dir: output/YYYY-MM-DD/ses-HHMMSS-<id>/
+    output_dir: str
+
+    async def step(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` once per job: a finished step returns its stored result on resume."""
+
+    def progress(self, percent: float, stage: str, message: str = "") -> None:
+        """Report progress (0-100) and the current stage; sent to listeners as an event."""
+
+    def emit(self, type: str, data: dict[str, Any]) -> None:
+        """Send a pipeline-specific event (e.g. ``candidate`` for beam search)."""
+
+    def check(self) -> None:
+        """Raise ``Cancelled`` if the job was cancelled; called between steps."""
+
+    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+        """Store bytes in the job's output folder and index them; returns the relative path."""
+
+    def read_artifact(self, path: str) -> bytes:
+        """Read back an artefact saved by :meth:`save_artifact` (e.g. after a resume)."""
+
+    def model_for(self, role: str, requested: str | None = None) -> str:
+        """The model id to use for a role ("chat", "image", "vision", "embedding",
+        "translation"): ``requested`` if given, else the config's route, else the first model
+        with that capability."""
+
+    async def chat(self, model: str, messages: list[dict], **params: Any) -> str:
+        """One chat completion (params as in the OpenAI API: max_tokens, temperature, seed,
+        response_format); returns the text. Token usage is added to the job's totals."""
+
+    async def generate_image(
+        self, model: str, prompt: str, *, width: int = 512, height: int = 512, seed: int | None = None,
+        steps: int | None = None, negative_prompt: str | None = None, init_image: bytes | None = None,
+        mask: bytes | None = None, strength: float = 0.75,
+    ) -> bytes:
+        """One PNG image."""
+
+    async def describe(self, model: str, image: bytes, prompt: str | None = None, detail: str = "normal") -> str:
+        """Describe an image in words."""
+
+    async def score(self, model: str, image: bytes, text: str) -> VisionScores:
+        """CLIP and aesthetic scores of an image against text."""
+
+    async def translate(self, model: str, texts: list[str], source: str, target: str) -> list[str]:
+        """Translate texts."""
+
+    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
+        """Unit-length embeddings of texts (or image data URIs, for CLIP models)."""
+
+
+class Pipeline:
+    """Base class for pipelines: set ``name``, ``Params`` and implement ``run``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Struct]]
+    description: ClassVar[str] = ""
+
+    async def run(self, params: Any, ctx: PipelineContext) -> Any:
+        """Do the work; the return value (msgspec-encodable) is the job's result."""
+        raise NotImplementedError

@@ -1,0 +1,187 @@
+"""Provider protocols: what a plugin implements to serve a capability.
+
+A provider *class* is registered once (``register_providers``); the daemon builds one instance per
+configured model and hands it a :class:`ModelSpec`. Every method runs through the scheduler: plain
+methods and generators run on the device's worker thread, ``async`` ones on the event loop (remote
+providers). Long work checks :meth:`RunContext.check` so cancellation lands at the next step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import msgspec
+from msgspec import Struct
+
+from .errors import Cancelled
+from .types import Capability, ChatCompletionRequest, CompletionRequest
+
+
+class ModelSpec(Struct, frozen=True, kw_only=True):
+    """One configured model as its provider sees it."""
+
+    id: str
+    provider: str
+    options: Any = None  # decoded as the provider's own ``Options`` struct
+    plugin_options: Any = None  # the provider plugin's ``[plugins.NAME]`` section, decoded
+    capabilities: frozenset[Capability] = frozenset()
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    dtype: str = "auto"  # "auto", "float32", "float16", "bfloat16"
+    data_dir: str = ""  # where a provider may keep files of its own
+
+
+class RunContext:
+    """Handed to every provider call: cancellation, progress and the seed to use."""
+
+    def __init__(
+        self,
+        *,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self._cancel = threading.Event()
+        self._on_progress = on_progress
+        self.device = device
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the work was cancelled; call it between steps."""
+        if self._cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        if self._on_progress is not None:
+            self._on_progress(done, total, message)
+        self.check()
+
+
+class TextChunk(Struct, kw_only=True):
+    """One piece of generated text; the last one of a generation carries ``finish_reason``."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Embeddings(Struct, kw_only=True):
+    vectors: list[list[float]]
+    prompt_tokens: int = 0
+
+
+class ImageJob(Struct, kw_only=True):
+    """An image generation or image-to-image request, normalised from the HTTP routes."""
+
+    prompt: str
+    width: int
+    height: int
+    n: int = 1
+    seed: int | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    init_image: bytes | None = None  # PNG/JPEG bytes for image-to-image
+    mask: bytes | None = None  # white = repaint
+    strength: float = 0.75
+
+
+class VisionScores(Struct, kw_only=True):
+    clip: float
+    aesthetic: float
+
+
+class Provider:
+    """Convenience base class; the protocols below are what the daemon checks.
+
+    Subclasses set ``name``, ``capabilities`` and ``Options`` and implement the methods of the
+    capabilities they declare.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    Options: ClassVar[type[Struct]] = msgspec.Struct
+    #: True when the provider runs in this process on a device (it needs memory accounting and the
+    #: device's worker thread); False for remote services.
+    local: ClassVar[bool] = True
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.options = spec.options
+
+    def estimate_bytes(self) -> int:
+        """Memory the model will hold once loaded, estimated before loading (for admission)."""
+        return 0
+
+    def load(self, device: str) -> None:
+        """Make the model ready on ``device`` ("cpu", "cuda:0", ...)."""
+
+    def unload(self) -> None:
+        """Free everything :meth:`load` took."""
+
+    def memory_bytes(self) -> int:
+        """Memory held now that the model is loaded; the scheduler measures it too."""
+        return self.estimate_bytes()
+
+
+@runtime_checkable
+class ChatProvider(Protocol):
+    def chat(
+        self, request: ChatCompletionRequest, ctx: RunContext
+    ) -> Iterator[TextChunk] | AsyncIterator[TextChunk]:
+        """Stream one generation for ``request`` (the daemon handles ``n`` by calling again)."""
+
+
+@runtime_checkable
+class CompletionProvider(Protocol):
+    def complete(
+        self, prompt: str, request: CompletionRequest, ctx: RunContext
+    ) -> Iterator[TextChunk] | AsyncIterator[TextChunk]:
+        """Stream one completion of ``prompt``."""
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    def embed(self, inputs: list[str], ctx: RunContext) -> Embeddings:
+        """Embed texts (and, for models that can, image data URIs) as unit vectors."""
+
+
+@runtime_checkable
+class ImageProvider(Protocol):
+    def generate_images(self, job: ImageJob, ctx: RunContext) -> list[bytes]:
+        """Return ``job.n`` PNG images; ``ctx.progress`` after each denoising step."""
+
+
+@runtime_checkable
+class VisionProvider(Protocol):
+    def describe(
+        self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext
+    ) -> str:
+        """Describe an image in words."""
+
+    def score(self, image: bytes, text: str, ctx: RunContext) -> VisionScores:
+        """CLIP similarity of image and text, and an aesthetic score (0-10 scale)."""
+
+
+@runtime_checkable
+class TranslationProvider(Protocol):
+    def translate(self, texts: list[str], source: str, target: str, ctx: RunContext) -> list[str]:
+        """Translate each text; raise InvalidRequest for a language code the model lacks."""
+
+
+#: The method each capability needs; the daemon checks a provider declares only what it has.
+CAPABILITY_METHODS: dict[Capability, tuple[str, ...]] = {
+    Capability.CHAT: ("chat",),
+    Capability.COMPLETION: ("complete",),
+    Capability.EMBEDDING: ("embed",),
+    Capability.IMAGE: ("generate_images",),
+    Capability.VISION: ("describe", "score"),
+    Capability.TRANSLATION: ("translate",),
+}

@@ -1,0 +1,1 @@
+"""loom.tui: the Textual terminal UI, a client of the daemon over HTTP."""
