@@ -11,14 +11,18 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from loom.sdk.config import ModelConfig
 
-from .api import chat, embeddings, images, loom_routes, models
+from .api import admin
+from .api import admin_providers, chat, embeddings, image_edits, images, loom_routes, models
+from .api import jobs as job_api
 from .api.auth import KeyRing, require_key
 from .api.errors import EXCEPTION_HANDLERS
 from .config import Config
 from .files import FileStore
+from .jobs import jobs_lifespan
 from .models import build_registry
 from .routing import ModelRouter
 from .plugin_manager import collect, collect_providers, make_plugin_manager
+from .provider_health import provider_lifespan
 from .scheduler import Scheduler
 from .state import Loom
 
@@ -42,7 +46,7 @@ def build_loom(config: Config, extra_plugins: dict[str, object] | None = None) -
         scheduler=scheduler,
         router=ModelRouter(registry, scheduler),
         keys=KeyRing(config),
-        files=FileStore(data_dir / "files"),
+        files=FileStore(data_dir),
     )
 
 
@@ -57,12 +61,15 @@ V1_ROUTES = [
     chat.completions,
     embeddings.embeddings,
     images.generations,
+    image_edits.edits,
+    image_edits.variations,
     models.list_models,
     models.get_model,
     loom_routes.translate,
     loom_routes.describe,
     loom_routes.score,
     loom_routes.serve_file,
+    *job_api.ROUTES,
 ]
 
 
@@ -79,8 +86,8 @@ def create_app(config: Config, extra_plugins: dict[str, object] | None = None) -
 
     v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[require_key])
     app = Litestar(
-        route_handlers=[health, v1],
-        lifespan=[lifespan],
+        route_handlers=[health, v1, *admin_providers.ROUTES, *admin.ROUTES],
+        lifespan=[lifespan, provider_lifespan(loom), jobs_lifespan(loom)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="Loom",

@@ -8,6 +8,8 @@ import sys
 
 from loom.sdk.errors import ConfigError, PluginError
 
+from .cli_plugins import add_subcommands
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
     serve.set_defaults(func=_serve)
+    add_subcommands(sub)  # plugins, new-plugin
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -72,8 +72,16 @@ class Routes(Struct, forbid_unknown_fields=True, frozen=True):
     translation: str | None = None
 
 
+class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    """Durable jobs: finished jobs older than ``retention`` are deleted with their folders."""
+
+    retention: str | int = "30d"  # "never" / -1 keeps everything
+    cleanup_interval: str | int = "1h"
+
+
 class Config(Struct, forbid_unknown_fields=True, frozen=True):
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     routes: Routes = field(default_factory=Routes)
     #: ``[plugins.NAME]`` tables: ``enabled`` plus the plugin's own options.
@@ -125,6 +133,8 @@ def check_config(config: Config) -> None:
     for name, device in config.scheduler.devices.items():
         parse_size(device.budget, f"$.scheduler.devices.{name}.budget", allow_percent=True)
         parse_size(device.headroom, f"$.scheduler.devices.{name}.headroom")
+    parse_duration(config.jobs.retention, "$.jobs.retention")
+    parse_duration(config.jobs.cleanup_interval, "$.jobs.cleanup_interval")
     for i, model in enumerate(config.models):
         parse_duration(model.keep_alive, f"$.models[{i}].keep_alive")
         if model.vram is not None:

@@ -1,7 +1,8 @@
-"""Files the daemon serves back: generated images under ``<data dir>/files``.
+"""Files the daemon serves back at ``/v1/files/<path>``: generated images and job outputs.
 
-Paths handed to clients are relative to that folder; :meth:`FileStore.resolve` refuses anything
-that would leave it.
+Paths handed to clients are relative to the data dir and must start with one of the public
+folders (``images/``, ``output/``); :meth:`FileStore.resolve` refuses anything that would leave
+them, so the job database and other state are never served.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import time
 from pathlib import Path
 
 from loom.sdk.errors import NotFound
+
+
+PUBLIC_FOLDERS = ("images", "output")
 
 
 class FileStore:
@@ -27,6 +31,7 @@ class FileStore:
 
     def resolve(self, rel: str) -> Path:
         path = (self.root / rel).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
+        public = any(path.is_relative_to(self.root / folder) for folder in PUBLIC_FOLDERS)
+        if not public or not path.is_file():
             raise NotFound(f"No file at '{rel}'", param="path")
         return path

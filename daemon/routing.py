@@ -1,17 +1,34 @@
-"""Which model serves a request: the one named, then its fallbacks, in order.
+"""Which model serves a request: the one named (or what it was switched to), then its fallbacks.
 
 A fallback is taken when the first choice is marked unhealthy, fails (provider error, timeout,
-out of memory, full queue) or cannot be made resident. For a stream only before its first chunk:
-after that, the client has seen the first model's words.
+out of memory, full queue, an upstream's 429), cannot be made resident, or (``fallback_on_queue``)
+would have to wait behind too many others. For a stream only before its first chunk: after that,
+the client has seen the first model's words.
+
+Runtime switching (seed 004) sends a model's requests, or every request of a capability, to
+another model without a restart. A model switch wins over a capability switch; both are kept in
+``<data_dir>/routing.json`` so they survive a restart, and are undone by switching to ``None``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
-from loom.sdk.errors import CapabilityNotSupported, LoomError, ProviderError, QueueFull, Unavailable
+from loom.sdk.errors import (
+    CapabilityNotSupported,
+    InvalidRequest,
+    LoomError,
+    ModelNotFound,
+    ProviderError,
+    QueueFull,
+    Unavailable,
+)
 from loom.sdk.protocols import RunContext
 from loom.sdk.types import Capability
 
@@ -20,34 +37,70 @@ from .scheduler import Priority, Scheduler
 
 log = logging.getLogger("loom.routing")
 FALLBACK_ON = (ProviderError, Unavailable, QueueFull)
+STATE_VERSION = 1
 
 
 class ModelRouter:
-    def __init__(self, registry: ModelRegistry, scheduler: Scheduler) -> None:
+    def __init__(self, registry: ModelRegistry, scheduler: Scheduler, state_path: Path | None = None) -> None:
         self.registry = registry
         self.scheduler = scheduler
-        #: model id -> model id that serves it instead (runtime switching); see switch().
+        #: model id -> model id that serves its requests instead (runtime switching).
         self.overrides: dict[str, str] = {}
+        #: capability -> model id that serves every request of that capability instead.
+        self.capability_overrides: dict[Capability, str] = {}
         #: model id -> False when a health check found its provider unreachable.
         self.healthy: dict[str, bool] = {}
+        #: Where switches are kept (``<data_dir>/routing.json``); None keeps them in memory only.
+        self.state_path = state_path
+
+    # --- choosing -----------------------------------------------------------------------------
+
+    def first_choice(self, name: str, capability: Capability) -> tuple[ModelEntry, ModelEntry]:
+        """(the model named, the model that serves it after switches); raises for an unknown
+        model or one without the capability."""
+        named = self.registry.for_capability(name, capability)
+        target = self.overrides.get(named.id) or self.capability_overrides.get(capability)
+        if target is not None:
+            entry = self.registry.get(target)
+            # A model switched to one that lacks this capability keeps serving it itself.
+            if capability in entry.capabilities:
+                return named, entry
+        return named, named
 
     def candidates(self, name: str, capability: Capability) -> list[ModelEntry]:
-        """The entries to try, in order; raises for an unknown model or a missing capability."""
-        first = self.registry.for_capability(name, capability)
+        """The entries to try, in order: the first choice, its fallbacks, then (when switched) the
+        named model's fallbacks. Unhealthy ones are left out unless nothing else is left."""
+        named, first = self.first_choice(name, capability)
         chain = [first]
-        for fallback in first.config.fallbacks:
-            entry = self.registry.get(fallback)
-            if capability in entry.capabilities and entry not in chain:
-                chain.append(entry)
-        chain = [self.registry.get(self.overrides[e.id]) if e.id in self.overrides else e for e in chain]
-        for e in chain:
-            if capability not in e.capabilities:
-                raise CapabilityNotSupported(
-                    f"model '{e.id}' (switched in for '{name}') cannot do {capability.value}",
-                    param="model",
-                )
+        for source in (first, named):
+            for fallback in source.config.fallbacks:
+                entry = self.registry.get(fallback)
+                if capability in entry.capabilities and entry not in chain:
+                    chain.append(entry)
         healthy = [e for e in chain if self.healthy.get(e.id, True)]
         return healthy or chain
+
+    def route_for(self, capability: Capability | str, configured: str | None) -> str | None:
+        """The model a capability route (``[routes]``) resolves to now: the capability's switch,
+        else ``configured``. Callers that pick a default model by role should ask this."""
+        return self.capability_overrides.get(Capability(capability)) or configured
+
+    def _queue_too_long(self, entry: ModelEntry) -> bool:
+        """``fallback_on_queue = N``: at most N requests wait for ``entry``; the next falls back."""
+        limit = getattr(entry.config, "fallback_on_queue", None)
+        if limit is None:
+            return False
+        busy, waiting = _queue_state(self.scheduler, entry)
+        return busy and waiting >= limit
+
+    # --- running ------------------------------------------------------------------------------
+
+    def _next(self, chain: list[ModelEntry], i: int) -> bool:
+        """Whether ``chain[i]`` should be passed over for a full queue (never the last one)."""
+        if i < len(chain) - 1 and self._queue_too_long(chain[i]):
+            log.info("%s has a long queue; falling back to %s", chain[i].id, chain[i + 1].id)
+            return True
+        return False
 
     async def run(
         self,
@@ -60,6 +113,8 @@ class ModelRouter:
     ) -> tuple[ModelEntry, Any]:
         chain = self.candidates(name, capability)
         for i, entry in enumerate(chain):
+            if self._next(chain, i):
+                continue
             try:
                 return entry, await self.scheduler.run(entry, call, priority=priority, ctx=ctx)
             except FALLBACK_ON as e:
@@ -80,6 +135,8 @@ class ModelRouter:
         """Start a stream on the first model that produces a first chunk; return it and the rest."""
         chain = self.candidates(name, capability)
         for i, entry in enumerate(chain):
+            if self._next(chain, i):
+                continue
             gen = self.scheduler.stream(entry, call, priority=priority, ctx=ctx)
             try:
                 first = await gen.__anext__()
@@ -93,6 +150,136 @@ class ModelRouter:
                 continue
             return entry, _prepend(first, gen)
         raise AssertionError("unreachable")
+
+    # --- runtime switching --------------------------------------------------------------------
+
+    def switch(self, name: str, to: str | None) -> dict:
+        """Send the requests of model ``name`` (an id or alias), or else of capability ``name``, to
+        model ``to``; ``to=None`` undoes it. Persisted at once. Returns what now serves ``name``."""
+        if _is_known(self.registry, name):
+            return self.switch_model(name, to)
+        return self.switch_capability(name, to)
+
+    def switch_model(self, name: str, to: str | None) -> dict:
+        entry = self.registry.get(name)
+        if to is None or self._target(to).id == entry.id:
+            self.overrides.pop(entry.id, None)
+        else:
+            target = self._target(to)
+            if not entry.capabilities & target.capabilities:
+                raise InvalidRequest(
+                    f"model '{target.id}' can do none of what '{entry.id}' does ({_names(entry.capabilities)})",
+                    param="to",
+                )
+            self.overrides[entry.id] = target.id
+        self.save()
+        return self.describe_model(entry)
+
+    def switch_capability(self, name: str, to: str | None) -> dict:
+        try:
+            capability = Capability(name)
+        except ValueError:
+            raise ModelNotFound(
+                f"No model and no capability named '{name}' (capabilities: {_names(Capability)})",
+                param="model",
+            ) from None
+        if to is None:
+            self.capability_overrides.pop(capability, None)
+        else:
+            target = self._target(to)
+            if capability not in target.capabilities:
+                raise CapabilityNotSupported(
+                    f"model '{target.id}' cannot do {capability.value} (it does {_names(target.capabilities)})",
+                    param="to",
+                )
+            self.capability_overrides[capability] = target.id
+        self.save()
+        return {"capability": capability.value, "served_by": self.capability_overrides.get(capability)}
+
+    def _target(self, to: str) -> ModelEntry:
+        try:
+            return self.registry.get(to)
+        except ModelNotFound:
+            raise ModelNotFound(f"The model '{to}' does not exist", param="to") from None
+
+    def describe_model(self, entry: ModelEntry) -> dict:
+        """Which model serves each capability of ``entry`` now (itself unless switched)."""
+        serves = {c.value: self.first_choice(entry.id, c)[1].id for c in sorted(entry.capabilities, key=lambda c: c.value)}
+        return {"model": entry.id, "switched_to": self.overrides.get(entry.id), "served_by": serves}
+
+    def switches(self) -> dict:
+        return {
+            "models": dict(sorted(self.overrides.items())),
+            "capabilities": {c.value: m for c, m in sorted(self.capability_overrides.items(), key=lambda i: i[0].value)},
+        }
+
+    # --- persistence --------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the switches to ``state_path`` atomically (a crash leaves the old file)."""
+        if self.state_path is None:
+            return
+        data = {"version": STATE_VERSION, **self.switches()}
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".routing-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=2)
+                f.write("\n")
+            os.replace(tmp, self.state_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, path: Path) -> None:
+        """Adopt ``path`` as the state file and restore its switches. Switches naming models that
+        are no longer configured are dropped with a warning; an unreadable file is set aside."""
+        self.state_path = path
+        if not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text())
+            models, capabilities = dict(data.get("models", {})), dict(data.get("capabilities", {}))
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            aside = path.with_suffix(".json.bad")
+            log.warning("cannot read %s (%s); moved it to %s and starting without switches", path, e, aside)
+            path.replace(aside)
+            return
+        for name, to in models.items():
+            self._restore(self.switch_model, name, to)
+        for name, to in capabilities.items():
+            self._restore(self.switch_capability, name, to)
+
+    def _restore(self, switch: Callable[[str, str | None], dict], name: str, to: Any) -> None:
+        try:
+            if not isinstance(to, str):
+                raise InvalidRequest(f"not a model id: {to!r}")
+            switch(name, to)
+        except LoomError as e:
+            log.warning("dropping the switch of %r to %r from %s: %s", name, to, self.state_path, e.message)
+            self.save()
+
+
+def _queue_state(scheduler: Scheduler, entry: ModelEntry) -> tuple[bool, int]:
+    """(every slot of ``entry`` is taken, how many requests wait for one)."""
+    state = getattr(scheduler, "queue_state", None)
+    if state is not None:
+        return state(entry)
+    # Until the scheduler has a public queue_state(entry), read its admission state directly.
+    busy = scheduler._slot(entry).locked()
+    return busy, scheduler._waiting.get(entry.id, 0)
+
+
+def _is_known(registry: ModelRegistry, name: str) -> bool:
+    try:
+        registry.get(name)
+    except ModelNotFound:
+        return False
+    return True
+
+
+def _names(capabilities) -> str:
+    return ", ".join(sorted(c.value for c in capabilities)) or "nothing"
 
 
 async def _empty():
@@ -109,4 +296,4 @@ async def _prepend(first, gen: AsyncIterator) -> AsyncIterator:
         await gen.aclose()
 
 
-__all__ = ["ModelRouter", "LoomError"]
+__all__ = ["FALLBACK_ON", "ModelRouter", "LoomError"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -14,6 +14,10 @@ from .models import ModelRegistry
 from .routing import ModelRouter
 from .plugin_manager import PluginInfo
 from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from .jobs import JobRunner
+    from .provider_health import ProviderHealth
 
 
 @dataclass
@@ -27,3 +31,7 @@ class Loom:
     keys: KeyRing
     files: FileStore
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Health checks of remote upstreams; set by ``provider_health.provider_lifespan``.
+    provider_health: ProviderHealth | None = None
+    #: Pipeline jobs; set by ``jobs.jobs_lifespan`` while the app runs.
+    jobs: JobRunner | None = None

@@ -94,8 +94,13 @@ class ImageJob(Struct, kw_only=True):
 
 
 class VisionScores(Struct, kw_only=True):
-    clip: float
-    aesthetic: float
+    clip: float  # cosine similarity of image and text, 0..1
+    aesthetic: float  # LAION-style aesthetic rating, 0..10
+
+    def combined(self, alpha: float) -> float:
+        """Seed 004's ranking score on a 0..100 scale: both parts scaled to 0..100, then
+        ``alpha * 100*clip + (1 - alpha) * 10*aesthetic``."""
+        return alpha * (100.0 * self.clip) + (1.0 - alpha) * (10.0 * self.aesthetic)
 
 
 class Provider:
@@ -111,6 +116,9 @@ class Provider:
     #: True when the provider runs in this process on a device (it needs memory accounting and the
     #: device's worker thread); False for remote services.
     local: ClassVar[bool] = True
+    #: True when the same request with the same seed gives the same output; the conformance kit
+    #: (``loom.sdk.testing``) then checks that it does.
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

@@ -63,7 +63,7 @@ async def score(request: Request) -> Response:
     entry, s = await loom.router.run(
         req.model, Capability.VISION, lambda provider, ctx: provider.score(image, req.text, ctx)
     )
-    combined = req.alpha * s.clip + (1 - req.alpha) * s.aesthetic
+    combined = s.combined(req.alpha)
     body = ScoreResponse(
         model=req.model, clip=s.clip, aesthetic=s.aesthetic, combined=combined, alpha=req.alpha
     )

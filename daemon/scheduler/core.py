@@ -1,122 +1,176 @@
-"""Scheduler core: runs provider calls off the event loop, loading models on demand.
+"""The scheduler: what is resident, what runs next, on which device.
 
-Every provider call goes through :meth:`Scheduler.run` or :meth:`Scheduler.stream`. Sync calls and
-generators run on the device's worker thread (one thread per device); async ones on the loop.
+Every provider call goes through :meth:`Scheduler.run` or :meth:`Scheduler.stream` and becomes a
+:class:`WorkItem` on its device's queue. A dispatcher per device (run on the event loop whenever
+something changes) asks the policy for the order, starts what may start, and starts a load (with
+the evictions it needs) when the next item's model is not resident. Calls run on the device's
+lane of the executor: sync functions and generators on its thread, ``async`` results on the loop.
+
+Ids: each item has an id (``wk_...``); it is set on ``ctx.work_id`` and in the
+:data:`current_work_id` context variable, and :meth:`Scheduler.cancel` takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
+import contextvars
 import inspect
-import threading
+import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
-from loom.sdk.errors import QueueFull, Unavailable
+from loom.sdk.errors import Cancelled, OutOfMemory, QueueFull, Unavailable
 from loom.sdk.protocols import Provider, RunContext
 
 from ..config import Config
 from ..models import ModelEntry, ModelRegistry
+from .devices import REMOTE, discover, normalize
+from .events import EventBus
+from .executor import Executor, ThreadExecutor
+from .ledger import Ledger, probe_for
+from .metrics import SchedulerMetrics
+from .oom import as_loom_error, is_oom
+from .policy import Decision, Policy, make_policy
+from .queues import Priority, State, WorkItem
+from .residency import DeviceState, ResidencyOps
 
-T = TypeVar("T")
-_DONE = object()
+__all__ = ["Priority", "Scheduler", "current_work_id"]
+
+log = logging.getLogger("loom.scheduler")
+
+#: The id of the work item most recently submitted from this context (the API's response header).
+current_work_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("loom_work_id", default=None)
+
+_CHUNK, _END = "chunk", "end"
 
 
-class Priority(enum.IntEnum):
-    INTERACTIVE = 0  # the /v1 endpoints
-    PIPELINE = 1  # steps of a pipeline job
-    BATCH = 2
+def _noop(provider: Provider, ctx: RunContext) -> None:
+    return None
 
 
-class Scheduler:
-    def __init__(self, config: Config, registry: ModelRegistry) -> None:
+class Scheduler(ResidencyOps):
+    def __init__(
+        self,
+        config: Config,
+        registry: ModelRegistry,
+        *,
+        policy: str | Policy = "affinity",
+        executor: Executor | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
-        self._executors: dict[str, ThreadPoolExecutor] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._waiting: dict[str, int] = {}
-        self._load_locks: dict[str, asyncio.Lock] = {}
-        self._loaded: dict[str, float] = {}
+        self.policy = make_policy(policy, config.scheduler.max_age)
+        self.executor: Executor = executor or ThreadExecutor()
+        self.events = EventBus()
+        self.metrics = SchedulerMetrics(self)
+        infos, self._auto = discover(config, {e.spec.device for e in registry if e.local})
+        self.devices: dict[str, DeviceState] = {
+            name: DeviceState(info, Ledger(name, info.budget), probe_for(info.kind, info.index))
+            for name, info in infos.items()
+        }
+        self._pinned: set[str] = {e.id for e in registry if e.config.pin}
+        self._items: dict[str, WorkItem] = {}
+        self._seq = itertools.count()
+        self._estimates: dict[str, int] = {}
+        self._run_seconds: dict[str, float] = {}  # moving average per model, for Retry-After
+        self._tasks: set[asyncio.Task] = set()
+        self._aps: Any = None
+        self._closed = False
+        for entry in registry:
+            dev = self.devices.get(self.device_of(entry))
+            if dev is not None:
+                self.executor.configure(self._lane(dev, entry), self.slots(entry))
+
+    # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        pass
+        """Start the keep-alive job (APScheduler) and load pinned models in the background."""
+        self._closed = False
+        self.events._bind()
+        if self._aps is None:
+            from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+            quiet = logging.getLogger("apscheduler.executors")  # it logs every run at INFO
+            if quiet.level == logging.NOTSET:
+                quiet.setLevel(logging.WARNING)
+            self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+            self._aps.add_job(
+                self.expire_idle, "interval", seconds=max(0.01, self.config.scheduler.keep_alive_interval),
+                id="loom-keep-alive", max_instances=1, coalesce=True, misfire_grace_time=None,
+            )  # fmt: skip
+            self._aps.start()
+        for m in sorted(self._pinned):
+            entry = self.registry.entries.get(m)
+            if entry is not None:
+                self._spawn(self._preload(entry))
 
     async def stop(self) -> None:
-        for entry in self.registry:
-            if entry.id in self._loaded:
-                await self.unload(entry)
-        for pool in self._executors.values():
-            pool.shutdown(wait=False, cancel_futures=True)
+        if self._closed:
+            return
+        self._closed = True
+        if self._aps is not None:
+            try:
+                self._aps.shutdown(wait=False)
+            except Exception:  # not running
+                pass
+            self._aps = None
+        for item in list(self._items.values()):
+            if item.state is State.QUEUED:
+                self._drop(item, Unavailable("Loom is shutting down"), "cancelled", reason="shutdown")
+            else:
+                item.ctx.cancel()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        for dev in self.devices.values():
+            if dev.op_lock.locked():
+                continue  # a load that would not stop; its thread dies with the process
+            async with dev.op_lock:
+                for m in list(dev.ledger.resident):
+                    await self._unload_now(dev, m, "shutdown")
+        self.executor.shutdown()
+        self.events.close()
 
-    # --- devices ---------------------------------------------------------------------------
+    async def _preload(self, entry: ModelEntry) -> None:
+        try:
+            await self.load(entry)
+        except Exception as e:
+            log.warning("could not load pinned model %s: %s", entry.id, e)
+
+    # --- devices and slots ---------------------------------------------------------------------
 
     def device_of(self, entry: ModelEntry) -> str:
         if not entry.local:
-            return "remote"
-        return "cpu" if entry.spec.device in ("auto", "cpu") else entry.spec.device
+            return REMOTE
+        device = entry.spec.device or "auto"
+        return self._auto if device == "auto" else normalize(device)
 
-    def _executor(self, device: str) -> ThreadPoolExecutor:
-        pool = self._executors.get(device)
-        if pool is None:
-            workers = 1 if device != "remote" else 16
-            pool = self._executors[device] = ThreadPoolExecutor(workers, thread_name_prefix=f"loom-{device}")
-        return pool
+    def _dev(self, entry: ModelEntry) -> DeviceState:
+        name = self.device_of(entry)
+        dev = self.devices.get(name)
+        if dev is None:
+            raise Unavailable(f"model '{entry.id}' is placed on {name}, which Loom does not know")
+        return dev
 
-    async def _in_thread(self, entry: ModelEntry, fn: Callable[..., T], *args) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(self.device_of(entry)), fn, *args)
+    def _lane(self, dev: DeviceState, entry: ModelEntry) -> str:
+        return f"{dev.name}/{entry.id}" if dev.parallel else dev.name
 
-    # --- residency -------------------------------------------------------------------------
-
-    async def load(self, entry: ModelEntry) -> Provider:
-        lock = self._load_locks.setdefault(entry.id, asyncio.Lock())
-        async with lock:
-            provider = entry.instance()
-            if entry.id not in self._loaded:
-                await self._in_thread(entry, provider.load, self.device_of(entry))
-                self._loaded[entry.id] = time.monotonic()
-            return provider
-
-    async def unload(self, entry: ModelEntry) -> None:
-        lock = self._load_locks.setdefault(entry.id, asyncio.Lock())
-        async with lock:
-            if entry.id in self._loaded and entry.provider is not None:
-                await self._in_thread(entry, entry.provider.unload)
-                del self._loaded[entry.id]
+    def slots(self, entry: ModelEntry) -> int:
+        """Items of this model that may run at once: the config's, else 1 (local) or 16 (remote)."""
+        return entry.config.concurrency or (1 if entry.local else 16)
 
     def is_loaded(self, entry: ModelEntry) -> bool:
-        return entry.id in self._loaded
+        dev = self.devices.get(self.device_of(entry))
+        return dev is not None and entry.id in dev.ledger.resident
 
-    # --- admission -------------------------------------------------------------------------
+    def queue_state(self, entry: ModelEntry) -> tuple[bool, int]:
+        """(every slot of ``entry`` is taken, how many of its items wait)."""
+        dev = self._dev(entry)
+        return dev.busy.get(entry.id, 0) >= self.slots(entry), dev.queue.count(entry.id)
 
-    def _slot(self, entry: ModelEntry) -> asyncio.Semaphore:
-        sem = self._slots.get(entry.id)
-        if sem is None:
-            n = entry.config.concurrency or (1 if entry.local else 16)
-            sem = self._slots[entry.id] = asyncio.Semaphore(n)
-        return sem
-
-    async def _acquire(self, entry: ModelEntry) -> asyncio.Semaphore:
-        limits = self.config.daemon.limits
-        max_queue = entry.config.max_queue or limits.max_queue
-        sem = self._slot(entry)
-        if sem.locked() and self._waiting.get(entry.id, 0) >= max_queue:
-            raise QueueFull(f"The queue for model '{entry.id}' is full ({max_queue} waiting)", retry_after=1.0)
-        self._waiting[entry.id] = self._waiting.get(entry.id, 0) + 1
-        try:
-            await asyncio.wait_for(sem.acquire(), limits.queue_timeout)
-        except TimeoutError:
-            raise Unavailable(
-                f"Waited {limits.queue_timeout:g}s in the queue for model '{entry.id}'"
-            ) from None
-        finally:
-            self._waiting[entry.id] -= 1
-        return sem
-
-    # --- running ---------------------------------------------------------------------------
+    # --- running ---------------------------------------------------------------------------------
 
     async def run(
         self,
@@ -126,23 +180,17 @@ class Scheduler:
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
     ) -> Any:
-        """Run ``call(provider, ctx)`` once a slot is free and the model is resident."""
-        ctx = ctx or RunContext(device=self.device_of(entry))
-        sem = await self._acquire(entry)
+        """Run ``call(provider, ctx)`` once its model is resident and a slot is free.
+
+        A generator (or async generator) result is drained where it runs and returned as a list.
+        """
+        item = self._submit(entry, call, priority, ctx)
         try:
-            provider = await self.load(entry)
-            if inspect.iscoroutinefunction(call):
-                return await call(provider, ctx)
-            try:
-                result = await self._in_thread(entry, call, provider, ctx)
-            except asyncio.CancelledError:
-                ctx.cancel()
-                raise
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-        finally:
-            sem.release()
+            await self._wait_started(item)
+            return await asyncio.shield(item.done)
+        except asyncio.CancelledError:
+            self._abandon(item)
+            raise
 
     async def stream(
         self,
@@ -154,54 +202,466 @@ class Scheduler:
     ) -> AsyncIterator[Any]:
         """Iterate ``call(provider, ctx)`` (a generator or async generator) chunk by chunk.
 
-        Closing the iterator early (a client that disconnects) cancels the generation.
+        Closing the iterator early (a client that disconnects) cancels the work.
         """
-        ctx = ctx or RunContext(device=self.device_of(entry))
-        sem = await self._acquire(entry)
+        item = self._submit(entry, call, priority, ctx, stream=True)
         try:
-            provider = await self.load(entry)
-            produced = call(provider, ctx)
-            if inspect.isasyncgen(produced):
-                try:
-                    async for item in produced:
-                        yield item
-                finally:
-                    ctx.cancel()
-                    await produced.aclose()
-                return
-            async for item in self._drain_in_thread(entry, produced, ctx):
-                yield item
-        finally:
-            sem.release()
-
-    async def _drain_in_thread(self, entry: ModelEntry, gen, ctx: RunContext) -> AsyncIterator[Any]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        finished = threading.Event()
-
-        def pump() -> None:
-            try:
-                for item in gen:
-                    if ctx.cancelled:
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, (item, None))
-            except BaseException as e:  # handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, (_DONE, e))
-                return
-            finally:
-                gen.close()
-                finished.set()
-            loop.call_soon_threadsafe(queue.put_nowait, (_DONE, None))
-
-        future = loop.run_in_executor(self._executor(self.device_of(entry)), pump)
-        try:
+            await self._wait_started(item)
             while True:
-                item, error = await queue.get()
-                if item is _DONE:
-                    if error is not None:
-                        raise error
-                    break
-                yield item
+                tag, value = await item.chunks.get()
+                if tag == _END:
+                    if value is not None:
+                        raise value
+                    return
+                yield value
         finally:
-            ctx.cancel()
-            await asyncio.shield(future)
+            self._abandon(item)  # a no-op once the item is done
+
+    async def load(self, entry: ModelEntry) -> Provider:
+        """Make ``entry`` resident (evicting others as needed) and return its provider."""
+        item = self._submit(entry, _noop, Priority.INTERACTIVE, None, kind="load")
+        await self._wait_started(item)
+        return entry.instance()
+
+    async def unload(self, entry: ModelEntry) -> bool:
+        """Unload ``entry`` once its running work is done; False when it was not resident."""
+        dev = self._dev(entry)
+        m = entry.id
+        if m not in dev.ledger.resident and dev.loading != m:
+            return False
+        dev.draining.add(m)
+        try:
+            await self._wait_idle(dev, m)
+            async with dev.op_lock:
+                if m in dev.ledger.resident and not dev.busy.get(m):
+                    await self._unload_now(dev, m, "admin")
+                    return True
+                return False
+        finally:
+            dev.draining.discard(m)
+            self._kick(dev)
+
+    async def pin(self, entry: ModelEntry, pinned: bool = True) -> dict:
+        """Pin (never evicted, no keep-alive; loaded now) or unpin a model."""
+        dev = self._dev(entry)
+        m = entry.id
+        was = m in self._pinned
+        self._set_pinned(dev, m, pinned)
+        if pinned:
+            try:
+                await self.load(entry)
+            except BaseException:
+                self._set_pinned(dev, m, was)
+                raise
+        self._publish("pinned", model=m, device=dev.name, pinned=pinned)
+        self._kick(dev)
+        return self.model_state(entry)
+
+    def _set_pinned(self, dev: DeviceState, m: str, pinned: bool) -> None:
+        (self._pinned.add if pinned else self._pinned.discard)(m)
+        r = dev.ledger.resident.get(m)
+        if r is not None:
+            r.pinned = pinned
+
+    def cancel(self, item_id: str) -> bool:
+        """Cancel queued (removed, never run) or running (``ctx.cancel()``) work by id."""
+        item = self._items.get(item_id)
+        if item is None or item.internal:
+            return False
+        if item.state is State.QUEUED:
+            self._drop(item, Cancelled(f"work {item_id} was cancelled"), "cancelled", reason="by_id")
+        else:
+            item.ctx.cancel()
+        return True
+
+    # --- admission and waiting -------------------------------------------------------------------
+
+    def _submit(self, entry, call, priority, ctx, *, stream: bool = False, kind: str = "run") -> WorkItem:
+        if self._closed:
+            raise Unavailable("Loom is shutting down")
+        dev = self._dev(entry)
+        if not dev.info.available:
+            raise Unavailable(f"model '{entry.id}' is placed on {dev.name}, which is not available: {dev.info.reason}")
+        if kind == "run":
+            limit = entry.config.max_queue or self.config.daemon.limits.max_queue
+            if dev.queue.count(entry.id) >= limit:
+                self.metrics.rejected.labels(entry.id, "queue_full").inc()
+                raise QueueFull(
+                    f"The queue for model '{entry.id}' is full ({limit} waiting); retry later",
+                    retry_after=self._retry_after(dev, entry),
+                )
+        if ctx is None:
+            ctx = RunContext(device=dev.name)
+        ctx.device = dev.name
+        item = WorkItem(
+            entry=entry, device=dev.name, priority=Priority(priority), call=call, ctx=ctx,
+            seq=next(self._seq), stream=stream, kind=kind,
+        )  # fmt: skip
+        ctx.work_id = item.id
+        current_work_id.set(item.id)
+        if kind == "run":
+            self.policy.arrived(entry.id, item.enqueued)
+        dev.queue.push(item)
+        self._items[item.id] = item
+        if not item.internal:
+            self._publish("queued", item, depth=dev.queue.count(entry.id))
+        self._kick(dev)
+        return item
+
+    def _retry_after(self, dev: DeviceState, entry: ModelEntry) -> float:
+        per_item = self._run_seconds.get(entry.id, 1.0)
+        return max(1.0, per_item * dev.queue.count(entry.id) / self.slots(entry))
+
+    async def _wait_started(self, item: WorkItem) -> None:
+        timeout = self.config.daemon.limits.queue_timeout
+        try:
+            await asyncio.wait([item.started], timeout=timeout)
+        except asyncio.CancelledError:
+            self._abandon(item)
+            raise
+        if not item.started.done():
+            error = Unavailable(f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later")
+            self._drop(item, error, "failed", reason="queue_timeout")
+            raise error
+        item.started.result()  # raises what kept it from starting
+
+    def _abandon(self, item: WorkItem, reason: str = "client went away") -> None:
+        if item.state is State.QUEUED:
+            self._drop(item, Cancelled(f"cancelled: {reason}"), "cancelled", reason=reason)
+        elif item.state is State.RUNNING:
+            item.ctx.cancel()
+
+    def _drop(self, item: WorkItem, error: Exception, event: str, **fields) -> None:
+        """End a queued item without running it."""
+        dev = self.devices[item.device]
+        dev.queue.remove(item)
+        item.state = State.DONE
+        item.outcome = "cancelled" if event == "cancelled" else "failed"
+        self._items.pop(item.id, None)
+        for fut in (item.started, item.done):
+            if not fut.done():
+                fut.set_exception(error)
+        if not item.internal:
+            self.metrics.items.labels(item.model, item.outcome).inc()
+            self._publish(event, item, error=getattr(error, "message", str(error)), ran=False, **fields)
+        self._kick(dev)
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def _kick(self, dev: DeviceState) -> None:
+        """Dispatch ``dev`` soon (once, however many things changed in this turn of the loop)."""
+        if not dev.dispatch_pending:
+            dev.dispatch_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch, dev)
+
+    def _dispatch(self, dev: DeviceState) -> None:
+        dev.dispatch_pending = False
+        waiters, dev.waiters = dev.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        if self._closed:
+            return
+        while True:
+            now = time.monotonic()
+            for item in self.policy.order(list(dev.queue), dev.ledger.resident, now):
+                decision = self._decide(dev, item, now)
+                if decision in (Decision.START, Decision.DONE, Decision.LOADING):
+                    break  # state changed: order again
+                if self.policy.blocks(decision):
+                    return
+            else:
+                return
+
+    def _decide(self, dev: DeviceState, item: WorkItem, now: float) -> Decision:
+        m, entry = item.model, item.entry
+        if m in dev.draining:
+            return Decision.WAIT_MODEL
+        r = dev.ledger.resident.get(m)
+        if r is not None and not r.evicting:
+            if item.kind == "load":
+                self._settle(dev, item)
+                return Decision.DONE
+            if dev.busy.get(m, 0) >= self.slots(entry):
+                return Decision.WAIT_MODEL
+            if not dev.parallel and dev.active() - {m}:
+                return Decision.WAIT_DEVICE
+            self._start(dev, item, now)
+            return Decision.START
+        if dev.loading == m:
+            return Decision.WAIT_MODEL
+        if r is not None or dev.loading is not None or dev.op_lock.locked():
+            return Decision.WAIT_DEVICE
+        if not dev.parallel and dev.active():
+            return Decision.WAIT_DEVICE
+        try:
+            verdict, victims, need, why = self.plan_load(dev, entry, now)
+        except Exception as e:  # the provider could not even estimate (a missing file, ...)
+            self._drop(item, as_loom_error(e, m, dev.name, "estimate"), "failed", stage="estimate")
+            return Decision.DONE
+        if verdict == "never":
+            self._drop(item, OutOfMemory(why), "failed", stage="admission")
+            return Decision.DONE
+        if verdict == "wait":
+            return Decision.WAIT_DEVICE
+        hold = self.policy.grace(item, victims, now)
+        if hold > 0:
+            self._arm(dev, hold)
+            return Decision.WAIT_GRACE
+        self.start_load(dev, item, victims, need)
+        return Decision.LOADING
+
+    def _arm(self, dev: DeviceState, delay: float) -> None:
+        if dev.grace_timer is not None:
+            dev.grace_timer.cancel()
+        dev.grace_timer = asyncio.get_running_loop().call_later(delay, self._kick, dev)
+
+    def _settle(self, dev: DeviceState, item: WorkItem) -> None:
+        """An explicit load whose model is resident: done without running anything."""
+        dev.queue.remove(item)
+        item.state = State.DONE
+        item.outcome = "finished"
+        self._items.pop(item.id, None)
+        item.started.set_result(None)
+        item.done.set_result(None)
+
+    def _start(self, dev: DeviceState, item: WorkItem, now: float) -> None:
+        m = item.model
+        dev.queue.remove(item)
+        item.state = State.RUNNING
+        item.started_at = now
+        dev.running[item.id] = item
+        dev.busy[m] += 1
+        r = dev.ledger.resident[m]
+        r.last_used = now
+        r.last_priority = int(item.priority)
+        item.started.set_result(None)
+        waited = now - item.enqueued
+        self.metrics.wait.labels(dev.name, item.priority.name.lower()).observe(waited)
+        self._publish("started", item, waited=round(waited, 4))
+        self._spawn(self._execute(dev, item))
+
+    # --- execution -------------------------------------------------------------------------------
+
+    async def _execute(self, dev: DeviceState, item: WorkItem) -> None:
+        provider = item.entry.instance()
+        result, error = None, None
+        t0 = time.monotonic()
+        for attempt in (1, 2):
+            try:
+                if item.stream:
+                    await self._pump(dev, item, provider)
+                else:
+                    result = await self._invoke(dev, item, provider)
+                error = None
+                break
+            except asyncio.CancelledError:  # only at shutdown
+                item.ctx.cancel()
+                error = Cancelled("cancelled: Loom is shutting down")
+                break
+            except Exception as e:
+                error = e
+                if attempt == 1 and is_oom(e) and not item.ctx.cancelled and not item.yielded:
+                    self.metrics.oom.labels(dev.name, item.model, "run").inc()
+                    log.warning("%s: out of memory while running (%s); evicting others and retrying", item.model, e)
+                    if await self._evict_for_oom(dev, keep=item.model):
+                        continue
+                break
+        self._finish(dev, item, result, error, time.monotonic() - t0)
+
+    async def _invoke(self, dev: DeviceState, item: WorkItem, provider: Provider) -> Any:
+        call, ctx = item.call, item.ctx
+        if inspect.iscoroutinefunction(call):
+            out = await call(provider, ctx)
+        else:
+
+            def work():
+                produced = call(provider, ctx)
+                return list(produced) if inspect.isgenerator(produced) else produced
+
+            out = await self.executor.call(self._lane(dev, item.entry), work)
+        if inspect.isasyncgen(out):
+            out = [x async for x in out]
+        elif inspect.isawaitable(out):
+            out = await out
+        return out
+
+    async def _pump(self, dev: DeviceState, item: WorkItem, provider: Provider) -> None:
+        """Move a stream's chunks into ``item.chunks``: sync generators on the device's thread."""
+        loop = asyncio.get_running_loop()
+        call, ctx = item.call, item.ctx
+
+        def emit(chunk: Any) -> None:
+            self.metrics.count_output(item.model, chunk)
+            item.chunks.put_nowait((_CHUNK, chunk))
+
+        def work():
+            produced = call(provider, ctx)
+            if inspect.isasyncgen(produced) or inspect.isawaitable(produced):
+                return produced  # iterated on the loop below
+            it = iter(produced)
+            try:
+                for chunk in it:
+                    if ctx.cancelled:
+                        raise Cancelled("cancelled")
+                    item.yielded = True
+                    loop.call_soon_threadsafe(emit, chunk)
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+            return None
+
+        if inspect.iscoroutinefunction(call):
+            rest = await call(provider, ctx)
+        else:
+            rest = await self.executor.call(self._lane(dev, item.entry), work)
+        if rest is None:
+            return
+        if inspect.isawaitable(rest) and not inspect.isasyncgen(rest):
+            rest = await rest
+        try:
+            async for chunk in rest:
+                if ctx.cancelled:
+                    raise Cancelled("cancelled")
+                item.yielded = True
+                emit(chunk)
+        finally:
+            aclose = getattr(rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _finish(self, dev: DeviceState, item: WorkItem, result: Any, error: BaseException | None, seconds: float):
+        m = item.model
+        now = time.monotonic()
+        dev.running.pop(item.id, None)
+        dev.busy[m] -= 1
+        if dev.busy[m] <= 0:
+            del dev.busy[m]
+        r = dev.ledger.resident.get(m)
+        if r is not None:
+            r.last_used = now
+        if not dev.busy.get(m) and not dev.queue.count(m):
+            self.policy.idle(m, now)
+        item.state = State.DONE
+        self._items.pop(item.id, None)
+        if error is None:
+            outcome = "finished"
+            avg = self._run_seconds.get(m)
+            self._run_seconds[m] = seconds if avg is None else 0.8 * avg + 0.2 * seconds
+            if not item.stream:
+                self.metrics.count_output(m, result)
+        elif item.ctx.cancelled or isinstance(error, Cancelled):
+            outcome = "cancelled"
+            error = error if isinstance(error, Cancelled) else Cancelled("cancelled")
+        else:
+            outcome = "failed"
+            error = as_loom_error(error, m, dev.name, "run")
+        item.outcome = outcome
+        self.metrics.run.labels(m).observe(seconds)
+        self.metrics.items.labels(m, outcome).inc()
+        fields = {"seconds": round(seconds, 4), "ran": True}
+        if error is not None:
+            fields["error"] = getattr(error, "message", str(error))
+        self._publish(outcome, item, **fields)
+        if item.stream:
+            item.chunks.put_nowait((_END, error))
+        if error is None:
+            item.done.set_result(result)
+        else:
+            item.done.set_exception(error)
+        if item.entry.keep_alive == 0:
+            self._spawn(self._expire(dev, m))
+        self._kick(dev)
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            e = task.exception()
+            log.error("scheduler task failed: %s: %s", type(e).__name__, e, exc_info=e)
+
+    def _publish(self, type: str, item: WorkItem | None = None, **fields: Any) -> None:
+        base = {"model": None, "device": None, "item": None}
+        if item is not None:
+            base = {"model": item.model, "device": item.device, "item": item.id,
+                    "priority": item.priority.name.lower()}  # fmt: skip
+        self.events.publish(type, **{**base, **fields})
+
+    # --- seeing it -------------------------------------------------------------------------------
+
+    def model_state(self, entry: ModelEntry) -> dict:
+        dev = self._dev(entry)
+        r = dev.ledger.resident.get(entry.id)
+        out = {
+            "model": entry.id,
+            "device": dev.name,
+            "loaded": r is not None,
+            "pinned": entry.id in self._pinned,
+            "keep_alive": entry.keep_alive,
+            "running": dev.busy.get(entry.id, 0),
+            "queued": dev.queue.count(entry.id),
+        }
+        if r is not None:
+            out.update(footprint=r.footprint, load_seconds=round(r.load_seconds, 4))
+        return out
+
+    def snapshot(self) -> dict:
+        """Devices with budget, used and free; resident models; queues; running items."""
+        now, wall = time.monotonic(), time.time()
+        devices = []
+        for name, dev in self.devices.items():
+            ledger = dev.ledger
+            resident = []
+            for r in sorted(ledger.resident.values(), key=lambda r: r.loaded_at):
+                entry = self.registry.entries.get(r.model)
+                resident.append({
+                    "model": r.model,
+                    "footprint": r.footprint,
+                    "estimate": r.estimate,
+                    "measured": r.measured,
+                    "load_seconds": round(r.load_seconds, 4),
+                    "loaded_at": r.loaded_wall,
+                    "last_used": wall - (now - r.last_used),
+                    "idle_seconds": round(now - r.last_used, 3),
+                    "pinned": r.pinned,
+                    "keep_alive": entry.keep_alive if entry else None,
+                    "running": dev.busy.get(r.model, 0),
+                    "queued": dev.queue.count(r.model),
+                    "evicting": r.evicting,
+                })  # fmt: skip
+            queued = self.policy.order(list(dev.queue), ledger.resident, now)
+            devices.append({
+                "name": name,
+                "kind": dev.info.kind,
+                "available": dev.info.available,
+                "reason": dev.info.reason or None,
+                "parallel": dev.parallel,
+                "total": dev.info.total,
+                "budget": ledger.budget,
+                "headroom": dev.info.headroom,
+                "used": ledger.used,
+                "reserved": sum(ledger.reserved.values()),
+                "free": None if ledger.budget is None else ledger.budget - ledger.held,
+                "peak": ledger.peak,
+                "loading": dev.loading,
+                "resident": resident,
+                "queue": {"depth": len(dev.queue), "by_model": dev.queue.depth()},
+                "running": [i.describe(now) for i in dev.running.values()],
+                "queued": [i.describe(now) for i in queued[:100]],
+            })  # fmt: skip
+        return {
+            "policy": self.policy.name,
+            "max_age": self.config.scheduler.max_age,
+            "auto_device": self._auto,
+            "pinned": sorted(self._pinned),
+            "devices": devices,
+        }
+

@@ -13,8 +13,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
-from loom.sdk import LoomError, OutOfMemory, ProviderError, UnsupportedParameter
-from loom.sdk.errors import InvalidRequest
+from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError, UnsupportedParameter
 from loom.sdk.types import JSONObjectFormat, JSONSchemaFormat, ResponseFormat
 
 #: KV cache element size: llama.cpp's default cache type is f16.
@@ -160,7 +159,7 @@ def _has_outside_ref(node: Any) -> bool:
 
 def generation_error(e: Exception, param: str) -> LoomError:
     """A llama_cpp exception raised mid-request, as the Loom error a client should see."""
-    message = str(e)
+    message = str(e) or type(e).__name__  # llama-cpp-python also fails with bare asserts
     if "exceed context window" in message:
         # Raised before any token is generated: the prompt alone does not fit in n_ctx.
         return InvalidRequest(f"llamacpp: {message}", param=param, code="context_length_exceeded")

@@ -18,6 +18,7 @@ from loom.sdk import (
     CapabilityNotSupported,
     ConfigError,
     Embeddings,
+    InvalidRequest,
     LoomError,
     ModelSpec,
     Provider,
@@ -49,6 +50,9 @@ class LlamaCppProvider(Provider):
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDING})
     Options = Options
     local = True
+    #: Same request + seed => same text: the seed goes to llama.cpp's sampler for every generation
+    #: and the prompt is re-evaluated from scratch (see ``_stream``).
+    deterministic = True
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -92,8 +96,10 @@ class LlamaCppProvider(Provider):
         self._engine = engine
         self._path = str(resolve_gguf(self.options))
         self._n_gpu_layers, self._main_gpu = _offload(device, self.options.n_gpu_layers)
-        # Generation gets its own Llama without embedding=True: with mean pooling on, llama.cpp
-        # returns pooled embeddings instead of logits and text generation fails (see the tests).
+        # Generation gets a Llama without embedding=True; embed() makes a second one on first use.
+        # One embedding=True Llama can generate (llama-cpp-python 0.3.36 gave the same text), but
+        # llama.cpp then outputs every prompt token: prompt evaluation ran ~1.9x slower and used
+        # ~170 MB more at n_ctx 2048 for the 135M model, with a warning on every decode.
         self._llm = self._build(embedding=False)
 
     def unload(self) -> None:
@@ -146,8 +152,10 @@ class LlamaCppProvider(Provider):
         self._loaded()
 
         def start(llm: Any, seed: int) -> Iterator[dict]:
+            # llama-cpp-python cannot start from zero tokens (it asserts); an empty prompt means
+            # "generate from the beginning of a text", which is the BOS token.
             return llm.create_completion(
-                prompt,
+                prompt or [llm.token_bos()],
                 stream=True,
                 max_tokens=request.max_tokens,
                 stop=request.stop_list(),
@@ -172,8 +180,9 @@ class LlamaCppProvider(Provider):
             llm = self._loaded()
             if seed is not None:
                 # Reproducibility: with a seed the prompt is evaluated from scratch, as it was the
-                # first time; a prefix-cache hit re-evaluates only the tail, in a differently
-                # shaped batch whose float rounding can tip a sampled token.
+                # first time. A prefix-cache hit re-evaluates only the tail, in a differently
+                # shaped batch; on the CPU build that gave identical text, but GPU kernels pick
+                # by batch shape and their rounding can tip a sampled token.
                 llm.reset()
             stream = None
             finish: str | None = None
@@ -208,6 +217,10 @@ class LlamaCppProvider(Provider):
                 f"model {self.spec.id!r} has embeddings turned off (options.embedding)",
                 param="model",
             )
+        if any(text == "" for text in inputs):
+            # Zero tokens make llama_decode fail and leave the context corrupt (a double free at
+            # close); OpenAI refuses empty strings too.
+            raise InvalidRequest("input must not contain empty strings", param="input")
         self._loaded()
         vectors: list[list[float]] = []
         tokens = 0

@@ -58,6 +58,7 @@ class MockProvider(Provider):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     Options: ClassVar[type[MockOptions]] = MockOptions
     local: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -173,7 +173,10 @@ def test_health_and_docs(mock_daemon):
 
 
 def test_file_route_cannot_leave_data_dir(mock_daemon):
-    for path in ["../loom.toml", "..%2F..%2Floom.toml", "images/../../loom.toml"]:
+    # The daemon's own log sits in the data dir but outside the public folders.
+    own_log = f"daemon-{mock_daemon.port}.log"
+    assert (mock_daemon.data_dir / own_log).exists()
+    for path in ["../loom.toml", "..%2F..%2Floom.toml", "images/../../loom.toml", own_log, f"images/../{own_log}"]:
         r = httpx.get(f"{mock_daemon.url}/v1/files/{path}")
         assert r.status_code == 404, path
 
@@ -208,7 +211,7 @@ def test_translation_and_vision_routes_through_sdk_client(mock_daemon):
         d = loom.describe("mock-vision", uri, detail="brief")
         assert d["description"]
         s = loom.score("mock-vision", uri, "a blue square", alpha=0.5)
-        assert s["combined"] == pytest.approx(0.5 * s["clip"] + 0.5 * s["aesthetic"])
+        assert s["combined"] == pytest.approx(0.5 * 100 * s["clip"] + 0.5 * 10 * s["aesthetic"])
         with pytest.raises(InvalidRequest) as e:
             loom.translate("mock-translate", "hi", "xx_Nope", "fra_Latn")
         assert e.value.param == "source"

@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import threading
 
 import msgspec
 import pytest
@@ -39,6 +40,7 @@ from loom.sdk.types import (
 
 from loom.plugins.llamacpp import LlamaCppProvider, Options, register_providers
 from loom.plugins.llamacpp.options import resolve_gguf
+from loom.plugins.llamacpp.provider import _offload
 
 pytestmark = pytest.mark.slow
 
@@ -118,12 +120,29 @@ def test_missing_file_names_the_path(tmp_path):
         p.load("cpu")
 
 
+def test_corrupt_file_is_a_provider_error(tmp_path):
+    pytest.importorskip("llama_cpp")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    with pytest.raises(ProviderError, match="bad.gguf") as e:
+        LlamaCppProvider(_spec(path=str(bad))).load("cpu")
+    assert type(e.value) is ProviderError  # not OutOfMemory: nothing here looks like memory
+
+
 def test_missing_file_in_package_names_package_and_file():
     p = LlamaCppProvider(_spec(package=PACKAGE, file="nope.gguf"))
     with pytest.raises(ProviderError, match=f"nope.gguf.*{PACKAGE}"):
         p.load("cpu")
     with pytest.raises(ProviderError, match="not installed"):
         LlamaCppProvider(_spec(package="no_such_pkg_xyz", file=GGUF)).estimate_bytes()
+
+
+@pytest.mark.parametrize(
+    ("device", "asked", "expected"),
+    [("cpu", 0, (0, 0)), ("cpu", 12, (0, 0)), ("cuda", 0, (-1, 0)), ("cuda:1", 0, (-1, 1)), ("cuda:0", 8, (8, 0))],
+)
+def test_gpu_offload_follows_the_device(device, asked, expected):
+    assert _offload(device, asked) == expected
 
 
 def test_estimate_covers_the_file():
@@ -156,14 +175,14 @@ def test_developer_role_is_accepted(provider):
 
 
 def test_same_seed_same_text(provider):
-    req = chat_request("Write a poem about rain.", temperature=0.8, max_tokens=32, seed=1234)
+    req = chat_request("Write a poem about rain.", temperature=0.8, max_tokens=24, seed=1234)
     first, _, _ = run(provider.chat(req, RunContext()))
     # Something else in between, so the KV cache holds another prompt.
     run(provider.chat(chat_request("Say hi.", max_tokens=8), RunContext()))
     second, _, _ = run(provider.chat(req, RunContext()))
     third, _, _ = run(provider.chat(req, RunContext()))
     assert first == second == third
-    others = {run(provider.chat(msgspec.structs.replace(req, seed=s), RunContext()))[0] for s in (1, 2, 3)}
+    others = {run(provider.chat(msgspec.structs.replace(req, seed=s), RunContext()))[0] for s in (1, 2)}
     assert len(others | {first}) > 1  # the seed does steer sampling
 
 
@@ -198,12 +217,12 @@ def test_stop_string_respected(provider):
 
 
 def test_json_object_output_parses(provider):
+    # A prompt this small model answers with a short object (others make it nest until cut off).
     req = chat_request(
-        "Give a JSON object describing a cat with its name and colour.",
+        'Reply with a JSON object with keys "name" and "colour" for a black cat.',
         response_format=JSONObjectFormat(),
         max_tokens=120,
-        temperature=0.2,
-        seed=5,
+        temperature=0.0,
     )
     text, last, _ = run(provider.chat(req, RunContext()))
     assert last.finish_reason == "stop", text
@@ -271,6 +290,28 @@ def test_cancel_stops_the_stream(provider):
     assert last.finish_reason is not None
 
 
+def test_empty_completion_prompt_starts_from_bos(provider):
+    req = CompletionRequest(model="smollm2", prompt="", max_tokens=3, seed=1)
+    _, last, _ = run(provider.complete("", req, RunContext()))
+    assert last.prompt_tokens == 1 and last.completion_tokens == 3
+
+
+def test_concurrent_streams_are_serialised(provider):
+    reqs = [chat_request(f"Name a {thing}.", max_tokens=12, seed=9) for thing in ("fruit", "city")]
+    expected = [run(provider.chat(r, RunContext()))[0] for r in reqs]
+    results: dict[int, str] = {}
+
+    def worker(i: int) -> None:
+        results[i] = run(provider.chat(reqs[i], RunContext()))[0]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [results[0], results[1]] == expected
+
+
 def test_prompt_longer_than_context_is_an_invalid_request(provider):
     prompt = "hello " * (N_CTX + 50)
     req = CompletionRequest(model="smollm2", prompt=prompt, max_tokens=4)
@@ -293,6 +334,12 @@ def test_embeddings_unit_length_and_stable(provider):
     assert a != pytest.approx(b, abs=1e-3)
     again = provider.embed(["hello world"], RunContext()).vectors[0]
     assert again == pytest.approx(a, abs=1e-5)
+
+
+def test_empty_embedding_input_refused(provider):
+    with pytest.raises(InvalidRequest) as e:
+        provider.embed(["fine", ""], RunContext())
+    assert e.value.param == "input"
 
 
 def test_memory_after_load_counts_weights_and_cache(provider):

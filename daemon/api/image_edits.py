@@ -1,0 +1,215 @@
+"""/v1/images/edits and /v1/images/variations: image-to-image from a multipart form, as OpenAI.
+
+Fields as in OpenAI's API: ``image`` (or ``image[]``), ``mask``, ``prompt``, ``model``, ``n``,
+``size``, ``response_format``, ``user``; Loom's extras: ``seed``, ``strength``, ``steps``,
+``negative_prompt``, ``guidance_scale``. Other fields are refused with a 400 naming them.
+
+Masks follow OpenAI: transparent pixels (alpha 0) mark where to paint; a mask without an alpha
+channel is read as black and white, white marking where to paint. With no mask, an image's own
+transparent pixels are the mask. Both reach the provider as ``ImageJob.mask`` (white = repaint).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.datastructures import UploadFile
+
+from loom.sdk.errors import InvalidRequest, PayloadTooLarge, UnsupportedParameter
+from loom.sdk.protocols import ImageJob
+from loom.sdk.types import Capability
+
+from ..media import check_image, image_bytes
+from ..state import Loom
+from .images import base_url, parse_size, render
+from .respond import json_response, served_by
+
+COMMON = {"image", "model", "n", "size", "response_format", "user", "seed", "strength", "steps",
+          "negative_prompt", "guidance_scale"}  # fmt: skip
+EDIT_FIELDS = COMMON | {"prompt", "mask"}
+VARIATION_FIELDS = COMMON
+_SIZE = re.compile(r"^(auto|\d{2,4}x\d{2,4})$")
+#: size=auto: the input's size, the longer side at most this, each side a multiple of 16 (what
+#: every diffusion pipeline can make).
+AUTO_MAX_SIDE = 1024
+AUTO_STEP = 16
+
+
+@post("/images/edits")
+async def edits(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    form = await read_form(request, loom, EDIT_FIELDS)
+    prompt = form.text("prompt")
+    if not prompt or not prompt.strip():
+        raise InvalidRequest("prompt is required: say what the edited image should show", param="prompt")
+    image = await form.one_image("image", required=True)
+    masks = await form.images("mask")
+    if len(masks) > 1:
+        raise InvalidRequest("send at most one mask", param="mask")
+    width, height = check_image(image, "image")
+    mask = repaint_mask(masks[0], (width, height)) if masks else mask_from_alpha(image)
+    return await image_to_image(request, loom, form, prompt, image, mask)
+
+
+@post("/images/variations")
+async def variations(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    form = await read_form(request, loom, VARIATION_FIELDS)
+    image = await form.one_image("image", required=True)
+    # A variation is image-to-image with no prompt: the picture itself is what is kept.
+    return await image_to_image(request, loom, form, "", image, None)
+
+
+async def image_to_image(
+    request: Request, loom: Loom, form: Form, prompt: str, image: bytes, mask: bytes | None
+) -> Response:
+    model = form.text("model") or loom.config.routes.image
+    if not model:
+        raise InvalidRequest("model is required (no image model is routed by default)", param="model")
+    entry = loom.registry.for_capability(model, Capability.IMAGE)
+    size = form.text("size") or "auto"
+    if not _SIZE.match(size):
+        raise InvalidRequest(f"size must be 'auto' or WIDTHxHEIGHT, got {size!r}", param="size")
+    width, height = auto_size(check_image(image, "image")) if size == "auto" else parse_size(size, entry)
+    response_format = form.text("response_format") or "b64_json"
+    if response_format not in ("b64_json", "url"):
+        raise InvalidRequest(f"response_format must be b64_json or url, got {response_format!r}",
+                             param="response_format")  # fmt: skip
+    strength = form.number("strength", float, 0.0, 1.0)
+    if strength is not None and strength <= 0.0:
+        raise InvalidRequest("strength must be above 0 (and at most 1)", param="strength")
+    job = ImageJob(
+        prompt=prompt,
+        width=width,
+        height=height,
+        n=form.number("n", int, 1, 10) or 1,
+        seed=form.number("seed", int),
+        negative_prompt=form.text("negative_prompt"),
+        steps=form.number("steps", int, 1, 200),
+        guidance_scale=form.number("guidance_scale", float, 0.0, 50.0),
+        init_image=image,
+        mask=mask,
+        **({} if strength is None else {"strength": strength}),  # else ImageJob's default
+    )
+    entry, body = await render(loom, model, job, response_format, base_url(request))
+    return json_response(body, headers=served_by(entry))
+
+
+# --- the form -------------------------------------------------------------------------------------
+
+
+class Form:
+    """A multipart form's fields by name (``image[]`` counts as ``image``), each a list."""
+
+    def __init__(self, loom: Loom, fields: dict[str, list[Any]]) -> None:
+        self.loom, self.fields = loom, fields
+
+    def text(self, name: str) -> str | None:
+        values = self.fields.get(name, [])
+        if len(values) > 1:
+            raise InvalidRequest(f"{name} was sent {len(values)} times", param=name)
+        if not values:
+            return None
+        if isinstance(values[0], UploadFile):
+            raise InvalidRequest(f"{name} must be a text field, not a file", param=name)
+        return str(values[0])
+
+    def number(self, name: str, kind: type, low: float | None = None, high: float | None = None):
+        text = self.text(name)
+        if text is None or text == "":
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}",
+                                 param=name) from None  # fmt: skip
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise InvalidRequest(f"{name} must be in {low:g}..{high:g}, got {text}", param=name)
+        return value
+
+    async def images(self, name: str) -> list[bytes]:
+        """Files (or data URIs / base64 / served-file URLs in text fields), checked to decode."""
+        out = []
+        for value in self.fields.get(name, []):
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                check_image(data, name)
+            else:
+                data = image_bytes(str(value), self.loom.files, param=name)
+            out.append(data)
+        return out
+
+    async def one_image(self, name: str, *, required: bool) -> bytes:
+        found = await self.images(name)
+        if not found and required:
+            raise InvalidRequest(f"{name} is required: send the image as a file", param=name)
+        if len(found) > 1:
+            raise UnsupportedParameter(
+                f"Loom edits one image per request; {len(found)} were sent", param=name
+            )
+        return found[0]
+
+
+async def read_form(request: Request, loom: Loom, allowed: set[str]) -> Form:
+    limit = loom.config.daemon.limits.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("send the image as multipart/form-data, as the OpenAI API does")
+    form = await request.form()
+    fields: dict[str, list[Any]] = {}
+    for key, value in form.multi_items():
+        name = key[:-2] if key.endswith("[]") else key
+        if name not in allowed:
+            raise UnsupportedParameter(f"Unsupported parameter: '{name}' is not supported by Loom", param=name)
+        fields.setdefault(name, []).append(value)
+    return Form(loom, fields)
+
+
+# --- sizes and masks ------------------------------------------------------------------------------
+
+
+def auto_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The input image's size, scaled down to fit AUTO_MAX_SIDE, rounded down to AUTO_STEP."""
+    width, height = size
+    scale = min(1.0, AUTO_MAX_SIDE / max(width, height))
+    return tuple(max(AUTO_STEP, int(side * scale) // AUTO_STEP * AUTO_STEP) for side in (width, height))
+
+
+def _png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def repaint_mask(data: bytes, size: tuple[int, int]) -> bytes:
+    """An OpenAI mask as an L-mode PNG, white where the image is to be painted."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    if img.size != size:
+        raise InvalidRequest(
+            f"mask is {img.width}x{img.height} but image is {size[0]}x{size[1]}; they must match",
+            param="mask",
+        )
+    if "A" in img.getbands() or "transparency" in img.info:
+        alpha = img.convert("RGBA").getchannel("A")
+        return _png(alpha.point(lambda a: 255 if a < 128 else 0))
+    return _png(img.convert("L").point(lambda v: 255 if v >= 128 else 0))
+
+
+def mask_from_alpha(data: bytes) -> bytes | None:
+    """The image's own transparent pixels as a mask, or None when it has none."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return None
+    alpha = img.convert("RGBA").getchannel("A")
+    if alpha.getextrema()[0] >= 128:
+        return None  # fully opaque: a plain image-to-image edit
+    return _png(alpha.point(lambda a: 255 if a < 128 else 0))

@@ -1,0 +1,390 @@
+"""Pipelines and jobs: start, list, inspect, cancel, resume; events over SSE and a WebSocket.
+
+- ``POST /v1/pipelines/{name}``: the body is the pipeline's ``Params``, decoded strictly (an
+  unknown field is a 400 naming it); answers 202 with the job.
+- ``GET /v1/pipelines``: every pipeline with the JSON schema of its parameters.
+- ``GET /v1/jobs`` (``state``, ``pipeline``, ``since``, ``until``, ``limit``, ``offset``),
+  ``GET /v1/jobs/{id}``, ``POST /v1/jobs/{id}/cancel``, ``POST /v1/jobs/{id}/resume``,
+  ``GET /v1/jobs/{id}/lineage``.
+- ``GET /v1/jobs/{id}/events``: SSE; each event's ``id`` is its per-job sequence number, so a
+  client reconnecting with ``Last-Event-ID`` (or ``?after=N``) gets exactly what it missed. The
+  stream ends after the job's final ``state`` event.
+- ``/v1/ws``: one WebSocket for many jobs (protocol in :func:`ws`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, WebSocket, get, post, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from loom.sdk.errors import InvalidRequest, Unavailable, UnsupportedParameter
+
+from ..jobs.lineage import build_tree
+from ..jobs.runner import JobRunner
+from ..jobs.store import STATES, TERMINAL, Event
+from ..state import Loom
+from .body import read_body
+from .errors import validation_error
+from .respond import json_response
+
+KEEPALIVE_S = 15.0
+
+
+def runner_of(connection) -> JobRunner:
+    loom: Loom = connection.app.state.loom
+    if getattr(loom, "jobs", None) is None:
+        raise Unavailable("the job system is not running")
+    return loom.jobs
+
+
+def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, Any]:
+    """A job as the API shows it."""
+    steps, step_seconds = runner.store.step_stats(job["id"])
+    usage = job.get("usage") or {}
+    timings = job.get("timings") or {}
+    now = time.time()
+    view: dict[str, Any] = {
+        "id": job["id"],
+        "object": "job",
+        "pipeline": job["pipeline"],
+        "state": job["state"],
+        "stage": job["stage"],
+        "progress": round(job["progress"] or 0.0, 2),
+        "message": job["message"],
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+        "attempts": job["attempts"],
+        "output_dir": job["output_dir"],
+        "output_url": f"/v1/files/{job['output_dir']}/",
+        "error": job["error"],
+    }
+    if not detail:
+        return view
+    started = job["started_at"]
+    end = job["finished_at"] or (now if runner.is_active(job["id"]) else job["updated_at"])
+    view.update(
+        params=job["params"],
+        result=job["result"],
+        timings={
+            "queued_seconds": round(started - job["created_at"], 4) if started else None,
+            "elapsed_seconds": round(end - job["created_at"], 4),
+            "run_seconds": timings.get("run_seconds", 0.0),
+            "steps": steps,
+            "step_seconds": round(step_seconds, 4),
+            "by_capability": usage.get("by_capability", {}),
+        },
+        usage={
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "completion_tokens": usage.get("completion_tokens", 0),
+            "total_tokens": usage.get("total_tokens", 0),
+            "by_model": usage.get("by_model", {}),
+        },
+        artifacts=[
+            {**a, "url": f"/v1/files/{a['path']}"} for a in runner.store.artifacts(job["id"])
+        ],
+        last_event_id=runner.store.last_event_id(job["id"]),
+    )
+    return view
+
+
+# --- pipelines ----------------------------------------------------------------------------------
+
+
+@get("/pipelines")
+async def list_pipelines(request: Request) -> Response:
+    runner = runner_of(request)
+    data = [
+        {
+            "name": p.name,
+            "object": "pipeline",
+            "plugin": p.plugin,
+            "description": p.description,
+            "params_schema": msgspec.json.schema(p.cls.Params),
+        }
+        for p in sorted(runner.pipelines.values(), key=lambda p: p.name)
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+@post("/pipelines/{name:str}")
+async def start_pipeline(request: Request, name: str) -> Response:
+    runner = runner_of(request)
+    info = runner.pipeline(name)
+    limit = request.app.state.loom.config.daemon.limits.max_body_bytes
+    body = (await read_body(request, limit)).strip() or b"{}"
+    try:
+        params = msgspec.json.decode(body, type=info.cls.Params)
+        # Strict even for a third party's Params that forgot forbid_unknown_fields.
+        fields = {f.encode_name for f in msgspec.structs.fields(info.cls.Params)}
+        unknown = sorted(set(msgspec.json.decode(body)) - fields)
+    except msgspec.MsgspecError as e:
+        raise validation_error(e) from None
+    if unknown:
+        raise UnsupportedParameter(
+            f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{name}'", param=unknown[0]
+        )
+    job = runner.submit(name, params)
+    headers = {"Location": f"/v1/jobs/{job['id']}"}
+    return json_response(job_view(runner, job), status_code=202, headers=headers)
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+def _time(value: str | None, param: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InvalidRequest(f"{param} must be unix seconds or an ISO 8601 time, got {value!r}", param=param) from None
+
+
+def _int(value: str | None, param: str, default: int, lo: int, hi: int) -> int:
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise InvalidRequest(f"{param} must be an integer, got {value!r}", param=param) from None
+    if not lo <= n <= hi:
+        raise InvalidRequest(f"{param} must be between {lo} and {hi}", param=param)
+    return n
+
+
+@get("/jobs")
+async def list_jobs(request: Request) -> Response:
+    runner = runner_of(request)
+    q = request.query_params
+    states = [s for part in q.getall("state", []) for s in part.split(",") if s]
+    for s in states:
+        if s not in STATES:
+            raise InvalidRequest(f"unknown state {s!r} (states: {', '.join(STATES)})", param="state")
+    limit = _int(q.get("limit"), "limit", 50, 1, 1000)
+    offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
+    rows = runner.store.list_jobs(
+        states=states or None, pipeline=q.get("pipeline") or None, since=_time(q.get("since"), "since"),
+        until=_time(q.get("until"), "until"), limit=limit + 1, offset=offset,
+    )  # fmt: skip
+    data = [job_view(runner, r, detail=False) for r in rows[:limit]]
+    return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
+
+
+@get("/jobs/{job_id:str}")
+async def get_job(request: Request, job_id: str) -> Response:
+    runner = runner_of(request)
+    return json_response(job_view(runner, runner.get(job_id)))
+
+
+@post("/jobs/{job_id:str}/cancel")
+async def cancel_job(request: Request, job_id: str) -> Response:
+    runner = runner_of(request)
+    job = await runner.cancel(job_id)
+    return json_response(job_view(runner, job))
+
+
+@post("/jobs/{job_id:str}/resume")
+async def resume_job(request: Request, job_id: str) -> Response:
+    runner = runner_of(request)
+    job = runner.resume(job_id)
+    return json_response(job_view(runner, job), status_code=202)
+
+
+@get("/jobs/{job_id:str}/lineage")
+async def job_lineage(request: Request, job_id: str) -> Response:
+    runner = runner_of(request)
+    job = runner.get(job_id)
+    nodes = runner.store.lineage(job_id)
+    tree = build_tree(nodes)
+    body = {
+        "object": "lineage",
+        "job_id": job_id,
+        "state": job["state"],
+        "winner": tree["winner"],
+        "path": tree["path"],
+        "nodes": nodes,
+        "tree": tree["roots"],
+    }
+    return json_response(body)
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def event_json(event: Event) -> bytes:
+    return msgspec.json.encode(event)
+
+
+def _is_final(event: Event) -> bool:
+    return event.type == "state" and event.data.get("state") in TERMINAL
+
+
+@get("/jobs/{job_id:str}/events")
+async def job_events(request: Request, job_id: str) -> ServerSentEvent:
+    runner = runner_of(request)
+    runner.get(job_id)
+    header = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        after = max(0, int(header))
+    except ValueError:
+        raise InvalidRequest(f"Last-Event-ID must be an event id (an integer), got {header!r}") from None
+    return ServerSentEvent(_sse(runner, job_id, after), headers={"x-loom-job": job_id})
+
+
+async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[ServerSentEventMessage]:
+    sub = runner.hub.subscriber()
+    sub.watch(job_id)  # before reading the store, so nothing falls between the two
+    last = after
+    try:
+        backlog = runner.store.events_after(job_id, last)
+        for event in backlog:
+            yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
+            last = event.id
+        job = runner.store.get_job(job_id)
+        # Finished and everything sent: the final state event is always a job's last event.
+        if job is None or (job["state"] in TERMINAL and last >= runner.store.last_event_id(job_id)):
+            return
+        while True:
+            try:
+                item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                yield ServerSentEventMessage(comment="keep-alive")
+                continue
+            if item is None:  # daemon shutting down
+                return
+            events = [item] if item.id == last + 1 else runner.store.events_after(job_id, last)
+            for event in events:
+                if event.id <= last:
+                    continue
+                yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
+                last = event.id
+                if _is_final(event):
+                    return
+    finally:
+        sub.close()
+
+
+@websocket("/ws")
+async def ws(socket: WebSocket) -> None:
+    """One connection, many jobs. The client sends JSON commands:
+
+    - ``{"op": "subscribe", "jobs": ["<id>", ...], "after": {"<id>": <event id>}}``: replays each
+      job's events after the given id (all of them by default), then streams new ones;
+    - ``{"op": "unsubscribe", "jobs": [...]}``; ``{"op": "ping"}``.
+
+    The server sends ``{"op": "subscribed", "job_id", "state", "last_event_id"}`` per job, each
+    event as ``{"op": "event", "job_id", "id", "type", "data", "created_at"}`` (ids increase per
+    job), ``{"op": "error", "message", "job_id"?}`` for a bad command or unknown job, and
+    ``{"op": "pong"}``.
+    """
+    runner = runner_of(socket)
+    await socket.accept()
+    sub = runner.hub.subscriber()
+
+    def send_later(message: dict) -> None:
+        sub.put(("control", message))
+
+    async def receiver() -> None:
+        while True:
+            try:
+                message = await socket.receive_json()
+            except (WebSocketDisconnect, msgspec.DecodeError, ValueError) as e:
+                if isinstance(e, WebSocketDisconnect):
+                    return
+                send_later({"op": "error", "message": "commands must be JSON objects"})
+                continue
+            op = message.get("op") if isinstance(message, dict) else None
+            jobs = (message.get("jobs") or message.get("job") or []) if op else []
+            jobs = [jobs] if isinstance(jobs, str) else list(jobs) if isinstance(jobs, list) else []
+            if op == "subscribe":
+                after = message.get("after") or {}
+                for job_id in jobs:
+                    _subscribe(runner, sub, str(job_id), after.get(job_id, 0) if isinstance(after, dict) else 0)
+            elif op == "unsubscribe":
+                for job_id in jobs:
+                    sub.unwatch(str(job_id))
+                    send_later({"op": "unsubscribed", "job_id": job_id})
+            elif op == "ping":
+                send_later({"op": "pong"})
+            else:
+                send_later({"op": "error", "message": f"unknown op {op!r} (subscribe, unsubscribe, ping)"})
+
+    async def sender() -> None:
+        while True:
+            item = await sub.queue.get()
+            if item is None:
+                return
+            if isinstance(item, tuple) and item[0] == "control":
+                await socket.send_json(item[1])
+                continue
+            job_id = item[1] if isinstance(item, tuple) else item.job_id
+            if job_id not in sub.jobs:
+                continue
+            last = sub.last.get(job_id, 0)
+            if isinstance(item, tuple) or item.id != last + 1:  # a replay, or a gap to fill
+                events = runner.store.events_after(job_id, last)
+            else:
+                events = [item]
+            for event in events:
+                if event.id > sub.last.get(event.job_id, 0):
+                    sub.last[event.job_id] = event.id
+                    await socket.send_json({"op": "event", **msgspec.to_builtins(event)})
+
+    tasks = [asyncio.create_task(receiver()), asyncio.create_task(sender())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sub.close()
+        try:
+            await socket.close()
+        except Exception:  # already closed by the client
+            pass
+
+
+def _subscribe(runner: JobRunner, sub, job_id: str, after: Any) -> None:
+    job = runner.store.get_job(job_id)
+    if job is None:
+        sub.put(("control", {"op": "error", "job_id": job_id, "message": f"No job with id '{job_id}'"}))
+        return
+    try:
+        after = max(0, int(after))
+    except (TypeError, ValueError):
+        after = 0
+    sub.watch(job_id)
+    sub.last[job_id] = after
+    sub.put(("control", {
+        "op": "subscribed", "job_id": job_id, "state": job["state"],
+        "last_event_id": runner.store.last_event_id(job_id),
+    }))  # fmt: skip
+    # The sender replays from the store when it reaches this marker; events published after it
+    # queue behind it and are skipped if the replay already covered them.
+    sub.put(("replay", job_id))
+
+
+ROUTES = [
+    list_pipelines,
+    start_pipeline,
+    list_jobs,
+    get_job,
+    cancel_job,
+    resume_job,
+    job_lineage,
+    job_events,
+    ws,
+]

@@ -1,0 +1,214 @@
+"""``JobContext``: the daemon's :class:`~loom.sdk.pipelines.PipelineContext`.
+
+Every model call goes through ``loom.router`` at ``Priority.PIPELINE`` with a ``RunContext`` the
+job can cancel; token usage and time per capability are added to the job's totals. ``step``
+memoises results in the store, which is what makes ``resume`` continue from the last finished
+step: a resumed job runs ``Pipeline.run`` from the top and finished steps return at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from loom.sdk.errors import CapabilityNotSupported, Cancelled, InvalidRequest, NotFound, ProviderError
+from loom.sdk.protocols import ImageJob, RunContext, VisionScores
+from loom.sdk.types import ChatCompletionRequest, Capability
+
+from ..scheduler import Priority
+from .usage import Usage
+
+if TYPE_CHECKING:
+    from ..state import Loom
+    from .runner import JobRunner
+
+T = TypeVar("T")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
+
+
+class JobContext:
+    def __init__(self, runner: JobRunner, job: dict, usage: Usage) -> None:
+        self.runner = runner
+        self.loom: Loom = runner.loom
+        self.store = runner.store
+        self.job_id: str = job["id"]
+        self.output_dir: str = job["output_dir"]
+        self.attempt: int = job["attempts"]
+        self.usage = usage
+        self.cancel_requested = False
+        #: The key of the first step that failed (reported with the job's error).
+        self.failed_step: str | None = None
+        self._seen_steps: set[str] = set()
+        self._calls: set[RunContext] = set()
+
+    # --- durability -------------------------------------------------------------------------
+
+    async def step(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` once per job; its result is stored as JSON and returned decoded (so a first
+        run and a resumed one see the same plain values: dicts, lists, str, numbers)."""
+        self.check()
+        if key in self._seen_steps:
+            # A second call would silently get the first one's result: a pipeline bug.
+            raise InvalidRequest(f"step key {key!r} is used twice in one run; step keys must be unique")
+        self._seen_steps.add(key)
+        stored = self.store.get_step(self.job_id, key)
+        if stored is not None:
+            return msgspec.json.decode(stored)
+        started = time.time()
+        try:
+            result = await fn()
+        except BaseException:
+            if self.failed_step is None:
+                self.failed_step = key
+            raise
+        try:
+            raw = msgspec.json.encode(result)
+        except (TypeError, msgspec.EncodeError) as e:
+            self.failed_step = self.failed_step or key
+            raise InvalidRequest(
+                f"step {key!r} returned {type(result).__name__}, which is not JSON-encodable: {e}"
+            ) from None
+        finished = time.time()
+        self.store.put_step(self.job_id, key, raw, started, finished, self.attempt)
+        self.runner.step_finished(self, key, finished - started)
+        return msgspec.json.decode(raw)
+
+    def progress(self, percent: float, stage: str, message: str = "") -> None:
+        self.runner.progress(self, max(0.0, min(100.0, float(percent))), stage, message)
+
+    def emit(self, type: str, data: dict[str, Any]) -> None:
+        self.runner.emit(self.job_id, type, data)
+
+    def check(self) -> None:
+        if self.cancel_requested:
+            raise Cancelled(f"job {self.job_id} was cancelled")
+
+    def cancel(self) -> None:
+        """Stop at the next step; model calls in flight stop at their next safe point."""
+        self.cancel_requested = True
+        for call in list(self._calls):
+            call.cancel()
+
+    # --- artefacts --------------------------------------------------------------------------
+
+    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+        if not _NAME.match(name) or ".." in name:
+            raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
+        rel = f"{self.output_dir}/{name}"
+        path = self.loom.files.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # a reader (or a SIGKILL) never sees half a file
+        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        digest = hashlib.sha256(data).hexdigest()
+        self.store.put_artifact(self.job_id, rel, name, media_type, len(data), digest, meta)
+        return rel
+
+    def read_artifact(self, path: str) -> bytes:
+        try:
+            return self.loom.files.resolve(path).read_bytes()
+        except NotFound:
+            raise NotFound(f"job {self.job_id} has no artifact at {path!r}", param="path") from None
+
+    # --- models -----------------------------------------------------------------------------
+
+    def model_for(self, role: str, requested: str | None = None) -> str:
+        try:
+            capability = Capability(role)
+        except ValueError:
+            roles = ", ".join(c.value for c in Capability)
+            raise InvalidRequest(f"unknown model role {role!r} (roles: {roles})") from None
+        if requested:
+            self.loom.registry.for_capability(requested, capability)  # raises if unknown / unable
+            return requested
+        route = getattr(self.loom.config.routes, role, None)
+        route_for = getattr(self.loom.router, "route_for", None)
+        if route_for is not None:
+            route = route_for(capability, route)
+        if route:
+            return route
+        entry = self.loom.registry.first_with(capability)
+        if entry is None:
+            raise CapabilityNotSupported(f"no configured model can do {role}; name one or set [routes].{role}")
+        return entry.id
+
+    async def _run(self, model: str, capability: Capability, call: Callable) -> Any:
+        self.check()
+        rc = RunContext()
+        self._calls.add(rc)
+        started = time.perf_counter()
+        try:
+            entry, result = await self.loom.router.run(
+                model, capability, call, priority=Priority.PIPELINE, ctx=rc
+            )
+        finally:
+            self._calls.discard(rc)
+        self.usage.call(entry.id, capability.value, time.perf_counter() - started)
+        return result
+
+    async def chat(self, model: str, messages: list[dict], **params: Any) -> str:
+        self.check()
+        try:
+            req = msgspec.convert({"model": model, "messages": messages, **params}, ChatCompletionRequest)
+        except msgspec.ValidationError as e:
+            raise InvalidRequest(f"invalid chat request from pipeline: {e}") from None
+        capability = Capability.VISION if req.has_images() else Capability.CHAT
+        rc = RunContext()
+        self._calls.add(rc)
+        started = time.perf_counter()
+        text: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        try:
+            entry, chunks = await self.loom.router.stream(
+                model, capability, lambda provider, c: provider.chat(req, c), priority=Priority.PIPELINE, ctx=rc
+            )
+            try:
+                async for chunk in chunks:
+                    text.append(chunk.text)
+                    prompt_tokens = chunk.prompt_tokens or prompt_tokens
+                    completion_tokens = chunk.completion_tokens or completion_tokens
+            finally:
+                await chunks.aclose()
+        finally:
+            self._calls.discard(rc)
+        self.usage.call(entry.id, capability.value, time.perf_counter() - started, prompt_tokens, completion_tokens)
+        return "".join(text)
+
+    async def generate_image(
+        self, model: str, prompt: str, *, width: int = 512, height: int = 512, seed: int | None = None,
+        steps: int | None = None, negative_prompt: str | None = None, init_image: bytes | None = None,
+        mask: bytes | None = None, strength: float = 0.75,
+    ) -> bytes:  # fmt: skip
+        job = ImageJob(
+            prompt=prompt, width=width, height=height, n=1, seed=seed, steps=steps,
+            negative_prompt=negative_prompt, init_image=init_image, mask=mask, strength=strength,
+        )  # fmt: skip
+        images = await self._run(model, Capability.IMAGE, lambda p, c: p.generate_images(job, c))
+        if not images:
+            raise ProviderError(f"{model} returned no image")
+        return images[0]
+
+    async def describe(self, model: str, image: bytes, prompt: str | None = None, detail: str = "normal") -> str:
+        return await self._run(model, Capability.VISION, lambda p, c: p.describe(image, prompt, detail, None, c))
+
+    async def score(self, model: str, image: bytes, text: str) -> VisionScores:
+        return await self._run(model, Capability.VISION, lambda p, c: p.score(image, text, c))
+
+    async def translate(self, model: str, texts: list[str], source: str, target: str) -> list[str]:
+        out = await self._run(model, Capability.TRANSLATION, lambda p, c: p.translate(texts, source, target, c))
+        if len(out) != len(texts):
+            raise ProviderError(f"{model} returned {len(out)} translations for {len(texts)} texts")
+        return out
+
+    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
+        result = await self._run(model, Capability.EMBEDDING, lambda p, c: p.embed(inputs, c))
+        self.usage.tokens(result.prompt_tokens)
+        return result.vectors

@@ -1,0 +1,337 @@
+"""The job runner: accepts pipeline jobs, runs each as an asyncio task, cancels and resumes them.
+
+Life of a job: ``queued`` (accepted, 202) -> ``running`` -> ``succeeded`` | ``failed`` |
+``cancelled``. A daemon that stops (or is killed) with jobs running leaves them ``interrupted``:
+at shutdown directly, after a SIGKILL when the next daemon starts. ``resume`` takes an
+interrupted, failed or cancelled job back to ``queued`` and runs its pipeline again from the top;
+finished steps return their stored results, so the work continues from the last finished step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pluggy
+
+from loom.sdk.errors import Cancelled, Conflict, InvalidRequest, LoomError, NotFound, PluginError, Unavailable
+from loom.sdk.pipelines import Pipeline
+
+from ..plugin_manager import PluginInfo, collect
+from . import metadata
+from .context import JobContext
+from .hub import EventHub
+from .store import (
+    CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RESUMABLE, RUNNING, SUCCEEDED, Event, JobStore,
+)  # fmt: skip
+from .usage import Usage
+
+log = logging.getLogger("loom.jobs")
+#: How long a cancelled job's model calls get to stop on their own before the task is cancelled.
+CANCEL_GRACE_S = 10.0
+
+
+@dataclass
+class PipelineInfo:
+    name: str
+    plugin: str
+    cls: type[Pipeline]
+    instance: Pipeline
+
+    @property
+    def description(self) -> str:
+        return getattr(self.cls, "description", "") or (self.cls.__doc__ or "").strip().split("\n")[0]
+
+
+def collect_pipelines(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> dict[str, PipelineInfo]:
+    """Pipeline name -> info; a duplicate name or a malformed class stops start-up."""
+    pipelines: dict[str, PipelineInfo] = {}
+    for plugin, cls in collect(pm, "register_pipelines"):
+        name = getattr(cls, "name", None)
+        params = getattr(cls, "Params", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a pipeline without a name: {cls!r}")
+        if not (isinstance(params, type) and issubclass(params, msgspec.Struct)):
+            raise PluginError(f"pipeline {name!r} (plugin {plugin!r}) needs a msgspec Struct as Params")
+        if not asyncio.iscoroutinefunction(getattr(cls, "run", None)):
+            raise PluginError(f"pipeline {name!r} (plugin {plugin!r}) needs an async run(params, ctx)")
+        if name in pipelines:
+            raise PluginError(
+                f"pipeline {name!r} is registered by two plugins: {pipelines[name].plugin!r} and {plugin!r}"
+            )
+        pipelines[name] = PipelineInfo(name=name, plugin=plugin, cls=cls, instance=cls())
+        if plugin in infos:
+            infos[plugin].pipelines.append(name)
+    return pipelines
+
+
+class JobRunner:
+    def __init__(self, loom, store: JobStore, pipelines: dict[str, PipelineInfo]) -> None:
+        self.loom = loom
+        self.store = store
+        self.pipelines = pipelines
+        self.hub = EventHub()
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._contexts: dict[str, JobContext] = {}
+        self._run_started: dict[str, float] = {}
+        #: Jobs cancelled between acceptance and the start of their task.
+        self._cancel_before_start: set[str] = set()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._background: set[asyncio.Task] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Mark what a dead daemon left running as ``interrupted`` (resume is explicit)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        for job_id in self.store.mark_interrupted():
+            log.warning("job %s was interrupted by a daemon stop; POST /v1/jobs/%s/resume continues it",
+                        job_id, job_id)
+            self.emit(job_id, "state", {"state": INTERRUPTED})
+            self._write_metadata(job_id)
+
+    async def stop(self) -> None:
+        """Stop running jobs; they are left ``interrupted`` with their finished steps."""
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.hub.close()
+
+    def is_active(self, job_id: str) -> bool:
+        return job_id in self._tasks
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def pipeline(self, name: str) -> PipelineInfo:
+        info = self.pipelines.get(name)
+        if info is None:
+            have = ", ".join(sorted(self.pipelines)) or "none"
+            raise NotFound(f"No pipeline named '{name}' (available: {have})", param="name")
+        return info
+
+    def submit(self, name: str, params: msgspec.Struct) -> dict:
+        """Accept a job whose ``params`` were already decoded strictly; it starts at once."""
+        if self._stopping:
+            raise Unavailable("the daemon is shutting down")
+        info = self.pipeline(name)
+        job_id = secrets.token_hex(6)
+        created = time.localtime()
+        output_dir = time.strftime("output/%Y-%m-%d/ses-%H%M%S-", created) + job_id
+        (self.loom.files.root / output_dir).mkdir(parents=True, exist_ok=True)
+        self.store.create_job(job_id, name, info.plugin, msgspec.json.encode(params), output_dir)
+        self.emit(job_id, "state", {"state": QUEUED})
+        self._start_task(job_id)
+        return self.store.get_job(job_id)
+
+    def resume(self, job_id: str) -> dict:
+        job = self.get(job_id)
+        if self.is_active(job_id) or job["state"] not in RESUMABLE:
+            raise Conflict(
+                f"job {job_id} is {job['state']}; only interrupted, failed or cancelled jobs can be resumed"
+            )
+        if job["pipeline"] not in self.pipelines:
+            raise Conflict(f"job {job_id} needs pipeline '{job['pipeline']}', which is not installed")
+        if self._stopping:
+            raise Unavailable("the daemon is shutting down")
+        self.store.update_job(job_id, state=QUEUED, stage="queued", message="resumed", error=None, finished_at=None)
+        steps, _ = self.store.step_stats(job_id)
+        self.emit(job_id, "state", {"state": QUEUED, "resumed": True, "finished_steps": steps})
+        self._start_task(job_id)
+        return self.store.get_job(job_id)
+
+    async def cancel(self, job_id: str, wait: float = 5.0) -> dict:
+        job = self.get(job_id)
+        if job["state"] in FINISHED:
+            raise Conflict(f"job {job_id} is already {job['state']}")
+        task = self._tasks.get(job_id)
+        if task is None:  # interrupted: nothing runs, it just will not be resumed
+            self._finish_idle(job_id, CANCELLED)
+            return self.store.get_job(job_id)
+        ctx = self._contexts.get(job_id)
+        if ctx is not None:
+            ctx.cancel()
+        else:
+            self._cancel_before_start.add(job_id)
+        self.emit(job_id, "cancelling", {})
+
+        async def hard_stop() -> None:
+            await asyncio.sleep(CANCEL_GRACE_S)
+            if not task.done():
+                task.cancel()
+
+        stopper = asyncio.get_running_loop().create_task(hard_stop())
+        self._background.add(stopper)
+        stopper.add_done_callback(self._background.discard)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), wait)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            pass
+        return self.store.get_job(job_id)
+
+    def get(self, job_id: str) -> dict:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"No job with id '{job_id}'", param="id")
+        return job
+
+    # --- events -----------------------------------------------------------------------------
+
+    def emit(self, job_id: str, type: str, data: dict[str, Any]) -> Event:
+        if not isinstance(data, dict):
+            raise InvalidRequest(f"event data must be an object, got {type(data).__name__}")
+        event = self.store.append_event(job_id, type, data)
+        if type == "lineage" and "id" in data:
+            self.store.upsert_lineage(job_id, data)
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            self.hub.publish(event)
+        else:  # a pipeline reporting from a worker thread: deliver on the loop
+            self._loop.call_soon_threadsafe(self.hub.publish, event)
+        return event
+
+    def progress(self, ctx: JobContext, percent: float, stage: str, message: str) -> None:
+        self.store.update_job(ctx.job_id, progress=percent, stage=stage, message=message,
+                              usage=ctx.usage.to_dict(), timings=self._timings(ctx.job_id))
+        self.emit(ctx.job_id, "progress", {"progress": round(percent, 2), "stage": stage, "message": message})
+        self._write_metadata(ctx.job_id)
+
+    def step_finished(self, ctx: JobContext, key: str, seconds: float) -> None:
+        self.store.update_job(ctx.job_id, usage=ctx.usage.to_dict(), timings=self._timings(ctx.job_id))
+        self.emit(ctx.job_id, "step", {"key": key, "seconds": round(seconds, 4), "attempt": ctx.attempt})
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _start_task(self, job_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._execute(job_id), name=f"loom-job-{job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda t, j=job_id: self._tasks.pop(j, None) if self._tasks.get(j) is t else None)
+
+    async def _execute(self, job_id: str) -> None:
+        job = self.get(job_id)
+        info = self.pipelines[job["pipeline"]]
+        attempt = job["attempts"] + 1
+        self.store.update_job(job_id, state=RUNNING, stage="starting", attempts=attempt,
+                              started_at=job["started_at"] or time.time())
+        job = self.get(job_id)
+        ctx = JobContext(self, job, Usage(job["usage"]))
+        if job_id in self._cancel_before_start:
+            self._cancel_before_start.discard(job_id)
+            ctx.cancel()
+        self._contexts[job_id] = ctx
+        self._run_started[job_id] = time.monotonic()
+        self.emit(job_id, "state", {"state": RUNNING, "attempt": attempt})
+        try:
+            params = msgspec.json.decode(msgspec.json.encode(job["params"]), type=info.cls.Params)
+            result = await info.instance.run(params, ctx)
+            result = msgspec.json.decode(msgspec.json.encode(result))
+        except asyncio.CancelledError:
+            self._finish(ctx, CANCELLED if ctx.cancel_requested and not self._stopping else INTERRUPTED)
+        except BaseException as exc:  # noqa: BLE001 - every failure ends in a recorded state
+            error = _root_cause(exc)
+            if ctx.cancel_requested and isinstance(error, (Cancelled, asyncio.CancelledError)):
+                self._finish(ctx, CANCELLED)
+            elif self._stopping:
+                self._finish(ctx, INTERRUPTED)
+            else:
+                if not isinstance(error, LoomError):
+                    log.error("job %s (%s) crashed", job_id, info.name, exc_info=error)
+                self._finish(ctx, FAILED, error=_error_body(error, ctx.failed_step))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._finish(ctx, SUCCEEDED, result=result)
+        finally:
+            self._contexts.pop(job_id, None)
+
+    def _timings(self, job_id: str) -> dict[str, Any]:
+        job = self.store.get_job(job_id) or {}
+        saved = (job.get("timings") or {}).get("run_seconds_before", 0.0)
+        started = self._run_started.get(job_id)
+        current = time.monotonic() - started if started is not None else 0.0
+        return {"run_seconds_before": saved, "run_seconds": round(saved + current, 4)}
+
+    def _finish(self, ctx: JobContext, state: str, *, result: Any = None, error: dict | None = None) -> None:
+        job_id = ctx.job_id
+        timings = self._timings(job_id)
+        timings["run_seconds_before"] = timings["run_seconds"]
+        self._run_started.pop(job_id, None)
+        fields: dict[str, Any] = {
+            "state": state, "usage": ctx.usage.to_dict(), "timings": timings,
+            "stage": {SUCCEEDED: "done"}.get(state, state),
+        }  # fmt: skip
+        if state in FINISHED:
+            fields["finished_at"] = time.time()
+        if state == SUCCEEDED:
+            fields.update(progress=100.0, result=result, message="")
+        if error is not None:
+            fields.update(error=error, message=error["message"])
+        self.store.update_job(job_id, **fields)
+        self._write_metadata(job_id)
+        data: dict[str, Any] = {"state": state}
+        if error is not None:
+            data["error"] = error
+        self.emit(job_id, "state", data)
+
+    def _finish_idle(self, job_id: str, state: str) -> None:
+        self.store.update_job(job_id, state=state, stage=state, finished_at=time.time())
+        self._write_metadata(job_id)
+        self.emit(job_id, "state", {"state": state})
+
+    def _write_metadata(self, job_id: str) -> None:
+        job = self.store.get_job(job_id)
+        if job is None:
+            return
+        try:
+            meta = metadata.build(job, self.store.lineage(job_id), self.store.artifacts(job_id),
+                                  self.store.step_stats(job_id))
+            rel, data = metadata.write(self.loom.files.root, job, meta)
+        except OSError:
+            log.exception("could not write metadata.json for job %s", job_id)
+            return
+        self.store.put_artifact(job_id, rel, metadata.NAME, "application/json", len(data),
+                                hashlib.sha256(data).hexdigest(), {"kind": "metadata"})
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error to report from what may be an exception group (TaskGroup): a real failure
+    first, then a cancellation, then anything."""
+    leaves = list(_leaves(exc))
+    for wanted in (
+        lambda e: isinstance(e, LoomError) and not isinstance(e, Cancelled),
+        lambda e: isinstance(e, Exception) and not isinstance(e, Cancelled),
+        lambda e: isinstance(e, Cancelled),
+    ):
+        for e in leaves:
+            if wanted(e):
+                return e
+    return leaves[0]
+
+
+def _error_body(error: BaseException, step: str | None) -> dict[str, Any]:
+    if isinstance(error, LoomError):
+        body = {"type": error.type, "code": error.code, "message": error.message, "param": error.param}
+    else:
+        body = {"type": "server_error", "code": "internal_error",
+                "message": f"Internal error: {type(error).__name__}: {error}", "param": None}
+    body["step"] = step
+    return body

@@ -1,0 +1,198 @@
+"""Health of remote providers: a scheduled check of each upstream service, feeding the router.
+
+A remote provider (``local = False``) takes part by having ``health_key()`` (models with the same
+key share an upstream and one check), ``health_info()`` (what the admin API may show: never a key)
+and ``async check_health()`` (raises a Loom error when the service is not usable). An APScheduler
+interval job checks every upstream; the results mark the router's ``healthy`` table, so requests
+skip to a fallback while an upstream is down, and show in ``GET /admin/providers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from loom.sdk.errors import AuthenticationFailed, LoomError
+
+from .models import ModelEntry, ModelRegistry
+from .routing import ModelRouter
+
+if TYPE_CHECKING:
+    from .state import Loom
+
+log = logging.getLogger("loom.health")
+DEFAULT_INTERVAL = 30.0
+CHECK_TIMEOUT = 15.0
+STATE_FILE = "routing.json"
+
+
+@dataclass
+class Upstream:
+    """One upstream service and the models it serves."""
+
+    key: str
+    entries: list[ModelEntry]
+    status: str = "unknown"  # ok | down | auth_failed | no_key | unknown (not checked yet)
+    error: str | None = None
+    latency_ms: float | None = None
+    checked_at: float | None = None
+    upstream_models: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provider(self):
+        return self.entries[0].instance()
+
+    @property
+    def healthy(self) -> bool:
+        return self.status in ("ok", "unknown")
+
+
+class ProviderHealth:
+    def __init__(self, registry: ModelRegistry, router: ModelRouter) -> None:
+        self.router = router
+        self.upstreams: dict[str, Upstream] = {}
+        for entry in registry:
+            if entry.local:
+                continue
+            provider = entry.instance()  # a remote provider checks its options here (ConfigError)
+            if not (hasattr(provider, "health_key") and hasattr(provider, "check_health")):
+                continue
+            key = provider.health_key()
+            self.upstreams.setdefault(key, Upstream(key, [])).entries.append(entry)
+        intervals = [getattr(u.provider, "health_interval", DEFAULT_INTERVAL) for u in self.upstreams.values()]
+        self.interval = min(intervals, default=DEFAULT_INTERVAL)
+        self._scheduler = None
+        for upstream in self.upstreams.values():
+            self._refresh_info(upstream)
+            key = upstream.info.get("api_key")
+            if isinstance(key, dict) and key.get("set") is False:
+                # Known without asking the network: route around it from the first request.
+                self._record(upstream, "no_key", f"environment variable {key.get('env')} is not set")
+
+    # --- the schedule -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.upstreams:
+            return  # nothing remote: APScheduler is not even imported
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        # APScheduler logs every run at INFO: one line per interval is noise in the daemon's log.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+
+        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=timezone.utc)
+        self._scheduler.add_job(
+            self.check_all,
+            "interval",
+            seconds=self.interval,
+            next_run_time=datetime.now(timezone.utc),
+            id="provider-health",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        for upstream in self.upstreams.values():
+            close = getattr(upstream.provider, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # closing at shutdown: nothing useful to do about it
+                    log.debug("closing %s failed", upstream.key, exc_info=True)
+
+    # --- checking -----------------------------------------------------------------------------
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self.check(u) for u in self.upstreams.values()))
+
+    async def check(self, upstream: Upstream) -> None:
+        start = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(upstream.provider.check_health(), CHECK_TIMEOUT)
+        except AuthenticationFailed as e:
+            status = "no_key" if e.code == "provider_key_missing" else "auth_failed"
+            self._record(upstream, status, e.message)
+        except LoomError as e:
+            self._record(upstream, "down", e.message)
+        except TimeoutError:
+            self._record(upstream, "down", f"the health check took longer than {CHECK_TIMEOUT:g}s")
+        except Exception as e:  # a provider bug: say which, without its (possibly sensitive) text
+            log.debug("health check of %s raised", upstream.key, exc_info=True)
+            self._record(upstream, "down", f"the health check failed: {type(e).__name__}")
+        else:
+            upstream.upstream_models = list((result or {}).get("upstream_models") or []) or None
+            self._record(upstream, "ok", None)
+        upstream.latency_ms = round((time.perf_counter() - start) * 1000, 2)
+        self._refresh_info(upstream)
+
+    def _record(self, upstream: Upstream, status: str, error: str | None) -> None:
+        if status != upstream.status:
+            if status != "ok":
+                log.warning("upstream %s is %s: %s", upstream.key, status, error)
+            elif upstream.status != "unknown":
+                log.info("upstream %s is back", upstream.key)
+        upstream.status, upstream.error = status, error
+        upstream.checked_at = time.time()
+        for entry in upstream.entries:
+            self.router.healthy[entry.id] = upstream.healthy
+
+    def _refresh_info(self, upstream: Upstream) -> None:
+        info = getattr(upstream.provider, "health_info", None)
+        upstream.info = dict(info()) if info is not None else {}
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def report(self) -> list[dict]:
+        out = []
+        for u in self.upstreams.values():
+            models = []
+            for entry in u.entries:
+                remote = getattr(entry.provider, "remote_model", None)
+                listed = None if u.upstream_models is None or remote is None else remote in u.upstream_models
+                models.append({"id": entry.id, "remote_id": remote, "listed": listed})
+            out.append(
+                {
+                    "upstream": u.key,
+                    **u.info,
+                    "status": u.status,
+                    "healthy": u.healthy,
+                    "error": u.error,
+                    "latency_ms": u.latency_ms,
+                    "checked_at": _iso(u.checked_at),
+                    "models": models,
+                }
+            )
+        return out
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def provider_lifespan(loom: Loom) -> Callable:
+    """Restore the runtime switches, set up the health checks (a remote model with bad options
+    stops start-up here, with a ConfigError), and return the lifespan hook that runs them."""
+    loom.router.load(loom.config.data_dir / STATE_FILE)
+    monitor = ProviderHealth(loom.registry, loom.router)
+    loom.provider_health = monitor
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await monitor.start()
+        try:
+            yield
+        finally:
+            await monitor.stop()
+
+    return lifespan

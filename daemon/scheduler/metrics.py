@@ -1,0 +1,97 @@
+"""Prometheus metrics for the scheduler, in a registry of its own (one per app, none global).
+
+Counters and histograms are updated as things happen; queue depth, memory and residency are
+gauges read from the scheduler at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from .core import Scheduler
+
+_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class _StateCollector:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "loom_queue_depth", "Work items waiting, by device, model and priority",
+            labels=["device", "model", "priority"],
+        )  # fmt: skip
+        running = GaugeMetricFamily("loom_running_items", "Work items running", labels=["device", "model"])
+        memory = GaugeMetricFamily(
+            "loom_device_memory_bytes", "Device memory: budget, used (ledger), reserved, free",
+            labels=["device", "kind"],
+        )  # fmt: skip
+        resident = GaugeMetricFamily("loom_resident_models", "Models resident on the device", labels=["device"])
+        footprint = GaugeMetricFamily(
+            "loom_model_memory_bytes", "What each resident model holds", labels=["device", "model"]
+        )
+        for name, dev in self.scheduler.devices.items():
+            for model, by_priority in dev.queue.depth().items():
+                for priority, n in by_priority.items():
+                    depth.add_metric([name, model, priority], n)
+            for model, n in dev.busy.items():
+                if n:
+                    running.add_metric([name, model], n)
+            ledger = dev.ledger
+            if ledger.budget is not None:
+                memory.add_metric([name, "budget"], ledger.budget)
+                memory.add_metric([name, "free"], max(0, ledger.budget - ledger.held))
+            memory.add_metric([name, "used"], ledger.used)
+            memory.add_metric([name, "reserved"], sum(ledger.reserved.values()))
+            resident.add_metric([name], len(ledger.resident))
+            for model, r in ledger.resident.items():
+                footprint.add_metric([name, model], r.footprint)
+        yield from (depth, running, memory, resident, footprint)
+
+
+class SchedulerMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        r = self.registry = CollectorRegistry()
+        self.wait = Histogram(
+            "loom_queue_wait_seconds", "Time from queued to started", ["device", "priority"],
+            buckets=_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.run = Histogram("loom_run_seconds", "Time a work item ran", ["model"], buckets=_RUN_BUCKETS, registry=r)
+        self.load_seconds = Histogram(
+            "loom_model_load_seconds", "Time a model took to load", ["model"], buckets=_RUN_BUCKETS, registry=r
+        )
+        self.loads = Counter("loom_model_loads", "Model loads", ["device", "model"], registry=r)
+        self.evictions = Counter("loom_model_evictions", "Models evicted to make room", ["device", "model"], registry=r)
+        self.unloads = Counter(
+            "loom_model_unloads", "Models unloaded (evicted, keep-alive, admin)", ["device", "model", "reason"], registry=r
+        )
+        self.items = Counter("loom_work_items", "Work items ended, by outcome", ["model", "outcome"], registry=r)
+        self.rejected = Counter("loom_work_rejected", "Work refused at admission", ["model", "reason"], registry=r)
+        self.oom = Counter("loom_out_of_memory", "Out-of-memory errors seen", ["device", "model", "stage"], registry=r)
+        self.tokens = Counter("loom_tokens", "Completion tokens produced", ["model"], registry=r)
+        self.images = Counter("loom_images", "Images produced", ["model"], registry=r)
+        r.register(_StateCollector(scheduler))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def count_output(self, model: str, value: object) -> None:
+        """Tokens from text chunks and images from lists of PNG bytes, whatever call made them."""
+        tokens = getattr(value, "completion_tokens", None)
+        if isinstance(tokens, int) and tokens > 0:
+            self.tokens.labels(model).inc(tokens)
+        elif isinstance(value, list) and value:
+            if all(isinstance(v, (bytes, bytearray)) for v in value):
+                self.images.labels(model).inc(len(value))
+            else:
+                for v in value:
+                    self.count_output(model, v)

@@ -1,0 +1,162 @@
+"""Scheduling policies: which queued item goes next, which resident model to evict.
+
+``affinity`` (the default): aged items first, then priority, then items whose model is resident,
+then arrival; eviction by cost (least recently used, weighted by reload time, queued demand and
+bytes freed); and a short anticipatory grace before evicting a model that was in use a moment ago,
+so a client that sends its next request right after the last answer does not cause a swap. The
+grace is only taken for models whose clients have been seen to come back that quickly.
+
+``fifo``: arrival order with head-of-line blocking and plain LRU eviction. It is the baseline the
+benchmark compares against, and a real option for anyone who wants strict ordering.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+
+from .ledger import Residency
+from .queues import WorkItem
+
+GB = 2**30
+#: Seconds added to every reload time: a swap costs more than the load itself (first call after a
+#: load is slower, callers see the gap), and it keeps timing noise from outweighing recency.
+RELOAD_FLOOR = 1.0
+#: The grace applies to a model once this share (moving average, new observations weighted by
+#: RETURN_WEIGHT) of its idle moments ended with a new request within the grace window.
+RETURN_THRESHOLD = 0.25
+RETURN_WEIGHT = 0.3
+
+
+class Decision(enum.Enum):
+    START = "start"  # the item starts now
+    LOADING = "loading"  # its model's load was started for it
+    DONE = "done"  # it was settled without running (an explicit load, or failed)
+    WAIT_MODEL = "wait_model"  # its own model is busy (slots full, loading, draining)
+    WAIT_DEVICE = "wait_device"  # the device is busy with another model or memory is held
+    WAIT_GRACE = "wait_grace"  # the policy holds the device for the model just used
+
+
+class Policy:
+    name = "base"
+
+    def order(self, items: Sequence[WorkItem], resident: Mapping[str, Residency], now: float) -> list[WorkItem]:
+        raise NotImplementedError
+
+    def blocks(self, decision: Decision) -> bool:
+        """Whether an item that cannot start keeps the items after it from starting."""
+        raise NotImplementedError
+
+    def victims(
+        self, candidates: Sequence[Residency], shortfall: float, demand: Mapping[str, int], now: float
+    ) -> list[Residency] | None:
+        """Residents to evict to free ``shortfall`` bytes (None when even all would not do)."""
+        raise NotImplementedError
+
+    def grace(self, item: WorkItem, victims: Sequence[Residency], now: float) -> float:
+        """Seconds to hold off evicting ``victims`` for ``item``; 0 means go ahead."""
+        return 0.0
+
+    def idle(self, model: str, now: float) -> None:
+        """``model`` has nothing running or queued any more."""
+
+    def arrived(self, model: str, now: float) -> None:
+        """Work for ``model`` was queued."""
+
+
+def _enough(ordered: Sequence[Residency], shortfall: float) -> list[Residency] | None:
+    """Take from the front until ``shortfall`` is covered, then drop any that were not needed."""
+    if shortfall <= 0:
+        return []
+    chosen, freed = [], 0
+    for r in ordered:
+        chosen.append(r)
+        freed += r.footprint
+        if freed >= shortfall:
+            break
+    else:
+        return None
+    for r in list(chosen[:-1])[::-1]:  # a big one late in the list may make earlier ones moot
+        if freed - r.footprint >= shortfall:
+            chosen.remove(r)
+            freed -= r.footprint
+    return chosen
+
+
+class AffinityPolicy(Policy):
+    name = "affinity"
+
+    def __init__(self, max_age: float = 30.0, max_grace: float = 0.05, grace_share: float = 0.25) -> None:
+        self.max_age = max_age
+        self.max_grace = max_grace  # seconds, at most
+        self.grace_share = grace_share  # of the victim's reload time
+        self._idle_at: dict[str, float] = {}
+        #: per model, a moving average of "its next request came within max_grace of it going
+        #: idle": the grace is only worth waiting where clients are seen to come back that fast
+        self._returns: dict[str, float] = {}
+
+    def order(self, items, resident, now):
+        def key(item: WorkItem):
+            if item.age(now) >= self.max_age:
+                return (0, 0, 0, item.seq)
+            warm = item.model in resident and not resident[item.model].evicting
+            return (1, int(item.priority), 0 if warm else 1, item.seq)
+
+        return sorted(items, key=key)
+
+    def blocks(self, decision):
+        return decision in (Decision.WAIT_DEVICE, Decision.WAIT_GRACE)
+
+    def keep_value(self, r: Residency, demand: int, now: float) -> float:
+        """What keeping ``r`` is worth per GiB: reload time x recency x (1 + queued demand)."""
+        idle = max(0.0, now - r.last_used)
+        reload = r.load_seconds + RELOAD_FLOOR
+        return reload * (1 + demand) / ((idle + 1.0) * max(r.footprint / GB, 1 / 1024))
+
+    def victims(self, candidates, shortfall, demand, now):
+        ordered = sorted(candidates, key=lambda r: (self.keep_value(r, demand.get(r.model, 0), now), r.last_used))
+        return _enough(ordered, shortfall)
+
+    def grace(self, item, victims, now):
+        wait = 0.0
+        for v in victims:
+            if int(item.priority) < v.last_priority or item.age(now) >= self.max_age:
+                return 0.0  # never delay more urgent (or starving) work for this
+            if self._returns.get(v.model, 0.0) < RETURN_THRESHOLD:
+                continue
+            window = min(self.max_grace, self.grace_share * v.load_seconds)
+            wait = max(wait, v.last_used + window - now)
+        return max(0.0, wait)
+
+    def idle(self, model, now):
+        self._idle_at[model] = now
+
+    def arrived(self, model, now):
+        since = self._idle_at.pop(model, None)
+        if since is not None:
+            came_back = 1.0 if now - since <= self.max_grace else 0.0
+            before = self._returns.get(model, 0.0)
+            self._returns[model] = before + RETURN_WEIGHT * (came_back - before)
+
+
+class FifoPolicy(Policy):
+    name = "fifo"
+
+    def order(self, items, resident, now):
+        return sorted(items, key=lambda item: item.seq)
+
+    def blocks(self, decision):
+        return True  # strict head-of-line
+
+    def victims(self, candidates, shortfall, demand, now):
+        return _enough(sorted(candidates, key=lambda r: r.last_used), shortfall)
+
+
+def make_policy(policy: str | Policy, max_age: float) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    if policy == "affinity":
+        return AffinityPolicy(max_age=max_age)
+    if policy == "fifo":
+        return FifoPolicy()
+    raise ValueError(f"unknown scheduling policy {policy!r} (choose 'affinity' or 'fifo')")

@@ -1,0 +1,141 @@
+"""Work items and the per-device queue they wait in.
+
+The queue only holds items and counts them per model; which item goes next is the policy's call
+(:mod:`.policy`), and what may start is decided by the scheduler core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom.sdk.protocols import RunContext
+
+from ..models import ModelEntry
+
+
+class Priority(enum.IntEnum):
+    INTERACTIVE = 0  # the /v1 endpoints
+    PIPELINE = 1  # steps of a pipeline job
+    BATCH = 2
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+def new_id() -> str:
+    return "wk_" + secrets.token_hex(6)
+
+
+def _quiet(fut: asyncio.Future) -> None:
+    """Mark a future's exception as retrieved: the caller may be gone (disconnected)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+@dataclass(eq=False)
+class WorkItem:
+    """One provider call: queued on its model's device, then run, then done exactly once."""
+
+    entry: ModelEntry
+    device: str
+    priority: Priority
+    call: Callable[..., Any]
+    ctx: RunContext
+    seq: int
+    stream: bool = False
+    #: "run" for provider calls; "load" for an explicit load (completes once the model is resident)
+    kind: str = "run"
+    id: str = field(default_factory=new_id)
+    enqueued: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    state: State = State.QUEUED
+    outcome: str | None = None  # "finished", "failed", "cancelled"
+    yielded: bool = False  # a stream produced its first chunk (no OOM retry after that)
+    started: asyncio.Future = field(init=False)
+    done: asyncio.Future = field(init=False)
+    chunks: asyncio.Queue | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.started = loop.create_future()
+        self.done = loop.create_future()
+        self.started.add_done_callback(_quiet)
+        self.done.add_done_callback(_quiet)
+        if self.stream:
+            self.chunks = asyncio.Queue()
+
+    @property
+    def model(self) -> str:
+        return self.entry.id
+
+    @property
+    def internal(self) -> bool:
+        return self.kind != "run"
+
+    def age(self, now: float) -> float:
+        return now - self.enqueued
+
+    def describe(self, now: float) -> dict:
+        out = {
+            "id": self.id,
+            "model": self.model,
+            "device": self.device,
+            "priority": self.priority.name.lower(),
+            "kind": "stream" if self.stream else self.kind,
+            "state": self.state.value,
+            "waited": round((self.started_at or now) - self.enqueued, 4),
+        }
+        if self.started_at is not None:
+            out["running_for"] = round(now - self.started_at, 4)
+        return out
+
+
+class DeviceQueue:
+    """Items waiting for one device, in arrival order, with per-model counts for admission."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, WorkItem] = {}
+        self.per_model: Counter[str] = Counter()
+
+    def push(self, item: WorkItem) -> None:
+        self._items[item.id] = item
+        self.per_model[item.model] += 1
+
+    def remove(self, item: WorkItem) -> bool:
+        if self._items.pop(item.id, None) is None:
+            return False
+        self.per_model[item.model] -= 1
+        if self.per_model[item.model] <= 0:
+            del self.per_model[item.model]
+        return True
+
+    def count(self, model: str) -> int:
+        return self.per_model.get(model, 0)
+
+    def __contains__(self, item: WorkItem) -> bool:
+        return item.id in self._items
+
+    def __iter__(self) -> Iterator[WorkItem]:
+        return iter(list(self._items.values()))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def depth(self) -> dict[str, dict[str, int]]:
+        """Queued items by model, then by priority name."""
+        out: dict[str, dict[str, int]] = {}
+        for item in self._items.values():
+            by_priority = out.setdefault(item.model, {})
+            name = item.priority.name.lower()
+            by_priority[name] = by_priority.get(name, 0) + 1
+        return out

@@ -1,0 +1,40 @@
+"""Options of the diffusers provider (the ``options`` table of a ``[[models]]`` entry).
+
+Nothing here imports diffusers. ``device`` and ``dtype`` are fields of the ``[[models]]`` entry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from msgspec import Meta, Struct
+
+from loom.sdk import ConfigError
+
+
+class OptionsError(ConfigError, ValueError):
+    """A ConfigError that msgspec reports with the key path (it is also a ValueError)."""
+
+
+class DiffusersOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``provider = "diffusers"``: SD 1.5, SDXL, SD 3.5, Flux, ... through diffusers' AutoPipelines."""
+
+    #: A Hugging Face hub id ("stabilityai/sdxl-turbo") or a local folder saved by save_pretrained.
+    model: str
+    revision: str | None = None
+    cache_dir: str | None = None
+    #: Weight variant to load, e.g. "fp16" for repositories that ship half-precision files.
+    variant: str | None = None
+    #: Keep the pipeline's parts in CPU memory and move each to the GPU only while it runs
+    #: (``enable_model_cpu_offload``): far less GPU memory, somewhat slower. CUDA only.
+    cpu_offload: bool = False
+    #: Compute attention in slices (``enable_attention_slicing``): less memory, a little slower.
+    attention_slicing: bool = False
+    #: Denoising steps when a request sets none (default: the pipeline's own).
+    steps: Annotated[int, Meta(ge=1, le=200)] | None = None
+    #: Guidance scale when a request sets none (default: the pipeline's own).
+    guidance_scale: Annotated[float, Meta(ge=0.0, le=50.0)] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise OptionsError("diffusers options: `model` must name a hub id or a local folder")

@@ -1,0 +1,528 @@
+"""``OpenAIProvider``: a Loom model served by an OpenAI-compatible service, through ``AsyncOpenAI``.
+
+Every method is ``async`` (chat and completions are async generators), so the scheduler runs them on
+the event loop. The ``openai`` package retries nothing itself (``max_retries=0``): this module tries
+again after timeouts, connection errors and 5xx only, and never after a chunk has been passed on.
+Keys are read from the environment on each call and never leave the client's headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Struct
+
+from loom.sdk import (
+    AuthenticationFailed,
+    Capability,
+    ConfigError,
+    Embeddings,
+    EnvSecret,
+    ImageJob,
+    ModelSpec,
+    Provider,
+    ProviderError,
+    RunContext,
+    TextChunk,
+    VisionScores,
+)
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest
+
+from . import prompts
+from .errors import Upstream, from_exception, is_retryable, missing_key, safe_url
+from .options import Instance, ModelOptions, PluginOptions
+
+log = logging.getLogger("loom.plugins.openai")
+T = TypeVar("T")
+_TRANSLATE_PARALLEL = 8
+
+
+# The few fields Loom reads from plain (non-stream) answers, decoded by msgspec: no pydantic models
+# on the hot path, and unknown fields of any service are ignored.
+class _Message(Struct):
+    content: str | None = None
+
+
+class _Choice(Struct):
+    index: int = 0
+    message: _Message | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _TextAnswer(Struct):
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+
+
+class _Vector(Struct):
+    embedding: list[float] | str
+    index: int = 0
+
+
+class _EmbeddingAnswer(Struct):
+    data: list[_Vector]
+    usage: _Usage | None = None
+
+
+class _Image(Struct):
+    b64_json: str | None = None
+    url: str | None = None
+
+
+class _ImagesAnswer(Struct):
+    data: list[_Image]
+
+
+class _ModelId(Struct):
+    id: str
+
+
+class _ModelList(Struct):
+    data: list[_ModelId] = []
+
+
+class OpenAIProvider(Provider):
+    name: ClassVar[str] = "openai"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    Options: ClassVar[type[ModelOptions]] = ModelOptions
+    local: ClassVar[bool] = False
+    #: What ``size = "auto"`` means: the size every OpenAI-compatible image API accepts.
+    default_size: ClassVar[tuple[int, int]] = (1024, 1024)
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self.options: ModelOptions = spec.options if spec.options is not None else ModelOptions()
+        plugin: PluginOptions = spec.plugin_options or PluginOptions()
+        self.instance_name = self.options.instance or _only_instance(plugin, spec.id)
+        instance = plugin.instances.get(self.instance_name)
+        if instance is None:
+            have = ", ".join(sorted(plugin.instances)) or "none"
+            raise ConfigError(
+                f"model {spec.id!r}: options.instance: no instance named {self.instance_name!r} "
+                f"in [plugins.openai.instances] (configured: {have})"
+            )
+        self.instance: Instance = instance
+        #: The service's id for this model.
+        self.remote_model = self.options.model or instance.model_map.get(spec.id, spec.id)
+        self.health_interval = plugin.health_interval
+        self.upstream = Upstream(
+            model=spec.id,
+            instance=self.instance_name,
+            url=safe_url(instance.base_url),
+            key_env=instance.api_key.env if instance.api_key else None,
+            timeout=instance.timeout,
+        )
+        self._client: Any = None
+        self._client_sig: tuple | None = None
+        self._opts: dict[str, Any] = {}  # per-request options of the typed calls
+        self._post_opts: dict[str, Any] = {}  # the same for client.post
+        self._secrets: tuple[str, ...] = ()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- the client ---------------------------------------------------------------------------
+
+    def client(self):
+        """The ``AsyncOpenAI`` client, (re)built when the key in the environment changes.
+
+        Raises AuthenticationFailed naming the variable when the instance's key is not set.
+        """
+        key = None
+        if self.instance.api_key is not None:
+            key = self.instance.api_key.get()
+            if key is None:
+                raise missing_key(self.upstream)
+        headers: dict[str, str] = {}
+        for name, value in self.instance.headers.items():
+            if isinstance(value, EnvSecret):
+                resolved = value.get()
+                if resolved is None:
+                    raise AuthenticationFailed(
+                        f"The model '{self.spec.id}' needs the header {name} for instance "
+                        f"'{self.instance_name}': set the environment variable {value.env}",
+                        code="provider_key_missing",
+                    )
+                headers[name] = resolved
+            else:
+                headers[name] = value
+        sig = (key, tuple(sorted(headers.items())))
+        if self._client is None or sig != self._client_sig:
+            import openai
+
+            self._close_client()
+            self._secrets = tuple(
+                s for s in (key, *(headers[n] for n, v in self.instance.headers.items() if isinstance(v, EnvSecret))) if s
+            )
+            # Nothing from the environment of this process reaches the service unasked: no
+            # OPENAI_ORG_ID / OPENAI_PROJECT_ID, and no Authorization header for a keyless instance
+            # (the placeholder key only keeps the package from looking for OPENAI_API_KEY; the
+            # header is left out per request, where the package accepts leaving it out).
+            defaults: dict[str, Any] = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
+            defaults.update(headers)
+            omit = {} if key else {"Authorization": openai.Omit()}
+            self._opts = {"extra_headers": omit} if omit else {}
+            self._post_opts = {"headers": omit} if omit else {}
+            self._client = openai.AsyncOpenAI(
+                base_url=self.instance.base_url,
+                api_key=key or "unused",
+                timeout=self.instance.timeout,
+                max_retries=0,
+                default_headers=defaults,
+            )
+            self._client_sig = sig
+            self._loop = asyncio.get_running_loop()
+            _quiet_http_logs()
+        return self._client
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        loop = self._loop
+        if client is None or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(client.close())
+        else:
+            asyncio.run_coroutine_threadsafe(client.close(), loop)
+
+    def unload(self) -> None:
+        self._close_client()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    # --- calling the service ------------------------------------------------------------------
+
+    def _error(self, e: BaseException, attempts: int = 1) -> BaseException:
+        mapped = from_exception(e, self.upstream, self._secrets, attempts)
+        return mapped if mapped is not None else e
+
+    async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
+        """``make()`` with this instance's retries (timeouts, connection errors and 5xx only)."""
+        attempts = self.instance.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await make()
+            except Exception as e:
+                if attempt < attempts and is_retryable(e):
+                    log.info(
+                        "%s: try %d of %d failed (%s); trying again",
+                        self.spec.id, attempt, attempts, type(e).__name__,
+                    )  # fmt: skip
+                    await asyncio.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
+                    continue
+                raise self._error(e, attempt) from None
+        raise AssertionError("unreachable")
+
+    async def _post(self, path: str, body: dict, type_: type[T]) -> T:
+        """POST ``body`` as JSON to ``path`` of the service; decode what Loom reads of the answer.
+
+        Through ``AsyncOpenAI.post``, the package's call for any endpoint: its base URL, headers,
+        timeout and error classes, without building and validating typed models on the hot path
+        (that costs more than the HTTP round trip to a local upstream).
+        """
+        import httpx
+
+        client = self.client()
+        payload = {"content": msgspec.json.encode(body)} if _post_takes_content() else {"body": body}
+        raw = await self._request(
+            lambda: client.post(path, cast_to=httpx.Response, options=self._post_opts, **payload)
+        )
+        return self._decode(raw, type_)
+
+    def _decode(self, raw, type_: type[T]) -> T:
+        try:
+            return msgspec.json.decode(raw.content, type=type_)
+        except msgspec.MsgspecError as e:
+            raise ProviderError(
+                f"instance '{self.instance_name}' answered model '{self.spec.id}' with "
+                f"something Loom cannot read: {e}"
+            ) from None
+
+    async def _stream(self, create: Callable[[], Awaitable[Any]], text_of) -> AsyncIterator[TextChunk]:
+        """Pass a stream through chunk by chunk; usage and the finish reason come last."""
+        stream = await self._request(create)
+        finish, usage = None, None
+        try:
+            async for chunk in stream:
+                if getattr(chunk, "usage", None) is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    text = text_of(choice)
+                    if text:
+                        yield TextChunk(text=text)
+                    finish = choice.finish_reason or finish
+        except Exception as e:
+            raise self._error(e) from None
+        finally:
+            await stream.close()
+        if finish is None:
+            raise ProviderError(
+                f"instance '{self.instance_name}' ({self.upstream.url}) ended the stream of model "
+                f"'{self.spec.id}' before it finished"
+            )
+        yield TextChunk(
+            finish_reason=finish,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
+
+    def _stream_args(self) -> dict:
+        return {"stream": True, **({"stream_options": {"include_usage": True}} if self.instance.stream_usage else {})}
+
+    async def _chat_text(self, messages: list[dict], **params) -> str:
+        body = {"model": self.remote_model, "messages": messages, **params}
+        answer = await self._post("/chat/completions", body, _TextAnswer)
+        if not answer.choices or answer.choices[0].message is None:
+            raise ProviderError(f"instance '{self.instance_name}' answered model '{self.spec.id}' with no choices")
+        return (answer.choices[0].message.content or "").strip()
+
+    # --- text ---------------------------------------------------------------------------------
+
+    def _chat_params(self, req: ChatCompletionRequest) -> dict:
+        params: dict[str, Any] = {"model": self.remote_model, "messages": msgspec.to_builtins(req.messages)}
+        _copy(params, req, "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+              "presence_penalty", "frequency_penalty", "user")  # fmt: skip
+        if req.response_format is not None:
+            params["response_format"] = msgspec.to_builtins(req.response_format)
+        return params
+
+    async def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> AsyncIterator[TextChunk]:
+        """Image parts go to the service as they came (data URIs)."""
+        params = self._chat_params(request)
+        if not request.stream:
+            # A plain answer is one chunk: one upstream response instead of an event per token.
+            yield self._single(await self._post("/chat/completions", params, _TextAnswer), chat=True)
+            return
+        client = self.client()
+        create = lambda: client.chat.completions.create(**params, **self._stream_args(), **self._opts)  # noqa: E731
+        async for chunk in self._stream(create, lambda c: c.delta.content if c.delta else None):
+            yield chunk
+
+    async def complete(
+        self, prompt: str, request: CompletionRequest, ctx: RunContext
+    ) -> AsyncIterator[TextChunk]:
+        params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt, "max_tokens": request.max_tokens}
+        _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty",
+              "frequency_penalty", "user")  # fmt: skip
+        if not request.stream:
+            yield self._single(await self._post("/completions", params, _TextAnswer), chat=False)
+            return
+        client = self.client()
+        create = lambda: client.completions.create(**params, **self._stream_args(), **self._opts)  # noqa: E731
+        async for chunk in self._stream(create, lambda c: c.text):
+            yield chunk
+
+    def _single(self, answer: _TextAnswer, *, chat: bool) -> TextChunk:
+        choice = next((c for c in answer.choices if c.index == 0), None)
+        if choice is None:
+            raise ProviderError(f"instance '{self.instance_name}' answered model '{self.spec.id}' with no choices")
+        text = (choice.message.content if choice.message else None) if chat else choice.text
+        usage = answer.usage
+        return TextChunk(
+            text=text or "",
+            finish_reason=choice.finish_reason or "stop",
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
+
+    # --- embeddings ---------------------------------------------------------------------------
+
+    async def embed(self, inputs: list[str], ctx: RunContext) -> Embeddings:
+        body = {"model": self.remote_model, "input": inputs, "encoding_format": "float"}
+        answer = await self._post("/embeddings", body, _EmbeddingAnswer)
+        vectors = [_floats(v.embedding) for v in sorted(answer.data, key=lambda v: v.index)]
+        tokens = answer.usage.prompt_tokens if answer.usage and answer.usage.prompt_tokens else 0
+        return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+    # --- images -------------------------------------------------------------------------------
+
+    async def generate_images(self, job: ImageJob, ctx: RunContext) -> list[bytes]:
+        """PNG bytes, whether the service answered with base64 or with URLs (fetched here)."""
+        params: dict[str, Any] = {
+            "model": self.remote_model, "prompt": job.prompt, "n": job.n, "size": f"{job.width}x{job.height}",
+        }  # fmt: skip
+        if self.options.image_response_format is not None:
+            params["response_format"] = self.options.image_response_format
+        # Loom's extensions go through as asked: a service that lacks one refuses it (400).
+        extra = {k: getattr(job, k) for k in ("seed", "negative_prompt", "steps", "guidance_scale")}
+        extra = {k: v for k, v in extra.items() if v is not None}
+        if job.init_image is None:
+            answer = await self._post("/images/generations", {**params, **extra}, _ImagesAnswer)
+        else:
+            client = self.client()
+            files = {"image": ("image.png", job.init_image, prompts.mime_of(job.init_image))}
+            if job.mask is not None:
+                files["mask"] = ("mask.png", job.mask, prompts.mime_of(job.mask))
+            raw = await self._request(
+                lambda: client.images.with_raw_response.edit(**files, **params, extra_body=extra or None, **self._opts)
+            )
+            answer = self._decode(raw, _ImagesAnswer)
+        images = await asyncio.gather(*(self._image_bytes(item) for item in answer.data))
+        return [_as_png(data, self.spec.id) for data in images]
+
+    async def _image_bytes(self, item: _Image) -> bytes:
+        if item.b64_json:
+            return base64.b64decode(item.b64_json)
+        if not item.url:
+            raise ProviderError(f"instance '{self.instance_name}' answered an image with neither b64_json nor url")
+        if item.url.startswith("data:"):
+            return base64.b64decode(item.url.partition(",")[2])
+        return await self._request(lambda: self._fetch(item.url))
+
+    async def _fetch(self, url: str) -> bytes:
+        import httpx
+
+        headers = {}
+        # The key goes only back to the service itself (e.g. another Loom's /v1/files/...).
+        base = urlsplit(self.instance.base_url)
+        there = urlsplit(url)
+        if (there.scheme, there.netloc) == (base.scheme, base.netloc) and self.instance.api_key:
+            key = self.instance.api_key.get()
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        async with httpx.AsyncClient(timeout=self.instance.timeout, follow_redirects=True) as http:
+            response = await http.get(url, headers=headers)
+        if response.status_code != 200:
+            raise ProviderError(
+                f"fetching the image of model '{self.spec.id}' at {safe_url(url)} answered {response.status_code}"
+            )
+        return response.content
+
+    # --- vision -------------------------------------------------------------------------------
+
+    async def describe(
+        self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext
+    ) -> str:
+        params = {"max_tokens": max_tokens} if max_tokens else {}
+        return await self._chat_text(prompts.describe_messages(image, prompt, detail), **params)
+
+    async def score(self, image: bytes, text: str, ctx: RunContext) -> VisionScores:
+        """The vision model's own judgement, asked for as JSON: an LLM's rating of how well the
+        image matches the text (``clip``, 0..1) and how good it looks (``aesthetic``, 0..10). It
+        is not a CLIP embedding similarity, and scores from different models do not compare."""
+        answer = await self._chat_text(
+            prompts.score_messages(image, text),
+            response_format=prompts.score_format(self.options.score_format),
+            temperature=0,
+        )
+        return prompts.parse_scores(answer, self.spec.id)
+
+    # --- translation --------------------------------------------------------------------------
+
+    async def translate(self, texts: list[str], source: str, target: str, ctx: RunContext) -> list[str]:
+        """One chat call per text (at most eight at once); blank texts come back unchanged."""
+        gate = asyncio.Semaphore(_TRANSLATE_PARALLEL)
+
+        async def one(text: str) -> str:
+            if not text.strip():
+                return text
+            async with gate:
+                return await self._chat_text(prompts.translate_messages(text, source, target), temperature=0)
+
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+
+    # --- health (read by the daemon's provider health monitor) --------------------------------
+
+    def health_key(self) -> str:
+        """Models on the same instance share one check."""
+        return f"openai/{self.instance_name}"
+
+    def health_info(self) -> dict:
+        """What the admin API may show about the instance: never the key, only its variable."""
+        key = self.instance.api_key
+        return {
+            "provider": self.name,
+            "instance": self.instance_name,
+            "base_url": self.upstream.url,
+            "api_key": None if key is None else {"env": key.env, "set": key.get() is not None},
+            "timeout_s": self.instance.timeout,
+            "retries": self.instance.retries,
+        }
+
+    async def check_health(self) -> dict:
+        """``GET {base_url}/models`` once, without retries; raises the mapped Loom error."""
+        client = self.client().with_options(timeout=min(self.instance.timeout, 10.0), max_retries=0)
+        try:
+            raw = await client.models.with_raw_response.list(**self._opts)
+        except Exception as e:
+            raise self._error(e) from None
+        listed = self._decode(raw, _ModelList)
+        return {"upstream_models": [m.id for m in listed.data]}
+
+
+@functools.cache
+def _post_takes_content() -> bool:
+    """Whether ``AsyncOpenAI.post`` takes ready-made bytes (newer releases): msgspec encodes faster."""
+    import inspect
+
+    import openai
+
+    return "content" in inspect.signature(openai.AsyncOpenAI.post).parameters
+
+
+def _quiet_http_logs() -> None:
+    """The HTTP library logs every request at INFO; Loom logs requests only at debug level."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _only_instance(plugin: PluginOptions, model_id: str) -> str:
+    if len(plugin.instances) == 1:
+        return next(iter(plugin.instances))
+    have = ", ".join(sorted(plugin.instances)) or "none"
+    raise ConfigError(
+        f"model {model_id!r}: options.instance is required when [plugins.openai.instances] has "
+        f"other than one instance (configured: {have})"
+    )
+
+
+def _copy(params: dict, request, *names: str) -> None:
+    for name in names:
+        value = getattr(request, name)
+        if value is not None:
+            params[name] = value
+
+
+def _floats(vector: list[float] | str) -> list[float]:
+    if isinstance(vector, str):  # a service that answers base64 whatever was asked
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(vector), dtype=np.float32).tolist()
+    return vector
+
+
+def _as_png(data: bytes, model: str) -> bytes:
+    if data.startswith(b"\x89PNG"):
+        return data
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            out = io.BytesIO()
+            img.save(out, format="PNG")
+            return out.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ProviderError(f"model '{model}' answered an image Loom cannot read: {e}") from None

@@ -1,0 +1,45 @@
+"""loom.plugins.transformers: local Hugging Face transformers models on torch.
+
+Four providers, one per kind of model:
+
+* ``transformers``: causal LMs (GPT-2 class and newer) for chat, completions and embeddings;
+* ``transformers-embedding``: encoder models (BERT, MiniLM, E5, ...) for embeddings;
+* ``transformers-translation``: NLLB-200, M2M100, mBART-50 and Marian translation models;
+* ``transformers-vision``: captioning (BLIP) and image-text-to-text (LLaVA class) models.
+
+Importing this module imports neither torch nor transformers; a provider does when a model loads.
+"""
+
+from loom.sdk import hookimpl
+
+from .embedding import TransformersEmbeddingProvider
+from .options import EmbeddingOptions, TextOptions, TranslationOptions, VisionOptions
+from .text import TransformersTextProvider
+from .translation import TransformersTranslationProvider
+from .vision import TransformersVisionProvider
+
+PROVIDERS = (
+    TransformersTextProvider,
+    TransformersEmbeddingProvider,
+    TransformersTranslationProvider,
+    TransformersVisionProvider,
+)
+
+__all__ = [
+    "EmbeddingOptions",
+    "PROVIDERS",
+    "TextOptions",
+    "TransformersEmbeddingProvider",
+    "TransformersTextProvider",
+    "TransformersTranslationProvider",
+    "TransformersVisionProvider",
+    "TranslationOptions",
+    "VisionOptions",
+    "register_providers",
+]
+
+
+@hookimpl
+def register_providers(register):
+    for provider in PROVIDERS:
+        register(provider)

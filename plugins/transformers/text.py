@@ -1,0 +1,191 @@
+"""TransformersTextProvider: chat, completions and embeddings from any causal language model.
+
+GPT-2 class story models (no chat template) and instruction-tuned models (with one) alike: a
+model's own chat template is used when it has one, ``options.chat_template`` when set, and a
+plain "User: ... / Assistant:" transcript otherwise. Text streams token by token through
+transformers' ``TextIteratorStreamer``. torch and transformers are imported by ``load``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from loom.plugins.torchutil import TorchProvider
+from loom.plugins.torchutil.images import is_image_uri
+from loom.sdk import (
+    Capability,
+    CapabilityNotSupported,
+    Embeddings,
+    InvalidRequest,
+    ModelSpec,
+    RunContext,
+    TextChunk,
+    UnsupportedParameter,
+)
+from loom.sdk.types import ChatCompletionRequest, ChatMessage, CompletionRequest, TextFormat
+
+from .options import TextOptions
+
+#: Without a chat template a turn is written "Role: text"; generation stops where the model
+#: starts writing the next user turn itself.
+_TRANSCRIPT_STOPS = ["\nUser:", "\nSystem:"]
+EMBED_MAX_TOKENS = 2048
+
+
+class TransformersTextProvider(TorchProvider):
+    """A causal LM (``AutoModelForCausalLM``) on CPU or one GPU."""
+
+    name: ClassVar[str] = "transformers"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDING}
+    )
+    Options: ClassVar[type[TextOptions]] = TextOptions
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self._engine: Any = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def _import_runtime(self) -> None:
+        from . import engine  # torch and transformers come in here
+
+        self._engine = engine
+
+    def _prepare(self) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self._engine.import_architecture(AutoModelForCausalLM, self.options, self.source())
+
+    def _build(self, device: str, dtype: Any) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        e, source = self._engine, self.source()
+        self._tokenizer = AutoTokenizer.from_pretrained(source.location, **e.tokenizer_kwargs(self.options, source))
+        model = AutoModelForCausalLM.from_pretrained(source.location, **e.load_kwargs(self.options, source, device, dtype))
+        self._model = e.place(model, device, self.options)
+        if self._tokenizer.pad_token is None:  # GPT-2 has none; batches of embeddings need one
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._tokenizer.padding_side = "right"
+
+    def _modules(self) -> list[Any]:
+        return [self._model]
+
+    def _drop(self) -> None:
+        self._model = self._tokenizer = None
+
+    # --- chat and completions ---------------------------------------------------------------------
+
+    def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
+        self.loaded_device()
+        refuse_unsupported(request, self.spec.id)
+        if request.has_images():
+            raise CapabilityNotSupported(
+                f"model {self.spec.id!r} reads text only; send images to a vision model", param="messages"
+            )
+        text, templated = self._chat_text(request.messages)
+        return self._generate(
+            text,
+            add_special_tokens=not templated,
+            max_tokens=request.token_limit(),
+            request=request,
+            stops=request.stop_list() + ([] if templated else _TRANSCRIPT_STOPS),
+            ctx=ctx,
+            param="messages",
+        )
+
+    def complete(self, prompt: str, request: CompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
+        self.loaded_device()
+        refuse_unsupported(request, self.spec.id)
+        return self._generate(
+            prompt,
+            add_special_tokens=True,
+            max_tokens=request.max_tokens,
+            request=request,
+            stops=request.stop_list(),
+            ctx=ctx,
+            param="prompt",
+        )
+
+    def _chat_text(self, messages: list[ChatMessage]) -> tuple[str, bool]:
+        """The prompt text and whether a chat template made it."""
+        turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+        template = self.options.chat_template or getattr(self._tokenizer, "chat_template", None)
+        if template:
+            try:
+                text = self._tokenizer.apply_chat_template(
+                    turns, chat_template=template, tokenize=False, add_generation_prompt=True
+                )
+            except Exception as e:  # jinja2 errors, e.g. a template that refuses a system turn
+                raise InvalidRequest(
+                    f"the chat template of model {self.spec.id!r} refused these messages: {e}", param="messages"
+                ) from None
+            return text, True
+        lines = [f"{t['role'].capitalize()}: {t['content']}" for t in turns]
+        return "\n".join(lines) + "\nAssistant:", False
+
+    def _generate(
+        self,
+        text: str,
+        *,
+        add_special_tokens: bool,
+        max_tokens: int | None,
+        request: ChatCompletionRequest | CompletionRequest,
+        stops: list[str],
+        ctx: RunContext,
+        param: str,
+    ) -> Iterator[TextChunk]:
+        e, device, tok = self._engine, self.loaded_device(), self._tokenizer
+        encoded = tok(text, return_tensors="pt", add_special_tokens=add_special_tokens)
+        prompt_tokens = int(encoded["input_ids"].shape[1])
+        if prompt_tokens == 0:
+            # An empty prompt: start from the beginning-of-text token, as GPT-2 was trained to.
+            start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            encoded = tok.pad([{"input_ids": [start]}], return_tensors="pt")
+            prompt_tokens = 1
+        new_tokens = e.budget(self._model, prompt_tokens, max_tokens or self.options.max_new_tokens, param)
+        return e.stream_generate(
+            self._model,
+            tok,
+            dict(encoded.to(device)),
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=new_tokens,
+            sample=e.sampling(request.temperature, request.top_p),
+            seed=request.seed,
+            stop=stops,
+            ctx=ctx,
+            lock=self._lock,
+            name=f"{self.name} model {self.spec.id!r}",
+        )
+
+    # --- embeddings -------------------------------------------------------------------------------
+
+    def embed(self, inputs: list[str], ctx: RunContext) -> Embeddings:
+        device = self.loaded_device()
+        if any(is_image_uri(i) for i in inputs):
+            raise CapabilityNotSupported(f"model {self.spec.id!r} embeds text only, not images", param="input")
+        limit = min(self._engine.context_limit(self._model) or EMBED_MAX_TOKENS, EMBED_MAX_TOKENS)
+        with self._lock:
+            vectors, tokens = self._engine.embed_texts(
+                self._model, self._tokenizer, inputs, device=device, max_length=limit, pooling="mean",
+                batch_size=16, ctx=ctx, hidden_states=True,
+            )  # fmt: skip
+        return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+
+def refuse_unsupported(request: ChatCompletionRequest | CompletionRequest, model_id: str) -> None:
+    """Parameters a transformers model cannot honour are refused, never dropped."""
+    for param in ("presence_penalty", "frequency_penalty"):
+        if getattr(request, param, None):
+            raise UnsupportedParameter(
+                f"{param} is not supported by transformers model {model_id!r}", param=param
+            )
+    fmt = getattr(request, "response_format", None)
+    if fmt is not None and not isinstance(fmt, TextFormat):
+        raise UnsupportedParameter(
+            f"transformers model {model_id!r} cannot constrain its output to JSON (response_format)",
+            param="response_format",
+        )

@@ -1,0 +1,231 @@
+"""Testing pipelines without a daemon: a fake :class:`PipelineContext` and declaration checks.
+
+``FakePipelineContext`` answers model calls from queues (llm's MockModel is the model), records
+every call, event and artefact, stores step results the way the job runner does (JSON-encoded),
+and can ``resume()``: the copy shares the stored steps, so a test can check that a re-run after an
+interruption does not redo finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import posixpath
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..errors import Cancelled, InvalidRequest, NotFound
+from ..protocols import VisionScores
+from ..types import Capability, ChatCompletionRequest
+from .images import make_png
+
+T = TypeVar("T")
+#: Artefact names the daemon accepts: a plain file name, optionally one folder deep.
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
+Reply = str | Callable[[str, list[dict], dict], str]
+
+
+class FakePipelineContext:
+    """A PipelineContext for unit tests: queued chat replies, tiny PNGs, everything recorded."""
+
+    def __init__(
+        self,
+        *,
+        replies: list[Reply] | None = None,
+        default_reply: str = "A fake reply.",
+        routes: dict[str, str] | None = None,
+        job_id: str = "job-test",
+        output_dir: str = "output/test/ses-000000-test",
+    ) -> None:
+        self.job_id = job_id
+        self.output_dir = output_dir
+        self.replies: list[Reply] = list(replies or [])
+        self.default_reply = default_reply
+        self.routes = dict(routes or {})
+        #: (method, arguments) of every model call, in order.
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.progress_log: list[tuple[float, str, str]] = []
+        #: step key -> JSON-encoded result; shared with contexts made by :meth:`resume`.
+        self.steps: dict[str, bytes] = {}
+        #: Keys of the steps whose function ran in this context (not answered from the store).
+        self.ran_steps: list[str] = []
+        self.artifacts: dict[str, bytes] = {}
+        self.artifact_meta: dict[str, dict[str, Any]] = {}
+        self._seen_steps: set[str] = set()
+        self._cancelled = False
+
+    # --- durability ---------------------------------------------------------------------------
+
+    async def step(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        self.check()
+        if key in self._seen_steps:
+            # The daemon would hand the second call the first one's stored result: a silent bug.
+            raise AssertionError(f"step key {key!r} used twice in one run; step keys must be unique")
+        self._seen_steps.add(key)
+        if key in self.steps:
+            return msgspec.json.decode(self.steps[key])
+        result = await fn()
+        try:
+            self.steps[key] = msgspec.json.encode(result)
+        except (TypeError, msgspec.EncodeError) as e:
+            kind = type(result).__name__
+            raise AssertionError(f"step {key!r} returned {kind}, which is not JSON-encodable: {e}") from e
+        self.ran_steps.append(key)
+        # What a resumed run would get back: tests see the same types on both paths.
+        return msgspec.json.decode(self.steps[key])
+
+    def resume(self) -> "FakePipelineContext":
+        """A context for re-running the job after an interruption: same steps, artefacts, queues."""
+        again = FakePipelineContext(default_reply=self.default_reply, routes=self.routes,
+                                    job_id=self.job_id, output_dir=self.output_dir)  # fmt: skip
+        again.replies, again.steps, again.artifacts, again.artifact_meta = (
+            self.replies, self.steps, self.artifacts, self.artifact_meta
+        )
+        return again
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def progress(self, percent: float, stage: str, message: str = "") -> None:
+        if not 0.0 <= percent <= 100.0:
+            raise AssertionError(f"progress percent must be within 0-100, got {percent}")
+        self.progress_log.append((percent, stage, message))
+
+    def emit(self, type: str, data: dict[str, Any]) -> None:
+        msgspec.json.encode(data)  # events go to listeners as JSON
+        self.events.append((type, data))
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def check(self) -> None:
+        if self._cancelled:
+            raise Cancelled("cancelled")
+
+    # --- artefacts ----------------------------------------------------------------------------
+
+    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+        if not ARTIFACT_NAME.match(name) or ".." in name:
+            raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
+        if not isinstance(data, (bytes, bytearray)):
+            raise AssertionError(f"save_artifact({name!r}) needs bytes, got {type(data).__name__}")
+        path = posixpath.join(self.output_dir, name)
+        self.artifacts[path] = bytes(data)
+        self.artifact_meta[path] = dict(meta or {})
+        return path
+
+    def read_artifact(self, path: str) -> bytes:
+        try:
+            return self.artifacts[path]
+        except KeyError:
+            raise NotFound(f"no artifact {path!r}") from None
+
+    # --- models -------------------------------------------------------------------------------
+
+    def model_for(self, role: str, requested: str | None = None) -> str:
+        try:
+            Capability(role)
+        except ValueError:
+            roles = ", ".join(c.value for c in Capability)
+            raise InvalidRequest(f"unknown model role {role!r} (roles: {roles})") from None
+        return requested or self.routes.get(role) or f"fake-{role}"
+
+    async def chat(self, model: str, messages: list[dict], **params: Any) -> str:
+        self.check()
+        try:  # the daemon decodes the same way: a misspelt parameter fails here as it would there
+            msgspec.convert({"model": model, "messages": messages, **params}, ChatCompletionRequest)
+        except msgspec.ValidationError as e:
+            raise InvalidRequest(f"invalid chat request from pipeline: {e}") from None
+        self.calls.append(("chat", {"model": model, "messages": messages, **params}))
+        reply = self.replies.pop(0) if self.replies else self.default_reply
+        if callable(reply):
+            reply = reply(model, messages, params)
+            if inspect.isawaitable(reply):
+                reply = await reply
+        return reply
+
+    async def generate_image(self, model: str, prompt: str, *, width: int = 512, height: int = 512,
+                             seed: int | None = None, steps: int | None = None,
+                             negative_prompt: str | None = None, init_image: bytes | None = None,
+                             mask: bytes | None = None, strength: float = 0.75) -> bytes:  # fmt: skip
+        self.check()
+        self.calls.append(("generate_image", {
+            "model": model, "prompt": prompt, "width": width, "height": height, "seed": seed,
+            "steps": steps, "negative_prompt": negative_prompt, "init_image": init_image,
+            "mask": mask, "strength": strength,
+        }))  # fmt: skip
+        return make_png(width, height, seed=_number(prompt, seed))
+
+    async def describe(self, model: str, image: bytes, prompt: str | None = None, detail: str = "normal") -> str:
+        self.check()
+        self.calls.append(("describe", {"model": model, "image": image, "prompt": prompt, "detail": detail}))
+        return "A fake description of the image."
+
+    async def score(self, model: str, image: bytes, text: str) -> VisionScores:
+        self.check()
+        self.calls.append(("score", {"model": model, "image": image, "text": text}))
+        return VisionScores(clip=0.25 + (_number(text) % 50) / 100, aesthetic=5.0)
+
+    async def translate(self, model: str, texts: list[str], source: str, target: str) -> list[str]:
+        self.check()
+        self.calls.append(("translate", {"model": model, "texts": texts, "source": source, "target": target}))
+        return [f"[{target}] {t}" for t in texts]
+
+    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
+        self.check()
+        self.calls.append(("embed", {"model": model, "inputs": inputs}))
+        vectors = []
+        for text in inputs:
+            raw = [b - 127.5 for b in hashlib.sha256(text.encode()).digest()[:16]]
+            norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+            vectors.append([x / norm for x in raw])
+        return vectors
+
+    def calls_to(self, method: str) -> list[dict[str, Any]]:
+        return [args for name, args in self.calls if name == method]
+
+
+def _number(text: str, seed: int | None = None) -> int:
+    return int.from_bytes(hashlib.sha256(f"{text}|{seed}".encode()).digest()[:4], "big")
+
+
+def pipeline_problems(pipeline_cls: type, plugin: Any = None) -> list[str]:
+    """What is wrong with a pipeline class (and, given, the plugin that registers it); [] if nothing."""
+    problems: list[str] = []
+    name = getattr(pipeline_cls, "name", None)
+    if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+        problems.append(f"name must be a URL-safe string (POST /v1/pipelines/{{name}}), got {name!r}")
+    params = getattr(pipeline_cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, msgspec.Struct)):
+        problems.append(f"Params must be a msgspec.Struct class, got {params!r}")
+    else:
+        if not params.__struct_config__.forbid_unknown_fields:
+            problems.append("Params must be declared with forbid_unknown_fields=True (requests are decoded strictly)")
+        try:
+            msgspec.json.schema(params)
+        except Exception as e:  # msgspec raises TypeError for types it cannot describe
+            problems.append(f"Params has no JSON schema (GET /v1/pipelines publishes it): {e}")
+    if not inspect.iscoroutinefunction(getattr(pipeline_cls, "run", None)):
+        problems.append("run(self, params, ctx) must be an async def")
+    description = getattr(pipeline_cls, "description", "")
+    if not isinstance(description, str) or not description.strip():
+        problems.append("description should say in a line what the pipeline does (GET /v1/pipelines lists it)")
+    if plugin is not None:
+        import pluggy
+
+        from .. import hookspecs
+
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        pm.register(plugin, name="under-test")
+        pm.check_pending()
+        registered: list[Any] = []
+        for impl in pm.hook.register_pipelines.get_hookimpls():
+            impl.function(**({"register": registered.append} if "register" in impl.argnames else {}))
+        if pipeline_cls not in registered:
+            problems.append(f"register_pipelines of {getattr(plugin, '__name__', plugin)!r} does not register it")
+    return problems

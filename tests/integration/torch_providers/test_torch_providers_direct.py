@@ -1,0 +1,126 @@
+"""The torch providers driven directly, as the scheduler drives them: cancellation, stop strings,
+progress, load errors. Each loads a tiny saved model by path in this process."""
+
+from __future__ import annotations
+
+import threading
+
+import msgspec
+import pytest
+
+pytest.importorskip("torch")
+
+from loom.sdk import Cancelled, ImageJob, InvalidRequest, ModelSpec, ProviderError, RunContext  # noqa: E402
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest  # noqa: E402
+
+
+def make(cls, **options):
+    opts = msgspec.convert(options, cls.Options)
+    return cls(ModelSpec(id=f"test-{cls.name}", provider=cls.name, options=opts, capabilities=cls.capabilities))
+
+
+@pytest.fixture(scope="module")
+def gpt2(tiny_models):
+    from loom.plugins.transformers import TransformersTextProvider
+
+    provider = make(TransformersTextProvider, model=str(tiny_models["gpt2"]))
+    provider.load("cpu")
+    yield provider
+    provider.unload()
+
+
+@pytest.fixture(scope="module")
+def sd(tiny_models):
+    from loom.plugins.diffusers import DiffusersProvider
+
+    provider = make(DiffusersProvider, model=str(tiny_models["sd"]))
+    provider.load("cpu")
+    yield provider
+    provider.unload()
+
+
+def completion(**kw) -> CompletionRequest:
+    return msgspec.convert({"model": "m", "prompt": "Once", "max_tokens": 12, "seed": 4, **kw}, CompletionRequest)
+
+
+def text_of(chunks) -> tuple[str, str | None]:
+    chunks = list(chunks)
+    return "".join(c.text for c in chunks), chunks[-1].finish_reason
+
+
+def test_stop_string_cuts_the_text(gpt2):
+    full, finish = text_of(gpt2.complete("Once", completion(), RunContext()))
+    assert finish == "length" and len(full) >= 3
+    stop = full[1:3]
+    cut, finish = text_of(gpt2.complete("Once", completion(stop=[stop]), RunContext()))
+    assert cut == full[: full.index(stop)] and finish == "stop"
+
+
+def test_cancelling_a_stream_stops_generation(gpt2):
+    ctx = RunContext()
+    chunks = gpt2.complete("Once", completion(max_tokens=200), ctx)
+    next(chunks)
+    ctx.cancel()
+    with pytest.raises(Cancelled):
+        list(chunks)
+    assert not [t for t in threading.enumerate() if t.name == "loom-generate"]
+
+
+def test_chat_without_template_uses_a_transcript(tiny_models):
+    from loom.plugins.transformers import TransformersTextProvider
+
+    provider = make(TransformersTextProvider, model=str(tiny_models["gpt2"]), chat_template="{{ nope(")
+    provider.load("cpu")
+    try:
+        request = msgspec.convert({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, ChatCompletionRequest)
+        with pytest.raises(InvalidRequest):  # a broken template is the request's 400, not a 500
+            provider.chat(request, RunContext())
+        provider._tokenizer.chat_template = None
+        provider.options = msgspec.structs.replace(provider.options, chat_template=None)
+        assert provider._chat_text(request.messages) == ("User: hi\nAssistant:", False)
+    finally:
+        provider.unload()
+
+
+def test_diffusion_reports_each_step(sd):
+    steps = []
+    sd.generate_images(ImageJob(prompt="x", width=64, height=64, steps=3, seed=1),
+                       RunContext(on_progress=lambda done, total, _: steps.append((done, total))))  # fmt: skip
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_cancelled_diffusion_stops_at_the_next_step(sd):
+    ctx = RunContext(on_progress=lambda done, total, _: (seen.append(done), ctx.cancel()))
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        sd.generate_images(ImageJob(prompt="x", width=64, height=64, steps=6, seed=1), ctx)
+    assert seen == [1]
+
+
+def test_unloaded_provider_says_so(tiny_models):
+    from loom.plugins.diffusers import DiffusersProvider
+
+    provider = make(DiffusersProvider, model=str(tiny_models["sd"]))
+    with pytest.raises(ProviderError, match="not loaded"):
+        provider.generate_images(ImageJob(prompt="x", width=64, height=64), RunContext())
+
+
+def test_a_folder_that_is_not_a_model_is_a_provider_error(tmp_path):
+    from loom.plugins.transformers import TransformersTranslationProvider
+
+    provider = make(TransformersTranslationProvider, model=str(tmp_path))
+    with pytest.raises(ProviderError) as e:
+        provider.load("cpu")
+    assert "test-transformers-translation" in e.value.message and str(tmp_path) in e.value.message
+
+
+def test_cuda_asked_for_without_cuda_is_a_provider_error(tiny_models):
+    import torch
+
+    from loom.plugins.transformers import TransformersTextProvider
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    provider = make(TransformersTextProvider, model=str(tiny_models["gpt2"]))
+    with pytest.raises(ProviderError, match="CUDA is not available"):
+        provider.load("cuda")
