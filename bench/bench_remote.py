@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -111,12 +112,14 @@ def main() -> None:
                     lat, rps = asyncio.run(load(*targets[name], clients, total))
                     results[(name, clients)][0].extend(lat)
                     results[(name, clients)][1].append(rps)
+    for server in (up, front):  # the temporary config and data folders
+        shutil.rmtree(Path(server.cmd[server.cmd.index("--config") + 1]).parent, ignore_errors=True)
 
     cpu = f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
     print(f"\nLoom in front of Loom (mock upstream, zero latency): {cpu}, Python {platform.python_version()}")
     print(f"command: .venv/bin/python bench/bench_remote.py --rounds {args.rounds} --requests {args.requests}\n")
-    print(f"| clients | path      | requests | p50 ms | p99 ms | req/s  |")
-    print(f"|--------:|-----------|---------:|-------:|-------:|-------:|")
+    print("| clients | path      | requests | p50 ms | p99 ms | req/s  |")
+    print("|--------:|-----------|---------:|-------:|-------:|-------:|")
     summary = {}
     for clients in (1, 32):
         for name in targets:

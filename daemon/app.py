@@ -14,6 +14,7 @@ from loom.sdk.config import ModelConfig
 from .api import admin
 from .api import admin_providers, chat, embeddings, image_edits, images, loom_routes, models
 from .api import jobs as job_api
+from .api import artifacts, personas, rag
 from .api.auth import KeyRing, require_key
 from .api.errors import EXCEPTION_HANDLERS
 from .config import Config
@@ -23,6 +24,8 @@ from .models import build_registry
 from .routing import ModelRouter
 from .plugin_manager import collect, collect_providers, make_plugin_manager
 from .provider_health import provider_lifespan
+from .rag import rag_lifespan
+from .records import records_lifespan
 from .scheduler import Scheduler
 from .state import Loom
 
@@ -70,6 +73,9 @@ V1_ROUTES = [
     loom_routes.score,
     loom_routes.serve_file,
     *job_api.ROUTES,
+    *artifacts.ROUTES,
+    *rag.ROUTES,
+    *personas.ROUTES,
 ]
 
 
@@ -87,7 +93,7 @@ def create_app(config: Config, extra_plugins: dict[str, object] | None = None) -
     v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[require_key])
     app = Litestar(
         route_handlers=[health, v1, *admin_providers.ROUTES, *admin.ROUTES],
-        lifespan=[lifespan, provider_lifespan(loom), jobs_lifespan(loom)],
+        lifespan=[lifespan, provider_lifespan(loom), rag_lifespan(loom), records_lifespan(loom), jobs_lifespan(loom)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="Loom",

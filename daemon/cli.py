@@ -36,6 +36,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tui(args: argparse.Namespace) -> int:
+    from loom.tui import run
+
+    return run(url=args.url)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loom", description="Loom: one local daemon for generative AI")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
     serve.set_defaults(func=_serve)
+
+    tui = sub.add_parser("tui", help="the terminal UI, a client of a running daemon (key: $LOOM_API_KEY)")
+    tui.add_argument("--url", help="daemon URL (default: $LOOM_URL or http://127.0.0.1:11435)")
+    tui.set_defaults(func=_tui)
     add_subcommands(sub)  # plugins, new-plugin
 
     args = parser.parse_args(argv)

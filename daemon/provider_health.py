@@ -66,7 +66,7 @@ class ProviderHealth:
                 continue
             key = provider.health_key()
             self.upstreams.setdefault(key, Upstream(key, [])).entries.append(entry)
-        intervals = [getattr(u.provider, "health_interval", DEFAULT_INTERVAL) for u in self.upstreams.values()]
+        intervals = (getattr(u.provider, "health_interval", DEFAULT_INTERVAL) for u in self.upstreams.values())
         self.interval = min(intervals, default=DEFAULT_INTERVAL)
         self._scheduler = None
         for upstream in self.upstreams.values():

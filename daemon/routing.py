@@ -87,10 +87,10 @@ class ModelRouter:
 
     def _queue_too_long(self, entry: ModelEntry) -> bool:
         """``fallback_on_queue = N``: at most N requests wait for ``entry``; the next falls back."""
-        limit = getattr(entry.config, "fallback_on_queue", None)
+        limit = entry.config.fallback_on_queue
         if limit is None:
             return False
-        busy, waiting = _queue_state(self.scheduler, entry)
+        busy, waiting = self.scheduler.queue_state(entry)
         return busy and waiting >= limit
 
     # --- running ------------------------------------------------------------------------------
@@ -168,7 +168,8 @@ class ModelRouter:
             target = self._target(to)
             if not entry.capabilities & target.capabilities:
                 raise InvalidRequest(
-                    f"model '{target.id}' can do none of what '{entry.id}' does ({_names(entry.capabilities)})",
+                    f"model '{target.id}' can do none of what '{entry.id}' does "
+                    f"({_names(entry.capabilities)})",
                     param="to",
                 )
             self.overrides[entry.id] = target.id
@@ -189,7 +190,8 @@ class ModelRouter:
             target = self._target(to)
             if capability not in target.capabilities:
                 raise CapabilityNotSupported(
-                    f"model '{target.id}' cannot do {capability.value} (it does {_names(target.capabilities)})",
+                    f"model '{target.id}' cannot do {capability.value} "
+                    f"(it does {_names(target.capabilities)})",
                     param="to",
                 )
             self.capability_overrides[capability] = target.id
@@ -204,13 +206,14 @@ class ModelRouter:
 
     def describe_model(self, entry: ModelEntry) -> dict:
         """Which model serves each capability of ``entry`` now (itself unless switched)."""
-        serves = {c.value: self.first_choice(entry.id, c)[1].id for c in sorted(entry.capabilities, key=lambda c: c.value)}
+        capabilities = sorted(entry.capabilities, key=lambda c: c.value)
+        serves = {c.value: self.first_choice(entry.id, c)[1].id for c in capabilities}
         return {"model": entry.id, "switched_to": self.overrides.get(entry.id), "served_by": serves}
 
     def switches(self) -> dict:
         return {
             "models": dict(sorted(self.overrides.items())),
-            "capabilities": {c.value: m for c, m in sorted(self.capability_overrides.items(), key=lambda i: i[0].value)},
+            "capabilities": dict(sorted((c.value, m) for c, m in self.capability_overrides.items())),
         }
 
     # --- persistence --------------------------------------------------------------------------
@@ -258,16 +261,6 @@ class ModelRouter:
         except LoomError as e:
             log.warning("dropping the switch of %r to %r from %s: %s", name, to, self.state_path, e.message)
             self.save()
-
-
-def _queue_state(scheduler: Scheduler, entry: ModelEntry) -> tuple[bool, int]:
-    """(every slot of ``entry`` is taken, how many requests wait for one)."""
-    state = getattr(scheduler, "queue_state", None)
-    if state is not None:
-        return state(entry)
-    # Until the scheduler has a public queue_state(entry), read its admission state directly.
-    busy = scheduler._slot(entry).locked()
-    return busy, scheduler._waiting.get(entry.id, 0)
 
 
 def _is_known(registry: ModelRegistry, name: str) -> bool:

@@ -18,6 +18,8 @@ from .scheduler import Scheduler
 if TYPE_CHECKING:
     from .jobs import JobRunner
     from .provider_health import ProviderHealth
+    from .rag import RagStore
+    from .records import RecordStore
 
 
 @dataclass
@@ -35,3 +37,6 @@ class Loom:
     provider_health: ProviderHealth | None = None
     #: Pipeline jobs; set by ``jobs.jobs_lifespan`` while the app runs.
     jobs: JobRunner | None = None
+    #: Retrieval indices (``rag.rag_lifespan``) and named records (``records.records_lifespan``).
+    rag: RagStore | None = None
+    records: RecordStore | None = None

@@ -7,8 +7,13 @@ classes from the daemon's OpenAI-shaped error bodies.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -62,7 +67,7 @@ def _settings(url: str | None, api_key: str | None) -> tuple[str, dict[str, str]
 
 
 class _Routes:
-    """Route table shared by both clients: (method, path, json body)."""
+    """Route table shared by both clients: (method, path, json body[, query params])."""
 
     @staticmethod
     def translate(model: str, text: str | list[str], source: str, target: str):
@@ -79,6 +84,140 @@ class _Routes:
     def score(model: str, image: str, text: str, alpha: float = 0.7):
         return "POST", "/v1/vision/score", {"model": model, "image": image, "text": text, "alpha": alpha}
 
+    # --- admin: the scheduler and providers (admin key) ---
+
+    @staticmethod
+    def scheduler():
+        return "GET", "/admin/scheduler", None
+
+    @staticmethod
+    def load_model(model: str):
+        return "POST", f"/admin/models/{_seg(model)}/load", None
+
+    @staticmethod
+    def unload_model(model: str):
+        return "POST", f"/admin/models/{_seg(model)}/unload", None
+
+    @staticmethod
+    def pin_model(model: str, pinned: bool = True):
+        return "POST", f"/admin/models/{_seg(model)}/pin", {"pinned": pinned}
+
+    @staticmethod
+    def cancel_work(work_id: str):
+        return "POST", f"/admin/work/{_seg(work_id)}/cancel", None
+
+    @staticmethod
+    def providers():
+        return "GET", "/admin/providers", None
+
+    @staticmethod
+    def check_providers():
+        return "POST", "/admin/providers/check", None
+
+    @staticmethod
+    def switch_provider(model: str, to: str | None):
+        return "POST", "/admin/providers/switch", {"model": model, "to": to}
+
+    # --- pipelines and jobs ---
+
+    @staticmethod
+    def start_pipeline(name: str, params: dict | None = None):
+        return "POST", f"/v1/pipelines/{_seg(name)}", params or {}
+
+    @staticmethod
+    def jobs(state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0):
+        query: dict[str, Any] = {"limit": limit, "offset": offset}
+        if state:
+            query["state"] = state if isinstance(state, str) else ",".join(state)
+        if pipeline:
+            query["pipeline"] = pipeline
+        return "GET", "/v1/jobs", None, query
+
+    @staticmethod
+    def job(job_id: str):
+        return "GET", f"/v1/jobs/{_seg(job_id)}", None
+
+    @staticmethod
+    def cancel_job(job_id: str):
+        return "POST", f"/v1/jobs/{_seg(job_id)}/cancel", None
+
+    @staticmethod
+    def resume_job(job_id: str):
+        return "POST", f"/v1/jobs/{_seg(job_id)}/resume", None
+
+    @staticmethod
+    def lineage(job_id: str):
+        return "GET", f"/v1/jobs/{_seg(job_id)}/lineage", None
+
+
+def _seg(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _file_path(path: str) -> str:
+    """``output/x.png``, ``/v1/files/output/x.png`` or a full URL's path -> the route to GET."""
+    path = httpx.URL(path).path if "://" in path else path
+    return path if path.startswith("/v1/files/") else "/v1/files/" + path.lstrip("/")
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One server-sent event: its type (``event:``, "message" if none), JSON-decoded data, and id."""
+
+    event: str
+    data: Any
+    id: str | None = None
+
+
+#: ``on_status(connected, error)``: called when a stream connects, and when it drops (with why).
+StatusCallback = Callable[[bool, "str | None"], None]
+_RETRYABLE = (E.Unavailable, E.ProviderError, E.ProviderTimeout)
+_FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+
+
+async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[ServerEvent]:
+    event, data, ident = "", [], None
+    async for line in lines:
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    value = text
+                yield ServerEvent(event or "message", value, ident)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            ident = value
+
+
+def describe_error(error: BaseException) -> str:
+    """A short, plain reason for a failed connection ("connection refused", "timed out", ...)."""
+    if isinstance(error, httpx.ConnectError):
+        # The cause is a few links down (httpcore, then anyio's "All connection attempts failed").
+        cause: BaseException | None = error
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+                return "connection refused"
+            cause = cause.__cause__ or cause.__context__
+        return f"cannot connect ({error})"
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(error, httpx.RemoteProtocolError):
+        return "connection closed by the daemon"
+    if isinstance(error, E.LoomError):
+        return f"HTTP {getattr(error, 'status_code', '?')}: {error}"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
 
 class LoomClient:
     """Synchronous client: ``LoomClient(url, api_key)``; url and key default to LOOM_URL / LOOM_API_KEY."""
@@ -87,10 +226,22 @@ class LoomClient:
         self.url, headers = _settings(url, api_key)
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
-    def request(self, method: str, path: str, json: Any = None, **kw) -> Any:
-        response = self.http.request(method, path, json=json, **kw)
+    def request(self, method: str, path: str, json: Any = None, params: Any = None, **kw) -> Any:
+        response = self.http.request(method, path, json=json, params=params, **kw)
         raise_for_error(response)
         return response.json() if response.content else None
+
+    def metrics(self) -> str:
+        """``/metrics`` in Prometheus' text format."""
+        response = self.http.get("/metrics")
+        raise_for_error(response)
+        return response.text
+
+    def file(self, path: str) -> bytes:
+        """A file the daemon serves (an image, a job output) by its relative path or URL."""
+        response = self.http.get(_file_path(path))
+        raise_for_error(response)
+        return response.content
 
     def health(self) -> dict:
         return self.request("GET", "/health")
@@ -110,6 +261,55 @@ class LoomClient:
     def score(self, *args, **kw) -> dict:
         return self.request(*_Routes.score(*args, **kw))
 
+    # --- admin, pipelines and jobs (see _Routes) ---
+
+    def scheduler(self) -> dict:
+        """Devices (budget, used, free), resident models, queues and running work."""
+        return self.request(*_Routes.scheduler())
+
+    def load_model(self, model: str) -> dict:
+        return self.request(*_Routes.load_model(model))
+
+    def unload_model(self, model: str) -> dict:
+        return self.request(*_Routes.unload_model(model))
+
+    def pin_model(self, model: str, pinned: bool = True) -> dict:
+        return self.request(*_Routes.pin_model(model, pinned))
+
+    def cancel_work(self, work_id: str) -> dict:
+        return self.request(*_Routes.cancel_work(work_id))
+
+    def providers(self) -> dict:
+        """Upstream health, what serves each model, and the switches in force."""
+        return self.request(*_Routes.providers())
+
+    def check_providers(self) -> dict:
+        return self.request(*_Routes.check_providers())
+
+    def switch_provider(self, model: str, to: str | None) -> dict:
+        """Serve ``model`` (an id or capability) with ``to`` from now on; ``to=None`` undoes it."""
+        return self.request(*_Routes.switch_provider(model, to))
+
+    def start_pipeline(self, name: str, params: dict | None = None) -> dict:
+        return self.request(*_Routes.start_pipeline(name, params))
+
+    def jobs(
+        self, state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0
+    ) -> dict:
+        return self.request(*_Routes.jobs(state, pipeline, limit, offset))
+
+    def job(self, job_id: str) -> dict:
+        return self.request(*_Routes.job(job_id))
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self.request(*_Routes.cancel_job(job_id))
+
+    def resume_job(self, job_id: str) -> dict:
+        return self.request(*_Routes.resume_job(job_id))
+
+    def lineage(self, job_id: str) -> dict:
+        return self.request(*_Routes.lineage(job_id))
+
     def close(self) -> None:
         self.http.close()
 
@@ -127,10 +327,95 @@ class AsyncLoomClient:
         self.url, headers = _settings(url, api_key)
         self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
 
-    async def request(self, method: str, path: str, json: Any = None, **kw) -> Any:
-        response = await self.http.request(method, path, json=json, **kw)
+    async def request(self, method: str, path: str, json: Any = None, params: Any = None, **kw) -> Any:
+        response = await self.http.request(method, path, json=json, params=params, **kw)
         raise_for_error(response)
         return response.json() if response.content else None
+
+    async def metrics(self) -> str:
+        """``/metrics`` in Prometheus' text format."""
+        response = await self.http.get("/metrics")
+        raise_for_error(response)
+        return response.text
+
+    async def file(self, path: str) -> bytes:
+        """A file the daemon serves (an image, a job output) by its relative path or URL."""
+        response = await self.http.get(_file_path(path))
+        raise_for_error(response)
+        return response.content
+
+    async def events(
+        self,
+        path: str = "/admin/events",
+        *,
+        last_event_id: str | int | None = None,
+        reconnect: bool = True,
+        retry: float = 0.5,
+        max_retry: float = 5.0,
+        read_timeout: float = 60.0,
+        stop: Callable[[ServerEvent], bool] | None = None,
+        end_on_empty: bool = False,
+        on_status: StatusCallback | None = None,
+    ) -> AsyncIterator[ServerEvent]:
+        """Iterate an SSE stream, reconnecting (with backoff, sending ``Last-Event-ID``) when it
+        drops or the daemon is down. Ends after an event for which ``stop`` is true; with
+        ``end_on_empty``, also when a reconnect ends cleanly having sent nothing new (a finished
+        job's stream). Errors that retrying cannot fix (401, 403, 404, 400) are raised."""
+        delay = retry
+        timeout = httpx.Timeout(self.http.timeout.connect, read=read_timeout, write=10.0, pool=10.0)
+        while True:
+            headers = {"accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["last-event-id"] = str(last_event_id)
+            received = 0
+            try:
+                async with self.http.stream("GET", path, headers=headers, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise_for_error(response)
+                    delay = retry
+                    if on_status:
+                        on_status(True, None)
+                    async for event in _parse_sse(response.aiter_lines()):
+                        received += 1
+                        if event.id is not None:
+                            last_event_id = event.id
+                        yield event
+                        if stop is not None and stop(event):
+                            return
+                why, clean = "the daemon closed the stream", True
+            except (httpx.TransportError, *_RETRYABLE) as e:
+                if not reconnect:
+                    raise
+                why, clean = describe_error(e), False
+            if not reconnect or (end_on_empty and clean and received == 0):
+                return
+            if on_status:
+                on_status(False, why)
+            await asyncio.sleep(delay)
+            delay = min(max_retry, delay * 2)
+
+    async def job_events(self, job_id: str, after: int = 0, **kw) -> AsyncIterator[ServerEvent]:
+        """A job's events after ``after``, resuming across reconnects; ends after its final state."""
+        last = after
+
+        def final(e: ServerEvent) -> bool:
+            return e.event == "state" and isinstance(e.data, dict) and e.data.get("data", {}).get("state") in _FINAL
+
+        while True:
+            path = f"/v1/jobs/{_seg(job_id)}/events"
+            async for event in self.events(path, last_event_id=last or None, stop=final, end_on_empty=True, **kw):
+                last = int(event.id) if event.id else last
+                yield event
+                if final(event):
+                    return
+            # A clean end with nothing new: the job is over, or the daemon shut down under us.
+            try:
+                if (await self.job(job_id))["state"] in _FINAL:
+                    return
+            except (httpx.TransportError, *_RETRYABLE):
+                pass
+            await asyncio.sleep(kw.get("retry", 0.5))
 
     async def health(self) -> dict:
         return await self.request("GET", "/health")
@@ -150,6 +435,55 @@ class AsyncLoomClient:
     async def score(self, *args, **kw) -> dict:
         return await self.request(*_Routes.score(*args, **kw))
 
+    # --- admin, pipelines and jobs (see _Routes) ---
+
+    async def scheduler(self) -> dict:
+        """Devices (budget, used, free), resident models, queues and running work."""
+        return await self.request(*_Routes.scheduler())
+
+    async def load_model(self, model: str) -> dict:
+        return await self.request(*_Routes.load_model(model))
+
+    async def unload_model(self, model: str) -> dict:
+        return await self.request(*_Routes.unload_model(model))
+
+    async def pin_model(self, model: str, pinned: bool = True) -> dict:
+        return await self.request(*_Routes.pin_model(model, pinned))
+
+    async def cancel_work(self, work_id: str) -> dict:
+        return await self.request(*_Routes.cancel_work(work_id))
+
+    async def providers(self) -> dict:
+        """Upstream health, what serves each model, and the switches in force."""
+        return await self.request(*_Routes.providers())
+
+    async def check_providers(self) -> dict:
+        return await self.request(*_Routes.check_providers())
+
+    async def switch_provider(self, model: str, to: str | None) -> dict:
+        """Serve ``model`` (an id or capability) with ``to`` from now on; ``to=None`` undoes it."""
+        return await self.request(*_Routes.switch_provider(model, to))
+
+    async def start_pipeline(self, name: str, params: dict | None = None) -> dict:
+        return await self.request(*_Routes.start_pipeline(name, params))
+
+    async def jobs(
+        self, state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0
+    ) -> dict:
+        return await self.request(*_Routes.jobs(state, pipeline, limit, offset))
+
+    async def job(self, job_id: str) -> dict:
+        return await self.request(*_Routes.job(job_id))
+
+    async def cancel_job(self, job_id: str) -> dict:
+        return await self.request(*_Routes.cancel_job(job_id))
+
+    async def resume_job(self, job_id: str) -> dict:
+        return await self.request(*_Routes.resume_job(job_id))
+
+    async def lineage(self, job_id: str) -> dict:
+        return await self.request(*_Routes.lineage(job_id))
+
     async def aclose(self) -> None:
         await self.http.aclose()
 
@@ -158,3 +492,4 @@ class AsyncLoomClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
+

@@ -49,7 +49,9 @@ class ModelConfig(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     vram: str | None = None
     #: Model ids to fall back to, in order, when this one cannot serve.
     fallbacks: list[str] = field(default_factory=list)
-    #: Requests run at once on this model (default: 1 on a GPU, 2 on CPU, more for remote).
+    #: Fall back once this many requests already wait for this model (None: only on failure).
+    fallback_on_queue: int | None = None
+    #: Requests run at once on this model (default: 1 for local models, 16 for remote ones).
     concurrency: int | None = None
     #: Queued requests allowed before answering 429.
     max_queue: int | None = None

@@ -10,6 +10,12 @@ stored; when an interrupted job is resumed, ``run`` is called again from the top
 steps return their stored result at once, so work continues from the last finished step.
 Step results must be msgspec-encodable (artefacts are saved with ``ctx.save_artifact`` and
 referred to by their relative path).
+
+Memory that outlives a job: ``rag_add`` / ``rag_search`` keep embeddings in the daemon's
+retrieval indices (FAISS under ``<data_dir>/rag/``), and ``record_get`` / ``record_upsert`` keep
+named records (personas) that a pipeline updates by key. Both are the daemon's, so every
+pipeline shares them, and ``GET /v1/rag/...`` and ``GET /v1/personas`` read them. Wrap writes in
+a ``ctx.step`` like any other work, so a resumed job does not write twice.
 """
 
 from __future__ import annotations
@@ -48,7 +54,12 @@ class PipelineContext(Protocol):
         """Store bytes in the job's output folder and index them; returns the relative path."""
 
     def read_artifact(self, path: str) -> bytes:
-        """Read back an artefact saved by :meth:`save_artifact` (e.g. after a resume)."""
+        """Read back an artefact saved by :meth:`save_artifact` (e.g. after a resume), or any file
+        the daemon serves at ``/v1/files/<path>`` (an input image a client pointed at)."""
+
+    def keep_artifact(self, path: str, folder: str) -> str:
+        """Copy an artefact to ``images/<folder>/``, where job retention does not delete it (for
+        records that outlive the job, such as a persona's images); returns the copy's path."""
 
     def model_for(self, role: str, requested: str | None = None) -> str:
         """The model id to use for a role ("chat", "image", "vision", "embedding",
@@ -77,6 +88,38 @@ class PipelineContext(Protocol):
 
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
         """Unit-length embeddings of texts (or image data URIs, for CLIP models)."""
+
+    # --- retrieval (RAG) and records: memory that outlives the job --------------------------
+
+    async def rag_add(
+        self, collection: str, vector: list[float], *, model: str, kind: str = "text", text: str = "",
+        path: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store one embedding (made by ``embed`` on ``model``) in the retrieval index
+        ``collection`` ("stories", "images", ...), with what it stands for: ``kind`` ("text" or
+        "image"), a ``text`` (the story, or an image's prompt or description), an artefact
+        ``path`` and ``meta``. Each (collection, model) pair is its own index, since vectors of
+        different models are not comparable. Returns ``{"id", "collection", "model", "count"}``."""
+
+    async def rag_search(
+        self, collection: str, vector: list[float], *, model: str, k: int = 5
+    ) -> list[dict[str, Any]]:
+        """The ``k`` items of ``collection`` (as embedded by ``model``) nearest to ``vector``, best
+        first: dicts with ``id``, ``score`` (cosine), ``kind``, ``text``, ``path``, ``url``,
+        ``meta``, ``job_id``, ``pipeline``, ``created_at``. An empty or unknown index gives []."""
+
+    def record_get(self, collection: str, key: str) -> dict[str, Any] | None:
+        """The record ``key`` of ``collection`` (keys compare case- and space-insensitively):
+        ``{"collection", "key", "data", "created_at", "updated_at"}``, or None."""
+
+    def record_upsert(
+        self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
+        append: dict[str, list[Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Create or update a record in one transaction: ``fields`` are set, each list in
+        ``append`` is appended to the record's list of that name (an item already there is not
+        added twice, so a retried step is harmless). Returns the record, with ``created`` True
+        when it did not exist before."""
 
 
 class Pipeline:

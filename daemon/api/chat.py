@@ -50,7 +50,7 @@ def chat_route(loom: Loom, req: ChatCompletionRequest) -> Route:
     entry = loom.registry.get(req.model)
     if {Capability.VISION, Capability.CHAT} <= entry.capabilities:
         return req.model, Capability.VISION
-    route = loom.config.routes.vision
+    route = loom.router.route_for(Capability.VISION, loom.config.routes.vision)
     if route is not None and {Capability.VISION, Capability.CHAT} <= loom.registry.get(route).capabilities:
         return route, Capability.VISION
     raise CapabilityNotSupported(
@@ -110,7 +110,7 @@ async def chat_completions(request: Request) -> Response:
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _chat_events(gens, req.model, rid, created, include_usage)
-        return ServerSentEvent(events, headers=served_by(entry))
+        return ServerSentEvent(events, headers=served_by(entry), status_code=200)
 
     choices, usage = [], Usage()
     async for index, chunks in gens:
@@ -186,7 +186,7 @@ async def completions(request: Request) -> Response:
                 yield error_body(e)
             yield b"[DONE]"
 
-        return ServerSentEvent(events(), headers=served_by(entry))
+        return ServerSentEvent(events(), headers=served_by(entry), status_code=200)
 
     choices, usage = [], Usage()
     async for index, chunks in gens:

@@ -6,6 +6,7 @@ import msgspec
 from litestar import MediaType, Response
 
 from ..models import ModelEntry
+from ..scheduler import current_work_id
 
 
 def json_response(body, status_code: int = 200, headers: dict | None = None) -> Response:
@@ -18,5 +19,10 @@ def json_response(body, status_code: int = 200, headers: dict | None = None) -> 
 
 
 def served_by(entry: ModelEntry) -> dict[str, str]:
-    """Which model and provider served the answer (fallbacks make this worth saying)."""
-    return {"x-loom-model": entry.id, "x-loom-provider": entry.spec.provider}
+    """Which model and provider served the answer (fallbacks make this worth saying), and the
+    scheduler's work id (``POST /admin/work/{id}/cancel`` takes it)."""
+    headers = {"x-loom-model": entry.id, "x-loom-provider": entry.spec.provider}
+    work_id = current_work_id.get()
+    if work_id is not None:
+        headers["x-loom-work-id"] = work_id
+    return headers

@@ -8,21 +8,25 @@ step: a resumed job runs ``Pipeline.run`` from the top and finished steps return
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import mimetypes
 import os
 import re
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from loom.sdk.errors import CapabilityNotSupported, Cancelled, InvalidRequest, NotFound, ProviderError
+from loom.sdk.errors import CapabilityNotSupported, Cancelled, InvalidRequest, NotFound, ProviderError, Unavailable
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import ChatCompletionRequest, Capability
 
 from ..scheduler import Priority
+from . import search
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
     from .runner import JobRunner
 
 T = TypeVar("T")
+log = logging.getLogger("loom.jobs")
+_FOLDER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
 
 
@@ -39,6 +45,8 @@ class JobContext:
         self.loom: Loom = runner.loom
         self.store = runner.store
         self.job_id: str = job["id"]
+        self.pipeline: str = job["pipeline"]
+        self.params: Any = job.get("params")
         self.output_dir: str = job["output_dir"]
         self.attempt: int = job["attempts"]
         self.usage = usage
@@ -110,6 +118,11 @@ class JobContext:
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         digest = hashlib.sha256(data).hexdigest()
         self.store.put_artifact(self.job_id, rel, name, media_type, len(data), digest, meta)
+        try:  # searchable by text (GET /v1/artifacts?q=); never worth failing the save for
+            body = search.body_for(name, media_type, data, meta, self.params)
+            search.index_artifact(self.store, self.job_id, rel, body)
+        except Exception:  # noqa: BLE001
+            log.exception("could not index artefact %s for search", rel)
         return rel
 
     def read_artifact(self, path: str) -> bytes:
@@ -117,6 +130,57 @@ class JobContext:
             return self.loom.files.resolve(path).read_bytes()
         except NotFound:
             raise NotFound(f"job {self.job_id} has no artifact at {path!r}", param="path") from None
+
+    def keep_artifact(self, path: str, folder: str) -> str:
+        if not _FOLDER.match(folder):
+            raise InvalidRequest(f"folder {folder!r} must be lowercase letters, digits, '-' or '_'")
+        source = self.loom.files.resolve(path)
+        rel = f"images/{folder}/{self.job_id}-{source.name}"
+        target = self.loom.files.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            try:  # a hard link costs no space and survives the job folder's deletion
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        return rel
+
+    # --- retrieval and records --------------------------------------------------------------
+
+    def _rag(self):
+        rag = getattr(self.loom, "rag", None)
+        if rag is None:
+            raise Unavailable("the retrieval store is not running")
+        return rag
+
+    async def rag_add(
+        self, collection: str, vector: list[float], *, model: str, kind: str = "text", text: str = "",
+        path: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        self.check()
+        item = {"kind": kind, "text": text, "path": path, "meta": meta, "job_id": self.job_id,
+                "pipeline": self.pipeline}  # fmt: skip
+        added = await asyncio.to_thread(self._rag().add, collection, [vector], [item], model=model)
+        return added[0]
+
+    async def rag_search(self, collection: str, vector: list[float], *, model: str, k: int = 5) -> list[dict[str, Any]]:
+        self.check()
+        return await asyncio.to_thread(self._rag().search, collection, vector, model=model, k=k)
+
+    def _records(self):
+        records = getattr(self.loom, "records", None)
+        if records is None:
+            raise Unavailable("the record store is not running")
+        return records
+
+    def record_get(self, collection: str, key: str) -> dict[str, Any] | None:
+        return self._records().get(collection, key)
+
+    def record_upsert(
+        self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
+        append: dict[str, list[Any]] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        return self._records().upsert(collection, key, fields=fields, append=append)
 
     # --- models -----------------------------------------------------------------------------
 

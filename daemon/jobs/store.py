@@ -9,6 +9,7 @@ Tables:
 - ``job_steps``: the stored result of every finished ``ctx.step`` (what makes resume work).
 - ``artifacts``: metadata of every file a job saved (path, media type, size, sha256, meta).
 - ``job_lineage``: nodes a pipeline reported with ``lineage`` events (merged by node id).
+- ``artifact_text``: the searchable text of each artefact (FTS5; see :mod:`.search`).
 
 Every write is committed when it returns (sqlite-utils 4 commits ``execute`` and table writes
 outside explicit transactions), so a SIGKILL loses nothing that was acknowledged. One
@@ -26,6 +27,8 @@ from typing import Any
 
 import msgspec
 from sqlite_utils import Database
+
+from . import search
 
 SCHEMA_VERSION = 1
 
@@ -121,6 +124,7 @@ class JobStore:
             pk=("job_id", "node_id"),
             if_not_exists=True,
         )
+        search.ensure_schema(db)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # --- jobs -------------------------------------------------------------------------------
@@ -322,7 +326,7 @@ class JobStore:
 
     def delete_job(self, job_id: str) -> None:
         with self._lock, self.db.atomic():
-            for table in ("job_events", "job_steps", "artifacts", "job_lineage"):
+            for table in ("job_events", "job_steps", "artifacts", "job_lineage", search.TABLE):
                 self.db.execute(f"delete from {table} where job_id = ?", [job_id])
             self.db.execute("delete from jobs where id = ?", [job_id])
             self._seq.pop(job_id, None)

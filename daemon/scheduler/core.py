@@ -6,6 +6,10 @@ something changes) asks the policy for the order, starts what may start, and sta
 the evictions it needs) when the next item's model is not resident. Calls run on the device's
 lane of the executor: sync functions and generators on its thread, ``async`` results on the loop.
 
+The pieces: ``residency`` (loads and evictions), ``execution`` (running calls), ``snapshot``
+(the admin view) are mixed into :class:`Scheduler`; ``policy``, ``ledger``, ``queues``,
+``devices``, ``executor``, ``events`` and ``metrics`` are what it uses.
+
 Ids: each item has an id (``wk_...``); it is set on ``ctx.work_id`` and in the
 :data:`current_work_id` context variable, and :meth:`Scheduler.cancel` takes it.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
+import datetime
 import itertools
 import logging
 import time
@@ -30,11 +34,13 @@ from .devices import REMOTE, discover, normalize
 from .events import EventBus
 from .executor import Executor, ThreadExecutor
 from .ledger import Ledger, probe_for
+from .execution import END, ExecutionOps
 from .metrics import SchedulerMetrics
-from .oom import as_loom_error, is_oom
+from .oom import as_loom_error
 from .policy import Decision, Policy, make_policy
 from .queues import Priority, State, WorkItem
 from .residency import DeviceState, ResidencyOps
+from .snapshot import SnapshotOps
 
 __all__ = ["Priority", "Scheduler", "current_work_id"]
 
@@ -43,24 +49,24 @@ log = logging.getLogger("loom.scheduler")
 #: The id of the work item most recently submitted from this context (the API's response header).
 current_work_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("loom_work_id", default=None)
 
-_CHUNK, _END = "chunk", "end"
-
 
 def _noop(provider: Provider, ctx: RunContext) -> None:
     return None
 
 
-class Scheduler(ResidencyOps):
+class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
     def __init__(
         self,
         config: Config,
         registry: ModelRegistry,
         *,
-        policy: str | Policy = "affinity",
+        policy: str | Policy | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
+        if policy is None:
+            policy = config.scheduler.policy
         self.policy = make_policy(policy, config.scheduler.max_age)
         self.executor: Executor = executor or ThreadExecutor()
         self.events = EventBus()
@@ -88,14 +94,14 @@ class Scheduler(ResidencyOps):
     async def start(self) -> None:
         """Start the keep-alive job (APScheduler) and load pinned models in the background."""
         self._closed = False
-        self.events._bind()
+        self.events._bind(again=True)
         if self._aps is None:
             from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
             quiet = logging.getLogger("apscheduler.executors")  # it logs every run at INFO
             if quiet.level == logging.NOTSET:
                 quiet.setLevel(logging.WARNING)
-            self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+            self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=datetime.timezone.utc)
             self._aps.add_job(
                 self.expire_idle, "interval", seconds=max(0.01, self.config.scheduler.keep_alive_interval),
                 id="loom-keep-alive", max_instances=1, coalesce=True, misfire_grace_time=None,
@@ -168,7 +174,7 @@ class Scheduler(ResidencyOps):
     def queue_state(self, entry: ModelEntry) -> tuple[bool, int]:
         """(every slot of ``entry`` is taken, how many of its items wait)."""
         dev = self._dev(entry)
-        return dev.busy.get(entry.id, 0) >= self.slots(entry), dev.queue.count(entry.id)
+        return dev.busy.get(entry.id, 0) >= self.slots(entry), self._waiting(dev, entry)
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -209,7 +215,7 @@ class Scheduler(ResidencyOps):
             await self._wait_started(item)
             while True:
                 tag, value = await item.chunks.get()
-                if tag == _END:
+                if tag == END:
                     if value is not None:
                         raise value
                     return
@@ -284,7 +290,7 @@ class Scheduler(ResidencyOps):
             raise Unavailable(f"model '{entry.id}' is placed on {dev.name}, which is not available: {dev.info.reason}")
         if kind == "run":
             limit = entry.config.max_queue or self.config.daemon.limits.max_queue
-            if dev.queue.count(entry.id) >= limit:
+            if self._waiting(dev, entry) >= limit:
                 self.metrics.rejected.labels(entry.id, "queue_full").inc()
                 raise QueueFull(
                     f"The queue for model '{entry.id}' is full ({limit} waiting); retry later",
@@ -307,6 +313,12 @@ class Scheduler(ResidencyOps):
             self._publish("queued", item, depth=dev.queue.count(entry.id))
         self._kick(dev)
         return item
+
+    def _waiting(self, dev: DeviceState, entry: ModelEntry) -> int:
+        """Queued items of ``entry`` beyond its free slots (those will start as soon as it is
+        dispatched): what admission control bounds."""
+        free = max(0, self.slots(entry) - dev.busy.get(entry.id, 0))
+        return max(0, dev.queue.count(entry.id) - free)
 
     def _retry_after(self, dev: DeviceState, entry: ModelEntry) -> float:
         per_item = self._run_seconds.get(entry.id, 1.0)
@@ -441,139 +453,6 @@ class Scheduler(ResidencyOps):
         self._publish("started", item, waited=round(waited, 4))
         self._spawn(self._execute(dev, item))
 
-    # --- execution -------------------------------------------------------------------------------
-
-    async def _execute(self, dev: DeviceState, item: WorkItem) -> None:
-        provider = item.entry.instance()
-        result, error = None, None
-        t0 = time.monotonic()
-        for attempt in (1, 2):
-            try:
-                if item.stream:
-                    await self._pump(dev, item, provider)
-                else:
-                    result = await self._invoke(dev, item, provider)
-                error = None
-                break
-            except asyncio.CancelledError:  # only at shutdown
-                item.ctx.cancel()
-                error = Cancelled("cancelled: Loom is shutting down")
-                break
-            except Exception as e:
-                error = e
-                if attempt == 1 and is_oom(e) and not item.ctx.cancelled and not item.yielded:
-                    self.metrics.oom.labels(dev.name, item.model, "run").inc()
-                    log.warning("%s: out of memory while running (%s); evicting others and retrying", item.model, e)
-                    if await self._evict_for_oom(dev, keep=item.model):
-                        continue
-                break
-        self._finish(dev, item, result, error, time.monotonic() - t0)
-
-    async def _invoke(self, dev: DeviceState, item: WorkItem, provider: Provider) -> Any:
-        call, ctx = item.call, item.ctx
-        if inspect.iscoroutinefunction(call):
-            out = await call(provider, ctx)
-        else:
-
-            def work():
-                produced = call(provider, ctx)
-                return list(produced) if inspect.isgenerator(produced) else produced
-
-            out = await self.executor.call(self._lane(dev, item.entry), work)
-        if inspect.isasyncgen(out):
-            out = [x async for x in out]
-        elif inspect.isawaitable(out):
-            out = await out
-        return out
-
-    async def _pump(self, dev: DeviceState, item: WorkItem, provider: Provider) -> None:
-        """Move a stream's chunks into ``item.chunks``: sync generators on the device's thread."""
-        loop = asyncio.get_running_loop()
-        call, ctx = item.call, item.ctx
-
-        def emit(chunk: Any) -> None:
-            self.metrics.count_output(item.model, chunk)
-            item.chunks.put_nowait((_CHUNK, chunk))
-
-        def work():
-            produced = call(provider, ctx)
-            if inspect.isasyncgen(produced) or inspect.isawaitable(produced):
-                return produced  # iterated on the loop below
-            it = iter(produced)
-            try:
-                for chunk in it:
-                    if ctx.cancelled:
-                        raise Cancelled("cancelled")
-                    item.yielded = True
-                    loop.call_soon_threadsafe(emit, chunk)
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
-            return None
-
-        if inspect.iscoroutinefunction(call):
-            rest = await call(provider, ctx)
-        else:
-            rest = await self.executor.call(self._lane(dev, item.entry), work)
-        if rest is None:
-            return
-        if inspect.isawaitable(rest) and not inspect.isasyncgen(rest):
-            rest = await rest
-        try:
-            async for chunk in rest:
-                if ctx.cancelled:
-                    raise Cancelled("cancelled")
-                item.yielded = True
-                emit(chunk)
-        finally:
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    def _finish(self, dev: DeviceState, item: WorkItem, result: Any, error: BaseException | None, seconds: float):
-        m = item.model
-        now = time.monotonic()
-        dev.running.pop(item.id, None)
-        dev.busy[m] -= 1
-        if dev.busy[m] <= 0:
-            del dev.busy[m]
-        r = dev.ledger.resident.get(m)
-        if r is not None:
-            r.last_used = now
-        if not dev.busy.get(m) and not dev.queue.count(m):
-            self.policy.idle(m, now)
-        item.state = State.DONE
-        self._items.pop(item.id, None)
-        if error is None:
-            outcome = "finished"
-            avg = self._run_seconds.get(m)
-            self._run_seconds[m] = seconds if avg is None else 0.8 * avg + 0.2 * seconds
-            if not item.stream:
-                self.metrics.count_output(m, result)
-        elif item.ctx.cancelled or isinstance(error, Cancelled):
-            outcome = "cancelled"
-            error = error if isinstance(error, Cancelled) else Cancelled("cancelled")
-        else:
-            outcome = "failed"
-            error = as_loom_error(error, m, dev.name, "run")
-        item.outcome = outcome
-        self.metrics.run.labels(m).observe(seconds)
-        self.metrics.items.labels(m, outcome).inc()
-        fields = {"seconds": round(seconds, 4), "ran": True}
-        if error is not None:
-            fields["error"] = getattr(error, "message", str(error))
-        self._publish(outcome, item, **fields)
-        if item.stream:
-            item.chunks.put_nowait((_END, error))
-        if error is None:
-            item.done.set_result(result)
-        else:
-            item.done.set_exception(error)
-        if item.entry.keep_alive == 0:
-            self._spawn(self._expire(dev, m))
-        self._kick(dev)
-
     # --- plumbing --------------------------------------------------------------------------------
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -594,74 +473,3 @@ class Scheduler(ResidencyOps):
             base = {"model": item.model, "device": item.device, "item": item.id,
                     "priority": item.priority.name.lower()}  # fmt: skip
         self.events.publish(type, **{**base, **fields})
-
-    # --- seeing it -------------------------------------------------------------------------------
-
-    def model_state(self, entry: ModelEntry) -> dict:
-        dev = self._dev(entry)
-        r = dev.ledger.resident.get(entry.id)
-        out = {
-            "model": entry.id,
-            "device": dev.name,
-            "loaded": r is not None,
-            "pinned": entry.id in self._pinned,
-            "keep_alive": entry.keep_alive,
-            "running": dev.busy.get(entry.id, 0),
-            "queued": dev.queue.count(entry.id),
-        }
-        if r is not None:
-            out.update(footprint=r.footprint, load_seconds=round(r.load_seconds, 4))
-        return out
-
-    def snapshot(self) -> dict:
-        """Devices with budget, used and free; resident models; queues; running items."""
-        now, wall = time.monotonic(), time.time()
-        devices = []
-        for name, dev in self.devices.items():
-            ledger = dev.ledger
-            resident = []
-            for r in sorted(ledger.resident.values(), key=lambda r: r.loaded_at):
-                entry = self.registry.entries.get(r.model)
-                resident.append({
-                    "model": r.model,
-                    "footprint": r.footprint,
-                    "estimate": r.estimate,
-                    "measured": r.measured,
-                    "load_seconds": round(r.load_seconds, 4),
-                    "loaded_at": r.loaded_wall,
-                    "last_used": wall - (now - r.last_used),
-                    "idle_seconds": round(now - r.last_used, 3),
-                    "pinned": r.pinned,
-                    "keep_alive": entry.keep_alive if entry else None,
-                    "running": dev.busy.get(r.model, 0),
-                    "queued": dev.queue.count(r.model),
-                    "evicting": r.evicting,
-                })  # fmt: skip
-            queued = self.policy.order(list(dev.queue), ledger.resident, now)
-            devices.append({
-                "name": name,
-                "kind": dev.info.kind,
-                "available": dev.info.available,
-                "reason": dev.info.reason or None,
-                "parallel": dev.parallel,
-                "total": dev.info.total,
-                "budget": ledger.budget,
-                "headroom": dev.info.headroom,
-                "used": ledger.used,
-                "reserved": sum(ledger.reserved.values()),
-                "free": None if ledger.budget is None else ledger.budget - ledger.held,
-                "peak": ledger.peak,
-                "loading": dev.loading,
-                "resident": resident,
-                "queue": {"depth": len(dev.queue), "by_model": dev.queue.depth()},
-                "running": [i.describe(now) for i in dev.running.values()],
-                "queued": [i.describe(now) for i in queued[:100]],
-            })  # fmt: skip
-        return {
-            "policy": self.policy.name,
-            "max_age": self.config.scheduler.max_age,
-            "auto_device": self._auto,
-            "pinned": sorted(self._pinned),
-            "devices": devices,
-        }
-

@@ -110,8 +110,9 @@ class EventBus:
             sub._put(_CLOSED)
         self._subscribers.clear()
 
-    def _bind(self) -> None:
-        if self._loop is None:
+    def _bind(self, again: bool = False) -> None:
+        """Remember the loop events are delivered on (publishing from another thread hops to it)."""
+        if self._loop is None or again:
             try:
                 self._loop = asyncio.get_running_loop()
                 self._thread = threading.get_ident()

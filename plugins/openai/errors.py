@@ -150,7 +150,9 @@ def is_retryable(e: BaseException) -> bool:
     return isinstance(e, openai.APIConnectionError) or _is_http_error(e, "")
 
 
-def from_exception(e: BaseException, up: Upstream, secrets: tuple[str, ...], attempts: int = 1) -> LoomError | None:
+def from_exception(
+    e: BaseException, up: Upstream, secrets: tuple[str, ...], attempts: int = 1
+) -> LoomError | None:
     """The Loom error for an exception raised by the ``openai`` package or its HTTP library;
     None for anything else (a bug, to surface as it is)."""
     import openai

@@ -68,7 +68,8 @@ def score_messages(image: bytes, text: str) -> list[dict]:
 
 def score_format(kind: str) -> dict:
     if kind == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "image_rating", "schema": SCORE_SCHEMA, "strict": True}}
+        spec = {"name": "image_rating", "schema": SCORE_SCHEMA, "strict": True}
+        return {"type": "json_schema", "json_schema": spec}
     return {"type": "json_object"}
 
 

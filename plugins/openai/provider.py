@@ -162,9 +162,8 @@ class OpenAIProvider(Provider):
             import openai
 
             self._close_client()
-            self._secrets = tuple(
-                s for s in (key, *(headers[n] for n, v in self.instance.headers.items() if isinstance(v, EnvSecret))) if s
-            )
+            secret_headers = [headers[n] for n, v in self.instance.headers.items() if isinstance(v, EnvSecret)]
+            self._secrets = tuple(s for s in (key, *secret_headers) if s)
             # Nothing from the environment of this process reaches the service unasked: no
             # OPENAI_ORG_ID / OPENAI_PROJECT_ID, and no Authorization header for a keyless instance
             # (the placeholder key only keeps the package from looking for OPENAI_API_KEY; the
@@ -209,6 +208,9 @@ class OpenAIProvider(Provider):
             await client.close()
 
     # --- calling the service ------------------------------------------------------------------
+
+    def _who(self) -> str:
+        return f"instance '{self.instance_name}' ({self.upstream.url})"
 
     def _error(self, e: BaseException, attempts: int = 1) -> BaseException:
         mapped = from_exception(e, self.upstream, self._secrets, attempts)
@@ -287,13 +289,14 @@ class OpenAIProvider(Provider):
         )
 
     def _stream_args(self) -> dict:
-        return {"stream": True, **({"stream_options": {"include_usage": True}} if self.instance.stream_usage else {})}
+        usage = {"stream_options": {"include_usage": True}} if self.instance.stream_usage else {}
+        return {"stream": True, **usage, **self._opts}
 
     async def _chat_text(self, messages: list[dict], **params) -> str:
         body = {"model": self.remote_model, "messages": messages, **params}
         answer = await self._post("/chat/completions", body, _TextAnswer)
         if not answer.choices or answer.choices[0].message is None:
-            raise ProviderError(f"instance '{self.instance_name}' answered model '{self.spec.id}' with no choices")
+            raise ProviderError(f"{self._who()} answered model '{self.spec.id}' with no choices")
         return (answer.choices[0].message.content or "").strip()
 
     # --- text ---------------------------------------------------------------------------------
@@ -314,28 +317,29 @@ class OpenAIProvider(Provider):
             yield self._single(await self._post("/chat/completions", params, _TextAnswer), chat=True)
             return
         client = self.client()
-        create = lambda: client.chat.completions.create(**params, **self._stream_args(), **self._opts)  # noqa: E731
+        create = lambda: client.chat.completions.create(**params, **self._stream_args())  # noqa: E731
         async for chunk in self._stream(create, lambda c: c.delta.content if c.delta else None):
             yield chunk
 
     async def complete(
         self, prompt: str, request: CompletionRequest, ctx: RunContext
     ) -> AsyncIterator[TextChunk]:
-        params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt, "max_tokens": request.max_tokens}
+        params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt}
+        params["max_tokens"] = request.max_tokens
         _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty",
               "frequency_penalty", "user")  # fmt: skip
         if not request.stream:
             yield self._single(await self._post("/completions", params, _TextAnswer), chat=False)
             return
         client = self.client()
-        create = lambda: client.completions.create(**params, **self._stream_args(), **self._opts)  # noqa: E731
+        create = lambda: client.completions.create(**params, **self._stream_args())  # noqa: E731
         async for chunk in self._stream(create, lambda c: c.text):
             yield chunk
 
     def _single(self, answer: _TextAnswer, *, chat: bool) -> TextChunk:
         choice = next((c for c in answer.choices if c.index == 0), None)
         if choice is None:
-            raise ProviderError(f"instance '{self.instance_name}' answered model '{self.spec.id}' with no choices")
+            raise ProviderError(f"{self._who()} answered model '{self.spec.id}' with no choices")
         text = (choice.message.content if choice.message else None) if chat else choice.text
         usage = answer.usage
         return TextChunk(
@@ -373,9 +377,8 @@ class OpenAIProvider(Provider):
             files = {"image": ("image.png", job.init_image, prompts.mime_of(job.init_image))}
             if job.mask is not None:
                 files["mask"] = ("mask.png", job.mask, prompts.mime_of(job.mask))
-            raw = await self._request(
-                lambda: client.images.with_raw_response.edit(**files, **params, extra_body=extra or None, **self._opts)
-            )
+            edit = client.images.with_raw_response.edit
+            raw = await self._request(lambda: edit(**files, **params, extra_body=extra or None, **self._opts))
             answer = self._decode(raw, _ImagesAnswer)
         images = await asyncio.gather(*(self._image_bytes(item) for item in answer.data))
         return [_as_png(data, self.spec.id) for data in images]
@@ -384,7 +387,7 @@ class OpenAIProvider(Provider):
         if item.b64_json:
             return base64.b64decode(item.b64_json)
         if not item.url:
-            raise ProviderError(f"instance '{self.instance_name}' answered an image with neither b64_json nor url")
+            raise ProviderError(f"{self._who()} answered an image with neither b64_json nor url")
         if item.url.startswith("data:"):
             return base64.b64decode(item.url.partition(",")[2])
         return await self._request(lambda: self._fetch(item.url))
@@ -404,7 +407,7 @@ class OpenAIProvider(Provider):
             response = await http.get(url, headers=headers)
         if response.status_code != 200:
             raise ProviderError(
-                f"fetching the image of model '{self.spec.id}' at {safe_url(url)} answered {response.status_code}"
+                f"fetching the image of model '{self.spec.id}' at {safe_url(url)}: {response.status_code}"
             )
         return response.content
 

@@ -2,10 +2,10 @@
 
 * ``embed``: each input is a text, or an image as a ``data:image/...`` URI; all come back in the
   same space, unit length (so text-to-image search is a dot product).
-* ``score``: ``clip`` is the cosine similarity of the image and the text embeddings (in [-1, 1];
-  about 0.2 to 0.4 for a matching caption with real CLIP weights); ``aesthetic`` is the LAION
-  predictor's output on the unit image embedding, clamped to its 0-10 scale.
-  ``/v1/vision/score`` combines them as ``alpha * clip + (1 - alpha) * aesthetic``.
+* ``score``: ``clip`` is the cosine similarity of the image and the text embeddings, floored at
+  0 (about 0.2 to 0.4 for a matching caption with real CLIP weights); ``aesthetic`` is the LAION
+  predictor's output on the unit image embedding, clamped to its 0-10 scale. ``/v1/vision/score``
+  combines them with ``VisionScores.combined(alpha)``.
 
 torch and open_clip are imported by ``load``.
 """
@@ -143,7 +143,8 @@ class OpenClipProvider(TorchProvider):
             with torch.inference_mode():
                 aesthetic = float(self._head(image_vec.to(self._head[0].weight.dtype)).squeeze())
         cosine = float((image_vec * text_vec).sum())
-        return VisionScores(clip=_clamp(cosine, -1.0, 1.0), aesthetic=_clamp(aesthetic, 0.0, 10.0))
+        # VisionScores.clip is 0..1: an image and a text that point apart do not match at all.
+        return VisionScores(clip=_clamp(cosine, 0.0, 1.0), aesthetic=_clamp(aesthetic, 0.0, 10.0))
 
     def describe(
         self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext

@@ -18,7 +18,8 @@ def open_image(data: bytes, *, param: str = "image", mode: str = "RGB") -> Any:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad input
-        raise InvalidRequest(f"{param} could not be decoded as an image ({type(e).__name__}: {e})", param=param) from None
+        reason = f"{type(e).__name__}: {e}"
+        raise InvalidRequest(f"{param} could not be decoded as an image ({reason})", param=param) from None
     return img.convert(mode)
 
 

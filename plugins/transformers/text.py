@@ -65,7 +65,8 @@ class TransformersTextProvider(TorchProvider):
 
         e, source = self._engine, self.source()
         self._tokenizer = AutoTokenizer.from_pretrained(source.location, **e.tokenizer_kwargs(self.options, source))
-        model = AutoModelForCausalLM.from_pretrained(source.location, **e.load_kwargs(self.options, source, device, dtype))
+        kwargs = e.load_kwargs(self.options, source, device, dtype)
+        model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
         self._model = e.place(model, device, self.options)
         if self._tokenizer.pad_token is None:  # GPT-2 has none; batches of embeddings need one
             self._tokenizer.pad_token = self._tokenizer.eos_token

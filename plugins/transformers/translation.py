@@ -65,7 +65,8 @@ class TransformersTranslationProvider(TorchProvider):
 
         e, source = self._engine, self.source()
         self._tokenizer = AutoTokenizer.from_pretrained(source.location, **e.tokenizer_kwargs(self.options, source))
-        model = AutoModelForSeq2SeqLM.from_pretrained(source.location, **e.load_kwargs(self.options, source, device, dtype))
+        kwargs = e.load_kwargs(self.options, source, device, dtype)
+        model = AutoModelForSeq2SeqLM.from_pretrained(source.location, **kwargs)
         self._model = e.place(model, device, self.options)
         self._family = self._detect_family(source.ref)
 
@@ -83,7 +84,8 @@ class TransformersTranslationProvider(TorchProvider):
             table = LanguageTable(sorted(t for t in vocab if NLLB_CODE.match(t)))
             return Family("nllb", table, table, language_tokens=True)
         if "m2m100" in kind:
-            codes = list(getattr(tok, "lang_code_to_id", {}) or [m.group(1) for t in vocab if (m := _M2M_TOKEN.match(t))])
+            tokens = [m.group(1) for t in vocab if (m := _M2M_TOKEN.match(t))]
+            codes = list(getattr(tok, "lang_code_to_id", {}) or tokens)
             table = LanguageTable(codes)
             return Family("m2m100", table, table, language_tokens=True)
         if "mbart" in kind:
@@ -122,13 +124,14 @@ class TransformersTranslationProvider(TorchProvider):
 
     # --- translation ------------------------------------------------------------------------------
 
-    def languages(self) -> Family:
+    def family(self) -> Family:
+        """How the loaded model names languages; ProviderError if it is not loaded."""
         self.loaded_device()
         assert self._family is not None
         return self._family
 
     def translate(self, texts: list[str], source: str, target: str, ctx: RunContext) -> list[str]:
-        family = self.languages()
+        family = self.family()
         src = self._lookup(family.sources, source, "source")
         tgt = self._lookup(family.targets, target, "target")
         if canonical(source) is not None and canonical(source) == canonical(target):
@@ -172,7 +175,7 @@ class TransformersTranslationProvider(TorchProvider):
         import torch
         from transformers import StoppingCriteriaList
 
-        family, tok, device = self.languages(), self._tokenizer, self.loaded_device()
+        family, tok, device = self.family(), self._tokenizer, self.loaded_device()
         kwargs: dict[str, Any] = {"num_beams": self.options.num_beams, "max_new_tokens": self.options.max_new_tokens}
         if family.language_tokens:
             tok.src_lang = src
@@ -186,10 +189,10 @@ class TransformersTranslationProvider(TorchProvider):
                 ctx.check()
                 batch = [prefix + j for j in jobs[i : i + self.options.batch_size]]
                 encoded = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=limit).to(device)
-                control = self._engine.Control(ctx)
+                stopping = StoppingCriteriaList([self._engine.Control(ctx)])
                 try:
                     with torch.inference_mode():
-                        ids = self._model.generate(**encoded, **kwargs, stopping_criteria=StoppingCriteriaList([control]))
+                        ids = self._model.generate(**encoded, **kwargs, stopping_criteria=stopping)
                 except Exception as e:
                     raise self._engine.generation_error(e, f"{self.name} model {self.spec.id!r}") from e
                 ctx.check()

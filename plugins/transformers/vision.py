@@ -97,7 +97,8 @@ class TransformersVisionProvider(TorchProvider):
         wanted = max_tokens or self.options.max_new_tokens or DETAIL_TOKENS.get(detail, DETAIL_TOKENS["normal"])
         if self._chat_style:
             text = prompt or DETAIL_PROMPTS.get(detail, DETAIL_PROMPTS["normal"])
-            inputs = self._chat_inputs([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}], [img])
+            turn = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
+            inputs = self._chat_inputs([turn], [img])
         else:
             inputs = self._caption_inputs(img, prompt)
         # Descriptions are greedy: the same image gets the same words.

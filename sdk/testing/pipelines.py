@@ -3,7 +3,9 @@
 ``FakePipelineContext`` answers model calls from queues (llm's MockModel is the model), records
 every call, event and artefact, stores step results the way the job runner does (JSON-encoded),
 and can ``resume()``: the copy shares the stored steps, so a test can check that a re-run after an
-interruption does not redo finished work.
+interruption does not redo finished work. Retrieval (``rag_add`` / ``rag_search``) is an exact
+in-memory search and records live in a dict; both are shared with the resumed copy and can be
+inspected (``rag``, ``records``) or filled before a run.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class FakePipelineContext:
         self.ran_steps: list[str] = []
         self.artifacts: dict[str, bytes] = {}
         self.artifact_meta: dict[str, dict[str, Any]] = {}
+        #: (collection, model) -> [(unit vector, item)]: what ``rag_add`` stored.
+        self.rag: dict[tuple[str, str], list[tuple[list[float], dict[str, Any]]]] = {}
+        #: (collection, normalised key) -> record: what ``record_upsert`` stored.
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self._seen_steps: set[str] = set()
         self._cancelled = False
 
@@ -86,6 +92,7 @@ class FakePipelineContext:
         again.replies, again.steps, again.artifacts, again.artifact_meta = (
             self.replies, self.steps, self.artifacts, self.artifact_meta
         )
+        again.rag, again.records = self.rag, self.records
         return again
 
     # --- reporting ----------------------------------------------------------------------------
@@ -123,6 +130,63 @@ class FakePipelineContext:
             return self.artifacts[path]
         except KeyError:
             raise NotFound(f"no artifact {path!r}") from None
+
+    def keep_artifact(self, path: str, folder: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9_-]{0,63}$", folder):
+            raise InvalidRequest(f"folder {folder!r} must be lowercase letters, digits, '-' or '_'")
+        data = self.read_artifact(path)
+        kept = f"images/{folder}/{self.job_id}-{posixpath.basename(path)}"
+        self.artifacts[kept] = data
+        return kept
+
+    # --- retrieval and records ------------------------------------------------------------------
+
+    async def rag_add(self, collection: str, vector: list[float], *, model: str, kind: str = "text",
+                      text: str = "", path: str | None = None,
+                      meta: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        self.check()
+        if kind not in ("text", "image"):
+            raise InvalidRequest(f"kind must be text or image, got {kind!r}")
+        items = self.rag.setdefault((collection, model), [])
+        if items and len(items[0][0]) != len(vector):
+            raise InvalidRequest(f"index {collection!r} holds {len(items[0][0])}-dimensional vectors; got {len(vector)}")
+        item_id = sum(len(v) for v in self.rag.values()) + 1
+        item = {"id": item_id, "collection": collection, "model": model, "kind": kind, "text": text,
+                "path": path, "url": f"/v1/files/{path}" if path else None, "meta": dict(meta or {}),
+                "job_id": self.job_id, "pipeline": "test", "created_at": 0.0}  # fmt: skip
+        msgspec.json.encode(item)  # what the daemon stores must be JSON
+        items.append((_unit(vector), item))
+        return {"id": item_id, "collection": collection, "model": model, "count": len(items)}
+
+    async def rag_search(self, collection: str, vector: list[float], *, model: str, k: int = 5) -> list[dict[str, Any]]:
+        self.check()
+        q = _unit(vector)
+        scored = [
+            {**item, "score": round(sum(a * b for a, b in zip(q, v)), 6)}
+            for v, item in self.rag.get((collection, model), [])
+        ]
+        return sorted(scored, key=lambda h: -h["score"])[:k]
+
+    def record_get(self, collection: str, key: str) -> dict[str, Any] | None:
+        record = self.records.get((collection, _key(key)))
+        return msgspec.json.decode(msgspec.json.encode(record)) if record else None
+
+    def record_upsert(self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
+                      append: dict[str, list[Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+        norm = _key(key)
+        if not norm:
+            raise InvalidRequest("record key must not be empty", param="key")
+        existing = self.records.get((collection, norm))
+        data = dict(existing["data"]) if existing else {}
+        data.update(fields or {})
+        for name, items in (append or {}).items():
+            current = list(data.get(name) or [])
+            current.extend(item for item in items if item not in current)
+            data[name] = current
+        record = {"collection": collection, "key": norm, "data": data, "created_at": 0.0, "updated_at": 0.0}
+        msgspec.json.encode(record)
+        self.records[(collection, norm)] = record
+        return {**msgspec.json.decode(msgspec.json.encode(record)), "created": existing is None}
 
     # --- models -------------------------------------------------------------------------------
 
@@ -187,6 +251,15 @@ class FakePipelineContext:
 
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         return [args for name, args in self.calls if name == method]
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def _key(key: str) -> str:
+    return " ".join(str(key).split()).casefold()
 
 
 def _number(text: str, seed: int | None = None) -> int:

@@ -231,3 +231,18 @@ def test_metrics(daemon):
     ):  # fmt: skip
         assert name in text, name
     assert 'loom_model_loads_total{device="cpu",model="sched-a"}' in text
+
+
+def test_websocket_streams_events(daemon):
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{daemon.port}/admin/ws", open_timeout=10) as ws:
+        first = json.loads(ws.recv(timeout=10))
+        assert first["type"] == "snapshot" and "devices" in first["scheduler"]
+        post(daemon, "/admin/models/sched-b/unload")
+        assert post(daemon, "/admin/models/sched-b/load").status_code == 200
+        deadline = time.monotonic() + 10
+        while True:
+            event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if event["type"] == "loaded" and event["model"] == "sched-b":
+                break

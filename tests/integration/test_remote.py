@@ -425,3 +425,15 @@ def test_runtime_switch_by_model_and_capability_survives_a_restart(upstream, tmp
         assert who("local-chat") == "local-chat"
     finally:
         d.stop()
+
+
+def test_admin_provider_routes_need_an_admin_key(keyed_daemon):
+    url = f"{keyed_daemon.url}/admin/providers"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer user-secret-1"}).status_code == 403
+    ok = httpx.get(url, headers={"Authorization": "Bearer admin-secret-1"})
+    assert ok.status_code == 200 and ok.json()["upstreams"] == []
+    switch = httpx.post(
+        f"{url}/switch", json={"model": "mock-chat", "to": "mock-vision"}, headers={"x-api-key": "user-secret-1"}
+    )
+    assert switch.status_code == 403

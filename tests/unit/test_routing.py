@@ -14,7 +14,6 @@ from loom.daemon.plugin_manager import PluginInfo
 from loom.daemon.routing import ModelRouter
 from loom.daemon.scheduler import Scheduler
 from loom.sdk import Capability, Embeddings, Provider, ProviderError, TextChunk
-from loom.sdk.config import ModelConfig
 from loom.sdk.errors import CapabilityNotSupported, InvalidRequest, ModelNotFound, QueueFull
 
 
@@ -215,11 +214,7 @@ async def test_a_full_queue_falls_back():
 async def test_fallback_on_queue_sends_requests_past_n_waiting_to_the_fallback():
     router = make_router()
     entry = router.registry.get("local")
-
-    class QueueConfig(ModelConfig, frozen=True, kw_only=True):
-        fallback_on_queue: int | None = None
-
-    entry.config = QueueConfig(**msgspec.structs.asdict(entry.config), fallback_on_queue=0)
+    entry.config = msgspec.structs.replace(entry.config, fallback_on_queue=0)
     hold = asyncio.Event()
     BEHAVIOUR.plan = {"local": [hold]}
     running = asyncio.create_task(router.run("local", Capability.EMBEDDING, embed_call))

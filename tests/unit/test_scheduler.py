@@ -5,10 +5,12 @@ and simulated costs are sleeps on the device thread."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
 
+import msgspec
 import pytest
 
 from loom.daemon.config import Config, DaemonConfig, DeviceBudget, Limits, SchedulerConfig
@@ -600,8 +602,6 @@ async def test_affinity_prefers_the_resident_model(policy, loads):
 
 
 def test_grace_only_for_models_whose_clients_come_back_quickly():
-    from loom.daemon.scheduler.queues import WorkItem  # noqa: F401  (type of the item below)
-
     policy = AffinityPolicy(max_grace=0.05)
     victim = Residency("llm", "cpu", 0, 100 * MB, None, load_seconds=2.0, last_used=10.0, last_priority=1)
 
@@ -671,8 +671,8 @@ async def test_interactive_waits_for_at_most_the_running_item():
         await until(lambda: s.devices["cpu"].busy.get("image"))
         t0 = time.monotonic()
         await s.run(chat, ok())
-        assert time.monotonic() - t0 < 0.09  # one image item (0.05 s), not the batch (0.5 s)
-        assert s.devices["cpu"].queue.count("image") >= 5
+        assert time.monotonic() - t0 < 0.2  # about one image item (0.05 s), not the batch (0.5 s)
+        assert s.devices["cpu"].queue.count("image") >= 5  # it went ahead of the queued images
         await asyncio.gather(*batch)
 
 
@@ -808,6 +808,85 @@ async def test_snapshot_and_metrics():
             assert name in text
         gate.set()
         await asyncio.gather(task, queued)
+
+
+class CudaModel(FakeProvider):
+    """Allocates on the (fake) CUDA allocator; reports nothing, so the delta is what counts."""
+
+    def memory_bytes(self) -> int:
+        return 0
+
+    def load(self, device: str) -> None:
+        assert device == "cuda:0"
+        sys.modules["torch"].cuda.allocated += int(self.mb * MB)
+
+    def unload(self) -> None:
+        sys.modules["torch"].cuda.allocated -= int(self.mb * MB)
+
+
+async def test_cuda_devices_through_torch(monkeypatch):
+    """With torch present: CUDA discovery, "%" budgets, "auto" placement, allocator deltas, and
+    empty_cache after an unload (a fake torch module; no GPU needed)."""
+    import contextlib
+    import types
+
+    class FakeCuda:
+        allocated, emptied = 0, 0
+
+        def is_available(self):
+            return True
+
+        def device_count(self):
+            return 1
+
+        def get_device_properties(self, i):
+            return types.SimpleNamespace(total_memory=8 * 2**30)
+
+        def memory_allocated(self, i):
+            return self.allocated
+
+        def empty_cache(self):
+            self.emptied += 1
+
+        def device(self, i):
+            return contextlib.nullcontext()
+
+    torch = types.ModuleType("torch")
+    torch.cuda = FakeCuda()
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    gpu = entry("gpu", mb=1024, cls=CudaModel)
+    gpu.spec = msgspec.structs.replace(gpu.spec, device="auto")
+    config = Config(scheduler=SchedulerConfig(devices={"cuda:0": DeviceBudget(budget="50%", headroom="512MiB")}))
+    registry = ModelRegistry()
+    registry.add(gpu)
+    s = Scheduler(config, registry)
+    async with running(s):
+        assert s.device_of(gpu) == "cuda:0"
+        cuda = s.devices["cuda:0"]
+        assert cuda.info.total == 8 * 2**30 and cuda.ledger.budget == 4 * 2**30 - 512 * MB
+        await s.load(gpu)
+        assert cuda.ledger.resident["gpu"].measured == 1024 * MB
+        assert cuda.ledger.resident["gpu"].footprint == 1024 * MB
+        sub = s.events.subscribe()
+        await s.unload(gpu)
+        assert torch.cuda.emptied >= 1 and torch.cuda.allocated == 0
+        (unloaded,) = [e for e in drain(sub) if e["type"] == "unloaded"]
+        assert unloaded["freed_measured"] == 1024 * MB and unloaded["device"] == "cuda:0"
+
+
+async def test_a_cuda_device_without_cuda_is_unavailable(monkeypatch):
+    import types
+
+    torch = types.ModuleType("torch")
+    torch.cuda = types.SimpleNamespace(is_available=lambda: False)
+    monkeypatch.setitem(sys.modules, "torch", torch)  # a CPU-only torch
+    gpu = entry("gpu")
+    gpu.spec = msgspec.structs.replace(gpu.spec, device="cuda:3")
+    s = make([gpu])
+    assert not s.devices["cuda:3"].info.available
+    async with running(s):
+        with pytest.raises(Unavailable, match="not available"):
+            await s.run(gpu, ok())
 
 
 def test_no_torch_at_import():

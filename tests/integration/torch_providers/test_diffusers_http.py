@@ -98,6 +98,7 @@ def test_edit_same_seed_same_image(torch_client):
     assert edit() == edit()
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the openai package's, for dall-e-2
 def test_variation(torch_client):
     r = torch_client.images.create_variation(
         model="tiny-sd", image=("in.png", png(size=(80, 72)), "image/png"), extra_body={"seed": 1, "steps": 4}

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 
 from PIL import Image  # noqa: E402
 
-from loom.sdk import CapabilityNotSupported, InvalidRequest  # noqa: E402
+from loom.sdk import CapabilityNotSupported, InvalidRequest, VisionScores  # noqa: E402
 from loom.sdk.client import LoomClient  # noqa: E402
 
 
@@ -49,8 +49,9 @@ def test_score_is_finite_and_combined_by_alpha(loom):
     r = loom.score("tiny-clip", png_uri(), "a green field", alpha=0.25)
     assert r["object"] == "vision.score"
     assert all(isinstance(r[k], float) and math.isfinite(r[k]) for k in ("clip", "aesthetic", "combined"))
-    assert -1.0 <= r["clip"] <= 1.0 and 0.0 <= r["aesthetic"] <= 10.0
-    assert r["combined"] == pytest.approx(0.25 * r["clip"] + 0.75 * r["aesthetic"])
+    assert 0.0 <= r["clip"] <= 1.0 and 0.0 <= r["aesthetic"] <= 10.0
+    expected = VisionScores(clip=r["clip"], aesthetic=r["aesthetic"]).combined(0.25)
+    assert r["combined"] == pytest.approx(expected)
     assert loom.score("tiny-clip", png_uri(), "a green field", alpha=0.25) == r  # deterministic
 
 

@@ -53,6 +53,16 @@ class TestTransformersTranslationConformance(ProviderConformance):
     loom_options = options_for("nllb", num_beams=1, max_new_tokens=8)
 
 
+class TestMarianConformance(ProviderConformance):
+    provider = TransformersTranslationProvider
+    loom_options = options_for("marian", num_beams=1, max_new_tokens=8)
+
+
+class TestM2M100Conformance(ProviderConformance):
+    provider = TransformersTranslationProvider
+    loom_options = options_for("m2m100", num_beams=1, max_new_tokens=8)
+
+
 class TestTransformersVisionConformance(ProviderConformance):
     provider = TransformersVisionProvider
     plugin = loom.plugins.transformers

@@ -82,6 +82,31 @@ def test_chat_without_template_uses_a_transcript(tiny_models):
         provider.unload()
 
 
+@pytest.mark.parametrize(
+    "key, family, source, target, model_target",
+    [
+        ("nllb", "nllb", "en", "fr", "fra_Latn"),
+        ("m2m100", "m2m100", "eng_Latn", "fra_Latn", "fr"),
+        ("marian", "marian", "eng", "fr-FR", "fr"),
+    ],
+)
+def test_translation_families_take_any_spelling_of_a_language(tiny_models, key, family, source, target, model_target):
+    from loom.plugins.transformers import TransformersTranslationProvider
+
+    provider = make(TransformersTranslationProvider, model=str(tiny_models[key]), num_beams=1, max_new_tokens=6)
+    provider.load("cpu")
+    try:
+        languages = provider.family()
+        assert languages.name == family and languages.targets.lookup(target) == model_target
+        out = provider.translate(["Hello world. The sea is calm.", ""], source, target, RunContext())
+        assert len(out) == 2 and out[1] == ""
+        with pytest.raises(InvalidRequest) as e:
+            provider.translate(["Hello."], source, "tlh", RunContext())  # Klingon: no model has it
+        assert e.value.param == "target"
+    finally:
+        provider.unload()
+
+
 def test_diffusion_reports_each_step(sd):
     steps = []
     sd.generate_images(ImageJob(prompt="x", width=64, height=64, steps=3, seed=1),

@@ -69,6 +69,82 @@ def nllb(root: Path) -> Path:
     return folder
 
 
+SENTENCES = [
+    "Hello world.", "Good morning, how are you?", "The sea is calm tonight.", "Bonjour le monde.",
+    "La mer est calme ce soir.", "A red fox jumps over the fence.",
+]  # fmt: skip
+
+
+def _sentencepiece() -> tuple[bytes, list[str]]:
+    """A tiny unigram SentencePiece model trained on a few sentences, and its pieces."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SENTENCES * 5), model_writer=model, vocab_size=60, model_type="unigram",
+        character_coverage=1.0, hard_vocab_limit=False, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1,
+        minloglevel=2,
+    )  # fmt: skip
+    proc = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+    return model.getvalue(), [proc.id_to_piece(i) for i in range(proc.get_piece_size())]
+
+
+def _seq2seq_config(cls, vocab_size: int, **ids):
+    return cls(
+        vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, **ids,
+    )  # fmt: skip
+
+
+def marian(root: Path) -> Path:
+    """A single-pair Marian model named like OPUS-MT's (opus-mt-en-fr), with a SentencePiece
+    tokenizer that says its pair (source_lang / target_lang)."""
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    folder = root / "opus-mt-en-fr"
+    folder.mkdir(parents=True)
+    spm, pieces = _sentencepiece()
+    for name in ("source.spm", "target.spm"):
+        (folder / name).write_bytes(spm)
+    vocab = {"</s>": 0, "<unk>": 1, "<pad>": 2}
+    for piece in pieces:
+        vocab.setdefault(piece, len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tok = MarianTokenizer(str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json"),
+                          source_lang="en", target_lang="fr")  # fmt: skip
+    torch.manual_seed(0)
+    config = _seq2seq_config(MarianConfig, len(vocab), pad_token_id=2, eos_token_id=0, decoder_start_token_id=2,
+                             forced_eos_token_id=0)  # fmt: skip
+    MarianMTModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def m2m100(root: Path) -> Path:
+    """An M2M100 with its own tokenizer (SentencePiece + ``__en__``-style language tokens)."""
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    folder = root / "m2m100"
+    folder.mkdir(parents=True)
+    spm, pieces = _sentencepiece()
+    (folder / "sentencepiece.bpe.model").write_bytes(spm)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for piece in pieces:
+        vocab.setdefault(piece, len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tok = M2M100Tokenizer(str(folder / "vocab.json"), str(folder / "sentencepiece.bpe.model"))
+    # Language tokens (and 8 "madeup" words) are numbered after the vocabulary.
+    size = max(len(tok), max(tok.lang_code_to_id.values()) + 1 + 8)
+    torch.manual_seed(0)
+    config = _seq2seq_config(M2M100Config, size, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                             decoder_start_token_id=2)  # fmt: skip
+    M2M100ForConditionalGeneration(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def blip(root: Path) -> Path:
     """A BLIP captioner: tiny ViT + BERT decoder, a word-level BERT tokenizer, 32px images."""
     from transformers import (
@@ -243,6 +319,8 @@ def build_all(root: Path) -> dict[str, Path]:
     paths = {
         "gpt2": gpt2(root),
         "nllb": nllb(root),
+        "marian": marian(root),
+        "m2m100": m2m100(root),
         "blip": blip(root),
         "llava": llava(root),
         "sd": stable_diffusion(root),

@@ -1,0 +1,34 @@
+"""``GET /v1/artifacts``: every pipeline's artefacts, searchable by pipeline, time and text.
+
+Query parameters: ``q`` (words, each matched as a prefix, all required; searched in the
+artefact's name, meta, the job's text parameters and the content of text files), ``pipeline``,
+``since`` / ``until`` (unix seconds or ISO 8601), ``media_type`` (a prefix: ``image/``),
+``job_id``, ``limit``, ``offset``. Newest first; ``metadata.json`` files are left out.
+"""
+
+from __future__ import annotations
+
+from litestar import Request, Response, get
+
+from ..jobs import search
+from .jobs import _int, _time, runner_of
+from .respond import json_response
+
+
+@get("/artifacts")
+async def list_artifacts(request: Request) -> Response:
+    runner = runner_of(request)
+    q = request.query_params
+    limit = _int(q.get("limit"), "limit", 50, 1, 1000)
+    offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
+    rows = search.search(
+        runner.store, q=q.get("q"), pipeline=q.get("pipeline") or None, since=_time(q.get("since"), "since"),
+        until=_time(q.get("until"), "until"), media_type=q.get("media_type") or None,
+        job_id=q.get("job_id") or None, limit=limit + 1, offset=offset,
+    )  # fmt: skip
+    for r in rows:
+        r["object"] = "artifact"
+    return json_response({"object": "list", "data": rows[:limit], "has_more": len(rows) > limit})
+
+
+ROUTES = [list_artifacts]

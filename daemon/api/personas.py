@@ -1,0 +1,77 @@
+"""Personas (seed 003): ``GET /v1/personas`` and ``GET /v1/personas/{name}``.
+
+The ``persona`` pipeline upserts them by name into the record store (collection ``personas``);
+these routes list them with their images (served at ``/v1/files/...``) and motto history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+
+from loom.sdk.errors import NotFound, Unavailable
+
+from ..state import Loom
+from .jobs import _int
+from .respond import json_response
+
+COLLECTION = "personas"
+
+
+def records_of(connection):
+    loom: Loom = connection.app.state.loom
+    records = getattr(loom, "records", None)
+    if records is None:
+        raise Unavailable("the record store is not running")
+    return records
+
+
+def _with_url(item: Any) -> Any:
+    if isinstance(item, dict) and item.get("path"):
+        return {**item, "url": f"/v1/files/{item['path']}"}
+    return item
+
+
+def persona_view(record: dict, *, detail: bool) -> dict[str, Any]:
+    data = record["data"]
+    images = [_with_url(i) for i in data.get("images", [])]
+    mottos = data.get("mottos", [])
+    view: dict[str, Any] = {
+        "object": "persona",
+        "name": data.get("name", record["key"]),
+        "key": record["key"],
+        "prompt": data.get("prompt"),
+        "motto_tone": data.get("motto_tone"),
+        "motto": data.get("motto"),
+        "image": images[-1] if images else None,
+        "images_count": len(images),
+        "mottos_count": len(mottos),
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+    }
+    if detail:
+        view["images"] = images
+        view["mottos"] = mottos
+    return view
+
+
+@get("/personas")
+async def list_personas(request: Request) -> Response:
+    q = request.query_params
+    limit = _int(q.get("limit"), "limit", 100, 1, 1000)
+    offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
+    rows = records_of(request).list(COLLECTION, limit=limit + 1, offset=offset)
+    data = [persona_view(r, detail=False) for r in rows[:limit]]
+    return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
+
+
+@get("/personas/{name:str}")
+async def get_persona(request: Request, name: str) -> Response:
+    record = records_of(request).get(COLLECTION, name)
+    if record is None:
+        raise NotFound(f"No persona named '{name}'", param="name")
+    return json_response(persona_view(record, detail=True))
+
+
+ROUTES = [list_personas, get_persona]

@@ -1,0 +1,96 @@
+"""Retrieval: ``GET /v1/rag/stats`` and ``POST /v1/rag/search`` over the stored stories and images.
+
+A search embeds its query (a text, or an image as a data URI or a ``/v1/files/`` URL) with the
+embedding model that built the indices, then searches each requested collection. With no
+``model`` named, every model that has indexed items in those collections is used (usually one)
+and the hits are merged by score. CLIP-class models put texts and images in one space, so a text
+query finds images and an image query finds stories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Annotated
+
+import msgspec
+from litestar import Request, Response, get, post
+from msgspec import Meta
+
+from loom.sdk.errors import InvalidRequest, Unavailable
+from loom.sdk.types import Capability
+
+from ..media import image_bytes
+from ..state import Loom
+from .body import decode_body
+from .respond import json_response
+
+#: Embedding models a default search embeds the query with, at most.
+MAX_MODELS = 4
+
+
+class RagSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Exactly one of ``text`` and ``image`` (a data URI, or the URL of a file Loom served).
+    text: Annotated[str, Meta(min_length=1, max_length=20_000)] | None = None
+    image: str | None = None
+    #: Collections to search ("stories", "images", ...); all of them by default.
+    collections: list[str] | None = None
+    collection: str | None = None
+    k: Annotated[int, Meta(ge=1, le=100)] = 5
+    #: The embedding model whose index to search; by default every model with items.
+    model: str | None = None
+
+
+def store_of(connection):
+    loom: Loom = connection.app.state.loom
+    rag = getattr(loom, "rag", None)
+    if rag is None:
+        raise Unavailable("the retrieval store is not running")
+    return rag
+
+
+@get("/rag/stats")
+async def rag_stats(request: Request) -> Response:
+    return json_response(store_of(request).stats())
+
+
+def _data_uri(data: bytes) -> str:
+    kind = "jpeg" if data[:3] == b"\xff\xd8\xff" else "webp" if data[8:12] == b"WEBP" else "png"
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+@post("/rag/search")
+async def rag_search(request: Request) -> Response:
+    loom: Loom = request.app.state.loom
+    store = store_of(request)
+    req = await decode_body(request, RagSearchRequest)
+    if (req.text is None) == (req.image is None):
+        raise InvalidRequest("give exactly one of 'text' and 'image' as the query", param="text")
+    collections = list(req.collections or []) + ([req.collection] if req.collection else [])
+    collections = collections or store.collections()
+    query = req.text if req.text is not None else _data_uri(image_bytes(req.image, loom.files))
+    if req.model:
+        loom.registry.for_capability(req.model, Capability.EMBEDDING)
+        models = [req.model]
+    else:
+        models = store.models(collections)[:MAX_MODELS]
+    hits: list[dict] = []
+    for model in models:
+        _, result = await loom.router.run(model, Capability.EMBEDDING, lambda p, c: p.embed([query], c))
+        vector = result.vectors[0]
+        for collection in collections:
+            hits.extend(await asyncio.to_thread(store.search, collection, vector, model=model, k=req.k))
+    hits.sort(key=lambda h: -h["score"])
+    for hit in hits:  # job retention may have deleted the file since: say so rather than link to a 404
+        if hit["path"] and not (loom.files.root / hit["path"]).is_file():
+            hit["url"], hit["file_missing"] = None, True
+    body = {
+        "object": "list",
+        "query": {"kind": "text" if req.text is not None else "image", "collections": collections, "k": req.k},
+        "models": models,
+        "data": hits[: req.k],
+    }
+    return json_response(body)
+
+
+ROUTES = [rag_stats, rag_search]

@@ -1,0 +1,138 @@
+"""Named records that outlive jobs: personas (seed 003), upserted by name.
+
+One SQLite table at ``<data_dir>/records.db``: (collection, key) -> a JSON object. Keys compare
+case- and space-insensitively ("Ada  Lovelace" is "ada lovelace"). ``upsert`` sets fields and
+appends to list fields in one transaction, skipping items the list already holds, so a retried
+pipeline step does not add an image twice. Pipelines use it through ``ctx.record_get`` and
+``ctx.record_upsert``; ``GET /v1/personas`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from loom.sdk.errors import InvalidRequest
+
+COLLECTION = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+MAX_KEY = 200
+
+
+def normalize_key(key: str) -> str:
+    """What a key is compared by: whitespace collapsed, case folded."""
+    return " ".join(str(key).split()).casefold()
+
+
+class RecordStore:
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=normal")
+        self._db.execute(
+            "create table if not exists records (collection text not null, key text not null, "
+            "data text not null, created_at real not null, updated_at real not null, "
+            "primary key (collection, key))"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _check(collection: str, key: str) -> str:
+        if not isinstance(collection, str) or not COLLECTION.match(collection):
+            raise InvalidRequest(f"record collection {collection!r} must be lowercase letters, digits, '-' or '_'")
+        norm = normalize_key(key)
+        if not norm or len(norm) > MAX_KEY:
+            raise InvalidRequest(f"record key must be 1 to {MAX_KEY} characters, got {key!r}", param="key")
+        return norm
+
+    def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        norm = self._check(collection, key)
+        with self._lock:
+            row = self._db.execute(
+                "select key, data, created_at, updated_at from records where collection = ? and key = ?",
+                [collection, norm],
+            ).fetchone()
+        return _record(collection, row) if row else None
+
+    def list(self, collection: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        self._check(collection, "x")
+        with self._lock:
+            rows = self._db.execute(
+                "select key, data, created_at, updated_at from records where collection = ? "
+                "order by updated_at desc, key limit ? offset ?",
+                [collection, limit, offset],
+            ).fetchall()
+        return [_record(collection, r) for r in rows]
+
+    def upsert(
+        self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
+        append: dict[str, list[Any]] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        norm = self._check(collection, key)
+        for name, items in (append or {}).items():
+            if not isinstance(items, list):
+                raise InvalidRequest(f"append[{name!r}] must be a list, got {type(items).__name__}")
+        now = time.time()
+        with self._lock:
+            self._db.execute("begin immediate")
+            try:
+                row = self._db.execute(
+                    "select data, created_at from records where collection = ? and key = ?", [collection, norm]
+                ).fetchone()
+                data = json.loads(row[0]) if row else {}
+                data.update(fields or {})
+                for name, items in (append or {}).items():
+                    current = data.get(name)
+                    current = list(current) if isinstance(current, list) else []
+                    seen = {json.dumps(x, sort_keys=True, default=str) for x in current}
+                    for item in items:
+                        mark = json.dumps(item, sort_keys=True, default=str)
+                        if mark not in seen:
+                            current.append(item)
+                            seen.add(mark)
+                    data[name] = current
+                created_at = row[1] if row else now
+                self._db.execute(
+                    "insert into records (collection, key, data, created_at, updated_at) values (?, ?, ?, ?, ?) "
+                    "on conflict (collection, key) do update set data = excluded.data, "
+                    "updated_at = excluded.updated_at",
+                    [collection, norm, json.dumps(data, default=str), created_at, now],
+                )
+                self._db.execute("commit")
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+        return {**_record(collection, (norm, json.dumps(data, default=str), created_at, now)), "created": row is None}
+
+
+def _record(collection: str, row) -> dict[str, Any]:
+    key, data, created_at, updated_at = row
+    return {"collection": collection, "key": key, "data": json.loads(data), "created_at": created_at,
+            "updated_at": updated_at}  # fmt: skip
+
+
+def records_lifespan(loom):
+    """Opens ``<data_dir>/records.db`` as ``loom.records`` while the app runs."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        store = RecordStore(loom.config.data_dir / "records.db")
+        loom.records = store
+        try:
+            yield
+        finally:
+            loom.records = None
+            store.close()
+
+    return lifespan

@@ -1,0 +1,134 @@
+"""The ``image_to_story`` pipeline (seed 001): a picture into a story, with retrieval.
+
+The image is embedded (a CLIP image embedding), the most similar past stories and images are
+retrieved, the vision model describes the picture, and the chat model writes the story from the
+description with the retrieved stories as context. The result lists what was retrieved. The new
+story and the picture are then stored in the indices for the jobs after this one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+from loom.plugins.story import media, memory, writing
+from loom.plugins.story.describe import save_input
+from loom.plugins.story.params import Audience, Detail, ImageRef, MaxTokens, Seed, TargetWords, Temperature, TopK
+from loom.plugins.story.story import story_text, write_story
+from loom.sdk.errors import Cancelled, LoomError
+from loom.sdk.pipelines import Pipeline, PipelineContext
+
+from .guidance import story_context
+
+
+class ImageToStoryParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A picture to tell a story about."""
+
+    image: ImageRef
+    #: Anything the story should do besides following the picture ("a bedtime story about courage").
+    prompt: Annotated[str, Meta(max_length=2000)] | None = None
+    audience: Audience = "children"
+    target_words: TargetWords = 250
+    max_tokens: MaxTokens | None = None
+    #: How many similar past stories, and past images, to retrieve as context.
+    k: TopK = 3
+    detail: Detail = "detailed"
+    temperature: Temperature = 0.8
+    seed: Seed | None = None
+    llm_model: str | None = None
+    vision_model: str | None = None
+    embedding_model: str | None = None
+    #: Store the new story and the picture in the retrieval indices.
+    remember: bool = True
+
+    def __post_init__(self) -> None:
+        media.check_ref(self.image)
+
+
+class ImageToStory(Pipeline):
+    """Picture -> story: describe it, retrieve similar past stories and images, write."""
+
+    name = "image_to_story"
+    Params = ImageToStoryParams
+    description = "Tell a story about a picture, with similar past stories and images retrieved (FAISS) as context."
+
+    async def run(self, p: ImageToStoryParams, ctx: PipelineContext) -> dict[str, Any]:
+        llm = ctx.model_for("chat", p.llm_model)
+        vision = ctx.model_for("vision", p.vision_model)
+        emb, emb_error = memory.try_embedding_model(ctx, p.embedding_model)
+        ctx.progress(0, "starting")
+        ctx.progress(5, "reading image")
+        image = await save_input(ctx, p.image)
+        png = ctx.read_artifact(image["path"])
+
+        vector, retrieval_error = None, emb_error
+        if emb is not None and (p.k > 0 or p.remember):
+            ctx.progress(15, "embedding", f"image embedding with {emb}")
+            try:
+                vector = await memory.embed_image(ctx, "embed-image", emb, png)
+            except Cancelled:
+                raise
+            except LoomError as e:
+                retrieval_error = f"{type(e).__name__}: {e.message}"
+        ctx.progress(25, "retrieving", f"top {p.k} similar stories and images")
+        hits, error = await memory.try_recall(ctx, "retrieve", emb, vector, [memory.STORIES, memory.IMAGES], p.k)
+        retrieval_error = retrieval_error or error
+        ctx.emit("retrieved", {"items": hits})
+
+        ctx.progress(40, "describing", f"{vision}, {p.detail}")
+
+        async def describe() -> str:
+            return (await ctx.describe(vision, png, None, p.detail)).strip()
+
+        description = await ctx.step("describe", describe)
+
+        ctx.progress(60, "writing", f"{llm} writes with {len(hits)} retrieved item(s) as context")
+        prompt = p.prompt or "Write a story about this picture."
+        messages = writing.story_messages(prompt, p.audience, p.target_words, description=description,
+                                          context=story_context(hits))  # fmt: skip
+        written = await write_story(ctx, "write", llm, messages, prompt=prompt, target_words=p.target_words,
+                                    max_tokens=p.max_tokens, temperature=p.temperature, seed=p.seed)  # fmt: skip
+        label, _ = writing.audience(p.audience)
+
+        ctx.progress(85, "saving")
+
+        async def save() -> dict[str, str]:
+            meta = {"kind": "story", "title": written["title"], "audience": label, "image": image["path"]}
+            record = {"title": written["title"], "story": written["story"], "description": description,
+                      "image": image["path"], "retrieved": hits, "audience": label, "models": {
+                          "llm": llm, "vision": vision, "embedding": emb}}  # fmt: skip
+            return {
+                "text": ctx.save_artifact("story.txt", story_text(written["title"], written["story"]).encode(), meta),
+                "json": ctx.save_artifact("story.json", msgspec.json.encode(record), meta),
+            }
+
+        files = await ctx.step("save", save)
+        memory_result = None
+        if p.remember and emb is not None:
+            ctx.progress(92, "indexing", "remembering the story and the picture")
+            items: list[dict[str, Any]] = [{
+                "collection": memory.STORIES, "model": emb, "text": written["story"], "path": files["text"],
+                "meta": {"title": written["title"], "image": image["path"], "description": description[:2000]},
+            }]  # fmt: skip
+            meta = {"description": description[:2000], "story": written["story"][:2000], "title": written["title"]}
+            picture = {"collection": memory.IMAGES, "model": emb, "kind": "image", "text": description,
+                       "path": image["path"], "meta": meta}  # fmt: skip
+            items.append({**picture, "vector": vector} if vector is not None else {**picture, "image": png})
+            memory_result = await memory.remember(ctx, "remember", items)
+        ctx.progress(100, "done", f"{written['words']} words")
+        return {
+            "title": written["title"],
+            "story": written["story"],
+            "words": written["words"],
+            "description": description,
+            "retrieved": hits,
+            "retrieval_error": retrieval_error,
+            "image": {**image, "url": media.url(image["path"])},
+            "audience": label,
+            "models": {"llm": llm, "vision": vision, "embedding": emb},
+            "files": {k: {"path": v, "url": media.url(v)} for k, v in files.items()},
+            "memory": memory_result,
+            "output_dir": ctx.output_dir,
+        }

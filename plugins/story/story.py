@@ -1,0 +1,116 @@
+"""The ``story`` pipeline (seed 000): a prompt and an audience into a titled story of a set length.
+
+Any chat model serves it (the seed's GPT-2 class transformers model as well as SmolLM2 or a
+remote one). The story is saved as ``story.txt`` and ``story.json`` in the job's dated output
+folder and remembered in the ``stories`` retrieval index, so later story and image jobs can
+draw on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from loom.sdk.errors import ProviderError
+from loom.sdk.pipelines import Pipeline, PipelineContext
+
+from . import memory, writing
+from .params import Audience, MaxTokens, Prompt, Seed, TargetWords, Temperature
+
+
+class StoryParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A story for an audience, about ``target_words`` long."""
+
+    prompt: Prompt
+    audience: Audience = "children"
+    target_words: TargetWords = 250
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature = 0.8
+    seed: Seed | None = None
+    #: The chat model; None uses ``[routes].chat``.
+    model: str | None = None
+    #: The model whose embeddings index the story; None prefers a CLIP-class vision model.
+    embedding_model: str | None = None
+    #: Store the finished story in the ``stories`` retrieval index.
+    remember: bool = True
+
+
+async def write_story(
+    ctx: PipelineContext, key: str, model: str, messages: list[dict], *, prompt: str, target_words: int,
+    max_tokens: int | None, temperature: float, seed: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """One chat call for a story, read leniently; a durable step. An empty story is an error."""
+
+    async def call() -> dict[str, Any]:
+        limit = max_tokens or writing.max_tokens_for(target_words)
+        kw: dict[str, Any] = {"max_tokens": limit, "temperature": temperature}
+        if seed is not None:
+            kw["seed"] = seed
+        raw = await ctx.chat(model, messages, **kw)
+        parsed = writing.parse_story(raw, prompt, target_words)
+        if not parsed["story"]:
+            raise ProviderError(f"{model} returned no story (its answer was {raw[:120]!r})")
+        return {**parsed, "raw": raw}
+
+    return await ctx.step(key, call)
+
+
+def story_text(title: str, story: str) -> str:
+    return f"{title}\n\n{story}\n"
+
+
+class Story(Pipeline):
+    """A titled story for an audience (children, young adult, adult or free text), with length control."""
+
+    name = "story"
+    Params = StoryParams
+    description = (
+        "Write a titled story for an audience (children, young adult, adult or your words) at a target length."
+    )
+
+    async def run(self, p: StoryParams, ctx: PipelineContext) -> dict[str, Any]:
+        model = ctx.model_for("chat", p.model)
+        label, _ = writing.audience(p.audience)
+        ctx.progress(0, "starting")
+        ctx.progress(10, "writing", f"{model} writes for {label}, about {p.target_words} words")
+        messages = writing.story_messages(p.prompt, p.audience, p.target_words)
+        written = await write_story(ctx, "write", model, messages, prompt=p.prompt, target_words=p.target_words,
+                                    max_tokens=p.max_tokens, temperature=p.temperature, seed=p.seed)  # fmt: skip
+
+        ctx.progress(80, "saving")
+
+        async def save() -> dict[str, str]:
+            record = {"title": written["title"], "story": written["story"], "prompt": p.prompt, "audience": label,
+                      "target_words": p.target_words, "words": written["words"], "model": model}  # fmt: skip
+            meta = {"kind": "story", "title": written["title"], "audience": label}
+            return {
+                "text": ctx.save_artifact("story.txt", story_text(written["title"], written["story"]).encode(), meta),
+                "json": ctx.save_artifact("story.json", msgspec.json.encode(record), meta),
+            }
+
+        files = await ctx.step("save", save)
+        memory_result = None
+        if p.remember:
+            ctx.progress(90, "indexing", "remembering the story for retrieval")
+            emb, error = memory.try_embedding_model(ctx, p.embedding_model)
+            memory_result = {"stored": [], "error": error}
+            if emb is not None:
+                memory_result = await memory.remember(ctx, "remember", [{
+                    "collection": memory.STORIES, "model": emb, "text": written["story"], "path": files["text"],
+                    "meta": {"title": written["title"], "prompt": p.prompt, "audience": label},
+                }])  # fmt: skip
+        ctx.progress(100, "done", f"{written['words']} words")
+        return {
+            "title": written["title"],
+            "story": written["story"],
+            "words": written["words"],
+            "target_words": p.target_words,
+            "trimmed": written["trimmed"],
+            "audience": label,
+            "model": model,
+            "files": {k: {"path": v, "url": f"/v1/files/{v}"} for k, v in files.items()},
+            "memory": memory_result,
+            "output_dir": ctx.output_dir,
+        }

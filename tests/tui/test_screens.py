@@ -1,0 +1,116 @@
+"""Behaviour on fixed data (a FakeClient): key bindings call the right SDK methods, the filter
+filters, the command palette opens things, and the pieces the screens are drawn with."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable, Input
+
+from loom.tui.screens import JobDetailScreen, JobsScreen, LineageScreen, LogScreen, ModelsScreen
+from loom.tui.screens.models import SwitchProviderScreen
+from loom.tui.state import DaemonState, Throughput, describe_scheduler_event, output_counters
+from loom.tui.widgets import LineageTree
+from loom.tui.widgets.image_view import half_blocks
+
+from .conftest import until
+from .fakes import JOB, NOW, filled_app, png
+
+
+def rows(app, selector: str) -> list[str]:
+    table = app.screen.query_one(selector, DataTable)
+    return [row.key.value for row in table.ordered_rows]
+
+
+async def test_jobs_filter_cancel_resume_and_open():
+    app = filled_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        assert isinstance(app.screen, JobsScreen)
+        assert rows(app, "#jobs") == [JOB, "0f0f0f0f0f0f", "dead00beef00"]  # newest first
+        await pilot.press("slash", *"succ")
+        assert rows(app, "#jobs") == ["0f0f0f0f0f0f"]
+        await pilot.press("escape")
+        assert app.screen.query_one("#jobs-filter", Input).value == "" and len(rows(app, "#jobs")) == 3
+        assert app.screen.selected == "0f0f0f0f0f0f"  # the row chosen while filtered stays chosen
+        await pilot.press("up", "c")
+        await until(pilot, lambda: ("cancel_job", (JOB,)) in app.client.calls, what="cancel")
+        await pilot.press("down", "down", "r")
+        await until(pilot, lambda: ("resume_job", ("dead00beef00",)) in app.client.calls, what="resume")
+        await pilot.press("enter")
+        assert isinstance(app.screen, JobDetailScreen) and app.screen.job_id == "dead00beef00"
+        await pilot.press("n")
+        assert isinstance(app.screen, LineageScreen)
+        await pilot.press("escape", "escape")
+        assert isinstance(app.screen, JobsScreen)
+
+
+async def test_models_load_unload_pin_and_switch():
+    app = filled_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        assert isinstance(app.screen, ModelsScreen)
+        await pilot.press("down", "l", "u", "p")  # qwen-7b: not pinned, so p pins it
+        await until(pilot, lambda: len(app.client.calls) == 3, what="three calls")
+        assert app.client.calls == [("load_model", ("qwen-7b",)), ("unload_model", ("qwen-7b",)),
+                                    ("pin_model", ("qwen-7b", True))]  # fmt: skip
+        await pilot.press("up", "p")  # sd-turbo is pinned: p unpins
+        await until(pilot, lambda: ("pin_model", ("sd-turbo", False)) in app.client.calls, what="unpin")
+        await pilot.press("down", "s")
+        assert isinstance(app.screen, SwitchProviderScreen)
+        await pilot.press("enter")  # the first option undoes qwen-7b's switch to gpt-remote
+        await until(pilot, lambda: ("switch_provider", ("qwen-7b", None)) in app.client.calls, what="undo")
+        await pilot.press("s", "down", "enter")
+        await until(pilot, lambda: ("switch_provider", ("qwen-7b", "gpt-remote")) in app.client.calls, what="switch")
+
+
+async def test_command_palette_opens_a_lineage():
+    app = filled_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*f"lineage of job {JOB}")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LineageScreen), what="lineage screen")
+        await app.workers.wait_for_complete()
+        tree = app.screen.query_one(LineageTree)
+        assert tree.selected_id == "i1c0"  # the winner is selected first
+        await pilot.press("t")
+        assert tree.by_descent and tree.selected_id == "i1c0"
+
+
+async def test_log_filter():
+    app = filled_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        assert isinstance(app.screen, LogScreen)
+        log = app.screen.query_one("#log")
+        shown = lambda: " ".join(log.lines)  # noqa: E731
+        assert "qwen-7b loaded" in shown() and "llava evicted" in shown()
+        await pilot.press("slash", *"evicted")
+        await pilot.pause()
+        assert "llava evicted" in shown() and "qwen-7b loaded" not in shown()
+
+
+def test_state_pieces():
+    tp = Throughput(size=4)
+    tp.sample(0.0, 100, 1)
+    tp.sample(2.0, 160, 3)
+    assert list(tp.tokens_per_s)[-1] == 30.0 and list(tp.images_per_min)[-1] == 60.0
+    tp.sample(4.0, 0, 0)  # the daemon restarted: counters went back to zero
+    assert list(tp.tokens_per_s)[-1] == 0.0
+    assert output_counters('loom_tokens_total{model="a"} 5.0\nloom_tokens_total{model="b"} 2\n') == (7.0, 0.0)
+    text = describe_scheduler_event({"type": "evicted", "model": "m", "device": "cpu", "reason": "room for n",
+                                     "footprint": 200 * 2**20})  # fmt: skip
+    assert text == "m evicted from cpu (room for n), freed 200 MiB"
+    state = DaemonState()
+    state.scheduler_at = NOW - 10
+    assert state.keep_alive_left({"keep_alive": 300.0, "idle_seconds": 20.0}) == 270.0
+    assert state.keep_alive_left({"keep_alive": None}) is None
+
+
+def test_half_blocks_fit_and_centre():
+    from io import BytesIO
+
+    from PIL import Image
+
+    strips = half_blocks(Image.open(BytesIO(png())), 20, 5)  # 32x32 into 20x5 cells: 10x10 pixels
+    assert len(strips) == 5 and all(s.cell_length == 15 for s in strips)  # 5 cells of padding, 10 of image

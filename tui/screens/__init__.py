@@ -1,0 +1,10 @@
+"""Screens of the Loom TUI: dashboard, jobs, job detail, lineage, models and providers, log."""
+
+from .dashboard import DashboardScreen
+from .job_detail import JobDetailScreen
+from .jobs import JobsScreen
+from .lineage import LineageScreen
+from .log import LogScreen
+from .models import ModelsScreen
+
+__all__ = ["DashboardScreen", "JobDetailScreen", "JobsScreen", "LineageScreen", "LogScreen", "ModelsScreen"]

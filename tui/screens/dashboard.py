@@ -1,0 +1,132 @@
+"""The dashboard: devices and their memory, resident models, queues, running work, throughput."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Static
+
+from .. import format as fmt
+from ..widgets import StatusBar, ThroughputPanel, VramBar
+from .base import LoomScreen, selected_key, sync_table
+
+
+class DashboardScreen(LoomScreen):
+    WATCH = ("scheduler", "jobs", "tick", "throughput")
+    BINDINGS = [("enter", "open", "Open job")]
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar()
+        devices = Vertical(id="devices", classes="box")
+        devices.border_title = "Devices"
+        yield devices
+        resident = DataTable(id="resident", classes="box", cursor_type="row", zebra_stripes=False)
+        resident.border_title = "Resident models"
+        yield resident
+        with Horizontal(id="dash-middle"):
+            queues = Static(id="queues", classes="box")
+            queues.border_title = "Queues"
+            yield queues
+            throughput = ThroughputPanel(id="throughput", classes="box")
+            throughput.border_title = "Throughput"
+            yield throughput
+        running = DataTable(id="running", classes="box", cursor_type="row")
+        running.border_title = "Running"
+        yield running
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#resident", DataTable).add_columns("Model", "Device", "Size", "Last use", "Pin", "Keep-alive")
+        self.query_one("#running", DataTable).add_columns("Work", "Model / stage", "Progress", "Time")
+        super().on_mount()
+
+    def redraw(self) -> None:
+        state = self.loom.state
+        snapshot = state.scheduler or {"devices": []}
+        self._draw_devices(snapshot["devices"])
+        self._draw_resident()
+        self._draw_queues(snapshot["devices"])
+        self._draw_running(snapshot["devices"])
+        self.query_one(ThroughputPanel).show(state.throughput)
+
+    def _draw_devices(self, devices: list[dict]) -> None:
+        box = self.query_one("#devices", Vertical)
+        bars = {bar.device["name"]: bar for bar in box.query(VramBar)}
+        for d in devices:
+            if d["name"] in bars:
+                bars.pop(d["name"]).show(d)
+            else:
+                box.mount(VramBar(d, classes="vram"))
+        for gone in bars.values():
+            gone.remove()
+        if not devices:
+            if not box.query(".placeholder"):
+                box.mount(Static("waiting for the daemon…", classes="placeholder"))
+        else:
+            box.query(".placeholder").remove()
+
+    def _draw_resident(self) -> None:
+        state = self.loom.state
+        rows = []
+        for device, r in state.resident():
+            left = state.keep_alive_left(r)
+            if r.get("pinned"):
+                keep = Text("pinned", style="bold")
+            elif r.get("running") or r.get("queued"):
+                keep = Text("busy", style="cyan")
+            elif r.get("keep_alive") is None:
+                keep = Text("forever", style="dim")
+            else:
+                keep = Text(fmt.duration(left), style="yellow" if (left or 0) < 30 else "")
+            # Ages from the daemon's idle time, not its wall clock (which may not match ours).
+            idle = (r.get("idle_seconds") or 0.0) + (fmt.now() - state.scheduler_at)
+            last_use = "now" if r.get("running") else f"{fmt.duration(idle)} ago"
+            rows.append((f"{device}/{r['model']}", (
+                Text(r["model"], style=fmt.colour(r["model"])), device, fmt.size(r.get("footprint")),
+                last_use, "yes" if r.get("pinned") else "", keep,
+            )))  # fmt: skip
+        sync_table(self.query_one("#resident", DataTable), rows)
+
+    def _draw_queues(self, devices: list[dict]) -> None:
+        text = Text()
+        for d in devices:
+            for model, by_priority in sorted((d.get("queue") or {}).get("by_model", {}).items()):
+                if text:
+                    text.append("\n")
+                text.append(f"{model[:13]:<14}", style=fmt.colour(model))
+                text.append(" ".join(f"{n}×{p[:5]}" for p, n in sorted(by_priority.items())))
+        depth = sum((d.get("queue") or {}).get("depth", 0) for d in devices)
+        self.query_one("#queues", Static).update(text or Text("empty", style="dim"))
+        self.query_one("#queues", Static).border_subtitle = f"{depth} waiting"
+
+    def _draw_running(self, devices: list[dict]) -> None:
+        rows = []
+        for job in self.loom.state.active_jobs():
+            stage = job.get("stage") or job.get("state", "")
+            elapsed = fmt.now() - job["started_at"] if job.get("started_at") else None
+            rows.append((f"job:{job['id']}", (
+                Text(f"job {job['id']}", style="bold"), f"{job.get('pipeline')}: {stage}"[:28],
+                fmt.bar(job.get("progress")) if job.get("state") == "running" else fmt.state(job["state"]),
+                fmt.duration(elapsed),
+            )))  # fmt: skip
+        for d in devices:
+            for item in d.get("running") or []:
+                rows.append((f"work:{item['id']}", (
+                    item["id"], Text(item["model"], style=fmt.colour(item["model"])),
+                    Text(f"{item.get('kind', '')} ({item.get('priority', '')})", style="dim"),
+                    fmt.duration(item.get("running_for")),
+                )))  # fmt: skip
+        table = self.query_one("#running", DataTable)
+        sync_table(table, rows)
+        table.border_subtitle = f"{len(rows)}"
+
+    @on(DataTable.RowSelected, "#running")
+    def _row_selected(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        key = selected_key(self.query_one("#running", DataTable))
+        if key and key.startswith("job:"):
+            self.loom.open_job(key.removeprefix("job:"))
