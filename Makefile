@@ -17,6 +17,9 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base $(CONTRIB)
 	$(PIP) install -q -e '.[dev,torch]'
+	# tmux drives `loom tui` in a real terminal in tests/tui/test_tmux.py (skipped without it).
+	command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q tmux >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q tmux)) >/dev/null; } || true
 	for p in $(dir $(CONTRIB)); do $(PIP) install -q -e "$$p" || exit 1; done
 	touch $@
 

@@ -28,7 +28,7 @@ class LoomCommands(Provider):
         for model in app.state.models:
             mid, client = model["id"], app.client
             yield f"Load model {mid}", partial(app.perform, f"load {mid}", client.load_model, mid), "make it resident"
-            yield f"Unload model {mid}", partial(app.perform, f"unload {mid}", client.unload_model, mid), "free its memory"
+            yield f"Unload model {mid}", partial(app.perform, f"unload {mid}", client.unload_model, mid), "free it"
             yield f"Pin model {mid}", partial(app.perform, f"pin {mid}", client.pin_model, mid, True), "never evict it"
             yield f"Unpin model {mid}", partial(app.perform, f"unpin {mid}", client.pin_model, mid, False), "let it go"
         yield "Check provider health", partial(app.perform, "health check", app.client.check_providers,

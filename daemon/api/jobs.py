@@ -25,7 +25,7 @@ from litestar import Request, Response, WebSocket, get, post, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from loom.sdk.errors import InvalidRequest, Unavailable, UnsupportedParameter
+from loom.sdk.errors import InvalidRequest, ModelNotFound, Unavailable, UnsupportedParameter
 
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner
@@ -115,6 +115,18 @@ async def list_pipelines(request: Request) -> Response:
     return json_response({"object": "list", "data": data})
 
 
+def check_models(registry, params) -> None:
+    """Model ids named in the parameters (``model`` or ``*_model`` fields) must exist, so a typo
+    is a 404 at submit rather than a failed job later."""
+    for f in msgspec.structs.fields(type(params)):
+        value = getattr(params, f.name)
+        if (f.name == "model" or f.name.endswith("_model")) and isinstance(value, str):
+            try:
+                registry.get(value)
+            except ModelNotFound as e:
+                raise ModelNotFound(e.message, param=f.encode_name) from None
+
+
 @post("/pipelines/{name:str}")
 async def start_pipeline(request: Request, name: str) -> Response:
     runner = runner_of(request)
@@ -132,6 +144,7 @@ async def start_pipeline(request: Request, name: str) -> Response:
         raise UnsupportedParameter(
             f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{name}'", param=unknown[0]
         )
+    check_models(request.app.state.loom.registry, params)
     job = runner.submit(name, params)
     headers = {"Location": f"/v1/jobs/{job['id']}"}
     return json_response(job_view(runner, job), status_code=202, headers=headers)

@@ -249,11 +249,12 @@ def test_a_provider_failure_fails_the_job_and_keeps_earlier_steps(client):
     assert again["state"] == "failed" and again["attempts"] == 2 and again["timings"]["steps"] == 12
 
 
-def test_an_unknown_model_fails_the_job_naming_it(client):
-    job = start(client, small(iterations=1, llm_model="no-such-llm"))
-    done = wait(client, job["id"])
-    assert done["state"] == "failed" and done["error"]["code"] == "model_not_found"
-    assert "no-such-llm" in done["error"]["message"]
+def test_an_unknown_model_is_refused_at_submit_naming_it(client):
+    r = client.post("/v1/pipelines/beam_search", json=small(iterations=1, llm_model="no-such-llm"))
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert error["code"] == "model_not_found" and error["param"] == "llm_model"
+    assert "no-such-llm" in error["message"]
 
 
 def test_finished_jobs_cannot_be_resumed(client):

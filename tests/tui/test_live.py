@@ -135,6 +135,22 @@ async def test_lineage_of_a_finished_beam_search(tui_daemon, http):
         assert picture.image.size == (64, 64)
 
 
+async def test_lineage_updates_while_the_job_runs(tui_daemon, http):
+    app = LoomApp(url=tui_daemon.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        job_id = start(http, SLOW)
+        app.open_lineage(job_id)
+        await until(pilot, lambda: isinstance(app.screen, LineageScreen) and app.screen.query(LineageTree),
+                    what="lineage screen")  # fmt: skip
+        tree = app.screen.query_one(LineageTree)
+        await until(pilot, lambda: tree.nodes, what="the first candidates")
+        assert http.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
+        await until(pilot, lambda: any(n.get("iteration") == 1 for n in tree.nodes.values()), timeout=15,
+                    what="candidates of iteration 1, as they come")  # fmt: skip
+        await until(pilot, lambda: 1 in tree._iterations, what="drawn under their iteration")
+        http.post(f"/v1/jobs/{job_id}/cancel")
+
+
 async def test_reconnects_when_the_daemon_restarts(tui_daemon, http):
     app = LoomApp(url=tui_daemon.url)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -109,14 +109,16 @@ def test_sync_routes_and_query():
         assert "loom_images_total" in client.metrics()
         with pytest.raises(NotFound):
             client.job("nope")
-    assert seen[0][:2] == ("GET", "http://loom.test/v1/jobs?limit=5&offset=0&state=running%2Cqueued&pipeline=beam_search")
+    query = "limit=5&offset=0&state=running%2Cqueued&pipeline=beam_search"
+    assert seen[0][:2] == ("GET", f"http://loom.test/v1/jobs?{query}")
     assert seen[1] == ("POST", "http://loom.test/admin/models/a%2Fb/pin", b'{"pinned":false}')
     assert seen[2][2] == b'{"model":"chat","to":null}'
     assert seen[3][1] == "http://loom.test/admin/work/wk_1/cancel"
-    assert [s[1] for s in seen[4:6]] == ["http://loom.test/v1/files/output/x.png", "http://loom.test/v1/files/output/y.png"]
+    assert [s[1] for s in seen[4:6]] == [f"http://loom.test/v1/files/output/{n}.png" for n in "xy"]
 
 
 def test_describe_error_is_plain():
     request = httpx.Request("GET", "http://x")
     assert describe_error(httpx.ReadTimeout("t", request=request)) == "timed out"
-    assert describe_error(httpx.RemoteProtocolError("peer closed", request=request)) == "connection closed by the daemon"
+    closed = httpx.RemoteProtocolError("peer closed", request=request)
+    assert describe_error(closed) == "connection closed by the daemon"

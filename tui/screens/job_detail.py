@@ -12,6 +12,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, ProgressBar, RichLog, Static
 
+from loom.sdk.client import describe_error
+
 from .. import format as fmt
 from ..state import FINAL, describe_job_event
 from ..widgets import StatusBar
@@ -54,9 +56,11 @@ class JobDetailScreen(LoomScreen):
         try:
             self.job = await client.job(self.job_id)
         except Exception as e:  # shown on screen; the event stream below retries on its own
-            self.query_one("#job-summary", Static).update(Text(f"cannot load job {self.job_id}: {e}", style="red"))
+            why = f"cannot load job {self.job_id}: {describe_error(e)}"
+            self.query_one("#job-summary", Static).update(Text(why, style="bold red"))
         self.redraw()
         log = self.query_one("#job-events", RichLog)
+        log.clear()  # following again after a resume replays the job's events from the start
         async for event in client.job_events(self.job_id):
             e = event.data
             log.write(Text.assemble((fmt.clock(e.get("created_at")), "dim"), f" {e.get('type', ''):<9} ",

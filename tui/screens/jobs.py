@@ -8,9 +8,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input
 
-from ..widgets import StatusBar
-
 from .. import format as fmt
+from ..widgets import StatusBar
 from .base import LoomScreen, selected_key, sync_table
 
 

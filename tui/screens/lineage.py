@@ -14,6 +14,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Static
 
+from loom.sdk.client import describe_error
+
 from ..state import FINAL
 from ..widgets import ImageView, LineageTree, StatusBar
 from .base import LoomScreen
@@ -96,8 +98,13 @@ class LineageScreen(LoomScreen):
         """The lineage so far, then its lineage events until the job ends (lineage events merge
         into their node by id, so replaying one twice does no harm)."""
         client = self.loom.client
-        job = await client.job(self.job_id)
-        lineage = await client.lineage(self.job_id)
+        try:
+            job = await client.job(self.job_id)
+            lineage = await client.lineage(self.job_id)
+        except Exception as e:
+            why = f"cannot load the lineage of job {self.job_id}: {describe_error(e)}"
+            self.query_one("#candidate", Static).update(Text(why, style="bold red"))
+            return
         self.state_text = lineage.get("state", job.get("state", ""))
         self.nodes = {str(n["id"]): n for n in lineage.get("nodes", [])}
         self.redraw()

@@ -66,9 +66,10 @@ class ModelsScreen(LoomScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#models", DataTable).add_columns("Model", "Provider", "Can", "Where", "Size", "Pin", "Served by")
+        models = self.query_one("#models", DataTable)
+        models.add_columns("Model", "Provider", "Can", "Where", "Size", "Pin", "Served by")
         self.query_one("#upstreams", DataTable).add_columns("Upstream", "Status", "Latency", "Checked", "Detail")
-        self.query_one("#models", DataTable).focus()
+        models.focus()
         super().on_mount()
 
     def _provider_rows(self) -> dict[str, dict[str, Any]]:
@@ -146,6 +147,7 @@ class ModelsScreen(LoomScreen):
                 return
             target = None if to == UNDO else to
             what = f"switch {model} → {target or 'itself'}"
-            self.loom.perform(what, self.loom.client.switch_provider, model, target, then=lambda _: self.loom.refresh_providers())
+            refresh = lambda _: self.loom.refresh_providers()  # noqa: E731
+            self.loom.perform(what, self.loom.client.switch_provider, model, target, then=refresh)
 
         self.app.push_screen(SwitchProviderScreen(model, targets, switched), chosen)
