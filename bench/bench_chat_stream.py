@@ -17,7 +17,7 @@ from _harness import ROOT, loom_server
 
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 
-ROUNDS = 5
+ROUNDS = 9
 MAX_TOKENS = 256
 SETTINGS = dict(temperature=0.8, top_p=0.95, seed=1234, max_tokens=MAX_TOKENS)
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]

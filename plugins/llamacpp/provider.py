@@ -178,11 +178,12 @@ class LlamaCppProvider(Provider):
         ctx.check()
         with self._lock:
             llm = self._loaded()
-            if seed is not None:
-                # Reproducibility: with a seed the prompt is evaluated from scratch, as it was the
-                # first time. A prefix-cache hit re-evaluates only the tail, in a differently
-                # shaped batch; on the CPU build that gave identical text, but GPU kernels pick
-                # by batch shape and their rounding can tip a sampled token.
+            if seed is not None and self._n_gpu_layers != 0:
+                # Reproducibility on a GPU: with a seed the prompt is evaluated from scratch, as
+                # it was the first time. A prefix-cache hit re-evaluates only the tail, in a
+                # differently shaped batch; GPU kernels pick by batch shape and their rounding
+                # can tip a sampled token. The CPU build gave identical text either way, so on
+                # CPU the prompt cache stays and seeded requests do not re-read their prompt.
                 llm.reset()
             stream = None
             finish: str | None = None

@@ -311,6 +311,7 @@ class OpenAIProvider(Provider):
 
     async def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> AsyncIterator[TextChunk]:
         """Image parts go to the service as they came (data URIs)."""
+        ctx.check()
         params = self._chat_params(request)
         if not request.stream:
             # A plain answer is one chunk: one upstream response instead of an event per token.
@@ -319,11 +320,13 @@ class OpenAIProvider(Provider):
         client = self.client()
         create = lambda: client.chat.completions.create(**params, **self._stream_args())  # noqa: E731
         async for chunk in self._stream(create, lambda c: c.delta.content if c.delta else None):
+            ctx.check()
             yield chunk
 
     async def complete(
         self, prompt: str, request: CompletionRequest, ctx: RunContext
     ) -> AsyncIterator[TextChunk]:
+        ctx.check()
         params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt}
         params["max_tokens"] = request.max_tokens
         _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty",
@@ -334,6 +337,7 @@ class OpenAIProvider(Provider):
         client = self.client()
         create = lambda: client.completions.create(**params, **self._stream_args())  # noqa: E731
         async for chunk in self._stream(create, lambda c: c.text):
+            ctx.check()
             yield chunk
 
     def _single(self, answer: _TextAnswer, *, chat: bool) -> TextChunk:
@@ -352,6 +356,7 @@ class OpenAIProvider(Provider):
     # --- embeddings ---------------------------------------------------------------------------
 
     async def embed(self, inputs: list[str], ctx: RunContext) -> Embeddings:
+        ctx.check()
         body = {"model": self.remote_model, "input": inputs, "encoding_format": "float"}
         answer = await self._post("/embeddings", body, _EmbeddingAnswer)
         vectors = [_floats(v.embedding) for v in sorted(answer.data, key=lambda v: v.index)]
@@ -362,6 +367,7 @@ class OpenAIProvider(Provider):
 
     async def generate_images(self, job: ImageJob, ctx: RunContext) -> list[bytes]:
         """PNG bytes, whether the service answered with base64 or with URLs (fetched here)."""
+        ctx.check()
         params: dict[str, Any] = {
             "model": self.remote_model, "prompt": job.prompt, "n": job.n, "size": f"{job.width}x{job.height}",
         }  # fmt: skip
@@ -416,6 +422,7 @@ class OpenAIProvider(Provider):
     async def describe(
         self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext
     ) -> str:
+        ctx.check()
         params = {"max_tokens": max_tokens} if max_tokens else {}
         return await self._chat_text(prompts.describe_messages(image, prompt, detail), **params)
 
@@ -423,6 +430,7 @@ class OpenAIProvider(Provider):
         """The vision model's own judgement, asked for as JSON: an LLM's rating of how well the
         image matches the text (``clip``, 0..1) and how good it looks (``aesthetic``, 0..10). It
         is not a CLIP embedding similarity, and scores from different models do not compare."""
+        ctx.check()
         answer = await self._chat_text(
             prompts.score_messages(image, text),
             response_format=prompts.score_format(self.options.score_format),
@@ -434,6 +442,7 @@ class OpenAIProvider(Provider):
 
     async def translate(self, texts: list[str], source: str, target: str, ctx: RunContext) -> list[str]:
         """One chat call per text (at most eight at once); blank texts come back unchanged."""
+        ctx.check()
         gate = asyncio.Semaphore(_TRANSLATE_PARALLEL)
 
         async def one(text: str) -> str:
