@@ -6,52 +6,20 @@ attention mask (or the [CLS] token's, ``pooling = "cls"``), scaled to unit lengt
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from loom.plugins.torchutil import TorchProvider
 from loom.plugins.torchutil.images import is_image_uri
-from loom.sdk import Capability, CapabilityNotSupported, Embeddings, ModelSpec, RunContext
+from loom.sdk import Capability, CapabilityNotSupported, Embeddings, RunContext
 
+from .base import AutoModelProvider
 from .options import EmbeddingOptions
 
 
-class TransformersEmbeddingProvider(TorchProvider):
+class TransformersEmbeddingProvider(AutoModelProvider):
     name: ClassVar[str] = "transformers-embedding"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDING})
     Options: ClassVar[type[EmbeddingOptions]] = EmbeddingOptions
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
-        self._engine: Any = None
-        self._model: Any = None
-        self._tokenizer: Any = None
-
-    def _import_runtime(self) -> None:
-        from . import engine
-
-        self._engine = engine
-
-    def _prepare(self) -> None:
-        from transformers import AutoModel
-
-        self._engine.import_architecture(AutoModel, self.options, self.source())
-
-    def _build(self, device: str, dtype: Any) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        e, source = self._engine, self.source()
-        self._tokenizer = AutoTokenizer.from_pretrained(source.location, **e.tokenizer_kwargs(self.options, source))
-        model = AutoModel.from_pretrained(source.location, **e.load_kwargs(self.options, source, device, dtype))
-        self._model = e.place(model, device, self.options)
-        if self._tokenizer.pad_token is None:
-            self._tokenizer.pad_token = self._tokenizer.eos_token or self._tokenizer.unk_token
-        self._tokenizer.padding_side = "right"
-
-    def _modules(self) -> list[Any]:
-        return [self._model]
-
-    def _drop(self) -> None:
-        self._model = self._tokenizer = None
+    auto_class = "AutoModel"
 
     def embed(self, inputs: list[str], ctx: RunContext) -> Embeddings:
         device = self.loaded_device()

@@ -9,22 +9,21 @@ transformers' ``TextIteratorStreamer``. torch and transformers are imported by `
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from loom.plugins.torchutil import TorchProvider
 from loom.plugins.torchutil.images import is_image_uri
 from loom.sdk import (
     Capability,
     CapabilityNotSupported,
     Embeddings,
     InvalidRequest,
-    ModelSpec,
     RunContext,
     TextChunk,
     UnsupportedParameter,
 )
 from loom.sdk.types import ChatCompletionRequest, ChatMessage, CompletionRequest, TextFormat
 
+from .base import AutoModelProvider
 from .options import TextOptions
 
 #: Without a chat template a turn is written "Role: text"; generation stops where the model
@@ -33,7 +32,7 @@ _TRANSCRIPT_STOPS = ["\nUser:", "\nSystem:"]
 EMBED_MAX_TOKENS = 2048
 
 
-class TransformersTextProvider(TorchProvider):
+class TransformersTextProvider(AutoModelProvider):
     """A causal LM (``AutoModelForCausalLM``) on CPU or one GPU."""
 
     name: ClassVar[str] = "transformers"
@@ -41,42 +40,7 @@ class TransformersTextProvider(TorchProvider):
         {Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDING}
     )
     Options: ClassVar[type[TextOptions]] = TextOptions
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
-        self._engine: Any = None
-        self._model: Any = None
-        self._tokenizer: Any = None
-
-    # --- life cycle -------------------------------------------------------------------------------
-
-    def _import_runtime(self) -> None:
-        from . import engine  # torch and transformers come in here
-
-        self._engine = engine
-
-    def _prepare(self) -> None:
-        from transformers import AutoModelForCausalLM
-
-        self._engine.import_architecture(AutoModelForCausalLM, self.options, self.source())
-
-    def _build(self, device: str, dtype: Any) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        e, source = self._engine, self.source()
-        self._tokenizer = AutoTokenizer.from_pretrained(source.location, **e.tokenizer_kwargs(self.options, source))
-        kwargs = e.load_kwargs(self.options, source, device, dtype)
-        model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
-        self._model = e.place(model, device, self.options)
-        if self._tokenizer.pad_token is None:  # GPT-2 has none; batches of embeddings need one
-            self._tokenizer.pad_token = self._tokenizer.eos_token
-        self._tokenizer.padding_side = "right"
-
-    def _modules(self) -> list[Any]:
-        return [self._model]
-
-    def _drop(self) -> None:
-        self._model = self._tokenizer = None
+    auto_class = "AutoModelForCausalLM"
 
     # --- chat and completions ---------------------------------------------------------------------
 
