@@ -36,6 +36,7 @@ from ..models import ModelEntry
 from ..state import Loom
 from .body import decode_body
 from .errors import error_body
+from .openapi import body
 from .respond import json_response, served_by
 
 _encode = msgspec.json.encode
@@ -93,7 +94,7 @@ def _with_seed(req, i: int):
     return msgspec.structs.replace(req, seed=None if req.seed is None else req.seed + i)
 
 
-@post("/chat/completions")
+@post("/chat/completions", operation_class=body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, ChatCompletionRequest)
@@ -148,7 +149,7 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage) ->
     yield b"[DONE]"
 
 
-@post("/completions")
+@post("/completions", operation_class=body(CompletionRequest))
 async def completions(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, CompletionRequest)

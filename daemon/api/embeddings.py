@@ -12,10 +12,11 @@ from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingReques
 
 from ..state import Loom
 from .body import decode_body
+from .openapi import body
 from .respond import json_response, served_by
 
 
-@post("/embeddings")
+@post("/embeddings", operation_class=body(EmbeddingRequest))
 async def embeddings(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, EmbeddingRequest)

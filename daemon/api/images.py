@@ -14,6 +14,7 @@ from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, Images
 from ..models import ModelEntry
 from ..state import Loom
 from .body import decode_body
+from .openapi import body
 from .respond import json_response, served_by
 
 DEFAULT_SIZE = (512, 512)
@@ -50,7 +51,7 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@post("/images/generations")
+@post("/images/generations", operation_class=body(ImageGenerationRequest))
 async def generations(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, ImageGenerationRequest)

@@ -21,10 +21,11 @@ from loom.sdk.types import (
 from ..media import image_bytes
 from ..state import Loom
 from .body import decode_body
+from .openapi import body
 from .respond import json_response, served_by
 
 
-@post("/translations/text")
+@post("/translations/text", operation_class=body(TranslationRequest))
 async def translate(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, TranslationRequest)
@@ -40,7 +41,7 @@ async def translate(request: Request) -> Response:
     return json_response(body, headers=served_by(entry))
 
 
-@post("/vision/describe")
+@post("/vision/describe", operation_class=body(DescribeRequest))
 async def describe(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, DescribeRequest)
@@ -54,7 +55,7 @@ async def describe(request: Request) -> Response:
     return json_response(DescribeResponse(model=req.model, description=text), headers=served_by(entry))
 
 
-@post("/vision/score")
+@post("/vision/score", operation_class=body(ScoreRequest))
 async def score(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, ScoreRequest)

@@ -169,7 +169,13 @@ def test_unknown_route_is_openai_shaped_404(mock_daemon):
 
 def test_health_and_docs(mock_daemon):
     assert httpx.get(f"{mock_daemon.url}/health").json()["status"] == "ok"
-    assert httpx.get(f"{mock_daemon.url}/docs/openapi.json").json()["info"]["title"] == "Loom"
+    doc = httpx.get(f"{mock_daemon.url}/docs/openapi.json").json()
+    assert doc["info"]["title"] == "Loom"
+    chat = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+    assert chat["schema"]["$ref"] == "#/components/schemas/ChatCompletionRequest"
+    schema = doc["components"]["schemas"]["ChatCompletionRequest"]
+    assert "messages" in schema["properties"] and "model" in schema["required"]
+    assert "ChatMessage" in doc["components"]["schemas"]
 
 
 def test_file_route_cannot_leave_data_dir(mock_daemon):
