@@ -27,7 +27,7 @@ serve: $(VENV)/.base
 	$(VENV)/bin/loom serve
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 bench: $(VENV)/.dev
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
