@@ -66,11 +66,11 @@ async def list_personas(request: Request) -> Response:
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
 
-@get("/personas/{name:str}")
-async def get_persona(request: Request, name: str) -> Response:
-    record = records_of(request).get(COLLECTION, name)
+@get("/personas/{persona:str}")  # not {name}: Litestar reserves that kwarg and warns
+async def get_persona(request: Request, persona: str) -> Response:
+    record = records_of(request).get(COLLECTION, persona)
     if record is None:
-        raise NotFound(f"No persona named '{name}'", param="name")
+        raise NotFound(f"No persona named '{persona}'", param="name")
     return json_response(persona_view(record, detail=True))
 
 
