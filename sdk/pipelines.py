@@ -20,6 +20,7 @@ a ``ctx.step`` like any other work, so a resumed job does not write twice.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -122,13 +123,13 @@ class PipelineContext(Protocol):
         when it did not exist before."""
 
 
-class Pipeline:
+class Pipeline(abc.ABC):
     """Base class for pipelines: set ``name``, ``Params`` and implement ``run``."""
 
     name: ClassVar[str]
     Params: ClassVar[type[Struct]]
     description: ClassVar[str] = ""
 
+    @abc.abstractmethod
     async def run(self, params: Any, ctx: PipelineContext) -> Any:
         """Do the work; the return value (msgspec-encodable) is the job's result."""
-        raise NotImplementedError

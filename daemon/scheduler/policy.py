@@ -12,6 +12,7 @@ benchmark compares against, and a real option for anyone who wants strict orderi
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Mapping, Sequence
 
@@ -37,21 +38,22 @@ class Decision(enum.Enum):
     WAIT_GRACE = "wait_grace"  # the policy holds the device for the model just used
 
 
-class Policy:
+class Policy(abc.ABC):
     name = "base"
 
+    @abc.abstractmethod
     def order(self, items: Sequence[WorkItem], resident: Mapping[str, Residency], now: float) -> list[WorkItem]:
-        raise NotImplementedError
+        """The items in the order to try them."""
 
+    @abc.abstractmethod
     def blocks(self, decision: Decision) -> bool:
         """Whether an item that cannot start keeps the items after it from starting."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def victims(
         self, candidates: Sequence[Residency], shortfall: float, demand: Mapping[str, int], now: float
     ) -> list[Residency] | None:
         """Residents to evict to free ``shortfall`` bytes (None when even all would not do)."""
-        raise NotImplementedError
 
     def grace(self, item: WorkItem, victims: Sequence[Residency], now: float) -> float:
         """Seconds to hold off evicting ``victims`` for ``item``; 0 means go ahead."""

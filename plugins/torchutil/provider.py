@@ -8,17 +8,25 @@ unload. torch is imported by :meth:`load`, never when the provider module is imp
 
 from __future__ import annotations
 
+import abc
 import threading
 from typing import Any, ClassVar
 
 import msgspec
 
-from loom.sdk import ConfigError, LoomError, ModelSpec, OutOfMemory, Provider, ProviderError
+from loom.sdk import (
+    ConfigError,
+    LoomError,
+    ModelSpec,
+    OutOfMemory,
+    Provider,
+    ProviderError,
+)
 
 from .sources import Source, load_failure, resolve_source, weights_bytes
 
 
-class TorchProvider(Provider):
+class TorchProvider(Provider, abc.ABC):
     """Base class of the transformers, diffusers and openclip providers."""
 
     local: ClassVar[bool] = True
@@ -48,8 +56,9 @@ class TorchProvider(Provider):
         """Import what loading this model will import (its architecture's modules), before the
         memory is measured; best effort, the load that follows reports any real problem."""
 
+    @abc.abstractmethod
     def _build(self, device: str, dtype: Any) -> None:
-        raise NotImplementedError
+        """Load the model's weights onto ``device`` in ``dtype``."""
 
     def _modules(self) -> list[Any]:
         """The torch modules that make up the loaded model (for the tensor-bytes floor)."""
