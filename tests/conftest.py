@@ -2,73 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from loom.sdk.testing.server import LoomServer, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "Daemon", "free_port", "openai_client", "write_config"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    """A `loom serve` subprocess; ``url`` is its base URL."""
+class Daemon(LoomServer):
+    """A `loom serve` subprocess on a free port (the SDK's ``LoomServer``), for a config file and
+    a data dir; its log goes into the data dir, where the files route must never serve it."""
 
     def __init__(self, config: Path, data_dir: Path, env: dict | None = None) -> None:
-        self.config, self.data_dir = config, data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen | None = None
-        self.log = data_dir / f"daemon-{self.port}.log"
-
-    def start(self, timeout: float = 60) -> "Daemon":
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "loom.daemon.cli", "serve", "--config", str(self.config),
-               "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"loom serve exited {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"loom serve did not come up:\n{self.log.read_text()}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def restart(self, kill: bool = False) -> "Daemon":
-        self.stop(kill=kill)
-        return self.start()
-
-    def output(self) -> str:
-        return self.log.read_text()
+        super().__init__(config, data_dir, env=env, data_dir=data_dir)
+        self.config = self.config_path
+        self.log = self.log_path
 
 
 def write_config(path: Path, body: str) -> Path:

@@ -27,11 +27,24 @@ def free_port() -> int:
 class LoomServer:
     """``with LoomServer(config_toml, tmp_path) as loom: loom.openai().chat.completions...``"""
 
-    def __init__(self, config: str, workdir: str | os.PathLike, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: str | os.PathLike,
+        workdir: str | os.PathLike,
+        *,
+        env: dict[str, str] | None = None,
+        data_dir: str | os.PathLike | None = None,
+    ) -> None:
+        """``config`` is TOML text (written to ``workdir/loom.toml``) or the path of a config
+        file; the data dir defaults to ``workdir/data`` and the log goes to ``workdir``."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = self.workdir / "loom.toml"
-        self.config_path.write_text(textwrap.dedent(config))
+        if isinstance(config, str):
+            self.config_path = self.workdir / "loom.toml"
+            self.config_path.write_text(textwrap.dedent(config))
+        else:
+            self.config_path = Path(config)
+        self.data_dir = Path(data_dir) if data_dir is not None else self.workdir / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -40,7 +53,7 @@ class LoomServer:
 
     def start(self, timeout: float = 60.0) -> "LoomServer":
         cmd = [sys.executable, "-m", "loom.daemon.cli", "serve", "--config", str(self.config_path),
-               "--port", str(self.port), "--data-dir", str(self.workdir / "data")]  # fmt: skip
+               "--port", str(self.port), "--data-dir", str(self.data_dir)]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -57,14 +70,23 @@ class LoomServer:
         self.stop()
         raise RuntimeError(f"loom serve did not answer /health in {timeout}s:\n{self.output()}")
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """Stop the daemon: SIGTERM (a graceful stop), or SIGKILL with ``kill=True`` (a crash)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def restart(self, kill: bool = False) -> "LoomServer":
+        """Stop (or kill) and start again on the same port, config and data dir."""
+        self.stop(kill=kill)
+        return self.start()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

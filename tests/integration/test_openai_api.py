@@ -180,7 +180,7 @@ def test_health_and_docs(mock_daemon):
 
 def test_file_route_cannot_leave_data_dir(mock_daemon):
     # The daemon's own log sits in the data dir but outside the public folders.
-    own_log = f"daemon-{mock_daemon.port}.log"
+    own_log = mock_daemon.log.name
     assert (mock_daemon.data_dir / own_log).exists()
     for path in ["../loom.toml", "..%2F..%2Floom.toml", "images/../../loom.toml", own_log, f"images/../{own_log}"]:
         r = httpx.get(f"{mock_daemon.url}/v1/files/{path}")
