@@ -11,21 +11,32 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from loom.sdk.config import ModelConfig
 
-from .api import admin
-from .api import admin_providers, chat, embeddings, image_edits, images, loom_routes, models
+from .api import (
+    admin,
+    admin_providers,
+    artifacts,
+    chat,
+    embeddings,
+    image_edits,
+    images,
+    loom_routes,
+    models,
+    openapi,
+    personas,
+    rag,
+)
 from .api import jobs as job_api
-from .api import artifacts, openapi, personas, rag
 from .api.auth import KeyRing, require_key
 from .api.errors import EXCEPTION_HANDLERS
 from .config import Config
 from .files import FileStore
 from .jobs import jobs_lifespan
 from .models import build_registry
-from .routing import ModelRouter
 from .plugin_manager import collect, collect_providers, make_plugin_manager
 from .provider_health import provider_lifespan
 from .rag import rag_lifespan
 from .records import records_lifespan
+from .routing import ModelRouter
 from .scheduler import Scheduler
 from .state import Loom
 

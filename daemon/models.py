@@ -92,6 +92,10 @@ class ModelRegistry:
     def first_with(self, capability: Capability) -> ModelEntry | None:
         return next((e for e in self.entries.values() if capability in e.capabilities), None)
 
+    def __contains__(self, name: str) -> bool:
+        """Whether ``name`` is a model id or alias."""
+        return name in self._names
+
     def __iter__(self):
         return iter(self.entries.values())
 
@@ -153,16 +157,13 @@ def build_registry(
             infos[source].models.append(model.id)
     for i, model in enumerate(config.models):
         for fallback in model.fallbacks:
-            registry.get(fallback) if fallback in registry._names else _missing(i, fallback)
+            if fallback not in registry:
+                raise ConfigError(f"$.models[{i}].fallbacks: no model named {fallback!r}")
     for role in ("chat", "embedding", "image", "vision", "translation"):
         target = getattr(config.routes, role)
         if target is not None:
-            if target not in registry._names:
+            if target not in registry:
                 raise ConfigError(f"$.routes.{role}: no model named {target!r}")
             if Capability(role) not in registry.get(target).capabilities:
                 raise ConfigError(f"$.routes.{role}: model {target!r} cannot do {role}")
     return registry
-
-
-def _missing(i: int, name: str):
-    raise ConfigError(f"$.models[{i}].fallbacks: no model named {name!r}")

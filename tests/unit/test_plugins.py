@@ -126,3 +126,10 @@ def test_disable_and_load_filters(monkeypatch):
 def test_enabled_false_in_config_skips_plugin():
     loom = build_loom(config(plugins={"openai": {"enabled": False}}))
     assert "openai" not in loom.plugins
+
+
+def test_unknown_fallback_and_route_are_named():
+    with pytest.raises(ConfigError, match=r"\$\.models\[0\]\.fallbacks: no model named 'nope'"):
+        build_loom(config(models=[{"id": "m", "provider": "mock", "fallbacks": ["nope"]}]))
+    with pytest.raises(ConfigError, match=r"\$\.routes\.image: no model named 'nope'"):
+        build_loom(config(routes={"image": "nope"}))
