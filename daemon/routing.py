@@ -289,4 +289,4 @@ async def _prepend(first, gen: AsyncIterator) -> AsyncIterator:
         await gen.aclose()
 
 
-__all__ = ["FALLBACK_ON", "ModelRouter", "LoomError"]
+__all__ = ["FALLBACK_ON", "ModelRouter"]
