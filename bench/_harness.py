@@ -73,8 +73,20 @@ def loom_server(config_text: str, data_dir: str | None = None) -> Server:
     tmp = Path(tempfile.mkdtemp(prefix="loom-bench-"))
     cfg = tmp / "loom.toml"
     cfg.write_text(textwrap.dedent(config_text))
-    return Server([sys.executable, "-m", "loom.daemon.cli", "serve", "--config", str(cfg),
-                   "--port", "{port}", "--data-dir", data_dir or str(tmp / "data")])
+    return Server(
+        [
+            sys.executable,
+            "-m",
+            "loom.daemon.cli",
+            "serve",
+            "--config",
+            str(cfg),
+            "--port",
+            "{port}",
+            "--data-dir",
+            data_dir or str(tmp / "data"),
+        ]
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

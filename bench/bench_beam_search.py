@@ -63,9 +63,14 @@ options = {{ load_seconds = {LOAD_S[model]}, latency_ms = {LATENCY_MS[model]}, m
 )
 
 PARAMS = {
-    "prompt": "a lighthouse on a cliff at dusk", "beam_width": 4, "keep_top": 2, "iterations": 3,
-    "width": 128, "height": 128, "seed": 11,
-}  # fmt: skip
+    "prompt": "a lighthouse on a cliff at dusk",
+    "beam_width": 4,
+    "keep_top": 2,
+    "iterations": 3,
+    "width": 128,
+    "height": 128,
+    "seed": 11,
+}
 
 
 def free_port() -> int:
@@ -166,20 +171,28 @@ def main() -> int:
     results = [run("phased"), run("sequential")]
     phased, seq = results
     load_cost = sum(LOAD_S.values()) / len(LOAD_S)
-    print(f"\nBeam search N={PARAMS['beam_width']}, M={PARAMS['keep_top']}, {PARAMS['iterations']} iterations "
-          f"on mock models (load {', '.join(f'{m[6:]} {s}s' for m, s in LOAD_S.items())}; "
-          f"latency {', '.join(f'{m[6:]} {v} ms' for m, v in LATENCY_MS.items())}; "
-          f"{MEMORY_MB} MB each; CPU budget {BUDGET}, one model at a time)\n")
-    print("| submission | model loads (llm / image / vision) | total loads | model calls (chat / image / vision) | wall time | job run time |")
+    print(
+        f"\nBeam search N={PARAMS['beam_width']}, M={PARAMS['keep_top']}, {PARAMS['iterations']} iterations "
+        f"on mock models (load {', '.join(f'{m[6:]} {s}s' for m, s in LOAD_S.items())}; "
+        f"latency {', '.join(f'{m[6:]} {v} ms' for m, v in LATENCY_MS.items())}; "
+        f"{MEMORY_MB} MB each; CPU budget {BUDGET}, one model at a time)\n"
+    )
+    print(
+        "| submission | model loads (llm / image / vision) | total loads | model calls (chat / image / vision) | wall time | job run time |"
+    )
     print("|---|---|---|---|---|---|")
     for r in results:
         l, c = r["loads"], r["calls"]
-        print(f"| {r['schedule']} | {l['bench-llm']} / {l['bench-image']} / {l['bench-vision']} | {r['total_loads']} "
-              f"| {c.get('chat', 0)} / {c.get('image', 0)} / {c.get('vision', 0)} | {r['wall']:.1f} s | {r['run']:.1f} s |")
-    print(f"\nphase by phase: {seq['total_loads'] / max(1, phased['total_loads']):.1f}x fewer loads, "
-          f"{seq['wall'] / phased['wall']:.1f}x faster (mean load {load_cost:.2f} s). "
-          f"Same search: {phased['candidates']} candidates each, winners {phased['winner']} ({phased['winner_score']:.2f}) "
-          f"and {seq['winner']} ({seq['winner_score']:.2f}).")
+        print(
+            f"| {r['schedule']} | {l['bench-llm']} / {l['bench-image']} / {l['bench-vision']} | {r['total_loads']} "
+            f"| {c.get('chat', 0)} / {c.get('image', 0)} / {c.get('vision', 0)} | {r['wall']:.1f} s | {r['run']:.1f} s |"
+        )
+    print(
+        f"\nphase by phase: {seq['total_loads'] / max(1, phased['total_loads']):.1f}x fewer loads, "
+        f"{seq['wall'] / phased['wall']:.1f}x faster (mean load {load_cost:.2f} s). "
+        f"Same search: {phased['candidates']} candidates each, winners {phased['winner']} ({phased['winner_score']:.2f}) "
+        f"and {seq['winner']} ({seq['winner_score']:.2f})."
+    )
     peak = phased["peak_mb"]
     if peak:
         print(f"Peak memory held on the CPU device: {peak:.0f} MB (budget {BUDGET}).")

@@ -38,8 +38,10 @@ def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 
 def items(start: int, n: int) -> list[dict]:
-    return [{"kind": "image", "text": f"item {i}", "path": f"output/bench/{i}.png", "meta": {"i": i}}
-            for i in range(start, start + n)]  # fmt: skip
+    return [
+        {"kind": "image", "text": f"item {i}", "path": f"output/bench/{i}.png", "meta": {"i": i}}
+        for i in range(start, start + n)
+    ]
 
 
 def fill(store: RagStore, vectors: np.ndarray, start: int, stop: int, batch: int = 2000) -> float:
@@ -125,22 +127,32 @@ def main() -> None:
         disk_mb = sum(f.stat().st_size for f in (Path(tmp) / "rag").iterdir()) / 2**20
 
     cpu = os.cpu_count()
-    print(f"# RAG store benchmark ({args.dim}-d random unit vectors, faiss {faiss.__version__}, "
-          f"{cpu} CPU cores, {platform.python_implementation()} {platform.python_version()})\n")  # fmt: skip
+    print(
+        f"# RAG store benchmark ({args.dim}-d random unit vectors, faiss {faiss.__version__}, "
+        f"{cpu} CPU cores, {platform.python_implementation()} {platform.python_version()})\n"
+    )
     print("| stored items | index | search p50 (ms) | search p99 (ms) | recall@1 | single inserts (items/s) |")
     print("|---:|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['size']:,} | {r['index']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['recall']:.3f} | "
-              f"{r['single']:,.0f} |")  # fmt: skip
-    print(f"| {sizes[-1]:,} | exact flat, FAISS only (for comparison) | {r_flat['p50']:.2f} | {r_flat['p99']:.2f} | "
-          f"{r_flat['recall']:.3f} | - |")  # fmt: skip
+        print(
+            f"| {r['size']:,} | {r['index']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['recall']:.3f} | "
+            f"{r['single']:,.0f} |"
+        )
+    print(
+        f"| {sizes[-1]:,} | exact flat, FAISS only (for comparison) | {r_flat['p50']:.2f} | {r_flat['p99']:.2f} | "
+        f"{r_flat['recall']:.3f} | - |"
+    )
     print()
-    print(f"Bulk inserts (batches of 2,000): {bulk_rates[0]:,.0f} items/s to 10k, "
-          f"{bulk_rates[1]:,.0f} items/s to 100k. "
-          f"Last background IVF build: {rows[-1]['build']:.2f} s. Reload of 100k items at start-up: {reload_s:.2f} s "
-          f"(rag.db + .faiss files: {disk_mb:.0f} MiB).")  # fmt: skip
-    print(f"\nCommand: .venv/bin/python bench/bench_rag.py --dim {args.dim} --queries {args.queries}   "
-          f"({time.time() - t_start:.0f} s)")  # fmt: skip
+    print(
+        f"Bulk inserts (batches of 2,000): {bulk_rates[0]:,.0f} items/s to 10k, "
+        f"{bulk_rates[1]:,.0f} items/s to 100k. "
+        f"Last background IVF build: {rows[-1]['build']:.2f} s. Reload of 100k items at start-up: {reload_s:.2f} s "
+        f"(rag.db + .faiss files: {disk_mb:.0f} MiB)."
+    )
+    print(
+        f"\nCommand: .venv/bin/python bench/bench_rag.py --dim {args.dim} --queries {args.queries}   "
+        f"({time.time() - t_start:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

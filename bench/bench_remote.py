@@ -126,7 +126,9 @@ def main() -> None:
             lat, rps = results[(name, clients)]
             p50, p99 = percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000
             summary[(name, clients)] = (p50, p99)
-            print(f"| {clients:>7} | {name:<9} | {len(lat):>8} | {p50:>6.2f} | {p99:>6.2f} | {sum(rps) / len(rps):>6.0f} |")
+            print(
+                f"| {clients:>7} | {name:<9} | {len(lat):>8} | {p50:>6.2f} | {p99:>6.2f} | {sum(rps) / len(rps):>6.0f} |"
+            )
     print()
     for clients in (1, 32):
         (d50, d99), (f50, f99) = summary[("direct", clients)], summary[("via front", clients)]

@@ -58,11 +58,18 @@ def registry(models: dict, scale: float) -> ModelRegistry:
         options = msgspec.convert(
             {"memory_mb": gib * GIB, "load_seconds": load_s * scale, "latency_ms": ms * scale}, MockOptions
         )
-        reg.add(ModelEntry(
-            config=ModelConfig(id=mid, provider="mock", max_queue=256), provider_cls=MockProvider,
-            plugin="mock", source="config", spec=ModelSpec(id=mid, provider="mock", options=options, device="cpu"),
-            capabilities=frozenset(), keep_alive=None, vram_override=None,
-        ))  # fmt: skip
+        reg.add(
+            ModelEntry(
+                config=ModelConfig(id=mid, provider="mock", max_queue=256),
+                provider_cls=MockProvider,
+                plugin="mock",
+                source="config",
+                spec=ModelSpec(id=mid, provider="mock", options=options, device="cpu"),
+                capabilities=frozenset(),
+                keep_alive=None,
+                vram_override=None,
+            )
+        )
     return reg
 
 
@@ -72,8 +79,9 @@ def scheduler(models: dict, policy: str, scale: float) -> Scheduler:
 
 
 def chat_call(prompt: str, seed: int):
-    req = msgspec.convert({"model": "x", "messages": [{"role": "user", "content": prompt}], "seed": seed},
-                          ChatCompletionRequest)  # fmt: skip
+    req = msgspec.convert(
+        {"model": "x", "messages": [{"role": "user", "content": prompt}], "seed": seed}, ChatCompletionRequest
+    )
     return lambda provider, ctx: "".join(chunk.text for chunk in provider.chat(req, ctx))
 
 
@@ -157,8 +165,9 @@ async def chat_during_batch(s: Scheduler, scale: float, images=16, chats=10) -> 
     rec = Recorder(s)
     await s.load(chat)
     await s.load(image)
-    batch = [asyncio.create_task(s.run(image, image_call(f"batch {i}", i), priority=Priority.BATCH))
-             for i in range(images)]  # fmt: skip
+    batch = [
+        asyncio.create_task(s.run(image, image_call(f"batch {i}", i), priority=Priority.BATCH)) for i in range(images)
+    ]
     await asyncio.sleep(0.1 * scale)
     for i in range(chats):
         await s.run(chat, chat_call(f"quick question {i}", i), priority=Priority.INTERACTIVE)
@@ -197,10 +206,14 @@ async def main(scale: float) -> None:
     phased = await side_by_side(lambda p: scheduler(BEAM_MODELS, p, scale), lambda s: beam_search(s, phased=True))
     chat = await side_by_side(lambda p: scheduler(CHAT_MODELS, p, scale), lambda s: chat_during_batch(s, scale))
 
-    print(f"# Scheduler benchmark (simulated costs x{scale:g}; {platform.python_implementation()} "
-          f"{platform.python_version()}, {platform.machine()})\n")  # fmt: skip
-    print("Beam search, 4 candidates / keep 2 / 3 iterations; LLM 5 GiB, image 6 GiB, vision 4 GiB "
-          f"in an {BUDGET} budget.\n")  # fmt: skip
+    print(
+        f"# Scheduler benchmark (simulated costs x{scale:g}; {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.machine()})\n"
+    )
+    print(
+        "Beam search, 4 candidates / keep 2 / 3 iterations; LLM 5 GiB, image 6 GiB, vision 4 GiB "
+        f"in an {BUDGET} budget.\n"
+    )
     print("| client | policy | makespan (s) | model loads per iteration | FIFO makespan / this |")
     print("|---|---|---:|---|---:|")
     for name, runs in (("seed client", seed), ("phased client", phased)):
@@ -208,12 +221,15 @@ async def main(scale: float) -> None:
             r = runs[policy]
             ratio = runs["fifo"]["makespan"] / r["makespan"]
             loads = ", ".join(str(n) for n in r["loads"])
-            print(f"| {name} | {policy} | {r['makespan']:.2f} | {loads} (max {max(r['loads'])}) | "
-                  f"{ratio:.2f}x |" if policy == "affinity" else
-                  f"| {name} | {policy} | {r['makespan']:.2f} | {loads} (max {max(r['loads'])}) | 1.00x |")  # fmt: skip
+            print(
+                f"| {name} | {policy} | {r['makespan']:.2f} | {loads} (max {max(r['loads'])}) | {ratio:.2f}x |"
+                if policy == "affinity"
+                else f"| {name} | {policy} | {r['makespan']:.2f} | {loads} (max {max(r['loads'])}) | 1.00x |"
+            )
     print()
-    print("Interactive chat while a 16-image batch runs (one image item = "
-          f"{chat['affinity']['item'] * 1000:.0f} ms).\n")  # fmt: skip
+    print(
+        f"Interactive chat while a 16-image batch runs (one image item = {chat['affinity']['item'] * 1000:.0f} ms).\n"
+    )
     print("| policy | chat wait p95 (ms) | p95 in image items | max wait (ms) |")
     print("|---|---:|---:|---:|")
     for policy in ("affinity", "fifo"):
@@ -221,12 +237,14 @@ async def main(scale: float) -> None:
         print(f"| {policy} | {r['p95'] * 1000:.0f} | {r['p95'] / r['item']:.2f} | {r['max'] * 1000:.0f} |")
     print()
     a, f = seed["affinity"], seed["fifo"]
-    print("Targets: loads per iteration <= 3: "
-          f"{'met' if max(a['loads']) <= 3 else 'MISSED'} (max {max(a['loads'])}); "
-          f"makespan >= 2.5x shorter than FIFO: {'met' if f['makespan'] / a['makespan'] >= 2.5 else 'MISSED'} "
-          f"({f['makespan'] / a['makespan']:.2f}x); chat p95 wait <= one item: "
-          f"{'met' if chat['affinity']['p95'] <= chat['affinity']['item'] else 'MISSED'} "
-          f"({chat['affinity']['p95'] / chat['affinity']['item']:.2f} items).")  # fmt: skip
+    print(
+        "Targets: loads per iteration <= 3: "
+        f"{'met' if max(a['loads']) <= 3 else 'MISSED'} (max {max(a['loads'])}); "
+        f"makespan >= 2.5x shorter than FIFO: {'met' if f['makespan'] / a['makespan'] >= 2.5 else 'MISSED'} "
+        f"({f['makespan'] / a['makespan']:.2f}x); chat p95 wait <= one item: "
+        f"{'met' if chat['affinity']['p95'] <= chat['affinity']['item'] else 'MISSED'} "
+        f"({chat['affinity']['p95'] / chat['affinity']['item']:.2f} items)."
+    )
     print(f"\nCommand: .venv/bin/python bench/bench_scheduler.py --scale {scale:g}   ({time.time() - t0:.0f} s)")
 
 

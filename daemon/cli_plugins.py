@@ -29,8 +29,9 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def inventory(plugin_sections: dict[str, dict] | None = None,
-              extra_plugins: dict[str, object] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def inventory(
+    plugin_sections: dict[str, dict] | None = None, extra_plugins: dict[str, object] | None = None
+) -> list[dict[str, Any]]:
     """One record per loaded plugin, by name: version, hooks, providers (with capabilities), models
     and pipelines.
 
@@ -50,31 +51,41 @@ def inventory(plugin_sections: dict[str, dict] | None = None,
         provider_records = []
         for provider_name in info.providers:
             cls = providers[provider_name][1]
-            provider_records.append({
-                "name": provider_name,
-                "class": _qualname(cls),
-                "capabilities": sorted(c.value for c in cls.capabilities),
-                "local": bool(getattr(cls, "local", True)),
-                "deterministic": bool(getattr(cls, "deterministic", False)),
-            })  # fmt: skip
-        records.append({
-            "name": name,
-            "version": info.version,
-            "module": info.module,
-            "distribution": distributions.get(name),
-            "builtin": info.module.startswith(BUILTIN_PREFIX),
-            "hooks": hooks,
-            "capabilities": sorted({c for p in provider_records for c in p["capabilities"]}),
-            "providers": provider_records,
-            "models": [
-                {"id": m.id, "provider": m.provider, "capabilities": sorted(c.value for c in m.capabilities)}
-                for plugin_name, m in models if plugin_name == name
-            ],
-            "pipelines": [
-                {"name": getattr(p, "name", "?"), "class": _qualname(p), "description": getattr(p, "description", "")}
-                for plugin_name, p in pipelines if plugin_name == name
-            ],
-        })  # fmt: skip
+            provider_records.append(
+                {
+                    "name": provider_name,
+                    "class": _qualname(cls),
+                    "capabilities": sorted(c.value for c in cls.capabilities),
+                    "local": bool(getattr(cls, "local", True)),
+                    "deterministic": bool(getattr(cls, "deterministic", False)),
+                }
+            )
+        records.append(
+            {
+                "name": name,
+                "version": info.version,
+                "module": info.module,
+                "distribution": distributions.get(name),
+                "builtin": info.module.startswith(BUILTIN_PREFIX),
+                "hooks": hooks,
+                "capabilities": sorted({c for p in provider_records for c in p["capabilities"]}),
+                "providers": provider_records,
+                "models": [
+                    {"id": m.id, "provider": m.provider, "capabilities": sorted(c.value for c in m.capabilities)}
+                    for plugin_name, m in models
+                    if plugin_name == name
+                ],
+                "pipelines": [
+                    {
+                        "name": getattr(p, "name", "?"),
+                        "class": _qualname(p),
+                        "description": getattr(p, "description", ""),
+                    }
+                    for plugin_name, p in pipelines
+                    if plugin_name == name
+                ],
+            }
+        )
     return sorted(records, key=lambda r: r["name"])
 
 

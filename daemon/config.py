@@ -129,8 +129,7 @@ def check_config(config: Config) -> None:
         api_key.key.resolve(f"$.daemon.api_keys[{i}]")
     if config.daemon.host not in LOOPBACK and not config.daemon.api_keys:
         raise ConfigError(
-            f"refusing to bind to {config.daemon.host} without an API key: "
-            "add [[daemon.api_keys]] or bind to 127.0.0.1"
+            f"refusing to bind to {config.daemon.host} without an API key: add [[daemon.api_keys]] or bind to 127.0.0.1"
         )
     for name, device in config.scheduler.devices.items():
         parse_size(device.budget, f"$.scheduler.devices.{name}.budget", allow_percent=True)
@@ -148,7 +147,7 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
 
 def parse_size(text: str, where: str = "size", *, allow_percent: bool = False, total: int = 0):
-    """"8GB", "512MiB", "1.5g" -> bytes; "90%" -> that share of ``total`` when allowed."""
+    """ "8GB", "512MiB", "1.5g" -> bytes; "90%" -> that share of ``total`` when allowed."""
     text = str(text).strip()
     if allow_percent and text.endswith("%"):
         try:
@@ -172,7 +171,7 @@ _DURATION = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 
 
 def parse_duration(value: str | int | float, where: str = "duration") -> float | None:
-    """"5m" -> 300.0; 0 -> 0.0 (unload right after use); -1 or "never" -> None (keep forever)."""
+    """ "5m" -> 300.0; 0 -> 0.0 (unload right after use); -1 or "never" -> None (keep forever)."""
     if isinstance(value, (int, float)):
         return None if value < 0 else float(value)
     if value.strip().lower() in ("never", "forever", "-1"):

@@ -110,6 +110,7 @@ def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
     items: list[tuple[str, Any]] = []
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():  # registration order
+
         def register(item, _plugin=impl.plugin_name):
             items.append((_plugin, item))
 
@@ -126,9 +127,7 @@ def collect_providers(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) ->
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin!r} registered a provider without a name: {cls!r}")
         if name in providers:
-            raise PluginError(
-                f"provider {name!r} is registered by two plugins: {providers[name][0]!r} and {plugin!r}"
-            )
+            raise PluginError(f"provider {name!r} is registered by two plugins: {providers[name][0]!r} and {plugin!r}")
         for capability in getattr(cls, "capabilities", ()):
             for method in CAPABILITY_METHODS[capability]:
                 if not callable(getattr(cls, method, None)):

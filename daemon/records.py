@@ -76,9 +76,13 @@ class RecordStore:
         return [_record(collection, r) for r in rows]
 
     def upsert(
-        self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
+        self,
+        collection: str,
+        key: str,
+        *,
+        fields: dict[str, Any] | None = None,
         append: dict[str, list[Any]] | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         norm = self._check(collection, key)
         for name, items in (append or {}).items():
             if not isinstance(items, list):
@@ -118,8 +122,13 @@ class RecordStore:
 
 def _record(collection: str, row) -> dict[str, Any]:
     key, data, created_at, updated_at = row
-    return {"collection": collection, "key": key, "data": json.loads(data), "created_at": created_at,
-            "updated_at": updated_at}  # fmt: skip
+    return {
+        "collection": collection,
+        "key": key,
+        "data": json.loads(data),
+        "created_at": created_at,
+        "updated_at": updated_at,
+    }
 
 
 def records_lifespan(loom):

@@ -168,8 +168,7 @@ class ModelRouter:
             target = self._target(to)
             if not entry.capabilities & target.capabilities:
                 raise InvalidRequest(
-                    f"model '{target.id}' can do none of what '{entry.id}' does "
-                    f"({_names(entry.capabilities)})",
+                    f"model '{target.id}' can do none of what '{entry.id}' does ({_names(entry.capabilities)})",
                     param="to",
                 )
             self.overrides[entry.id] = target.id
@@ -190,8 +189,7 @@ class ModelRouter:
             target = self._target(to)
             if capability not in target.capabilities:
                 raise CapabilityNotSupported(
-                    f"model '{target.id}' cannot do {capability.value} "
-                    f"(it does {_names(target.capabilities)})",
+                    f"model '{target.id}' cannot do {capability.value} (it does {_names(target.capabilities)})",
                     param="to",
                 )
             self.capability_overrides[capability] = target.id

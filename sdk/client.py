@@ -492,4 +492,3 @@ class AsyncLoomClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
-

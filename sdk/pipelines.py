@@ -72,9 +72,18 @@ class PipelineContext(Protocol):
         response_format); returns the text. Token usage is added to the job's totals."""
 
     async def generate_image(
-        self, model: str, prompt: str, *, width: int = 512, height: int = 512, seed: int | None = None,
-        steps: int | None = None, negative_prompt: str | None = None, init_image: bytes | None = None,
-        mask: bytes | None = None, strength: float = 0.75,
+        self,
+        model: str,
+        prompt: str,
+        *,
+        width: int = 512,
+        height: int = 512,
+        seed: int | None = None,
+        steps: int | None = None,
+        negative_prompt: str | None = None,
+        init_image: bytes | None = None,
+        mask: bytes | None = None,
+        strength: float = 0.75,
     ) -> bytes:
         """One PNG image."""
 
@@ -93,8 +102,15 @@ class PipelineContext(Protocol):
     # --- retrieval (RAG) and records: memory that outlives the job --------------------------
 
     async def rag_add(
-        self, collection: str, vector: list[float], *, model: str, kind: str = "text", text: str = "",
-        path: str | None = None, meta: dict[str, Any] | None = None,
+        self,
+        collection: str,
+        vector: list[float],
+        *,
+        model: str,
+        kind: str = "text",
+        text: str = "",
+        path: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Store one embedding (made by ``embed`` on ``model``) in the retrieval index
         ``collection`` ("stories", "images", ...), with what it stands for: ``kind`` ("text" or
@@ -102,9 +118,7 @@ class PipelineContext(Protocol):
         ``path`` and ``meta``. Each (collection, model) pair is its own index, since vectors of
         different models are not comparable. Returns ``{"id", "collection", "model", "count"}``."""
 
-    async def rag_search(
-        self, collection: str, vector: list[float], *, model: str, k: int = 5
-    ) -> list[dict[str, Any]]:
+    async def rag_search(self, collection: str, vector: list[float], *, model: str, k: int = 5) -> list[dict[str, Any]]:
         """The ``k`` items of ``collection`` (as embedded by ``model``) nearest to ``vector``, best
         first: dicts with ``id``, ``score`` (cosine), ``kind``, ``text``, ``path``, ``url``,
         ``meta``, ``job_id``, ``pipeline``, ``created_at``. An empty or unknown index gives []."""
@@ -114,7 +128,11 @@ class PipelineContext(Protocol):
         ``{"collection", "key", "data", "created_at", "updated_at"}``, or None."""
 
     def record_upsert(
-        self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
+        self,
+        collection: str,
+        key: str,
+        *,
+        fields: dict[str, Any] | None = None,
         append: dict[str, list[Any]] | None = None,
     ) -> dict[str, Any]:
         """Create or update a record in one transaction: ``fields`` are set, each list in

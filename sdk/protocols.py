@@ -141,9 +141,7 @@ class Provider:
 
 @runtime_checkable
 class ChatProvider(Protocol):
-    def chat(
-        self, request: ChatCompletionRequest, ctx: RunContext
-    ) -> Iterator[TextChunk] | AsyncIterator[TextChunk]:
+    def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> Iterator[TextChunk] | AsyncIterator[TextChunk]:
         """Stream one generation for ``request`` (the daemon handles ``n`` by calling again)."""
 
 
@@ -169,9 +167,7 @@ class ImageProvider(Protocol):
 
 @runtime_checkable
 class VisionProvider(Protocol):
-    def describe(
-        self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext
-    ) -> str:
+    def describe(self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext) -> str:
         """Describe an image in words."""
 
     def score(self, image: bytes, text: str, ctx: RunContext) -> VisionScores:

@@ -59,8 +59,9 @@ class LoomApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, client: Any = None, *, url: str | None = None, api_key: str | None = None,
-                 live: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, client: Any = None, *, url: str | None = None, api_key: str | None = None, live: bool = True
+    ) -> None:
         """``client``: an AsyncLoomClient (or a stand-in with its methods, as tests use); by
         default one for ``url`` and ``api_key``. ``live=False`` draws what the state holds and
         starts no streams or timers (snapshot tests)."""
@@ -204,8 +205,9 @@ class LoomApp(App[None]):
 
     # --- actions (any screen and the command palette use these) ---
 
-    def perform(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any,
-                then: Callable[[Any], object] | None = None) -> None:  # fmt: skip
+    def perform(
+        self, what: str, call: Callable[..., Awaitable[Any]], *args: Any, then: Callable[[Any], object] | None = None
+    ) -> None:
         """Run ``call(*args)`` in a worker; say so if it fails, else run ``then(result)``."""
 
         async def run() -> None:
@@ -245,4 +247,3 @@ class LoomApp(App[None]):
 
     def open_lineage(self, job_id: str) -> None:
         self.push_screen(LineageScreen(job_id))
-

@@ -16,8 +16,12 @@ if TYPE_CHECKING:
 class LoomCommands(Provider):
     def _commands(self) -> Iterator[tuple[str, Callable[[], object], str]]:
         app: LoomApp = self.app  # type: ignore[assignment]
-        for mode, title in (("dashboard", "Dashboard"), ("jobs", "Jobs"), ("models", "Models & providers"),
-                            ("log", "Log")):  # fmt: skip
+        for mode, title in (
+            ("dashboard", "Dashboard"),
+            ("jobs", "Jobs"),
+            ("models", "Models & providers"),
+            ("log", "Log"),
+        ):
             yield f"Go to {title}", partial(app.switch_mode, mode), f"show the {title.lower()} screen"
         for job in app.state.job_list()[:30]:
             jid, what = job["id"], f"{job.get('pipeline')} ({job.get('state')})"
@@ -31,8 +35,11 @@ class LoomCommands(Provider):
             yield f"Unload model {mid}", partial(app.perform, f"unload {mid}", client.unload_model, mid), "free it"
             yield f"Pin model {mid}", partial(app.perform, f"pin {mid}", client.pin_model, mid, True), "never evict it"
             yield f"Unpin model {mid}", partial(app.perform, f"unpin {mid}", client.pin_model, mid, False), "let it go"
-        yield "Check provider health", partial(app.perform, "health check", app.client.check_providers,
-                                               then=app.set_providers), "ask every upstream now"  # fmt: skip
+        yield (
+            "Check provider health",
+            partial(app.perform, "health check", app.client.check_providers, then=app.set_providers),
+            "ask every upstream now",
+        )
         yield "Reconnect", app.reconnect, "drop the connection to the daemon and connect again"
 
     async def discover(self) -> Hits:

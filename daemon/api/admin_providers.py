@@ -77,9 +77,7 @@ async def switch_provider(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, SwitchRequest)
     if (req.model is None) == (req.capability is None):
-        raise InvalidRequest(
-            "Name exactly one of 'model' (a model or capability) and 'capability'", param="model"
-        )
+        raise InvalidRequest("Name exactly one of 'model' (a model or capability) and 'capability'", param="model")
     if req.capability is not None:
         result = loom.router.switch_capability(req.capability, req.to)
     else:

@@ -22,10 +22,16 @@ async def list_artifacts(request: Request) -> Response:
     limit = _int(q.get("limit"), "limit", 50, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
     rows = search.search(
-        runner.store, q=q.get("q"), pipeline=q.get("pipeline") or None, since=_time(q.get("since"), "since"),
-        until=_time(q.get("until"), "until"), media_type=q.get("media_type") or None,
-        job_id=q.get("job_id") or None, limit=limit + 1, offset=offset,
-    )  # fmt: skip
+        runner.store,
+        q=q.get("q"),
+        pipeline=q.get("pipeline") or None,
+        since=_time(q.get("since"), "since"),
+        until=_time(q.get("until"), "until"),
+        media_type=q.get("media_type") or None,
+        job_id=q.get("job_id") or None,
+        limit=limit + 1,
+        offset=offset,
+    )
     for r in rows:
         r["object"] = "artifact"
     return json_response({"object": "list", "data": rows[:limit], "has_more": len(rows) > limit})

@@ -16,9 +16,7 @@ class KeyRing:
     """The configured keys, resolved from the environment once at start-up."""
 
     def __init__(self, config: Config) -> None:
-        self.keys: list[tuple[bytes, str]] = [
-            (k.key.resolve().encode(), k.role) for k in config.daemon.api_keys
-        ]
+        self.keys: list[tuple[bytes, str]] = [(k.key.resolve().encode(), k.role) for k in config.daemon.api_keys]
 
     @property
     def enabled(self) -> bool:
@@ -50,8 +48,6 @@ def require_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         return
     role = ring.role_of(presented_key(connection))
     if role is None:
-        raise AuthenticationFailed(
-            "Missing or incorrect API key: pass it as 'Authorization: Bearer <key>'"
-        )
+        raise AuthenticationFailed("Missing or incorrect API key: pass it as 'Authorization: Bearer <key>'")
     if handler.opt.get("admin") and role != "admin":
         raise PermissionDenied("This route needs an admin key")

@@ -27,8 +27,19 @@ from ..state import Loom
 from .images import base_url, parse_size, render
 from .respond import json_response, served_by
 
-COMMON = {"image", "model", "n", "size", "response_format", "user", "seed", "strength", "steps",
-          "negative_prompt", "guidance_scale"}  # fmt: skip
+COMMON = {
+    "image",
+    "model",
+    "n",
+    "size",
+    "response_format",
+    "user",
+    "seed",
+    "strength",
+    "steps",
+    "negative_prompt",
+    "guidance_scale",
+}
 EDIT_FIELDS = COMMON | {"prompt", "mask"}
 VARIATION_FIELDS = COMMON
 _SIZE = re.compile(r"^(auto|\d{2,4}x\d{2,4})$")
@@ -76,8 +87,9 @@ async def image_to_image(
     width, height = auto_size(check_image(image, "image")) if size == "auto" else parse_size(size, entry)
     response_format = form.text("response_format") or "b64_json"
     if response_format not in ("b64_json", "url"):
-        raise InvalidRequest(f"response_format must be b64_json or url, got {response_format!r}",
-                             param="response_format")  # fmt: skip
+        raise InvalidRequest(
+            f"response_format must be b64_json or url, got {response_format!r}", param="response_format"
+        )
     strength = form.number("strength", float, 0.0, 1.0)
     if strength is not None and strength <= 0.0:
         raise InvalidRequest("strength must be above 0 (and at most 1)", param="strength")
@@ -124,8 +136,9 @@ class Form:
         try:
             value = kind(text)
         except ValueError:
-            raise InvalidRequest(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}",
-                                 param=name) from None  # fmt: skip
+            raise InvalidRequest(
+                f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}", param=name
+            ) from None
         if (low is not None and value < low) or (high is not None and value > high):
             raise InvalidRequest(f"{name} must be in {low:g}..{high:g}, got {text}", param=name)
         return value
@@ -147,9 +160,7 @@ class Form:
         if not found and required:
             raise InvalidRequest(f"{name} is required: send the image as a file", param=name)
         if len(found) > 1:
-            raise UnsupportedParameter(
-                f"Loom edits one image per request; {len(found)} were sent", param=name
-            )
+            raise UnsupportedParameter(f"Loom edits one image per request; {len(found)} were sent", param=name)
         return found[0]
 
 

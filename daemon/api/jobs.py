@@ -88,9 +88,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
             "total_tokens": usage.get("total_tokens", 0),
             "by_model": usage.get("by_model", {}),
         },
-        artifacts=[
-            {**a, "url": f"/v1/files/{a['path']}"} for a in runner.store.artifacts(job["id"])
-        ],
+        artifacts=[{**a, "url": f"/v1/files/{a['path']}"} for a in runner.store.artifacts(job["id"])],
         last_event_id=runner.store.last_event_id(job["id"]),
     )
     return view
@@ -189,9 +187,13 @@ async def list_jobs(request: Request) -> Response:
     limit = _int(q.get("limit"), "limit", 50, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
     rows = runner.store.list_jobs(
-        states=states or None, pipeline=q.get("pipeline") or None, since=_time(q.get("since"), "since"),
-        until=_time(q.get("until"), "until"), limit=limit + 1, offset=offset,
-    )  # fmt: skip
+        states=states or None,
+        pipeline=q.get("pipeline") or None,
+        since=_time(q.get("since"), "since"),
+        until=_time(q.get("until"), "until"),
+        limit=limit + 1,
+        offset=offset,
+    )
     data = [job_view(runner, r, detail=False) for r in rows[:limit]]
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
@@ -381,10 +383,17 @@ def _subscribe(runner: JobRunner, sub, job_id: str, after: Any) -> None:
         after = 0
     sub.watch(job_id)
     sub.last[job_id] = after
-    sub.put(("control", {
-        "op": "subscribed", "job_id": job_id, "state": job["state"],
-        "last_event_id": runner.store.last_event_id(job_id),
-    }))  # fmt: skip
+    sub.put(
+        (
+            "control",
+            {
+                "op": "subscribed",
+                "job_id": job_id,
+                "state": job["state"],
+                "last_event_id": runner.store.last_event_id(job_id),
+            },
+        )
+    )
     # The sender replays from the store when it reaches this marker; events published after it
     # queue behind it and are skipped if the replay already covered them.
     sub.put(("replay", job_id))

@@ -65,9 +65,7 @@ async def score(request: Request) -> Response:
         req.model, Capability.VISION, lambda provider, ctx: provider.score(image, req.text, ctx)
     )
     combined = s.combined(req.alpha)
-    body = ScoreResponse(
-        model=req.model, clip=s.clip, aesthetic=s.aesthetic, combined=combined, alpha=req.alpha
-    )
+    body = ScoreResponse(model=req.model, clip=s.clip, aesthetic=s.aesthetic, combined=combined, alpha=req.alpha)
     return json_response(body, headers=served_by(entry))
 
 

@@ -154,12 +154,25 @@ class JobContext:
         return rag
 
     async def rag_add(
-        self, collection: str, vector: list[float], *, model: str, kind: str = "text", text: str = "",
-        path: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        collection: str,
+        vector: list[float],
+        *,
+        model: str,
+        kind: str = "text",
+        text: str = "",
+        path: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         self.check()
-        item = {"kind": kind, "text": text, "path": path, "meta": meta, "job_id": self.job_id,
-                "pipeline": self.pipeline}  # fmt: skip
+        item = {
+            "kind": kind,
+            "text": text,
+            "path": path,
+            "meta": meta,
+            "job_id": self.job_id,
+            "pipeline": self.pipeline,
+        }
         added = await asyncio.to_thread(self._rag().add, collection, [vector], [item], model=model)
         return added[0]
 
@@ -177,9 +190,13 @@ class JobContext:
         return self._records().get(collection, key)
 
     def record_upsert(
-        self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
+        self,
+        collection: str,
+        key: str,
+        *,
+        fields: dict[str, Any] | None = None,
         append: dict[str, list[Any]] | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         return self._records().upsert(collection, key, fields=fields, append=append)
 
     # --- models -----------------------------------------------------------------------------
@@ -210,9 +227,7 @@ class JobContext:
         self._calls.add(rc)
         started = time.perf_counter()
         try:
-            entry, result = await self.loom.router.run(
-                model, capability, call, priority=Priority.PIPELINE, ctx=rc
-            )
+            entry, result = await self.loom.router.run(model, capability, call, priority=Priority.PIPELINE, ctx=rc)
         finally:
             self._calls.discard(rc)
         self.usage.call(entry.id, capability.value, time.perf_counter() - started)
@@ -247,14 +262,31 @@ class JobContext:
         return "".join(text)
 
     async def generate_image(
-        self, model: str, prompt: str, *, width: int = 512, height: int = 512, seed: int | None = None,
-        steps: int | None = None, negative_prompt: str | None = None, init_image: bytes | None = None,
-        mask: bytes | None = None, strength: float = 0.75,
-    ) -> bytes:  # fmt: skip
+        self,
+        model: str,
+        prompt: str,
+        *,
+        width: int = 512,
+        height: int = 512,
+        seed: int | None = None,
+        steps: int | None = None,
+        negative_prompt: str | None = None,
+        init_image: bytes | None = None,
+        mask: bytes | None = None,
+        strength: float = 0.75,
+    ) -> bytes:
         job = ImageJob(
-            prompt=prompt, width=width, height=height, n=1, seed=seed, steps=steps,
-            negative_prompt=negative_prompt, init_image=init_image, mask=mask, strength=strength,
-        )  # fmt: skip
+            prompt=prompt,
+            width=width,
+            height=height,
+            n=1,
+            seed=seed,
+            steps=steps,
+            negative_prompt=negative_prompt,
+            init_image=init_image,
+            mask=mask,
+            strength=strength,
+        )
         images = await self._run(model, Capability.IMAGE, lambda p, c: p.generate_images(job, c))
         if not images:
             raise ProviderError(f"{model} returned no image")

@@ -51,7 +51,11 @@ def build(job: dict, nodes: list[dict], artifacts: list[dict], steps: tuple[int,
     winner = tree["winner"]
     if winner is not None:
         node = next(n for n in nodes if str(n["id"]) == winner)
-        meta["finalWinner"] = {"candidateId": winner, "iteration": node.get("iteration"), "totalScore": node.get("score")}
+        meta["finalWinner"] = {
+            "candidateId": winner,
+            "iteration": node.get("iteration"),
+            "totalScore": node.get("score"),
+        }
     return meta
 
 
@@ -76,17 +80,23 @@ def _iterations(nodes: list[dict]) -> list[dict]:
     for i in sorted(groups):
         scored = [n for n in groups[i] if isinstance(n.get("score"), (int, float))]
         best = max(scored, key=lambda n: n["score"], default=None)
-        out.append({
-            "iteration": i,
-            "dimension": groups[i][0].get("dimension"),
-            "candidates": groups[i],
-            "bestCandidateId": best["id"] if best else None,
-            "bestScore": best["score"] if best else None,
-        })  # fmt: skip
+        out.append(
+            {
+                "iteration": i,
+                "dimension": groups[i][0].get("dimension"),
+                "candidates": groups[i],
+                "bestCandidateId": best["id"] if best else None,
+                "bestScore": best["score"] if best else None,
+            }
+        )
     return out
 
 
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f"{t % 1:.3f}"[1:] + time.strftime("%z", time.localtime(t))
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+        + f"{t % 1:.3f}"[1:]
+        + time.strftime("%z", time.localtime(t))
+    )

@@ -76,9 +76,14 @@ class RetentionSchedule:
         self.scheduler = AsyncIOScheduler()
         # A plain function: APScheduler's asyncio executor runs it in a thread, off the loop.
         self.scheduler.add_job(
-            self.run_once, "interval", seconds=self.policy.interval, id="loom-job-retention",
-            next_run_time=datetime.now() + timedelta(seconds=5), coalesce=True, max_instances=1,
-        )  # fmt: skip
+            self.run_once,
+            "interval",
+            seconds=self.policy.interval,
+            id="loom-job-retention",
+            next_run_time=datetime.now() + timedelta(seconds=5),
+            coalesce=True,
+            max_instances=1,
+        )
         self.scheduler.start()
 
     def run_once(self) -> list[str]:

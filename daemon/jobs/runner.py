@@ -29,8 +29,17 @@ from . import metadata
 from .context import JobContext
 from .hub import EventHub
 from .store import (
-    CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RESUMABLE, RUNNING, SUCCEEDED, Event, JobStore,
-)  # fmt: skip
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    QUEUED,
+    RESUMABLE,
+    RUNNING,
+    SUCCEEDED,
+    Event,
+    JobStore,
+)
 from .usage import Usage
 
 log = logging.getLogger("loom.jobs")
@@ -95,8 +104,7 @@ class JobRunner:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         for job_id in self.store.mark_interrupted():
-            log.warning("job %s was interrupted by a daemon stop; POST /v1/jobs/%s/resume continues it",
-                        job_id, job_id)
+            log.warning("job %s was interrupted by a daemon stop; POST /v1/jobs/%s/resume continues it", job_id, job_id)
             self.emit(job_id, "state", {"state": INTERRUPTED})
             self._write_metadata(job_id)
 
@@ -139,9 +147,7 @@ class JobRunner:
     def resume(self, job_id: str) -> dict:
         job = self.get(job_id)
         if self.is_active(job_id) or job["state"] not in RESUMABLE:
-            raise Conflict(
-                f"job {job_id} is {job['state']}; only interrupted, failed or cancelled jobs can be resumed"
-            )
+            raise Conflict(f"job {job_id} is {job['state']}; only interrupted, failed or cancelled jobs can be resumed")
         if job["pipeline"] not in self.pipelines:
             raise Conflict(f"job {job_id} needs pipeline '{job['pipeline']}', which is not installed")
         if self._stopping:
@@ -202,8 +208,14 @@ class JobRunner:
         return event
 
     def progress(self, ctx: JobContext, percent: float, stage: str, message: str) -> None:
-        self.store.update_job(ctx.job_id, progress=percent, stage=stage, message=message,
-                              usage=ctx.usage.to_dict(), timings=self._timings(ctx.job_id))
+        self.store.update_job(
+            ctx.job_id,
+            progress=percent,
+            stage=stage,
+            message=message,
+            usage=ctx.usage.to_dict(),
+            timings=self._timings(ctx.job_id),
+        )
         self.emit(ctx.job_id, "progress", {"progress": round(percent, 2), "stage": stage, "message": message})
         self._write_metadata(ctx.job_id)
 
@@ -222,8 +234,9 @@ class JobRunner:
         job = self.get(job_id)
         info = self.pipelines[job["pipeline"]]
         attempt = job["attempts"] + 1
-        self.store.update_job(job_id, state=RUNNING, stage="starting", attempts=attempt,
-                              started_at=job["started_at"] or time.time())
+        self.store.update_job(
+            job_id, state=RUNNING, stage="starting", attempts=attempt, started_at=job["started_at"] or time.time()
+        )
         job = self.get(job_id)
         ctx = JobContext(self, job, Usage(job["usage"]))
         if job_id in self._cancel_before_start:
@@ -268,9 +281,11 @@ class JobRunner:
         timings["run_seconds_before"] = timings["run_seconds"]
         self._run_started.pop(job_id, None)
         fields: dict[str, Any] = {
-            "state": state, "usage": ctx.usage.to_dict(), "timings": timings,
+            "state": state,
+            "usage": ctx.usage.to_dict(),
+            "timings": timings,
             "stage": {SUCCEEDED: "done"}.get(state, state),
-        }  # fmt: skip
+        }
         if state in FINISHED:
             fields["finished_at"] = time.time()
         if state == SUCCEEDED:
@@ -294,14 +309,22 @@ class JobRunner:
         if job is None:
             return
         try:
-            meta = metadata.build(job, self.store.lineage(job_id), self.store.artifacts(job_id),
-                                  self.store.step_stats(job_id))
+            meta = metadata.build(
+                job, self.store.lineage(job_id), self.store.artifacts(job_id), self.store.step_stats(job_id)
+            )
             rel, data = metadata.write(self.loom.files.root, job, meta)
         except OSError:
             log.exception("could not write metadata.json for job %s", job_id)
             return
-        self.store.put_artifact(job_id, rel, metadata.NAME, "application/json", len(data),
-                                hashlib.sha256(data).hexdigest(), {"kind": "metadata"})
+        self.store.put_artifact(
+            job_id,
+            rel,
+            metadata.NAME,
+            "application/json",
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            {"kind": "metadata"},
+        )
 
 
 def _leaves(exc: BaseException):
@@ -331,7 +354,11 @@ def _error_body(error: BaseException, step: str | None) -> dict[str, Any]:
     if isinstance(error, LoomError):
         body = {"type": error.type, "code": error.code, "message": error.message, "param": error.param}
     else:
-        body = {"type": "server_error", "code": "internal_error",
-                "message": f"Internal error: {type(error).__name__}: {error}", "param": None}
+        body = {
+            "type": "server_error",
+            "code": "internal_error",
+            "message": f"Internal error: {type(error).__name__}: {error}",
+            "param": None,
+        }
     body["step"] = step
     return body

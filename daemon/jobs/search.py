@@ -71,15 +71,21 @@ def index_artifact(store, job_id: str, path: str, body: str) -> None:
 
 
 def search(
-    store, *, q: str | None = None, pipeline: str | None = None, since: float | None = None,
-    until: float | None = None, media_type: str | None = None, job_id: str | None = None,
-    limit: int = 50, offset: int = 0,
-) -> list[dict[str, Any]]:  # fmt: skip
+    store,
+    *,
+    q: str | None = None,
+    pipeline: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    media_type: str | None = None,
+    job_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
     """Artefacts (newest first) of finished or running jobs matching every filter given."""
     where = ["a.name != 'metadata.json'"]
     args: list[Any] = []
-    select = ("select a.job_id, a.path, a.name, a.media_type, a.bytes, a.meta, a.created_at, "
-              "j.pipeline, j.state")  # fmt: skip
+    select = "select a.job_id, a.path, a.name, a.media_type, a.bytes, a.meta, a.created_at, j.pipeline, j.state"
     joins = " from artifacts a join jobs j on j.id = a.job_id"
     words = _WORD.findall(q or "")
     with store._lock:
@@ -95,9 +101,11 @@ def search(
                 where.append("t.body like ?")
                 args.append(f"%{w}%")
         for clause, value in (
-            ("j.pipeline = ?", pipeline), ("a.created_at >= ?", since), ("a.created_at < ?", until),
+            ("j.pipeline = ?", pipeline),
+            ("a.created_at >= ?", since),
+            ("a.created_at < ?", until),
             ("a.job_id = ?", job_id),
-        ):  # fmt: skip
+        ):
             if value is not None and value != "":
                 where.append(clause)
                 args.append(value)

@@ -33,8 +33,13 @@ from . import search
 SCHEMA_VERSION = 1
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
-    "queued", "running", "succeeded", "failed", "cancelled", "interrupted",
-)  # fmt: skip
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 #: States in which nothing runs; ``interrupted`` is resumable but not finished.
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, INTERRUPTED})
@@ -81,16 +86,30 @@ class JobStore:
         db = self.db
         db["jobs"].create(
             {
-                "id": str, "pipeline": str, "plugin": str, "state": str, "stage": str,
-                "progress": float, "message": str, "params": str, "result": str, "error": str,
-                "output_dir": str, "created_at": float, "started_at": float, "finished_at": float,
-                "updated_at": float, "attempts": int, "usage": str, "timings": str,
+                "id": str,
+                "pipeline": str,
+                "plugin": str,
+                "state": str,
+                "stage": str,
+                "progress": float,
+                "message": str,
+                "params": str,
+                "result": str,
+                "error": str,
+                "output_dir": str,
+                "created_at": float,
+                "started_at": float,
+                "finished_at": float,
+                "updated_at": float,
+                "attempts": int,
+                "usage": str,
+                "timings": str,
             },
             pk="id",
             not_null={"pipeline", "state", "created_at"},
             defaults={"progress": 0.0, "attempts": 0, "stage": "", "message": ""},
             if_not_exists=True,
-        )  # fmt: skip
+        )
         db["jobs"].create_index(["state"], if_not_exists=True)
         db["jobs"].create_index(["pipeline", "created_at"], if_not_exists=True)
         db["jobs"].create_index(["created_at"], if_not_exists=True)
@@ -103,21 +122,33 @@ class JobStore:
         db["job_events"].create_index(["job_id", "seq"], unique=True, if_not_exists=True)
         db["job_steps"].create(
             {
-                "job_id": str, "key": str, "result": bytes, "started_at": float,
-                "finished_at": float, "seconds": float, "attempt": int,
+                "job_id": str,
+                "key": str,
+                "result": bytes,
+                "started_at": float,
+                "finished_at": float,
+                "seconds": float,
+                "attempt": int,
             },
             pk=("job_id", "key"),
             if_not_exists=True,
-        )  # fmt: skip
+        )
         db["artifacts"].create(
             {
-                "id": int, "job_id": str, "path": str, "name": str, "media_type": str,
-                "bytes": int, "sha256": str, "meta": str, "created_at": float,
+                "id": int,
+                "job_id": str,
+                "path": str,
+                "name": str,
+                "media_type": str,
+                "bytes": int,
+                "sha256": str,
+                "meta": str,
+                "created_at": float,
             },
             pk="id",
             not_null={"job_id", "path"},
             if_not_exists=True,
-        )  # fmt: skip
+        )
         db["artifacts"].create_index(["job_id", "path"], unique=True, if_not_exists=True)
         db["job_lineage"].create(
             {"job_id": str, "node_id": str, "parent_id": str, "data": str, "updated_at": float},
@@ -132,10 +163,19 @@ class JobStore:
     def create_job(self, job_id: str, pipeline: str, plugin: str, params: bytes, output_dir: str) -> dict:
         now = time.time()
         row = {
-            "id": job_id, "pipeline": pipeline, "plugin": plugin, "state": QUEUED, "stage": "queued",
-            "progress": 0.0, "message": "", "params": params.decode(), "output_dir": output_dir,
-            "created_at": now, "updated_at": now, "attempts": 0,
-        }  # fmt: skip
+            "id": job_id,
+            "pipeline": pipeline,
+            "plugin": plugin,
+            "state": QUEUED,
+            "stage": "queued",
+            "progress": 0.0,
+            "message": "",
+            "params": params.decode(),
+            "output_dir": output_dir,
+            "created_at": now,
+            "updated_at": now,
+            "attempts": 0,
+        }
         with self._lock:
             self.db["jobs"].insert(row)
         return self.get_job(job_id)
@@ -188,12 +228,19 @@ class JobStore:
     def mark_interrupted(self) -> list[str]:
         """Jobs left ``queued`` or ``running`` by a daemon that died: now ``interrupted``."""
         with self._lock:
-            ids = [r["id"] for r in self.db.query(
-                "select id from jobs where state in (?, ?) order by created_at", [QUEUED, RUNNING]
-            )]  # fmt: skip
+            ids = [
+                r["id"]
+                for r in self.db.query(
+                    "select id from jobs where state in (?, ?) order by created_at", [QUEUED, RUNNING]
+                )
+            ]
             for job_id in ids:
-                self.update_job(job_id, state=INTERRUPTED, stage="interrupted",
-                                message="the daemon stopped while the job was running")
+                self.update_job(
+                    job_id,
+                    state=INTERRUPTED,
+                    stage="interrupted",
+                    message="the daemon stopped while the job was running",
+                )
         return ids
 
     # --- events -----------------------------------------------------------------------------
@@ -202,9 +249,9 @@ class JobStore:
         with self._lock:
             seq = self._seq.get(job_id)
             if seq is None:
-                row = next(self.db.query(
-                    "select coalesce(max(seq), 0) as seq from job_events where job_id = ?", [job_id]
-                ))  # fmt: skip
+                row = next(
+                    self.db.query("select coalesce(max(seq), 0) as seq from job_events where job_id = ?", [job_id])
+                )
                 seq = row["seq"]
             seq += 1
             now = time.time()
@@ -216,51 +263,59 @@ class JobStore:
 
     def events_after(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
         with self._lock:
-            rows = list(self.db.query(
-                "select * from job_events where job_id = ? and seq > ? order by seq limit ?",
-                [job_id, after, limit],
-            ))  # fmt: skip
+            rows = list(
+                self.db.query(
+                    "select * from job_events where job_id = ? and seq > ? order by seq limit ?",
+                    [job_id, after, limit],
+                )
+            )
         return [Event(job_id, r["seq"], r["type"], _decode(r["data"]), r["created_at"]) for r in rows]
 
     def last_event_id(self, job_id: str) -> int:
         with self._lock:
             if job_id in self._seq:
                 return self._seq[job_id]
-            row = next(self.db.query(
-                "select coalesce(max(seq), 0) as seq from job_events where job_id = ?", [job_id]
-            ))  # fmt: skip
+            row = next(self.db.query("select coalesce(max(seq), 0) as seq from job_events where job_id = ?", [job_id]))
             return row["seq"]
 
     # --- steps ------------------------------------------------------------------------------
 
     def get_step(self, job_id: str, key: str) -> bytes | None:
         with self._lock:
-            rows = list(self.db.query(
-                "select result from job_steps where job_id = ? and key = ?", [job_id, key]
-            ))  # fmt: skip
+            rows = list(self.db.query("select result from job_steps where job_id = ? and key = ?", [job_id, key]))
         return rows[0]["result"] if rows else None
 
     def put_step(self, job_id: str, key: str, result: bytes, started: float, finished: float, attempt: int) -> None:
         row = {
-            "job_id": job_id, "key": key, "result": result, "started_at": started,
-            "finished_at": finished, "seconds": finished - started, "attempt": attempt,
-        }  # fmt: skip
+            "job_id": job_id,
+            "key": key,
+            "result": result,
+            "started_at": started,
+            "finished_at": finished,
+            "seconds": finished - started,
+            "attempt": attempt,
+        }
         with self._lock:
             self.db["job_steps"].insert(row, replace=True)
 
     def steps(self, job_id: str) -> list[dict]:
         with self._lock:
-            return list(self.db.query(
-                "select key, started_at, finished_at, seconds, attempt from job_steps "
-                "where job_id = ? order by finished_at", [job_id]
-            ))  # fmt: skip
+            return list(
+                self.db.query(
+                    "select key, started_at, finished_at, seconds, attempt from job_steps "
+                    "where job_id = ? order by finished_at",
+                    [job_id],
+                )
+            )
 
     def step_stats(self, job_id: str) -> tuple[int, float]:
         with self._lock:
-            row = next(self.db.query(
-                "select count(*) as n, coalesce(sum(seconds), 0) as s from job_steps where job_id = ?",
-                [job_id],
-            ))  # fmt: skip
+            row = next(
+                self.db.query(
+                    "select count(*) as n, coalesce(sum(seconds), 0) as s from job_steps where job_id = ?",
+                    [job_id],
+                )
+            )
         return row["n"], row["s"]
 
     # --- artefacts --------------------------------------------------------------------------
@@ -269,9 +324,15 @@ class JobStore:
         self, job_id: str, path: str, name: str, media_type: str, size: int, sha256: str, meta: dict | None
     ) -> None:
         row = {
-            "job_id": job_id, "path": path, "name": name, "media_type": media_type, "bytes": size,
-            "sha256": sha256, "meta": _encode(meta or {}).decode(), "created_at": time.time(),
-        }  # fmt: skip
+            "job_id": job_id,
+            "path": path,
+            "name": name,
+            "media_type": media_type,
+            "bytes": size,
+            "sha256": sha256,
+            "meta": _encode(meta or {}).decode(),
+            "created_at": time.time(),
+        }
         # (job_id, path) is the natural key: a rewritten file replaces its row.
         with self._lock, self.db.atomic():
             self.db.execute("delete from artifacts where job_id = ? and path = ?", [job_id, path])
@@ -279,10 +340,13 @@ class JobStore:
 
     def artifacts(self, job_id: str) -> list[dict]:
         with self._lock:
-            rows = list(self.db.query(
-                "select path, name, media_type, bytes, sha256, meta, created_at from artifacts "
-                "where job_id = ? order by id", [job_id]
-            ))  # fmt: skip
+            rows = list(
+                self.db.query(
+                    "select path, name, media_type, bytes, sha256, meta, created_at from artifacts "
+                    "where job_id = ? order by id",
+                    [job_id],
+                )
+            )
         for r in rows:
             r["meta"] = _decode(r["meta"]) if r["meta"] else {}
         return rows
@@ -293,9 +357,9 @@ class JobStore:
         """Merge ``node``'s fields into the stored node with the same ``id``."""
         node_id = str(node["id"])
         with self._lock:
-            rows = list(self.db.query(
-                "select data from job_lineage where job_id = ? and node_id = ?", [job_id, node_id]
-            ))  # fmt: skip
+            rows = list(
+                self.db.query("select data from job_lineage where job_id = ? and node_id = ?", [job_id, node_id])
+            )
             merged = {**_decode(rows[0]["data"]), **node} if rows else dict(node)
             parent = merged.get("parent")
             # An upsert keeps the row (and its rowid), so nodes stay in first-reported order.
@@ -308,9 +372,7 @@ class JobStore:
 
     def lineage(self, job_id: str) -> list[dict]:
         with self._lock:
-            rows = list(self.db.query(
-                "select data from job_lineage where job_id = ? order by rowid", [job_id]
-            ))  # fmt: skip
+            rows = list(self.db.query("select data from job_lineage where job_id = ? order by rowid", [job_id]))
         return [_decode(r["data"]) for r in rows]
 
     # --- retention --------------------------------------------------------------------------
@@ -318,10 +380,13 @@ class JobStore:
     def expired(self, cutoff: float, states: Iterable[str] = FINISHED) -> list[dict]:
         states = list(states)
         with self._lock:
-            rows = list(self.db.query(
-                f"select id, output_dir from jobs where state in ({', '.join('?' for _ in states)}) "
-                "and coalesce(finished_at, updated_at) < ?", [*states, cutoff]
-            ))  # fmt: skip
+            rows = list(
+                self.db.query(
+                    f"select id, output_dir from jobs where state in ({', '.join('?' for _ in states)}) "
+                    "and coalesce(finished_at, updated_at) < ?",
+                    [*states, cutoff],
+                )
+            )
         return rows
 
     def delete_job(self, job_id: str) -> None:

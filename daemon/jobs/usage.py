@@ -15,7 +15,9 @@ class Usage:
         #: model id -> {"calls", "seconds", "prompt_tokens", "completion_tokens"}
         self.by_model: dict[str, dict[str, float]] = saved.get("by_model", {})
 
-    def call(self, model: str, capability: str, seconds: float, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    def call(
+        self, model: str, capability: str, seconds: float, prompt_tokens: int = 0, completion_tokens: int = 0
+    ) -> None:
         cap = self.by_capability.setdefault(capability, {"calls": 0, "seconds": 0.0})
         cap["calls"] += 1
         cap["seconds"] = round(cap["seconds"] + seconds, 6)

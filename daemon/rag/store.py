@@ -104,8 +104,7 @@ class RagStore:
         self._faiss: Any = None
         self._faiss_checked = False
         self._lock = threading.RLock()  # the connection, and every write
-        self._db = sqlite3.connect(str(self.root / "rag.db"), check_same_thread=False, timeout=30,
-                                   isolation_level=None)  # fmt: skip
+        self._db = sqlite3.connect(str(self.root / "rag.db"), check_same_thread=False, timeout=30, isolation_level=None)
         # Big pages: a row holds a 2 KiB vector (512 floats), and 4 KiB pages would fit one row each.
         self._db.execute("pragma page_size=16384")  # takes effect on a new database only
         self._db.execute("pragma journal_mode=wal")
@@ -117,7 +116,7 @@ class RagStore:
         for name, collection, model, dim in self._db.execute("select name, collection, model, dim from indices"):
             (count,) = self._db.execute(
                 "select coalesce(max(seq) + 1, 0) from items where index_name = ?", [name]
-            ).fetchone()  # fmt: skip
+            ).fetchone()
             file = self.root / f"{name}.faiss"
             self._indices[(collection, model)] = _Index(name, collection, model, dim, file, count)
 
@@ -135,7 +134,7 @@ class RagStore:
 
     @property
     def backend(self) -> str:
-        """"faiss" or "numpy" (exact search without faiss); asking imports nothing."""
+        """ "faiss" or "numpy" (exact search without faiss); asking imports nothing."""
         if self._faiss_checked:
             return "faiss" if self._faiss is not None else "numpy"
         return "faiss" if self._use_faiss and importlib.util.find_spec("faiss") is not None else "numpy"
@@ -208,8 +207,13 @@ class RagStore:
             with self._lock, st.lock:
                 self._catch_up(st, impl)
                 st.impl = impl
-            log.info("retrieval index %s: %d items (%s) loaded in %.2fs", st.name, impl.ntotal, impl.kind,
-                     time.perf_counter() - started)  # fmt: skip
+            log.info(
+                "retrieval index %s: %d items (%s) loaded in %.2fs",
+                st.name,
+                impl.ntotal,
+                impl.kind,
+                time.perf_counter() - started,
+            )
         except Exception as e:  # noqa: BLE001 - one broken index must not take the others down
             log.exception("could not load retrieval index %s", st.name)
             st.error = f"{type(e).__name__}: {e}"
@@ -264,8 +268,14 @@ class RagStore:
                 st.impl, st.saved = impl, 0
             st.builds += 1
             st.last_build_s = round(time.perf_counter() - started, 4)
-            log.info("retrieval index %s rebuilt as %s (%d lists) over %d items in %.2fs", st.name, impl.kind,
-                     impl.nlist, count, st.last_build_s)  # fmt: skip
+            log.info(
+                "retrieval index %s rebuilt as %s (%d lists) over %d items in %.2fs",
+                st.name,
+                impl.kind,
+                impl.nlist,
+                count,
+                st.last_build_s,
+            )
             self._save(st)
         except Exception as e:  # noqa: BLE001 - the old index keeps serving
             log.exception("could not rebuild retrieval index %s", st.name)
@@ -318,8 +328,16 @@ class RagStore:
             kind = item.get("kind", "text")
             if kind not in KINDS:
                 raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", param="kind")
-            rows.append((kind, str(item.get("text") or "")[:TEXT_LIMIT], item.get("path"), item.get("job_id"),
-                         item.get("pipeline"), json.dumps(item.get("meta") or {}, default=str)))  # fmt: skip
+            rows.append(
+                (
+                    kind,
+                    str(item.get("text") or "")[:TEXT_LIMIT],
+                    item.get("path"),
+                    item.get("job_id"),
+                    item.get("pipeline"),
+                    json.dumps(item.get("meta") or {}, default=str),
+                )
+            )
         with self._lock:
             if self._closed:
                 raise Unavailable("the retrieval store is closed")
@@ -342,9 +360,12 @@ class RagStore:
                 self._db.execute("rollback")
                 raise
             st.count = start + len(x)
-            ids = [r[0] for r in self._db.execute(
-                "select id from items where index_name = ? and seq >= ? order by seq", [st.name, start]
-            )]  # fmt: skip
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "select id from items where index_name = ? and seq >= ? order by seq", [st.name, start]
+                )
+            ]
             with st.lock:
                 if st.impl is not None:  # None while loading: the loader catches up
                     if st.impl.ntotal == start:
@@ -401,11 +422,22 @@ class RagStore:
             r = by_seq.get(seq)
             if r is None:
                 continue
-            out.append({
-                "id": r[0], "collection": collection, "model": model, "score": round(score, 6), "kind": r[2],
-                "text": r[3], "path": r[4], "url": f"/v1/files/{r[4]}" if r[4] else None, "job_id": r[5],
-                "pipeline": r[6], "meta": json.loads(r[7]), "created_at": r[8],
-            })  # fmt: skip
+            out.append(
+                {
+                    "id": r[0],
+                    "collection": collection,
+                    "model": model,
+                    "score": round(score, 6),
+                    "kind": r[2],
+                    "text": r[3],
+                    "path": r[4],
+                    "url": f"/v1/files/{r[4]}" if r[4] else None,
+                    "job_id": r[5],
+                    "pipeline": r[6],
+                    "meta": json.loads(r[7]),
+                    "created_at": r[8],
+                }
+            )
         return out
 
     def models(self, collections: list[str] | None = None) -> list[str]:
@@ -425,15 +457,26 @@ class RagStore:
         indices = []
         for st in sorted(self._indices.values(), key=lambda s: (s.collection, s.model)):
             impl = st.impl
-            indices.append({
-                "name": st.name, "collection": st.collection, "model": st.model, "dim": st.dim,
-                "count": st.count, "indexed": impl.ntotal if impl is not None else 0,
-                "type": impl.kind if impl is not None else None,
-                "nlist": impl.nlist if impl is not None else 0, "nprobe": impl.nprobe if impl is not None else 0,
-                "loaded": st.ready.is_set() and impl is not None, "rebuilding": st.rebuilding,
-                "builds": st.builds, "last_build_seconds": st.last_build_s, "saved": st.saved,
-                "file_bytes": st.file.stat().st_size if st.file.exists() else 0, "error": st.error,
-            })  # fmt: skip
+            indices.append(
+                {
+                    "name": st.name,
+                    "collection": st.collection,
+                    "model": st.model,
+                    "dim": st.dim,
+                    "count": st.count,
+                    "indexed": impl.ntotal if impl is not None else 0,
+                    "type": impl.kind if impl is not None else None,
+                    "nlist": impl.nlist if impl is not None else 0,
+                    "nprobe": impl.nprobe if impl is not None else 0,
+                    "loaded": st.ready.is_set() and impl is not None,
+                    "rebuilding": st.rebuilding,
+                    "builds": st.builds,
+                    "last_build_seconds": st.last_build_s,
+                    "saved": st.saved,
+                    "file_bytes": st.file.stat().st_size if st.file.exists() else 0,
+                    "error": st.error,
+                }
+            )
         return {
             "object": "rag.stats",
             "backend": self.backend,

@@ -103,9 +103,14 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
                 quiet.setLevel(logging.WARNING)
             self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=datetime.timezone.utc)
             self._aps.add_job(
-                self.expire_idle, "interval", seconds=max(0.01, self.config.scheduler.keep_alive_interval),
-                id="loom-keep-alive", max_instances=1, coalesce=True, misfire_grace_time=None,
-            )  # fmt: skip
+                self.expire_idle,
+                "interval",
+                seconds=max(0.01, self.config.scheduler.keep_alive_interval),
+                id="loom-keep-alive",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
             self._aps.start()
         for m in sorted(self._pinned):
             entry = self.registry.entries.get(m)
@@ -300,9 +305,15 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
             ctx = RunContext(device=dev.name)
         ctx.device = dev.name
         item = WorkItem(
-            entry=entry, device=dev.name, priority=Priority(priority), call=call, ctx=ctx,
-            seq=next(self._seq), stream=stream, kind=kind,
-        )  # fmt: skip
+            entry=entry,
+            device=dev.name,
+            priority=Priority(priority),
+            call=call,
+            ctx=ctx,
+            seq=next(self._seq),
+            stream=stream,
+            kind=kind,
+        )
         ctx.work_id = item.id
         current_work_id.set(item.id)
         if kind == "run":
@@ -470,6 +481,5 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
     def _publish(self, type: str, item: WorkItem | None = None, **fields: Any) -> None:
         base = {"model": None, "device": None, "item": None}
         if item is not None:
-            base = {"model": item.model, "device": item.device, "item": item.id,
-                    "priority": item.priority.name.lower()}  # fmt: skip
+            base = {"model": item.model, "device": item.device, "item": item.id, "priority": item.priority.name.lower()}
         self.events.publish(type, **{**base, **fields})

@@ -40,7 +40,7 @@ class Device:
 
 
 def normalize(name: str) -> str:
-    """"cuda" -> "cuda:0"; other names unchanged (lower-cased)."""
+    """ "cuda" -> "cuda:0"; other names unchanged (lower-cased)."""
     name = name.strip().lower()
     return "cuda:0" if name == "cuda" else name
 
@@ -135,7 +135,5 @@ def discover(config: Config, model_devices: set[str]) -> tuple[dict[str, Device]
         else:
             devices[name] = Device(name, "unknown", None, None, available=False, reason=f"unknown device {name!r}")
     devices[REMOTE] = Device(REMOTE, "remote", None, None, 0, parallel=True)
-    auto = next(
-        (n for n in sorted(configured) if n.startswith("cuda") and devices[n].available), "cpu"
-    )
+    auto = next((n for n in sorted(configured) if n.startswith("cuda") and devices[n].available), "cpu")
     return devices, auto

@@ -120,7 +120,9 @@ class ExecutionOps:
             if aclose is not None:
                 await aclose()
 
-    def _finish(self: Scheduler, dev: DeviceState, item: WorkItem, result: Any, error: BaseException | None, seconds: float):
+    def _finish(
+        self: Scheduler, dev: DeviceState, item: WorkItem, result: Any, error: BaseException | None, seconds: float
+    ):
         m = item.model
         now = time.monotonic()
         dev.running.pop(item.id, None)
@@ -174,6 +176,4 @@ def on_loop(provider_cls: type) -> bool:
         for capability in getattr(provider_cls, "capabilities", ())
         for name in CAPABILITY_METHODS[capability]
     ]
-    return bool(methods) and all(
-        inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m) for m in methods
-    )
+    return bool(methods) and all(inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m) for m in methods)

@@ -25,14 +25,16 @@ class _StateCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
-            "loom_queue_depth", "Work items waiting, by device, model and priority",
+            "loom_queue_depth",
+            "Work items waiting, by device, model and priority",
             labels=["device", "model", "priority"],
-        )  # fmt: skip
+        )
         running = GaugeMetricFamily("loom_running_items", "Work items running", labels=["device", "model"])
         memory = GaugeMetricFamily(
-            "loom_device_memory_bytes", "Device memory: budget, used (ledger), reserved, free",
+            "loom_device_memory_bytes",
+            "Device memory: budget, used (ledger), reserved, free",
             labels=["device", "kind"],
-        )  # fmt: skip
+        )
         resident = GaugeMetricFamily("loom_resident_models", "Models resident on the device", labels=["device"])
         footprint = GaugeMetricFamily(
             "loom_model_memory_bytes", "What each resident model holds", labels=["device", "model"]
@@ -62,9 +64,12 @@ class SchedulerMetrics:
     def __init__(self, scheduler: Scheduler) -> None:
         r = self.registry = CollectorRegistry()
         self.wait = Histogram(
-            "loom_queue_wait_seconds", "Time from queued to started", ["device", "priority"],
-            buckets=_WAIT_BUCKETS, registry=r,
-        )  # fmt: skip
+            "loom_queue_wait_seconds",
+            "Time from queued to started",
+            ["device", "priority"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
         self.run = Histogram("loom_run_seconds", "Time a work item ran", ["model"], buckets=_RUN_BUCKETS, registry=r)
         self.load_seconds = Histogram(
             "loom_model_load_seconds", "Time a model took to load", ["model"], buckets=_RUN_BUCKETS, registry=r
@@ -72,7 +77,10 @@ class SchedulerMetrics:
         self.loads = Counter("loom_model_loads", "Model loads", ["device", "model"], registry=r)
         self.evictions = Counter("loom_model_evictions", "Models evicted to make room", ["device", "model"], registry=r)
         self.unloads = Counter(
-            "loom_model_unloads", "Models unloaded (evicted, keep-alive, admin)", ["device", "model", "reason"], registry=r
+            "loom_model_unloads",
+            "Models unloaded (evicted, keep-alive, admin)",
+            ["device", "model", "reason"],
+            registry=r,
         )
         self.items = Counter("loom_work_items", "Work items ended, by outcome", ["model", "outcome"], registry=r)
         self.rejected = Counter("loom_work_rejected", "Work refused at admission", ["model", "reason"], registry=r)

@@ -164,16 +164,27 @@ class ResidencyOps:
             dev.ledger.cancel(m)
             raise
         r = Residency(
-            model=m, device=dev.name, estimate=need, footprint=footprint, measured=measured,
-            load_seconds=seconds, pinned=m in self._pinned,
-        )  # fmt: skip
+            model=m,
+            device=dev.name,
+            estimate=need,
+            footprint=footprint,
+            measured=measured,
+            load_seconds=seconds,
+            pinned=m in self._pinned,
+        )
         dev.ledger.commit(r)
         self.metrics.loads.labels(dev.name, m).inc()
         self.metrics.load_seconds.labels(m).observe(seconds)
         self._publish(
-            "loaded", model=m, device=dev.name, footprint=footprint, estimate=need,
-            measured=measured, seconds=round(seconds, 4), pinned=r.pinned,
-        )  # fmt: skip
+            "loaded",
+            model=m,
+            device=dev.name,
+            footprint=footprint,
+            estimate=need,
+            measured=measured,
+            seconds=round(seconds, 4),
+            pinned=r.pinned,
+        )
         self._publish_memory(dev)
         return r
 
@@ -241,9 +252,14 @@ class ResidencyOps:
         if evicted:
             self.metrics.evictions.labels(dev.name, m).inc()
         self._publish(
-            "evicted" if evicted else "unloaded", model=m, device=dev.name, reason=reason,
-            footprint=r.footprint, freed_measured=freed, error=error,
-        )  # fmt: skip
+            "evicted" if evicted else "unloaded",
+            model=m,
+            device=dev.name,
+            reason=reason,
+            footprint=r.footprint,
+            freed_measured=freed,
+            error=error,
+        )
         self._publish_memory(dev)
         return r.footprint
 
@@ -294,14 +310,19 @@ class ResidencyOps:
         Called by the APScheduler interval job; tests call it with a ``now`` in the future.
         """
         now = time.monotonic() if now is None else now
-        due = [(dev, m) for dev in self.devices.values() for m in list(dev.ledger.resident) if self._expired(dev, m, now)]
+        due = [
+            (dev, m) for dev in self.devices.values() for m in list(dev.ledger.resident) if self._expired(dev, m, now)
+        ]
         return [m for dev, m in due if await self._expire(dev, m, now)]
 
     def _publish_memory(self: Scheduler, dev: DeviceState) -> None:
         ledger = dev.ledger
         self._publish(
-            "memory", device=dev.name, budget=ledger.budget, used=ledger.used,
+            "memory",
+            device=dev.name,
+            budget=ledger.budget,
+            used=ledger.used,
             reserved=sum(ledger.reserved.values()),
             free=None if ledger.budget is None else ledger.budget - ledger.held,
             resident=sorted(ledger.resident),
-        )  # fmt: skip
+        )

@@ -39,41 +39,45 @@ class SnapshotOps:
             resident = []
             for r in sorted(ledger.resident.values(), key=lambda r: r.loaded_at):
                 entry = self.registry.entries.get(r.model)
-                resident.append({
-                    "model": r.model,
-                    "footprint": r.footprint,
-                    "estimate": r.estimate,
-                    "measured": r.measured,
-                    "load_seconds": round(r.load_seconds, 4),
-                    "loaded_at": r.loaded_wall,
-                    "last_used": wall - (now - r.last_used),
-                    "idle_seconds": round(now - r.last_used, 3),
-                    "pinned": r.pinned,
-                    "keep_alive": entry.keep_alive if entry else None,
-                    "running": dev.busy.get(r.model, 0),
-                    "queued": dev.queue.count(r.model),
-                    "evicting": r.evicting,
-                })  # fmt: skip
+                resident.append(
+                    {
+                        "model": r.model,
+                        "footprint": r.footprint,
+                        "estimate": r.estimate,
+                        "measured": r.measured,
+                        "load_seconds": round(r.load_seconds, 4),
+                        "loaded_at": r.loaded_wall,
+                        "last_used": wall - (now - r.last_used),
+                        "idle_seconds": round(now - r.last_used, 3),
+                        "pinned": r.pinned,
+                        "keep_alive": entry.keep_alive if entry else None,
+                        "running": dev.busy.get(r.model, 0),
+                        "queued": dev.queue.count(r.model),
+                        "evicting": r.evicting,
+                    }
+                )
             queued = self.policy.order(list(dev.queue), ledger.resident, now)
-            devices.append({
-                "name": name,
-                "kind": dev.info.kind,
-                "available": dev.info.available,
-                "reason": dev.info.reason or None,
-                "parallel": dev.parallel,
-                "total": dev.info.total,
-                "budget": ledger.budget,
-                "headroom": dev.info.headroom,
-                "used": ledger.used,
-                "reserved": sum(ledger.reserved.values()),
-                "free": None if ledger.budget is None else ledger.budget - ledger.held,
-                "peak": ledger.peak,
-                "loading": dev.loading,
-                "resident": resident,
-                "queue": {"depth": len(dev.queue), "by_model": dev.queue.depth()},
-                "running": [i.describe(now) for i in dev.running.values()],
-                "queued": [i.describe(now) for i in queued[:100]],
-            })  # fmt: skip
+            devices.append(
+                {
+                    "name": name,
+                    "kind": dev.info.kind,
+                    "available": dev.info.available,
+                    "reason": dev.info.reason or None,
+                    "parallel": dev.parallel,
+                    "total": dev.info.total,
+                    "budget": ledger.budget,
+                    "headroom": dev.info.headroom,
+                    "used": ledger.used,
+                    "reserved": sum(ledger.reserved.values()),
+                    "free": None if ledger.budget is None else ledger.budget - ledger.held,
+                    "peak": ledger.peak,
+                    "loading": dev.loading,
+                    "resident": resident,
+                    "queue": {"depth": len(dev.queue), "by_model": dev.queue.depth()},
+                    "running": [i.describe(now) for i in dev.running.values()],
+                    "queued": [i.describe(now) for i in queued[:100]],
+                }
+            )
         return {
             "policy": self.policy.name,
             "max_age": self.config.scheduler.max_age,

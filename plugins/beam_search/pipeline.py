@@ -98,8 +98,14 @@ class _Search:
         children: list[Candidate] = []
         for parent, count in zip(parents, children_per_parent(self.p.beam_width, len(parents))):
             for _ in range(count):
-                child = Candidate(iteration=k, index=len(children), parent=parent.id, dimension="+".join(dims),
-                                  what=parent.what, how=parent.how)  # fmt: skip
+                child = Candidate(
+                    iteration=k,
+                    index=len(children),
+                    parent=parent.id,
+                    dimension="+".join(dims),
+                    what=parent.what,
+                    how=parent.how,
+                )
                 children.append(child)
                 self.candidates[child.id] = child
 
@@ -112,8 +118,11 @@ class _Search:
             await self.stages(k, parents, [("critique", lambda c: self.critique(k, c, dims))], units=0)
         else:
             await self.stages(k, parents, [("critique", critique)])
-        await self.stages(k, children, [("refine", lambda c: self.refine(k, c, dims)), ("generate", self.generate),
-                                        ("evaluate", self.evaluate)])  # fmt: skip
+        await self.stages(
+            k,
+            children,
+            [("refine", lambda c: self.refine(k, c, dims)), ("generate", self.generate), ("evaluate", self.evaluate)],
+        )
         return self.keep(k, [*parents, *children])
 
     def keep(self, k: int, pool: Sequence[Candidate]) -> list[Candidate]:
@@ -127,10 +136,16 @@ class _Search:
             self.report(c)
         self.units_done += 1
         best = kept[0]
-        self.ctx.emit("iteration", {
-            "iteration": k, "kept": [c.id for c in kept], "ranking": [c.id for c in ranked],
-            "best": best.id, "best_score": best.score,
-        })  # fmt: skip
+        self.ctx.emit(
+            "iteration",
+            {
+                "iteration": k,
+                "kept": [c.id for c in kept],
+                "ranking": [c.id for c in ranked],
+                "best": best.id,
+                "best_score": best.score,
+            },
+        )
         self.progress(self.units_done, f"iteration {k}: ranked", f"kept {', '.join(c.id for c in kept)}")
         return kept
 
@@ -165,7 +180,9 @@ class _Search:
         """One LLM call asking for JSON; a model that refuses response_format is asked plainly."""
         kw = {"max_tokens": self.p.max_tokens, "temperature": self.p.temperature, "seed": self.call_seed(key)}
         try:
-            return await self.ctx.chat(self.llm, messages, response_format=prompts.response_format(schema_name, schema), **kw)
+            return await self.ctx.chat(
+                self.llm, messages, response_format=prompts.response_format(schema_name, schema), **kw
+            )
         except UnsupportedParameter:
             return await self.ctx.chat(self.llm, messages, **kw)
 
@@ -181,8 +198,11 @@ class _Search:
         user = self.p.prompt
 
         async def one(dim: str) -> str:
-            return await self.prompt_step(f"{c.id}/expand-{dim}", prompts.expand_messages(dim, user, c.index),
-                                          prompts.fallback_expand(dim, user, c.index))  # fmt: skip
+            return await self.prompt_step(
+                f"{c.id}/expand-{dim}",
+                prompts.expand_messages(dim, user, c.index),
+                prompts.fallback_expand(dim, user, c.index),
+            )
 
         if self.p.schedule == "phased":
             c.what, c.how = await asyncio.gather(one("what"), one("how"))
@@ -191,8 +211,11 @@ class _Search:
         await self.combine(c)
 
     async def combine(self, c: Candidate) -> None:
-        c.combined = await self.prompt_step(f"{c.id}/combine", prompts.combine_messages(self.p.prompt, c.what, c.how),
-                                            prompts.fallback_combine(c.what, c.how))  # fmt: skip
+        c.combined = await self.prompt_step(
+            f"{c.id}/combine",
+            prompts.combine_messages(self.p.prompt, c.what, c.how),
+            prompts.fallback_combine(c.what, c.how),
+        )
         self.report(c)
 
     async def refine(self, k: int, c: Candidate, dims: tuple[str, ...]) -> None:
@@ -204,7 +227,9 @@ class _Search:
         for dim in dims:
             current = parent.what if dim == "what" else parent.how
             messages = prompts.refine_messages(dim, self.p.prompt, current, critique, position, len(siblings))
-            refined = await self.prompt_step(f"{c.id}/refine-{dim}", messages, prompts.fallback_refine(current, critique))
+            refined = await self.prompt_step(
+                f"{c.id}/refine-{dim}", messages, prompts.fallback_refine(current, critique)
+            )
             if dim == "what":
                 c.what = refined
             else:
@@ -215,9 +240,14 @@ class _Search:
         async def call() -> dict:
             seed = self.call_seed(f"{c.id}/image")
             png = await self.ctx.generate_image(
-                self.image_model, c.combined, width=self.p.width, height=self.p.height, seed=seed,
-                steps=self.p.steps, negative_prompt=self.p.negative_prompt,
-            )  # fmt: skip
+                self.image_model,
+                c.combined,
+                width=self.p.width,
+                height=self.p.height,
+                seed=seed,
+                steps=self.p.steps,
+                negative_prompt=self.p.negative_prompt,
+            )
             meta = {"candidate": c.id, "parent": c.parent, "iteration": c.iteration, "prompt": c.combined, "seed": seed}
             return {"path": self.ctx.save_artifact(f"{c.id}.png", png, meta), "seed": seed}
 
@@ -247,13 +277,24 @@ class _Search:
         self.report(c)
 
     async def critique(self, k: int, parent: Candidate, dims: tuple[str, ...]) -> None:
-        dim = dims[0] if len(dims) == 1 else ("what" if (parent.clip or 0) * 100 < (parent.aesthetic or 0) * 10 else "how")
+        dim = (
+            dims[0]
+            if len(dims) == 1
+            else ("what" if (parent.clip or 0) * 100 < (parent.aesthetic or 0) * 10 else "how")
+        )
 
         async def call() -> dict:
             messages = prompts.critique_messages(
-                self.p.prompt, parent.what, parent.how, parent.combined, 100 * (parent.clip or 0),
-                parent.aesthetic or 0, parent.description or "", dim, k,
-            )  # fmt: skip
+                self.p.prompt,
+                parent.what,
+                parent.how,
+                parent.combined,
+                100 * (parent.clip or 0),
+                parent.aesthetic or 0,
+                parent.description or "",
+                dim,
+                k,
+            )
             text = await self.ask(f"i{k}/critique/{parent.id}", messages, "critique", prompts.CRITIQUE_SCHEMA)
             parsed = prompts.parse_critique(text)
             fallback = prompts.rule_critique(100 * (parent.clip or 0), parent.aesthetic or 0, dim)

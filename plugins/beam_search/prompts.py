@@ -122,9 +122,16 @@ def combine_messages(user_prompt: str, what: str, how: str) -> list[dict[str, st
 
 
 def critique_messages(
-    user_prompt: str, what: str, how: str, combined: str, alignment: float, aesthetic: float,
-    description: str, dimension: str, iteration: int,
-) -> list[dict[str, str]]:  # fmt: skip
+    user_prompt: str,
+    what: str,
+    how: str,
+    combined: str,
+    alignment: float,
+    aesthetic: float,
+    description: str,
+    dimension: str,
+    iteration: int,
+) -> list[dict[str, str]]:
     system = _SYSTEM_CRITIQUE.format(dim=dimension.upper(), focus=_FOCUS[dimension])
     user = (
         f'Original request: "{user_prompt}"\n'

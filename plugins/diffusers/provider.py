@@ -129,9 +129,7 @@ class DiffusersProvider(TorchProvider):
         }
         if job.negative_prompt:
             if "negative_prompt" not in params:
-                raise UnsupportedParameter(
-                    f"model {self.spec.id!r} takes no negative_prompt", param="negative_prompt"
-                )
+                raise UnsupportedParameter(f"model {self.spec.id!r} takes no negative_prompt", param="negative_prompt")
             kwargs["negative_prompt"] = job.negative_prompt
         steps = job.steps or self.options.steps
         if steps is not None:

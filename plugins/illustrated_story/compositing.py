@@ -53,8 +53,9 @@ def border_mask(img: Image.Image) -> tuple[Image.Image, float, float]:
     a = np.asarray(img, dtype=np.float32)
     h, w, _ = a.shape
     b = max(1, min(h, w) // 64)
-    border = np.concatenate([a[:b].reshape(-1, 3), a[-b:].reshape(-1, 3), a[:, :b].reshape(-1, 3),
-                             a[:, -b:].reshape(-1, 3)])  # fmt: skip
+    border = np.concatenate(
+        [a[:b].reshape(-1, 3), a[-b:].reshape(-1, 3), a[:, :b].reshape(-1, 3), a[:, -b:].reshape(-1, 3)]
+    )
     backdrop = np.median(border, axis=0)
     border_dist = np.linalg.norm(border - backdrop, axis=1)
     busy = float(np.median(border_dist))
@@ -90,9 +91,15 @@ def _floor(mask: Image.Image) -> Image.Image:
 
 
 def composite(
-    character: bytes, background: bytes, *, width: int, height: int, scale: float = 0.8,
-    position: str = "right", feather: float = 1.5,
-) -> Composite:  # fmt: skip
+    character: bytes,
+    background: bytes,
+    *,
+    width: int,
+    height: int,
+    scale: float = 0.8,
+    position: str = "right",
+    feather: float = 1.5,
+) -> Composite:
     """The character cut out and stood in the background, ``scale`` of the frame's height."""
     bg = _open(background)
     if bg.size != (width, height):
@@ -117,5 +124,11 @@ def composite(
     out = Image.composite(layer, bg, placed)
     cutout = ch.convert("RGBA")
     cutout.putalpha(mask)
-    return Composite(png=_png(out), mask_png=_png(placed), cutout_png=_png(cutout), method=method,
-                     box=(x, y, size[0], size[1]), coverage=round(coverage, 4))  # fmt: skip
+    return Composite(
+        png=_png(out),
+        mask_png=_png(placed),
+        cutout_png=_png(cutout),
+        method=method,
+        box=(x, y, size[0], size[1]),
+        coverage=round(coverage, 4),
+    )

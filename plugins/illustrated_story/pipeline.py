@@ -79,15 +79,32 @@ class IllustratedStory(Pipeline):
         # Phase 1: the story (10-30%), then the agents that read it (30-40%).
         ctx.progress(10, "generating_story", f"story agent ({llm})")
         messages = writing.story_messages(p.prompt, p.audience, p.target_words)
-        written = await write_story(ctx, "story", llm, messages, prompt=p.prompt, target_words=p.target_words,
-                                    max_tokens=p.max_tokens, temperature=p.temperature, seed=p.seed)  # fmt: skip
+        written = await write_story(
+            ctx,
+            "story",
+            llm,
+            messages,
+            prompt=p.prompt,
+            target_words=p.target_words,
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            seed=p.seed,
+        )
         title, story = written["title"], written["story"]
         ctx.progress(30, "generating_story", "story written; character agent")
-        character = await self.agent(ctx, "character", llm, agents.character_messages(story),
-                                     agents.fallback_character(title, story), p, errors)  # fmt: skip
+        character = await self.agent(
+            ctx, "character", llm, agents.character_messages(story), agents.fallback_character(title, story), p, errors
+        )
         ctx.progress(40, "generating_story", "background agent")
-        background = await self.agent(ctx, "background", llm, agents.background_messages(story),
-                                      agents.fallback_background(title, story), p, errors)  # fmt: skip
+        background = await self.agent(
+            ctx,
+            "background",
+            llm,
+            agents.background_messages(story),
+            agents.fallback_background(title, story),
+            p,
+            errors,
+        )
 
         async def save_story() -> dict[str, str]:
             meta = {"kind": "story", "title": title, "audience": label}
@@ -115,22 +132,31 @@ class IllustratedStory(Pipeline):
 
         async def save_record() -> str:
             record = {
-                "title": title, "prompt": p.prompt, "story_text": story, "audience": label,
+                "title": title,
+                "prompt": p.prompt,
+                "story_text": story,
+                "audience": label,
                 "character_description": character["description"],
                 "background_description": background["description"],
                 "images": [
                     {"image_type": kind, "path": images[kind], "prompt_used": prompts.get(kind)}
-                    for kind in ("character", "background", "combined") if images[kind]
+                    for kind in ("character", "background", "combined")
+                    if images[kind]
                 ],
                 "errors": errors,
-            }  # fmt: skip
+            }
             return ctx.save_artifact("story.json", msgspec.json.encode(record), {"kind": "record", "title": title})
 
         files["json"] = await ctx.step("save-record", save_record)
         memory_result = await self.remember(ctx, p, title, story, files["text"], images["combined"], prompts)
         degraded = bool(errors) and not images["combined"]
-        ctx.progress(100, "completed", "story and picture ready" if not degraded else
-                     "story delivered; " + "; ".join(f"{e['stage']}: {e['message']}" for e in errors))  # fmt: skip
+        ctx.progress(
+            100,
+            "completed",
+            "story and picture ready"
+            if not degraded
+            else "story delivered; " + "; ".join(f"{e['stage']}: {e['message']}" for e in errors),
+        )
         return {
             "title": title,
             "story": story,
@@ -151,9 +177,15 @@ class IllustratedStory(Pipeline):
         }
 
     async def agent(
-        self, ctx: PipelineContext, name: str, llm: str, messages: list[dict], fallback: str,
-        p: IllustratedStoryParams, errors: list[dict[str, str]],
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        ctx: PipelineContext,
+        name: str,
+        llm: str,
+        messages: list[dict],
+        fallback: str,
+        p: IllustratedStoryParams,
+        errors: list[dict[str, str]],
+    ) -> dict[str, Any]:
         async def call() -> dict[str, Any]:
             kw: dict[str, Any] = {"max_tokens": 120, "temperature": min(p.temperature, 0.7)}
             if p.seed is not None:
@@ -170,13 +202,25 @@ class IllustratedStory(Pipeline):
             return {"description": fallback, "from_model": False}
 
     async def draw(
-        self, ctx: PipelineContext, name: str, model: str, prompt: str, p: IllustratedStoryParams,
+        self,
+        ctx: PipelineContext,
+        name: str,
+        model: str,
+        prompt: str,
+        p: IllustratedStoryParams,
         errors: list[dict[str, str]],
-    ) -> str | None:  # fmt: skip
+    ) -> str | None:
         async def call() -> str:
             seed = None if p.seed is None else (p.seed + (1 if name == "background" else 0)) % 2**31
-            png = await ctx.generate_image(model, prompt, width=p.width, height=p.height, seed=seed, steps=p.steps,
-                                           negative_prompt=p.negative_prompt)  # fmt: skip
+            png = await ctx.generate_image(
+                model,
+                prompt,
+                width=p.width,
+                height=p.height,
+                seed=seed,
+                steps=p.steps,
+                negative_prompt=p.negative_prompt,
+            )
             return ctx.save_artifact(f"{name}.png", png, {"kind": name, "image_type": name, "prompt": prompt})
 
         try:
@@ -188,21 +232,31 @@ class IllustratedStory(Pipeline):
             return None
 
     async def merge(
-        self, ctx: PipelineContext, character: str, background: str, p: IllustratedStoryParams,
+        self,
+        ctx: PipelineContext,
+        character: str,
+        background: str,
+        p: IllustratedStoryParams,
         errors: list[dict[str, str]],
-    ) -> dict[str, Any] | None:  # fmt: skip
+    ) -> dict[str, Any] | None:
         async def call() -> dict[str, Any]:
             out = compositing.composite(
-                ctx.read_artifact(character), ctx.read_artifact(background), width=p.width, height=p.height,
-                scale=p.character_scale, position=p.position,
-            )  # fmt: skip
+                ctx.read_artifact(character),
+                ctx.read_artifact(background),
+                width=p.width,
+                height=p.height,
+                scale=p.character_scale,
+                position=p.position,
+            )
             meta = {"kind": "combined", "image_type": "combined", "method": out.method, "box": list(out.box)}
             return {
                 "combined": ctx.save_artifact("combined.png", out.png, meta),
                 "mask": ctx.save_artifact("mask.png", out.mask_png, {"kind": "mask"}),
                 "cutout": ctx.save_artifact("character-cutout.png", out.cutout_png, {"kind": "cutout"}),
-                "method": out.method, "box": list(out.box), "coverage": out.coverage,
-            }  # fmt: skip
+                "method": out.method,
+                "box": list(out.box),
+                "coverage": out.coverage,
+            }
 
         try:
             return await ctx.step("merge", call)
@@ -213,21 +267,40 @@ class IllustratedStory(Pipeline):
             return None
 
     async def remember(
-        self, ctx: PipelineContext, p: IllustratedStoryParams, title: str, story: str, story_path: str,
-        combined: str | None, prompts: dict[str, str],
-    ) -> dict[str, Any] | None:  # fmt: skip
+        self,
+        ctx: PipelineContext,
+        p: IllustratedStoryParams,
+        title: str,
+        story: str,
+        story_path: str,
+        combined: str | None,
+        prompts: dict[str, str],
+    ) -> dict[str, Any] | None:
         if not p.remember:
             return None
         emb, error = memory.try_embedding_model(ctx, p.embedding_model)
         if emb is None:
             return {"stored": [], "error": error}
         ctx.progress(95, "indexing", "remembering the story and the picture")
-        items: list[dict[str, Any]] = [{"collection": memory.STORIES, "model": emb, "text": story, "path": story_path,
-                                        "meta": {"title": title, "image": combined}}]  # fmt: skip
+        items: list[dict[str, Any]] = [
+            {
+                "collection": memory.STORIES,
+                "model": emb,
+                "text": story,
+                "path": story_path,
+                "meta": {"title": title, "image": combined},
+            }
+        ]
         if combined:
-            items.append({
-                "collection": memory.IMAGES, "model": emb, "kind": "image", "image": ctx.read_artifact(combined),
-                "text": f"{prompts['character']}; {prompts['background']}", "path": combined,
-                "meta": {"prompt": prompts["background"], "story": story[:2000], "title": title},
-            })  # fmt: skip
+            items.append(
+                {
+                    "collection": memory.IMAGES,
+                    "model": emb,
+                    "kind": "image",
+                    "image": ctx.read_artifact(combined),
+                    "text": f"{prompts['character']}; {prompts['background']}",
+                    "path": combined,
+                    "meta": {"prompt": prompts["background"], "story": story[:2000], "title": title},
+                }
+            )
         return await memory.remember(ctx, "remember", items)

@@ -48,16 +48,22 @@ def counting_llama() -> type:
 
         def loom_completion_tokens(self) -> int:
             """Tokens generated, not counting the end-of-generation token that stopped it."""
-            eog = self.loom_last_token >= 0 and llama_cpp.llama_vocab_is_eog(
-                self._model.vocab, self.loom_last_token
-            )
+            eog = self.loom_last_token >= 0 and llama_cpp.llama_vocab_is_eog(self._model.vocab, self.loom_last_token)
             return self.loom_sampled - (1 if eog else 0)
 
     return CountingLlama
 
 
-def build_llama(model_path: str, *, embedding: bool, n_ctx: int, n_threads: int | None,
-                n_gpu_layers: int, main_gpu: int, chat_format: str | None) -> Any:
+def build_llama(
+    model_path: str,
+    *,
+    embedding: bool,
+    n_ctx: int,
+    n_threads: int | None,
+    n_gpu_layers: int,
+    main_gpu: int,
+    chat_format: str | None,
+) -> Any:
     """Load one Llama; a failure becomes OutOfMemory when it looks like memory, else ProviderError."""
     kwargs: dict[str, Any] = dict(
         model_path=model_path,

@@ -68,13 +68,18 @@ def draw(prompt: str, width: int, height: int, r: random.Random) -> Image.Image:
     if words:
         size = max(8, min(width, height) // 12)
         margin = max(1, min(width, height) // 20)
-        pen.text((margin, margin), words, fill=(255, 255, 255), font=_font(size),
-                 stroke_width=1 if size >= 12 else 0, stroke_fill=(0, 0, 0))
+        pen.text(
+            (margin, margin),
+            words,
+            fill=(255, 255, 255),
+            font=_font(size),
+            stroke_width=1 if size >= 12 else 0,
+            stroke_fill=(0, 0, 0),
+        )
     return img
 
 
-def blend(drawing: Image.Image, init: Image.Image, strength: float,
-          mask: Image.Image | None) -> Image.Image:
+def blend(drawing: Image.Image, init: Image.Image, strength: float, mask: Image.Image | None) -> Image.Image:
     """Image-to-image: ``strength`` 0 keeps the init image, 1 replaces it with the drawing; where a
     mask is given only its white part is repainted (black keeps the init image)."""
     base = init.convert("RGB").resize(drawing.size, Image.Resampling.LANCZOS)

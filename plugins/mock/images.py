@@ -86,9 +86,7 @@ def decode_image(data: bytes, *, param: str = "image") -> Image.Image:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ...) on bad input
-        raise InvalidRequest(
-            f"{param} could not be decoded as an image ({type(exc).__name__})", param=param
-        ) from None
+        raise InvalidRequest(f"{param} could not be decoded as an image ({type(exc).__name__})", param=param) from None
     return img
 
 
@@ -100,9 +98,7 @@ def colour_name(rgb: tuple[float, float, float]) -> str:
     r, g, b = rgb
     return min(
         NAMED_COLOURS,
-        key=lambda n: (NAMED_COLOURS[n][0] - r) ** 2
-        + (NAMED_COLOURS[n][1] - g) ** 2
-        + (NAMED_COLOURS[n][2] - b) ** 2,
+        key=lambda n: (NAMED_COLOURS[n][0] - r) ** 2 + (NAMED_COLOURS[n][1] - g) ** 2 + (NAMED_COLOURS[n][2] - b) ** 2,
     )
 
 

@@ -138,9 +138,7 @@ def _array(schema: dict, r: random.Random, root: Any, depth: int) -> list[Any]:
     else:  # 1..3 items by default, never fewer than the prefix or minItems, never over maxItems
         count = min(hi, max(lo, len(prefix), r.randint(max(lo, 1), max(lo, 1, hi))))
     items = schema.get("items", {})
-    return [
-        _value(prefix[i] if i < len(prefix) else items, r, root, depth + 1) for i in range(count)
-    ]
+    return [_value(prefix[i] if i < len(prefix) else items, r, root, depth + 1) for i in range(count)]
 
 
 def _string(schema: dict, r: random.Random) -> str:
@@ -155,8 +153,8 @@ def _string(schema: dict, r: random.Random) -> str:
         return f"https://example.com/{r.choice(VOCABULARY)}"
     if fmt == "uuid":
         return "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}".format(
-            r.getrandbits(32), r.getrandbits(16), r.getrandbits(12), r.getrandbits(12),
-            r.getrandbits(48))
+            r.getrandbits(32), r.getrandbits(16), r.getrandbits(12), r.getrandbits(12), r.getrandbits(48)
+        )
     lo = int(schema.get("minLength", 0))
     hi = int(schema.get("maxLength", max(lo, 40)))
     text = " ".join(words(r, r.randint(1, 4)))

@@ -10,9 +10,23 @@ NonNegative = Annotated[float, Meta(ge=0.0)]
 
 # NLLB-style codes (what local translation models use) and ISO 639-1 codes (what people type).
 DEFAULT_LANGUAGES = (
-    "eng_Latn", "fra_Latn", "deu_Latn", "spa_Latn", "ita_Latn", "por_Latn", "jpn_Jpan", "zho_Hans",
-    "en", "fr", "de", "es", "it", "pt", "ja", "zh",
-)  # fmt: skip
+    "eng_Latn",
+    "fra_Latn",
+    "deu_Latn",
+    "spa_Latn",
+    "ita_Latn",
+    "por_Latn",
+    "jpn_Jpan",
+    "zho_Hans",
+    "en",
+    "fr",
+    "de",
+    "es",
+    "it",
+    "pt",
+    "ja",
+    "zh",
+)
 
 
 class MockOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -76,9 +76,7 @@ class MockProvider(Provider):
 
     def load(self, device: str) -> None:
         if self.options.oom_on_load:
-            raise OutOfMemory(
-                f"mock model {self.spec.id!r} does not fit on {device} (oom_on_load is set)"
-            )
+            raise OutOfMemory(f"mock model {self.spec.id!r} does not fit on {device} (oom_on_load is set)")
         _sleep(self.options.load_seconds, None)
         self.device = device
         self.loads += 1
@@ -97,17 +95,13 @@ class MockProvider(Provider):
         if bucket("fail", *key) < self.options.fail_rate * 1000:
             raise ProviderError(self.options.fail_message)
 
-    def _stream(
-        self, tokens: list[str], finish: str, prompt_tokens: int, ctx: RunContext
-    ) -> Iterator[TextChunk]:
+    def _stream(self, tokens: list[str], finish: str, prompt_tokens: int, ctx: RunContext) -> Iterator[TextChunk]:
         delay = self.options.token_latency_ms / 1000
         for token in tokens:
             _sleep(delay, ctx)  # with no delay this is just ctx.check()
             yield TextChunk(text=token)
         ctx.check()
-        yield TextChunk(
-            finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(tokens)
-        )
+        yield TextChunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
 
     # --- text ---------------------------------------------------------------------------------
 
@@ -135,9 +129,7 @@ class MockProvider(Provider):
         prompt_tokens = sum(word_count(m.text()) for m in request.messages)
         yield from self._stream(tokens, finish, prompt_tokens, ctx)
 
-    def complete(
-        self, prompt: str, request: CompletionRequest, ctx: RunContext
-    ) -> Iterator[TextChunk]:
+    def complete(self, prompt: str, request: CompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
         # ``echo`` is the daemon's job: only the continuation is produced here.
         key = ("complete", prompt, seed_part(request.seed))
         self._begin(ctx, key)
@@ -169,9 +161,16 @@ class MockProvider(Provider):
         init = decode_image(job.init_image, param="image") if job.init_image is not None else None
         mask = decode_image(job.mask, param="mask") if job.mask is not None else None
         key = (
-            "image", job.prompt, job.negative_prompt, job.width, job.height,
-            job.init_image, job.mask, job.strength, seed_part(job.seed),
-        )  # fmt: skip
+            "image",
+            job.prompt,
+            job.negative_prompt,
+            job.width,
+            job.height,
+            job.init_image,
+            job.mask,
+            job.strength,
+            seed_part(job.seed),
+        )
         self._begin(ctx, key, latency=False)  # the latency is spread over the steps instead
         steps = job.steps or 4
         for step in range(steps):
@@ -188,9 +187,7 @@ class MockProvider(Provider):
 
     # --- vision -------------------------------------------------------------------------------
 
-    def describe(
-        self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext
-    ) -> str:
+    def describe(self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext) -> str:
         self._begin(ctx, ("describe", image, prompt, detail))
         img = decode_image(image, param="image")
         tokens, _ = cut(description(img, image_stats(img), prompt, detail), max_tokens, [])

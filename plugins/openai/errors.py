@@ -125,7 +125,7 @@ def from_status(status: int, body: object, headers, up: Upstream, secrets: tuple
         else:
             text = (
                 f"The service behind model '{up.model}' wants an API key ({status}): "
-                f"set api_key = {{ env = \"...\" }} on {where}"
+                f'set api_key = {{ env = "..." }} on {where}'
             )
         return AuthenticationFailed(text, code="provider_auth_failed")
     if status == 429:
@@ -150,9 +150,7 @@ def is_retryable(e: BaseException) -> bool:
     return isinstance(e, openai.APIConnectionError) or _is_http_error(e, "")
 
 
-def from_exception(
-    e: BaseException, up: Upstream, secrets: tuple[str, ...], attempts: int = 1
-) -> LoomError | None:
+def from_exception(e: BaseException, up: Upstream, secrets: tuple[str, ...], attempts: int = 1) -> LoomError | None:
     """The Loom error for an exception raised by the ``openai`` package or its HTTP library;
     None for anything else (a bug, to surface as it is)."""
     import openai

@@ -226,8 +226,11 @@ class OpenAIProvider(Provider):
                 if attempt < attempts and is_retryable(e):
                     log.info(
                         "%s: try %d of %d failed (%s); trying again",
-                        self.spec.id, attempt, attempts, type(e).__name__,
-                    )  # fmt: skip
+                        self.spec.id,
+                        attempt,
+                        attempts,
+                        type(e).__name__,
+                    )
                     await asyncio.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
                     continue
                 raise self._error(e, attempt) from None
@@ -244,9 +247,7 @@ class OpenAIProvider(Provider):
 
         client = self.client()
         payload = {"content": msgspec.json.encode(body)} if _post_takes_content() else {"body": body}
-        raw = await self._request(
-            lambda: client.post(path, cast_to=httpx.Response, options=self._post_opts, **payload)
-        )
+        raw = await self._request(lambda: client.post(path, cast_to=httpx.Response, options=self._post_opts, **payload))
         return self._decode(raw, type_)
 
     def _decode(self, raw, type_: type[T]) -> T:
@@ -254,8 +255,7 @@ class OpenAIProvider(Provider):
             return msgspec.json.decode(raw.content, type=type_)
         except msgspec.MsgspecError as e:
             raise ProviderError(
-                f"instance '{self.instance_name}' answered model '{self.spec.id}' with "
-                f"something Loom cannot read: {e}"
+                f"instance '{self.instance_name}' answered model '{self.spec.id}' with something Loom cannot read: {e}"
             ) from None
 
     async def _stream(self, create: Callable[[], Awaitable[Any]], text_of) -> AsyncIterator[TextChunk]:
@@ -303,8 +303,19 @@ class OpenAIProvider(Provider):
 
     def _chat_params(self, req: ChatCompletionRequest) -> dict:
         params: dict[str, Any] = {"model": self.remote_model, "messages": msgspec.to_builtins(req.messages)}
-        _copy(params, req, "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-              "presence_penalty", "frequency_penalty", "user")  # fmt: skip
+        _copy(
+            params,
+            req,
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "user",
+        )
         if req.response_format is not None:
             params["response_format"] = msgspec.to_builtins(req.response_format)
         return params
@@ -323,14 +334,11 @@ class OpenAIProvider(Provider):
             ctx.check()
             yield chunk
 
-    async def complete(
-        self, prompt: str, request: CompletionRequest, ctx: RunContext
-    ) -> AsyncIterator[TextChunk]:
+    async def complete(self, prompt: str, request: CompletionRequest, ctx: RunContext) -> AsyncIterator[TextChunk]:
         ctx.check()
         params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt}
         params["max_tokens"] = request.max_tokens
-        _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty",
-              "frequency_penalty", "user")  # fmt: skip
+        _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user")
         if not request.stream:
             yield self._single(await self._post("/completions", params, _TextAnswer), chat=False)
             return
@@ -369,8 +377,11 @@ class OpenAIProvider(Provider):
         """PNG bytes, whether the service answered with base64 or with URLs (fetched here)."""
         ctx.check()
         params: dict[str, Any] = {
-            "model": self.remote_model, "prompt": job.prompt, "n": job.n, "size": f"{job.width}x{job.height}",
-        }  # fmt: skip
+            "model": self.remote_model,
+            "prompt": job.prompt,
+            "n": job.n,
+            "size": f"{job.width}x{job.height}",
+        }
         if self.options.image_response_format is not None:
             params["response_format"] = self.options.image_response_format
         # Loom's extensions go through as asked: a service that lacks one refuses it (400).

@@ -101,7 +101,7 @@ def load_head(path: str, dim: int, *, provider: str, model_id: str) -> torch.nn.
         raise ProviderError(f"{provider}: aesthetic head {file} is not a state dict")
     for prefix in _PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     weights = sorted((k for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2), key=_natural)
     if not weights:
         raise ProviderError(f"{provider}: aesthetic head {file} has no Linear layer weights")

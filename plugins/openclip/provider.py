@@ -146,9 +146,7 @@ class OpenClipProvider(TorchProvider):
         # VisionScores.clip is 0..1: an image and a text that point apart do not match at all.
         return VisionScores(clip=_clamp(cosine, 0.0, 1.0), aesthetic=_clamp(aesthetic, 0.0, 10.0))
 
-    def describe(
-        self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext
-    ) -> str:
+    def describe(self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext) -> str:
         ctx.check()
         raise CapabilityNotSupported(
             f"model {self.spec.id!r} is a CLIP model: it scores and embeds images but does not "

@@ -75,8 +75,15 @@ class Persona(Pipeline):
         image_prompt = f"portrait of {name}, {p.prompt}"
 
         async def draw() -> dict[str, Any]:
-            png = await ctx.generate_image(image_model, image_prompt, width=p.width, height=p.height, seed=p.seed,
-                                           steps=p.steps, negative_prompt=p.negative_prompt)  # fmt: skip
+            png = await ctx.generate_image(
+                image_model,
+                image_prompt,
+                width=p.width,
+                height=p.height,
+                seed=p.seed,
+                steps=p.steps,
+                negative_prompt=p.negative_prompt,
+            )
             path = ctx.save_artifact("persona.png", png, {"kind": "persona", "persona": name, "prompt": image_prompt})
             return {"path": path, "kept": ctx.keep_artifact(path, COLLECTION), "created_at": time.time()}
 
@@ -89,8 +96,11 @@ class Persona(Pipeline):
             if p.seed is not None:
                 kw["seed"] = p.seed
             motto = read_motto(await ctx.chat(llm, motto_messages(name, p.prompt, p.motto_tone), **kw))
-            return {"motto": motto or fallback_motto(name, p.prompt), "from_model": motto is not None,
-                    "created_at": time.time()}  # fmt: skip
+            return {
+                "motto": motto or fallback_motto(name, p.prompt),
+                "from_model": motto is not None,
+                "created_at": time.time(),
+            }
 
         motto = await ctx.step("motto", motto_step)
 
@@ -98,8 +108,14 @@ class Persona(Pipeline):
 
         async def save() -> dict[str, str]:
             meta = {"kind": "motto", "persona": name, "motto_tone": p.motto_tone}
-            record = {"name": name, "prompt": p.prompt, "motto_tone": p.motto_tone, "motto": motto["motto"],
-                      "image": image["path"], "kept_image": image["kept"]}  # fmt: skip
+            record = {
+                "name": name,
+                "prompt": p.prompt,
+                "motto_tone": p.motto_tone,
+                "motto": motto["motto"],
+                "image": image["path"],
+                "kept_image": image["kept"],
+            }
             return {
                 "motto": ctx.save_artifact("motto.txt", motto["motto"].encode() + b"\n", meta),
                 "json": ctx.save_artifact("persona.json", msgspec.json.encode(record), {**meta, "kind": "record"}),
@@ -111,18 +127,33 @@ class Persona(Pipeline):
 
         async def upsert() -> dict[str, Any]:
             # Entries are built from stored step results, so a retried upsert appends nothing twice.
-            image_entry = {"path": image["kept"], "artifact": image["path"], "job_id": ctx.job_id,
-                           "prompt": image_prompt, "seed": p.seed, "created_at": image["created_at"]}  # fmt: skip
-            motto_entry = {"motto": motto["motto"], "tone": p.motto_tone, "prompt": p.prompt, "job_id": ctx.job_id,
-                           "created_at": motto["created_at"]}  # fmt: skip
+            image_entry = {
+                "path": image["kept"],
+                "artifact": image["path"],
+                "job_id": ctx.job_id,
+                "prompt": image_prompt,
+                "seed": p.seed,
+                "created_at": image["created_at"],
+            }
+            motto_entry = {
+                "motto": motto["motto"],
+                "tone": p.motto_tone,
+                "prompt": p.prompt,
+                "job_id": ctx.job_id,
+                "created_at": motto["created_at"],
+            }
             fields = {"prompt": p.prompt, "motto_tone": p.motto_tone, "motto": motto["motto"]}
             if not before["existed"]:
                 fields["name"] = name  # the name as first written is the persona's display name
-            record = ctx.record_upsert(COLLECTION, name, fields=fields,
-                                       append={"images": [image_entry], "mottos": [motto_entry]})  # fmt: skip
+            record = ctx.record_upsert(
+                COLLECTION, name, fields=fields, append={"images": [image_entry], "mottos": [motto_entry]}
+            )
             data = record["data"]
-            return {"created": record["created"], "images": len(data.get("images", [])),
-                    "mottos": len(data.get("mottos", []))}  # fmt: skip
+            return {
+                "created": record["created"],
+                "images": len(data.get("images", [])),
+                "mottos": len(data.get("mottos", [])),
+            }
 
         upserted = await ctx.step("upsert", upsert)
 
@@ -132,11 +163,21 @@ class Persona(Pipeline):
             emb, error = memory.try_embedding_model(ctx, p.embedding_model)
             memory_result = {"stored": [], "error": error}
             if emb is not None:
-                memory_result = await memory.remember(ctx, "remember", [{
-                    "collection": memory.IMAGES, "model": emb, "kind": "image",
-                    "image": ctx.read_artifact(image["path"]), "text": image_prompt, "path": image["kept"],
-                    "meta": {"prompt": image_prompt, "persona": name, "motto": motto["motto"]},
-                }])  # fmt: skip
+                memory_result = await memory.remember(
+                    ctx,
+                    "remember",
+                    [
+                        {
+                            "collection": memory.IMAGES,
+                            "model": emb,
+                            "kind": "image",
+                            "image": ctx.read_artifact(image["path"]),
+                            "text": image_prompt,
+                            "path": image["kept"],
+                            "meta": {"prompt": image_prompt, "persona": name, "motto": motto["motto"]},
+                        }
+                    ],
+                )
         ctx.progress(100, "done", "new persona" if upserted["created"] else f"image {upserted['images']} added")
         return {
             "name": name,
@@ -145,8 +186,12 @@ class Persona(Pipeline):
             "motto": motto["motto"],
             "motto_tone": p.motto_tone,
             "motto_from_model": motto["from_model"],
-            "image": {"path": image["kept"], "url": media.url(image["kept"]), "artifact": image["path"],
-                      "artifact_url": media.url(image["path"])},  # fmt: skip
+            "image": {
+                "path": image["kept"],
+                "url": media.url(image["kept"]),
+                "artifact": image["path"],
+                "artifact_url": media.url(image["path"]),
+            },
             "images_count": upserted["images"],
             "mottos_count": upserted["mottos"],
             "persona_url": f"/v1/personas/{quote(name)}",

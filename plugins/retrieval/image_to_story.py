@@ -86,19 +86,35 @@ class ImageToStory(Pipeline):
 
         ctx.progress(60, "writing", f"{llm} writes with {len(hits)} retrieved item(s) as context")
         prompt = p.prompt or "Write a story about this picture."
-        messages = writing.story_messages(prompt, p.audience, p.target_words, description=description,
-                                          context=story_context(hits))  # fmt: skip
-        written = await write_story(ctx, "write", llm, messages, prompt=prompt, target_words=p.target_words,
-                                    max_tokens=p.max_tokens, temperature=p.temperature, seed=p.seed)  # fmt: skip
+        messages = writing.story_messages(
+            prompt, p.audience, p.target_words, description=description, context=story_context(hits)
+        )
+        written = await write_story(
+            ctx,
+            "write",
+            llm,
+            messages,
+            prompt=prompt,
+            target_words=p.target_words,
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            seed=p.seed,
+        )
         label, _ = writing.audience(p.audience)
 
         ctx.progress(85, "saving")
 
         async def save() -> dict[str, str]:
             meta = {"kind": "story", "title": written["title"], "audience": label, "image": image["path"]}
-            record = {"title": written["title"], "story": written["story"], "description": description,
-                      "image": image["path"], "retrieved": hits, "audience": label, "models": {
-                          "llm": llm, "vision": vision, "embedding": emb}}  # fmt: skip
+            record = {
+                "title": written["title"],
+                "story": written["story"],
+                "description": description,
+                "image": image["path"],
+                "retrieved": hits,
+                "audience": label,
+                "models": {"llm": llm, "vision": vision, "embedding": emb},
+            }
             return {
                 "text": ctx.save_artifact("story.txt", story_text(written["title"], written["story"]).encode(), meta),
                 "json": ctx.save_artifact("story.json", msgspec.json.encode(record), meta),
@@ -108,13 +124,24 @@ class ImageToStory(Pipeline):
         memory_result = None
         if p.remember and emb is not None:
             ctx.progress(92, "indexing", "remembering the story and the picture")
-            items: list[dict[str, Any]] = [{
-                "collection": memory.STORIES, "model": emb, "text": written["story"], "path": files["text"],
-                "meta": {"title": written["title"], "image": image["path"], "description": description[:2000]},
-            }]  # fmt: skip
+            items: list[dict[str, Any]] = [
+                {
+                    "collection": memory.STORIES,
+                    "model": emb,
+                    "text": written["story"],
+                    "path": files["text"],
+                    "meta": {"title": written["title"], "image": image["path"], "description": description[:2000]},
+                }
+            ]
             meta = {"description": description[:2000], "story": written["story"][:2000], "title": written["title"]}
-            picture = {"collection": memory.IMAGES, "model": emb, "kind": "image", "text": description,
-                       "path": image["path"], "meta": meta}  # fmt: skip
+            picture = {
+                "collection": memory.IMAGES,
+                "model": emb,
+                "kind": "image",
+                "text": description,
+                "path": image["path"],
+                "meta": meta,
+            }
             items.append({**picture, "vector": vector} if vector is not None else {**picture, "image": png})
             memory_result = await memory.remember(ctx, "remember", items)
         ctx.progress(100, "done", f"{written['words']} words")

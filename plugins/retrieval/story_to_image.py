@@ -87,8 +87,15 @@ class StoryToImage(Pipeline):
         ctx.progress(55, "generating image", image_model)
 
         async def draw() -> dict[str, Any]:
-            png = await ctx.generate_image(image_model, prompted["prompt"], width=p.width, height=p.height,
-                                           seed=p.seed, steps=p.steps, negative_prompt=p.negative_prompt)  # fmt: skip
+            png = await ctx.generate_image(
+                image_model,
+                prompted["prompt"],
+                width=p.width,
+                height=p.height,
+                seed=p.seed,
+                steps=p.steps,
+                negative_prompt=p.negative_prompt,
+            )
             meta = {"kind": "image", "prompt": prompted["prompt"], "seed": p.seed, "model": image_model}
             return {"path": ctx.save_artifact("image.png", png, meta)}
 
@@ -97,24 +104,44 @@ class StoryToImage(Pipeline):
         ctx.progress(85, "saving")
 
         async def save() -> str:
-            record = {"story": p.story, "prompt": prompted["prompt"], "guidance": guidance, "retrieved": hits,
-                      "image": image["path"], "models": models}  # fmt: skip
+            record = {
+                "story": p.story,
+                "prompt": prompted["prompt"],
+                "guidance": guidance,
+                "retrieved": hits,
+                "image": image["path"],
+                "models": models,
+            }
             return ctx.save_artifact("story_to_image.json", msgspec.json.encode(record), {"kind": "record"})
 
         record_path = await ctx.step("save", save)
         memory_result = None
         if p.remember and emb is not None:
             ctx.progress(92, "indexing", "remembering the picture and the story")
-            story_item = {"collection": memory.STORIES, "model": emb, "text": p.story,
-                          "meta": {"image": image["path"], "image_prompt": prompted["prompt"]}}  # fmt: skip
+            story_item = {
+                "collection": memory.STORIES,
+                "model": emb,
+                "text": p.story,
+                "meta": {"image": image["path"], "image_prompt": prompted["prompt"]},
+            }
             if vector is not None:
                 story_item["vector"] = vector
-            memory_result = await memory.remember(ctx, "remember", [
-                {"collection": memory.IMAGES, "model": emb, "kind": "image", "text": prompted["prompt"],
-                 "image": ctx.read_artifact(image["path"]), "path": image["path"],
-                 "meta": {"prompt": prompted["prompt"], "story": p.story[:2000]}},
-                story_item,
-            ])  # fmt: skip
+            memory_result = await memory.remember(
+                ctx,
+                "remember",
+                [
+                    {
+                        "collection": memory.IMAGES,
+                        "model": emb,
+                        "kind": "image",
+                        "text": prompted["prompt"],
+                        "image": ctx.read_artifact(image["path"]),
+                        "path": image["path"],
+                        "meta": {"prompt": prompted["prompt"], "story": p.story[:2000]},
+                    },
+                    story_item,
+                ],
+            )
         ctx.progress(100, "done")
         return {
             "image": {"path": image["path"], "url": media.url(image["path"])},

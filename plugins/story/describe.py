@@ -82,11 +82,21 @@ class Describe(Pipeline):
             emb, error = memory.try_embedding_model(ctx, p.embedding_model)
             memory_result = {"stored": [], "error": error}
             if emb is not None:
-                memory_result = await memory.remember(ctx, "remember", [{
-                    "collection": memory.IMAGES, "model": emb, "kind": "image", "text": text,
-                    "image": ctx.read_artifact(image["path"]), "path": image["path"],
-                    "meta": {"description": text[:2000], "detail": p.detail},
-                }])  # fmt: skip
+                memory_result = await memory.remember(
+                    ctx,
+                    "remember",
+                    [
+                        {
+                            "collection": memory.IMAGES,
+                            "model": emb,
+                            "kind": "image",
+                            "text": text,
+                            "image": ctx.read_artifact(image["path"]),
+                            "path": image["path"],
+                            "meta": {"description": text[:2000], "detail": p.detail},
+                        }
+                    ],
+                )
         ctx.progress(100, "done")
         record = {"description": text, "detail": p.detail, "model": model}
         return {

@@ -46,7 +46,7 @@ def file_path(ref: str) -> str | None:
         path = urlparse(ref).path
         return path.split(FILES, 1)[1] if FILES in path else None
     if ref.startswith(FILES):
-        return ref[len(FILES):]
+        return ref[len(FILES) :]
     ref = ref.lstrip("/")
     return ref if ref.startswith(PUBLIC) and ".." not in ref.split("/") else None
 

@@ -60,11 +60,17 @@ async def embed_image(ctx: PipelineContext, key: str, model: str, image: bytes) 
 def hit_view(hit: dict[str, Any]) -> dict[str, Any]:
     """A retrieved item as results and events show it."""
     return {
-        "collection": hit.get("collection"), "id": hit.get("id"), "score": hit.get("score"),
-        "kind": hit.get("kind"), "text": excerpt(hit.get("text") or "", SNIPPET), "path": hit.get("path"),
-        "url": hit.get("url"), "job_id": hit.get("job_id"), "pipeline": hit.get("pipeline"),
+        "collection": hit.get("collection"),
+        "id": hit.get("id"),
+        "score": hit.get("score"),
+        "kind": hit.get("kind"),
+        "text": excerpt(hit.get("text") or "", SNIPPET),
+        "path": hit.get("path"),
+        "url": hit.get("url"),
+        "job_id": hit.get("job_id"),
+        "pipeline": hit.get("pipeline"),
         "meta": hit.get("meta") or {},
-    }  # fmt: skip
+    }
 
 
 async def recall(
@@ -97,9 +103,14 @@ async def remember(ctx: PipelineContext, key: str, items: list[dict[str, Any]]) 
 
             async def add(item=item, vector=vector) -> dict[str, Any]:
                 return await ctx.rag_add(
-                    item["collection"], vector, model=item["model"], kind=item.get("kind", "text"),
-                    text=item.get("text", ""), path=item.get("path"), meta=item.get("meta"),
-                )  # fmt: skip
+                    item["collection"],
+                    vector,
+                    model=item["model"],
+                    kind=item.get("kind", "text"),
+                    text=item.get("text", ""),
+                    path=item.get("path"),
+                    meta=item.get("meta"),
+                )
 
             stored.append(await ctx.step(f"{key}/add-{n}", add))
     except Cancelled:

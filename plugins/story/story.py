@@ -38,9 +38,17 @@ class StoryParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
 
 
 async def write_story(
-    ctx: PipelineContext, key: str, model: str, messages: list[dict], *, prompt: str, target_words: int,
-    max_tokens: int | None, temperature: float, seed: int | None,
-) -> dict[str, Any]:  # fmt: skip
+    ctx: PipelineContext,
+    key: str,
+    model: str,
+    messages: list[dict],
+    *,
+    prompt: str,
+    target_words: int,
+    max_tokens: int | None,
+    temperature: float,
+    seed: int | None,
+) -> dict[str, Any]:
     """One chat call for a story, read leniently; a durable step. An empty story is an error."""
 
     async def call() -> dict[str, Any]:
@@ -76,14 +84,30 @@ class Story(Pipeline):
         ctx.progress(0, "starting")
         ctx.progress(10, "writing", f"{model} writes for {label}, about {p.target_words} words")
         messages = writing.story_messages(p.prompt, p.audience, p.target_words)
-        written = await write_story(ctx, "write", model, messages, prompt=p.prompt, target_words=p.target_words,
-                                    max_tokens=p.max_tokens, temperature=p.temperature, seed=p.seed)  # fmt: skip
+        written = await write_story(
+            ctx,
+            "write",
+            model,
+            messages,
+            prompt=p.prompt,
+            target_words=p.target_words,
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            seed=p.seed,
+        )
 
         ctx.progress(80, "saving")
 
         async def save() -> dict[str, str]:
-            record = {"title": written["title"], "story": written["story"], "prompt": p.prompt, "audience": label,
-                      "target_words": p.target_words, "words": written["words"], "model": model}  # fmt: skip
+            record = {
+                "title": written["title"],
+                "story": written["story"],
+                "prompt": p.prompt,
+                "audience": label,
+                "target_words": p.target_words,
+                "words": written["words"],
+                "model": model,
+            }
             meta = {"kind": "story", "title": written["title"], "audience": label}
             return {
                 "text": ctx.save_artifact("story.txt", story_text(written["title"], written["story"]).encode(), meta),
@@ -97,10 +121,19 @@ class Story(Pipeline):
             emb, error = memory.try_embedding_model(ctx, p.embedding_model)
             memory_result = {"stored": [], "error": error}
             if emb is not None:
-                memory_result = await memory.remember(ctx, "remember", [{
-                    "collection": memory.STORIES, "model": emb, "text": written["story"], "path": files["text"],
-                    "meta": {"title": written["title"], "prompt": p.prompt, "audience": label},
-                }])  # fmt: skip
+                memory_result = await memory.remember(
+                    ctx,
+                    "remember",
+                    [
+                        {
+                            "collection": memory.STORIES,
+                            "model": emb,
+                            "text": written["story"],
+                            "path": files["text"],
+                            "meta": {"title": written["title"], "prompt": p.prompt, "audience": label},
+                        }
+                    ],
+                )
         ctx.progress(100, "done", f"{written['words']} words")
         return {
             "title": written["title"],

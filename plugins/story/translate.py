@@ -17,9 +17,13 @@ from msgspec import Meta, Struct
 from loom.sdk.pipelines import Pipeline, PipelineContext
 
 LANGUAGE_CODE = r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8}){0,2}$"
-Language = Annotated[str, Meta(
-    pattern=LANGUAGE_CODE, description="NLLB (eng_Latn), ISO 639 (en, eng) or BCP 47 (en-US) language code",
-)]  # fmt: skip
+Language = Annotated[
+    str,
+    Meta(
+        pattern=LANGUAGE_CODE,
+        description="NLLB (eng_Latn), ISO 639 (en, eng) or BCP 47 (en-US) language code",
+    ),
+]
 Text = Annotated[str, Meta(max_length=50_000)]
 
 

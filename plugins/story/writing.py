@@ -22,17 +22,25 @@ AUDIENCES: dict[str, str] = {
         "for young adults aged 12 to 17: a relatable young protagonist, vivid and emotionally honest "
         "writing, themes of identity, friendship and courage, and a quick pace"
     ),
-    "adult": (
-        "for adult readers: rich vocabulary, nuanced characters, subtext, and mature themes handled "
-        "with craft"
-    ),
+    "adult": ("for adult readers: rich vocabulary, nuanced characters, subtext, and mature themes handled with craft"),
 }
 _ALIASES = {
-    "child": "children", "children": "children", "kids": "children", "kid": "children",
-    "young adult": "young adult", "young adults": "young adult", "young_adult": "young adult",
-    "young-adult": "young adult", "ya": "young adult", "teen": "young adult", "teens": "young adult",
-    "teenagers": "young adult", "adult": "adult", "adults": "adult", "grown-ups": "adult",
-}  # fmt: skip
+    "child": "children",
+    "children": "children",
+    "kids": "children",
+    "kid": "children",
+    "young adult": "young adult",
+    "young adults": "young adult",
+    "young_adult": "young adult",
+    "young-adult": "young adult",
+    "ya": "young adult",
+    "teen": "young adult",
+    "teens": "young adult",
+    "teenagers": "young adult",
+    "adult": "adult",
+    "adults": "adult",
+    "grown-ups": "adult",
+}
 
 #: Tokens a word takes, generously (English averages about 1.3 with BPE tokenizers).
 TOKENS_PER_WORD = 1.5
@@ -65,9 +73,14 @@ def word_count(text: str) -> int:
 
 
 def story_messages(
-    prompt: str, audience_value: str, target_words: int, *, description: str | None = None,
-    context: list[str] | None = None, extra: str | None = None,
-) -> list[dict[str, str]]:  # fmt: skip
+    prompt: str,
+    audience_value: str,
+    target_words: int,
+    *,
+    description: str | None = None,
+    context: list[str] | None = None,
+    extra: str | None = None,
+) -> list[dict[str, str]]:
     """System and user messages asking for one titled story."""
     _, guidance = audience(audience_value)
     system = (

@@ -17,7 +17,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when there is a GPU, else "cpu"; a named device must exist."""
+    """ "auto" -> "cuda" when there is a GPU, else "cpu"; a named device must exist."""
     import torch
 
     if device in ("", "auto"):

@@ -28,7 +28,13 @@ class TransformersEmbeddingProvider(AutoModelProvider):
         limit = min(self.options.max_length, self._engine.context_limit(self._model) or self.options.max_length)
         with self._lock:
             vectors, tokens = self._engine.embed_texts(
-                self._model, self._tokenizer, inputs, device=device, max_length=limit,
-                pooling=self.options.pooling, batch_size=self.options.batch_size, ctx=ctx,
-            )  # fmt: skip
+                self._model,
+                self._tokenizer,
+                inputs,
+                device=device,
+                max_length=limit,
+                pooling=self.options.pooling,
+                batch_size=self.options.batch_size,
+                ctx=ctx,
+            )
         return Embeddings(vectors=vectors, prompt_tokens=tokens)

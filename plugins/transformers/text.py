@@ -135,9 +135,16 @@ class TransformersTextProvider(AutoModelProvider):
         limit = min(self._engine.context_limit(self._model) or EMBED_MAX_TOKENS, EMBED_MAX_TOKENS)
         with self._lock:
             vectors, tokens = self._engine.embed_texts(
-                self._model, self._tokenizer, inputs, device=device, max_length=limit, pooling="mean",
-                batch_size=16, ctx=ctx, hidden_states=True,
-            )  # fmt: skip
+                self._model,
+                self._tokenizer,
+                inputs,
+                device=device,
+                max_length=limit,
+                pooling="mean",
+                batch_size=16,
+                ctx=ctx,
+                hidden_states=True,
+            )
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
 
 
@@ -145,9 +152,7 @@ def refuse_unsupported(request: ChatCompletionRequest | CompletionRequest, model
     """Parameters a transformers model cannot honour are refused, never dropped."""
     for param in ("presence_penalty", "frequency_penalty"):
         if getattr(request, param, None):
-            raise UnsupportedParameter(
-                f"{param} is not supported by transformers model {model_id!r}", param=param
-            )
+            raise UnsupportedParameter(f"{param} is not supported by transformers model {model_id!r}", param=param)
     fmt = getattr(request, "response_format", None)
     if fmt is not None and not isinstance(fmt, TextFormat):
         raise UnsupportedParameter(

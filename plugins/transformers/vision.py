@@ -89,9 +89,7 @@ class TransformersVisionProvider(TorchProvider):
 
     # --- vision -----------------------------------------------------------------------------------
 
-    def describe(
-        self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext
-    ) -> str:
+    def describe(self, image: bytes, prompt: str | None, detail: str, max_tokens: int | None, ctx: RunContext) -> str:
         self.loaded_device()
         img = open_image(image, param="image")
         wanted = max_tokens or self.options.max_new_tokens or DETAIL_TOKENS.get(detail, DETAIL_TOKENS["normal"])
@@ -120,8 +118,11 @@ class TransformersVisionProvider(TorchProvider):
     def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
         self.loaded_device()
         refuse_unsupported(request, self.spec.id)
-        images = [image_from_uri(url, param="messages") if url.startswith("data:") else _remote(url)
-                  for m in request.messages for url in m.images()]  # fmt: skip
+        images = [
+            image_from_uri(url, param="messages") if url.startswith("data:") else _remote(url)
+            for m in request.messages
+            for url in m.images()
+        ]
         if self._chat_style:
             turns = [_turn(m) for m in request.messages]
             inputs = self._chat_inputs(turns, images)
@@ -141,15 +142,17 @@ class TransformersVisionProvider(TorchProvider):
         try:
             text = self._processor.apply_chat_template(turns, add_generation_prompt=True)
         except Exception as e:
-            raise InvalidRequest(f"the chat template of model {self.spec.id!r} refused these messages: {e}",
-                                 param="messages") from None  # fmt: skip
+            raise InvalidRequest(
+                f"the chat template of model {self.spec.id!r} refused these messages: {e}", param="messages"
+            ) from None
         return self._processor(images=images or None, text=text, return_tensors="pt")
 
     def _caption_inputs(self, img: Any, prompt: str | None) -> Any:
         return self._processor(images=img, text=prompt or None, return_tensors="pt")
 
-    def _stream(self, inputs: Any, wanted: int, sample: dict, seed: int | None, stops: list[str],
-                ctx: RunContext, param: str) -> Iterator[TextChunk]:  # fmt: skip
+    def _stream(
+        self, inputs: Any, wanted: int, sample: dict, seed: int | None, stops: list[str], ctx: RunContext, param: str
+    ) -> Iterator[TextChunk]:
         device = self.loaded_device()
         inputs = inputs.to(device)
         if "pixel_values" in inputs and self._dtype is not None:
@@ -188,6 +191,4 @@ def _turn(message: Any) -> dict:
 
 
 def _remote(url: str) -> Any:
-    raise InvalidRequest(
-        "image parts must be data URIs: Loom does not fetch remote images", param="messages"
-    )
+    raise InvalidRequest("image parts must be data URIs: Loom does not fetch remote images", param="messages")

@@ -183,8 +183,7 @@ def _registration(s: Subject) -> None:
     for impl in pm.hook.register_providers.get_hookimpls():
         impl.function(**({"register": registered.append} if "register" in impl.argnames else {}))
     assert s.cls in registered, (
-        f"register_providers of {getattr(plugin, '__name__', plugin)!r} registered {registered!r}, "
-        f"not {s.cls.__name__}"
+        f"register_providers of {getattr(plugin, '__name__', plugin)!r} registered {registered!r}, not {s.cls.__name__}"
     )
     if settings.entry_point is not None:
         found = importlib.metadata.entry_points(group="loom", name=settings.entry_point)
@@ -308,8 +307,7 @@ def _text_checks(kind: str, capability: Capability) -> None:
             chunks = s.stream(name, *args)
             runs.append((_joined(chunks), chunks[-1].completion_tokens))
         assert runs[0] == runs[1], (
-            f"{name}() with seed={seed} gave {runs[0]!r} then {runs[1]!r}; the provider claims "
-            "deterministic = True"
+            f"{name}() with seed={seed} gave {runs[0]!r} then {runs[1]!r}; the provider claims deterministic = True"
         )
 
     @check(f"{kind}.cancel", capability)
@@ -351,13 +349,15 @@ def _text_checks(kind: str, capability: Capability) -> None:
     def errors(s: Subject) -> None:
         """A request the provider cannot serve raises a Loom error (InvalidRequest), never a bare exception."""
         if kind == "chat":
-            message = ChatMessage(role="user", content=[
-                TextPart(text="What is in this picture?"),
-                ImagePart(image_url=ImageURL(url=NOT_AN_IMAGE_URI)),
-            ])  # fmt: skip
+            message = ChatMessage(
+                role="user",
+                content=[
+                    TextPart(text="What is in this picture?"),
+                    ImagePart(image_url=ImageURL(url=NOT_AN_IMAGE_URI)),
+                ],
+            )
             request = ChatCompletionRequest(model=s.spec.id, messages=[message], max_tokens=4)
-            expect(InvalidRequest, lambda: s.stream("chat", request),
-                   "chat() with an image part that is not an image")  # fmt: skip
+            expect(InvalidRequest, lambda: s.stream("chat", request), "chat() with an image part that is not an image")
         else:
             # An empty prompt is served or refused, but only ever with a Loom error.
             request = CompletionRequest(model=s.spec.id, prompt="", max_tokens=2)
@@ -381,7 +381,9 @@ def _embed(s: Subject, texts: list[str], ctx: RunContext | None = None) -> list[
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True)) / (math.sqrt(sum(x * x for x in a) * sum(y * y for y in b)) or 1.0)
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (
+        math.sqrt(sum(x * x for x in a) * sum(y * y for y in b)) or 1.0
+    )
 
 
 @check("embedding.vectors", Capability.EMBEDDING)
@@ -428,8 +430,14 @@ def _embedding_cancel(s: Subject) -> None:
 
 def _job(s: Subject, **kw: Any) -> ImageJob:
     width, height = settings_of(s).image_size
-    values: dict[str, Any] = dict(prompt="a red lighthouse on a cliff at dusk", width=width, height=height,
-                                  n=1, seed=settings_of(s).seed, steps=settings_of(s).image_steps)  # fmt: skip
+    values: dict[str, Any] = dict(
+        prompt="a red lighthouse on a cliff at dusk",
+        width=width,
+        height=height,
+        n=1,
+        seed=settings_of(s).seed,
+        steps=settings_of(s).image_steps,
+    )
     values.update(kw)
     return ImageJob(**values)
 
@@ -473,8 +481,11 @@ def _image_deterministic(s: Subject) -> None:
 def _image_errors(s: Subject) -> None:
     """A 3x5 image and an init_image that is not an image raise InvalidRequest."""
     expect(InvalidRequest, lambda: _images(s, _job(s, width=3, height=5)), "generate_images() of a 3x5 image")
-    expect(InvalidRequest, lambda: _images(s, _job(s, init_image=NOT_AN_IMAGE)),
-           "generate_images() with an init_image that is not an image")  # fmt: skip
+    expect(
+        InvalidRequest,
+        lambda: _images(s, _job(s, init_image=NOT_AN_IMAGE)),
+        "generate_images() with an init_image that is not an image",
+    )
 
 
 @check("image.cancel", Capability.IMAGE)
@@ -487,8 +498,11 @@ def _image_cancel(s: Subject) -> None:
         ctx.cancel()
 
     ctx = RunContext(on_progress=cancel_on_progress)
-    expect(Cancelled, lambda: _images(s, _job(s, steps=max(2, settings_of(s).image_steps)), ctx),
-           "generate_images() cancelled during its first step")  # fmt: skip
+    expect(
+        Cancelled,
+        lambda: _images(s, _job(s, steps=max(2, settings_of(s).image_steps)), ctx),
+        "generate_images() cancelled during its first step",
+    )
 
 
 # --- vision -----------------------------------------------------------------------------------
@@ -517,20 +531,32 @@ def _score(s: Subject) -> None:
 @check("vision.errors", Capability.VISION)
 def _vision_errors(s: Subject) -> None:
     """describe() and score() of bytes that are not an image raise InvalidRequest."""
-    expect(InvalidRequest, lambda: s.call(s.method("describe"), NOT_AN_IMAGE, None, "normal", None, RunContext()),
-           "describe() of bytes that are not an image")  # fmt: skip
-    expect(InvalidRequest, lambda: s.call(s.method("score"), NOT_AN_IMAGE, "text", RunContext()),
-           "score() of bytes that are not an image")  # fmt: skip
+    expect(
+        InvalidRequest,
+        lambda: s.call(s.method("describe"), NOT_AN_IMAGE, None, "normal", None, RunContext()),
+        "describe() of bytes that are not an image",
+    )
+    expect(
+        InvalidRequest,
+        lambda: s.call(s.method("score"), NOT_AN_IMAGE, "text", RunContext()),
+        "score() of bytes that are not an image",
+    )
 
 
 @check("vision.cancel", Capability.VISION)
 def _vision_cancel(s: Subject) -> None:
     """describe() and score() with a cancelled RunContext raise Cancelled."""
     image = make_png(16, 16)
-    expect(Cancelled, lambda: s.call(s.method("describe"), image, None, "normal", None, cancelled_ctx()),
-           "describe() with a cancelled RunContext")  # fmt: skip
-    expect(Cancelled, lambda: s.call(s.method("score"), image, "text", cancelled_ctx()),
-           "score() with a cancelled RunContext")  # fmt: skip
+    expect(
+        Cancelled,
+        lambda: s.call(s.method("describe"), image, None, "normal", None, cancelled_ctx()),
+        "describe() with a cancelled RunContext",
+    )
+    expect(
+        Cancelled,
+        lambda: s.call(s.method("score"), image, "text", cancelled_ctx()),
+        "score() with a cancelled RunContext",
+    )
 
 
 # --- translation ------------------------------------------------------------------------------
@@ -556,8 +582,11 @@ def _translation_errors(s: Subject) -> None:
     source, target = settings_of(s).languages
     bad = settings_of(s).bad_language
     for param, (src, tgt) in (("source", (bad, target)), ("target", (source, bad))):
-        error = expect(InvalidRequest, lambda src=src, tgt=tgt: _translate(s, ["Hello."], src, tgt),
-                       f"translate() with {param}={bad!r}")  # fmt: skip
+        error = expect(
+            InvalidRequest,
+            lambda src=src, tgt=tgt: _translate(s, ["Hello."], src, tgt),
+            f"translate() with {param}={bad!r}",
+        )
         assert error.param == param, (
             f"the error for an unknown {param} language must have param={param!r}, got {error.param!r}"
         )
@@ -567,15 +596,17 @@ def _translation_errors(s: Subject) -> None:
 def _translation_cancel(s: Subject) -> None:
     """translate() with a cancelled RunContext raises Cancelled."""
     source, target = settings_of(s).languages
-    expect(Cancelled, lambda: _translate(s, ["Hello."], source, target, cancelled_ctx()),
-           "translate() with a cancelled RunContext")  # fmt: skip
+    expect(
+        Cancelled,
+        lambda: _translate(s, ["Hello."], source, target, cancelled_ctx()),
+        "translate() with a cancelled RunContext",
+    )
 
 
 def applicable(capabilities: frozenset[Capability], *, plugin: bool) -> list[Check]:
     """The checks for a provider with ``capabilities`` (plugin checks only when a plugin is given)."""
     return [
-        c for c in CHECKS
-        if (c.capability is None or c.capability in capabilities) and (plugin or not c.needs_plugin)
+        c for c in CHECKS if (c.capability is None or c.capability in capabilities) and (plugin or not c.needs_plugin)
     ]
 
 

@@ -19,9 +19,13 @@ def make_png(width: int = 32, height: int = 32, *, seed: int = 0) -> bytes:
     for y in range(height):
         rows.append(0)  # filter type: none
         for x in range(width):
-            rows += bytes(((x * 255 // max(1, width - 1) + seed) % 256,
-                           (y * 255 // max(1, height - 1) + 2 * seed) % 256,
-                           (128 + 3 * seed) % 256))  # fmt: skip
+            rows += bytes(
+                (
+                    (x * 255 // max(1, width - 1) + seed) % 256,
+                    (y * 255 // max(1, height - 1) + 2 * seed) % 256,
+                    (128 + 3 * seed) % 256,
+                )
+            )
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(bytes(rows))) + _chunk(b"IEND", b"")
 

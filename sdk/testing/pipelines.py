@@ -87,10 +87,14 @@ class FakePipelineContext:
 
     def resume(self) -> "FakePipelineContext":
         """A context for re-running the job after an interruption: same steps, artefacts, queues."""
-        again = FakePipelineContext(default_reply=self.default_reply, routes=self.routes,
-                                    job_id=self.job_id, output_dir=self.output_dir)  # fmt: skip
+        again = FakePipelineContext(
+            default_reply=self.default_reply, routes=self.routes, job_id=self.job_id, output_dir=self.output_dir
+        )
         again.replies, again.steps, again.artifacts, again.artifact_meta = (
-            self.replies, self.steps, self.artifacts, self.artifact_meta
+            self.replies,
+            self.steps,
+            self.artifacts,
+            self.artifact_meta,
         )
         again.rag, again.records = self.rag, self.records
         return again
@@ -141,19 +145,39 @@ class FakePipelineContext:
 
     # --- retrieval and records ------------------------------------------------------------------
 
-    async def rag_add(self, collection: str, vector: list[float], *, model: str, kind: str = "text",
-                      text: str = "", path: str | None = None,
-                      meta: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    async def rag_add(
+        self,
+        collection: str,
+        vector: list[float],
+        *,
+        model: str,
+        kind: str = "text",
+        text: str = "",
+        path: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         self.check()
         if kind not in ("text", "image"):
             raise InvalidRequest(f"kind must be text or image, got {kind!r}")
         items = self.rag.setdefault((collection, model), [])
         if items and len(items[0][0]) != len(vector):
-            raise InvalidRequest(f"index {collection!r} holds {len(items[0][0])}-dimensional vectors; got {len(vector)}")
+            raise InvalidRequest(
+                f"index {collection!r} holds {len(items[0][0])}-dimensional vectors; got {len(vector)}"
+            )
         item_id = sum(len(v) for v in self.rag.values()) + 1
-        item = {"id": item_id, "collection": collection, "model": model, "kind": kind, "text": text,
-                "path": path, "url": f"/v1/files/{path}" if path else None, "meta": dict(meta or {}),
-                "job_id": self.job_id, "pipeline": "test", "created_at": 0.0}  # fmt: skip
+        item = {
+            "id": item_id,
+            "collection": collection,
+            "model": model,
+            "kind": kind,
+            "text": text,
+            "path": path,
+            "url": f"/v1/files/{path}" if path else None,
+            "meta": dict(meta or {}),
+            "job_id": self.job_id,
+            "pipeline": "test",
+            "created_at": 0.0,
+        }
         msgspec.json.encode(item)  # what the daemon stores must be JSON
         items.append((_unit(vector), item))
         return {"id": item_id, "collection": collection, "model": model, "count": len(items)}
@@ -171,8 +195,14 @@ class FakePipelineContext:
         record = self.records.get((collection, _key(key)))
         return msgspec.json.decode(msgspec.json.encode(record)) if record else None
 
-    def record_upsert(self, collection: str, key: str, *, fields: dict[str, Any] | None = None,
-                      append: dict[str, list[Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    def record_upsert(
+        self,
+        collection: str,
+        key: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        append: dict[str, list[Any]] | None = None,
+    ) -> dict[str, Any]:
         norm = _key(key)
         if not norm:
             raise InvalidRequest("record key must not be empty", param="key")
@@ -212,16 +242,38 @@ class FakePipelineContext:
                 reply = await reply
         return reply
 
-    async def generate_image(self, model: str, prompt: str, *, width: int = 512, height: int = 512,
-                             seed: int | None = None, steps: int | None = None,
-                             negative_prompt: str | None = None, init_image: bytes | None = None,
-                             mask: bytes | None = None, strength: float = 0.75) -> bytes:  # fmt: skip
+    async def generate_image(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        width: int = 512,
+        height: int = 512,
+        seed: int | None = None,
+        steps: int | None = None,
+        negative_prompt: str | None = None,
+        init_image: bytes | None = None,
+        mask: bytes | None = None,
+        strength: float = 0.75,
+    ) -> bytes:
         self.check()
-        self.calls.append(("generate_image", {
-            "model": model, "prompt": prompt, "width": width, "height": height, "seed": seed,
-            "steps": steps, "negative_prompt": negative_prompt, "init_image": init_image,
-            "mask": mask, "strength": strength,
-        }))  # fmt: skip
+        self.calls.append(
+            (
+                "generate_image",
+                {
+                    "model": model,
+                    "prompt": prompt,
+                    "width": width,
+                    "height": height,
+                    "seed": seed,
+                    "steps": steps,
+                    "negative_prompt": negative_prompt,
+                    "init_image": init_image,
+                    "mask": mask,
+                    "strength": strength,
+                },
+            )
+        )
         return make_png(width, height, seed=_number(prompt, seed))
 
     async def describe(self, model: str, image: bytes, prompt: str | None = None, detail: str = "normal") -> str:

@@ -52,8 +52,18 @@ class LoomServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "LoomServer":
-        cmd = [sys.executable, "-m", "loom.daemon.cli", "serve", "--config", str(self.config_path),
-               "--port", str(self.port), "--data-dir", str(self.data_dir)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "loom.daemon.cli",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -122,7 +122,7 @@ class ProviderConformance:
 def provider_conformance(provider: type, **settings: Any) -> type[ProviderConformance]:
     """A ``ProviderConformance`` subclass for ``provider``; assign it to a ``Test*`` name::
 
-        TestEcho = provider_conformance(EchoProvider, options={"greeting": "hi"})
+    TestEcho = provider_conformance(EchoProvider, options={"greeting": "hi"})
     """
     unknown = set(settings) - set(vars(ProviderConformance)) - {"options"}
     if unknown:

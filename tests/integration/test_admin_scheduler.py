@@ -225,10 +225,16 @@ def test_metrics(daemon):
     assert r.status_code == 200
     text = r.text
     for name in (
-        "loom_queue_depth", "loom_queue_wait_seconds_bucket", "loom_run_seconds_bucket",
-        "loom_model_loads_total", "loom_model_evictions_total", "loom_model_load_seconds_bucket",
-        "loom_device_memory_bytes", "loom_tokens_total", "loom_images_total",
-    ):  # fmt: skip
+        "loom_queue_depth",
+        "loom_queue_wait_seconds_bucket",
+        "loom_run_seconds_bucket",
+        "loom_model_loads_total",
+        "loom_model_evictions_total",
+        "loom_model_load_seconds_bucket",
+        "loom_device_memory_bytes",
+        "loom_tokens_total",
+        "loom_images_total",
+    ):
         assert name in text, name
     assert 'loom_model_loads_total{device="cpu",model="sched-a"}' in text
 

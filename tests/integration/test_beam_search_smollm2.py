@@ -49,9 +49,15 @@ def daemon(tmp_path_factory):
 
 def test_beam_search_with_smollm2_completes(daemon):
     params = {
-        "prompt": "a red apple on a wooden table", "beam_width": 2, "keep_top": 1, "iterations": 2,
-        "width": 64, "height": 64, "seed": 3, "max_tokens": 48,
-    }  # fmt: skip
+        "prompt": "a red apple on a wooden table",
+        "beam_width": 2,
+        "keep_top": 1,
+        "iterations": 2,
+        "width": 64,
+        "height": 64,
+        "seed": 3,
+        "max_tokens": 48,
+    }
     with httpx.Client(base_url=daemon.url, timeout=60) as client:
         t0 = time.monotonic()
         job = start(client, params)
@@ -73,5 +79,7 @@ def test_beam_search_with_smollm2_completes(daemon):
         children = [n for n in nodes if n["iteration"] == 1]
         assert all(c["critique"]["critique"] and c["critique"]["recommendation"] for c in children)
         assert lineage["winner"] == max(nodes, key=lambda n: n["score"])["id"]
-        print(f"\nSmolLM2 beam search (N=2, M=1, 2 iterations): {elapsed:.1f}s, "
-              f"{usage['completion_tokens']} completion tokens in {usage['calls']} calls")
+        print(
+            f"\nSmolLM2 beam search (N=2, M=1, 2 iterations): {elapsed:.1f}s, "
+            f"{usage['completion_tokens']} completion tokens in {usage['calls']} calls"
+        )

@@ -16,9 +16,7 @@ def client(default_daemon):
 
 
 def ask(client, content, **kw):
-    return client.chat.completions.create(
-        model="smollm2-135m", messages=[{"role": "user", "content": content}], **kw
-    )
+    return client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": content}], **kw)
 
 
 def test_default_serves_real_chat(client):
@@ -30,7 +28,11 @@ def test_default_serves_real_chat(client):
 
 def test_default_alias_and_seed_determinism(client):
     a = client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": "Tell me a word."}], seed=42, temperature=0.9, max_tokens=16
+        model="default",
+        messages=[{"role": "user", "content": "Tell me a word."}],
+        seed=42,
+        temperature=0.9,
+        max_tokens=16,
     )
     b = ask(client, "Tell me a word.", seed=42, temperature=0.9, max_tokens=16)
     assert a.choices[0].message.content == b.choices[0].message.content
@@ -67,7 +69,13 @@ def test_default_json_schema_is_grammar_constrained(client):
 
 
 def test_default_json_object(client):
-    r = ask(client, "Reply with a JSON object with one key, ok, set to true.", max_tokens=200, seed=3, response_format={"type": "json_object"})
+    r = ask(
+        client,
+        "Reply with a JSON object with one key, ok, set to true.",
+        max_tokens=200,
+        seed=3,
+        response_format={"type": "json_object"},
+    )
     assert r.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(r.choices[0].message.content), dict)
 

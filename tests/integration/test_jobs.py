@@ -39,8 +39,19 @@ def test_pipelines_are_listed_with_the_schema_of_their_params(client):
     assert beam["plugin"] == "beam_search"
     schema = beam["params_schema"]
     props = schema["$defs"]["BeamSearchParams"]["properties"]
-    assert {"prompt", "beam_width", "keep_top", "iterations", "alpha", "width", "height", "steps",
-            "llm_model", "image_model", "vision_model"} <= set(props)
+    assert {
+        "prompt",
+        "beam_width",
+        "keep_top",
+        "iterations",
+        "alpha",
+        "width",
+        "height",
+        "steps",
+        "llm_model",
+        "image_model",
+        "vision_model",
+    } <= set(props)
     assert schema["$defs"]["BeamSearchParams"]["required"] == ["prompt"]
 
 
@@ -235,8 +246,11 @@ def test_a_provider_failure_fails_the_job_and_keeps_earlier_steps(client):
     assert error["message"] == "the mock GPU caught fire" and error["code"] == "provider_error"
     assert error["step"].endswith("/image")
     # The LLM phase finished before the images: its steps and the prompts are kept.
-    events = [json.loads(line[6:]) for line in client.get(f"/v1/jobs/{job['id']}/events").text.splitlines()
-              if line.startswith("data: ")]
+    events = [
+        json.loads(line[6:])
+        for line in client.get(f"/v1/jobs/{job['id']}/events").text.splitlines()
+        if line.startswith("data: ")
+    ]
     steps = [e["data"]["key"] for e in events if e["type"] == "step"]
     assert len(steps) == 12 and all(capability_of(k) == "llm" for k in steps)  # 4 x (what, how, combine)
     assert events[-1]["data"]["state"] == "failed" and events[-1]["data"]["error"]["message"] == error["message"]

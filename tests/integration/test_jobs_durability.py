@@ -65,8 +65,11 @@ def test_sigkill_mid_job_then_resume_continues_from_the_last_finished_step(daemo
         scored = [n for n in lineage["nodes"] if n["score"] is not None]
         assert len(scored) == 12 and lineage["winner"] == max(scored, key=lambda n: n["score"])["id"]
         # Events continued after the restart with increasing ids.
-        ids = [int(line[4:]) for line in client.get(f"/v1/jobs/{job['id']}/events").text.splitlines()
-               if line.startswith("id: ")]
+        ids = [
+            int(line[4:])
+            for line in client.get(f"/v1/jobs/{job['id']}/events").text.splitlines()
+            if line.startswith("id: ")
+        ]
         assert ids == list(range(1, len(ids) + 1))
 
 

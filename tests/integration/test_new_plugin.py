@@ -25,8 +25,9 @@ def loom(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def pip(*args: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -40,8 +41,12 @@ def test_generated_plugin_installs_passes_its_tests_and_serves(tmp_path):
         pip("install", "--no-deps", "--no-build-isolation", "-e", str(root))
 
         # Its own test file: the conformance kit, entry point check included.
-        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-                               capture_output=True, text=True, cwd=root)  # fmt: skip
+        tests = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+            capture_output=True,
+            text=True,
+            cwd=root,
+        )
         assert tests.returncode == 0, tests.stdout + tests.stderr
         assert " passed" in tests.stdout and "failed" not in tests.stdout
 
@@ -50,12 +55,15 @@ def test_generated_plugin_installs_passes_its_tests_and_serves(tmp_path):
         assert plugin["distribution"] == f"loom-{name}" and plugin["version"] == "0.1.0"
         assert plugin["providers"][0]["capabilities"] == ["chat", "embedding"]
 
-        config = write_config(tmp_path / "loom.toml", f"""
+        config = write_config(
+            tmp_path / "loom.toml",
+            f"""
             [[models]]
             id = "{name}-demo"
             provider = "{name}"
             options = {{ greeting = "Hello from the new plugin!" }}
-        """)
+        """,
+        )
         daemon = Daemon(config, tmp_path / "data").start()
         client = openai_client(daemon)
         assert f"{name}-demo" in {m.id for m in client.models.list().data}

@@ -78,10 +78,15 @@ def test_chat_with_image_routes_to_vision_model(client, mock_daemon):
     uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
     raw = client.chat.completions.with_raw_response.create(
         model="mock-chat",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "what is this?"},
-            {"type": "image_url", "image_url": {"url": uri}},
-        ]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": uri}},
+                ],
+            }
+        ],
     )
     assert raw.headers["x-loom-model"] == "mock-vision"
     assert raw.parse().choices[0].message.content
@@ -148,16 +153,16 @@ def test_validation_error_names_field_path(client):
 
 
 def test_malformed_json_is_400(mock_daemon):
-    r = httpx.post(f"{mock_daemon.url}/v1/chat/completions", content=b"{not json",
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{mock_daemon.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_body_over_limit_is_413(mock_daemon):
     big = b'{"model": "mock-chat", "messages": [{"role": "user", "content": "' + b"x" * 2_000_000 + b'"}]}'
-    r = httpx.post(f"{mock_daemon.url}/v1/chat/completions", content=big,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(f"{mock_daemon.url}/v1/chat/completions", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
 
@@ -193,14 +198,18 @@ def test_provider_failure_is_502_and_daemon_keeps_serving(client):
     assert e.value.status_code == 502 and "caught fire" in e.value.message
     with pytest.raises(openai.InternalServerError):
         client.images.generate(model="mock-broken", prompt="x")
-    assert client.chat.completions.create(
-        model="mock-chat", messages=[{"role": "user", "content": "still there?"}]
-    ).choices[0].message.content
+    assert (
+        client.chat.completions.create(model="mock-chat", messages=[{"role": "user", "content": "still there?"}])
+        .choices[0]
+        .message.content
+    )
 
 
 def test_bad_image_in_describe_is_400(mock_daemon):
-    r = httpx.post(f"{mock_daemon.url}/v1/vision/describe",
-                   json={"model": "mock-vision", "image": "data:image/png;base64,aGVsbG8="})
+    r = httpx.post(
+        f"{mock_daemon.url}/v1/vision/describe",
+        json={"model": "mock-vision", "image": "data:image/png;base64,aGVsbG8="},
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "image"
 
 

@@ -14,8 +14,13 @@ import pytest
 from tests.conftest import Daemon, write_config
 from tests.integration.jobs_support import sse_events
 from tests.integration.pipelines_support import (
-    PIPELINES_CONFIG, data_uri, fetch_image, picture, run, succeeded,
-)  # fmt: skip
+    PIPELINES_CONFIG,
+    data_uri,
+    fetch_image,
+    picture,
+    run,
+    succeeded,
+)
 
 SEEDS = {"story", "translate", "describe", "image_to_story", "story_to_image", "illustrated_story", "persona"}
 
@@ -46,8 +51,9 @@ def test_every_seed_pipeline_is_listed_with_its_schema(client):
 
 
 def test_story_writes_a_titled_story_for_its_audience_and_saves_it(client):
-    job = succeeded(client, "story", {"prompt": "a lighthouse keeper on a stormy island", "audience": "YA",
-                                      "target_words": 80})  # fmt: skip
+    job = succeeded(
+        client, "story", {"prompt": "a lighthouse keeper on a stormy island", "audience": "YA", "target_words": 80}
+    )
     result = job["result"]
     assert result["audience"] == "young adult" and result["model"] == "p-llm"
     assert result["story"] and result["title"] and result["words"] == len(result["story"].split())
@@ -68,11 +74,14 @@ def test_story_length_is_bounded_by_max_tokens(client):
     assert 0 < len(result["story"].split()) <= 16 and result["memory"] is None
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"prompt": "x", "target_words": 5}, "target_words"),
-    ({"prompt": "x", "audiense": "kids"}, "audiense"),
-    ({"prompt": ""}, "prompt"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"prompt": "x", "target_words": 5}, "target_words"),
+        ({"prompt": "x", "audiense": "kids"}, "audiense"),
+        ({"prompt": ""}, "prompt"),
+    ],
+)
 def test_bad_story_params_are_a_400(client, body, param):
     r = client.post("/v1/pipelines/story", json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == param
@@ -83,11 +92,15 @@ def test_bad_story_params_are_a_400(client, body, param):
 
 def test_translate_a_batch_in_one_job(client):
     texts = ["good morning", "the red fox sleeps", "see you tomorrow"]
-    result = succeeded(client, "translate", {"text": texts, "source": "eng_Latn", "target": "fra_Latn",
-                                             "batch_size": 2})["result"]  # fmt: skip
+    result = succeeded(
+        client, "translate", {"text": texts, "source": "eng_Latn", "target": "fra_Latn", "batch_size": 2}
+    )["result"]
     assert result["count"] == 3 and result["model"] == "p-translate"
-    assert result["translations"] == ["[fra_Latn] morning good", "[fra_Latn] sleeps fox red the",
-                                      "[fra_Latn] tomorrow you see"]  # fmt: skip
+    assert result["translations"] == [
+        "[fra_Latn] morning good",
+        "[fra_Latn] sleeps fox red the",
+        "[fra_Latn] tomorrow you see",
+    ]
     saved = client.get(result["files"]["json"]["url"]).json()
     assert [i["text"] for i in saved["items"]] == texts
     single = succeeded(client, "translate", {"text": "hello", "source": "en", "target": "de"})["result"]
@@ -120,8 +133,11 @@ def test_describe_a_data_uri_at_each_detail_level(client):
 
 
 def test_describe_a_file_loom_serves_by_its_url(client, daemon):
-    made = succeeded(client, "story_to_image", {"story": "A yellow sun over a yellow field.", "width": 64,
-                                                "height": 64, "remember": False, "k": 0})["result"]  # fmt: skip
+    made = succeeded(
+        client,
+        "story_to_image",
+        {"story": "A yellow sun over a yellow field.", "width": 64, "height": 64, "remember": False, "k": 0},
+    )["result"]
     url = f"{daemon.url}{made['image']['url']}"
     result = succeeded(client, "describe", {"image": url, "detail": "normal", "remember": False})["result"]
     assert "image" in result["description"] and result["image"]["path"].endswith("input.png")
@@ -152,22 +168,41 @@ def test_retrieval_returns_the_nearest_item_on_a_constructed_case(client):
     assert images[0]["path"] == paths["blue"] and images[0]["score"] > images[1]["score"]
     assert result["retrieval_error"] is None and result["story"]
 
-    prompts = ["a dragon who bakes bread in a mountain village", "a robot learning to paint sunflowers",
-               "a submarine crew meets a singing whale"]  # fmt: skip
+    prompts = [
+        "a dragon who bakes bread in a mountain village",
+        "a robot learning to paint sunflowers",
+        "a submarine crew meets a singing whale",
+    ]
     jobs = {p: succeeded(client, "story", {"prompt": p, "target_words": 40})["id"] for p in prompts}
-    hits = client.post("/v1/rag/search", json={"text": "robot paint sunflowers", "collection": "stories", "k": 1}).json()
+    hits = client.post(
+        "/v1/rag/search", json={"text": "robot paint sunflowers", "collection": "stories", "k": 1}
+    ).json()
     assert hits["data"][0]["job_id"] == jobs["a robot learning to paint sunflowers"]
-    result = succeeded(client, "story_to_image", {"story": "The robot learned to paint sunflowers at dawn.",
-                                                  "width": 64, "height": 64, "k": 1})["result"]  # fmt: skip
+    result = succeeded(
+        client,
+        "story_to_image",
+        {"story": "The robot learned to paint sunflowers at dawn.", "width": 64, "height": 64, "k": 1},
+    )["result"]
     stories = [h for h in result["retrieved"] if h["collection"] == "stories"]
     assert stories[0]["job_id"] == jobs["a robot learning to paint sunflowers"]
 
 
 def test_story_to_image_lists_retrieved_items_and_uses_past_prompts_as_guidance(client):
-    first = succeeded(client, "story_to_image", {"story": "A purple owl reads by candlelight in an old tower.",
-                                                 "style": "ink and watercolour", "width": 64, "height": 64})  # fmt: skip
-    second = succeeded(client, "story_to_image", {"story": "The purple owl closed the book and slept in the tower.",
-                                                  "width": 64, "height": 64, "k": 3})["result"]  # fmt: skip
+    first = succeeded(
+        client,
+        "story_to_image",
+        {
+            "story": "A purple owl reads by candlelight in an old tower.",
+            "style": "ink and watercolour",
+            "width": 64,
+            "height": 64,
+        },
+    )
+    second = succeeded(
+        client,
+        "story_to_image",
+        {"story": "The purple owl closed the book and slept in the tower.", "width": 64, "height": 64, "k": 3},
+    )["result"]
     first_prompt = first["result"]["prompt"]
     assert first_prompt in second["guidance"]
     retrieved_jobs = {h["job_id"] for h in second["retrieved"]}
@@ -193,8 +228,9 @@ def test_rag_routes_stats_and_validation(client):
 
 
 def test_illustrated_story_merges_the_character_into_the_background(client):
-    job = succeeded(client, "illustrated_story", {"prompt": "a knight and a kind dragon", "width": 128,
-                                                  "height": 128, "seed": 5})  # fmt: skip
+    job = succeeded(
+        client, "illustrated_story", {"prompt": "a knight and a kind dragon", "width": 128, "height": 128, "seed": 5}
+    )
     result = job["result"]
     assert not result["degraded"] and result["errors"] == [] and result["story"]
     assert result["character_description"] and result["background_description"]
@@ -208,18 +244,31 @@ def test_illustrated_story_merges_the_character_into_the_background(client):
     assert not np.array_equal(combined, character) and not np.array_equal(combined, background)
     assert result["composite"]["method"] in ("border-colour", "ellipse")
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
-        progress = [(e["data"]["data"]["progress"], e["data"]["data"]["stage"]) for e in sse_events(r) if e["event"] == "progress"]
+        progress = [
+            (e["data"]["data"]["progress"], e["data"]["data"]["stage"])
+            for e in sse_events(r)
+            if e["event"] == "progress"
+        ]
     assert progress[:9] == [
-        (0, "pending"), (10, "generating_story"), (30, "generating_story"), (40, "generating_story"),
-        (50, "generating_images"), (70, "generating_images"), (85, "generating_images"), (90, "generating_images"),
+        (0, "pending"),
+        (10, "generating_story"),
+        (30, "generating_story"),
+        (40, "generating_story"),
+        (50, "generating_images"),
+        (70, "generating_images"),
+        (85, "generating_images"),
+        (90, "generating_images"),
         (95, "indexing"),
-    ]  # fmt: skip
+    ]
     assert progress[-1] == (100, "completed")
 
 
 def test_illustrated_story_delivers_the_story_when_images_fail(client):
-    job = succeeded(client, "illustrated_story", {"prompt": "a lonely comet", "image_model": "p-broken-image",
-                                                  "width": 64, "height": 64})  # fmt: skip
+    job = succeeded(
+        client,
+        "illustrated_story",
+        {"prompt": "a lonely comet", "image_model": "p-broken-image", "width": 64, "height": 64},
+    )
     result = job["result"]
     assert result["story"] and result["degraded"]
     assert all(v is None for v in result["images"].values())
@@ -233,11 +282,30 @@ def test_illustrated_story_delivers_the_story_when_images_fail(client):
 
 
 def test_persona_upsert_by_name_keeps_images_and_motto_history(client):
-    first = succeeded(client, "persona", {"name": "Captain Nova", "prompt": "a space pirate with a green coat",
-                                          "motto_tone": "rebellious", "width": 64, "height": 64})["result"]  # fmt: skip
+    first = succeeded(
+        client,
+        "persona",
+        {
+            "name": "Captain Nova",
+            "prompt": "a space pirate with a green coat",
+            "motto_tone": "rebellious",
+            "width": 64,
+            "height": 64,
+        },
+    )["result"]
     assert first["created"] and first["images_count"] == 1 and first["motto"]
-    second = succeeded(client, "persona", {"name": "captain  NOVA", "prompt": "a space pirate with a green coat",
-                                           "motto_tone": "wise", "width": 64, "height": 64, "seed": 9})["result"]  # fmt: skip
+    second = succeeded(
+        client,
+        "persona",
+        {
+            "name": "captain  NOVA",
+            "prompt": "a space pirate with a green coat",
+            "motto_tone": "wise",
+            "width": 64,
+            "height": 64,
+            "seed": 9,
+        },
+    )["result"]
     assert not second["created"] and second["existed_before"] and second["images_count"] == 2
     assert second["mottos_count"] == 2
 

@@ -60,9 +60,12 @@ def nllb(tmp_path_factory):
 def daemon(tmp_path_factory, nllb):
     tmp = tmp_path_factory.mktemp("pipelines-real")
     env = {
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp / "hf-home"),
-        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
-    }  # fmt: skip
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(tmp / "hf-home"),
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }
     d = Daemon(write_config(tmp / "loom.toml", CONFIG.format(nllb=nllb)), tmp / "data", env=env).start()
     yield d
     d.stop()
@@ -75,8 +78,18 @@ def client(daemon):
 
 
 def test_story_on_smollm2(client):
-    job = succeeded(client, "story", {"prompt": "a cat who wants to become a lighthouse keeper", "audience": "children",
-                                      "target_words": 60, "seed": 3, "temperature": 0.7}, timeout=240)  # fmt: skip
+    job = succeeded(
+        client,
+        "story",
+        {
+            "prompt": "a cat who wants to become a lighthouse keeper",
+            "audience": "children",
+            "target_words": 60,
+            "seed": 3,
+            "temperature": 0.7,
+        },
+        timeout=240,
+    )
     result = job["result"]
     assert result["model"] == "smollm2-135m" and result["title"]
     assert 5 <= result["words"] <= 1.6 * 60 and result["story"] == result["story"].strip()
@@ -88,8 +101,9 @@ def test_story_on_smollm2(client):
 
 def test_translate_a_batch_on_a_tiny_nllb(client):
     texts = ["Hello world.", "How are you today?", "The fox sleeps."]
-    result = succeeded(client, "translate", {"text": texts, "source": "eng_Latn", "target": "fra_Latn"},
-                       timeout=240)["result"]  # fmt: skip
+    result = succeeded(client, "translate", {"text": texts, "source": "eng_Latn", "target": "fra_Latn"}, timeout=240)[
+        "result"
+    ]
     assert result["model"] == "tiny-nllb" and result["count"] == 3
     assert all(isinstance(t, str) for t in result["translations"])  # random weights: any text
     iso = succeeded(client, "translate", {"text": "Hello.", "source": "en", "target": "de"}, timeout=240)["result"]

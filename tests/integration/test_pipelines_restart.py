@@ -47,7 +47,10 @@ def test_indices_personas_and_search_survive_restarts(daemon):
     assert len(index_files) == 2
     with client_of(daemon) as c:
         assert counts(c) == before
-        assert nearest(c, text="clockwork owl midnight", collection="stories")["job_id"] == jobs["a clockwork owl at midnight"]
+        assert (
+            nearest(c, text="clockwork owl midnight", collection="stories")["job_id"]
+            == jobs["a clockwork owl at midnight"]
+        )
         assert nearest(c, image=data_uri(picture((35, 75, 205), mark=40)), collection="images")["path"] == blue
         stats = c.get("/v1/rag/stats").json()
         assert all(i["loaded"] and i["saved"] == i["count"] for i in stats["indices"])
@@ -58,15 +61,21 @@ def test_indices_personas_and_search_survive_restarts(daemon):
 
         # Added after the last save, then the daemon is killed: nothing is lost.
         late = succeeded(c, "story", {"prompt": "a submarine crew meets a singing whale", "target_words": 40})["id"]
-        succeeded(c, "persona", {"name": "MIRA", "prompt": "a violet sorceress", "motto_tone": "mysterious",
-                                 "width": 64, "height": 64})  # fmt: skip
+        succeeded(
+            c,
+            "persona",
+            {"name": "MIRA", "prompt": "a violet sorceress", "motto_tone": "mysterious", "width": 64, "height": 64},
+        )
 
     daemon.restart(kill=True)
     with client_of(daemon) as c:
         assert counts(c) == {"stories": 4, "images": 4}
         assert nearest(c, text="submarine singing whale", collection="stories")["job_id"] == late
-        retrieved = succeeded(c, "story_to_image", {"story": "The submarine crew heard the whale singing.",
-                                                    "width": 64, "height": 64, "k": 1})["result"]["retrieved"]  # fmt: skip
+        retrieved = succeeded(
+            c,
+            "story_to_image",
+            {"story": "The submarine crew heard the whale singing.", "width": 64, "height": 64, "k": 1},
+        )["result"]["retrieved"]
         assert {h["job_id"] for h in retrieved if h["collection"] == "stories"} == {late}
         persona = c.get("/v1/personas/Mira").json()
         assert len(persona["images"]) == 2 and [m["tone"] for m in persona["mottos"]] == ["inspirational", "mysterious"]

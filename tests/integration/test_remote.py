@@ -25,10 +25,12 @@ UP_KEY = "up-secret-Key0123456789abcdef"
 WRONG_KEY = "sk-wrong-Secret0123456789abcdef"
 SECRETS = (UP_KEY, WRONG_KEY)
 
-UPSTREAM_CONFIG = MOCK_CONFIG.replace(
-    '[daemon]\nhost = "127.0.0.1"\n',
-    '[daemon]\nhost = "127.0.0.1"\n\n[[daemon.api_keys]]\nkey = { env = "T_UP_KEY" }\n',
-) + """
+UPSTREAM_CONFIG = (
+    MOCK_CONFIG.replace(
+        '[daemon]\nhost = "127.0.0.1"\n',
+        '[daemon]\nhost = "127.0.0.1"\n\n[[daemon.api_keys]]\nkey = { env = "T_UP_KEY" }\n',
+    )
+    + """
 [[models]]
 id = "mock-slow"
 provider = "mock"
@@ -36,6 +38,7 @@ capabilities = ["chat"]
 options = { latency_ms = 600 }
 concurrency = 4
 """
+)
 
 FRONT_CONFIG = """
 [daemon]
@@ -213,7 +216,10 @@ def test_chat_is_the_upstream_answer_with_usage_and_provenance(client, direct):
     want = direct.chat.completions.create(model="mock-chat", messages=HELLO, seed=3, max_tokens=12)
     assert got.choices[0].message.content == want.choices[0].message.content
     assert got.choices[0].finish_reason == want.choices[0].finish_reason
-    assert (got.usage.prompt_tokens, got.usage.completion_tokens) == (want.usage.prompt_tokens, want.usage.completion_tokens)
+    assert (got.usage.prompt_tokens, got.usage.completion_tokens) == (
+        want.usage.prompt_tokens,
+        want.usage.completion_tokens,
+    )
     assert got.model == "remote-chat"
 
 
@@ -288,7 +294,9 @@ def test_vision_chat_forwards_image_parts(client, direct):
 
 def test_describe_score_and_translate_through_prompts(front):
     image = png((20, 40, 220))
-    r = httpx.post(f"{front.url}/v1/vision/describe", json={"model": "remote-vision", "image": image, "detail": "brief"})
+    r = httpx.post(
+        f"{front.url}/v1/vision/describe", json={"model": "remote-vision", "image": image, "detail": "brief"}
+    )
     assert r.status_code == 200 and "64x64" in r.json()["description"]
     assert r.headers["x-loom-provider"] == "openai"
 
@@ -345,8 +353,11 @@ def test_admin_providers_shows_health_and_never_a_key(front):
     body = check_now(front)
     upstreams = {u["instance"]: u for u in body["upstreams"]}
     assert {k: u["status"] for k, u in upstreams.items()} == {
-        "up": "ok", "wrongkey": "auth_failed", "nokey": "no_key", "dead": "down",
-    }  # fmt: skip
+        "up": "ok",
+        "wrongkey": "auth_failed",
+        "nokey": "no_key",
+        "dead": "down",
+    }
     up = upstreams["up"]
     assert up["api_key"] == {"env": "T_UP_KEY", "set": True} and up["healthy"] and up["latency_ms"] >= 0
     assert {"id": "remote-ghost", "remote_id": "ghost", "listed": False} in up["models"]

@@ -102,16 +102,25 @@ class FaultServer:
             return False
         if not stream:
             if model == "drop":
-                w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"id\"")
+                w.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"id"')
                 await w.drain()
                 w.transport.abort()
                 return False
             text = "".join(WORDS)
-            return _json(w, 200, {
-                "id": "x", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": len(WORDS), "total_tokens": 1 + len(WORDS)},
-            })  # fmt: skip
+            return _json(
+                w,
+                200,
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": len(WORDS), "total_tokens": 1 + len(WORDS)},
+                },
+            )
         w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         for i, word in enumerate(WORDS):
             if model == "drop" and i == 2:
@@ -119,11 +128,27 @@ class FaultServer:
                 await asyncio.sleep(0.05)
                 w.transport.abort()  # mid-stream: no terminating chunk, no [DONE]
                 return False
-            _chunk(w, {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model,
-                       "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})  # fmt: skip
+            _chunk(
+                w,
+                {
+                    "id": "x",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                },
+            )
             await w.drain()
-        _chunk(w, {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model,
-                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})  # fmt: skip
+        _chunk(
+            w,
+            {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            },
+        )
         w.write(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await w.drain()
         return True

@@ -19,10 +19,20 @@ JOB = "a1b2c3d4e5f6"
 
 def _resident(model: str, mib: int, idle: float, keep_alive: float | None, pinned=False, running=0) -> dict:
     return {
-        "model": model, "footprint": mib * MIB, "estimate": mib * MIB, "measured": 0, "load_seconds": 0.5,
-        "loaded_at": NOW - 600, "last_used": NOW - idle, "idle_seconds": idle, "pinned": pinned,
-        "keep_alive": keep_alive, "running": running, "queued": 0, "evicting": False,
-    }  # fmt: skip
+        "model": model,
+        "footprint": mib * MIB,
+        "estimate": mib * MIB,
+        "measured": 0,
+        "load_seconds": 0.5,
+        "loaded_at": NOW - 600,
+        "last_used": NOW - idle,
+        "idle_seconds": idle,
+        "pinned": pinned,
+        "keep_alive": keep_alive,
+        "running": running,
+        "queued": 0,
+        "evicting": False,
+    }
 
 
 SCHEDULER = {
@@ -30,36 +40,96 @@ SCHEDULER = {
     "pinned": ["sd-turbo"],
     "devices": [
         {
-            "name": "cuda:0", "kind": "cuda", "available": True, "reason": None, "parallel": False,
-            "total": 24576 * MIB, "budget": 20480 * MIB, "used": 13312 * MIB, "reserved": 1024 * MIB,
-            "free": 6144 * MIB, "loading": None,
+            "name": "cuda:0",
+            "kind": "cuda",
+            "available": True,
+            "reason": None,
+            "parallel": False,
+            "total": 24576 * MIB,
+            "budget": 20480 * MIB,
+            "used": 13312 * MIB,
+            "reserved": 1024 * MIB,
+            "free": 6144 * MIB,
+            "loading": None,
             "resident": [
                 _resident("sd-turbo", 6144, 4.0, 300.0, pinned=True, running=1),
                 _resident("qwen-7b", 5120, 42.0, 300.0),
                 _resident("clip-vit", 2048, 290.0, 300.0),
             ],
             "queue": {"depth": 5, "by_model": {"sd-turbo": {"pipeline": 3}, "qwen-7b": {"interactive": 1, "batch": 1}}},
-            "running": [{"id": "wk_0123456789ab", "model": "sd-turbo", "device": "cuda:0", "priority": "pipeline",
-                         "kind": "image", "state": "running", "waited": 0.2, "running_for": 1.5}],
+            "running": [
+                {
+                    "id": "wk_0123456789ab",
+                    "model": "sd-turbo",
+                    "device": "cuda:0",
+                    "priority": "pipeline",
+                    "kind": "image",
+                    "state": "running",
+                    "waited": 0.2,
+                    "running_for": 1.5,
+                }
+            ],
             "queued": [],
         },
         {
-            "name": "remote", "kind": "remote", "available": True, "reason": None, "parallel": True,
-            "total": None, "budget": None, "used": 0, "reserved": 0, "free": None, "loading": None,
-            "resident": [], "queue": {"depth": 0, "by_model": {}}, "running": [], "queued": [],
+            "name": "remote",
+            "kind": "remote",
+            "available": True,
+            "reason": None,
+            "parallel": True,
+            "total": None,
+            "budget": None,
+            "used": 0,
+            "reserved": 0,
+            "free": None,
+            "loading": None,
+            "resident": [],
+            "queue": {"depth": 0, "by_model": {}},
+            "running": [],
+            "queued": [],
         },
     ],
-}  # fmt: skip
+}
 
 JOBS = [
-    {"id": JOB, "pipeline": "beam_search", "state": "running", "stage": "iteration 1: image", "progress": 42.0,
-     "message": "", "created_at": NOW - 30, "started_at": NOW - 29, "finished_at": None, "attempts": 1},
-    {"id": "0f0f0f0f0f0f", "pipeline": "beam_search", "state": "succeeded", "stage": "done", "progress": 100.0,
-     "message": "", "created_at": NOW - 900, "started_at": NOW - 899, "finished_at": NOW - 850, "attempts": 1},
-    {"id": "dead00beef00", "pipeline": "beam_search", "state": "failed", "stage": "iteration 0: image",
-     "progress": 12.5, "message": "", "created_at": NOW - 1800, "started_at": NOW - 1799, "finished_at": NOW - 1790,
-     "attempts": 1, "error": {"message": "the mock GPU caught fire"}},
-]  # fmt: skip
+    {
+        "id": JOB,
+        "pipeline": "beam_search",
+        "state": "running",
+        "stage": "iteration 1: image",
+        "progress": 42.0,
+        "message": "",
+        "created_at": NOW - 30,
+        "started_at": NOW - 29,
+        "finished_at": None,
+        "attempts": 1,
+    },
+    {
+        "id": "0f0f0f0f0f0f",
+        "pipeline": "beam_search",
+        "state": "succeeded",
+        "stage": "done",
+        "progress": 100.0,
+        "message": "",
+        "created_at": NOW - 900,
+        "started_at": NOW - 899,
+        "finished_at": NOW - 850,
+        "attempts": 1,
+    },
+    {
+        "id": "dead00beef00",
+        "pipeline": "beam_search",
+        "state": "failed",
+        "stage": "iteration 0: image",
+        "progress": 12.5,
+        "message": "",
+        "created_at": NOW - 1800,
+        "started_at": NOW - 1799,
+        "finished_at": NOW - 1790,
+        "attempts": 1,
+        "error": {"message": "the mock GPU caught fire"},
+    },
+]
 
 MODELS = [
     {"id": "sd-turbo", "provider": "diffusers", "capabilities": ["image"]},
@@ -70,35 +140,80 @@ MODELS = [
 
 PROVIDERS = {
     "object": "providers",
-    "upstreams": [{"upstream": "openai:api.openai.com", "status": "ok", "healthy": True, "error": None,
-                   "latency_ms": 182.0, "checked_at": "2027-01-15T08:00:00+00:00",
-                   "models": [{"id": "gpt-remote", "remote_id": "gpt-4o-mini", "listed": True}]}],
+    "upstreams": [
+        {
+            "upstream": "openai:api.openai.com",
+            "status": "ok",
+            "healthy": True,
+            "error": None,
+            "latency_ms": 182.0,
+            "checked_at": "2027-01-15T08:00:00+00:00",
+            "models": [{"id": "gpt-remote", "remote_id": "gpt-4o-mini", "listed": True}],
+        }
+    ],
     "models": [
-        {"id": "sd-turbo", "provider": "diffusers", "remote": False, "healthy": True, "switched_to": None,
-         "served_by": {"image": "sd-turbo"}},
-        {"id": "qwen-7b", "provider": "llamacpp", "remote": False, "healthy": True, "switched_to": "gpt-remote",
-         "served_by": {"chat": "gpt-remote", "completion": "qwen-7b"}},
-        {"id": "clip-vit", "provider": "openclip", "remote": False, "healthy": True, "switched_to": None,
-         "served_by": {"vision": "clip-vit"}},
-        {"id": "gpt-remote", "provider": "openai", "remote": True, "healthy": True, "switched_to": None,
-         "served_by": {"chat": "gpt-remote"}},
+        {
+            "id": "sd-turbo",
+            "provider": "diffusers",
+            "remote": False,
+            "healthy": True,
+            "switched_to": None,
+            "served_by": {"image": "sd-turbo"},
+        },
+        {
+            "id": "qwen-7b",
+            "provider": "llamacpp",
+            "remote": False,
+            "healthy": True,
+            "switched_to": "gpt-remote",
+            "served_by": {"chat": "gpt-remote", "completion": "qwen-7b"},
+        },
+        {
+            "id": "clip-vit",
+            "provider": "openclip",
+            "remote": False,
+            "healthy": True,
+            "switched_to": None,
+            "served_by": {"vision": "clip-vit"},
+        },
+        {
+            "id": "gpt-remote",
+            "provider": "openai",
+            "remote": True,
+            "healthy": True,
+            "switched_to": None,
+            "served_by": {"chat": "gpt-remote"},
+        },
     ],
     "switches": {"models": {"qwen-7b": "gpt-remote"}, "capabilities": {}},
-}  # fmt: skip
+}
 
 
 def _node(it: int, i: int, parent: str | None, score: float, kept: list[int], winner=False) -> dict:
     return {
-        "id": f"i{it}c{i}", "parent": parent, "iteration": it, "index": i,
+        "id": f"i{it}c{i}",
+        "parent": parent,
+        "iteration": it,
+        "index": i,
         "dimension": None if it == 0 else ("what" if it % 2 else "how"),
-        "what": f"a red apple, variant {it}.{i}", "how": "oil painting, warm light",
-        "combined": "", "critique": None if it == 0 else {
-            "critique": "the apple is too small", "recommendation": "make it fill the frame", "reason": "focus"},
+        "what": f"a red apple, variant {it}.{i}",
+        "how": "oil painting, warm light",
+        "combined": "",
+        "critique": None
+        if it == 0
+        else {"critique": "the apple is too small", "recommendation": "make it fill the frame", "reason": "focus"},
         "description": "a small red fruit on a table" if kept else None,
-        "image": f"output/job/i{it}c{i}.png", "image_url": f"/v1/files/output/job/i{it}c{i}.png",
-        "clip": round(score / 100, 3), "aesthetic": 6.5, "alignment": score, "score": score, "status": "scored",
-        "kept_in": kept, "rank": 1 if winner else None, "winner": winner,
-    }  # fmt: skip
+        "image": f"output/job/i{it}c{i}.png",
+        "image_url": f"/v1/files/output/job/i{it}c{i}.png",
+        "clip": round(score / 100, 3),
+        "aesthetic": 6.5,
+        "alignment": score,
+        "score": score,
+        "status": "scored",
+        "kept_in": kept,
+        "rank": 1 if winner else None,
+        "winner": winner,
+    }
 
 
 LINEAGE_NODES = [
@@ -111,14 +226,25 @@ LINEAGE_NODES = [
 ]
 
 JOB_DETAIL = {
-    **JOBS[1], "object": "job", "output_dir": "output/job", "output_url": "/v1/files/output/job/",
-    "params": {"prompt": "a red apple"}, "error": None,
+    **JOBS[1],
+    "object": "job",
+    "output_dir": "output/job",
+    "output_url": "/v1/files/output/job/",
+    "params": {"prompt": "a red apple"},
+    "error": None,
     "result": {"winner": {"id": "i1c0", "score": 47.75}, "iterations": 2},
-    "timings": {"queued_seconds": 0.5, "elapsed_seconds": 50.0, "run_seconds": 49.0, "steps": 24,
-                "step_seconds": 40.0, "by_capability": {}},
+    "timings": {
+        "queued_seconds": 0.5,
+        "elapsed_seconds": 50.0,
+        "run_seconds": 49.0,
+        "steps": 24,
+        "step_seconds": 40.0,
+        "by_capability": {},
+    },
     "usage": {"prompt_tokens": 900, "completion_tokens": 300, "total_tokens": 1200, "by_model": {}},
-    "artifacts": [], "last_event_id": 6,
-}  # fmt: skip
+    "artifacts": [],
+    "last_event_id": 6,
+}
 
 JOB_EVENTS = [
     ("state", {"state": "queued"}),
@@ -167,8 +293,9 @@ class FakeClient:
     async def job_events(self, job_id: str, after: int = 0, **kw):
         for n, (kind, data) in enumerate(JOB_EVENTS, 1):
             if n > after:
-                yield ServerEvent(kind, {"job_id": job_id, "id": n, "type": kind, "data": data,
-                                         "created_at": NOW - 50 + n}, str(n))  # fmt: skip
+                yield ServerEvent(
+                    kind, {"job_id": job_id, "id": n, "type": kind, "data": data, "created_at": NOW - 50 + n}, str(n)
+                )
 
     async def scheduler(self) -> dict:
         return SCHEDULER
@@ -180,8 +307,15 @@ class FakeClient:
         return {**JOB_DETAIL, "id": job_id}
 
     async def lineage(self, job_id: str) -> dict:
-        return {"object": "lineage", "job_id": job_id, "state": "succeeded", "winner": "i1c0",
-                "path": ["i0c2", "i1c0"], "nodes": LINEAGE_NODES, "tree": []}  # fmt: skip
+        return {
+            "object": "lineage",
+            "job_id": job_id,
+            "state": "succeeded",
+            "winner": "i1c0",
+            "path": ["i0c2", "i1c0"],
+            "nodes": LINEAGE_NODES,
+            "tree": [],
+        }
 
     async def file(self, path: str) -> bytes:
         return png(int(path[-5]) if path[-5].isdigit() else 0)

@@ -20,10 +20,25 @@ from .conftest import until
 
 pytestmark = pytest.mark.usefixtures("live_clock")
 
-SLOW = {"prompt": "a red apple", "width": 64, "height": 64, "seed": 3, "image_model": "bs-slow-image",
-        "beam_width": 2, "keep_top": 1, "iterations": 4}  # fmt: skip
-FAST = {"prompt": "a red apple on a wooden table", "width": 64, "height": 64, "seed": 7,
-        "beam_width": 3, "keep_top": 2, "iterations": 2}  # fmt: skip
+SLOW = {
+    "prompt": "a red apple",
+    "width": 64,
+    "height": 64,
+    "seed": 3,
+    "image_model": "bs-slow-image",
+    "beam_width": 2,
+    "keep_top": 1,
+    "iterations": 4,
+}
+FAST = {
+    "prompt": "a red apple on a wooden table",
+    "width": 64,
+    "height": 64,
+    "seed": 7,
+    "beam_width": 3,
+    "keep_top": 2,
+    "iterations": 2,
+}
 
 
 @pytest.fixture
@@ -60,8 +75,11 @@ async def test_dashboard_shows_a_load_and_an_eviction(tui_daemon, http):
         assert http.post("/admin/models/tui-a/load").status_code == 200
         # The bar gets a tui-a segment, and the resident table a row.
         await until(pilot, lambda: "tui-a" in cpu_bar(app), what="a tui-a segment in the VRAM bar")
-        await until(pilot, lambda: any(r.startswith("tui-a cpu 200 MiB") for r in cells(app, "#resident")),
-                    what="tui-a in the resident table")  # fmt: skip
+        await until(
+            pilot,
+            lambda: any(r.startswith("tui-a cpu 200 MiB") for r in cells(app, "#resident")),
+            what="tui-a in the resident table",
+        )
 
         # tui-b does not fit beside tui-a: loading it evicts tui-a, and the dashboard follows.
         assert http.post("/admin/models/tui-b/load").status_code == 200
@@ -77,8 +95,11 @@ async def test_dashboard_shows_a_jobs_progress(tui_daemon, http):
         await until(pilot, lambda: app.state.connected, what="connected")
         job_id = start(http, SLOW)
         job = lambda: app.state.jobs.get(job_id, {})  # noqa: E731
-        await until(pilot, lambda: 0 < (job().get("progress") or 0) < 100 and job().get("state") == "running",
-                    what="progress between 0 and 100")  # fmt: skip
+        await until(
+            pilot,
+            lambda: 0 < (job().get("progress") or 0) < 100 and job().get("state") == "running",
+            what="progress between 0 and 100",
+        )
         shown = lambda: [r for r in cells(app, "#running") if job_id in r and "%" in r]  # noqa: E731
         await until(pilot, shown, what="the job's progress on the dashboard")
         assert "beam_search" in shown()[0]
@@ -140,13 +161,20 @@ async def test_lineage_updates_while_the_job_runs(tui_daemon, http):
     async with app.run_test(size=(80, 24)) as pilot:
         job_id = start(http, SLOW)
         app.open_lineage(job_id)
-        await until(pilot, lambda: isinstance(app.screen, LineageScreen) and app.screen.query(LineageTree),
-                    what="lineage screen")  # fmt: skip
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, LineageScreen) and app.screen.query(LineageTree),
+            what="lineage screen",
+        )
         tree = app.screen.query_one(LineageTree)
         await until(pilot, lambda: tree.nodes, what="the first candidates")
         assert http.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
-        await until(pilot, lambda: any(n.get("iteration") == 1 for n in tree.nodes.values()), timeout=15,
-                    what="candidates of iteration 1, as they come")  # fmt: skip
+        await until(
+            pilot,
+            lambda: any(n.get("iteration") == 1 for n in tree.nodes.values()),
+            timeout=15,
+            what="candidates of iteration 1, as they come",
+        )
         await until(pilot, lambda: 1 in tree._iterations, what="drawn under their iteration")
         http.post(f"/v1/jobs/{job_id}/cancel")
 

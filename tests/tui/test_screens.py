@@ -50,8 +50,11 @@ async def test_models_load_unload_pin_and_switch():
         assert isinstance(app.screen, ModelsScreen)
         await pilot.press("down", "l", "u", "p")  # qwen-7b: not pinned, so p pins it
         await until(pilot, lambda: len(app.client.calls) == 3, what="three calls")
-        assert app.client.calls == [("load_model", ("qwen-7b",)), ("unload_model", ("qwen-7b",)),
-                                    ("pin_model", ("qwen-7b", True))]  # fmt: skip
+        assert app.client.calls == [
+            ("load_model", ("qwen-7b",)),
+            ("unload_model", ("qwen-7b",)),
+            ("pin_model", ("qwen-7b", True)),
+        ]
         await pilot.press("up", "p")  # sd-turbo is pinned: p unpins
         await until(pilot, lambda: ("pin_model", ("sd-turbo", False)) in app.client.calls, what="unpin")
         await pilot.press("down", "s")
@@ -98,8 +101,9 @@ def test_state_pieces():
     tp.sample(4.0, 0, 0)  # the daemon restarted: counters went back to zero
     assert list(tp.tokens_per_s)[-1] == 0.0
     assert output_counters('loom_tokens_total{model="a"} 5.0\nloom_tokens_total{model="b"} 2\n') == (7.0, 0.0)
-    text = describe_scheduler_event({"type": "evicted", "model": "m", "device": "cpu", "reason": "room for n",
-                                     "footprint": 200 * 2**20})  # fmt: skip
+    text = describe_scheduler_event(
+        {"type": "evicted", "model": "m", "device": "cpu", "reason": "room for n", "footprint": 200 * 2**20}
+    )
     assert text == "m evicted from cpu (room for n), freed 200 MiB"
     state = DaemonState()
     state.scheduler_at = NOW - 10

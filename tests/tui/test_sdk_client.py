@@ -18,14 +18,15 @@ def sse(*events: tuple[int, str, dict]) -> bytes:
 
 def mock(handler) -> AsyncLoomClient:
     client = AsyncLoomClient("http://loom.test", api_key="k")
-    client.http = httpx.AsyncClient(base_url=client.url, headers={"Authorization": "Bearer k"},
-                                    transport=httpx.MockTransport(handler))  # fmt: skip
+    client.http = httpx.AsyncClient(
+        base_url=client.url, headers={"Authorization": "Bearer k"}, transport=httpx.MockTransport(handler)
+    )
     return client
 
 
 async def test_sse_parsing():
     async def lines():
-        for line in [": keepalive", "event: loaded", "data: {\"a\":", "data: 1}", "id: 7", "", "data: plain", ""]:
+        for line in [": keepalive", "event: loaded", 'data: {"a":', "data: 1}", "id: 7", "", "data: plain", ""]:
             yield line
 
     got = [e async for e in _parse_sse(lines())]
@@ -46,12 +47,20 @@ async def test_events_reconnect_with_last_event_id():
 
     status: list[tuple[bool, str | None]] = []
     client = mock(handler)
-    events = [e async for e in client.events("/x", retry=0, on_status=lambda up, why: status.append((up, why)),
-                                             stop=lambda e: e.event == "c")]  # fmt: skip
+    events = [
+        e
+        async for e in client.events(
+            "/x", retry=0, on_status=lambda up, why: status.append((up, why)), stop=lambda e: e.event == "c"
+        )
+    ]
     assert [e.event for e in events] == ["a", "b", "c"] and events[-1].data == {"last": True}
     assert seen == [None, "2", "2"]
-    assert status == [(True, None), (False, "the daemon closed the stream"), (False, "connection refused"),
-                      (True, None)]  # fmt: skip
+    assert status == [
+        (True, None),
+        (False, "the daemon closed the stream"),
+        (False, "connection refused"),
+        (True, None),
+    ]
 
 
 async def test_errors_retrying_cannot_fix_are_raised():
@@ -66,11 +75,14 @@ async def test_job_events_end_with_the_final_state():
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
-        return httpx.Response(200, content=sse(
-            (1, "state", {"type": "state", "data": {"state": "running"}}),
-            (2, "progress", {"type": "progress", "data": {"progress": 50}}),
-            (3, "state", {"type": "state", "data": {"state": "succeeded"}}),
-        ))  # fmt: skip
+        return httpx.Response(
+            200,
+            content=sse(
+                (1, "state", {"type": "state", "data": {"state": "running"}}),
+                (2, "progress", {"type": "progress", "data": {"progress": 50}}),
+                (3, "state", {"type": "state", "data": {"state": "succeeded"}}),
+            ),
+        )
 
     events = [e async for e in mock(handler).job_events("j1", retry=0)]
     assert [e.id for e in events] == ["1", "2", "3"] and calls == ["/v1/jobs/j1/events"]
@@ -92,7 +104,7 @@ def test_sync_routes_and_query():
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append((request.method, str(request.url), request.content))
         if request.url.path == "/metrics":
-            return httpx.Response(200, text="loom_images_total{model=\"m\"} 2.0\n")
+            return httpx.Response(200, text='loom_images_total{model="m"} 2.0\n')
         if request.url.path.startswith("/v1/files/"):
             return httpx.Response(200, content=b"PNG")
         if request.url.path.endswith("/nope"):

@@ -39,8 +39,18 @@ def test_loom_tui_in_tmux(tui_daemon):
     session = f"loom-tui-{os.getpid()}"
     env = {"LOOM_API_KEY": "", "TERM": "xterm-256color"}
     # (Textual draws on stderr, so neither stream is redirected.)
-    command = " ".join([*(f"{k}={v}" for k, v in env.items()), "exec", sys.executable, "-m", "loom.daemon.cli",
-                        "tui", "--url", tui_daemon.url])  # fmt: skip
+    command = " ".join(
+        [
+            *(f"{k}={v}" for k, v in env.items()),
+            "exec",
+            sys.executable,
+            "-m",
+            "loom.daemon.cli",
+            "tui",
+            "--url",
+            tui_daemon.url,
+        ]
+    )
     tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
     try:
         screen = wait_for(session, f"● {tui_daemon.url}", "Devices", "cpu ")

@@ -34,14 +34,20 @@ def test_parse_prompt_cuts_long_answers():
 
 def test_parse_critique_needs_critique_and_recommendation():
     full = '{"critique": "too dark", "recommendation": "brighter light", "reason": "aesthetics"}'
-    assert prompts.parse_critique(full) == {"critique": "too dark", "recommendation": "brighter light", "reason": "aesthetics"}
+    assert prompts.parse_critique(full) == {
+        "critique": "too dark",
+        "recommendation": "brighter light",
+        "reason": "aesthetics",
+    }
     assert prompts.parse_critique('{"critique": "too dark", "recommendation": "brigh')["recommendation"] == "brigh"
     assert prompts.parse_critique('{"critique": "too dark"}') is None
     assert prompts.parse_critique("no json at all") is None
 
 
-@pytest.mark.parametrize("alignment, aesthetic, dim, word", [(90, 1, "what", "small"), (10, 9, "how", "small"),
-                                                             (65, 0, "what", "specific"), (10, 2, "how", "revision")])
+@pytest.mark.parametrize(
+    "alignment, aesthetic, dim, word",
+    [(90, 1, "what", "small"), (10, 9, "how", "small"), (65, 0, "what", "specific"), (10, 2, "how", "revision")],
+)
 def test_rule_critique_follows_the_relevant_score(alignment, aesthetic, dim, word):
     c = prompts.rule_critique(alignment, aesthetic, dim)
     assert word in (c["critique"] + c["recommendation"] + c["reason"]).lower()
@@ -76,7 +82,9 @@ def test_rank_breaks_ties_deterministically():
     assert [x.id for x in rank([a, b, c, d])] == ["i1c2", "i1c1", "i0c3", "i1c0"]
 
 
-@pytest.mark.parametrize("n, m, counts", [(4, 2, [2, 2]), (5, 2, [3, 2]), (3, 3, [1, 1, 1]), (2, 1, [2]), (4, 3, [2, 1, 1])])
+@pytest.mark.parametrize(
+    "n, m, counts", [(4, 2, [2, 2]), (5, 2, [3, 2]), (3, 3, [1, 1, 1]), (2, 1, [2]), (4, 3, [2, 1, 1])]
+)
 def test_children_are_shared_best_parent_first(n, m, counts):
     assert children_per_parent(n, m) == counts and sum(counts) == n
 
@@ -104,10 +112,22 @@ def test_runs_and_resumes_on_the_fake_context_with_unreadable_llm_answers():
     from loom.plugins.beam_search import BeamSearch, BeamSearchParams
     from loom.sdk.testing import FakePipelineContext
 
-    params = msgspec.convert({"prompt": "a red apple", "beam_width": 3, "keep_top": 2, "iterations": 2,
-                              "width": 64, "height": 64, "seed": 1}, BeamSearchParams)
+    params = msgspec.convert(
+        {
+            "prompt": "a red apple",
+            "beam_width": 3,
+            "keep_top": 2,
+            "iterations": 2,
+            "width": 64,
+            "height": 64,
+            "seed": 1,
+        },
+        BeamSearchParams,
+    )
     # A model that ignores the JSON format entirely: every answer falls back or is read as text.
-    ctx = FakePipelineContext(default_reply="I cannot do that {", routes={"chat": "llm", "image": "img", "vision": "vis"})
+    ctx = FakePipelineContext(
+        default_reply="I cannot do that {", routes={"chat": "llm", "image": "img", "vision": "vis"}
+    )
     result = asyncio.run(BeamSearch().run(params, ctx))
     assert result["candidates"] == 6 and result["winner"]["score"] is not None
     assert all(n["combined"] for n in [result["winner"], *result["finalists"]])

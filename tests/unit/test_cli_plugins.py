@@ -62,8 +62,15 @@ def test_inventory_says_what_each_plugin_registered():
     records = {r["name"]: r for r in inventory(extra_plugins={"art": full_plugin()})}
     art = records["art"]
     assert art["hooks"] == ["register_models", "register_pipelines", "register_providers"]
-    assert art["providers"] == [{"name": "painter", "class": f"{__name__}.Painter", "capabilities": ["image"],
-                                 "local": True, "deterministic": False}]  # fmt: skip
+    assert art["providers"] == [
+        {
+            "name": "painter",
+            "class": f"{__name__}.Painter",
+            "capabilities": ["image"],
+            "local": True,
+            "deterministic": False,
+        }
+    ]
     assert art["capabilities"] == ["image"]
     assert art["models"] == [{"id": "painter-small", "provider": "painter", "capabilities": []}]
     assert art["pipelines"] == [{"name": "sketch", "class": f"{__name__}.Sketch", "description": "Draw a sketch"}]
@@ -127,9 +134,12 @@ def test_new_plugin_skeleton_passes_the_conformance_kit(tmp_path, monkeypatch, c
     assert "pip install -e" in capsys.readouterr().out
     root = tmp_path / "loom-kitcheck"
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
-        "README.md", "loom_kitcheck/__init__.py", "loom_kitcheck/provider.py", "pyproject.toml",
+        "README.md",
+        "loom_kitcheck/__init__.py",
+        "loom_kitcheck/provider.py",
+        "pyproject.toml",
         "tests/test_loom_kitcheck_conformance.py",
-    ]  # fmt: skip
+    ]
     pyproject = (root / "pyproject.toml").read_text()
     assert '[project.entry-points.loom]\nkitcheck = "loom_kitcheck"' in pyproject
     assert main(["new-plugin", "kitcheck", "--dir", str(tmp_path)]) == 2  # never overwrites

@@ -105,8 +105,9 @@ def test_a_blank_character_image_falls_back_to_the_ellipse():
 
 
 def params(**kw):
-    return msgspec.convert({"prompt": "a fox who learns to fly", "width": 64, "height": 64, **kw},
-                           IllustratedStory.Params)  # fmt: skip
+    return msgspec.convert(
+        {"prompt": "a fox who learns to fly", "width": 64, "height": 64, **kw}, IllustratedStory.Params
+    )
 
 
 STORY = "Title: The Flying Fox\n\nA small fox wanted to fly. She built wings of leaves. At last she soared."
@@ -117,14 +118,23 @@ def run(ctx: FakePipelineContext, **kw):
 
 
 def test_stages_and_percentages_follow_the_seed():
-    ctx = FakePipelineContext(replies=[STORY, "A small red fox with leaf wings, smiling.", "A green hill at dawn, soft light."])
+    ctx = FakePipelineContext(
+        replies=[STORY, "A small red fox with leaf wings, smiling.", "A green hill at dawn, soft light."]
+    )
     result = run(ctx)
     stages = [(pct, stage) for pct, stage, _ in ctx.progress_log]
     assert stages == [
-        (0, "pending"), (10, "generating_story"), (30, "generating_story"), (40, "generating_story"),
-        (50, "generating_images"), (70, "generating_images"), (85, "generating_images"), (90, "generating_images"),
-        (95, "indexing"), (100, "completed"),
-    ]  # fmt: skip
+        (0, "pending"),
+        (10, "generating_story"),
+        (30, "generating_story"),
+        (40, "generating_story"),
+        (50, "generating_images"),
+        (70, "generating_images"),
+        (85, "generating_images"),
+        (90, "generating_images"),
+        (95, "indexing"),
+        (100, "completed"),
+    ]
     assert result["title"] == "The Flying Fox" and not result["degraded"] and result["errors"] == []
     assert result["character_description"].startswith("A small red fox")
     assert all(result["images"][k] for k in ("character", "background", "combined", "mask"))
@@ -151,8 +161,9 @@ def test_when_the_background_fails_the_story_and_character_are_delivered():
     result = run(ctx)
     assert result["story"].startswith("A small fox") and result["degraded"]
     assert result["images"]["character"] and not result["images"]["background"] and not result["images"]["combined"]
-    assert result["errors"] == [{"stage": "background image", "type": "ProviderError",
-                                 "message": "the GPU caught fire drawing the background"}]  # fmt: skip
+    assert result["errors"] == [
+        {"stage": "background image", "type": "ProviderError", "message": "the GPU caught fire drawing the background"}
+    ]
     assert ctx.progress_log[-1][1] == "completed" and "background image" in ctx.progress_log[-1][2]
 
 

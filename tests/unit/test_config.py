@@ -70,9 +70,7 @@ def test_bad_toml(tmp_path):
         load_config(write(tmp_path, "[daemon\n"))
 
 
-@pytest.mark.parametrize(
-    "text,expected", [("8GB", 8e9), ("512MiB", 512 * 2**20), ("1.5g", 1.5e9), ("100", 100)]
-)
+@pytest.mark.parametrize("text,expected", [("8GB", 8e9), ("512MiB", 512 * 2**20), ("1.5g", 1.5e9), ("100", 100)])
 def test_parse_size(text, expected):
     assert parse_size(text) == int(expected)
 

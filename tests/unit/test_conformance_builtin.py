@@ -34,6 +34,7 @@ class TestLlamaCppConformance(ProviderConformance):
 
 # --- the openai provider, against a Loom daemon with mock models as its upstream ----------------
 
+
 def _openai_options(model: str):
     from loom.plugins.openai import Instance, PluginOptions
 

@@ -67,8 +67,11 @@ class Good(Provider):
         for word in words[:limit]:
             ctx.check()
             yield TextChunk(text=word + " ")
-        yield TextChunk(finish_reason="length" if len(words) > limit else "stop", prompt_tokens=3,
-                        completion_tokens=min(limit, len(words)))  # fmt: skip
+        yield TextChunk(
+            finish_reason="length" if len(words) > limit else "stop",
+            prompt_tokens=3,
+            completion_tokens=min(limit, len(words)),
+        )
 
     def embed(self, inputs, ctx) -> Embeddings:
         ctx.check()
@@ -196,8 +199,15 @@ def test_cancel_midstream_is_caught():
 
 def test_checks_follow_the_declared_capabilities():
     ids = {c.id for c in applicable(frozenset({Capability.EMBEDDING}), plugin=False)}
-    assert ids == {"provider.declaration", "provider.options", "lifecycle.memory", "lifecycle.reload",
-                   "embedding.vectors", "embedding.stable", "embedding.cancel"}  # fmt: skip
+    assert ids == {
+        "provider.declaration",
+        "provider.options",
+        "lifecycle.memory",
+        "lifecycle.reload",
+        "embedding.vectors",
+        "embedding.stable",
+        "embedding.cancel",
+    }
     every = {c.id for c in applicable(frozenset(Capability), plugin=True)}
     assert every == {c.id for c in CHECKS}
 
@@ -221,7 +231,8 @@ def test_pngs_round_trip():
 
 def test_suite_generates_one_test_per_check_and_skips_with_reasons(tmp_path):
     """The pytest face: parametrised ids, determinism skipped when not claimed, skip_checks."""
-    (tmp_path / "test_generated.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_generated.py").write_text(
+        textwrap.dedent("""
         from loom.sdk.testing import ProviderConformance, provider_conformance
         from test_conformance_kit import Good
 
@@ -231,12 +242,15 @@ def test_suite_generates_one_test_per_check_and_skips_with_reasons(tmp_path):
             skip_checks = {"embedding.stable": "known: hashes collide"}
 
         TestAgain = provider_conformance(Good, capabilities=frozenset({"embedding"}))
-    """))
+    """)
+    )
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)},
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "TestGood::test_conformance[chat.stream] PASSED" in out.stdout
     assert "does not claim deterministic = True" in out.stdout
@@ -252,8 +266,19 @@ def test_provider_conformance_refuses_unknown_settings():
 
 def test_the_kit_imports_nothing_heavy():
     """A plugin's tests import the kit; it must not drag in model runtimes or the daemon."""
-    heavy = ["torch", "diffusers", "transformers", "open_clip", "llama_cpp", "faiss", "numpy", "PIL",
-             "openai", "httpx", "loom.daemon"]  # fmt: skip
+    heavy = [
+        "torch",
+        "diffusers",
+        "transformers",
+        "open_clip",
+        "llama_cpp",
+        "faiss",
+        "numpy",
+        "PIL",
+        "openai",
+        "httpx",
+        "loom.daemon",
+    ]
     script = f"import sys, loom.sdk.testing; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -46,8 +46,11 @@ def test_conformance_check_is_documented(check):
     assert f"| `{check}` |" in DOCS, f"docs/plugins.md's checks table has no row for {check}"
 
 
-SETTINGS = [n for n, v in vars(ProviderConformance).items() if not n.startswith("_") and not callable(v)
-            and not isinstance(v, (classmethod, staticmethod))]  # fmt: skip
+SETTINGS = [
+    n
+    for n, v in vars(ProviderConformance).items()
+    if not n.startswith("_") and not callable(v) and not isinstance(v, (classmethod, staticmethod))
+]
 
 
 @pytest.mark.parametrize("setting", SETTINGS)

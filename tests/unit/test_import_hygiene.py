@@ -19,7 +19,5 @@ print(",".join(m for m in heavy if m in sys.modules))
 
 
 def test_serve_imports_nothing_heavy():
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(heavy=HEAVY)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", SCRIPT.format(heavy=HEAVY)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported at start-up: {out.stdout}"

@@ -92,7 +92,11 @@ def test_running_and_queued_jobs_become_interrupted(store):
     store.update_job("run", state="running")
     store.update_job("done", state="succeeded")
     assert sorted(store.mark_interrupted()) == ["queue", "run"]
-    assert {j["id"]: j["state"] for j in store.list_jobs()} == {"run": INTERRUPTED, "queue": INTERRUPTED, "done": "succeeded"}
+    assert {j["id"]: j["state"] for j in store.list_jobs()} == {
+        "run": INTERRUPTED,
+        "queue": INTERRUPTED,
+        "done": "succeeded",
+    }
 
 
 def test_list_filters(store):

@@ -260,9 +260,7 @@ def test_json_schema_output_validates(provider):
     ],
 )
 def test_unconvertible_schema_is_refused(provider, schema):
-    req = chat_request(
-        response_format=JSONSchemaFormat(json_schema=JSONSchemaSpec(name="x", schema=schema))
-    )
+    req = chat_request(response_format=JSONSchemaFormat(json_schema=JSONSchemaSpec(name="x", schema=schema)))
     with pytest.raises(UnsupportedParameter) as e:
         provider.chat(req, RunContext())
     assert e.value.param == "response_format"

@@ -45,9 +45,7 @@ from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 
 
 def make(**options) -> MockProvider:
-    spec = ModelSpec(
-        id="mock-x", provider="mock", options=msgspec.convert(options, MockProvider.Options)
-    )
+    spec = ModelSpec(id="mock-x", provider="mock", options=msgspec.convert(options, MockProvider.Options))
     return MockProvider(spec)
 
 
@@ -145,8 +143,14 @@ def test_registers_through_the_hook_and_declares_every_capability():
     assert MockProvider.name == "mock" and MockProvider.local
     assert MockProvider.capabilities == frozenset(Capability)
     provider = make()
-    for protocol in (ChatProvider, CompletionProvider, EmbeddingProvider, ImageProvider,
-                     VisionProvider, TranslationProvider):  # fmt: skip
+    for protocol in (
+        ChatProvider,
+        CompletionProvider,
+        EmbeddingProvider,
+        ImageProvider,
+        VisionProvider,
+        TranslationProvider,
+    ):
         assert isinstance(provider, protocol)
 
 
@@ -414,9 +418,7 @@ def test_translate_changes_the_text_deterministically():
     provider = make()
     out = provider.translate(["hello big world", ""], "eng_Latn", "fra_Latn", RunContext())
     assert out == ["[fra_Latn] world big hello", ""]
-    assert provider.translate(["hello big world"], "en", "de", RunContext()) == [
-        "[de] world big hello"
-    ]
+    assert provider.translate(["hello big world"], "en", "de", RunContext()) == ["[de] world big hello"]
 
 
 @pytest.mark.parametrize("source,target,param", [("xx", "fr", "source"), ("en", "tlh", "target")])
@@ -483,8 +485,10 @@ def test_output_does_not_depend_on_the_process_hash_seed():
         subprocess.run(
             [sys.executable, "-c", script],
             env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         for seed in ("1", "2")
-    }  # fmt: skip
+    }
     assert len(outputs) == 1

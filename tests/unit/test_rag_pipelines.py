@@ -28,10 +28,22 @@ def seed_memory(ctx: FakePipelineContext, model: str = "fake-vision") -> None:
 
     async def fill():
         [story_vec] = await ctx.embed(model, ["A lantern that glows in the dark attic."])
-        await ctx.rag_add("stories", story_vec, model=model, text="An old lantern glowed in the attic.",
-                          meta={"title": "Old Lantern", "image_prompt": "storybook watercolour, warm lamplight"})
-        await ctx.rag_add("images", story_vec, model=model, kind="image", text="a lantern",
-                          path="output/old/image.png", meta={"prompt": "ink drawing of a lantern, sepia tones"})
+        await ctx.rag_add(
+            "stories",
+            story_vec,
+            model=model,
+            text="An old lantern glowed in the attic.",
+            meta={"title": "Old Lantern", "image_prompt": "storybook watercolour, warm lamplight"},
+        )
+        await ctx.rag_add(
+            "images",
+            story_vec,
+            model=model,
+            kind="image",
+            text="a lantern",
+            path="output/old/image.png",
+            meta={"prompt": "ink drawing of a lantern, sepia tones"},
+        )
 
     asyncio.run(fill())
     ctx.calls.clear()

@@ -21,8 +21,10 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
 
 
 def items(n: int, prefix: str = "item", start: int = 0) -> list[dict]:
-    return [{"text": f"{prefix} {i}", "meta": {"i": i}, "job_id": f"job{i}", "pipeline": "test"}
-            for i in range(start, start + n)]  # fmt: skip
+    return [
+        {"text": f"{prefix} {i}", "meta": {"i": i}, "job_id": f"job{i}", "pipeline": "test"}
+        for i in range(start, start + n)
+    ]
 
 
 @pytest.fixture(params=["faiss", "numpy"])
@@ -67,8 +69,12 @@ def test_indices_survive_reopening(tmp_path, backend):
     rng = np.random.default_rng(1)
     x = unit(rng, 300)
     store = open_store(tmp_path / "rag", backend)
-    store.add("images", x[:150], [{**i, "kind": "image", "path": f"output/x/{n}.png"} for n, i in enumerate(items(150))],
-              model="clip")  # fmt: skip
+    store.add(
+        "images",
+        x[:150],
+        [{**i, "kind": "image", "path": f"output/x/{n}.png"} for n, i in enumerate(items(150))],
+        model="clip",
+    )
     store.add("stories", x[150:], items(150, "story"), model="clip")
     store.close()
     if backend == "faiss":
@@ -76,7 +82,10 @@ def test_indices_survive_reopening(tmp_path, backend):
 
     again = open_store(tmp_path / "rag", backend)
     stats = again.stats()
-    assert stats["items"] == 300 and {i["collection"]: i["count"] for i in stats["indices"]} == {"images": 150, "stories": 150}
+    assert stats["items"] == 300 and {i["collection"]: i["count"] for i in stats["indices"]} == {
+        "images": 150,
+        "stories": 150,
+    }
     assert all(i["loaded"] and i["indexed"] == 150 for i in stats["indices"])
     hit = again.search("images", x[7], model="clip", k=1)[0]
     assert hit["text"] == "item 7" and hit["kind"] == "image" and hit["url"] == "/v1/files/output/x/7.png"
@@ -144,7 +153,9 @@ def test_growing_past_the_limit_rebuilds_as_ivf_in_the_background(tmp_path):
     info = store.stats()["indices"][0]
     assert info["type"] == IVF and info["nlist"] >= 16 and info["indexed"] == 3000 and not info["rebuilding"]
     probes = range(0, 3000, 37)
-    found = sum(store.search("images", x[i] + 0.01 * unit(rng, 1)[0], model="m", k=1)[0]["meta"]["i"] == i for i in probes)
+    found = sum(
+        store.search("images", x[i] + 0.01 * unit(rng, 1)[0], model="m", k=1)[0]["meta"]["i"] == i for i in probes
+    )
     assert found / len(probes) >= 0.9
     store.close()
     # Reloaded as IVF, from its file.

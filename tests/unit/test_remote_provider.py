@@ -60,7 +60,9 @@ def test_a_missing_key_fails_the_call_naming_the_variable(monkeypatch):
 
 async def test_health_info_never_holds_the_key(monkeypatch):
     monkeypatch.setenv("LOOM_T_KEY", KEY)
-    p = provider({"instances": {"xai": {"base_url": "https://user:pw@api.x.ai/v1?token=t", "api_key": {"env": "LOOM_T_KEY"}}}})
+    p = provider(
+        {"instances": {"xai": {"base_url": "https://user:pw@api.x.ai/v1?token=t", "api_key": {"env": "LOOM_T_KEY"}}}}
+    )
     p.client()  # resolves the key
     shown = repr(p.health_info()) + repr(p.upstream)
     assert KEY not in shown and "pw" not in shown and "token" not in shown
@@ -87,7 +89,11 @@ def test_retry_after_forms():
 def test_status_mapping_keeps_meaning_and_hides_what_the_service_says_about_keys():
     body = {"message": "max_tokens is too large", "type": "invalid_request_error", "param": "max_tokens", "code": "bad"}
     e = from_status(400, body, {}, UP, (KEY,))
-    assert isinstance(e, InvalidRequest) and (e.message, e.param, e.code) == ("max_tokens is too large", "max_tokens", "bad")
+    assert isinstance(e, InvalidRequest) and (e.message, e.param, e.code) == (
+        "max_tokens is too large",
+        "max_tokens",
+        "bad",
+    )
 
     e = from_status(401, {"message": f"Incorrect API key provided: {KEY}"}, {}, UP, (KEY,))
     assert isinstance(e, AuthenticationFailed) and "XAI_API_KEY" in e.message and KEY not in e.message

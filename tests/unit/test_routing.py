@@ -306,8 +306,15 @@ def test_switches_persist_across_a_restart(tmp_path):
 
 def test_stale_or_broken_state_never_stops_start_up(tmp_path):
     path = tmp_path / "routing.json"
-    path.write_text(json.dumps({"version": 1, "models": {"gone": "local", "local": "ghost", "remote-a": "remote-b"},
-                                "capabilities": {"chat": "imager", "paint": "local"}}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "models": {"gone": "local", "local": "ghost", "remote-a": "remote-b"},
+                "capabilities": {"chat": "imager", "paint": "local"},
+            }
+        )
+    )
     router = make_router(tmp_path)
     assert router.switches() == {"models": {"remote-a": "remote-b"}, "capabilities": {}}
     assert json.loads(path.read_text())["models"] == {"remote-a": "remote-b"}  # rewritten clean

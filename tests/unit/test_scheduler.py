@@ -66,21 +66,52 @@ class RemoteProvider(FakeProvider):
     local = False
 
 
-def entry(mid: str, *, mb: float = 100, load_s: float = 0.0, keep_alive: float | None = None, pin=False,
-          concurrency=None, max_queue=None, cls=FakeProvider, vram: int | None = None, **opts) -> ModelEntry:
+def entry(
+    mid: str,
+    *,
+    mb: float = 100,
+    load_s: float = 0.0,
+    keep_alive: float | None = None,
+    pin=False,
+    concurrency=None,
+    max_queue=None,
+    cls=FakeProvider,
+    vram: int | None = None,
+    **opts,
+) -> ModelEntry:
     config = ModelConfig(id=mid, provider="fake", pin=pin, concurrency=concurrency, max_queue=max_queue)
     spec = ModelSpec(id=mid, provider="fake", options={"mb": mb, "load_s": load_s, **opts}, device="cpu")
-    return ModelEntry(config=config, provider_cls=cls, plugin="test", source="config", spec=spec,
-                      capabilities=frozenset(), keep_alive=keep_alive, vram_override=vram)  # fmt: skip
+    return ModelEntry(
+        config=config,
+        provider_cls=cls,
+        plugin="test",
+        source="config",
+        spec=spec,
+        capabilities=frozenset(),
+        keep_alive=keep_alive,
+        vram_override=vram,
+    )
 
 
-def make(entries, *, budget="1000MiB", parallel=False, policy="affinity", max_queue=64, queue_timeout=300.0,
-         max_age=30.0, interval=3600.0) -> Scheduler:
+def make(
+    entries,
+    *,
+    budget="1000MiB",
+    parallel=False,
+    policy="affinity",
+    max_queue=64,
+    queue_timeout=300.0,
+    max_age=30.0,
+    interval=3600.0,
+) -> Scheduler:
     config = Config(
         daemon=DaemonConfig(limits=Limits(max_queue=max_queue, queue_timeout=queue_timeout)),
-        scheduler=SchedulerConfig(devices={"cpu": DeviceBudget(budget=budget, parallel=parallel)},
-                                  max_age=max_age, keep_alive_interval=interval),
-    )  # fmt: skip
+        scheduler=SchedulerConfig(
+            devices={"cpu": DeviceBudget(budget=budget, parallel=parallel)},
+            max_age=max_age,
+            keep_alive_interval=interval,
+        ),
+    )
     registry = ModelRegistry()
     for e in entries:
         registry.add(e)
@@ -803,8 +834,14 @@ async def test_snapshot_and_metrics():
         assert cpu["queue"]["by_model"] == {"a": {"pipeline": 1}}
         assert cpu["running"][0]["priority"] == "batch"
         text = s.metrics.render().decode()
-        for name in ("loom_queue_depth", "loom_queue_wait_seconds", "loom_model_loads_total",
-                     "loom_device_memory_bytes", "loom_run_seconds", "loom_model_load_seconds"):  # fmt: skip
+        for name in (
+            "loom_queue_depth",
+            "loom_queue_wait_seconds",
+            "loom_model_loads_total",
+            "loom_device_memory_bytes",
+            "loom_run_seconds",
+            "loom_model_load_seconds",
+        ):
             assert name in text
         gate.set()
         await asyncio.gather(task, queued)

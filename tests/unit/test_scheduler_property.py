@@ -74,7 +74,9 @@ def chunks_for(n: int):
 model = st.integers(0, len(SIZES) - 1)
 priority = st.sampled_from(list(Priority))
 op = st.one_of(
-    st.tuples(st.just("run"), model, priority, st.integers(0, 4), st.sampled_from(["ok", "ok", "error", "oom_once", "oom"])),
+    st.tuples(
+        st.just("run"), model, priority, st.integers(0, 4), st.sampled_from(["ok", "ok", "error", "oom_once", "oom"])
+    ),
     st.tuples(st.just("stream"), model, priority, st.integers(0, 5), st.one_of(st.none(), st.integers(0, 3))),
     st.tuples(st.just("load"), model),
     st.tuples(st.just("unload"), model),
@@ -94,10 +96,14 @@ async def scenario(ops, policy: str) -> None:
         mid = f"m{i}"
         e = ModelEntry(
             config=ModelConfig(id=mid, provider="flaky", max_queue=6),
-            provider_cls=Flaky, plugin="test", source="config",
+            provider_cls=Flaky,
+            plugin="test",
+            source="config",
             spec=ModelSpec(id=mid, provider="flaky", options={"mb": mb, "faults": faults}, device="cpu"),
-            capabilities=frozenset(), keep_alive=0.0 if i == 0 else None, vram_override=None,
-        )  # fmt: skip
+            capabilities=frozenset(),
+            keep_alive=0.0 if i == 0 else None,
+            vram_override=None,
+        )
         registry.add(e)
         entries.append(e)
     config = Config(

@@ -19,10 +19,17 @@ from loom.plugins.story import media, writing
 from loom.sdk.testing import FakePipelineContext, make_png
 
 
-@pytest.mark.parametrize("value, label", [
-    ("children", "children"), ("Kids", "children"), ("YA", "young adult"), ("young_adult", "young adult"),
-    ("adults", "adult"), ("retired sailors who love puns", "retired sailors who love puns"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "value, label",
+    [
+        ("children", "children"),
+        ("Kids", "children"),
+        ("YA", "young adult"),
+        ("young_adult", "young adult"),
+        ("adults", "adult"),
+        ("retired sailors who love puns", "retired sailors who love puns"),
+    ],
+)
 def test_audience_presets_aliases_and_free_text(value, label):
     got, guidance = writing.audience(value)
     assert got == label
@@ -38,15 +45,18 @@ def test_the_system_prompt_carries_audience_and_length():
     assert writing.max_tokens_for(100) == 182
 
 
-@pytest.mark.parametrize("raw, title", [
-    ("Title: The Fox\n\nThe fox ran home.", "The Fox"),
-    ("# The Fox\nThe fox ran home.", "The Fox"),
-    ("**The Fox**\n\nThe fox ran home.", "The Fox"),
-    ("**Title:** The Fox\nThe fox ran home.", "The Fox"),
-    ("Sure! Here is a story for you:\n\nThe Fox\n\nThe fox ran home.", "The Fox"),
-    ("```\nTitle: The Fox\nThe fox ran home.\n```", "The Fox"),
-    ("The fox ran home. It was late.", "A clever fox"),  # no title: one from the prompt
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "raw, title",
+    [
+        ("Title: The Fox\n\nThe fox ran home.", "The Fox"),
+        ("# The Fox\nThe fox ran home.", "The Fox"),
+        ("**The Fox**\n\nThe fox ran home.", "The Fox"),
+        ("**Title:** The Fox\nThe fox ran home.", "The Fox"),
+        ("Sure! Here is a story for you:\n\nThe Fox\n\nThe fox ran home.", "The Fox"),
+        ("```\nTitle: The Fox\nThe fox ran home.\n```", "The Fox"),
+        ("The fox ran home. It was late.", "A clever fox"),  # no title: one from the prompt
+    ],
+)
 def test_stories_are_read_leniently(raw, title):
     parsed = writing.parse_story(raw, "a clever fox!", 100)
     assert parsed["title"] == title and parsed["story"].startswith("The fox ran home.")
@@ -77,8 +87,9 @@ def test_malformed_language_codes_are_refused_at_submit(code):
 
 def test_translate_sends_batches_in_order():
     ctx = FakePipelineContext()
-    params = msgspec.convert({"text": [f"t{i}" for i in range(5)], "source": "en", "target": "de", "batch_size": 2},
-                             Translate.Params)  # fmt: skip
+    params = msgspec.convert(
+        {"text": [f"t{i}" for i in range(5)], "source": "en", "target": "de", "batch_size": 2}, Translate.Params
+    )
     result = asyncio.run(Translate().run(params, ctx))
     assert result["translations"] == [f"[de] t{i}" for i in range(5)]
     assert [len(c["texts"]) for c in ctx.calls_to("translate")] == [2, 2, 1]
@@ -90,9 +101,12 @@ def test_image_references_are_checked_at_submit():
     media.check_ref("http://127.0.0.1:11435/v1/files/output/2025-01-01/ses-1/a.png")
     media.check_ref("images/personas/x.png")
     for bad, reason in [
-        ("data:image/png;base64,!!!", "base64"), ("data:text/plain;base64," + base64.b64encode(b"hi").decode(), "decoded"),
-        ("https://example.com/cat.png", "not fetched"), ("../loom.db", "data URI"), ("output/../../etc/passwd", "data URI"),
-    ]:  # fmt: skip
+        ("data:image/png;base64,!!!", "base64"),
+        ("data:text/plain;base64," + base64.b64encode(b"hi").decode(), "decoded"),
+        ("https://example.com/cat.png", "not fetched"),
+        ("../loom.db", "data URI"),
+        ("output/../../etc/passwd", "data URI"),
+    ]:
         with pytest.raises(ValueError, match=reason):
             media.check_ref(bad)
     with pytest.raises(msgspec.ValidationError):
@@ -102,7 +116,9 @@ def test_image_references_are_checked_at_submit():
 def test_describe_reads_a_loom_file_by_url():
     ctx = FakePipelineContext()
     ctx.artifacts["output/old/pic.png"] = make_png(16, 16)
-    params = msgspec.convert({"image": "http://localhost:1/v1/files/output/old/pic.png", "detail": "brief"}, Describe.Params)
+    params = msgspec.convert(
+        {"image": "http://localhost:1/v1/files/output/old/pic.png", "detail": "brief"}, Describe.Params
+    )
     result = asyncio.run(Describe().run(params, ctx))
     assert result["description"] == "A fake description of the image."
     assert ctx.calls_to("describe")[0]["detail"] == "brief"
@@ -131,11 +147,19 @@ def test_mottos_are_read_as_one_short_line():
 
 def test_record_store_upserts_by_normalised_key_and_keeps_history(tmp_path):
     store = RecordStore(tmp_path / "records.db")
-    first = store.upsert("personas", "Ada  Lovelace", fields={"name": "Ada Lovelace", "motto": "a"},
-                         append={"images": [{"path": "1.png"}], "mottos": [{"motto": "a"}]})  # fmt: skip
+    first = store.upsert(
+        "personas",
+        "Ada  Lovelace",
+        fields={"name": "Ada Lovelace", "motto": "a"},
+        append={"images": [{"path": "1.png"}], "mottos": [{"motto": "a"}]},
+    )
     assert first["created"] and first["key"] == "ada lovelace" == normalize_key(" ADA lovelace ")
-    second = store.upsert("personas", "ada lovelace", fields={"motto": "b"},
-                          append={"images": [{"path": "2.png"}], "mottos": [{"motto": "b"}]})  # fmt: skip
+    second = store.upsert(
+        "personas",
+        "ada lovelace",
+        fields={"motto": "b"},
+        append={"images": [{"path": "2.png"}], "mottos": [{"motto": "b"}]},
+    )
     assert not second["created"] and second["data"]["motto"] == "b" and second["data"]["name"] == "Ada Lovelace"
     assert [i["path"] for i in second["data"]["images"]] == ["1.png", "2.png"]
     # A retried upsert appends nothing twice.
@@ -155,8 +179,11 @@ def test_persona_upsert_adds_an_image_and_keeps_the_motto_history():
     assert first["created"] and first["images_count"] == 1 and first["image"]["path"].startswith("images/personas/")
     second_ctx = FakePipelineContext(default_reply="Bolts before breakfast.", job_id="job-2")
     second_ctx.records = ctx.records
-    second = asyncio.run(Persona().run(msgspec.convert({**params, "name": " robo ", "motto_tone": "humorous"},
-                                                       Persona.Params), second_ctx))  # fmt: skip
+    second = asyncio.run(
+        Persona().run(
+            msgspec.convert({**params, "name": " robo ", "motto_tone": "humorous"}, Persona.Params), second_ctx
+        )
+    )
     assert not second["created"] and second["existed_before"] and second["images_count"] == 2
     record = ctx.records[("personas", "robo")]["data"]
     assert [m["motto"] for m in record["mottos"]] == ["Stay curious, stay kind.", "Bolts before breakfast."]
@@ -167,8 +194,13 @@ def test_persona_upsert_adds_an_image_and_keeps_the_motto_history():
 
 
 def test_the_search_body_holds_names_meta_params_and_text_but_no_data_uris():
-    body = body_for("story.txt", "text/plain", b"The lighthouse keeper slept.", {"title": "Night"},
-                    {"prompt": "a lighthouse", "image": "data:image/png;base64,AAAA", "k": 3})  # fmt: skip
+    body = body_for(
+        "story.txt",
+        "text/plain",
+        b"The lighthouse keeper slept.",
+        {"title": "Night"},
+        {"prompt": "a lighthouse", "image": "data:image/png;base64,AAAA", "k": 3},
+    )
     assert "story.txt" in body and "Night" in body and "a lighthouse" in body and "keeper slept" in body
     assert "base64" not in body
     assert "\x89PNG" not in body_for("a.png", "image/png", b"\x89PNG...", None, None)

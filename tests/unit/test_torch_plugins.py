@@ -15,14 +15,26 @@ from loom.sdk import ConfigError, ProviderError
 HEAVY = ["torch", "diffusers", "transformers", "open_clip", "torchvision", "huggingface_hub", "safetensors"]
 #: Every module of the torch plugins except the ``engine`` modules, which load() imports.
 LIGHT_MODULES = [
-    "loom.plugins.torchutil", "loom.plugins.torchutil.devices", "loom.plugins.torchutil.memory",
-    "loom.plugins.torchutil.images", "loom.plugins.torchutil.sources", "loom.plugins.torchutil.provider",
-    "loom.plugins.transformers", "loom.plugins.transformers.options", "loom.plugins.transformers.languages",
-    "loom.plugins.transformers.text", "loom.plugins.transformers.embedding",
-    "loom.plugins.transformers.translation", "loom.plugins.transformers.vision",
-    "loom.plugins.diffusers", "loom.plugins.diffusers.options", "loom.plugins.diffusers.provider",
-    "loom.plugins.openclip", "loom.plugins.openclip.options", "loom.plugins.openclip.provider",
-]  # fmt: skip
+    "loom.plugins.torchutil",
+    "loom.plugins.torchutil.devices",
+    "loom.plugins.torchutil.memory",
+    "loom.plugins.torchutil.images",
+    "loom.plugins.torchutil.sources",
+    "loom.plugins.torchutil.provider",
+    "loom.plugins.transformers",
+    "loom.plugins.transformers.options",
+    "loom.plugins.transformers.languages",
+    "loom.plugins.transformers.text",
+    "loom.plugins.transformers.embedding",
+    "loom.plugins.transformers.translation",
+    "loom.plugins.transformers.vision",
+    "loom.plugins.diffusers",
+    "loom.plugins.diffusers.options",
+    "loom.plugins.diffusers.provider",
+    "loom.plugins.openclip",
+    "loom.plugins.openclip.options",
+    "loom.plugins.openclip.provider",
+]
 
 SCRIPT = """
 import importlib, sys
@@ -35,8 +47,10 @@ print(",".join(m for m in {heavy!r} if m in sys.modules))
 def test_plugin_modules_import_nothing_heavy():
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(modules=LIGHT_MODULES, heavy=HEAVY)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "", f"heavy modules imported by the torch plugins: {out.stdout}"
 
 
@@ -47,8 +61,11 @@ def config(*models):
 def test_providers_register_through_entry_points():
     loom = build_loom(config())
     assert loom.plugins["transformers"].providers == [
-        "transformers", "transformers-embedding", "transformers-translation", "transformers-vision",
-    ]  # fmt: skip
+        "transformers",
+        "transformers-embedding",
+        "transformers-translation",
+        "transformers-vision",
+    ]
     assert loom.plugins["diffusers"].providers == ["diffusers"]
     assert loom.plugins["openclip"].providers == ["openclip"]
 
@@ -70,13 +87,23 @@ def test_bad_options_stop_start_up_with_the_key(provider, options, words):
 
 
 def test_capabilities_per_provider():
-    loom = build_loom(config(
-        {"id": "chat", "provider": "transformers", "options": {"model": "gpt2"}},
-        {"id": "nllb", "provider": "transformers-translation", "options": {"model": "facebook/nllb-200-distilled-600M"}},
-        {"id": "blip", "provider": "transformers-vision", "options": {"model": "Salesforce/blip-image-captioning-base"}},
-        {"id": "sd", "provider": "diffusers", "options": {"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"}},
-        {"id": "clip", "provider": "openclip", "options": {"model": "ViT-L-14", "pretrained": "openai"}},
-    ))  # fmt: skip
+    loom = build_loom(
+        config(
+            {"id": "chat", "provider": "transformers", "options": {"model": "gpt2"}},
+            {
+                "id": "nllb",
+                "provider": "transformers-translation",
+                "options": {"model": "facebook/nllb-200-distilled-600M"},
+            },
+            {
+                "id": "blip",
+                "provider": "transformers-vision",
+                "options": {"model": "Salesforce/blip-image-captioning-base"},
+            },
+            {"id": "sd", "provider": "diffusers", "options": {"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"}},
+            {"id": "clip", "provider": "openclip", "options": {"model": "ViT-L-14", "pretrained": "openai"}},
+        )
+    )
     caps = {e.id: sorted(c.value for c in e.capabilities) for e in loom.registry}
     assert caps == {
         "chat": ["chat", "completion", "embedding"],
@@ -140,10 +167,22 @@ def test_offline_hub_id_in_cache_resolves(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "code, expected",
-    [("eng_Latn", "eng_Latn"), ("en", "eng_Latn"), ("en-GB", "eng_Latn"), ("EN", "eng_Latn"), ("fra", "fra_Latn"),
-     ("fre", "fra_Latn"), (">>deu<<", "deu_Latn"), ("es_XX", "spa_Latn"), ("__ja__", "jpn_Jpan"),
-     ("zh", "zho_Hans"), ("zh-TW", "zho_Hant"), ("klingon", None), ("xx", None)],
-)  # fmt: skip
+    [
+        ("eng_Latn", "eng_Latn"),
+        ("en", "eng_Latn"),
+        ("en-GB", "eng_Latn"),
+        ("EN", "eng_Latn"),
+        ("fra", "fra_Latn"),
+        ("fre", "fra_Latn"),
+        (">>deu<<", "deu_Latn"),
+        ("es_XX", "spa_Latn"),
+        ("__ja__", "jpn_Jpan"),
+        ("zh", "zho_Hans"),
+        ("zh-TW", "zho_Hant"),
+        ("klingon", None),
+        ("xx", None),
+    ],
+)
 def test_canonical_codes(code, expected):
     from loom.plugins.transformers.languages import canonical
 

@@ -83,10 +83,19 @@ class DashboardScreen(LoomScreen):
             # Ages from the daemon's idle time, not its wall clock (which may not match ours).
             idle = (r.get("idle_seconds") or 0.0) + (fmt.now() - state.scheduler_at)
             last_use = "now" if r.get("running") else f"{fmt.duration(idle)} ago"
-            rows.append((f"{device}/{r['model']}", (
-                Text(r["model"], style=fmt.colour(r["model"])), device, fmt.size(r.get("footprint")),
-                last_use, "yes" if r.get("pinned") else "", keep,
-            )))  # fmt: skip
+            rows.append(
+                (
+                    f"{device}/{r['model']}",
+                    (
+                        Text(r["model"], style=fmt.colour(r["model"])),
+                        device,
+                        fmt.size(r.get("footprint")),
+                        last_use,
+                        "yes" if r.get("pinned") else "",
+                        keep,
+                    ),
+                )
+            )
         sync_table(self.query_one("#resident", DataTable), rows)
 
     def _draw_queues(self, devices: list[dict]) -> None:
@@ -106,18 +115,30 @@ class DashboardScreen(LoomScreen):
         for job in self.loom.state.active_jobs():
             stage = job.get("stage") or job.get("state", "")
             elapsed = fmt.now() - job["started_at"] if job.get("started_at") else None
-            rows.append((f"job:{job['id']}", (
-                Text(f"job {job['id']}", style="bold"), f"{job.get('pipeline')}: {stage}"[:28],
-                fmt.bar(job.get("progress")) if job.get("state") == "running" else fmt.state(job["state"]),
-                fmt.duration(elapsed),
-            )))  # fmt: skip
+            rows.append(
+                (
+                    f"job:{job['id']}",
+                    (
+                        Text(f"job {job['id']}", style="bold"),
+                        f"{job.get('pipeline')}: {stage}"[:28],
+                        fmt.bar(job.get("progress")) if job.get("state") == "running" else fmt.state(job["state"]),
+                        fmt.duration(elapsed),
+                    ),
+                )
+            )
         for d in devices:
             for item in d.get("running") or []:
-                rows.append((f"work:{item['id']}", (
-                    item["id"], Text(item["model"], style=fmt.colour(item["model"])),
-                    Text(f"{item.get('kind', '')} ({item.get('priority', '')})", style="dim"),
-                    fmt.duration(item.get("running_for")),
-                )))  # fmt: skip
+                rows.append(
+                    (
+                        f"work:{item['id']}",
+                        (
+                            item["id"],
+                            Text(item["model"], style=fmt.colour(item["model"])),
+                            Text(f"{item.get('kind', '')} ({item.get('priority', '')})", style="dim"),
+                            fmt.duration(item.get("running_for")),
+                        ),
+                    )
+                )
         table = self.query_one("#running", DataTable)
         sync_table(table, rows)
         table.border_subtitle = f"{len(rows)}"

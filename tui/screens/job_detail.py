@@ -63,8 +63,13 @@ class JobDetailScreen(LoomScreen):
         log.clear()  # following again after a resume replays the job's events from the start
         async for event in client.job_events(self.job_id):
             e = event.data
-            log.write(Text.assemble((fmt.clock(e.get("created_at")), "dim"), f" {e.get('type', ''):<9} ",
-                                    describe_job_event(e).removeprefix(f"job {self.job_id} ")))  # fmt: skip
+            log.write(
+                Text.assemble(
+                    (fmt.clock(e.get("created_at")), "dim"),
+                    f" {e.get('type', ''):<9} ",
+                    describe_job_event(e).removeprefix(f"job {self.job_id} "),
+                )
+            )
             self.loom.state.apply_job_event(e)
             data = e.get("data") or {}
             if e.get("type") == "state":
@@ -81,9 +86,11 @@ class JobDetailScreen(LoomScreen):
     def redraw(self) -> None:
         j = self.job
         lines = Text.assemble(
-            (j.get("pipeline") or "", "bold"), " · ", fmt.state(j.get("state", "")),
+            (j.get("pipeline") or "", "bold"),
+            " · ",
+            fmt.state(j.get("state", "")),
             f" · attempt {j.get('attempts', 0)} · created {fmt.clock(j.get('created_at'))}",
-        )  # fmt: skip
+        )
         timings = j.get("timings") or {}
         if timings:
             lines.append(f" · {fmt.duration(timings.get('elapsed_seconds'))}")

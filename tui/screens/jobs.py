@@ -46,10 +46,20 @@ class JobsScreen(LoomScreen):
     def redraw(self) -> None:
         words = self.query_one("#jobs-filter", Input).value.lower().split()
         jobs = [j for j in self.loom.state.job_list() if job_matches(j, words)]
-        rows = [(j["id"], (
-            Text(j["id"], style="bold"), j.get("pipeline", ""), fmt.state(j.get("state", "")),
-            fmt.bar(j.get("progress"), width=6), (j.get("stage") or "")[:14], fmt.clock(j.get("created_at")),
-        )) for j in jobs]  # fmt: skip
+        rows = [
+            (
+                j["id"],
+                (
+                    Text(j["id"], style="bold"),
+                    j.get("pipeline", ""),
+                    fmt.state(j.get("state", "")),
+                    fmt.bar(j.get("progress"), width=6),
+                    (j.get("stage") or "")[:14],
+                    fmt.clock(j.get("created_at")),
+                ),
+            )
+            for j in jobs
+        ]
         table = self.query_one("#jobs", DataTable)
         sync_table(table, rows)
         total = len(self.loom.state.jobs)

@@ -83,8 +83,12 @@ class LineageScreen(LoomScreen):
             tree = LineageTree(id="lineage-tree", classes="box")
             tree.border_title = "Candidates"
             yield tree
-            pane = VerticalScroll(Static("select a candidate", id="candidate"), ImageView(id="candidate-image"),
-                                  id="candidate-pane", classes="box")  # fmt: skip
+            pane = VerticalScroll(
+                Static("select a candidate", id="candidate"),
+                ImageView(id="candidate-image"),
+                id="candidate-pane",
+                classes="box",
+            )
             pane.border_title = "Candidate"
             yield pane
         yield Footer()

@@ -15,9 +15,15 @@ from ..widgets import StatusBar
 from .base import REDRAW_INTERVAL_S, LoomScreen
 
 KIND_STYLE = {
-    "loaded": "green", "evicted": "bold yellow", "unloaded": "yellow", "failed": "bold red",
-    "cancelled": "magenta", "state": "cyan", "memory": "dim", "pinned": "bold",
-}  # fmt: skip
+    "loaded": "green",
+    "evicted": "bold yellow",
+    "unloaded": "yellow",
+    "failed": "bold red",
+    "cancelled": "magenta",
+    "state": "cyan",
+    "memory": "dim",
+    "pinned": "bold",
+}
 
 
 def line_text(line: LogLine) -> str:

@@ -96,10 +96,20 @@ class ModelsScreen(LoomScreen):
             if p and not p.get("healthy", True):
                 serve = Text("unhealthy", style="bold red") + (Text(f" → {by}") if by else Text(""))
             caps = ",".join(SHORT.get(c, c) for c in m.get("capabilities", []))
-            rows.append((mid, (
-                Text(mid, style=fmt.colour(mid)), m.get("provider", ""), caps[:14], where, size,
-                "yes" if mid in pinned else "", serve,
-            )))  # fmt: skip
+            rows.append(
+                (
+                    mid,
+                    (
+                        Text(mid, style=fmt.colour(mid)),
+                        m.get("provider", ""),
+                        caps[:14],
+                        where,
+                        size,
+                        "yes" if mid in pinned else "",
+                        serve,
+                    ),
+                )
+            )
         sync_table(self.query_one("#models", DataTable), rows)
         upstreams = []
         for u in (state.providers or {}).get("upstreams", []):
@@ -107,8 +117,9 @@ class ModelsScreen(LoomScreen):
             status = Text(u.get("status") or ("ok" if healthy else "down"), style="green" if healthy else "bold red")
             latency = f"{u['latency_ms']:.0f} ms" if isinstance(u.get("latency_ms"), (int, float)) else "–"
             detail = u.get("error") or ", ".join(x["id"] for x in u.get("models", []))
-            upstreams.append((u["upstream"], (u["upstream"], status, latency, (u.get("checked_at") or "–")[11:19],
-                                              detail)))  # fmt: skip
+            upstreams.append(
+                (u["upstream"], (u["upstream"], status, latency, (u.get("checked_at") or "–")[11:19], detail))
+            )
         table = self.query_one("#upstreams", DataTable)
         sync_table(table, upstreams)
         table.border_subtitle = "none configured" if not upstreams else f"{len(upstreams)}"

@@ -44,9 +44,16 @@ class HaikuPipeline(Pipeline):
             ctx.progress(100 * (attempt - 1) / units, "writing", f"attempt {attempt} of {params.attempts}")
             seed = None if params.seed is None else params.seed + attempt - 1
             prompt = messages(params.topic, problems)
-            text = await ctx.step(f"write-{attempt}", lambda prompt=prompt, seed=seed: ctx.chat(
-                chat_model, prompt, max_tokens=64, temperature=params.temperature, seed=seed,
-            ))  # fmt: skip
+            text = await ctx.step(
+                f"write-{attempt}",
+                lambda prompt=prompt, seed=seed: ctx.chat(
+                    chat_model,
+                    prompt,
+                    max_tokens=64,
+                    temperature=params.temperature,
+                    seed=seed,
+                ),
+            )
             lines, problem = parse_haiku(text)
             if lines is not None:
                 break
@@ -69,8 +76,9 @@ class HaikuPipeline(Pipeline):
             prompt_text = illustration_prompt(params.topic, lines)
 
             async def illustrate() -> str:
-                png = await ctx.generate_image(image_model, prompt_text, width=params.width,
-                                               height=params.height, seed=params.seed)  # fmt: skip
+                png = await ctx.generate_image(
+                    image_model, prompt_text, width=params.width, height=params.height, seed=params.seed
+                )
                 return ctx.save_artifact("haiku.png", png, {"model": image_model, "prompt": prompt_text})
 
             image_path = await ctx.step("illustrate", illustrate)

@@ -52,8 +52,9 @@ def wait_for(client: httpx.Client, job_id: str, timeout: float = 30.0) -> dict:
 
 
 def test_loom_plugins_lists_the_pipeline():
-    out = subprocess.run([sys.executable, "-m", "loom.daemon.cli", "plugins", "--json"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "loom.daemon.cli", "plugins", "--json"], capture_output=True, text=True, check=True
+    )
     plugin = {p["name"]: p for p in json.loads(out.stdout)["plugins"]}["haiku"]
     assert plugin["distribution"] == "loom-haiku" and plugin["hooks"] == ["register_pipelines"]
     assert [p["name"] for p in plugin["pipelines"]] == ["haiku"]

@@ -46,5 +46,5 @@ def resolve_host(host: str | None) -> str:
         host = f"http://{authority}{slash}{path}"
     scheme, _, rest = host.partition("://")
     if rest.startswith("0.0.0.0"):
-        rest = "127.0.0.1" + rest[len("0.0.0.0"):]
+        rest = "127.0.0.1" + rest[len("0.0.0.0") :]
     return f"{scheme}://{rest}"

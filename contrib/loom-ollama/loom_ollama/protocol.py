@@ -38,9 +38,13 @@ IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM
 def sampling(request: ChatCompletionRequest | CompletionRequest, options: OllamaOptions, limit: int | None) -> dict:
     """Ollama's ``options`` object: OpenAI's sampling parameters under Ollama's names."""
     out: dict[str, Any] = {}
-    for loom_name, ollama_name in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
-                                   ("presence_penalty", "presence_penalty"),
-                                   ("frequency_penalty", "frequency_penalty")):  # fmt: skip
+    for loom_name, ollama_name in (
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("seed", "seed"),
+        ("presence_penalty", "presence_penalty"),
+        ("frequency_penalty", "frequency_penalty"),
+    ):
         value = getattr(request, loom_name)
         if value is not None:
             out[ollama_name] = value
@@ -72,9 +76,7 @@ def response_format(fmt: ResponseFormat | None) -> str | dict | None:
 def image_base64(url: str) -> str:
     """An image part's data URI as the bare base64 Ollama takes; InvalidRequest if it is no image."""
     if not url.startswith("data:"):
-        raise UnsupportedParameter(
-            "ollama takes images inline: send a data: URI (base64), not a URL", param="messages"
-        )
+        raise UnsupportedParameter("ollama takes images inline: send a data: URI (base64), not a URL", param="messages")
     header, comma, payload = url.partition(",")
     if not comma or ";base64" not in header:
         raise InvalidRequest("image data URI must be base64-encoded (data:image/png;base64,...)", param="messages")

@@ -18,8 +18,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-WORDS = ("the sea keeps its own counsel while a lighthouse turns slowly over the rocks and "
-         "gulls argue above grey water where the keeper writes letters nobody reads").split()  # fmt: skip
+WORDS = (
+    "the sea keeps its own counsel while a lighthouse turns slowly over the rocks and "
+    "gulls argue above grey water where the keeper writes letters nobody reads"
+).split()
 DIMENSIONS = 32
 
 
@@ -95,8 +97,10 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 tags = [{"name": f"{m}:latest", "model": f"{m}:latest"} for m in fake.models]
                 return self._json(200, {"models": tags})
             if self.path == "/api/ps":
-                models = [{"name": f"{m}:latest", "model": f"{m}:latest", "size": fake.models[m],
-                           "size_vram": 0} for m in sorted(fake.loaded)]  # fmt: skip
+                models = [
+                    {"name": f"{m}:latest", "model": f"{m}:latest", "size": fake.models[m], "size_vram": 0}
+                    for m in sorted(fake.loaded)
+                ]
                 return self._json(200, {"models": models})
             self._json(404, {"error": "not found"})
 
@@ -137,8 +141,14 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
         def _embed(self, model: str, body: dict) -> None:
             inputs = body.get("input")
             inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-            self._json(200, {"model": model, "embeddings": [_vector(model, t) for t in inputs],
-                             "prompt_eval_count": sum(max(1, len(t.split())) for t in inputs)})  # fmt: skip
+            self._json(
+                200,
+                {
+                    "model": model,
+                    "embeddings": [_vector(model, t) for t in inputs],
+                    "prompt_eval_count": sum(max(1, len(t.split())) for t in inputs),
+                },
+            )
 
         def _generate(self, model: str, body: dict, prompt: str, prompt_tokens: int) -> None:
             options = body.get("options") or {}
@@ -161,8 +171,16 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
                     self._line({"model": model, key: value, "done": False})
                     time.sleep(fake.token_delay)
                 final = {"role": "assistant", "content": ""} if key == "message" else ""
-                self._line({"model": model, key: final, "done": True, "done_reason": reason,
-                            "prompt_eval_count": prompt_tokens, "eval_count": len(words)})  # fmt: skip
+                self._line(
+                    {
+                        "model": model,
+                        key: final,
+                        "done": True,
+                        "done_reason": reason,
+                        "prompt_eval_count": prompt_tokens,
+                        "eval_count": len(words),
+                    }
+                )
                 self.wfile.write(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client stopped reading: Ollama stops generating

@@ -34,8 +34,9 @@ def loom(fake_ollama, tmp_path_factory):
 
 
 def test_loom_plugins_lists_it():
-    out = subprocess.run([sys.executable, "-m", "loom.daemon.cli", "plugins", "--json"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "loom.daemon.cli", "plugins", "--json"], capture_output=True, text=True, check=True
+    )
     plugin = {p["name"]: p for p in json.loads(out.stdout)["plugins"]}["ollama"]
     assert plugin["distribution"] == "loom-ollama" and plugin["version"] == "0.1.0"
     assert plugin["providers"][0]["capabilities"] == ["chat", "completion", "embedding"]
@@ -44,11 +45,13 @@ def test_loom_plugins_lists_it():
 
 def test_chat_streamed_and_not(loom):
     client = loom.openai()
-    reply = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}],
-                                           max_tokens=6, seed=3)  # fmt: skip
+    reply = client.chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=6, seed=3
+    )
     assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 6
-    stream = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=6, seed=3, stream=True)  # fmt: skip
+    stream = client.chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=6, seed=3, stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == reply.choices[0].message.content
 
 

@@ -60,8 +60,15 @@ def test_chat_maps_openai_parameters_to_ollama_options(fake_ollama):
     chunks = chat(p, max_tokens=5, seed=7, temperature=0.3, top_p=0.9, stop=["\n\n"], presence_penalty=0.5)
     body = fake_ollama.bodies("/api/chat")[-1]
     assert body["model"] == "tiny" and body["stream"] is True and body["keep_alive"] == "10m"
-    assert body["options"] == {"temperature": 0.3, "top_p": 0.9, "seed": 7, "presence_penalty": 0.5,
-                               "num_predict": 5, "stop": ["\n\n"], "num_ctx": 4096}  # fmt: skip
+    assert body["options"] == {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "seed": 7,
+        "presence_penalty": 0.5,
+        "num_predict": 5,
+        "stop": ["\n\n"],
+        "num_ctx": 4096,
+    }
     assert chunks[-1].finish_reason == "length" and chunks[-1].completion_tokens == 5
 
 

@@ -70,9 +70,12 @@ def test_url_response_serves_the_png(torch_client, torch_daemon):
 
 def test_edit_image_to_image(torch_client):
     r = torch_client.images.edit(
-        model="tiny-sd", image=("in.png", png(), "image/png"), prompt="make it night", size="64x64",
+        model="tiny-sd",
+        image=("in.png", png(), "image/png"),
+        prompt="make it night",
+        size="64x64",
         extra_body={"seed": 3, "strength": 0.6, "steps": 4},
-    )  # fmt: skip
+    )
     assert decode(r.data[0]).size == (64, 64)
 
 
@@ -82,18 +85,29 @@ def test_edit_with_a_mask_inpaints(torch_client):
     buf = io.BytesIO()
     mask.save(buf, "PNG")
     r = torch_client.images.edit(
-        model="tiny-sd", image=("in.png", png(), "image/png"), mask=("mask.png", buf.getvalue(), "image/png"),
-        prompt="a window", n=2, extra_body={"seed": 3, "steps": 3},
-    )  # fmt: skip
+        model="tiny-sd",
+        image=("in.png", png(), "image/png"),
+        mask=("mask.png", buf.getvalue(), "image/png"),
+        prompt="a window",
+        n=2,
+        extra_body={"seed": 3, "steps": 3},
+    )
     assert [decode(d).size for d in r.data] == [(64, 64), (64, 64)]  # size=auto: the input's
 
 
 def test_edit_same_seed_same_image(torch_client):
     def edit():
-        return torch_client.images.edit(
-            model="tiny-sd", image=("in.png", png(), "image/png"), prompt="snow", size="64x64",
-            extra_body={"seed": 9, "steps": 4},
-        ).data[0].b64_json  # fmt: skip
+        return (
+            torch_client.images.edit(
+                model="tiny-sd",
+                image=("in.png", png(), "image/png"),
+                prompt="snow",
+                size="64x64",
+                extra_body={"seed": 9, "steps": 4},
+            )
+            .data[0]
+            .b64_json
+        )
 
     assert edit() == edit()
 
@@ -115,9 +129,11 @@ def test_edit_undecodable_image_is_400(torch_client):
 def test_edit_mask_of_another_size_is_400(torch_client):
     with pytest.raises(openai.BadRequestError) as e:
         torch_client.images.edit(
-            model="tiny-sd", image=("in.png", png(), "image/png"), prompt="x",
+            model="tiny-sd",
+            image=("in.png", png(), "image/png"),
+            prompt="x",
             mask=("m.png", png(size=(32, 32), mode="RGBA"), "image/png"),
-        )  # fmt: skip
+        )
     assert e.value.body["param"] == "mask"
 
 

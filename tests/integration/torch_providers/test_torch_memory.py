@@ -47,9 +47,12 @@ def test_load_reports_and_unload_frees_memory(big_gpt2, tmp_path):
     import os
 
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(big_gpt2)], capture_output=True, text=True, timeout=240,
+        [sys.executable, "-c", SCRIPT, str(big_gpt2)],
+        capture_output=True,
+        text=True,
+        timeout=240,
         env={**os.environ, **env_offline},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads(done.stdout.strip().splitlines()[-1])
     weights = m["estimate"]
@@ -78,7 +81,9 @@ def test_daemon_unload_gives_the_memory_back(big_gpt2, tmp_path, offline_env):
 
     from tests.conftest import Daemon, write_config
 
-    config = write_config(tmp_path / "loom.toml", f"""
+    config = write_config(
+        tmp_path / "loom.toml",
+        f"""
         [daemon]
         host = "127.0.0.1"
 
@@ -86,7 +91,8 @@ def test_daemon_unload_gives_the_memory_back(big_gpt2, tmp_path, offline_env):
         id = "big"
         provider = "transformers"
         options = {{ model = "{big_gpt2}" }}
-    """)  # fmt: skip
+    """,
+    )
     daemon = Daemon(config, tmp_path / "data", env=offline_env(tmp_path)).start()
     try:
         http = httpx.Client(base_url=daemon.url, timeout=180)

@@ -72,7 +72,9 @@ def test_chat_without_template_uses_a_transcript(tiny_models):
     provider = make(TransformersTextProvider, model=str(tiny_models["gpt2"]), chat_template="{{ nope(")
     provider.load("cpu")
     try:
-        request = msgspec.convert({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, ChatCompletionRequest)
+        request = msgspec.convert(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, ChatCompletionRequest
+        )
         with pytest.raises(InvalidRequest):  # a broken template is the request's 400, not a 500
             provider.chat(request, RunContext())
         provider._tokenizer.chat_template = None
@@ -109,8 +111,10 @@ def test_translation_families_take_any_spelling_of_a_language(tiny_models, key, 
 
 def test_diffusion_reports_each_step(sd):
     steps = []
-    sd.generate_images(ImageJob(prompt="x", width=64, height=64, steps=3, seed=1),
-                       RunContext(on_progress=lambda done, total, _: steps.append((done, total))))  # fmt: skip
+    sd.generate_images(
+        ImageJob(prompt="x", width=64, height=64, steps=3, seed=1),
+        RunContext(on_progress=lambda done, total, _: steps.append((done, total))),
+    )
     assert steps == [(1, 3), (2, 3), (3, 3)]
 
 

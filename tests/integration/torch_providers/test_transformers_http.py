@@ -55,7 +55,9 @@ def test_chat_same_seed_same_text(torch_client):
 
 def test_chat_streams_the_same_text(torch_client):
     plain = ask(torch_client, "Stream this.", seed=5, max_tokens=10)
-    stream = ask(torch_client, "Stream this.", seed=5, max_tokens=10, stream=True, stream_options={"include_usage": True})
+    stream = ask(
+        torch_client, "Stream this.", seed=5, max_tokens=10, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == plain.choices[0].message.content
@@ -145,12 +147,17 @@ def test_captioner_cannot_score(loom):
 def test_chat_with_an_image_on_the_captioner(torch_client):
     r = torch_client.chat.completions.create(
         model="tiny-blip",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": png_uri()}},
-        ]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": png_uri()}},
+                ],
+            }
+        ],
         max_tokens=6,
-    )  # fmt: skip
+    )
     assert isinstance(r.choices[0].message.content, str)
 
 
@@ -159,12 +166,18 @@ def test_image_text_to_text_model_describes_and_chats(loom, torch_client):
     assert isinstance(r["description"], str) and r["description"].strip()
     chat = torch_client.chat.completions.create(
         model="tiny-llava",
-        messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": png_uri()}},
-            {"type": "text", "text": "What is in this picture?"},
-        ]}],
-        max_tokens=5, seed=2,
-    )  # fmt: skip
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": png_uri()}},
+                    {"type": "text", "text": "What is in this picture?"},
+                ],
+            }
+        ],
+        max_tokens=5,
+        seed=2,
+    )
     assert chat.choices[0].message.content and 0 < chat.usage.completion_tokens <= 5
     # 16 image patch tokens are part of the prompt.
     assert chat.usage.prompt_tokens > 16 + len("What is in this picture?")

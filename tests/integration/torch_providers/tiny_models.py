@@ -37,9 +37,14 @@ def gpt2(root: Path, *, name: str = "gpt2", n_embd: int = 32, n_layer: int = 2, 
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=len(vocab), n_positions=512, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        bos_token_id=vocab[EOS], eos_token_id=vocab[EOS],
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        n_positions=512,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=vocab[EOS],
+        eos_token_id=vocab[EOS],
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -59,20 +64,33 @@ def nllb(root: Path) -> Path:
     tok = NllbTokenizer(vocab=vocab, merges=[])
     torch.manual_seed(0)
     config = M2M100Config(
-        vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_position_embeddings=256, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
         decoder_start_token_id=2,
-    )  # fmt: skip
+    )
     M2M100ForConditionalGeneration(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
 
 SENTENCES = [
-    "Hello world.", "Good morning, how are you?", "The sea is calm tonight.", "Bonjour le monde.",
-    "La mer est calme ce soir.", "A red fox jumps over the fence.",
-]  # fmt: skip
+    "Hello world.",
+    "Good morning, how are you?",
+    "The sea is calm tonight.",
+    "Bonjour le monde.",
+    "La mer est calme ce soir.",
+    "A red fox jumps over the fence.",
+]
 
 
 def _sentencepiece() -> tuple[bytes, list[str]]:
@@ -83,19 +101,35 @@ def _sentencepiece() -> tuple[bytes, list[str]]:
 
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(SENTENCES * 5), model_writer=model, vocab_size=60, model_type="unigram",
-        character_coverage=1.0, hard_vocab_limit=False, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1,
+        sentence_iterator=iter(SENTENCES * 5),
+        model_writer=model,
+        vocab_size=60,
+        model_type="unigram",
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        bos_id=-1,
+        eos_id=-1,
+        unk_id=0,
+        pad_id=-1,
         minloglevel=2,
-    )  # fmt: skip
+    )
     proc = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
     return model.getvalue(), [proc.id_to_piece(i) for i in range(proc.get_piece_size())]
 
 
 def _seq2seq_config(cls, vocab_size: int, **ids):
     return cls(
-        vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, **ids,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        **ids,
+    )
 
 
 def marian(root: Path) -> Path:
@@ -112,11 +146,17 @@ def marian(root: Path) -> Path:
     for piece in pieces:
         vocab.setdefault(piece, len(vocab))
     (folder / "vocab.json").write_text(json.dumps(vocab))
-    tok = MarianTokenizer(str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json"),
-                          source_lang="en", target_lang="fr")  # fmt: skip
+    tok = MarianTokenizer(
+        str(folder / "source.spm"),
+        str(folder / "target.spm"),
+        str(folder / "vocab.json"),
+        source_lang="en",
+        target_lang="fr",
+    )
     torch.manual_seed(0)
-    config = _seq2seq_config(MarianConfig, len(vocab), pad_token_id=2, eos_token_id=0, decoder_start_token_id=2,
-                             forced_eos_token_id=0)  # fmt: skip
+    config = _seq2seq_config(
+        MarianConfig, len(vocab), pad_token_id=2, eos_token_id=0, decoder_start_token_id=2, forced_eos_token_id=0
+    )
     MarianMTModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -138,8 +178,9 @@ def m2m100(root: Path) -> Path:
     # Language tokens (and 8 "madeup" words) are numbered after the vocabulary.
     size = max(len(tok), max(tok.lang_code_to_id.values()) + 1 + 8)
     torch.manual_seed(0)
-    config = _seq2seq_config(M2M100Config, size, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                             decoder_start_token_id=2)  # fmt: skip
+    config = _seq2seq_config(
+        M2M100Config, size, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2
+    )
     M2M100ForConditionalGeneration(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -160,22 +201,31 @@ def blip(root: Path) -> Path:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
     vocab = {w: i for i, w in enumerate(specials + list("abcdefghijklmnopqrstuvwxyz") + words)}
     tok = BertTokenizer(vocab=vocab, bos_token="[DEC]", model_max_length=64)
-    processor = BlipProcessor(
-        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
-    )
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
     torch.manual_seed(0)
     config = BlipConfig(
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=64, pad_token_id=vocab["[PAD]"],
-            bos_token_id=vocab["[DEC]"], sep_token_id=vocab["[SEP]"], eos_token_id=vocab["[SEP]"],
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            pad_token_id=vocab["[PAD]"],
+            bos_token_id=vocab["[DEC]"],
+            sep_token_id=vocab["[SEP]"],
+            eos_token_id=vocab["[SEP]"],
         ),
         vision_config=dict(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-            image_size=32, patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
         ),
         projection_dim=32,
-    )  # fmt: skip
+    )
     BlipForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -209,23 +259,40 @@ def llava(root: Path) -> Path:
     tok.add_tokens([AddedToken("<image>", special=True, normalized=False)])
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
         chat_template=VISION_CHAT_TEMPLATE,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-            patch_size=8, projection_dim=32,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=32,
         ),
         text_config=LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2, max_position_embeddings=512, bos_token_id=vocab[EOS], eos_token_id=vocab[EOS],
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=vocab[EOS],
+            eos_token_id=vocab[EOS],
             pad_token_id=vocab[EOS],
         ),
-        image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=16, vision_feature_layer=-1,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_seq_length=16,
+        vision_feature_layer=-1,
         vision_feature_select_strategy="default",
-    )  # fmt: skip
+    )
     LlavaForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -244,31 +311,59 @@ def stable_diffusion(root: Path) -> Path:
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8,
-    )  # fmt: skip
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
     vae = AutoencoderKL(
-        block_out_channels=[16, 16, 32, 32], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        layers_per_block=1, norm_num_groups=8, sample_size=64,
-    )  # fmt: skip
+        block_out_channels=[16, 16, 32, 32],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_attention_heads=2,
-            num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-            pad_token_id=1, projection_dim=32,
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            projection_dim=32,
         )
-    )  # fmt: skip
+    )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
-    )  # fmt: skip
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(folder)
     return folder
 
@@ -303,9 +398,15 @@ def open_clip_model(root: Path) -> dict[str, Path]:
     )
     # The "improved aesthetic predictor" layout: Linear layers at 0, 2, 4, 6, 7 (Dropouts between).
     head = torch.nn.Sequential(
-        torch.nn.Linear(32, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
-        torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1),
-    )  # fmt: skip
+        torch.nn.Linear(32, 1024),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(1024, 128),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(128, 64),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(64, 16),
+        torch.nn.Linear(16, 1),
+    )
     with torch.no_grad():
         head[-1].bias.fill_(5.0)  # a random head scores near 0; centre it on the 0-10 scale
     head_file = root / "aesthetic-head.pth"
@@ -326,8 +427,12 @@ def build_all(root: Path) -> dict[str, Path]:
         "sd": stable_diffusion(root),
     }
     clip = open_clip_model(root)
-    paths.update({
-        "clip": clip["folder"], "clip_config": clip["config"], "clip_checkpoint": clip["checkpoint"],
-        "aesthetic_head": clip["head"],
-    })  # fmt: skip
+    paths.update(
+        {
+            "clip": clip["folder"],
+            "clip_config": clip["config"],
+            "clip_checkpoint": clip["checkpoint"],
+            "aesthetic_head": clip["head"],
+        }
+    )
     return paths
