@@ -21,7 +21,7 @@ import pluggy
 
 from loom.sdk import hookspecs
 from loom.sdk.errors import ConfigError, PluginError
-from loom.sdk.protocols import CAPABILITY_METHODS
+from loom.sdk.calls import CAPABILITY_METHODS
 
 log = logging.getLogger("loom.plugins")
 ENTRY_POINT_GROUP = "loom"

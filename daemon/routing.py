@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from loom.sdk.calls import Call
 from loom.sdk.errors import (
     CapabilityNotSupported,
     InvalidRequest,
@@ -106,7 +107,7 @@ class ModelRouter:
         self,
         name: str,
         capability: Capability,
-        call: Callable,
+        call: Call,
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
@@ -127,7 +128,7 @@ class ModelRouter:
         self,
         name: str,
         capability: Capability,
-        call: Callable,
+        call: Call,
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,

@@ -178,14 +178,3 @@ class VisionProvider(Protocol):
 class TranslationProvider(Protocol):
     def translate(self, texts: list[str], source: str, target: str, ctx: RunContext) -> list[str]:
         """Translate each text; raise InvalidRequest for a language code the model lacks."""
-
-
-#: The method each capability needs; the daemon checks a provider declares only what it has.
-CAPABILITY_METHODS: dict[Capability, tuple[str, ...]] = {
-    Capability.CHAT: ("chat",),
-    Capability.COMPLETION: ("complete",),
-    Capability.EMBEDDING: ("embed",),
-    Capability.IMAGE: ("generate_images",),
-    Capability.VISION: ("describe", "score"),
-    Capability.TRANSLATION: ("translate",),
-}

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import msgspec
 from litestar import Request, Response, post
 from litestar.response import ServerSentEvent
 
+from loom.sdk import calls
 from loom.sdk.errors import CapabilityNotSupported, LoomError
 from loom.sdk.protocols import RunContext, TextChunk
 from loom.sdk.types import (
@@ -63,18 +64,18 @@ def chat_route(loom: Loom, req: ChatCompletionRequest) -> Route:
 class Generations:
     """Runs the generations of one request in order; the first is started eagerly."""
 
-    def __init__(self, loom: Loom, route: Route, calls: list[tuple[int, Callable]]) -> None:
-        self.loom, self.route, self.calls = loom, route, calls
+    def __init__(self, loom: Loom, route: Route, runs: list[tuple[int, calls.Call]]) -> None:
+        self.loom, self.route, self.runs = loom, route, runs
         self.entry: ModelEntry | None = None
         self._first: AsyncIterator[TextChunk] | None = None
 
     async def start(self) -> ModelEntry:
-        self.entry, self._first = await self.loom.router.stream(*self.route, self.calls[0][1], ctx=RunContext())
+        self.entry, self._first = await self.loom.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
         return self.entry
 
     async def __aiter__(self):
         """Yield (choice index, chunks) pairs."""
-        for n, (index, call) in enumerate(self.calls):
+        for n, (index, call) in enumerate(self.runs):
             if n == 0:
                 chunks = self._first
             else:
@@ -102,7 +103,7 @@ async def chat_completions(request: Request) -> Response:
 
     def call(i: int):
         r = _with_seed(req, i)
-        return lambda provider, ctx: provider.chat(r, ctx)
+        return calls.Chat(request=r)
 
     gens = Generations(loom, route, [(i, call(i)) for i in range(req.n)])
     entry = await gens.start()
@@ -157,10 +158,10 @@ async def completions(request: Request) -> Response:
 
     def call(prompt: str, i: int):
         r = _with_seed(req, i)
-        return lambda provider, ctx: provider.complete(prompt, r, ctx)
+        return calls.Complete(prompt=prompt, request=r)
 
-    calls = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
-    gens = Generations(loom, (req.model, Capability.COMPLETION), calls)
+    runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
+    gens = Generations(loom, (req.model, Capability.COMPLETION), runs)
     entry = await gens.start()
     rid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
 

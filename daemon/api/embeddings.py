@@ -7,6 +7,7 @@ import base64
 import numpy as np
 from litestar import Request, Response, post
 
+from loom.sdk import calls
 from loom.sdk.errors import ProviderError, UnsupportedParameter
 from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
@@ -21,9 +22,7 @@ async def embeddings(request: Request) -> Response:
     loom: Loom = request.app.state.loom
     req = await decode_body(request, EmbeddingRequest)
     inputs = req.inputs()
-    entry, result = await loom.router.run(
-        req.model, Capability.EMBEDDING, lambda provider, ctx: provider.embed(inputs, ctx)
-    )
+    entry, result = await loom.router.run(req.model, Capability.EMBEDDING, calls.Embed(inputs=inputs))
     if len(result.vectors) != len(inputs):
         raise ProviderError(f"{entry.id} returned {len(result.vectors)} vectors for {len(inputs)} inputs")
     vectors = np.asarray(result.vectors, dtype=np.float32)

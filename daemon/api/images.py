@@ -7,6 +7,7 @@ import time
 
 from litestar import Request, Response, post
 
+from loom.sdk import calls
 from loom.sdk.errors import InvalidRequest, ProviderError
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
@@ -32,9 +33,7 @@ def parse_size(size: str, entry: ModelEntry) -> tuple[int, int]:
 
 async def render(loom: Loom, name: str, job: ImageJob, response_format: str, base_url: str):
     """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body."""
-    entry, images = await loom.router.run(
-        name, Capability.IMAGE, lambda provider, ctx: provider.generate_images(job, ctx)
-    )
+    entry, images = await loom.router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
     if len(images) != job.n:
         raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
     data = []

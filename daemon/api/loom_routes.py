@@ -7,6 +7,7 @@ import mimetypes
 from litestar import Request, Response, get, post
 from litestar.response import File
 
+from loom.sdk import calls
 from loom.sdk.errors import ProviderError
 from loom.sdk.types import (
     Capability,
@@ -33,7 +34,7 @@ async def translate(request: Request) -> Response:
     entry, out = await loom.router.run(
         req.model,
         Capability.TRANSLATION,
-        lambda provider, ctx: provider.translate(texts, req.source, req.target, ctx),
+        calls.Translate(texts=texts, source=req.source, target=req.target),
     )
     if len(out) != len(texts):
         raise ProviderError(f"{entry.id} returned {len(out)} translations for {len(texts)} texts")
@@ -50,7 +51,7 @@ async def describe(request: Request) -> Response:
     entry, text = await loom.router.run(
         req.model,
         Capability.VISION,
-        lambda provider, ctx: provider.describe(image, req.prompt, req.detail, req.max_tokens, ctx),
+        calls.Describe(image=image, prompt=req.prompt, detail=req.detail, max_tokens=req.max_tokens),
     )
     return json_response(DescribeResponse(model=req.model, description=text), headers=served_by(entry))
 
@@ -61,9 +62,7 @@ async def score(request: Request) -> Response:
     req = await decode_body(request, ScoreRequest)
     loom.registry.for_capability(req.model, Capability.VISION)
     image = image_bytes(req.image, loom.files)
-    entry, s = await loom.router.run(
-        req.model, Capability.VISION, lambda provider, ctx: provider.score(image, req.text, ctx)
-    )
+    entry, s = await loom.router.run(req.model, Capability.VISION, calls.Score(image=image, text=req.text))
     combined = s.combined(req.alpha)
     body = ScoreResponse(model=req.model, clip=s.clip, aesthetic=s.aesthetic, combined=combined, alpha=req.alpha)
     return json_response(body, headers=served_by(entry))

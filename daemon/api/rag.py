@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from msgspec import Meta
 
+from loom.sdk import calls
 from loom.sdk.errors import InvalidRequest, Unavailable
 from loom.sdk.types import Capability
 
@@ -76,7 +77,7 @@ async def rag_search(request: Request) -> Response:
         models = store.models(collections)[:MAX_MODELS]
     hits: list[dict] = []
     for model in models:
-        _, result = await loom.router.run(model, Capability.EMBEDDING, lambda p, c: p.embed([query], c))
+        _, result = await loom.router.run(model, Capability.EMBEDDING, calls.Embed(inputs=[query]))
         vector = result.vectors[0]
         for collection in collections:
             hits.extend(await asyncio.to_thread(store.search, collection, vector, model=model, k=req.k))

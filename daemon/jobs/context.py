@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from loom.sdk import calls
 from loom.sdk.errors import CapabilityNotSupported, Cancelled, InvalidRequest, NotFound, ProviderError, Unavailable
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import ChatCompletionRequest, Capability
@@ -221,7 +222,7 @@ class JobContext:
             raise CapabilityNotSupported(f"no configured model can do {role}; name one or set [routes].{role}")
         return entry.id
 
-    async def _run(self, model: str, capability: Capability, call: Callable) -> Any:
+    async def _run(self, model: str, capability: Capability, call: calls.Call) -> Any:
         self.check()
         rc = RunContext()
         self._calls.add(rc)
@@ -247,7 +248,7 @@ class JobContext:
         prompt_tokens = completion_tokens = 0
         try:
             entry, chunks = await self.loom.router.stream(
-                model, capability, lambda provider, c: provider.chat(req, c), priority=Priority.PIPELINE, ctx=rc
+                model, capability, calls.Chat(request=req), priority=Priority.PIPELINE, ctx=rc
             )
             try:
                 async for chunk in chunks:
@@ -287,24 +288,24 @@ class JobContext:
             mask=mask,
             strength=strength,
         )
-        images = await self._run(model, Capability.IMAGE, lambda p, c: p.generate_images(job, c))
+        images = await self._run(model, Capability.IMAGE, calls.GenerateImages(job=job))
         if not images:
             raise ProviderError(f"{model} returned no image")
         return images[0]
 
     async def describe(self, model: str, image: bytes, prompt: str | None = None, detail: str = "normal") -> str:
-        return await self._run(model, Capability.VISION, lambda p, c: p.describe(image, prompt, detail, None, c))
+        return await self._run(model, Capability.VISION, calls.Describe(image=image, prompt=prompt, detail=detail))
 
     async def score(self, model: str, image: bytes, text: str) -> VisionScores:
-        return await self._run(model, Capability.VISION, lambda p, c: p.score(image, text, c))
+        return await self._run(model, Capability.VISION, calls.Score(image=image, text=text))
 
     async def translate(self, model: str, texts: list[str], source: str, target: str) -> list[str]:
-        out = await self._run(model, Capability.TRANSLATION, lambda p, c: p.translate(texts, source, target, c))
+        out = await self._run(model, Capability.TRANSLATION, calls.Translate(texts=texts, source=source, target=target))
         if len(out) != len(texts):
             raise ProviderError(f"{model} returned {len(out)} translations for {len(texts)} texts")
         return out
 
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
-        result = await self._run(model, Capability.EMBEDDING, lambda p, c: p.embed(inputs, c))
+        result = await self._run(model, Capability.EMBEDDING, calls.Embed(inputs=inputs))
         self.usage.tokens(result.prompt_tokens)
         return result.vectors

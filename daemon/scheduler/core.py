@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from loom.sdk.calls import Call
 from loom.sdk.errors import Cancelled, OutOfMemory, QueueFull, Unavailable
 from loom.sdk.protocols import Provider, RunContext
 
@@ -186,12 +187,13 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
     async def run(
         self,
         entry: ModelEntry,
-        call: Callable[[Provider, RunContext], Any],
+        call: Call | Callable[[Provider, RunContext], Any],
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
     ) -> Any:
-        """Run ``call(provider, ctx)`` once its model is resident and a slot is free.
+        """Run ``call`` (a :class:`~loom.sdk.calls.Call`, or in process a function of
+        ``(provider, ctx)``) once its model is resident and a slot is free.
 
         A generator (or async generator) result is drained where it runs and returned as a list.
         """
@@ -206,7 +208,7 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
     async def stream(
         self,
         entry: ModelEntry,
-        call: Callable[[Provider, RunContext], Any],
+        call: Call | Callable[[Provider, RunContext], Any],
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,

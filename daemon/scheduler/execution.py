@@ -11,7 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from loom.sdk.errors import Cancelled
-from loom.sdk.protocols import CAPABILITY_METHODS, Provider
+from loom.sdk.calls import CAPABILITY_METHODS, Call
+from loom.sdk.protocols import Provider
 
 from .oom import as_loom_error, is_oom
 from .queues import State, WorkItem
@@ -59,7 +60,7 @@ class ExecutionOps:
             self._finish(dev, item, result, error, time.monotonic() - t0)
 
     async def _invoke(self: Scheduler, dev: DeviceState, item: WorkItem, provider: Provider) -> Any:
-        call, ctx = item.call, item.ctx
+        call, ctx = as_function(item.call), item.ctx
         if inspect.iscoroutinefunction(call) or on_loop(item.entry.provider_cls):
             out = call(provider, ctx)
         else:
@@ -78,7 +79,7 @@ class ExecutionOps:
     async def _pump(self: Scheduler, dev: DeviceState, item: WorkItem, provider: Provider) -> None:
         """Move a stream's chunks into ``item.chunks``: sync generators on the device's thread."""
         loop = asyncio.get_running_loop()
-        call, ctx = item.call, item.ctx
+        call, ctx = as_function(item.call), item.ctx
 
         def emit(chunk: Any) -> None:
             self.metrics.count_output(item.model, chunk)
@@ -164,6 +165,12 @@ class ExecutionOps:
         if item.entry.keep_alive == 0:
             self._spawn(self._expire(dev, m))
         self._kick(dev)
+
+
+def as_function(call: Any) -> Any:
+    """A work item's call as ``fn(provider, ctx)``: a :class:`~loom.sdk.calls.Call` (what the routes
+    and jobs send) or, for the scheduler's own loads and its tests, a plain function."""
+    return call.apply if isinstance(call, Call) else call
 
 
 @functools.cache

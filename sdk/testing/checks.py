@@ -18,7 +18,8 @@ from typing import Any
 import msgspec
 
 from ..errors import Cancelled, InvalidRequest, LoomError
-from ..protocols import CAPABILITY_METHODS, Embeddings, ImageJob, RunContext, TextChunk, VisionScores
+from ..calls import CAPABILITY_METHODS
+from ..protocols import Embeddings, ImageJob, RunContext, TextChunk, VisionScores
 from ..types import (
     Capability,
     ChatCompletionRequest,
