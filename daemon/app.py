@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar, MediaType, Request, Router, get
 from litestar.openapi import OpenAPIConfig
@@ -13,6 +14,7 @@ from loom.sdk.config import ModelConfig
 
 from .api import (
     admin,
+    admin_models,
     admin_providers,
     artifacts,
     chat,
@@ -28,6 +30,7 @@ from .api import (
 from .api import jobs as job_api
 from .api.auth import KeyRing, require_key
 from .api.errors import EXCEPTION_HANDLERS
+from .catalog.live import ModelCatalog
 from .config import Config
 from .files import FileStore
 from .jobs import jobs_lifespan
@@ -43,8 +46,13 @@ from .state import Loom
 log = logging.getLogger("loom")
 
 
-def build_loom(config: Config, extra_plugins: dict[str, object] | None = None) -> Loom:
-    """Everything but HTTP: plugins, registry, scheduler. Raises ConfigError / PluginError."""
+def build_loom(
+    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+) -> Loom:
+    """Everything but HTTP: plugins, registry, scheduler. Raises ConfigError / PluginError.
+
+    ``config_path`` is the file ``config`` came from: models added while running are written there.
+    """
     pm, infos = make_plugin_manager(config.plugins, extra_plugins)
     providers = collect_providers(pm, infos)
     plugin_models: list[tuple[str, ModelConfig]] = collect(pm, "register_models")
@@ -52,15 +60,20 @@ def build_loom(config: Config, extra_plugins: dict[str, object] | None = None) -
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     scheduler = Scheduler(config, registry)
+    router = ModelRouter(registry, scheduler)
+    catalog = ModelCatalog(
+        config, config_path, registry=registry, scheduler=scheduler, router=router, providers=providers, plugins=infos
+    )
     return Loom(
         config=config,
         pm=pm,
         plugins=infos,
         registry=registry,
         scheduler=scheduler,
-        router=ModelRouter(registry, scheduler),
+        router=router,
         keys=KeyRing(config),
         files=FileStore(data_dir),
+        catalog=catalog,
     )
 
 
@@ -90,8 +103,10 @@ V1_ROUTES = [
 ]
 
 
-def create_app(config: Config, extra_plugins: dict[str, object] | None = None) -> Litestar:
-    loom = build_loom(config, extra_plugins)
+def create_app(
+    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+) -> Litestar:
+    loom = build_loom(config, extra_plugins, config_path)
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
@@ -103,7 +118,7 @@ def create_app(config: Config, extra_plugins: dict[str, object] | None = None) -
 
     v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[require_key])
     app = Litestar(
-        route_handlers=[health, v1, *admin_providers.ROUTES, *admin.ROUTES],
+        route_handlers=[health, v1, *admin_providers.ROUTES, *admin.ROUTES, *admin_models.ROUTES],
         lifespan=[lifespan, provider_lifespan(loom), rag_lifespan(loom), records_lifespan(loom), jobs_lifespan(loom)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(

@@ -1,4 +1,4 @@
-"""The ``loom`` command: serve, tui, plugins, new-plugin."""
+"""The ``loom`` command: serve, tui, models, pull, service, plugins, new-plugin."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from loom.sdk.errors import ConfigError, PluginError
 
-from .cli_plugins import add_subcommands
+from . import cli_models, cli_plugins, cli_service
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -16,10 +16,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .config import load_config
+    from .config_file import ensure_config
 
     try:
-        config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
-        app = create_app(config)
+        path, created = ensure_config(args.config)
+        if created:
+            print(f"loom: wrote the user config {path} (from Loom's default; edit it or use `loom models`)")
+        config = load_config(path, host=args.host, port=args.port, data_dir=args.data_dir)
+        app = create_app(config, config_path=path.resolve())
     except (ConfigError, PluginError) as e:
         print(f"loom: {e}", file=sys.stderr)
         return 2
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon")
-    serve.add_argument("--config", help="config file (default: $LOOM_CONFIG or plugins.toml)")
+    serve.add_argument("--config", help="config file (default: $LOOM_CONFIG, else the user config, written on first run)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
@@ -56,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     tui = sub.add_parser("tui", help="the terminal UI, a client of a running daemon (key: $LOOM_API_KEY)")
     tui.add_argument("--url", help="daemon URL (default: $LOOM_URL or http://127.0.0.1:11435)")
     tui.set_defaults(func=_tui)
-    add_subcommands(sub)  # plugins, new-plugin
+    cli_models.add_subcommands(sub)  # models, pull
+    cli_service.add_subcommands(sub)  # service
+    cli_plugins.add_subcommands(sub)  # plugins, new-plugin
 
     args = parser.parse_args(argv)
     return args.func(args)

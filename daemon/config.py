@@ -18,7 +18,9 @@ from msgspec import Struct, field
 from loom.sdk.config import EnvSecret, ModelConfig
 from loom.sdk.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "plugins.toml"
+#: The default shipped as package data: ``daemon/plugins.toml`` links to the root ``plugins.toml``
+#: in a checkout and is a copy of it in a wheel. The user's own config is ``config_file.user_config_path()``.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "plugins.toml"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -36,10 +38,17 @@ class Limits(Struct, forbid_unknown_fields=True, frozen=True):
     queue_timeout: float = 300.0
 
 
+def _user_data_dir() -> str:
+    """The platform's data dir for Loom (``~/.local/share/loom`` on Linux)."""
+    import platformdirs
+
+    return platformdirs.user_data_dir("loom", appauthor=False)
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
-    data_dir: str = "~/.local/share/loom"
+    data_dir: str = field(default_factory=_user_data_dir)
     api_keys: list[ApiKey] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -96,11 +105,14 @@ class Config(Struct, forbid_unknown_fields=True, frozen=True):
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
-    """Read and decode the config; ``path`` falls back to ``LOOM_CONFIG`` then ``plugins.toml``.
+    """Read and decode the config; ``path`` falls back to ``LOOM_CONFIG`` then the user config
+    (``config_file.ensure_config`` writes that one on first run; this only reads).
 
     ``overrides`` are ``host``, ``port`` and ``data_dir`` from the command line (None = keep).
     """
-    path = Path(path or os.environ.get("LOOM_CONFIG") or DEFAULT_CONFIG)
+    from .config_file import config_path
+
+    path = config_path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:

@@ -73,6 +73,14 @@ class ModelRegistry:
             self._names[name] = entry
         self.entries[entry.id] = entry
 
+    def remove(self, model_id: str) -> ModelEntry:
+        """Drop a model and its aliases (models added and removed while the daemon runs)."""
+        entry = self.entries.pop(model_id)
+        for name in (entry.id, *entry.config.aliases):
+            if self._names.get(name) is entry:
+                del self._names[name]
+        return entry
+
     def get(self, name: str) -> ModelEntry:
         entry = self._names.get(name)
         if entry is None:
@@ -103,58 +111,58 @@ class ModelRegistry:
         return len(self.entries)
 
 
-def build_registry(
+def build_entry(
     config: Config,
     providers: dict[str, tuple[str, type[Provider]]],
-    plugin_models: list[tuple[str, ModelConfig]],
     infos: dict[str, PluginInfo],
-) -> ModelRegistry:
-    registry = ModelRegistry()
-    declared = [(f"$.models[{i}]", "config", m) for i, m in enumerate(config.models)]
-    declared += [(f"model {m.id!r} of plugin {p!r}", p, m) for p, m in plugin_models]
-    for where, source, model in declared:
-        if not isinstance(model, ModelConfig):
-            raise PluginError(f"{where}: register_models must register ModelConfig, got {model!r}")
-        if model.provider not in providers:
-            raise ConfigError(
-                f"{where}.provider: no provider named {model.provider!r} "
-                f"(available: {', '.join(sorted(providers)) or 'none'})"
-            )
-        plugin, cls = providers[model.provider]
-        try:
-            options = msgspec.convert(model.options, cls.Options, strict=True)
-        except msgspec.ValidationError as e:
-            raise ConfigError(f"{where}.options: {e}") from None
-        capabilities = frozenset(cls.capabilities)
-        if model.capabilities:
-            extra = set(model.capabilities) - capabilities
-            if extra:
-                names = ", ".join(sorted(c.value for c in extra))
-                raise ConfigError(f"{where}.capabilities: provider {model.provider!r} cannot do {names}")
-            capabilities = frozenset(model.capabilities)
-        spec = ModelSpec(
-            id=model.id,
-            provider=model.provider,
-            options=options,
-            plugin_options=infos[plugin].options,
-            capabilities=capabilities,
-            device=model.device,
-            dtype=model.dtype,
-            data_dir=str(config.data_dir / "models" / model.id),
+    model: ModelConfig,
+    where: str,
+    source: str = "config",
+) -> ModelEntry:
+    """One registry entry: the provider exists, its options decode, the capabilities fit."""
+    if not isinstance(model, ModelConfig):
+        raise PluginError(f"{where}: register_models must register ModelConfig, got {model!r}")
+    if model.provider not in providers:
+        raise ConfigError(
+            f"{where}.provider: no provider named {model.provider!r} "
+            f"(available: {', '.join(sorted(providers)) or 'none'})"
         )
-        entry = ModelEntry(
-            config=model,
-            provider_cls=cls,
-            plugin=plugin,
-            source=source,
-            spec=spec,
-            capabilities=capabilities,
-            keep_alive=parse_duration(model.keep_alive, f"{where}.keep_alive"),
-            vram_override=parse_size(model.vram, f"{where}.vram") if model.vram else None,
-        )
-        registry.add(entry)
-        if source != "config":
-            infos[source].models.append(model.id)
+    plugin, cls = providers[model.provider]
+    try:
+        options = msgspec.convert(model.options, cls.Options, strict=True)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{where}.options: {e}") from None
+    capabilities = frozenset(cls.capabilities)
+    if model.capabilities:
+        extra = set(model.capabilities) - capabilities
+        if extra:
+            names = ", ".join(sorted(c.value for c in extra))
+            raise ConfigError(f"{where}.capabilities: provider {model.provider!r} cannot do {names}")
+        capabilities = frozenset(model.capabilities)
+    spec = ModelSpec(
+        id=model.id,
+        provider=model.provider,
+        options=options,
+        plugin_options=infos[plugin].options,
+        capabilities=capabilities,
+        device=model.device,
+        dtype=model.dtype,
+        data_dir=str(config.data_dir / "models" / model.id),
+    )
+    return ModelEntry(
+        config=model,
+        provider_cls=cls,
+        plugin=plugin,
+        source=source,
+        spec=spec,
+        capabilities=capabilities,
+        keep_alive=parse_duration(model.keep_alive, f"{where}.keep_alive"),
+        vram_override=parse_size(model.vram, f"{where}.vram") if model.vram else None,
+    )
+
+
+def check_references(config: Config, registry: ModelRegistry) -> None:
+    """Every fallback and route names a model the registry has, with the capability asked for."""
     for i, model in enumerate(config.models):
         for fallback in model.fallbacks:
             if fallback not in registry:
@@ -166,4 +174,20 @@ def build_registry(
                 raise ConfigError(f"$.routes.{role}: no model named {target!r}")
             if Capability(role) not in registry.get(target).capabilities:
                 raise ConfigError(f"$.routes.{role}: model {target!r} cannot do {role}")
+
+
+def build_registry(
+    config: Config,
+    providers: dict[str, tuple[str, type[Provider]]],
+    plugin_models: list[tuple[str, ModelConfig]],
+    infos: dict[str, PluginInfo],
+) -> ModelRegistry:
+    registry = ModelRegistry()
+    declared = [(f"$.models[{i}]", "config", m) for i, m in enumerate(config.models)]
+    declared += [(f"model {m.id!r} of plugin {p!r}", p, m) for p, m in plugin_models]
+    for where, source, model in declared:
+        registry.add(build_entry(config, providers, infos, model, where, source))
+        if source != "config":
+            infos[source].models.append(model.id)
+    check_references(config, registry)
     return registry

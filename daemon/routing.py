@@ -197,6 +197,15 @@ class ModelRouter:
         self.save()
         return {"capability": capability.value, "served_by": self.capability_overrides.get(capability)}
 
+    def forget(self, model_id: str) -> None:
+        """Drop what refers to a model that was removed: its health and the switches from or to it."""
+        self.healthy.pop(model_id, None)
+        before = self.switches()
+        self.overrides = {m: to for m, to in self.overrides.items() if model_id not in (m, to)}
+        self.capability_overrides = {c: to for c, to in self.capability_overrides.items() if to != model_id}
+        if self.switches() != before:
+            self.save()
+
     def _target(self, to: str) -> ModelEntry:
         try:
             return self.registry.get(to)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from .api.auth import KeyRing
+from .catalog.live import ModelCatalog
 from .config import Config
 from .files import FileStore
 from .models import ModelRegistry
@@ -32,6 +33,9 @@ class Loom:
     router: ModelRouter
     keys: KeyRing
     files: FileStore
+    #: Adds and removes models while running (``/admin/models``); it keeps the current
+    #: ``[[models]]`` (``config`` is the config Loom started with).
+    catalog: ModelCatalog
     extras: dict[str, Any] = field(default_factory=dict)
     #: Health checks of remote upstreams; set by ``provider_health.provider_lifespan``.
     provider_health: ProviderHealth | None = None

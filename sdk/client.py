@@ -103,6 +103,22 @@ class _Routes:
         return "POST", f"/admin/models/{_seg(model)}/pin", {"pinned": pinned}
 
     @staticmethod
+    def configured_models():
+        return "GET", "/admin/models", None
+
+    @staticmethod
+    def add_model(source: str, **fields: Any):
+        return "POST", "/admin/models", {"source": source, **{k: v for k, v in fields.items() if v is not None}}
+
+    @staticmethod
+    def remove_model(model: str):
+        return "DELETE", f"/admin/models/{_seg(model)}", None
+
+    @staticmethod
+    def reload_models():
+        return "POST", "/admin/models/reload", None
+
+    @staticmethod
     def cancel_work(work_id: str):
         return "POST", f"/admin/work/{_seg(work_id)}/cancel", None
 
@@ -275,6 +291,21 @@ class LoomClient:
 
     def pin_model(self, model: str, pinned: bool = True) -> dict:
         return self.request(*_Routes.pin_model(model, pinned))
+
+    def configured_models(self) -> dict:
+        """``GET /admin/models``: every model with its weights' location and size, and whether it is loaded."""
+        return self.request(*_Routes.configured_models())
+
+    def add_model(self, source: str, **fields: Any) -> dict:
+        """Add a GGUF file, model folder or cached hub id; ``fields`` as ``POST /admin/models`` takes them."""
+        return self.request(*_Routes.add_model(source, **fields))
+
+    def remove_model(self, model: str) -> dict:
+        return self.request(*_Routes.remove_model(model))
+
+    def reload_models(self) -> dict:
+        """Take in hand edits of the config file's ``[[models]]``."""
+        return self.request(*_Routes.reload_models())
 
     def cancel_work(self, work_id: str) -> dict:
         return self.request(*_Routes.cancel_work(work_id))
@@ -449,6 +480,18 @@ class AsyncLoomClient:
 
     async def pin_model(self, model: str, pinned: bool = True) -> dict:
         return await self.request(*_Routes.pin_model(model, pinned))
+
+    async def configured_models(self) -> dict:
+        return await self.request(*_Routes.configured_models())
+
+    async def add_model(self, source: str, **fields: Any) -> dict:
+        return await self.request(*_Routes.add_model(source, **fields))
+
+    async def remove_model(self, model: str) -> dict:
+        return await self.request(*_Routes.remove_model(model))
+
+    async def reload_models(self) -> dict:
+        return await self.request(*_Routes.reload_models())
 
     async def cancel_work(self, work_id: str) -> dict:
         return await self.request(*_Routes.cancel_work(work_id))

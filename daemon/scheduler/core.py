@@ -145,6 +145,38 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
         self.executor.shutdown()
         self.events.close()
 
+    # --- models added and removed while running (POST / DELETE /admin/models) --------------------
+
+    def add_model(self, entry: ModelEntry) -> None:
+        """Take on a model the registry just gained: its executor lane, and its pin (loaded now)."""
+        dev = self.devices.get(self.device_of(entry))
+        if dev is None:
+            raise Unavailable(
+                f"model '{entry.id}' is placed on {self.device_of(entry)}, which Loom did not set up "
+                "at start; restart Loom to use a new device"
+            )
+        self.executor.configure(self._lane(dev, entry), self.slots(entry))
+        if entry.config.pin:
+            self._pinned.add(entry.id)
+            if self._aps is not None:  # started: load it now, as start() does for pinned models
+                self._spawn(self._preload(entry))
+
+    async def remove_model(self, entry: ModelEntry) -> None:
+        """Let go of a model before the registry drops it: its queued work fails, running work
+        finishes, then it is unloaded. The caller removes it from the registry right after."""
+        gone = Unavailable(f"model '{entry.id}' was removed")
+        for item in [i for i in self._items.values() if i.entry is entry and i.state is State.QUEUED]:
+            self._drop(item, gone, "cancelled", reason="model_removed")
+        dev = self.devices.get(self.device_of(entry))
+        if dev is not None:
+            self._set_pinned(dev, entry.id, False)
+            await self.unload(entry)
+        # Work that arrived while it drained: the registry still named it until now.
+        for item in [i for i in self._items.values() if i.entry is entry and i.state is State.QUEUED]:
+            self._drop(item, gone, "cancelled", reason="model_removed")
+        self._estimates.pop(entry.id, None)
+        self._run_seconds.pop(entry.id, None)
+
     async def _preload(self, entry: ModelEntry) -> None:
         try:
             await self.load(entry)
