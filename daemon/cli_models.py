@@ -290,7 +290,12 @@ def reload_command(args: argparse.Namespace) -> int:
 def scan_command(args: argparse.Namespace) -> int:
     from .catalog.stores import scan
 
-    found = scan(args.hf_cache, args.ollama, args.lmstudio)
+    try:
+        path = _config(args)
+        taken = set(config_file.model_ids(path.read_text(encoding="utf-8"), str(path)))
+    except (OSError, ConfigError):
+        taken = set()
+    found = scan(args.hf_cache, args.ollama, args.lmstudio, taken)
     if args.json:
         print(json.dumps({"models": [f.to_dict() for f in found]}, indent=2))
         return 0
@@ -412,6 +417,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("--hf-cache", help="the Hugging Face hub cache (default: HF_HUB_CACHE / HF_HOME/hub)")
     scan.add_argument("--ollama", help="Ollama's models folder (default: $OLLAMA_MODELS or ~/.ollama/models)")
     scan.add_argument("--lmstudio", help="LM Studio's models folder (default: ~/.lmstudio/models)")
+    scan.add_argument("--config", help="ids are suggested that this config does not use yet")
     scan.set_defaults(func=scan_command)
 
     pull = sub.add_parser("pull", help="download a model from the Hugging Face hub into its cache")

@@ -50,7 +50,7 @@ def detect_source(source: str, file: str | None = None) -> tuple[Detected, str |
     """(what ``source`` is, the hub id when it came from the cache)."""
     path = Path(os.path.expanduser(source))
     if path.exists():
-        return detect_path(path.resolve(), file=file), None
+        return detect_path(Path(os.path.abspath(path)), file=file), None  # links kept: cache paths stay readable
     if not hub.is_hub_id(source):
         raise InvalidRequest(
             f"{path.absolute()}: no such file or folder; expected a GGUF file, a model folder or a "
@@ -79,7 +79,7 @@ def model_for(req: AddModel, detected: Detected) -> dict[str, Any]:
         entry["provider"] = req.provider
         entry.pop("capabilities", None)  # the chosen provider's own, unless narrowed below
     if req.capabilities:
-        entry["capabilities"] = [c.value for c in req.capabilities]
+        entry["capabilities"] = [Capability(c).value for c in req.capabilities]
     if req.aliases:
         entry["aliases"] = list(req.aliases)
     if req.keep_alive is not None:

@@ -195,7 +195,21 @@ def scan_lmstudio(root: str | Path | None = None) -> list[Found]:
 
 
 def scan(
-    hf_cache: str | Path | None = None, ollama: str | Path | None = None, lmstudio: str | Path | None = None
+    hf_cache: str | Path | None = None,
+    ollama: str | Path | None = None,
+    lmstudio: str | Path | None = None,
+    taken: set[str] | frozenset[str] = frozenset(),
 ) -> list[Found]:
-    """Everything the three stores hold."""
-    return scan_huggingface(hf_cache) + scan_ollama(ollama) + scan_lmstudio(lmstudio)
+    """Everything the three stores hold; suggested ids avoid ``taken`` and each other."""
+    found = scan_huggingface(hf_cache) + scan_ollama(ollama) + scan_lmstudio(lmstudio)
+    used = set(taken)
+    for f in found:
+        if f.model is None:
+            continue
+        base = candidate = f.model["id"]
+        n = 2
+        while candidate in used:
+            candidate, n = f"{base}-{n}", n + 1
+        f.model["id"] = candidate
+        used.add(candidate)
+    return found

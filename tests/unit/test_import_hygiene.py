@@ -10,8 +10,8 @@ HEAVY = ["torch", "diffusers", "transformers", "open_clip", "llama_cpp", "faiss"
 SCRIPT = """
 import sys
 from loom.daemon.app import create_app
-from loom.daemon.config import load_config
-create_app(load_config())
+from loom.daemon.config import DEFAULT_CONFIG, load_config
+create_app(load_config(DEFAULT_CONFIG))
 import loom.sdk, loom.sdk.client
 heavy = {heavy!r}
 print(",".join(m for m in heavy if m in sys.modules))
