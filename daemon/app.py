@@ -46,9 +46,7 @@ from .state import Loom
 log = logging.getLogger("loom")
 
 
-def build_loom(
-    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
-) -> Loom:
+def build_loom(config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None) -> Loom:
     """Everything but HTTP: plugins, registry, scheduler. Raises ConfigError / PluginError.
 
     ``config_path`` is the file ``config`` came from: models added while running are written there.

@@ -21,7 +21,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         path, created = ensure_config(args.config)
         if created:
-            print(f"loom: wrote the user config {path} (from Loom's default; edit it or use `loom models`)")
+            print(
+                f"loom: wrote the user config {path} (from Loom's default; edit it or use `loom models`)",
+                file=sys.stderr,
+            )
         config = load_config(path, host=args.host, port=args.port, data_dir=args.data_dir)
         app = create_app(config, config_path=path.resolve())
     except (ConfigError, PluginError) as e:
@@ -51,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon")
-    serve.add_argument("--config", help="config file (default: $LOOM_CONFIG, else the user config, written on first run)")
+    serve.add_argument(
+        "--config", help="config file (default: $LOOM_CONFIG, else the user config, written on first run)"
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")

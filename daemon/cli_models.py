@@ -50,7 +50,6 @@ def _daemon_url(args: argparse.Namespace, path: Path) -> str:
 def _client(args: argparse.Namespace, path: Path):
     """A client of the running daemon, or None when none answers."""
     import httpx
-
     from loom.sdk.client import LoomClient
 
     client = LoomClient(_daemon_url(args, path), timeout=600)
@@ -395,7 +394,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     _where(show)
     show.set_defaults(func=show_command)
 
-    add = msub.add_parser("add", help="add a GGUF file, a model folder or a hub id (a running daemon serves it at once)")
+    add = msub.add_parser(
+        "add", help="add a GGUF file, a model folder or a hub id (a running daemon serves it at once)"
+    )
     add.add_argument("source", help="a .gguf file, a transformers/diffusers/open_clip folder, or org/name")
     add.add_argument("--file", help="which GGUF in a folder or repository: a file name or a quantisation (Q4_K_M)")
     add.add_argument("--pull", action="store_true", help="download a hub id first if it is not cached")

@@ -32,8 +32,8 @@ EXPECTED = (
 TRANSLATION_TYPES = {"m2m_100", "marian", "mbart", "nllb_moe", "nllb-moe"}
 #: Model types that read images and write text without ``vision_config`` in their config.
 VISION_TYPES = {"blip", "blip-2", "instructblip", "git", "pix2struct", "vision-encoder-decoder"}
-_SHARD = re.compile(r"-\d{5}-of-(\d{5})\.gguf$", re.I)
-_QUANT = re.compile(r"(?:^|[-_.])(I?Q\d+(?:_[A-Z0-9]+)*|BF16|F16|F32)(?=[-.])", re.I)
+_SHARD = re.compile(r"-\d{5}-of-(\d{5})\.gguf$", re.IGNORECASE)
+_QUANT = re.compile(r"(?:^|[-_.])(I?Q\d+(?:_[A-Z0-9]+)*|BF16|F16|F32)(?=[-.])", re.IGNORECASE)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Detected:
 def suggest_id(name: str) -> str:
     """A model id from a file, folder or repository name: lowercase, ``.gguf`` dropped."""
     name = _SHARD.sub(".gguf", name)
-    name = re.sub(r"\.gguf$", "", name, flags=re.I).rsplit("/", 1)[-1]
+    name = re.sub(r"\.gguf$", "", name, flags=re.IGNORECASE).rsplit("/", 1)[-1]
     return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "model"
 
 

@@ -14,10 +14,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from msgspec import Struct, field
-
 from loom.sdk.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from loom.sdk.types import Capability
+from msgspec import Struct, field
 
 from .. import config_file
 from ..models import ModelRegistry
@@ -93,7 +92,9 @@ def note_for(req: AddModel) -> str:
     return f"added by `loom models add` from {req.source} on {datetime.date.today().isoformat()}"
 
 
-def text_with(text: str, source: str, model: dict[str, Any], note: str, taken: set[str] | frozenset = frozenset()) -> str:
+def text_with(
+    text: str, source: str, model: dict[str, Any], note: str, taken: set[str] | frozenset = frozenset()
+) -> str:
     """The config text with ``model`` added; Conflict when its id or an alias is taken."""
     names = [model["id"], *model.get("aliases", [])]
     in_file = set(config_file.model_ids(text, source))

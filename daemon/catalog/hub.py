@@ -34,7 +34,7 @@ OTHER_FRAMEWORKS = [
     "coreml/*",
     "openvino/*",
 ]
-_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.I)
+_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 def is_hub_id(ref: str) -> bool:
@@ -117,7 +117,9 @@ def choose_quantisation(repo_id: str, quants: list[Quantisation], file: str | No
     elif len(quants) == 1:
         return quants[0]
     listed = "\n  ".join(q.describe() for q in quants)
-    what = f"nothing in {repo_id} matches {file!r}" if file is not None else f"{repo_id} has {len(quants)} quantisations"
+    what = (
+        f"nothing in {repo_id} matches {file!r}" if file is not None else f"{repo_id} has {len(quants)} quantisations"
+    )
     raise InvalidRequest(f"{what}; choose one with --file (a label or a file name):\n  {listed}", param="file")
 
 

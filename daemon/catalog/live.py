@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
 from loom.sdk.errors import ConfigError, Conflict, InvalidRequest, PluginError
 
 from .. import config_file

@@ -34,13 +34,16 @@ def sandbox(root: Path, url: str = NO_DAEMON, **extra: str) -> dict[str, str]:
     return env
 
 
+def full_env(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment with ``env`` over it ("" in a sandbox means: unset)."""
+    merged = {**os.environ, **env}
+    return {k: v for k, v in merged.items() if v != ""}
+
+
 def loom(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    full = {**os.environ, **env}
-    for name in [k for k, v in full.items() if v == ""]:
-        del full[name]  # "" in a sandbox means: unset
     return subprocess.run(
         [str(LOOM), *args],
-        env=full,
+        env=full_env(env),
         cwd=cwd,
         capture_output=True,
         text=True,

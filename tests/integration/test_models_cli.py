@@ -110,7 +110,10 @@ def test_failed_adds_and_removes_change_nothing(live, gguf, tmp_path):
     (odd / "config.json").write_text('{"architectures": ["BertForTokenClassification"], "model_type": "bert"}')
     fails(loom("models", "add", str(tmp_path / "gone.gguf"), env=env), "gone.gguf: no such file or folder; expected")
     fails(loom("models", "add", str(not_gguf), env=env), f"{not_gguf} is not a GGUF file", "expected a llama.cpp model")
-    fails(loom("models", "add", str(odd), env=env), f"{odd}/config.json declares architectures [BertForTokenClassification]")
+    fails(
+        loom("models", "add", str(odd), env=env),
+        f"{odd}/config.json declares architectures [BertForTokenClassification]",
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     fails(loom("models", "add", str(empty), env=env), f"{empty} holds no model Loom recognises")
@@ -121,7 +124,9 @@ def test_failed_adds_and_removes_change_nothing(live, gguf, tmp_path):
         "nothing was changed",
     )
     fails(loom("models", "add", str(gguf), "-o", "n_ctx=1", env=env), "n_ctx must be at least 16")
-    fails(loom("models", "rm", "mock-chat", env=env), "$.routes.chat: no model named 'mock-chat'", "nothing was changed")
+    fails(
+        loom("models", "rm", "mock-chat", env=env), "$.routes.chat: no model named 'mock-chat'", "nothing was changed"
+    )
     fails(loom("models", "rm", "no-such-model", env=env), "The model 'no-such-model' does not exist")
     assert live.config.read_bytes() == before
     assert ids(live) == models
@@ -139,7 +144,8 @@ def test_hand_edits_are_taken_in_by_reload(live, gguf, tmp_path):
     env = env_for(live, tmp_path)
     original = live.config.read_text()
     live.config.write_text(
-        original + f'\n[[models]]\nid = "by-hand"\nprovider = "llamacpp"\noptions = {{ path = "{gguf}", n_ctx = 256 }}\n'
+        original
+        + f'\n[[models]]\nid = "by-hand"\nprovider = "llamacpp"\noptions = {{ path = "{gguf}", n_ctx = 256 }}\n'
     )
     try:
         r = loom("models", "reload", env=env)

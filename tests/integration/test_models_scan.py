@@ -112,7 +112,11 @@ def test_scan_finds_the_three_stores_with_entries_that_add(stores):
     text = loom("models", "scan", env=env).stdout
     assert "ollama  smollm2:135m  98.4 MB  gguf (" in text
     assert '  [[models]]\n  id = "smollm2-135m-2"\n  provider = "llamacpp"' in text
-    for key in [("ollama", "smollm2:135m"), ("huggingface", "acme/Smol-GGUF/smol.Q8_0.gguf"), ("huggingface", "acme/tiny-chat")]:
+    for key in [
+        ("ollama", "smollm2:135m"),
+        ("huggingface", "acme/Smol-GGUF/smol.Q8_0.gguf"),
+        ("huggingface", "acme/tiny-chat"),
+    ]:
         args = found[key]["add"].split()[1:]
         r = loom(*args, env=env)
         assert r.returncode == 0, r.stderr
@@ -120,7 +124,9 @@ def test_scan_finds_the_three_stores_with_entries_that_add(stores):
     assert listing["smollm2-135m-2"]["path"] == str(stores["blob"])  # "smollm2-135m" is the default's
     assert listing["smol.q8_0"]["options"] == q8["model"]["options"]
     assert listing["tiny-chat"]["options"] == {"model": "acme/tiny-chat"}
-    assert listing["tiny-chat"]["path"] == str(stores["tmp"] / "hf" / "hub" / "models--acme--tiny-chat" / "snapshots" / COMMIT)
+    assert listing["tiny-chat"]["path"] == str(
+        stores["tmp"] / "hf" / "hub" / "models--acme--tiny-chat" / "snapshots" / COMMIT
+    )
 
 
 def test_scan_with_nothing_there(tmp_path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-
 from loom.daemon import config_file
 from loom.daemon.config import DEFAULT_CONFIG, load_config
 from loom.sdk.errors import ConfigError
+
 from tests.conftest import ROOT
 
 

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from loom.daemon.catalog import detect, edits
 from loom.sdk.errors import InvalidRequest
 
@@ -66,7 +65,10 @@ TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     ("files", "provider", "capabilities"),
     [
         (
-            {"config.json": {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}, "chat_template.jinja": TEMPLATE},
+            {
+                "config.json": {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"},
+                "chat_template.jinja": TEMPLATE,
+            },
             "transformers",
             ["chat", "completion", "embedding"],
         ),
@@ -88,18 +90,38 @@ TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
             "transformers-translation",
             ["translation"],
         ),
-        ({"config.json": {"architectures": ["MarianMTModel"], "model_type": "marian"}}, "transformers-translation", ["translation"]),
         (
-            {"config.json": {"architectures": ["BlipForConditionalGeneration"], "model_type": "blip", "vision_config": {}}},
+            {"config.json": {"architectures": ["MarianMTModel"], "model_type": "marian"}},
+            "transformers-translation",
+            ["translation"],
+        ),
+        (
+            {
+                "config.json": {
+                    "architectures": ["BlipForConditionalGeneration"],
+                    "model_type": "blip",
+                    "vision_config": {},
+                }
+            },
             "transformers-vision",
             ["vision", "chat"],
         ),
         (
-            {"config.json": {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "vision_config": {}}},
+            {
+                "config.json": {
+                    "architectures": ["LlavaForConditionalGeneration"],
+                    "model_type": "llava",
+                    "vision_config": {},
+                }
+            },
             "transformers-vision",
             ["vision", "chat"],
         ),
-        ({"config.json": {"architectures": ["BertModel"], "model_type": "bert"}}, "transformers-embedding", ["embedding"]),
+        (
+            {"config.json": {"architectures": ["BertModel"], "model_type": "bert"}},
+            "transformers-embedding",
+            ["embedding"],
+        ),
         ({"model_index.json": {"_class_name": "StableDiffusionPipeline"}}, "diffusers", ["image"]),
         ({"open_clip_config.json": {"model_cfg": {"embed_dim": 32}}}, "openclip", ["embedding", "vision"]),
     ],
@@ -118,8 +140,10 @@ def test_folders_are_recognised_by_their_files(tmp_path, files, provider, capabi
         ({}, "holds no model Loom recognises (no config.json, model_index.json, open_clip_config.json or .gguf"),
         (
             {"config.json": {"architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta"}},
-            "declares architectures [XLMRobertaForSequenceClassification] (model_type xlm-roberta), which no Loom "
-            "provider serves; expected a causal LM",
+            (
+                "declares architectures [XLMRobertaForSequenceClassification] (model_type xlm-roberta), which no "
+                "Loom provider serves; expected a causal LM"
+            ),
         ),
         ({"config.json": "{not json"}, "config.json is not valid JSON"),
         ({"model_index.json": {"_class_name": "AudioLDMPipeline"}}, "expected an image-generation pipeline"),
