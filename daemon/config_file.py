@@ -25,7 +25,7 @@ APP = "loom"
 CONFIG_NAME = "plugins.toml"
 #: Written above the shipped default when it becomes a user's config.
 USER_HEADER = """\
-# Your Loom config, written by the first `loom serve` from the default that ships with Loom.
+# Your Loom config, written on Loom's first run from the default that ships with it.
 # `loom models add` / `loom models rm` edit the [[models]] below and keep your comments.
 #
 """
@@ -97,9 +97,9 @@ def with_model(text: str, model: dict[str, Any], note: str = "", source: str = "
     if models is not None and not isinstance(models, (tomlkit.items.AoT, tomlkit.items.Array)):
         raise ConfigError(f"{source}: `models` is not a list of tables")
     if isinstance(models, tomlkit.items.Array):  # `models = [{...}]`: keep that style
-        entry = tomlkit.inline_table()
-        entry.update(model)
-        models.append(entry)
+        inline_entry = tomlkit.inline_table()
+        inline_entry.update(model)
+        models.append(inline_entry)
         return tomlkit.dumps(doc)
     entry = tomlkit.table()
     entry.trivia.indent = "\n"  # a blank line between this entry and what comes before

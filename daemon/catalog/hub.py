@@ -74,12 +74,24 @@ def current_revision(repo: Any, revision: str | None = None) -> Any | None:
 
 
 def cached_snapshot(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path | None:
-    """The snapshot folder of ``repo_id`` in the cache, or None when it was never downloaded."""
-    for repo in cached_repos(cache_dir):
-        if repo.repo_id == repo_id:
-            rev = current_revision(repo, revision)
-            return rev.snapshot_path if rev is not None else None
-    return None
+    """The snapshot folder of ``repo_id`` in the cache, or None when it was never downloaded.
+
+    Read from the cache's documented layout (``refs/<revision>`` names the snapshot) rather than
+    by scanning the whole cache, since the listing asks this for each model.
+    """
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo = hub_cache(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / (revision or "main")
+    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+        return snapshots / ref.read_text().strip()
+    if revision:
+        return snapshots / revision if (snapshots / revision).is_dir() else None
+    folders = [p for p in snapshots.iterdir() if p.is_dir()]
+    return max(folders, key=lambda p: p.stat().st_mtime, default=None)
 
 
 @dataclass
@@ -178,11 +190,9 @@ def pull(
         )
     except HfHubHTTPError as e:
         raise _hub_error(repo_id, e) from None
-    except OSError as e:  # connection refused, DNS, timeouts (httpx errors are OSErrors' cousins)
-        raise Unavailable(f"cannot reach the Hugging Face hub for {repo_id}: {e}") from None
     except Exception as e:
-        if type(e).__module__.startswith(("httpx", "httpcore")):
-            raise Unavailable(f"cannot reach the Hugging Face hub for {repo_id}: {e}") from None
+        if isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
+            raise Unavailable(f"cannot reach the Hugging Face hub at {_endpoint()} for {repo_id}: {e}") from None
         raise
     pulled = Pulled(repo_id=repo_id, snapshot=snapshot, files=sorted(allow or files))
     if chosen is not None:
@@ -205,6 +215,12 @@ def _hub_error(repo_id: str, e: Exception) -> Exception:
     if isinstance(e, RevisionNotFoundError):
         return InvalidRequest(f"{repo_id} has no such revision", param="revision")
     return Unavailable(f"the Hugging Face hub refused {repo_id}: {str(e).splitlines()[0]}")
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def _mb(n: int) -> str:
