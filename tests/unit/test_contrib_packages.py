@@ -39,8 +39,9 @@ def test_test_file_names_are_unique_across_the_suite():
 def test_new_plugin_templates_ship_as_package_data():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "loom.sdk.testing" in setuptools["packages"]
-    patterns = setuptools["package-data"]["loom.daemon"]
+    # A folder of data files is a package of its own to setuptools (listed, or it warns at build).
+    assert "loom.daemon.templates.new_plugin" in setuptools["packages"]
+    patterns = setuptools["package-data"]["loom.daemon.templates.new_plugin"]
     for template in TEMPLATES:
-        path = f"templates/new_plugin/{template}"
-        assert (ROOT / "daemon" / path).is_file()
-        assert any(fnmatch.fnmatch(path, p) for p in patterns), f"{path} is not in loom.daemon's package-data"
+        assert (ROOT / "daemon" / "templates" / "new_plugin" / template).is_file()
+        assert any(fnmatch.fnmatch(template, p) for p in patterns), f"{template} is not in the templates' package-data"
