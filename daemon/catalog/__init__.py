@@ -2,6 +2,6 @@
 Hugging Face hub and cache (``hub``), other tools' stores (``stores``), config edits (``edits``),
 the running daemon's side of adding and removing (``live``) and the listing (``listing``).
 
-Nothing here is imported when the daemon starts except ``live``; heavy or optional libraries
-(huggingface_hub, tomlkit, llama_cpp) are imported by the functions that use them.
+These modules are light: huggingface_hub, tomlkit and llama_cpp are imported by the functions
+that use them, so starting the daemon (which builds ``live.ModelCatalog``) imports none of them.
 """

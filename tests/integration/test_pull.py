@@ -99,6 +99,11 @@ def test_a_pulled_model_added_to_a_running_daemon_serves(hub, home, tmp_path):
         # A hub id whose GGUFs are cached adds by name too; --file picks the quantisation.
         r = loom("models", "add", REPO, "--file", "Q4_1", "--id", "by-hub-id", env=env)
         assert r.returncode == 0, r.stderr
+        # --pull downloads what is not cached yet, then adds it.
+        r = loom("models", "add", REPO, "--pull", "--file", "Q8_0", "--id", "via-pull", env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"pulled {REPO}: Q8_0 ({Q8})" in r.stdout and "added via-pull" in r.stdout
+        assert (snapshot / Q8).is_file()  # the same bytes as Q4_1: the cache keeps one blob for both
         r = loom("models", "add", "acme/never-pulled", env=env)
         assert r.returncode == 2 and "download it first with `loom pull acme/never-pulled`" in r.stderr
     finally:
