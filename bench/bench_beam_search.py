@@ -85,14 +85,17 @@ class InProcessDaemon:
     def __init__(self, data_dir: Path) -> None:
         import uvicorn
 
-        from loom.daemon.app import create_app
+        from loom.daemon.app import app_for
         from loom.daemon.config import check_config, decode_config
 
         raw = tomllib.loads(CONFIG)
         raw["daemon"]["data_dir"] = str(data_dir)
         config = decode_config(raw, "bench")
         check_config(config)
-        self.app = create_app(config)
+        from loom.daemon.services import build_services
+
+        self.services = build_services(config)
+        self.app = app_for(self.services)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -111,19 +114,15 @@ class InProcessDaemon:
         self.server.should_exit = True
         self.thread.join(15)
 
-    @property
-    def loom(self):
-        return self.app.state.loom
-
     def provider_loads(self) -> dict[str, int]:
         out = {}
         for model in LOAD_S:
-            provider = self.loom.registry.get(model).provider
+            provider = self.services.registry.get(model).provider
             out[model] = getattr(provider, "loads", 0) if provider is not None else 0
         return out
 
     def snapshot_peak(self) -> int | None:
-        snap = getattr(self.loom.scheduler, "snapshot", None)
+        snap = getattr(self.services.scheduler, "snapshot", None)
         if snap is None:
             return None
         try:

@@ -1,16 +1,20 @@
-"""The app factory: config -> plugins -> models -> scheduler -> Litestar app."""
+"""The app factory: config -> services (:mod:`loom.daemon.services`) -> Litestar app.
+
+Route handlers get the services they use by name through Litestar's dependency injection, e.g.
+``registry: NamedDependency[ModelRegistry]``; the names are the fields of
+:class:`~loom.daemon.services.Services`. Routes are grouped in Routers, each with its guard
+declared once: ``/v1`` needs any key, ``/admin`` (and ``/metrics``) an admin key.
+"""
 
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Request, Router, get
+from litestar import Litestar, MediaType, Router, get
+from litestar.di import NamedDependency
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-
-from loom.sdk.config import ModelConfig
 
 from .api import (
     admin,
@@ -28,57 +32,18 @@ from .api import (
     rag,
 )
 from .api import jobs as job_api
-from .api.auth import KeyRing, require_key
+from .api.auth import key_guard
 from .api.errors import EXCEPTION_HANDLERS
-from .catalog.live import ModelCatalog
 from .config import Config
-from .files import FileStore
-from .jobs import jobs_lifespan
-from .models import build_registry
-from .plugin_manager import collect, collect_providers, make_plugin_manager
-from .provider_health import provider_lifespan
-from .rag import rag_lifespan
-from .records import records_lifespan
-from .routing import ModelRouter
-from .scheduler import Scheduler
-from .state import Loom
+from .models import ModelRegistry
+from .services import Services, build_services
 
 log = logging.getLogger("loom")
 
 
-def build_loom(config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None) -> Loom:
-    """Everything but HTTP: plugins, registry, scheduler. Raises ConfigError / PluginError.
-
-    ``config_path`` is the file ``config`` came from: models added while running are written there.
-    """
-    pm, infos = make_plugin_manager(config.plugins, extra_plugins)
-    providers = collect_providers(pm, infos)
-    plugin_models: list[tuple[str, ModelConfig]] = collect(pm, "register_models")
-    registry = build_registry(config, providers, plugin_models, infos)
-    data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    scheduler = Scheduler(config, registry)
-    router = ModelRouter(registry, scheduler)
-    catalog = ModelCatalog(
-        config, config_path, registry=registry, scheduler=scheduler, router=router, providers=providers, plugins=infos
-    )
-    return Loom(
-        config=config,
-        pm=pm,
-        plugins=infos,
-        registry=registry,
-        scheduler=scheduler,
-        router=router,
-        keys=KeyRing(config),
-        files=FileStore(data_dir),
-        catalog=catalog,
-    )
-
-
 @get("/health", media_type=MediaType.JSON)
-async def health(request: Request) -> dict:
-    loom: Loom = request.app.state.loom
-    return {"status": "ok", "models": len(loom.registry)}
+async def health(registry: NamedDependency[ModelRegistry]) -> dict:
+    return {"status": "ok", "models": len(registry)}
 
 
 V1_ROUTES = [
@@ -100,24 +65,31 @@ V1_ROUTES = [
     *personas.ROUTES,
 ]
 
+#: Under ``/admin``: the scheduler, the providers and the configured models.
+ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES]
+
 
 def create_app(
     config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
 ) -> Litestar:
-    loom = build_loom(config, extra_plugins, config_path)
+    """Build the services from ``config`` and the app that serves them (ConfigError / PluginError
+    stop start-up). ``config_path`` is the file ``config`` came from: models added while running
+    are written there."""
+    return app_for(build_services(config, extra_plugins, config_path))
 
-    @asynccontextmanager
-    async def lifespan(app: Litestar):
-        await loom.scheduler.start()
-        try:
-            yield
-        finally:
-            await loom.scheduler.stop()
 
-    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[require_key])
+def app_for(services: Services) -> Litestar:
+    """The Litestar app serving ``services``; its lifespan opens and closes them."""
+    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[key_guard(services.keys, admin=False)])
+    operator = Router(
+        path="/",
+        guards=[key_guard(services.keys, admin=True)],
+        route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
+    )
     app = Litestar(
-        route_handlers=[health, v1, *admin_providers.ROUTES, *admin.ROUTES, *admin_models.ROUTES],
-        lifespan=[lifespan, provider_lifespan(loom), rag_lifespan(loom), records_lifespan(loom), jobs_lifespan(loom)],
+        route_handlers=[health, v1, operator],
+        dependencies=services.dependencies(),
+        lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="Loom",
@@ -128,6 +100,5 @@ def create_app(
         # Loom reads bodies itself (strict decoding, its own size limit and error shape).
         request_max_body_size=None,
     )
-    app.state.loom = loom
     openapi.add_components(app.openapi_schema)  # ~6 ms: the document is built once, here
     return app

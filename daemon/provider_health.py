@@ -2,9 +2,10 @@
 
 A remote provider (``local = False``) takes part by having ``health_key()`` (models with the same
 key share an upstream and one check), ``health_info()`` (what the admin API may show: never a key)
-and ``async check_health()`` (raises a Loom error when the service is not usable). An APScheduler
-interval job checks every upstream; the results mark the router's ``healthy`` table, so requests
-skip to a fallback while an upstream is down, and show in ``GET /admin/providers``.
+and ``async check_health()`` (raises a Loom error when the service is not usable). A timer
+(:mod:`loom.daemon.timers`) checks every upstream; the results mark the router's ``healthy``
+table, so requests skip to a fallback while an upstream is down, and show in
+``GET /admin/providers``.
 """
 
 from __future__ import annotations
@@ -12,24 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loom.sdk.errors import AuthenticationFailed, LoomError
 
 from .models import ModelEntry, ModelRegistry
 from .routing import ModelRouter
-
-if TYPE_CHECKING:
-    from .state import Loom
+from .timers import Timers
 
 log = logging.getLogger("loom.health")
 DEFAULT_INTERVAL = 30.0
 CHECK_TIMEOUT = 15.0
-STATE_FILE = "routing.json"
 
 
 @dataclass
@@ -55,7 +51,7 @@ class Upstream:
 
 
 class ProviderHealth:
-    def __init__(self, registry: ModelRegistry, router: ModelRouter) -> None:
+    def __init__(self, registry: ModelRegistry, router: ModelRouter, timers: Timers) -> None:
         self.router = router
         self.upstreams: dict[str, Upstream] = {}
         for entry in registry:
@@ -68,41 +64,19 @@ class ProviderHealth:
             self.upstreams.setdefault(key, Upstream(key, [])).entries.append(entry)
         intervals = (getattr(u.provider, "health_interval", DEFAULT_INTERVAL) for u in self.upstreams.values())
         self.interval = min(intervals, default=DEFAULT_INTERVAL)
-        self._scheduler = None
         for upstream in self.upstreams.values():
             self._refresh_info(upstream)
             key = upstream.info.get("api_key")
             if isinstance(key, dict) and key.get("set") is False:
                 # Known without asking the network: route around it from the first request.
                 self._record(upstream, "no_key", f"environment variable {key.get('env')} is not set")
+        if self.upstreams:  # nothing remote: no timer
+            timers.every(self.interval, self.check_all, id="provider-health", first=0)
 
-    # --- the schedule -------------------------------------------------------------------------
+    # --- closing ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if not self.upstreams:
-            return  # nothing remote: APScheduler is not even imported
-        from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-        # APScheduler logs every run at INFO: one line per interval is noise in the daemon's log.
-        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
-
-        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=timezone.utc)
-        self._scheduler.add_job(
-            self.check_all,
-            "interval",
-            seconds=self.interval,
-            next_run_time=datetime.now(timezone.utc),
-            id="provider-health",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-        self._scheduler.start()
-
-    async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+    async def aclose(self) -> None:
+        """Close the upstreams' clients (the timer is stopped by the timers service)."""
         for upstream in self.upstreams.values():
             close = getattr(upstream.provider, "aclose", None)
             if close is not None:
@@ -178,21 +152,3 @@ class ProviderHealth:
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-def provider_lifespan(loom: Loom) -> Callable:
-    """Restore the runtime switches, set up the health checks (a remote model with bad options
-    stops start-up here, with a ConfigError), and return the lifespan hook that runs them."""
-    loom.router.load(loom.config.data_dir / STATE_FILE)
-    monitor = ProviderHealth(loom.registry, loom.router)
-    loom.provider_health = monitor
-
-    @asynccontextmanager
-    async def lifespan(app):
-        await monitor.start()
-        try:
-            yield
-        finally:
-            await monitor.stop()
-
-    return lifespan

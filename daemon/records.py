@@ -14,7 +14,6 @@ import re
 import sqlite3
 import threading
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,19 +128,3 @@ def _record(collection: str, row) -> dict[str, Any]:
         "created_at": created_at,
         "updated_at": updated_at,
     }
-
-
-def records_lifespan(loom):
-    """Opens ``<data_dir>/records.db`` as ``loom.records`` while the app runs."""
-
-    @asynccontextmanager
-    async def lifespan(app):
-        store = RecordStore(loom.config.data_dir / "records.db")
-        loom.records = store
-        try:
-            yield
-        finally:
-            loom.records = None
-            store.close()
-
-    return lifespan

@@ -39,6 +39,8 @@ from .scheduler import Priority, Scheduler
 log = logging.getLogger("loom.routing")
 FALLBACK_ON = (ProviderError, Unavailable, QueueFull)
 STATE_VERSION = 1
+#: The switches' file in the data dir.
+STATE_FILE = "routing.json"
 
 
 class ModelRouter:

@@ -1,7 +1,8 @@
 """/admin for the scheduler: its state, explicit residency, cancelling work, its event stream, and
 Prometheus ``/metrics``.
 
-Every route needs an admin key when keys are configured, ``/metrics`` included (a scraper sends
+Paths here are relative to the ``/admin`` Router (``app.py``), whose one guard makes every route
+need an admin key when keys are configured, ``/metrics`` included (a scraper sends
 ``Authorization: Bearer <key>``): model names, queue depths and memory are operational detail.
 
 - ``GET /admin/scheduler``: devices (budget, used, free), resident models, queues, running work.
@@ -19,6 +20,7 @@ import contextlib
 
 import msgspec
 from litestar import Request, Response, WebSocket, get, post, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -26,13 +28,12 @@ from msgspec import Struct
 
 from loom.sdk.errors import NotFound
 
-from ..state import Loom
-from .auth import require_key
-from .body import read_body
+from ..models import ModelRegistry
+from ..scheduler import Scheduler
+from .body import BodyReader
 from .errors import validation_error
 from .respond import json_response
 
-ADMIN = {"admin": True}
 #: An SSE comment this often keeps proxies from closing an idle stream and notices gone clients.
 KEEPALIVE_S = 15.0
 
@@ -41,54 +42,57 @@ class PinRequest(Struct, forbid_unknown_fields=True):
     pinned: bool = True
 
 
-def _loom(request: Request | WebSocket) -> Loom:
-    return request.app.state.loom
+@get("/scheduler")
+async def scheduler_state(scheduler: NamedDependency[Scheduler]) -> Response:
+    return json_response(scheduler.snapshot())
 
 
-@get("/admin/scheduler", guards=[require_key], opt=ADMIN)
-async def scheduler_state(request: Request) -> Response:
-    return json_response(_loom(request).scheduler.snapshot())
+@post("/models/{model_id:str}/load")
+async def load_model(
+    model_id: FromPath[str], registry: NamedDependency[ModelRegistry], scheduler: NamedDependency[Scheduler]
+) -> Response:
+    entry = registry.get(model_id)
+    await scheduler.load(entry)
+    return json_response(scheduler.model_state(entry))
 
 
-@post("/admin/models/{model_id:str}/load", guards=[require_key], opt=ADMIN)
-async def load_model(request: Request, model_id: FromPath[str]) -> Response:
-    loom = _loom(request)
-    entry = loom.registry.get(model_id)
-    await loom.scheduler.load(entry)
-    return json_response(loom.scheduler.model_state(entry))
+@post("/models/{model_id:str}/unload")
+async def unload_model(
+    model_id: FromPath[str], registry: NamedDependency[ModelRegistry], scheduler: NamedDependency[Scheduler]
+) -> Response:
+    entry = registry.get(model_id)
+    unloaded = await scheduler.unload(entry)
+    return json_response({**scheduler.model_state(entry), "unloaded": unloaded})
 
 
-@post("/admin/models/{model_id:str}/unload", guards=[require_key], opt=ADMIN)
-async def unload_model(request: Request, model_id: FromPath[str]) -> Response:
-    loom = _loom(request)
-    entry = loom.registry.get(model_id)
-    unloaded = await loom.scheduler.unload(entry)
-    return json_response({**loom.scheduler.model_state(entry), "unloaded": unloaded})
-
-
-@post("/admin/models/{model_id:str}/pin", guards=[require_key], opt=ADMIN)
-async def pin_model(request: Request, model_id: FromPath[str]) -> Response:
-    loom = _loom(request)
-    entry = loom.registry.get(model_id)
-    body = await read_body(request, loom.config.daemon.limits.max_body_bytes)
+@post("/models/{model_id:str}/pin")
+async def pin_model(
+    request: Request,
+    model_id: FromPath[str],
+    bodies: NamedDependency[BodyReader],
+    registry: NamedDependency[ModelRegistry],
+    scheduler: NamedDependency[Scheduler],
+) -> Response:
+    entry = registry.get(model_id)
+    body = await bodies.read(request)
     try:
         req = msgspec.json.decode(body, type=PinRequest) if body.strip() else PinRequest()
     except msgspec.MsgspecError as e:
         raise validation_error(e) from None
-    return json_response(await loom.scheduler.pin(entry, req.pinned))
+    return json_response(await scheduler.pin(entry, req.pinned))
 
 
-@post("/admin/work/{work_id:str}/cancel", guards=[require_key], opt=ADMIN)
-async def cancel_work(request: Request, work_id: FromPath[str]) -> Response:
-    if not _loom(request).scheduler.cancel(work_id):
+@post("/work/{work_id:str}/cancel")
+async def cancel_work(work_id: FromPath[str], scheduler: NamedDependency[Scheduler]) -> Response:
+    if not scheduler.cancel(work_id):
         raise NotFound(f"No queued or running work with id '{work_id}'")
     return json_response({"id": work_id, "cancelled": True})
 
 
-@get("/admin/events", guards=[require_key], opt=ADMIN)
-async def scheduler_events(request: Request) -> ServerSentEvent:
+@get("/events")
+async def scheduler_events(scheduler: NamedDependency[Scheduler]) -> ServerSentEvent:
     # Subscribe before answering, so nothing that happens after the response starts is missed.
-    sub = _loom(request).scheduler.events.subscribe()
+    sub = scheduler.events.subscribe()
 
     async def stream():
         try:
@@ -108,9 +112,8 @@ async def scheduler_events(request: Request) -> ServerSentEvent:
     return ServerSentEvent(stream(), headers={"cache-control": "no-cache"})
 
 
-@websocket("/admin/ws", guards=[require_key], opt=ADMIN)
-async def scheduler_ws(socket: WebSocket) -> None:
-    scheduler = _loom(socket).scheduler
+@websocket("/ws")
+async def scheduler_ws(socket: WebSocket, scheduler: NamedDependency[Scheduler]) -> None:
     sub = scheduler.events.subscribe()
     await socket.accept()
 
@@ -137,12 +140,14 @@ async def scheduler_ws(socket: WebSocket) -> None:
             await socket.close()
 
 
-@get("/metrics", guards=[require_key], opt=ADMIN)
-async def metrics(request: Request) -> Response:
-    m = _loom(request).scheduler.metrics
+@get("/metrics")
+async def metrics(scheduler: NamedDependency[Scheduler]) -> Response:
+    """Served at ``/metrics`` (outside ``/admin``, where scrapers look), behind the same guard."""
+    m = scheduler.metrics
     return Response(content=m.render(), media_type=m.content_type)
 
 
+#: Mounted under ``/admin``; :func:`metrics` is mounted at the root by ``app.py``.
 ROUTES = [
     scheduler_state,
     load_model,
@@ -151,5 +156,4 @@ ROUTES = [
     cancel_work,
     scheduler_events,
     scheduler_ws,
-    metrics,
 ]

@@ -16,47 +16,50 @@
 from __future__ import annotations
 
 from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from ..catalog import listing
 from ..catalog.edits import AddModel
-from ..state import Loom
-from .auth import require_key
-from .body import decode_body
+from ..catalog.live import ModelCatalog
+from ..models import ModelRegistry
+from ..scheduler import Scheduler
+from .body import BodyReader
 from .respond import json_response
 
-ADMIN = {"admin": True}
 
-
-def _loom(request: Request) -> Loom:
-    return request.app.state.loom
-
-
-@get("/admin/models", guards=[require_key], opt=ADMIN)
-async def list_models(request: Request) -> Response:
-    loom = _loom(request)
-    path = loom.catalog.config_path
-    data = [listing.record(entry, loom.scheduler) for entry in loom.registry]
+@get("/models")
+async def list_models(
+    catalog: NamedDependency[ModelCatalog],
+    registry: NamedDependency[ModelRegistry],
+    scheduler: NamedDependency[Scheduler],
+) -> Response:
+    path = catalog.config_path
+    data = [listing.record(entry, scheduler) for entry in registry]
     return json_response({"object": "list", "config": str(path) if path else None, "data": data})
 
 
-@post("/admin/models", guards=[require_key], opt=ADMIN)
-async def add_model(request: Request) -> Response:
-    loom = _loom(request)
-    req = await decode_body(request, AddModel)
-    entry = await loom.catalog.add(req)
-    return json_response(listing.record(entry, loom.scheduler), status_code=201)
+@post("/models")
+async def add_model(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    catalog: NamedDependency[ModelCatalog],
+    scheduler: NamedDependency[Scheduler],
+) -> Response:
+    req = await bodies.decode(request, AddModel)
+    entry = await catalog.add(req)
+    return json_response(listing.record(entry, scheduler), status_code=201)
 
 
-@delete("/admin/models/{model_id:str}", guards=[require_key], opt=ADMIN, status_code=200)
-async def remove_model(request: Request, model_id: FromPath[str]) -> Response:
-    summary = await _loom(request).catalog.remove(model_id)
+@delete("/models/{model_id:str}", status_code=200)
+async def remove_model(model_id: FromPath[str], catalog: NamedDependency[ModelCatalog]) -> Response:
+    summary = await catalog.remove(model_id)
     return json_response({"id": model_id, "deleted": True, **summary})
 
 
-@post("/admin/models/reload", guards=[require_key], opt=ADMIN)
-async def reload_models(request: Request) -> Response:
-    return json_response(await _loom(request).catalog.reload())
+@post("/models/reload")
+async def reload_models(catalog: NamedDependency[ModelCatalog]) -> Response:
+    return json_response(await catalog.reload())
 
 
 ROUTES = [list_models, add_model, remove_model, reload_models]

@@ -9,16 +9,17 @@ switches; ``"to": null`` undoes. ``POST /admin/providers/check`` checks every up
 from __future__ import annotations
 
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from msgspec import Struct
 
 from loom.sdk.errors import InvalidRequest
 
-from ..state import Loom
-from .auth import require_key
-from .body import decode_body
+from ..config import Routes
+from ..models import ModelRegistry
+from ..provider_health import ProviderHealth
+from ..routing import ModelRouter
+from .body import BodyReader
 from .respond import json_response
-
-ADMIN = {"admin": True}
 
 
 class SwitchRequest(Struct, forbid_unknown_fields=True):
@@ -30,11 +31,9 @@ class SwitchRequest(Struct, forbid_unknown_fields=True):
     capability: str | None = None
 
 
-def _overview(loom: Loom) -> dict:
-    router = loom.router
-    health = loom.provider_health
+def _overview(registry: ModelRegistry, router: ModelRouter, routes: Routes, health: ProviderHealth) -> dict:
     models = []
-    for entry in loom.registry:
+    for entry in registry:
         view = router.describe_model(entry)
         models.append(
             {
@@ -46,43 +45,52 @@ def _overview(loom: Loom) -> dict:
                 "served_by": view["served_by"],
             }
         )
-    routes = {}
+    served = {}
     for role in ("chat", "embedding", "image", "vision", "translation"):
-        routes[role] = router.route_for(role, getattr(loom.config.routes, role))
+        served[role] = router.route_for(role, getattr(routes, role))
     return {
         "object": "providers",
-        "interval_s": health.interval if health else None,
-        "upstreams": health.report() if health else [],
+        "interval_s": health.interval,
+        "upstreams": health.report(),
         "models": models,
-        "routes": routes,
+        "routes": served,
         "switches": router.switches(),
     }
 
 
-@get("/admin/providers", guards=[require_key], opt=ADMIN)
-async def list_providers(request: Request) -> Response:
-    return json_response(_overview(request.app.state.loom))
+@get("/providers")
+async def list_providers(
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    routes: NamedDependency[Routes],
+    health: NamedDependency[ProviderHealth],
+) -> Response:
+    return json_response(_overview(registry, router, routes, health))
 
 
-@post("/admin/providers/check", guards=[require_key], opt=ADMIN)
-async def check_providers(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    if loom.provider_health is not None:
-        await loom.provider_health.check_all()
-    return json_response(_overview(loom))
+@post("/providers/check")
+async def check_providers(
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    routes: NamedDependency[Routes],
+    health: NamedDependency[ProviderHealth],
+) -> Response:
+    await health.check_all()
+    return json_response(_overview(registry, router, routes, health))
 
 
-@post("/admin/providers/switch", guards=[require_key], opt=ADMIN)
-async def switch_provider(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, SwitchRequest)
+@post("/providers/switch")
+async def switch_provider(
+    request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
+) -> Response:
+    req = await bodies.decode(request, SwitchRequest)
     if (req.model is None) == (req.capability is None):
         raise InvalidRequest("Name exactly one of 'model' (a model or capability) and 'capability'", param="model")
     if req.capability is not None:
-        result = loom.router.switch_capability(req.capability, req.to)
+        result = router.switch_capability(req.capability, req.to)
     else:
-        result = loom.router.switch(req.model, req.to)
-    return json_response({**result, "switches": loom.router.switches()})
+        result = router.switch(req.model, req.to)
+    return json_response({**result, "switches": router.switches()})
 
 
 ROUTES = [list_providers, check_providers, switch_provider]

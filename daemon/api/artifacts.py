@@ -9,15 +9,15 @@ artefact's name, meta, the job's text parameters and the content of text files),
 from __future__ import annotations
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 
-from ..jobs import search
-from .jobs import _int, _time, runner_of
+from ..jobs import JobRunner, search
+from .jobs import _int, _time
 from .respond import json_response
 
 
 @get("/artifacts")
-async def list_artifacts(request: Request) -> Response:
-    runner = runner_of(request)
+async def list_artifacts(request: Request, runner: NamedDependency[JobRunner]) -> Response:
     q = request.query_params
     limit = _int(q.get("limit"), "limit", 50, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)

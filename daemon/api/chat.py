@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.response import ServerSentEvent
 
 from loom.sdk import calls
@@ -33,9 +34,11 @@ from loom.sdk.types import (
     Usage,
 )
 
-from ..models import ModelEntry
-from ..state import Loom
-from .body import decode_body
+from ..config import Routes
+from ..models import ModelEntry, ModelRegistry
+from ..routing import ModelRouter
+from ..scheduler import Scheduler
+from .body import BodyReader
 from .errors import error_body
 from .openapi import body
 from .respond import json_response, served_by
@@ -44,16 +47,16 @@ _encode = msgspec.json.encode
 Route = tuple[str, Capability]
 
 
-def chat_route(loom: Loom, req: ChatCompletionRequest) -> Route:
+def chat_route(registry: ModelRegistry, router: ModelRouter, routes: Routes, req: ChatCompletionRequest) -> Route:
     """The model name and capability to route by; image parts go to a vision-capable chat model."""
-    entry = loom.registry.for_capability(req.model, Capability.CHAT) if not req.has_images() else None
+    entry = registry.for_capability(req.model, Capability.CHAT) if not req.has_images() else None
     if entry is not None:
         return req.model, Capability.CHAT
-    entry = loom.registry.get(req.model)
+    entry = registry.get(req.model)
     if {Capability.VISION, Capability.CHAT} <= entry.capabilities:
         return req.model, Capability.VISION
-    route = loom.router.route_for(Capability.VISION, loom.config.routes.vision)
-    if route is not None and {Capability.VISION, Capability.CHAT} <= loom.registry.get(route).capabilities:
+    route = router.route_for(Capability.VISION, routes.vision)
+    if route is not None and {Capability.VISION, Capability.CHAT} <= registry.get(route).capabilities:
         return route, Capability.VISION
     raise CapabilityNotSupported(
         f"The model '{req.model}' cannot read images and no vision chat model is routed",
@@ -64,13 +67,15 @@ def chat_route(loom: Loom, req: ChatCompletionRequest) -> Route:
 class Generations:
     """Runs the generations of one request in order; the first is started eagerly."""
 
-    def __init__(self, loom: Loom, route: Route, runs: list[tuple[int, calls.Call]]) -> None:
-        self.loom, self.route, self.runs = loom, route, runs
+    def __init__(
+        self, router: ModelRouter, scheduler: Scheduler, route: Route, runs: list[tuple[int, calls.Call]]
+    ) -> None:
+        self.router, self.scheduler, self.route, self.runs = router, scheduler, route, runs
         self.entry: ModelEntry | None = None
         self._first: AsyncIterator[TextChunk] | None = None
 
     async def start(self) -> ModelEntry:
-        self.entry, self._first = await self.loom.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
+        self.entry, self._first = await self.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
         return self.entry
 
     async def __aiter__(self):
@@ -80,7 +85,7 @@ class Generations:
                 chunks = self._first
             else:
                 # Later choices stay on the model that served the first.
-                chunks = self.loom.scheduler.stream(self.entry, call, ctx=RunContext())
+                chunks = self.scheduler.stream(self.entry, call, ctx=RunContext())
             yield index, chunks
 
 
@@ -96,16 +101,22 @@ def _with_seed(req, i: int):
 
 
 @post("/chat/completions", operation_class=body(ChatCompletionRequest))
-async def chat_completions(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, ChatCompletionRequest)
-    route = chat_route(loom, req)
+async def chat_completions(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    scheduler: NamedDependency[Scheduler],
+    routes: NamedDependency[Routes],
+) -> Response:
+    req = await bodies.decode(request, ChatCompletionRequest)
+    route = chat_route(registry, router, routes, req)
 
     def call(i: int):
         r = _with_seed(req, i)
         return calls.Chat(request=r)
 
-    gens = Generations(loom, route, [(i, call(i)) for i in range(req.n)])
+    gens = Generations(router, scheduler, route, [(i, call(i)) for i in range(req.n)])
     entry = await gens.start()
     rid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
 
@@ -151,9 +162,13 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage) ->
 
 
 @post("/completions", operation_class=body(CompletionRequest))
-async def completions(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, CompletionRequest)
+async def completions(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    router: NamedDependency[ModelRouter],
+    scheduler: NamedDependency[Scheduler],
+) -> Response:
+    req = await bodies.decode(request, CompletionRequest)
     prompts = req.prompts()
 
     def call(prompt: str, i: int):
@@ -161,7 +176,7 @@ async def completions(request: Request) -> Response:
         return calls.Complete(prompt=prompt, request=r)
 
     runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
-    gens = Generations(loom, (req.model, Capability.COMPLETION), runs)
+    gens = Generations(router, scheduler, (req.model, Capability.COMPLETION), runs)
     entry = await gens.start()
     rid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
 

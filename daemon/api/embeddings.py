@@ -6,23 +6,25 @@ import base64
 
 import numpy as np
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 
 from loom.sdk import calls
 from loom.sdk.errors import ProviderError, UnsupportedParameter
 from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
-from ..state import Loom
-from .body import decode_body
+from ..routing import ModelRouter
+from .body import BodyReader
 from .openapi import body
 from .respond import json_response, served_by
 
 
 @post("/embeddings", operation_class=body(EmbeddingRequest))
-async def embeddings(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, EmbeddingRequest)
+async def embeddings(
+    request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
+) -> Response:
+    req = await bodies.decode(request, EmbeddingRequest)
     inputs = req.inputs()
-    entry, result = await loom.router.run(req.model, Capability.EMBEDDING, calls.Embed(inputs=inputs))
+    entry, result = await router.run(req.model, Capability.EMBEDDING, calls.Embed(inputs=inputs))
     if len(result.vectors) != len(inputs):
         raise ProviderError(f"{entry.id} returned {len(result.vectors)} vectors for {len(inputs)} inputs")
     vectors = np.asarray(result.vectors, dtype=np.float32)

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 
-from loom.sdk.errors import InvalidRequest, PayloadTooLarge, UnsupportedParameter
+from loom.sdk.errors import InvalidRequest, UnsupportedParameter
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import Capability
 
+from ..config import Routes
+from ..files import FileStore
 from ..media import check_image, image_bytes
-from ..state import Loom
+from ..models import ModelRegistry
+from ..routing import ModelRouter
+from .body import BodyReader
 from .images import base_url, parse_size, render
 from .respond import json_response, served_by
 
@@ -50,9 +55,15 @@ AUTO_STEP = 16
 
 
 @post("/images/edits")
-async def edits(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    form = await read_form(request, loom, EDIT_FIELDS)
+async def edits(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    routes: NamedDependency[Routes],
+    files: NamedDependency[FileStore],
+) -> Response:
+    form = await read_form(request, bodies, files, EDIT_FIELDS)
     prompt = form.text("prompt")
     if not prompt or not prompt.strip():
         raise InvalidRequest("prompt is required: say what the edited image should show", param="prompt")
@@ -62,25 +73,37 @@ async def edits(request: Request) -> Response:
         raise InvalidRequest("send at most one mask", param="mask")
     width, height = check_image(image, "image")
     mask = repaint_mask(masks[0], (width, height)) if masks else mask_from_alpha(image)
-    return await image_to_image(request, loom, form, prompt, image, mask)
+    return await image_to_image(request, Models(registry, router, routes), files, form, prompt, image, mask)
 
 
 @post("/images/variations")
-async def variations(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    form = await read_form(request, loom, VARIATION_FIELDS)
+async def variations(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    routes: NamedDependency[Routes],
+    files: NamedDependency[FileStore],
+) -> Response:
+    form = await read_form(request, bodies, files, VARIATION_FIELDS)
     image = await form.one_image("image", required=True)
     # A variation is image-to-image with no prompt: the picture itself is what is kept.
-    return await image_to_image(request, loom, form, "", image, None)
+    return await image_to_image(request, Models(registry, router, routes), files, form, "", image, None)
+
+
+class Models(NamedTuple):
+    registry: ModelRegistry
+    router: ModelRouter
+    routes: Routes
 
 
 async def image_to_image(
-    request: Request, loom: Loom, form: Form, prompt: str, image: bytes, mask: bytes | None
+    request: Request, models: Models, files: FileStore, form: Form, prompt: str, image: bytes, mask: bytes | None
 ) -> Response:
-    model = form.text("model") or loom.config.routes.image
+    model = form.text("model") or models.routes.image
     if not model:
         raise InvalidRequest("model is required (no image model is routed by default)", param="model")
-    entry = loom.registry.for_capability(model, Capability.IMAGE)
+    entry = models.registry.for_capability(model, Capability.IMAGE)
     size = form.text("size") or "auto"
     if not _SIZE.match(size):
         raise InvalidRequest(f"size must be 'auto' or WIDTHxHEIGHT, got {size!r}", param="size")
@@ -106,7 +129,7 @@ async def image_to_image(
         mask=mask,
         **({} if strength is None else {"strength": strength}),  # else ImageJob's default
     )
-    entry, body = await render(loom, model, job, response_format, base_url(request))
+    entry, body = await render(models.router, files, model, job, response_format, base_url(request))
     return json_response(body, headers=served_by(entry))
 
 
@@ -116,8 +139,8 @@ async def image_to_image(
 class Form:
     """A multipart form's fields by name (``image[]`` counts as ``image``), each a list."""
 
-    def __init__(self, loom: Loom, fields: dict[str, list[Any]]) -> None:
-        self.loom, self.fields = loom, fields
+    def __init__(self, files: FileStore, fields: dict[str, list[Any]]) -> None:
+        self.files, self.fields = files, fields
 
     def text(self, name: str) -> str | None:
         values = self.fields.get(name, [])
@@ -151,7 +174,7 @@ class Form:
                 data = await value.read()
                 check_image(data, name)
             else:
-                data = image_bytes(str(value), self.loom.files, param=name)
+                data = image_bytes(str(value), self.files, param=name)
             out.append(data)
         return out
 
@@ -164,11 +187,8 @@ class Form:
         return found[0]
 
 
-async def read_form(request: Request, loom: Loom, allowed: set[str]) -> Form:
-    limit = loom.config.daemon.limits.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}")
+async def read_form(request: Request, bodies: BodyReader, files: FileStore, allowed: set[str]) -> Form:
+    bodies.check_declared(request)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("send the image as multipart/form-data, as the OpenAI API does")
     form = await request.form()
@@ -178,7 +198,7 @@ async def read_form(request: Request, loom: Loom, allowed: set[str]) -> Form:
         if name not in allowed:
             raise UnsupportedParameter(f"Unsupported parameter: '{name}' is not supported by Loom", param=name)
         fields.setdefault(name, []).append(value)
-    return Form(loom, fields)
+    return Form(files, fields)
 
 
 # --- sizes and masks ------------------------------------------------------------------------------

@@ -6,15 +6,17 @@ import base64
 import time
 
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 
 from loom.sdk import calls
 from loom.sdk.errors import InvalidRequest, ProviderError
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
-from ..models import ModelEntry
-from ..state import Loom
-from .body import decode_body
+from ..files import FileStore
+from ..models import ModelEntry, ModelRegistry
+from ..routing import ModelRouter
+from .body import BodyReader
 from .openapi import body
 from .respond import json_response, served_by
 
@@ -31,15 +33,15 @@ def parse_size(size: str, entry: ModelEntry) -> tuple[int, int]:
     return width, height
 
 
-async def render(loom: Loom, name: str, job: ImageJob, response_format: str, base_url: str):
+async def render(router: ModelRouter, files: FileStore, name: str, job: ImageJob, response_format: str, base_url: str):
     """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body."""
-    entry, images = await loom.router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
+    entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
     if len(images) != job.n:
         raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
     data = []
     for png in images:
         if response_format == "url":
-            rel = loom.files.save(png, ".png")
+            rel = files.save(png, ".png")
             data.append(ImageData(url=f"{base_url}/v1/files/{rel}"))
         else:
             data.append(ImageData(b64_json=base64.b64encode(png).decode()))
@@ -51,10 +53,15 @@ def base_url(request: Request) -> str:
 
 
 @post("/images/generations", operation_class=body(ImageGenerationRequest))
-async def generations(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, ImageGenerationRequest)
-    entry = loom.registry.for_capability(req.model, Capability.IMAGE)
+async def generations(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    files: NamedDependency[FileStore],
+) -> Response:
+    req = await bodies.decode(request, ImageGenerationRequest)
+    entry = registry.for_capability(req.model, Capability.IMAGE)
     width, height = parse_size(req.size, entry)
     job = ImageJob(
         prompt=req.prompt,
@@ -66,5 +73,5 @@ async def generations(request: Request) -> Response:
         steps=req.steps,
         guidance_scale=req.guidance_scale,
     )
-    entry, body = await render(loom, req.model, job, req.response_format, base_url(request))
+    entry, body = await render(router, files, req.model, job, req.response_format, base_url(request))
     return json_response(body, headers=served_by(entry))

@@ -22,27 +22,22 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, WebSocket, get, post, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from loom.sdk.errors import InvalidRequest, ModelNotFound, Unavailable, UnsupportedParameter
+from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner
 from ..jobs.store import STATES, TERMINAL, Event
-from ..state import Loom
-from .body import read_body
+from ..models import ModelRegistry
+from .body import BodyReader
 from .errors import validation_error
 from .respond import json_response
 
 KEEPALIVE_S = 15.0
-
-
-def runner_of(connection) -> JobRunner:
-    loom: Loom = connection.app.state.loom
-    if getattr(loom, "jobs", None) is None:
-        raise Unavailable("the job system is not running")
-    return loom.jobs
 
 
 def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, Any]:
@@ -98,8 +93,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
 
 
 @get("/pipelines")
-async def list_pipelines(request: Request) -> Response:
-    runner = runner_of(request)
+async def list_pipelines(runner: NamedDependency[JobRunner]) -> Response:
     data = [
         {
             "name": p.name,
@@ -126,11 +120,15 @@ def check_models(registry, params) -> None:
 
 
 @post("/pipelines/{name:str}")
-async def start_pipeline(request: Request, name: str) -> Response:
-    runner = runner_of(request)
+async def start_pipeline(
+    request: Request,
+    name: FromPath[str],
+    runner: NamedDependency[JobRunner],
+    registry: NamedDependency[ModelRegistry],
+    bodies: NamedDependency[BodyReader],
+) -> Response:
     info = runner.pipeline(name)
-    limit = request.app.state.loom.config.daemon.limits.max_body_bytes
-    body = (await read_body(request, limit)).strip() or b"{}"
+    body = (await bodies.read(request)).strip() or b"{}"
     try:
         params = msgspec.json.decode(body, type=info.cls.Params)
         # Strict even for a third party's Params that forgot forbid_unknown_fields.
@@ -142,7 +140,7 @@ async def start_pipeline(request: Request, name: str) -> Response:
         raise UnsupportedParameter(
             f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{name}'", param=unknown[0]
         )
-    check_models(request.app.state.loom.registry, params)
+    check_models(registry, params)
     job = runner.submit(name, params)
     headers = {"Location": f"/v1/jobs/{job['id']}"}
     return json_response(job_view(runner, job), status_code=202, headers=headers)
@@ -177,8 +175,7 @@ def _int(value: str | None, param: str, default: int, lo: int, hi: int) -> int:
 
 
 @get("/jobs")
-async def list_jobs(request: Request) -> Response:
-    runner = runner_of(request)
+async def list_jobs(request: Request, runner: NamedDependency[JobRunner]) -> Response:
     q = request.query_params
     states = [s for part in q.getall("state", []) for s in part.split(",") if s]
     for s in states:
@@ -199,28 +196,24 @@ async def list_jobs(request: Request) -> Response:
 
 
 @get("/jobs/{job_id:str}")
-async def get_job(request: Request, job_id: str) -> Response:
-    runner = runner_of(request)
+async def get_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     return json_response(job_view(runner, runner.get(job_id)))
 
 
 @post("/jobs/{job_id:str}/cancel")
-async def cancel_job(request: Request, job_id: str) -> Response:
-    runner = runner_of(request)
+async def cancel_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     job = await runner.cancel(job_id)
     return json_response(job_view(runner, job))
 
 
 @post("/jobs/{job_id:str}/resume")
-async def resume_job(request: Request, job_id: str) -> Response:
-    runner = runner_of(request)
+async def resume_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     job = runner.resume(job_id)
     return json_response(job_view(runner, job), status_code=202)
 
 
 @get("/jobs/{job_id:str}/lineage")
-async def job_lineage(request: Request, job_id: str) -> Response:
-    runner = runner_of(request)
+async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     job = runner.get(job_id)
     nodes = runner.store.lineage(job_id)
     tree = build_tree(nodes)
@@ -248,8 +241,7 @@ def _is_final(event: Event) -> bool:
 
 
 @get("/jobs/{job_id:str}/events")
-async def job_events(request: Request, job_id: str) -> ServerSentEvent:
-    runner = runner_of(request)
+async def job_events(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> ServerSentEvent:
     runner.get(job_id)
     header = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     try:
@@ -293,7 +285,7 @@ async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[Serv
 
 
 @websocket("/ws")
-async def ws(socket: WebSocket) -> None:
+async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
     """One connection, many jobs. The client sends JSON commands:
 
     - ``{"op": "subscribe", "jobs": ["<id>", ...], "after": {"<id>": <event id>}}``: replays each
@@ -305,7 +297,6 @@ async def ws(socket: WebSocket) -> None:
     job), ``{"op": "error", "message", "job_id"?}`` for a bad command or unknown job, and
     ``{"op": "pong"}``.
     """
-    runner = runner_of(socket)
     await socket.accept()
     sub = runner.hub.subscriber()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import mimetypes
 
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import File
 
 from loom.sdk import calls
@@ -19,19 +21,22 @@ from loom.sdk.types import (
     TranslationResponse,
 )
 
+from ..files import FileStore
 from ..media import image_bytes
-from ..state import Loom
-from .body import decode_body
+from ..models import ModelRegistry
+from ..routing import ModelRouter
+from .body import BodyReader
 from .openapi import body
 from .respond import json_response, served_by
 
 
 @post("/translations/text", operation_class=body(TranslationRequest))
-async def translate(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, TranslationRequest)
+async def translate(
+    request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
+) -> Response:
+    req = await bodies.decode(request, TranslationRequest)
     texts = req.texts()
-    entry, out = await loom.router.run(
+    entry, out = await router.run(
         req.model,
         Capability.TRANSLATION,
         calls.Translate(texts=texts, source=req.source, target=req.target),
@@ -43,12 +48,17 @@ async def translate(request: Request) -> Response:
 
 
 @post("/vision/describe", operation_class=body(DescribeRequest))
-async def describe(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, DescribeRequest)
-    loom.registry.for_capability(req.model, Capability.VISION)
-    image = image_bytes(req.image, loom.files)
-    entry, text = await loom.router.run(
+async def describe(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    files: NamedDependency[FileStore],
+) -> Response:
+    req = await bodies.decode(request, DescribeRequest)
+    registry.for_capability(req.model, Capability.VISION)
+    image = image_bytes(req.image, files)
+    entry, text = await router.run(
         req.model,
         Capability.VISION,
         calls.Describe(image=image, prompt=req.prompt, detail=req.detail, max_tokens=req.max_tokens),
@@ -57,20 +67,24 @@ async def describe(request: Request) -> Response:
 
 
 @post("/vision/score", operation_class=body(ScoreRequest))
-async def score(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    req = await decode_body(request, ScoreRequest)
-    loom.registry.for_capability(req.model, Capability.VISION)
-    image = image_bytes(req.image, loom.files)
-    entry, s = await loom.router.run(req.model, Capability.VISION, calls.Score(image=image, text=req.text))
+async def score(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    files: NamedDependency[FileStore],
+) -> Response:
+    req = await bodies.decode(request, ScoreRequest)
+    registry.for_capability(req.model, Capability.VISION)
+    image = image_bytes(req.image, files)
+    entry, s = await router.run(req.model, Capability.VISION, calls.Score(image=image, text=req.text))
     combined = s.combined(req.alpha)
     body = ScoreResponse(model=req.model, clip=s.clip, aesthetic=s.aesthetic, combined=combined, alpha=req.alpha)
     return json_response(body, headers=served_by(entry))
 
 
 @get("/files/{path:path}")
-async def serve_file(request: Request, path: str) -> File:
-    loom: Loom = request.app.state.loom
-    file = loom.files.resolve(path.lstrip("/"))
+async def serve_file(path: FromPath[str], files: NamedDependency[FileStore]) -> File:
+    file = files.resolve(path.lstrip("/"))
     media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     return File(path=file, media_type=media_type, content_disposition_type="inline")

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from litestar import Request, Response, get
+from litestar import Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from loom.sdk.types import ModelList
 
-from ..state import Loom
+from ..models import ModelRegistry
 from .respond import json_response
 
 
 @get("/models")
-async def list_models(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    return json_response(ModelList(data=[entry.card() for entry in loom.registry]))
+async def list_models(registry: NamedDependency[ModelRegistry]) -> Response:
+    return json_response(ModelList(data=[entry.card() for entry in registry]))
 
 
 @get("/models/{model_id:path}")
-async def get_model(request: Request, model_id: str) -> Response:
-    loom: Loom = request.app.state.loom
-    card = loom.registry.get(model_id.lstrip("/")).card()
+async def get_model(model_id: FromPath[str], registry: NamedDependency[ModelRegistry]) -> Response:
+    card = registry.get(model_id.lstrip("/")).card()
     return json_response(card)

@@ -9,22 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
-from loom.sdk.errors import NotFound, Unavailable
+from loom.sdk.errors import NotFound
 
-from ..state import Loom
+from ..records import RecordStore
 from .jobs import _int
 from .respond import json_response
 
 COLLECTION = "personas"
-
-
-def records_of(connection):
-    loom: Loom = connection.app.state.loom
-    records = getattr(loom, "records", None)
-    if records is None:
-        raise Unavailable("the record store is not running")
-    return records
 
 
 def _with_url(item: Any) -> Any:
@@ -57,18 +51,18 @@ def persona_view(record: dict, *, detail: bool) -> dict[str, Any]:
 
 
 @get("/personas")
-async def list_personas(request: Request) -> Response:
+async def list_personas(request: Request, records: NamedDependency[RecordStore]) -> Response:
     q = request.query_params
     limit = _int(q.get("limit"), "limit", 100, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
-    rows = records_of(request).list(COLLECTION, limit=limit + 1, offset=offset)
+    rows = records.list(COLLECTION, limit=limit + 1, offset=offset)
     data = [persona_view(r, detail=False) for r in rows[:limit]]
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
 
 @get("/personas/{persona:str}")  # not {name}: Litestar reserves that kwarg and warns
-async def get_persona(request: Request, persona: str) -> Response:
-    record = records_of(request).get(COLLECTION, persona)
+async def get_persona(persona: FromPath[str], records: NamedDependency[RecordStore]) -> Response:
+    record = records.get(COLLECTION, persona)
     if record is None:
         raise NotFound(f"No persona named '{persona}'", param="name")
     return json_response(persona_view(record, detail=True))

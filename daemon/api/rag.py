@@ -15,15 +15,19 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from msgspec import Meta
 
 from loom.sdk import calls
-from loom.sdk.errors import InvalidRequest, Unavailable
+from loom.sdk.errors import InvalidRequest
 from loom.sdk.types import Capability
 
+from ..files import FileStore
 from ..media import image_bytes
-from ..state import Loom
-from .body import decode_body
+from ..models import ModelRegistry
+from ..rag import RagStore
+from ..routing import ModelRouter
+from .body import BodyReader
 from .respond import json_response
 
 #: Embedding models a default search embeds the query with, at most.
@@ -42,17 +46,9 @@ class RagSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     model: str | None = None
 
 
-def store_of(connection):
-    loom: Loom = connection.app.state.loom
-    rag = getattr(loom, "rag", None)
-    if rag is None:
-        raise Unavailable("the retrieval store is not running")
-    return rag
-
-
 @get("/rag/stats")
-async def rag_stats(request: Request) -> Response:
-    return json_response(store_of(request).stats())
+async def rag_stats(rag: NamedDependency[RagStore]) -> Response:
+    return json_response(rag.stats())
 
 
 def _data_uri(data: bytes) -> str:
@@ -61,29 +57,35 @@ def _data_uri(data: bytes) -> str:
 
 
 @post("/rag/search")
-async def rag_search(request: Request) -> Response:
-    loom: Loom = request.app.state.loom
-    store = store_of(request)
-    req = await decode_body(request, RagSearchRequest)
+async def rag_search(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    rag: NamedDependency[RagStore],
+    registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    files: NamedDependency[FileStore],
+) -> Response:
+    store = rag
+    req = await bodies.decode(request, RagSearchRequest)
     if (req.text is None) == (req.image is None):
         raise InvalidRequest("give exactly one of 'text' and 'image' as the query", param="text")
     collections = list(req.collections or []) + ([req.collection] if req.collection else [])
     collections = collections or store.collections()
-    query = req.text if req.text is not None else _data_uri(image_bytes(req.image, loom.files))
+    query = req.text if req.text is not None else _data_uri(image_bytes(req.image, files))
     if req.model:
-        loom.registry.for_capability(req.model, Capability.EMBEDDING)
+        registry.for_capability(req.model, Capability.EMBEDDING)
         models = [req.model]
     else:
         models = store.models(collections)[:MAX_MODELS]
     hits: list[dict] = []
     for model in models:
-        _, result = await loom.router.run(model, Capability.EMBEDDING, calls.Embed(inputs=[query]))
+        _, result = await router.run(model, Capability.EMBEDDING, calls.Embed(inputs=[query]))
         vector = result.vectors[0]
         for collection in collections:
             hits.extend(await asyncio.to_thread(store.search, collection, vector, model=model, k=req.k))
     hits.sort(key=lambda h: -h["score"])
     for hit in hits:  # job retention may have deleted the file since: say so rather than link to a 404
-        if hit["path"] and not (loom.files.root / hit["path"]).is_file():
+        if hit["path"] and not (files.root / hit["path"]).is_file():
             hit["url"], hit["file_missing"] = None, True
     body = {
         "object": "list",

@@ -1,6 +1,7 @@
 """``JobContext``: the daemon's :class:`~loom.sdk.pipelines.PipelineContext`.
 
-Every model call goes through ``loom.router`` at ``Priority.PIPELINE`` with a ``RunContext`` the
+A job reaches only the services in :class:`PipelineServices`. Every model call goes through the
+router at ``Priority.PIPELINE`` with a ``RunContext`` the
 job can cancel; token usage and time per capability are added to the job's totals. ``step``
 memoises results in the store, which is what makes ``resume`` continue from the last finished
 step: a resumed job runs ``Pipeline.run`` from the top and finished steps return at once.
@@ -17,21 +18,27 @@ import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from loom.sdk import calls
-from loom.sdk.errors import CapabilityNotSupported, Cancelled, InvalidRequest, NotFound, ProviderError, Unavailable
+from loom.sdk.errors import CapabilityNotSupported, Cancelled, InvalidRequest, NotFound, ProviderError
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import ChatCompletionRequest, Capability
 
+from ..config import Routes
+from ..files import FileStore
+from ..models import ModelRegistry
+from ..rag import RagStore
+from ..records import RecordStore
+from ..routing import ModelRouter
 from ..scheduler import Priority
 from . import search
 from .usage import Usage
 
 if TYPE_CHECKING:
-    from ..state import Loom
     from .runner import JobRunner
 
 T = TypeVar("T")
@@ -40,10 +47,23 @@ _FOLDER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
 
 
+@dataclass(frozen=True)
+class PipelineServices:
+    """What a running pipeline reaches, and nothing more: models through the router (with the
+    registry and the configured routes to pick them), files, retrieval and records."""
+
+    router: ModelRouter
+    registry: ModelRegistry
+    routes: Routes
+    files: FileStore
+    rag: RagStore
+    records: RecordStore
+
+
 class JobContext:
-    def __init__(self, runner: JobRunner, job: dict, usage: Usage) -> None:
+    def __init__(self, services: PipelineServices, runner: JobRunner, job: dict, usage: Usage) -> None:
+        self.services = services
         self.runner = runner
-        self.loom: Loom = runner.loom
         self.store = runner.store
         self.job_id: str = job["id"]
         self.pipeline: str = job["pipeline"]
@@ -111,7 +131,7 @@ class JobContext:
         if not _NAME.match(name) or ".." in name:
             raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
         rel = f"{self.output_dir}/{name}"
-        path = self.loom.files.root / rel
+        path = self.services.files.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
@@ -128,16 +148,16 @@ class JobContext:
 
     def read_artifact(self, path: str) -> bytes:
         try:
-            return self.loom.files.resolve(path).read_bytes()
+            return self.services.files.resolve(path).read_bytes()
         except NotFound:
             raise NotFound(f"job {self.job_id} has no artifact at {path!r}", param="path") from None
 
     def keep_artifact(self, path: str, folder: str) -> str:
         if not _FOLDER.match(folder):
             raise InvalidRequest(f"folder {folder!r} must be lowercase letters, digits, '-' or '_'")
-        source = self.loom.files.resolve(path)
+        source = self.services.files.resolve(path)
         rel = f"images/{folder}/{self.job_id}-{source.name}"
-        target = self.loom.files.root / rel
+        target = self.services.files.root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             try:  # a hard link costs no space and survives the job folder's deletion
@@ -147,12 +167,6 @@ class JobContext:
         return rel
 
     # --- retrieval and records --------------------------------------------------------------
-
-    def _rag(self):
-        rag = getattr(self.loom, "rag", None)
-        if rag is None:
-            raise Unavailable("the retrieval store is not running")
-        return rag
 
     async def rag_add(
         self,
@@ -174,21 +188,15 @@ class JobContext:
             "job_id": self.job_id,
             "pipeline": self.pipeline,
         }
-        added = await asyncio.to_thread(self._rag().add, collection, [vector], [item], model=model)
+        added = await asyncio.to_thread(self.services.rag.add, collection, [vector], [item], model=model)
         return added[0]
 
     async def rag_search(self, collection: str, vector: list[float], *, model: str, k: int = 5) -> list[dict[str, Any]]:
         self.check()
-        return await asyncio.to_thread(self._rag().search, collection, vector, model=model, k=k)
-
-    def _records(self):
-        records = getattr(self.loom, "records", None)
-        if records is None:
-            raise Unavailable("the record store is not running")
-        return records
+        return await asyncio.to_thread(self.services.rag.search, collection, vector, model=model, k=k)
 
     def record_get(self, collection: str, key: str) -> dict[str, Any] | None:
-        return self._records().get(collection, key)
+        return self.services.records.get(collection, key)
 
     def record_upsert(
         self,
@@ -198,7 +206,7 @@ class JobContext:
         fields: dict[str, Any] | None = None,
         append: dict[str, list[Any]] | None = None,
     ) -> dict[str, Any]:
-        return self._records().upsert(collection, key, fields=fields, append=append)
+        return self.services.records.upsert(collection, key, fields=fields, append=append)
 
     # --- models -----------------------------------------------------------------------------
 
@@ -209,15 +217,12 @@ class JobContext:
             roles = ", ".join(c.value for c in Capability)
             raise InvalidRequest(f"unknown model role {role!r} (roles: {roles})") from None
         if requested:
-            self.loom.registry.for_capability(requested, capability)  # raises if unknown / unable
+            self.services.registry.for_capability(requested, capability)  # raises if unknown / unable
             return requested
-        route = getattr(self.loom.config.routes, role, None)
-        route_for = getattr(self.loom.router, "route_for", None)
-        if route_for is not None:
-            route = route_for(capability, route)
+        route = self.services.router.route_for(capability, getattr(self.services.routes, role, None))
         if route:
             return route
-        entry = self.loom.registry.first_with(capability)
+        entry = self.services.registry.first_with(capability)
         if entry is None:
             raise CapabilityNotSupported(f"no configured model can do {role}; name one or set [routes].{role}")
         return entry.id
@@ -228,7 +233,7 @@ class JobContext:
         self._calls.add(rc)
         started = time.perf_counter()
         try:
-            entry, result = await self.loom.router.run(model, capability, call, priority=Priority.PIPELINE, ctx=rc)
+            entry, result = await self.services.router.run(model, capability, call, priority=Priority.PIPELINE, ctx=rc)
         finally:
             self._calls.discard(rc)
         self.usage.call(entry.id, capability.value, time.perf_counter() - started)
@@ -247,7 +252,7 @@ class JobContext:
         text: list[str] = []
         prompt_tokens = completion_tokens = 0
         try:
-            entry, chunks = await self.loom.router.stream(
+            entry, chunks = await self.services.router.stream(
                 model, capability, calls.Chat(request=req), priority=Priority.PIPELINE, ctx=rc
             )
             try:

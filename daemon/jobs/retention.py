@@ -1,7 +1,7 @@
 """Retention: finished jobs older than the retention period are deleted, with their folders.
 
-Runs on an APScheduler (3.x) ``AsyncIOScheduler`` interval job, once shortly after start-up and
-then every ``interval``. Only finished jobs (succeeded, failed, cancelled) are removed:
+Runs on the daemon's timer service (:mod:`loom.daemon.timers`), once shortly after start-up and
+then every ``interval``, in a worker thread. Only finished jobs (succeeded, failed, cancelled) are removed:
 ``interrupted`` ones wait to be resumed, so an accepted job is never lost to clean-up.
 
 Settings come from the config's ``[jobs]`` section: ``retention`` (default "30d"; "never" keeps
@@ -14,10 +14,10 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..config import JobsConfig, parse_duration
+from ..timers import Timers
 from .store import JobStore
 
 log = logging.getLogger("loom.jobs")
@@ -63,28 +63,19 @@ def _prune_empty(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-class RetentionSchedule:
-    """The APScheduler job that runs :func:`clean_up`; started in the daemon's lifespan."""
+class Retention:
+    """:func:`clean_up` as a timer: registered with the daemon's timers by the services factory."""
+
+    TIMER_ID = "loom-job-retention"
+    #: The first clean-up waits this long, so start-up is not slowed by it.
+    FIRST_RUN_S = 5.0
 
     def __init__(self, store: JobStore, root: Path, policy: RetentionPolicy) -> None:
         self.store, self.root, self.policy = store, root, policy
-        self.scheduler = None
 
-    def start(self) -> None:
-        from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-        self.scheduler = AsyncIOScheduler()
-        # A plain function: APScheduler's asyncio executor runs it in a thread, off the loop.
-        self.scheduler.add_job(
-            self.run_once,
-            "interval",
-            seconds=self.policy.interval,
-            id="loom-job-retention",
-            next_run_time=datetime.now() + timedelta(seconds=5),
-            coalesce=True,
-            max_instances=1,
-        )
-        self.scheduler.start()
+    def schedule(self, timers: Timers) -> None:
+        # A plain function: the timers run it in a thread, off the loop.
+        timers.every(self.policy.interval, self.run_once, id=self.TIMER_ID, first=self.FIRST_RUN_S)
 
     def run_once(self) -> list[str]:
         try:
@@ -92,8 +83,3 @@ class RetentionSchedule:
         except Exception:  # a failed clean-up must never take the daemon down
             log.exception("retention clean-up failed")
             return []
-
-    def stop(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self.scheduler = None

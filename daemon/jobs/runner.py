@@ -26,7 +26,7 @@ from loom.sdk.pipelines import Pipeline
 
 from ..plugin_manager import PluginInfo, collect
 from . import metadata
-from .context import JobContext
+from .context import JobContext, PipelineServices
 from .hub import EventHub
 from .store import (
     CANCELLED,
@@ -82,8 +82,8 @@ def collect_pipelines(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) ->
 
 
 class JobRunner:
-    def __init__(self, loom, store: JobStore, pipelines: dict[str, PipelineInfo]) -> None:
-        self.loom = loom
+    def __init__(self, services: PipelineServices, store: JobStore, pipelines: dict[str, PipelineInfo]) -> None:
+        self.services = services
         self.store = store
         self.pipelines = pipelines
         self.hub = EventHub()
@@ -138,7 +138,7 @@ class JobRunner:
         job_id = secrets.token_hex(6)
         created = time.localtime()
         output_dir = time.strftime("output/%Y-%m-%d/ses-%H%M%S-", created) + job_id
-        (self.loom.files.root / output_dir).mkdir(parents=True, exist_ok=True)
+        (self.services.files.root / output_dir).mkdir(parents=True, exist_ok=True)
         self.store.create_job(job_id, name, info.plugin, msgspec.json.encode(params), output_dir)
         self.emit(job_id, "state", {"state": QUEUED})
         self._start_task(job_id)
@@ -238,7 +238,7 @@ class JobRunner:
             job_id, state=RUNNING, stage="starting", attempts=attempt, started_at=job["started_at"] or time.time()
         )
         job = self.get(job_id)
-        ctx = JobContext(self, job, Usage(job["usage"]))
+        ctx = JobContext(self.services, self, job, Usage(job["usage"]))
         if job_id in self._cancel_before_start:
             self._cancel_before_start.discard(job_id)
             ctx.cancel()
@@ -312,7 +312,7 @@ class JobRunner:
             meta = metadata.build(
                 job, self.store.lineage(job_id), self.store.artifacts(job_id), self.store.step_stats(job_id)
             )
-            rel, data = metadata.write(self.loom.files.root, job, meta)
+            rel, data = metadata.write(self.services.files.root, job, meta)
         except OSError:
             log.exception("could not write metadata.json for job %s", job_id)
             return

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from loom.daemon.jobs.retention import RetentionPolicy, RetentionSchedule, clean_up
+from loom.daemon.jobs.retention import Retention, RetentionPolicy, clean_up
+from loom.daemon.timers import Timers
 from loom.daemon.jobs.store import INTERRUPTED, JobStore
 
 
@@ -149,15 +150,16 @@ def test_retention_policy_reads_the_config():
 
 def test_retention_runs_on_an_apscheduler_schedule(store, tmp_path):
     async def main():
-        schedule = RetentionSchedule(store, tmp_path, RetentionPolicy(retention=1, interval=3600))
-        schedule.start()
+        timers = Timers()
+        Retention(store, tmp_path, RetentionPolicy(retention=1, interval=3600)).schedule(timers)
+        timers.start()
         try:
-            job = schedule.scheduler.get_job("loom-job-retention")
+            job = timers.job("loom-job-retention")
             assert job is not None and job.trigger.interval.total_seconds() == 3600
             assert job.next_run_time is not None
         finally:
-            schedule.stop()
-        assert schedule.scheduler is None
+            timers.stop()
+        assert not timers.running
 
     asyncio.run(main())
 

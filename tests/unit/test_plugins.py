@@ -7,7 +7,7 @@ import types
 import msgspec
 import pytest
 
-from loom.daemon.app import build_loom
+from loom.daemon.services import build_services
 from loom.daemon.config import decode_config
 from loom.sdk import Capability, Provider, hookimpl
 from loom.sdk.errors import ConfigError, PluginError
@@ -50,7 +50,7 @@ def config(**raw):
 
 
 def test_builtin_plugins_register_through_entry_points():
-    loom = build_loom(config())
+    loom = build_services(config())
     assert {"mock", "llamacpp", "openai"} <= set(loom.plugins)
     assert "mock" in loom.plugins["mock"].providers
     assert loom.plugins["mock"].version  # from the distribution's metadata
@@ -61,7 +61,7 @@ def test_duplicate_provider_names_both_plugins():
         name = "mock"
 
     with pytest.raises(PluginError, match="provider 'mock' is registered by two plugins: 'mock' and 'thirdparty'"):
-        build_loom(config(), extra_plugins={"thirdparty": plugin_with(OtherMock)})
+        build_services(config(), extra_plugins={"thirdparty": plugin_with(OtherMock)})
 
 
 def test_duplicate_model_names_both_sources():
@@ -70,13 +70,13 @@ def test_duplicate_model_names_both_sources():
     raw = {"models": [{"id": "dup", "provider": "echo"}]}
     extra = {"thirdparty": plugin_with(EchoProvider, models=[ModelConfig(id="x", provider="echo", aliases=["dup"])])}
     with pytest.raises(PluginError, match="'dup' is declared twice: by 'config'.*by 'thirdparty'"):
-        build_loom(config(**raw), extra_plugins=extra)
+        build_services(config(**raw), extra_plugins=extra)
 
 
 def test_provider_options_validated_by_provider_type():
     raw = {"models": [{"id": "e", "provider": "echo", "options": {"greting": "x"}}]}
     with pytest.raises(ConfigError, match=r"\$\.models\[0\]\.options.*greting"):
-        build_loom(config(**raw), extra_plugins={"thirdparty": plugin_with(EchoProvider)})
+        build_services(config(**raw), extra_plugins={"thirdparty": plugin_with(EchoProvider)})
 
 
 def test_plugin_options_validated_by_plugin_type():
@@ -84,26 +84,26 @@ def test_plugin_options_validated_by_plugin_type():
         level: int = 1
 
     extra = {"thirdparty": plugin_with(EchoProvider, options=Opts)}
-    loom = build_loom(config(plugins={"thirdparty": {"level": 3}}), extra_plugins=extra)
+    loom = build_services(config(plugins={"thirdparty": {"level": 3}}), extra_plugins=extra)
     assert loom.plugins["thirdparty"].options.level == 3
     with pytest.raises(ConfigError, match=r"\$\.plugins\.thirdparty\.level"):
-        build_loom(config(plugins={"thirdparty": {"level": "high"}}), extra_plugins=extra)
+        build_services(config(plugins={"thirdparty": {"level": "high"}}), extra_plugins=extra)
 
 
 def test_unknown_plugin_section():
     with pytest.raises(ConfigError, match=r"\$\.plugins\.nosuch"):
-        build_loom(config(plugins={"nosuch": {}}))
+        build_services(config(plugins={"nosuch": {}}))
 
 
 def test_unknown_provider_in_model():
     with pytest.raises(ConfigError, match=r"\$\.models\[0\]\.provider: no provider named 'nope'"):
-        build_loom(config(models=[{"id": "m", "provider": "nope"}]))
+        build_services(config(models=[{"id": "m", "provider": "nope"}]))
 
 
 def test_capability_narrowing_refuses_what_provider_lacks():
     raw = {"models": [{"id": "e", "provider": "echo", "capabilities": ["image"]}]}
     with pytest.raises(ConfigError, match="cannot do image"):
-        build_loom(config(**raw), extra_plugins={"thirdparty": plugin_with(EchoProvider)})
+        build_services(config(**raw), extra_plugins={"thirdparty": plugin_with(EchoProvider)})
 
 
 def test_declared_capability_needs_its_method():
@@ -112,24 +112,24 @@ def test_declared_capability_needs_its_method():
         capabilities = frozenset({Capability.IMAGE})
 
     with pytest.raises(PluginError, match="declares image but has no generate_images"):
-        build_loom(config(), extra_plugins={"thirdparty": plugin_with(Liar)})
+        build_services(config(), extra_plugins={"thirdparty": plugin_with(Liar)})
 
 
 def test_disable_and_load_filters(monkeypatch):
     monkeypatch.setenv("LOOM_DISABLE_PLUGINS", "openai")
-    assert "openai" not in build_loom(config()).plugins
+    assert "openai" not in build_services(config()).plugins
     monkeypatch.delenv("LOOM_DISABLE_PLUGINS")
     monkeypatch.setenv("LOOM_LOAD_PLUGINS", "mock")
-    assert set(build_loom(config()).plugins) == {"mock"}
+    assert set(build_services(config()).plugins) == {"mock"}
 
 
 def test_enabled_false_in_config_skips_plugin():
-    loom = build_loom(config(plugins={"openai": {"enabled": False}}))
+    loom = build_services(config(plugins={"openai": {"enabled": False}}))
     assert "openai" not in loom.plugins
 
 
 def test_unknown_fallback_and_route_are_named():
     with pytest.raises(ConfigError, match=r"\$\.models\[0\]\.fallbacks: no model named 'nope'"):
-        build_loom(config(models=[{"id": "m", "provider": "mock", "fallbacks": ["nope"]}]))
+        build_services(config(models=[{"id": "m", "provider": "mock", "fallbacks": ["nope"]}]))
     with pytest.raises(ConfigError, match=r"\$\.routes\.image: no model named 'nope'"):
-        build_loom(config(routes={"image": "nope"}))
+        build_services(config(routes={"image": "nope"}))

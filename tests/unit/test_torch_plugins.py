@@ -8,7 +8,7 @@ import sys
 import msgspec
 import pytest
 
-from loom.daemon.app import build_loom
+from loom.daemon.services import build_services
 from loom.daemon.config import decode_config
 from loom.sdk import ConfigError, ProviderError
 
@@ -59,7 +59,7 @@ def config(*models):
 
 
 def test_providers_register_through_entry_points():
-    loom = build_loom(config())
+    loom = build_services(config())
     assert loom.plugins["transformers"].providers == [
         "transformers",
         "transformers-embedding",
@@ -82,12 +82,12 @@ def test_providers_register_through_entry_points():
 )
 def test_bad_options_stop_start_up_with_the_key(provider, options, words):
     with pytest.raises(ConfigError) as e:
-        build_loom(config({"id": "m", "provider": provider, "options": options}))
+        build_services(config({"id": "m", "provider": provider, "options": options}))
     assert "$.models[0].options" in str(e.value) and words in str(e.value)
 
 
 def test_capabilities_per_provider():
-    loom = build_loom(
+    loom = build_services(
         config(
             {"id": "chat", "provider": "transformers", "options": {"model": "gpt2"}},
             {

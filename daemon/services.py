@@ -1,0 +1,157 @@
+"""Every service of the daemon, built once by :func:`build_services` and run by its lifespan.
+
+The order is the order of dependence: config -> plugins -> models -> scheduler -> router ->
+files and stores -> provider health -> job runner, with one timer service that the others register
+their periodic work with. Everything is built here, in full, before the app starts; the lifespan
+only opens what needs the event loop (workers, timers, background loads) and closes it all in
+reverse. Route handlers receive the services they name through Litestar's dependency injection
+(:meth:`Services.dependencies`); pipelines receive the narrower
+:class:`~loom.daemon.jobs.context.PipelineServices`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, fields
+
+import pluggy
+from litestar.di import Provide
+
+from loom.sdk.config import ModelConfig
+
+from .api.body import BodyReader
+from .catalog.live import ModelCatalog
+from .config import Config, Routes
+from .files import FileStore
+from .jobs import JobRunner, JobStore, collect_pipelines
+from .jobs.context import PipelineServices
+from .jobs.retention import Retention, RetentionPolicy
+from .keys import KeyRing
+from .models import ModelRegistry, build_registry
+from .plugin_manager import PluginInfo, collect, collect_providers, make_plugin_manager
+from .provider_health import ProviderHealth
+from .rag import RagStore
+from .records import RecordStore
+from .routing import STATE_FILE, ModelRouter
+from .scheduler import Scheduler
+from .timers import Timers
+
+JOBS_DB = "loom.db"
+RECORDS_DB = "records.db"
+RAG_DIR = "rag"
+
+
+@dataclass(frozen=True, eq=False)
+class Services:
+    """The daemon's services; every field is set when :func:`build_services` returns."""
+
+    config: Config
+    pm: pluggy.PluginManager
+    plugins: dict[str, PluginInfo]
+    registry: ModelRegistry
+    scheduler: Scheduler
+    router: ModelRouter
+    timers: Timers
+    keys: KeyRing
+    files: FileStore
+    bodies: BodyReader
+    routes: Routes
+    health: ProviderHealth
+    rag: RagStore
+    records: RecordStore
+    runner: JobRunner
+    #: Adds and removes models while running (``/admin/models``); it keeps the current
+    #: ``[[models]]`` (``config`` is the config Loom started with).
+    catalog: ModelCatalog
+
+    def dependencies(self) -> dict[str, Provide]:
+        """One provider per service, by field name: a handler asks for ``registry:
+        NamedDependency[ModelRegistry]`` and gets this app's registry."""
+        return {f.name: _constant(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_FOR_ROUTES}
+
+    def lifespan(self, _app: object = None) -> AbstractAsyncContextManager[Services]:
+        """The app's lifespan hook (Litestar passes the app)."""
+        return self.running()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Services]:
+        """Open what needs the event loop, in order; close everything in reverse on the way out."""
+        async with AsyncExitStack() as stack:
+            stack.callback(self.runner.store.close)
+            stack.callback(self.records.close)
+            stack.push_async_callback(asyncio.to_thread, self.rag.close)  # saving an index takes a moment
+            await self.scheduler.start()
+            stack.push_async_callback(self.scheduler.stop)
+            stack.push_async_callback(self.health.aclose)
+            self.rag.start()
+            self.runner.start()
+            stack.push_async_callback(self.runner.stop)
+            self.timers.start()  # last: a timer may use any service
+            stack.callback(self.timers.stop)
+            yield self
+
+
+#: Services only the app factory uses (the guards hold the key ring; the plugin manager is wiring).
+_NOT_FOR_ROUTES = {"pm", "keys", "timers"}
+
+
+def _constant(value: object) -> Provide:
+    def provide() -> object:
+        return value
+
+    return Provide(provide, use_cache=True, sync_to_thread=False)
+
+
+def build_services(
+    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+) -> Services:
+    """Build every service from the config. Raises ConfigError / PluginError (start-up stops).
+
+    ``config_path`` is the file ``config`` came from: models added while running are written there.
+    """
+    pm, infos = make_plugin_manager(config.plugins, extra_plugins)
+    providers = collect_providers(pm, infos)
+    plugin_models: list[tuple[str, ModelConfig]] = collect(pm, "register_models")
+    registry = build_registry(config, providers, plugin_models, infos)
+    pipelines = collect_pipelines(pm, infos)
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    timers = Timers()
+    scheduler = Scheduler(config, registry)
+    router = ModelRouter(registry, scheduler)
+    router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
+    files = FileStore(data_dir)
+    catalog = ModelCatalog(
+        config, config_path, registry=registry, scheduler=scheduler, router=router, providers=providers, plugins=infos
+    )
+    # Remote providers check their options here: a bad one stops start-up with a ConfigError.
+    health = ProviderHealth(registry, router, timers)
+    rag = RagStore(data_dir / RAG_DIR)
+    records = RecordStore(data_dir / RECORDS_DB)
+    job_store = JobStore(data_dir / JOBS_DB)
+    pipeline_services = PipelineServices(
+        router=router, registry=registry, routes=config.routes, files=files, rag=rag, records=records
+    )
+    runner = JobRunner(pipeline_services, job_store, pipelines)
+    Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs)).schedule(timers)
+    return Services(
+        config=config,
+        pm=pm,
+        plugins=infos,
+        registry=registry,
+        scheduler=scheduler,
+        router=router,
+        timers=timers,
+        keys=KeyRing(config),
+        files=files,
+        bodies=BodyReader(config.daemon.limits.max_body_bytes),
+        routes=config.routes,
+        health=health,
+        rag=rag,
+        records=records,
+        runner=runner,
+        catalog=catalog,
+    )
