@@ -85,10 +85,32 @@ def make_plugin_manager(
                 f"$.plugins.{name}: no installed plugin is named {name!r} "
                 f"(installed: {', '.join(sorted(known)) or 'none'})"
             )
+    check_hooks(pm)
     if os.environ.get("LOOM_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: print(msg, file=sys.stderr, end=""))
         pm.enable_tracing()
     return pm, infos
+
+
+def check_hooks(pm: pluggy.PluginManager) -> None:
+    """Refuse a plugin that implements a hook Loom does not define (a misspelt name such as
+    ``register_provider`` would otherwise never be called), naming the plugin and the hook."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        callers = {name: caller for name, caller in vars(pm.hook).items() if not name.startswith("_")}
+        unknown = next(
+            (
+                n
+                for n, c in callers.items()
+                if not c.has_spec() and any(i.plugin is e.plugin for i in c.get_hookimpls())
+            ),
+            "?",
+        )
+        known = ", ".join(sorted(n for n, c in callers.items() if c.has_spec()))
+        raise PluginError(
+            f"plugin {pm.get_name(e.plugin)!r} implements {unknown!r}, which is not a Loom hook (hooks: {known})"
+        ) from None
 
 
 def _decode_plugin_options(name: str, plugin: object, section: dict) -> Any:
@@ -106,16 +128,22 @@ def _decode_plugin_options(name: str, plugin: object, section: dict) -> Any:
 
 
 def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
-    """Call every implementation of a ``register_*`` hook; return (plugin name, item) pairs."""
+    """Call a ``register_*`` hook; return (plugin name, item) pairs in registration order.
+
+    The hook is called through pluggy's hook relay one plugin at a time (a subset caller that
+    leaves the others out), so ``LOOM_TRACE_PLUGINS`` traces every call and each registered item
+    is known to come from the plugin whose implementation registered it.
+    """
     items: list[tuple[str, Any]] = []
-    hook = getattr(pm.hook, hook_name)
-    for impl in hook.get_hookimpls():  # registration order
+    impls = getattr(pm.hook, hook_name).get_hookimpls()  # registration order
+    plugins = [impl.plugin for impl in impls]
+    for impl in impls:
+        caller = pm.subset_hook_caller(hook_name, remove_plugins=[p for p in plugins if p is not impl.plugin])
 
         def register(item, _plugin=impl.plugin_name):
             items.append((_plugin, item))
 
-        kwargs = {"register": register} if "register" in impl.argnames else {}
-        impl.function(**kwargs)
+        caller(register=register)
     return items
 
 

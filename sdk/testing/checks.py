@@ -181,8 +181,7 @@ def _registration(s: Subject) -> None:
     except pluggy.PluginValidationError as e:
         raise AssertionError(f"the plugin's hooks do not match Loom's hookspecs: {e}") from None
     registered: list[Any] = []
-    for impl in pm.hook.register_providers.get_hookimpls():
-        impl.function(**({"register": registered.append} if "register" in impl.argnames else {}))
+    pm.hook.register_providers(register=registered.append)
     assert s.cls in registered, (
         f"register_providers of {getattr(plugin, '__name__', plugin)!r} registered {registered!r}, not {s.cls.__name__}"
     )

@@ -133,3 +133,25 @@ def test_unknown_fallback_and_route_are_named():
         build_services(config(models=[{"id": "m", "provider": "mock", "fallbacks": ["nope"]}]))
     with pytest.raises(ConfigError, match=r"\$\.routes\.image: no model named 'nope'"):
         build_services(config(routes={"image": "nope"}))
+
+
+def test_a_misspelt_hook_stops_start_up_with_its_name():
+    module = types.ModuleType("typo_plugin")
+
+    @hookimpl
+    def register_provider(register):  # register_providers, misspelt
+        register(EchoProvider)
+
+    module.register_provider = register_provider
+    with pytest.raises(PluginError, match="plugin 'typo' implements 'register_provider', which is not a Loom hook"):
+        build_services(config(), extra_plugins={"typo": module})
+
+
+def test_trace_plugins_prints_every_hook_call(monkeypatch, capsys):
+    monkeypatch.setenv("LOOM_LOAD_PLUGINS", "mock,thirdparty")
+    monkeypatch.setenv("LOOM_TRACE_PLUGINS", "1")
+    build_services(config(), extra_plugins={"thirdparty": plugin_with(EchoProvider)})
+    err = capsys.readouterr().err
+    # One call per implementing plugin (mock and thirdparty), each traced with its arguments.
+    assert err.count("register_providers [hook]") == 2, err
+    assert "register_models [hook]" in err and "register: <function" in err, err
