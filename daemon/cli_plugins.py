@@ -56,8 +56,8 @@ def inventory(
                     "name": provider_name,
                     "class": _qualname(cls),
                     "capabilities": sorted(c.value for c in cls.capabilities),
-                    "local": bool(getattr(cls, "local", True)),
-                    "deterministic": bool(getattr(cls, "deterministic", False)),
+                    "local": cls.local,
+                    "deterministic": cls.deterministic,
                 }
             )
         records.append(

@@ -37,7 +37,7 @@ class ModelEntry:
 
     @property
     def local(self) -> bool:
-        return getattr(self.provider_cls, "local", True)
+        return self.provider_cls.local
 
     def instance(self) -> Provider:
         if self.provider is None:

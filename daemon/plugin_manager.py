@@ -20,8 +20,9 @@ import msgspec
 import pluggy
 
 from loom.sdk import hookspecs
+from loom.sdk.calls import missing_methods
 from loom.sdk.errors import ConfigError, PluginError
-from loom.sdk.calls import CAPABILITY_METHODS
+from loom.sdk.protocols import Provider
 
 log = logging.getLogger("loom.plugins")
 ENTRY_POINT_GROUP = "loom"
@@ -156,13 +157,12 @@ def collect_providers(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) ->
             raise PluginError(f"plugin {plugin!r} registered a provider without a name: {cls!r}")
         if name in providers:
             raise PluginError(f"provider {name!r} is registered by two plugins: {providers[name][0]!r} and {plugin!r}")
-        for capability in getattr(cls, "capabilities", ()):
-            for method in CAPABILITY_METHODS[capability]:
-                if not callable(getattr(cls, method, None)):
-                    raise PluginError(
-                        f"provider {name!r} (plugin {plugin!r}) declares {capability.value} "
-                        f"but has no {method}() method"
-                    )
+        if not (isinstance(cls, type) and issubclass(cls, Provider)):
+            raise PluginError(f"provider {name!r} (plugin {plugin!r}) must subclass loom.sdk.Provider")
+        for capability, method in missing_methods(cls):
+            raise PluginError(
+                f"provider {name!r} (plugin {plugin!r}) declares {capability.value} but has no {method}() method"
+            )
         providers[name] = (plugin, cls)
         infos[plugin].providers.append(name)
     return providers

@@ -1,8 +1,8 @@
 """Health of remote providers: a scheduled check of each upstream service, feeding the router.
 
-A remote provider (``local = False``) takes part by having ``health_key()`` (models with the same
-key share an upstream and one check), ``health_info()`` (what the admin API may show: never a key)
-and ``async check_health()`` (raises a Loom error when the service is not usable). A timer
+A remote provider (``local = False``) takes part by returning a key from ``health_key()`` (models
+with the same key share an upstream and one check); ``health_info()``, ``async check_health()``,
+``health_interval`` and ``remote_model`` are declared on :class:`loom.sdk.Provider`. A timer
 (:mod:`loom.daemon.timers`) checks every upstream; the results mark the router's ``healthy``
 table, so requests skip to a fallback while an upstream is down, and show in
 ``GET /admin/providers``.
@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from loom.sdk.errors import AuthenticationFailed, LoomError
+from loom.sdk.protocols import Provider
 
 from .models import ModelEntry, ModelRegistry
 from .routing import ModelRouter
@@ -42,7 +43,7 @@ class Upstream:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def provider(self):
+    def provider(self) -> Provider:
         return self.entries[0].instance()
 
     @property
@@ -58,11 +59,10 @@ class ProviderHealth:
             if entry.local:
                 continue
             provider = entry.instance()  # a remote provider checks its options here (ConfigError)
-            if not (hasattr(provider, "health_key") and hasattr(provider, "check_health")):
-                continue
             key = provider.health_key()
-            self.upstreams.setdefault(key, Upstream(key, [])).entries.append(entry)
-        intervals = (getattr(u.provider, "health_interval", DEFAULT_INTERVAL) for u in self.upstreams.values())
+            if key is not None:
+                self.upstreams.setdefault(key, Upstream(key, [])).entries.append(entry)
+        intervals = (u.provider.health_interval for u in self.upstreams.values())
         self.interval = min(intervals, default=DEFAULT_INTERVAL)
         for upstream in self.upstreams.values():
             self._refresh_info(upstream)
@@ -78,12 +78,10 @@ class ProviderHealth:
     async def aclose(self) -> None:
         """Close the upstreams' clients (the timer is stopped by the timers service)."""
         for upstream in self.upstreams.values():
-            close = getattr(upstream.provider, "aclose", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:  # closing at shutdown: nothing useful to do about it
-                    log.debug("closing %s failed", upstream.key, exc_info=True)
+            try:
+                await upstream.provider.aclose()
+            except Exception:  # closing at shutdown: nothing useful to do about it
+                log.debug("closing %s failed", upstream.key, exc_info=True)
 
     # --- checking -----------------------------------------------------------------------------
 
@@ -122,8 +120,7 @@ class ProviderHealth:
             self.router.healthy[entry.id] = upstream.healthy
 
     def _refresh_info(self, upstream: Upstream) -> None:
-        info = getattr(upstream.provider, "health_info", None)
-        upstream.info = dict(info()) if info is not None else {}
+        upstream.info = dict(upstream.provider.health_info())
 
     # --- reporting ----------------------------------------------------------------------------
 
@@ -132,7 +129,7 @@ class ProviderHealth:
         for u in self.upstreams.values():
             models = []
             for entry in u.entries:
-                remote = getattr(entry.provider, "remote_model", None)
+                remote = entry.instance().remote_model
                 listed = None if u.upstream_models is None or remote is None else remote in u.upstream_models
                 models.append({"id": entry.id, "remote_id": remote, "listed": listed})
             out.append(

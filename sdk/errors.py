@@ -135,5 +135,14 @@ class ConfigError(Exception):
     """The configuration is invalid; start-up stops with this message (key path and reason)."""
 
 
+class OptionsError(ConfigError, ValueError):
+    """A provider's options are invalid; raise it from an ``Options`` struct's ``__post_init__``.
+
+    msgspec turns a ValueError raised in ``__post_init__`` into a ValidationError, so when the
+    daemon decodes ``[[models]].options`` the message comes back with the key path; built by
+    hand, ``Options(...)`` raises it as the ConfigError it is.
+    """
+
+
 class PluginError(Exception):
     """A plugin could not be registered (e.g. a duplicate provider or model name)."""

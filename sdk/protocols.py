@@ -1,9 +1,12 @@
 """Provider protocols: what a plugin implements to serve a capability.
 
-A provider *class* is registered once (``register_providers``); the daemon builds one instance per
-configured model and hands it a :class:`ModelSpec`. Every method runs through the scheduler: plain
-methods and generators run on the device's worker thread, ``async`` ones on the event loop (remote
-providers). Long work checks :meth:`RunContext.check` so cancellation lands at the next step.
+A provider *class* subclasses :class:`Provider` and is registered once (``register_providers``);
+the daemon builds one instance per configured model and hands it a :class:`ModelSpec`. The
+per-capability protocols (``ChatProvider``, ...) document the methods; :mod:`loom.sdk.calls`
+holds one call struct per method and checks, when imported, that the two agree. Every method runs
+through the scheduler: plain methods and generators run on the device's worker thread, ``async``
+ones on the event loop (remote providers). Long work checks :meth:`RunContext.check` so
+cancellation lands at the next step.
 """
 
 from __future__ import annotations
@@ -104,10 +107,14 @@ class VisionScores(Struct, kw_only=True):
 
 
 class Provider:
-    """Convenience base class; the protocols below are what the daemon checks.
+    """The base class of every provider: the daemon refuses a provider class that does not
+    subclass it.
 
     Subclasses set ``name``, ``capabilities`` and ``Options`` and implement the methods of the
-    capabilities they declare.
+    capabilities they declare: each capability's protocol below (``ChatProvider``, ...) names them,
+    and the call structs of :mod:`loom.sdk.calls` carry their arguments; the daemon and the
+    conformance kit check a class against :func:`loom.sdk.calls.missing_methods`. Everything else
+    here has a default that a provider overrides when it applies.
     """
 
     name: ClassVar[str]
@@ -119,6 +126,8 @@ class Provider:
     #: True when the same request with the same seed gives the same output; the conformance kit
     #: (``loom.sdk.testing``) then checks that it does.
     deterministic: ClassVar[bool] = False
+    #: Image providers: the size ``size="auto"`` asks for, (width, height).
+    default_size: ClassVar[tuple[int, int]] = (512, 512)
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -137,6 +146,35 @@ class Provider:
     def memory_bytes(self) -> int:
         """Memory held now that the model is loaded; the scheduler measures it too."""
         return self.estimate_bytes()
+
+    # --- remote services (local = False) ------------------------------------------------------
+    # The daemon checks each upstream on a timer, routes around one that is down and shows the
+    # results in GET /admin/providers. A local provider keeps these defaults.
+
+    #: Seconds between health checks (an upstream shared by several models uses the shortest).
+    health_interval: float = 30.0
+    #: The model's name at the upstream, when it differs from Loom's id (shown by the admin API and
+    #: looked for in the upstream's model list).
+    remote_model: str | None = None
+
+    def health_key(self) -> str | None:
+        """The upstream this model is served by; models with the same key share one check. None
+        (the default) opts out of health checks."""
+        return None
+
+    def health_info(self) -> dict[str, Any]:
+        """What ``GET /admin/providers`` may show about the upstream (its URL, where its key comes
+        from and whether it is set: never the key)."""
+        return {}
+
+    async def check_health(self) -> dict[str, Any] | None:
+        """Ask the upstream whether it can serve; raise a Loom error when it cannot. May return
+        ``{"upstream_models": [...]}`` to say what it serves."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release what the instance holds for the daemon's lifetime (a remote provider's HTTP
+        client); called once at shutdown for health-checked providers."""
 
 
 @runtime_checkable

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
+from .errors import InvalidRequest
+
 
 class Capability(str, enum.Enum):
     """What a model can do; routes pick models by capability."""
@@ -262,20 +264,49 @@ class EmbeddingList(Response):
 
 # --- images -----------------------------------------------------------------------------------
 
+# The bounds of image requests, in one place: the image routes (JSON and multipart), the pipelines'
+# parameters and the providers' options all use these.
+#: Pixels per side of an image a request may ask for.
+MIN_SIDE, MAX_SIDE = 16, 4096
+#: Images one request may ask for.
+MAX_IMAGES = 10
+#: Denoising steps.
+MAX_STEPS = 200
+#: Classifier-free guidance scale.
+MAX_GUIDANCE = 50.0
+
+#: "auto" or WIDTHxHEIGHT; :func:`parse_size` checks the sides.
 Size = Annotated[str, Meta(pattern=r"^(auto|\d{2,4}x\d{2,4})$")]
+ImageCount = Annotated[int, Meta(ge=1, le=MAX_IMAGES)]
+Steps = Annotated[int, Meta(ge=1, le=MAX_STEPS)]
+GuidanceScale = Annotated[float, Meta(ge=0.0, le=MAX_GUIDANCE)]
+#: How much image-to-image changes the input: above 0, at most 1.
+Strength = Annotated[float, Meta(gt=0.0, le=1.0)]
+
+
+def parse_size(size: str) -> tuple[int, int] | None:
+    """``"WIDTHxHEIGHT"`` as (width, height), None for ``"auto"``; a side out of
+    ``MIN_SIDE..MAX_SIDE`` raises InvalidRequest (param ``size``)."""
+    if size == "auto":
+        return None
+    w, _, h = size.partition("x")
+    width, height = int(w), int(h)
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise InvalidRequest(f"size {size} is out of range ({MIN_SIDE}..{MAX_SIDE} per side)", param="size")
+    return width, height
 
 
 class ImageGenerationRequest(Request):
     model: str
     prompt: Annotated[str, Meta(min_length=1, max_length=32000)]
-    n: Annotated[int, Meta(ge=1, le=10)] = 1
+    n: ImageCount = 1
     size: Size = "auto"
     response_format: Literal["b64_json", "url"] = "b64_json"
     # Loom extensions (pass with extra_body): what diffusion users expect to control.
     seed: int | None = None
     negative_prompt: str | None = None
-    steps: Annotated[int, Meta(ge=1, le=200)] | None = None
-    guidance_scale: Annotated[float, Meta(ge=0.0, le=50.0)] | None = None
+    steps: Steps | None = None
+    guidance_scale: GuidanceScale | None = None
     user: str | None = None
 
 

@@ -21,7 +21,7 @@ from litestar.di import NamedDependency
 
 from loom.sdk.errors import InvalidRequest, UnsupportedParameter
 from loom.sdk.protocols import ImageJob
-from loom.sdk.types import Capability
+from loom.sdk.types import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, Capability, Size
 
 from ..config import Routes
 from ..files import FileStore
@@ -47,7 +47,7 @@ COMMON = {
 }
 EDIT_FIELDS = COMMON | {"prompt", "mask"}
 VARIATION_FIELDS = COMMON
-_SIZE = re.compile(r"^(auto|\d{2,4}x\d{2,4})$")
+_SIZE = re.compile(Size.__metadata__[0].pattern)
 #: size=auto: the input's size, the longer side at most this, each side a multiple of 16 (what
 #: every diffusion pipeline can make).
 AUTO_MAX_SIDE = 1024
@@ -120,11 +120,11 @@ async def image_to_image(
         prompt=prompt,
         width=width,
         height=height,
-        n=form.number("n", int, 1, 10) or 1,
+        n=form.number("n", int, 1, MAX_IMAGES) or 1,
         seed=form.number("seed", int),
         negative_prompt=form.text("negative_prompt"),
-        steps=form.number("steps", int, 1, 200),
-        guidance_scale=form.number("guidance_scale", float, 0.0, 50.0),
+        steps=form.number("steps", int, 1, MAX_STEPS),
+        guidance_scale=form.number("guidance_scale", float, 0.0, MAX_GUIDANCE),
         init_image=image,
         mask=mask,
         **({} if strength is None else {"strength": strength}),  # else ImageJob's default

@@ -8,8 +8,8 @@ import time
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
-from loom.sdk import calls
-from loom.sdk.errors import InvalidRequest, ProviderError
+from loom.sdk import calls, types
+from loom.sdk.errors import ProviderError
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
@@ -20,17 +20,10 @@ from .body import BodyReader
 from .openapi import body
 from .respond import json_response, served_by
 
-DEFAULT_SIZE = (512, 512)
-
 
 def parse_size(size: str, entry: ModelEntry) -> tuple[int, int]:
-    if size == "auto":
-        return getattr(entry.provider_cls, "default_size", DEFAULT_SIZE)
-    w, _, h = size.partition("x")
-    width, height = int(w), int(h)
-    if not (16 <= width <= 4096 and 16 <= height <= 4096):
-        raise InvalidRequest(f"size {size} is out of range (16..4096 per side)", param="size")
-    return width, height
+    """The requested size; ``auto`` is the serving provider's ``default_size``."""
+    return types.parse_size(size) or entry.provider_cls.default_size
 
 
 async def render(router: ModelRouter, files: FileStore, name: str, job: ImageJob, response_format: str, base_url: str):

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from loom.sdk import calls
-from loom.sdk.errors import CapabilityNotSupported, Cancelled, InvalidRequest, NotFound, ProviderError
+from loom.sdk.errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound, ProviderError
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
-from loom.sdk.types import ChatCompletionRequest, Capability
+from loom.sdk.types import Capability, ChatCompletionRequest
 
 from ..config import Routes
 from ..files import FileStore

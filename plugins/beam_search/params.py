@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-Side = Annotated[int, Meta(ge=64, le=2048, multiple_of=8, description="pixels, a multiple of 8")]
+from loom.sdk.storykit.params import Side
+from loom.sdk.types import Steps
 
 
 class BeamSearchParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -23,7 +24,7 @@ class BeamSearchParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     alpha: Annotated[float, Meta(ge=0.0, le=1.0, description="weight of prompt alignment (CLIP)")] = 0.7
     width: Side = 512
     height: Side = 512
-    steps: Annotated[int, Meta(ge=1, le=200)] | None = None
+    steps: Steps | None = None
     negative_prompt: str | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.7
     #: Base seed for LLM sampling and images; None derives one from the job id.

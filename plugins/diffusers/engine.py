@@ -14,8 +14,8 @@ import diffusers
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
-from loom.plugins.torchutil.sources import Source
 from loom.sdk import CapabilityNotSupported, InvalidRequest, LoomError, OutOfMemory, ProviderError
+from loom.sdk.torchutil.sources import Source
 
 from .options import DiffusersOptions
 

@@ -5,15 +5,10 @@ Nothing here imports diffusers. ``device`` and ``dtype`` are fields of the ``[[m
 
 from __future__ import annotations
 
-from typing import Annotated
+from msgspec import Struct
 
-from msgspec import Meta, Struct
-
-from loom.sdk import ConfigError
-
-
-class OptionsError(ConfigError, ValueError):
-    """A ConfigError that msgspec reports with the key path (it is also a ValueError)."""
+from loom.sdk import OptionsError
+from loom.sdk.types import GuidanceScale, Steps
 
 
 class DiffusersOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -31,9 +26,9 @@ class DiffusersOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     #: Compute attention in slices (``enable_attention_slicing``): less memory, a little slower.
     attention_slicing: bool = False
     #: Denoising steps when a request sets none (default: the pipeline's own).
-    steps: Annotated[int, Meta(ge=1, le=200)] | None = None
+    steps: Steps | None = None
     #: Guidance scale when a request sets none (default: the pipeline's own).
-    guidance_scale: Annotated[float, Meta(ge=0.0, le=50.0)] | None = None
+    guidance_scale: GuidanceScale | None = None
 
     def __post_init__(self) -> None:
         if not self.model.strip():

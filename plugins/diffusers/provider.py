@@ -11,8 +11,6 @@ from __future__ import annotations
 import secrets
 from typing import Any, ClassVar
 
-from loom.plugins.torchutil import TorchProvider
-from loom.plugins.torchutil.images import open_image, png_bytes
 from loom.sdk import (
     Cancelled,
     Capability,
@@ -22,6 +20,8 @@ from loom.sdk import (
     RunContext,
     UnsupportedParameter,
 )
+from loom.sdk.torchutil import TorchProvider
+from loom.sdk.torchutil.images import open_image, png_bytes
 
 from .options import DiffusersOptions
 

@@ -8,7 +8,7 @@ refuses) falls back to a description built from the story, noted in the result.
 
 from __future__ import annotations
 
-from loom.plugins.story.writing import excerpt, first_sentences, one_line
+from loom.sdk.storykit.writing import excerpt, first_sentences, one_line
 
 CHARACTER_SUFFIX = "full body, standing, centred, alone, on a plain white background, no scenery"
 BACKGROUND_SUFFIX = "wide landscape, no people, no characters"

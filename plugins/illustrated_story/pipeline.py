@@ -20,11 +20,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from loom.plugins.story import media, memory, writing
-from loom.plugins.story.params import Audience, MaxTokens, Prompt, Seed, Side, Steps, TargetWords, Temperature
-from loom.plugins.story.story import story_text, write_story
 from loom.sdk.errors import Cancelled, LoomError
 from loom.sdk.pipelines import Pipeline, PipelineContext
+from loom.sdk.storykit import media, memory, writing
+from loom.sdk.storykit.params import Audience, MaxTokens, Prompt, Seed, Side, Steps, TargetWords, Temperature
 
 from . import agents, compositing
 
@@ -79,7 +78,7 @@ class IllustratedStory(Pipeline):
         # Phase 1: the story (10-30%), then the agents that read it (30-40%).
         ctx.progress(10, "generating_story", f"story agent ({llm})")
         messages = writing.story_messages(p.prompt, p.audience, p.target_words)
-        written = await write_story(
+        written = await writing.write_story(
             ctx,
             "story",
             llm,
@@ -108,7 +107,7 @@ class IllustratedStory(Pipeline):
 
         async def save_story() -> dict[str, str]:
             meta = {"kind": "story", "title": title, "audience": label}
-            return {"text": ctx.save_artifact("story.txt", story_text(title, story).encode(), meta)}
+            return {"text": ctx.save_artifact("story.txt", writing.story_text(title, story).encode(), meta)}
 
         files = await ctx.step("save-story", save_story)
 

@@ -11,16 +11,7 @@ from pathlib import Path
 
 from msgspec import Struct
 
-from loom.sdk import ConfigError, ProviderError
-
-
-class OptionsError(ConfigError, ValueError):
-    """A ConfigError that msgspec also treats as a validation failure.
-
-    msgspec turns a ValueError raised in ``__post_init__`` into a ValidationError, so when the
-    daemon decodes ``[[models]].options`` the message comes back with the key path; built by
-    hand, ``Options(...)`` raises it as the ConfigError it is.
-    """
+from loom.sdk import OptionsError, ProviderError
 
 
 class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

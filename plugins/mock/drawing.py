@@ -14,17 +14,19 @@ import re
 from PIL import Image, ImageDraw, ImageFont
 
 from loom.sdk import InvalidRequest
+from loom.sdk.types import MAX_SIDE, MIN_SIDE
 
 from .images import NAMED_COLOURS
 
-MIN_SIZE, MAX_SIZE, SIZE_STEP = 16, 4096, 8
+#: The mock draws sides in multiples of this (within the API's MIN_SIDE..MAX_SIDE).
+SIZE_STEP = 8
 
 
 def validate_size(width: int, height: int) -> None:
     for side in (width, height):
-        if not (MIN_SIZE <= side <= MAX_SIZE) or side % SIZE_STEP:
+        if not (MIN_SIDE <= side <= MAX_SIDE) or side % SIZE_STEP:
             raise InvalidRequest(
-                f"size {width}x{height} is not supported: each side must be {MIN_SIZE}..{MAX_SIZE} "
+                f"size {width}x{height} is not supported: each side must be {MIN_SIDE}..{MAX_SIDE} "
                 f"and a multiple of {SIZE_STEP}",
                 param="size",
             )

@@ -13,8 +13,8 @@ from typing import Any
 import open_clip
 import torch
 
-from loom.plugins.torchutil.sources import looks_like_path, resolve_source
 from loom.sdk import ProviderError
+from loom.sdk.torchutil.sources import looks_like_path, resolve_source
 
 from .options import OpenClipOptions
 

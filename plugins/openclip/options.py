@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from msgspec import Struct
 
-from loom.sdk import ConfigError
-
-
-class OptionsError(ConfigError, ValueError):
-    """A ConfigError that msgspec reports with the key path (it is also a ValueError)."""
+from loom.sdk import OptionsError
 
 
 class OpenClipOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -17,9 +17,6 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from loom.plugins.torchutil import TorchProvider
-from loom.plugins.torchutil.images import image_from_uri, is_image_uri, open_image
-from loom.plugins.torchutil.sources import Source, weights_bytes
 from loom.sdk import (
     Capability,
     CapabilityNotSupported,
@@ -29,6 +26,9 @@ from loom.sdk import (
     RunContext,
     VisionScores,
 )
+from loom.sdk.torchutil import TorchProvider
+from loom.sdk.torchutil.images import image_from_uri, is_image_uri, open_image
+from loom.sdk.torchutil.sources import Source, weights_bytes
 
 from .options import OpenClipOptions
 

@@ -7,7 +7,7 @@ the persona, marked as such in the result.
 
 from __future__ import annotations
 
-from loom.plugins.story.writing import excerpt, one_line
+from loom.sdk.storykit.writing import excerpt, one_line
 
 TONES: dict[str, str] = {
     "inspirational": "uplifting and hopeful, urging the reader on",

@@ -12,15 +12,15 @@ folder. ``GET /v1/personas`` and ``GET /v1/personas/{name}`` list them with thei
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import msgspec
 from msgspec import Meta, Struct
 
-from loom.plugins.story import media, memory
-from loom.plugins.story.params import Seed, Side, Steps, Temperature
 from loom.sdk.pipelines import Pipeline, PipelineContext
+from loom.sdk.storykit import media, memory
+from loom.sdk.storykit.params import Seed, Side, Steps, Temperature
 
 from .mottos import fallback_motto, motto_messages, read_motto
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.plugins.story.writing import excerpt, first_sentences, one_line
+from loom.sdk.storykit.writing import excerpt, first_sentences, one_line
 
 CONTEXT_CHARS = 500  # per retrieved item, in a prompt
 PROMPT_WORDS = 60

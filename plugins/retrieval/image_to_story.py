@@ -13,12 +13,10 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from loom.plugins.story import media, memory, writing
-from loom.plugins.story.describe import save_input
-from loom.plugins.story.params import Audience, Detail, ImageRef, MaxTokens, Seed, TargetWords, Temperature, TopK
-from loom.plugins.story.story import story_text, write_story
 from loom.sdk.errors import Cancelled, LoomError
 from loom.sdk.pipelines import Pipeline, PipelineContext
+from loom.sdk.storykit import media, memory, writing
+from loom.sdk.storykit.params import Audience, Detail, ImageRef, MaxTokens, Seed, TargetWords, Temperature, TopK
 
 from .guidance import story_context
 
@@ -60,7 +58,7 @@ class ImageToStory(Pipeline):
         emb, emb_error = memory.try_embedding_model(ctx, p.embedding_model)
         ctx.progress(0, "starting")
         ctx.progress(5, "reading image")
-        image = await save_input(ctx, p.image)
+        image = await media.save_input(ctx, p.image)
         png = ctx.read_artifact(image["path"])
 
         vector, retrieval_error = None, emb_error
@@ -89,7 +87,7 @@ class ImageToStory(Pipeline):
         messages = writing.story_messages(
             prompt, p.audience, p.target_words, description=description, context=story_context(hits)
         )
-        written = await write_story(
+        written = await writing.write_story(
             ctx,
             "write",
             llm,
@@ -116,7 +114,9 @@ class ImageToStory(Pipeline):
                 "models": {"llm": llm, "vision": vision, "embedding": emb},
             }
             return {
-                "text": ctx.save_artifact("story.txt", story_text(written["title"], written["story"]).encode(), meta),
+                "text": ctx.save_artifact(
+                    "story.txt", writing.story_text(written["title"], written["story"]).encode(), meta
+                ),
                 "json": ctx.save_artifact("story.json", msgspec.json.encode(record), meta),
             }
 

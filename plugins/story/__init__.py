@@ -1,9 +1,9 @@
 """The story plugin (seed 000): the ``story``, ``translate`` and ``describe`` pipelines.
 
 Registered through the ``loom`` entry-point group (``story = "loom.plugins.story"``) like any
-third party's pipeline plugin; it uses nothing of the daemon's but ``loom.sdk``. Its helpers
-(:mod:`.writing` for audience, length and reading answers; :mod:`.media` for incoming images;
-:mod:`.memory` for retrieval) are shared by the retrieval, illustrated-story and persona plugins.
+third party's pipeline plugin; it uses nothing of the daemon's but ``loom.sdk``. The helpers it
+shares with the retrieval, illustrated-story and persona plugins live in :mod:`loom.sdk.storykit`,
+where any plugin may use them.
 """
 
 from loom.sdk import hookimpl

@@ -12,11 +12,9 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from loom.sdk.errors import InvalidRequest
 from loom.sdk.pipelines import Pipeline, PipelineContext
-
-from . import media, memory
-from .params import Detail, ImageRef
+from loom.sdk.storykit import media, memory
+from loom.sdk.storykit.params import Detail, ImageRef
 
 
 class DescribeParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -36,21 +34,6 @@ class DescribeParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
         media.check_ref(self.image)
 
 
-async def save_input(ctx: PipelineContext, ref: str, key: str = "input") -> dict[str, Any]:
-    """Copy the input image into the job's folder (a durable step); returns its path."""
-
-    async def call() -> dict[str, Any]:
-        data = await media.load(ctx, ref)
-        try:
-            width, height = media.check_image(data)
-        except ValueError as e:
-            raise InvalidRequest(str(e), param="image") from None
-        name = f"input{media.suffix(data)}"
-        return {"path": ctx.save_artifact(name, data, {"kind": "input"}), "width": width, "height": height}
-
-    return await ctx.step(key, call)
-
-
 class Describe(Pipeline):
     """Describe an image (data URI or a Loom file) at a detail level with a vision model."""
 
@@ -62,7 +45,7 @@ class Describe(Pipeline):
         model = ctx.model_for("vision", p.model)
         ctx.progress(0, "starting")
         ctx.progress(10, "reading image")
-        image = await save_input(ctx, p.image)
+        image = await media.save_input(ctx, p.image)
         ctx.progress(30, "describing", f"{model}, {p.detail}")
 
         async def describe() -> str:

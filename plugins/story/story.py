@@ -13,11 +13,9 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from loom.sdk.errors import ProviderError
 from loom.sdk.pipelines import Pipeline, PipelineContext
-
-from . import memory, writing
-from .params import Audience, MaxTokens, Prompt, Seed, TargetWords, Temperature
+from loom.sdk.storykit import memory, writing
+from loom.sdk.storykit.params import Audience, MaxTokens, Prompt, Seed, TargetWords, Temperature
 
 
 class StoryParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -37,38 +35,6 @@ class StoryParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     remember: bool = True
 
 
-async def write_story(
-    ctx: PipelineContext,
-    key: str,
-    model: str,
-    messages: list[dict],
-    *,
-    prompt: str,
-    target_words: int,
-    max_tokens: int | None,
-    temperature: float,
-    seed: int | None,
-) -> dict[str, Any]:
-    """One chat call for a story, read leniently; a durable step. An empty story is an error."""
-
-    async def call() -> dict[str, Any]:
-        limit = max_tokens or writing.max_tokens_for(target_words)
-        kw: dict[str, Any] = {"max_tokens": limit, "temperature": temperature}
-        if seed is not None:
-            kw["seed"] = seed
-        raw = await ctx.chat(model, messages, **kw)
-        parsed = writing.parse_story(raw, prompt, target_words)
-        if not parsed["story"]:
-            raise ProviderError(f"{model} returned no story (its answer was {raw[:120]!r})")
-        return {**parsed, "raw": raw}
-
-    return await ctx.step(key, call)
-
-
-def story_text(title: str, story: str) -> str:
-    return f"{title}\n\n{story}\n"
-
-
 class Story(Pipeline):
     """A titled story for an audience (children, young adult, adult or free text), with length control."""
 
@@ -84,7 +50,7 @@ class Story(Pipeline):
         ctx.progress(0, "starting")
         ctx.progress(10, "writing", f"{model} writes for {label}, about {p.target_words} words")
         messages = writing.story_messages(p.prompt, p.audience, p.target_words)
-        written = await write_story(
+        written = await writing.write_story(
             ctx,
             "write",
             model,
@@ -110,7 +76,9 @@ class Story(Pipeline):
             }
             meta = {"kind": "story", "title": written["title"], "audience": label}
             return {
-                "text": ctx.save_artifact("story.txt", story_text(written["title"], written["story"]).encode(), meta),
+                "text": ctx.save_artifact(
+                    "story.txt", writing.story_text(written["title"], written["story"]).encode(), meta
+                ),
                 "json": ctx.save_artifact("story.json", msgspec.json.encode(record), meta),
             }
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from loom.plugins.torchutil import TorchProvider
 from loom.sdk import ModelSpec
+from loom.sdk.torchutil import TorchProvider
 
 
 class AutoModelProvider(TorchProvider):

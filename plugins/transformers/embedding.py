@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from loom.plugins.torchutil.images import is_image_uri
 from loom.sdk import Capability, CapabilityNotSupported, Embeddings, RunContext
+from loom.sdk.torchutil.images import is_image_uri
 
 from .base import AutoModelProvider
 from .options import EmbeddingOptions

@@ -15,8 +15,8 @@ import transformers
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError, RunContext, TextChunk
+from loom.sdk.torchutil.sources import Source
 
-from loom.plugins.torchutil.sources import Source
 from .options import ModelOptions
 
 

@@ -10,13 +10,9 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
-from loom.sdk import ConfigError
+from loom.sdk import OptionsError
 
 Positive = Annotated[int, Meta(ge=1)]
-
-
-class OptionsError(ConfigError, ValueError):
-    """A ConfigError that msgspec reports with the key path (it is also a ValueError)."""
 
 
 class ModelOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar
 
-from loom.plugins.torchutil.images import is_image_uri
 from loom.sdk import (
     Capability,
     CapabilityNotSupported,
@@ -21,6 +20,7 @@ from loom.sdk import (
     TextChunk,
     UnsupportedParameter,
 )
+from loom.sdk.torchutil.images import is_image_uri
 from loom.sdk.types import ChatCompletionRequest, ChatMessage, CompletionRequest, TextFormat
 
 from .base import AutoModelProvider

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from loom.plugins.torchutil import TorchProvider
 from loom.sdk import Capability, InvalidRequest, ModelSpec, ProviderError, RunContext
+from loom.sdk.torchutil import TorchProvider
 
 from .languages import NLLB_CODE, LanguageTable, canonical, chunk_sentences, segments, split_sentences
 from .options import TranslationOptions

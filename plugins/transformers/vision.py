@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from loom.plugins.torchutil import TorchProvider
-from loom.plugins.torchutil.images import image_from_uri, open_image
 from loom.sdk import (
     Capability,
     CapabilityNotSupported,
@@ -26,6 +24,8 @@ from loom.sdk import (
     TextChunk,
     VisionScores,
 )
+from loom.sdk.torchutil import TorchProvider
+from loom.sdk.torchutil.images import image_from_uri, open_image
 from loom.sdk.types import ChatCompletionRequest, ImagePart, TextPart
 
 from .options import VisionOptions

@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
+from ..calls import missing_methods
 from ..errors import Cancelled, InvalidRequest, LoomError
-from ..calls import CAPABILITY_METHODS
-from ..protocols import Embeddings, ImageJob, RunContext, TextChunk, VisionScores
+from ..protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk, VisionScores
 from ..types import (
     Capability,
     ChatCompletionRequest,
@@ -127,13 +127,11 @@ def _declaration(s: Subject) -> None:
     assert isinstance(caps, frozenset) and caps and all(isinstance(c, Capability) for c in caps), (
         f"{cls.__name__}.capabilities must be a non-empty frozenset of loom.sdk.Capability, got {caps!r}"
     )
-    for capability in caps:
-        for method in CAPABILITY_METHODS[capability]:
-            assert callable(getattr(cls, method, None)), (
-                f"{cls.__name__} declares {capability.value} but has no {method}() method"
-            )
-    for method in ("estimate_bytes", "load", "unload", "memory_bytes"):
-        assert callable(getattr(cls, method, None)), f"{cls.__name__} has no {method}() (subclass loom.sdk.Provider)"
+    assert issubclass(cls, Provider), (
+        f"{cls.__name__} must subclass loom.sdk.Provider (the daemon refuses it otherwise)"
+    )
+    for capability, method in missing_methods(cls):
+        raise AssertionError(f"{cls.__name__} declares {capability.value} but has no {method}() method")
     for flag in ("local", "deterministic"):
         value = getattr(cls, flag, False)
         assert isinstance(value, bool), f"{cls.__name__}.{flag} must be a bool, got {value!r}"

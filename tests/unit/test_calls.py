@@ -47,3 +47,40 @@ def test_round_trip_and_apply(call):
 def test_every_capability_has_methods():
     assert set(calls.CAPABILITY_METHODS) == set(Capability)
     assert calls.CAPABILITY_METHODS[Capability.VISION] == ("describe", "score")
+
+
+def test_the_protocols_and_the_call_structs_agree():
+    """The protocols document each method and the structs carry its arguments: checked on import,
+    and here, that a drift is refused."""
+    assert calls.CAPABILITY_PROTOCOLS[Capability.VISION].__name__ == "VisionProvider"
+    for cls in calls.CALLS:
+        assert callable(getattr(cls.protocol, cls.__struct_config__.tag))
+
+    class Drifted(calls.Call, frozen=True, tag="describe"):
+        image: bytes
+        prompt_text: str  # the protocol's parameter is `prompt`
+        capability = Capability.VISION
+        protocol = calls.CAPABILITY_PROTOCOLS[Capability.VISION]
+        returns = str
+
+    saved = calls.CALLS
+    try:
+        calls.CALLS = (*saved, Drifted)
+        with pytest.raises(TypeError, match=r"VisionProvider.describe.* does not match loom.sdk.calls.Drifted"):
+            calls._check_protocols()
+    finally:
+        calls.CALLS = saved
+
+
+def test_missing_methods_names_what_a_declared_capability_lacks():
+    from loom.sdk import Provider
+
+    class Half(Provider):
+        name = "half"
+        capabilities = frozenset({Capability.VISION, Capability.EMBEDDING})
+
+        def embed(self, inputs, ctx): ...
+
+        def describe(self, image, prompt, detail, max_tokens, ctx): ...
+
+    assert calls.missing_methods(Half) == [(Capability.VISION, "score")]

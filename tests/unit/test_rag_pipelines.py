@@ -11,8 +11,8 @@ import pytest
 
 from loom.plugins.retrieval import ImageToStory, StoryToImage
 from loom.plugins.story import Story
-from loom.plugins.story.memory import embedding_model
 from loom.sdk.errors import CapabilityNotSupported, ProviderError
+from loom.sdk.storykit.memory import embedding_model
 from loom.sdk.testing import FakePipelineContext, make_png
 
 PICTURE = "data:image/png;base64," + base64.b64encode(make_png(32, 32, seed=1)).decode()

@@ -15,7 +15,7 @@ from loom.daemon.records import RecordStore, normalize_key
 from loom.plugins.persona import Persona
 from loom.plugins.persona.mottos import read_motto, tone_guidance
 from loom.plugins.story import Describe, Story, Translate
-from loom.plugins.story import media, writing
+from loom.sdk.storykit import media, writing
 from loom.sdk.testing import FakePipelineContext, make_png
 
 

@@ -8,19 +8,19 @@ import sys
 import msgspec
 import pytest
 
-from loom.daemon.services import build_services
 from loom.daemon.config import decode_config
+from loom.daemon.services import build_services
 from loom.sdk import ConfigError, ProviderError
 
 HEAVY = ["torch", "diffusers", "transformers", "open_clip", "torchvision", "huggingface_hub", "safetensors"]
 #: Every module of the torch plugins except the ``engine`` modules, which load() imports.
 LIGHT_MODULES = [
-    "loom.plugins.torchutil",
-    "loom.plugins.torchutil.devices",
-    "loom.plugins.torchutil.memory",
-    "loom.plugins.torchutil.images",
-    "loom.plugins.torchutil.sources",
-    "loom.plugins.torchutil.provider",
+    "loom.sdk.torchutil",
+    "loom.sdk.torchutil.devices",
+    "loom.sdk.torchutil.memory",
+    "loom.sdk.torchutil.images",
+    "loom.sdk.torchutil.sources",
+    "loom.sdk.torchutil.provider",
     "loom.plugins.transformers",
     "loom.plugins.transformers.options",
     "loom.plugins.transformers.languages",
@@ -118,14 +118,14 @@ def test_capabilities_per_provider():
 
 
 def test_local_folder_resolves(tmp_path):
-    from loom.plugins.torchutil.sources import resolve_source
+    from loom.sdk.torchutil.sources import resolve_source
 
     source = resolve_source(str(tmp_path), provider="p", model_id="m")
     assert source.local and source.location == str(tmp_path.resolve())
 
 
 def test_missing_local_path_names_it(tmp_path):
-    from loom.plugins.torchutil.sources import resolve_source
+    from loom.sdk.torchutil.sources import resolve_source
 
     with pytest.raises(ProviderError) as e:
         resolve_source(str(tmp_path / "nope"), provider="p", model_id="my-model")
@@ -133,7 +133,7 @@ def test_missing_local_path_names_it(tmp_path):
 
 
 def test_offline_hub_id_not_in_cache_names_model_and_cache(tmp_path, monkeypatch):
-    from loom.plugins.torchutil.sources import resolve_source
+    from loom.sdk.torchutil.sources import resolve_source
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -146,7 +146,7 @@ def test_offline_hub_id_not_in_cache_names_model_and_cache(tmp_path, monkeypatch
 
 
 def test_offline_hub_id_in_cache_resolves(tmp_path, monkeypatch):
-    from loom.plugins.torchutil.sources import resolve_source, weights_bytes
+    from loom.sdk.torchutil.sources import resolve_source, weights_bytes
 
     snapshot = tmp_path / "models--org--model" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)

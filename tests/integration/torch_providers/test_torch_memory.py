@@ -20,7 +20,7 @@ import msgspec
 from loom.sdk import ModelSpec, RunContext
 from loom.sdk.types import CompletionRequest
 from loom.plugins.transformers import TransformersTextProvider
-from loom.plugins.torchutil.memory import rss_bytes
+from loom.sdk.torchutil.memory import rss_bytes
 
 options = msgspec.convert({"model": sys.argv[1]}, TransformersTextProvider.Options)
 provider = TransformersTextProvider(ModelSpec(id="big", provider="transformers", options=options))

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from loom.sdk import ProviderError
+from .. import ProviderError
 
 #: ``org/name`` (or a legacy single name such as ``gpt2``), optionally ``@revision``-free.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

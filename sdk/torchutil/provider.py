@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from loom.sdk import (
+from .. import (
     ConfigError,
     LoomError,
     ModelSpec,
@@ -22,7 +22,6 @@ from loom.sdk import (
     Provider,
     ProviderError,
 )
-
 from .sources import Source, load_failure, resolve_source, weights_bytes
 
 

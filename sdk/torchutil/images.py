@@ -7,7 +7,7 @@ import binascii
 import io
 from typing import Any
 
-from loom.sdk import InvalidRequest
+from .. import InvalidRequest
 
 
 def open_image(data: bytes, *, param: str = "image", mode: str = "RGB") -> Any:

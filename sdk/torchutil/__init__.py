@@ -1,6 +1,7 @@
-"""loom.plugins.torchutil: what the torch-based providers share (transformers, diffusers, openclip).
+"""loom.sdk.torchutil: helpers for providers that run torch models in the daemon's process, used by
+the built-in transformers, diffusers and openclip plugins and open to any third-party plugin.
 
-Not a plugin (it registers nothing): devices and dtypes, where weights come from, memory
+It registers nothing: devices and dtypes, where weights come from, memory
 measurement and release, and the common load/unload life cycle in :class:`TorchProvider`.
 Importing it imports no torch; the functions that need torch import it when called.
 """

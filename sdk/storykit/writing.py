@@ -12,6 +12,10 @@ title line in any common form, lead-ins such as "Sure! Here is a story:", code f
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from ..errors import ProviderError
+from ..pipelines import PipelineContext
 
 AUDIENCES: dict[str, str] = {
     "children": (
@@ -182,3 +186,38 @@ def first_sentences(text: str, n: int = 2, limit: int = 400) -> str:
     ends = [m.end() for m in _SENTENCE_END.finditer(text)]
     cut = text[: ends[n - 1]] if len(ends) >= n else text
     return excerpt(cut, limit)
+
+
+# --- as a pipeline step -------------------------------------------------------------------------
+
+
+async def write_story(
+    ctx: PipelineContext,
+    key: str,
+    model: str,
+    messages: list[dict],
+    *,
+    prompt: str,
+    target_words: int,
+    max_tokens: int | None,
+    temperature: float,
+    seed: int | None,
+) -> dict[str, Any]:
+    """One chat call for a story, read leniently; a durable step. An empty story is an error."""
+
+    async def call() -> dict[str, Any]:
+        limit = max_tokens or max_tokens_for(target_words)
+        kw: dict[str, Any] = {"max_tokens": limit, "temperature": temperature}
+        if seed is not None:
+            kw["seed"] = seed
+        raw = await ctx.chat(model, messages, **kw)
+        parsed = parse_story(raw, prompt, target_words)
+        if not parsed["story"]:
+            raise ProviderError(f"{model} returned no story (its answer was {raw[:120]!r})")
+        return {**parsed, "raw": raw}
+
+    return await ctx.step(key, call)
+
+
+def story_text(title: str, story: str) -> str:
+    return f"{title}\n\n{story}\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from loom.sdk import ProviderError
+from .. import ProviderError
 
 log = logging.getLogger("loom.torch")
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.sdk.errors import Cancelled, LoomError
-from loom.sdk.pipelines import PipelineContext
-
+from ..errors import Cancelled, LoomError
+from ..pipelines import PipelineContext
 from . import media
 from .writing import excerpt
 

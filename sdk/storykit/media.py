@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from typing import Any
 from urllib.parse import urlparse
 
-from loom.sdk.pipelines import PipelineContext
+from ..errors import InvalidRequest
+from ..pipelines import PipelineContext
 
 FILES = "/v1/files/"
 PUBLIC = ("output/", "images/")
@@ -88,3 +90,18 @@ def data_uri(data: bytes) -> str:
 
 def url(path: str | None) -> str | None:
     return f"{FILES}{path}" if path else None
+
+
+async def save_input(ctx: PipelineContext, ref: str, key: str = "input") -> dict[str, Any]:
+    """Copy the input image into the job's folder (a durable step); returns its path."""
+
+    async def call() -> dict[str, Any]:
+        data = await load(ctx, ref)
+        try:
+            width, height = check_image(data)
+        except ValueError as e:
+            raise InvalidRequest(str(e), param="image") from None
+        name = f"input{suffix(data)}"
+        return {"path": ctx.save_artifact(name, data, {"kind": "input"}), "width": width, "height": height}
+
+    return await ctx.step(key, call)
