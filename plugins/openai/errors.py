@@ -141,13 +141,13 @@ def from_status(status: int, body: object, headers, up: Upstream, secrets: tuple
     return ProviderError(f"{where} answered {status} for model '{up.model}': {message}")
 
 
-def is_retryable(e: BaseException) -> bool:
-    """Timeouts, connection errors and 5xx (and 408/409) are tried again; other 4xx and 429 not."""
-    import openai
-
-    if isinstance(e, openai.APIStatusError):
-        return e.status_code >= 500 or e.status_code in (408, 409)
-    return isinstance(e, openai.APIConnectionError) or _is_http_error(e, "")
+def attempts_of(e: BaseException) -> int:
+    """How many times the ``openai`` client sent the request that failed with ``e`` (it numbers
+    its retries in the ``x-stainless-retry-count`` header)."""
+    try:
+        return int(e.request.headers.get("x-stainless-retry-count", 0)) + 1  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return 1
 
 
 def from_exception(e: BaseException, up: Upstream, secrets: tuple[str, ...], attempts: int = 1) -> LoomError | None:

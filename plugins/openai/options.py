@@ -12,7 +12,7 @@ from loom.sdk.config import EnvSecret
 Seconds = Annotated[float, Meta(gt=0.0)]
 
 
-class Instance(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class Instance(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, weakref=True):
     """One OpenAI-compatible service: OpenAI, x.ai, Ollama, vLLM, LocalAI or another Loom."""
 
     #: Up to and including the version prefix, e.g. "https://api.x.ai/v1".

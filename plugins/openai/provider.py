@@ -1,9 +1,9 @@
 """``OpenAIProvider``: a Loom model served by an OpenAI-compatible service, through ``AsyncOpenAI``.
 
 Every method is ``async`` (chat and completions are async generators), so the scheduler runs them on
-the event loop. The ``openai`` package retries nothing itself (``max_retries=0``): this module tries
-again after timeouts, connection errors and 5xx only, and never after a chunk has been passed on.
-Keys are read from the environment on each call and never leave the client's headers.
+the event loop. All models of one instance share its client (:mod:`.clients`), whose own retries
+try again after timeouts, connection errors and 5xx (never a 429, and never after a chunk has been
+passed on). Keys are read from the environment on each call and never leave the client's headers.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ import msgspec
 from msgspec import Struct
 
 from loom.sdk import (
-    AuthenticationFailed,
     Capability,
     ConfigError,
     Embeddings,
-    EnvSecret,
     ImageJob,
     ModelSpec,
     Provider,
@@ -36,7 +34,8 @@ from loom.sdk import (
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 
 from . import prompts
-from .errors import Upstream, from_exception, is_retryable, missing_key, safe_url
+from .clients import Client, client_for
+from .errors import Upstream, attempts_of, from_exception, safe_url
 from .options import Instance, ModelOptions, PluginOptions
 
 log = logging.getLogger("loom.plugins.openai")
@@ -125,116 +124,50 @@ class OpenAIProvider(Provider):
             key_env=instance.api_key.env if instance.api_key else None,
             timeout=instance.timeout,
         )
-        self._client: Any = None
-        self._client_sig: tuple | None = None
-        self._opts: dict[str, Any] = {}  # per-request options of the typed calls
-        self._post_opts: dict[str, Any] = {}  # the same for client.post
-        self._secrets: tuple[str, ...] = ()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = client_for(self.instance_name, instance)
+        self._current: Client | None = None
 
     # --- the client ---------------------------------------------------------------------------
 
     def client(self):
-        """The ``AsyncOpenAI`` client, (re)built when the key in the environment changes.
+        """The instance's shared ``AsyncOpenAI`` client (:mod:`.clients`).
 
         Raises AuthenticationFailed naming the variable when the instance's key is not set.
         """
-        key = None
-        if self.instance.api_key is not None:
-            key = self.instance.api_key.get()
-            if key is None:
-                raise missing_key(self.upstream)
-        headers: dict[str, str] = {}
-        for name, value in self.instance.headers.items():
-            if isinstance(value, EnvSecret):
-                resolved = value.get()
-                if resolved is None:
-                    raise AuthenticationFailed(
-                        f"The model '{self.spec.id}' needs the header {name} for instance "
-                        f"'{self.instance_name}': set the environment variable {value.env}",
-                        code="provider_key_missing",
-                    )
-                headers[name] = resolved
-            else:
-                headers[name] = value
-        sig = (key, tuple(sorted(headers.items())))
-        if self._client is None or sig != self._client_sig:
-            import openai
+        self._current = self._clients.get(self.upstream)
+        return self._current.openai
 
-            self._close_client()
-            secret_headers = [headers[n] for n, v in self.instance.headers.items() if isinstance(v, EnvSecret)]
-            self._secrets = tuple(s for s in (key, *secret_headers) if s)
-            # Nothing from the environment of this process reaches the service unasked: no
-            # OPENAI_ORG_ID / OPENAI_PROJECT_ID, and no Authorization header for a keyless instance
-            # (the placeholder key only keeps the package from looking for OPENAI_API_KEY; the
-            # header is left out per request, where the package accepts leaving it out).
-            defaults: dict[str, Any] = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
-            defaults.update(headers)
-            omit = {} if key else {"Authorization": openai.Omit()}
-            self._opts = {"extra_headers": omit} if omit else {}
-            self._post_opts = {"headers": omit} if omit else {}
-            self._client = openai.AsyncOpenAI(
-                base_url=self.instance.base_url,
-                api_key=key or "unused",
-                timeout=self.instance.timeout,
-                max_retries=0,
-                default_headers=defaults,
-            )
-            self._client_sig = sig
-            self._loop = asyncio.get_running_loop()
-            _quiet_http_logs()
-        return self._client
+    @property
+    def _opts(self) -> dict[str, Any]:
+        return self._current.opts if self._current else {}
 
-    def _close_client(self) -> None:
-        client, self._client = self._client, None
-        loop = self._loop
-        if client is None or loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            loop.create_task(client.close())
-        else:
-            asyncio.run_coroutine_threadsafe(client.close(), loop)
+    @property
+    def _post_opts(self) -> dict[str, Any]:
+        return self._current.post_opts if self._current else {}
 
-    def unload(self) -> None:
-        self._close_client()
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return self._current.secrets if self._current else ()
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        """Close the instance's client (every model on the instance shares it)."""
+        await self._clients.aclose()
 
     # --- calling the service ------------------------------------------------------------------
 
     def _who(self) -> str:
         return f"instance '{self.instance_name}' ({self.upstream.url})"
 
-    def _error(self, e: BaseException, attempts: int = 1) -> BaseException:
-        mapped = from_exception(e, self.upstream, self._secrets, attempts)
+    def _error(self, e: BaseException) -> BaseException:
+        mapped = from_exception(e, self.upstream, self._secrets, attempts_of(e))
         return mapped if mapped is not None else e
 
     async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
-        """``make()`` with this instance's retries (timeouts, connection errors and 5xx only)."""
-        attempts = self.instance.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return await make()
-            except Exception as e:
-                if attempt < attempts and is_retryable(e):
-                    log.info(
-                        "%s: try %d of %d failed (%s); trying again",
-                        self.spec.id,
-                        attempt,
-                        attempts,
-                        type(e).__name__,
-                    )
-                    await asyncio.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
-                    continue
-                raise self._error(e, attempt) from None
-        raise AssertionError("unreachable")
+        """``make()``, its errors as Loom's (the client has done its retries)."""
+        try:
+            return await make()
+        except Exception as e:
+            raise self._error(e) from None
 
     async def _post(self, path: str, body: dict, type_: type[T]) -> T:
         """POST ``body`` as JSON to ``path`` of the service; decode what Loom reads of the answer.
@@ -407,7 +340,10 @@ class OpenAIProvider(Provider):
             raise ProviderError(f"{self._who()} answered an image with neither b64_json nor url")
         if item.url.startswith("data:"):
             return base64.b64decode(item.url.partition(",")[2])
-        return await self._request(lambda: self._fetch(item.url))
+        try:
+            return await self._fetch(item.url)
+        except Exception as e:
+            raise self._error(e) from None
 
     async def _fetch(self, url: str) -> bytes:
         import httpx
@@ -420,7 +356,10 @@ class OpenAIProvider(Provider):
             key = self.instance.api_key.get()
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-        async with httpx.AsyncClient(timeout=self.instance.timeout, follow_redirects=True) as http:
+        # Not through the instance's client: its headers go to the service only. The transport
+        # tries a failed connection again, as often as the instance's calls are tried.
+        transport = httpx.AsyncHTTPTransport(retries=self.instance.retries)
+        async with httpx.AsyncClient(timeout=self.instance.timeout, follow_redirects=True, transport=transport) as http:
             response = await http.get(url, headers=headers)
         if response.status_code != 200:
             raise ProviderError(
@@ -501,13 +440,6 @@ def _post_takes_content() -> bool:
     import openai
 
     return "content" in inspect.signature(openai.AsyncOpenAI.post).parameters
-
-
-def _quiet_http_logs() -> None:
-    """The HTTP library logs every request at INFO; Loom logs requests only at debug level."""
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        for name in ("httpx", "httpx2"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _only_instance(plugin: PluginOptions, model_id: str) -> str:

@@ -116,3 +116,22 @@ def test_parse_scores_tolerates_chatty_answers_and_clamps():
     assert (s.clip, s.aesthetic) == (1.0, 6.5)
     with pytest.raises(ProviderError, match="did not answer with a JSON rating"):
         parse_scores("I like it", "m")
+
+
+async def test_models_on_one_instance_share_one_client():
+    plugin = msgspec.convert(
+        {"instances": {"a": {"base_url": "http://a/v1", "retries": 3}, "b": {"base_url": "http://b/v1"}}},
+        PluginOptions,
+    )
+
+    def on(instance: str, model: str) -> OpenAIProvider:
+        options = ModelOptions(instance=instance)
+        return OpenAIProvider(ModelSpec(id=model, provider="openai", options=options, plugin_options=plugin))
+
+    first, second, other = on("a", "m1"), on("a", "m2"), on("b", "m3")
+    assert first.client() is second.client()
+    assert other.client() is not first.client()
+    # The package's own retries, as many as the instance says.
+    assert first.client().max_retries == 3
+    await first.aclose()
+    await other.aclose()
