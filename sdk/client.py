@@ -1,4 +1,4 @@
-"""HTTP clients for Loom's own routes (sync and async), on httpx.
+"""HTTP clients for Loom's own routes (sync and async), on httpx; event streams through httpx-sse.
 
 For the OpenAI-shaped routes use the official ``openai`` package pointed at ``{url}/v1``; these
 clients cover what it has no shape for (translation, vision, admin, jobs) and raise Loom's error
@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import EventSource
 
 from . import errors as E
 
@@ -66,104 +67,139 @@ def _settings(url: str | None, api_key: str | None) -> tuple[str, dict[str, str]
     return url, ({"Authorization": f"Bearer {key}"} if key else {})
 
 
-class _Routes:
-    """Route table shared by both clients: (method, path, json body[, query params])."""
+@dataclass(frozen=True)
+class _Call:
+    """One request of the route table, and how to read its answer."""
 
-    @staticmethod
-    def translate(model: str, text: str | list[str], source: str, target: str):
-        return "POST", "/v1/translations/text", {"model": model, "text": text, "source": source, "target": target}
+    method: str
+    path: str
+    body: Any = None
+    query: dict[str, Any] | None = None
+    #: "json" (None for an empty body), "text", "bytes", or a key of the JSON answer.
+    read: str = "json"
 
-    @staticmethod
-    def describe(model: str, image: str, prompt: str | None = None, detail: str = "normal"):
+    def result(self, response: httpx.Response) -> Any:
+        raise_for_error(response)
+        if self.read == "text":
+            return response.text
+        if self.read == "bytes":
+            return response.content
+        value = response.json() if response.content else None
+        return value if self.read == "json" else value[self.read]
+
+
+R = TypeVar("R")
+
+
+class _Routes(Generic[R]):
+    """Every route, written once for both clients: each method returns what ``_send`` returns, the
+    answer in :class:`LoomClient` and an awaitable of it in :class:`AsyncLoomClient`."""
+
+    def _send(self, call: _Call) -> R:
+        raise NotImplementedError
+
+    def health(self) -> R:
+        return self._send(_Call("GET", "/health"))
+
+    def models(self) -> R:
+        return self._send(_Call("GET", "/v1/models", read="data"))
+
+    def model(self, model_id: str) -> R:
+        return self._send(_Call("GET", f"/v1/models/{model_id}"))
+
+    def translate(self, model: str, text: str | list[str], source: str, target: str) -> R:
+        body = {"model": model, "text": text, "source": source, "target": target}
+        return self._send(_Call("POST", "/v1/translations/text", body))
+
+    def describe(self, model: str, image: str, prompt: str | None = None, detail: str = "normal") -> R:
         body = {"model": model, "image": image, "detail": detail}
         if prompt is not None:
             body["prompt"] = prompt
-        return "POST", "/v1/vision/describe", body
+        return self._send(_Call("POST", "/v1/vision/describe", body))
 
-    @staticmethod
-    def score(model: str, image: str, text: str, alpha: float = 0.7):
-        return "POST", "/v1/vision/score", {"model": model, "image": image, "text": text, "alpha": alpha}
+    def score(self, model: str, image: str, text: str, alpha: float = 0.7) -> R:
+        body = {"model": model, "image": image, "text": text, "alpha": alpha}
+        return self._send(_Call("POST", "/v1/vision/score", body))
+
+    def file(self, path: str) -> R:
+        """A file the daemon serves (an image, a job output) by its relative path or URL."""
+        return self._send(_Call("GET", _file_path(path), read="bytes"))
 
     # --- admin: the scheduler and providers (admin key) ---
 
-    @staticmethod
-    def scheduler():
-        return "GET", "/admin/scheduler", None
+    def metrics(self) -> R:
+        """``/metrics`` in Prometheus' text format."""
+        return self._send(_Call("GET", "/metrics", read="text"))
 
-    @staticmethod
-    def load_model(model: str):
-        return "POST", f"/admin/models/{_seg(model)}/load", None
+    def scheduler(self) -> R:
+        """Devices (budget, used, free), resident models, queues and running work."""
+        return self._send(_Call("GET", "/admin/scheduler"))
 
-    @staticmethod
-    def unload_model(model: str):
-        return "POST", f"/admin/models/{_seg(model)}/unload", None
+    def load_model(self, model: str) -> R:
+        return self._send(_Call("POST", f"/admin/models/{_seg(model)}/load"))
 
-    @staticmethod
-    def pin_model(model: str, pinned: bool = True):
-        return "POST", f"/admin/models/{_seg(model)}/pin", {"pinned": pinned}
+    def unload_model(self, model: str) -> R:
+        return self._send(_Call("POST", f"/admin/models/{_seg(model)}/unload"))
 
-    @staticmethod
-    def configured_models():
-        return "GET", "/admin/models", None
+    def pin_model(self, model: str, pinned: bool = True) -> R:
+        return self._send(_Call("POST", f"/admin/models/{_seg(model)}/pin", {"pinned": pinned}))
 
-    @staticmethod
-    def add_model(source: str, **fields: Any):
-        return "POST", "/admin/models", {"source": source, **{k: v for k, v in fields.items() if v is not None}}
+    def configured_models(self) -> R:
+        """``GET /admin/models``: every model with its weights' location and size, and whether it is loaded."""
+        return self._send(_Call("GET", "/admin/models"))
 
-    @staticmethod
-    def remove_model(model: str):
-        return "DELETE", f"/admin/models/{_seg(model)}", None
+    def add_model(self, source: str, **fields: Any) -> R:
+        """Add a GGUF file, model folder or cached hub id; ``fields`` as ``POST /admin/models`` takes them."""
+        body = {"source": source, **{k: v for k, v in fields.items() if v is not None}}
+        return self._send(_Call("POST", "/admin/models", body))
 
-    @staticmethod
-    def reload_models():
-        return "POST", "/admin/models/reload", None
+    def remove_model(self, model: str) -> R:
+        return self._send(_Call("DELETE", f"/admin/models/{_seg(model)}"))
 
-    @staticmethod
-    def cancel_work(work_id: str):
-        return "POST", f"/admin/work/{_seg(work_id)}/cancel", None
+    def reload_models(self) -> R:
+        """Take in hand edits of the config file's ``[[models]]``."""
+        return self._send(_Call("POST", "/admin/models/reload"))
 
-    @staticmethod
-    def providers():
-        return "GET", "/admin/providers", None
+    def cancel_work(self, work_id: str) -> R:
+        return self._send(_Call("POST", f"/admin/work/{_seg(work_id)}/cancel"))
 
-    @staticmethod
-    def check_providers():
-        return "POST", "/admin/providers/check", None
+    def providers(self) -> R:
+        """Upstream health, what serves each model, and the switches in force."""
+        return self._send(_Call("GET", "/admin/providers"))
 
-    @staticmethod
-    def switch_provider(model: str, to: str | None):
-        return "POST", "/admin/providers/switch", {"model": model, "to": to}
+    def check_providers(self) -> R:
+        return self._send(_Call("POST", "/admin/providers/check"))
+
+    def switch_provider(self, model: str, to: str | None) -> R:
+        """Serve ``model`` (an id or capability) with ``to`` from now on; ``to=None`` undoes it."""
+        return self._send(_Call("POST", "/admin/providers/switch", {"model": model, "to": to}))
 
     # --- pipelines and jobs ---
 
-    @staticmethod
-    def start_pipeline(name: str, params: dict | None = None):
-        return "POST", f"/v1/pipelines/{_seg(name)}", params or {}
+    def start_pipeline(self, name: str, params: dict | None = None) -> R:
+        return self._send(_Call("POST", f"/v1/pipelines/{_seg(name)}", params or {}))
 
-    @staticmethod
-    def jobs(state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0):
+    def jobs(
+        self, state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0
+    ) -> R:
         query: dict[str, Any] = {"limit": limit, "offset": offset}
         if state:
             query["state"] = state if isinstance(state, str) else ",".join(state)
         if pipeline:
             query["pipeline"] = pipeline
-        return "GET", "/v1/jobs", None, query
+        return self._send(_Call("GET", "/v1/jobs", query=query))
 
-    @staticmethod
-    def job(job_id: str):
-        return "GET", f"/v1/jobs/{_seg(job_id)}", None
+    def job(self, job_id: str) -> R:
+        return self._send(_Call("GET", f"/v1/jobs/{_seg(job_id)}"))
 
-    @staticmethod
-    def cancel_job(job_id: str):
-        return "POST", f"/v1/jobs/{_seg(job_id)}/cancel", None
+    def cancel_job(self, job_id: str) -> R:
+        return self._send(_Call("POST", f"/v1/jobs/{_seg(job_id)}/cancel"))
 
-    @staticmethod
-    def resume_job(job_id: str):
-        return "POST", f"/v1/jobs/{_seg(job_id)}/resume", None
+    def resume_job(self, job_id: str) -> R:
+        return self._send(_Call("POST", f"/v1/jobs/{_seg(job_id)}/resume"))
 
-    @staticmethod
-    def lineage(job_id: str):
-        return "GET", f"/v1/jobs/{_seg(job_id)}/lineage", None
+    def lineage(self, job_id: str) -> R:
+        return self._send(_Call("GET", f"/v1/jobs/{_seg(job_id)}/lineage"))
 
 
 def _seg(value: str) -> str:
@@ -191,29 +227,17 @@ _RETRYABLE = (E.Unavailable, E.ProviderError, E.ProviderTimeout)
 _FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 
 
-async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[ServerEvent]:
-    event, data, ident = "", [], None
-    async for line in lines:
-        if not line:
-            if data:
-                text = "\n".join(data)
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    value = text
-                yield ServerEvent(event or "message", value, ident)
-            event, data = "", []
+async def _read_events(response: httpx.Response) -> AsyncIterator[ServerEvent]:
+    """The events of an SSE response (parsed by httpx-sse); data is JSON-decoded when it is JSON.
+    Comments (keep-alives) and events without data are skipped."""
+    async for sse in EventSource(response).aiter_sse():
+        if not sse.data:
             continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "event":
-            event = value
-        elif field == "data":
-            data.append(value)
-        elif field == "id":
-            ident = value
+        try:
+            value = json.loads(sse.data)
+        except ValueError:
+            value = sse.data
+        yield ServerEvent(sse.event, value, sse.id or None)
 
 
 def describe_error(error: BaseException) -> str:
@@ -235,111 +259,19 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-class LoomClient:
+class LoomClient(_Routes[Any]):
     """Synchronous client: ``LoomClient(url, api_key)``; url and key default to LOOM_URL / LOOM_API_KEY."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.url, headers = _settings(url, api_key)
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
-    def request(self, method: str, path: str, json: Any = None, params: Any = None, **kw) -> Any:
-        response = self.http.request(method, path, json=json, params=params, **kw)
-        raise_for_error(response)
-        return response.json() if response.content else None
+    def _send(self, call: _Call) -> Any:
+        return call.result(self.http.request(call.method, call.path, json=call.body, params=call.query))
 
-    def metrics(self) -> str:
-        """``/metrics`` in Prometheus' text format."""
-        response = self.http.get("/metrics")
-        raise_for_error(response)
-        return response.text
-
-    def file(self, path: str) -> bytes:
-        """A file the daemon serves (an image, a job output) by its relative path or URL."""
-        response = self.http.get(_file_path(path))
-        raise_for_error(response)
-        return response.content
-
-    def health(self) -> dict:
-        return self.request("GET", "/health")
-
-    def models(self) -> list[dict]:
-        return self.request("GET", "/v1/models")["data"]
-
-    def model(self, model_id: str) -> dict:
-        return self.request("GET", f"/v1/models/{model_id}")
-
-    def translate(self, *args, **kw) -> dict:
-        return self.request(*_Routes.translate(*args, **kw))
-
-    def describe(self, *args, **kw) -> dict:
-        return self.request(*_Routes.describe(*args, **kw))
-
-    def score(self, *args, **kw) -> dict:
-        return self.request(*_Routes.score(*args, **kw))
-
-    # --- admin, pipelines and jobs (see _Routes) ---
-
-    def scheduler(self) -> dict:
-        """Devices (budget, used, free), resident models, queues and running work."""
-        return self.request(*_Routes.scheduler())
-
-    def load_model(self, model: str) -> dict:
-        return self.request(*_Routes.load_model(model))
-
-    def unload_model(self, model: str) -> dict:
-        return self.request(*_Routes.unload_model(model))
-
-    def pin_model(self, model: str, pinned: bool = True) -> dict:
-        return self.request(*_Routes.pin_model(model, pinned))
-
-    def configured_models(self) -> dict:
-        """``GET /admin/models``: every model with its weights' location and size, and whether it is loaded."""
-        return self.request(*_Routes.configured_models())
-
-    def add_model(self, source: str, **fields: Any) -> dict:
-        """Add a GGUF file, model folder or cached hub id; ``fields`` as ``POST /admin/models`` takes them."""
-        return self.request(*_Routes.add_model(source, **fields))
-
-    def remove_model(self, model: str) -> dict:
-        return self.request(*_Routes.remove_model(model))
-
-    def reload_models(self) -> dict:
-        """Take in hand edits of the config file's ``[[models]]``."""
-        return self.request(*_Routes.reload_models())
-
-    def cancel_work(self, work_id: str) -> dict:
-        return self.request(*_Routes.cancel_work(work_id))
-
-    def providers(self) -> dict:
-        """Upstream health, what serves each model, and the switches in force."""
-        return self.request(*_Routes.providers())
-
-    def check_providers(self) -> dict:
-        return self.request(*_Routes.check_providers())
-
-    def switch_provider(self, model: str, to: str | None) -> dict:
-        """Serve ``model`` (an id or capability) with ``to`` from now on; ``to=None`` undoes it."""
-        return self.request(*_Routes.switch_provider(model, to))
-
-    def start_pipeline(self, name: str, params: dict | None = None) -> dict:
-        return self.request(*_Routes.start_pipeline(name, params))
-
-    def jobs(
-        self, state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0
-    ) -> dict:
-        return self.request(*_Routes.jobs(state, pipeline, limit, offset))
-
-    def job(self, job_id: str) -> dict:
-        return self.request(*_Routes.job(job_id))
-
-    def cancel_job(self, job_id: str) -> dict:
-        return self.request(*_Routes.cancel_job(job_id))
-
-    def resume_job(self, job_id: str) -> dict:
-        return self.request(*_Routes.resume_job(job_id))
-
-    def lineage(self, job_id: str) -> dict:
-        return self.request(*_Routes.lineage(job_id))
+    def request(self, method: str, path: str, json: Any = None, params: Any = None) -> Any:
+        """Any route: the JSON answer (None for an empty one), or the matching Loom error."""
+        return self._send(_Call(method, path, json, params))
 
     def close(self) -> None:
         self.http.close()
@@ -351,29 +283,20 @@ class LoomClient:
         self.close()
 
 
-class AsyncLoomClient:
-    """Asynchronous twin of :class:`LoomClient`."""
+class AsyncLoomClient(_Routes[Awaitable[Any]]):
+    """Asynchronous twin of :class:`LoomClient` (the same routes: ``await client.jobs()``), plus
+    the event streams."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.url, headers = _settings(url, api_key)
         self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
 
-    async def request(self, method: str, path: str, json: Any = None, params: Any = None, **kw) -> Any:
-        response = await self.http.request(method, path, json=json, params=params, **kw)
-        raise_for_error(response)
-        return response.json() if response.content else None
+    async def _send(self, call: _Call) -> Any:
+        return call.result(await self.http.request(call.method, call.path, json=call.body, params=call.query))
 
-    async def metrics(self) -> str:
-        """``/metrics`` in Prometheus' text format."""
-        response = await self.http.get("/metrics")
-        raise_for_error(response)
-        return response.text
-
-    async def file(self, path: str) -> bytes:
-        """A file the daemon serves (an image, a job output) by its relative path or URL."""
-        response = await self.http.get(_file_path(path))
-        raise_for_error(response)
-        return response.content
+    async def request(self, method: str, path: str, json: Any = None, params: Any = None) -> Any:
+        """Any route: the JSON answer (None for an empty one), or the matching Loom error."""
+        return await self._send(_Call(method, path, json, params))
 
     async def events(
         self,
@@ -407,7 +330,7 @@ class AsyncLoomClient:
                     delay = retry
                     if on_status:
                         on_status(True, None)
-                    async for event in _parse_sse(response.aiter_lines()):
+                    async for event in _read_events(response):
                         received += 1
                         if event.id is not None:
                             last_event_id = event.id
@@ -447,85 +370,6 @@ class AsyncLoomClient:
             except (httpx.TransportError, *_RETRYABLE):
                 pass
             await asyncio.sleep(kw.get("retry", 0.5))
-
-    async def health(self) -> dict:
-        return await self.request("GET", "/health")
-
-    async def models(self) -> list[dict]:
-        return (await self.request("GET", "/v1/models"))["data"]
-
-    async def model(self, model_id: str) -> dict:
-        return await self.request("GET", f"/v1/models/{model_id}")
-
-    async def translate(self, *args, **kw) -> dict:
-        return await self.request(*_Routes.translate(*args, **kw))
-
-    async def describe(self, *args, **kw) -> dict:
-        return await self.request(*_Routes.describe(*args, **kw))
-
-    async def score(self, *args, **kw) -> dict:
-        return await self.request(*_Routes.score(*args, **kw))
-
-    # --- admin, pipelines and jobs (see _Routes) ---
-
-    async def scheduler(self) -> dict:
-        """Devices (budget, used, free), resident models, queues and running work."""
-        return await self.request(*_Routes.scheduler())
-
-    async def load_model(self, model: str) -> dict:
-        return await self.request(*_Routes.load_model(model))
-
-    async def unload_model(self, model: str) -> dict:
-        return await self.request(*_Routes.unload_model(model))
-
-    async def pin_model(self, model: str, pinned: bool = True) -> dict:
-        return await self.request(*_Routes.pin_model(model, pinned))
-
-    async def configured_models(self) -> dict:
-        return await self.request(*_Routes.configured_models())
-
-    async def add_model(self, source: str, **fields: Any) -> dict:
-        return await self.request(*_Routes.add_model(source, **fields))
-
-    async def remove_model(self, model: str) -> dict:
-        return await self.request(*_Routes.remove_model(model))
-
-    async def reload_models(self) -> dict:
-        return await self.request(*_Routes.reload_models())
-
-    async def cancel_work(self, work_id: str) -> dict:
-        return await self.request(*_Routes.cancel_work(work_id))
-
-    async def providers(self) -> dict:
-        """Upstream health, what serves each model, and the switches in force."""
-        return await self.request(*_Routes.providers())
-
-    async def check_providers(self) -> dict:
-        return await self.request(*_Routes.check_providers())
-
-    async def switch_provider(self, model: str, to: str | None) -> dict:
-        """Serve ``model`` (an id or capability) with ``to`` from now on; ``to=None`` undoes it."""
-        return await self.request(*_Routes.switch_provider(model, to))
-
-    async def start_pipeline(self, name: str, params: dict | None = None) -> dict:
-        return await self.request(*_Routes.start_pipeline(name, params))
-
-    async def jobs(
-        self, state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0
-    ) -> dict:
-        return await self.request(*_Routes.jobs(state, pipeline, limit, offset))
-
-    async def job(self, job_id: str) -> dict:
-        return await self.request(*_Routes.job(job_id))
-
-    async def cancel_job(self, job_id: str) -> dict:
-        return await self.request(*_Routes.cancel_job(job_id))
-
-    async def resume_job(self, job_id: str) -> dict:
-        return await self.request(*_Routes.resume_job(job_id))
-
-    async def lineage(self, job_id: str) -> dict:
-        return await self.request(*_Routes.lineage(job_id))
 
     async def aclose(self) -> None:
         await self.http.aclose()

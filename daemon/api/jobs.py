@@ -29,6 +29,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 
+from ..jobs.hub import Subscriber
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner
 from ..jobs.store import STATES, TERMINAL, Event
@@ -253,31 +254,22 @@ async def job_events(request: Request, job_id: FromPath[str], runner: NamedDepen
 
 async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[ServerSentEventMessage]:
     sub = runner.hub.subscriber()
-    sub.watch(job_id)  # before reading the store, so nothing falls between the two
-    last = after
+    sub.watch(job_id, after)
     try:
-        backlog = runner.store.events_after(job_id, last)
-        for event in backlog:
-            yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
-            last = event.id
         job = runner.store.get_job(job_id)
         # Finished and everything sent: the final state event is always a job's last event.
-        if job is None or (job["state"] in TERMINAL and last >= runner.store.last_event_id(job_id)):
+        if job is None or (job["state"] in TERMINAL and after >= runner.store.last_event_id(job_id)):
             return
         while True:
             try:
-                item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                events = await sub.next(KEEPALIVE_S)
             except TimeoutError:
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
-            if item is None:  # daemon shutting down
+            if events is None:  # daemon shutting down
                 return
-            events = [item] if item.id == last + 1 else runner.store.events_after(job_id, last)
             for event in events:
-                if event.id <= last:
-                    continue
                 yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
-                last = event.id
                 if _is_final(event):
                     return
     finally:
@@ -300,8 +292,7 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
     await socket.accept()
     sub = runner.hub.subscriber()
 
-    def send_later(message: dict) -> None:
-        sub.put(("control", message))
+    send_later = sub.say
 
     async def receiver() -> None:
         while True:
@@ -330,24 +321,14 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
 
     async def sender() -> None:
         while True:
-            item = await sub.queue.get()
-            if item is None:
+            delivery = await sub.next()
+            if delivery is None:
                 return
-            if isinstance(item, tuple) and item[0] == "control":
-                await socket.send_json(item[1])
+            if isinstance(delivery, dict):
+                await socket.send_json(delivery)
                 continue
-            job_id = item[1] if isinstance(item, tuple) else item.job_id
-            if job_id not in sub.jobs:
-                continue
-            last = sub.last.get(job_id, 0)
-            if isinstance(item, tuple) or item.id != last + 1:  # a replay, or a gap to fill
-                events = runner.store.events_after(job_id, last)
-            else:
-                events = [item]
-            for event in events:
-                if event.id > sub.last.get(event.job_id, 0):
-                    sub.last[event.job_id] = event.id
-                    await socket.send_json({"op": "event", **msgspec.to_builtins(event)})
+            for event in delivery:
+                await socket.send_json({"op": "event", **msgspec.to_builtins(event)})
 
     tasks = [asyncio.create_task(receiver()), asyncio.create_task(sender())]
     try:
@@ -363,31 +344,22 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
             pass
 
 
-def _subscribe(runner: JobRunner, sub, job_id: str, after: Any) -> None:
+def _subscribe(runner: JobRunner, sub: Subscriber, job_id: str, after: Any) -> None:
     job = runner.store.get_job(job_id)
     if job is None:
-        sub.put(("control", {"op": "error", "job_id": job_id, "message": f"No job with id '{job_id}'"}))
+        sub.say({"op": "error", "job_id": job_id, "message": f"No job with id '{job_id}'"})
         return
     try:
         after = max(0, int(after))
     except (TypeError, ValueError):
         after = 0
-    sub.watch(job_id)
-    sub.last[job_id] = after
-    sub.put(
-        (
-            "control",
-            {
-                "op": "subscribed",
-                "job_id": job_id,
-                "state": job["state"],
-                "last_event_id": runner.store.last_event_id(job_id),
-            },
-        )
-    )
-    # The sender replays from the store when it reaches this marker; events published after it
-    # queue behind it and are skipped if the replay already covered them.
-    sub.put(("replay", job_id))
+    subscribed = {
+        "op": "subscribed",
+        "job_id": job_id,
+        "state": job["state"],
+        "last_event_id": runner.store.last_event_id(job_id),
+    }
+    sub.watch(job_id, after, announce=subscribed)
 
 
 ROUTES = [

@@ -86,7 +86,7 @@ class JobRunner:
         self.services = services
         self.store = store
         self.pipelines = pipelines
-        self.hub = EventHub()
+        self.hub = EventHub(store)
         self._tasks: dict[str, asyncio.Task] = {}
         self._contexts: dict[str, JobContext] = {}
         self._run_started: dict[str, float] = {}

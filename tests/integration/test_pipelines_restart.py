@@ -3,6 +3,7 @@ caught up from their rows after a SIGKILL), the personas and the artefact search
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 import httpx
@@ -28,8 +29,15 @@ def nearest(c: httpx.Client, **query) -> dict:
     return c.post("/v1/rag/search", json={"k": 1, **query}).json()["data"][0]
 
 
-def counts(c: httpx.Client) -> dict[str, int]:
-    return {i["collection"]: i["indexed"] for i in c.get("/v1/rag/stats").json()["indices"]}
+def counts(c: httpx.Client, timeout: float = 30.0) -> dict[str, int]:
+    """Items per collection's index, once every index has loaded (a daemon loads its saved indices
+    in the background after start-up; ``loaded`` in the stats says when one is done)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        indices = c.get("/v1/rag/stats").json()["indices"]
+        if all(i["loaded"] or i["error"] for i in indices) or time.monotonic() > deadline:
+            return {i["collection"]: i["indexed"] for i in indices}
+        time.sleep(0.05)
 
 
 def test_indices_personas_and_search_survive_restarts(daemon):

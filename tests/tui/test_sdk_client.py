@@ -8,12 +8,17 @@ import json
 import httpx
 import pytest
 
-from loom.sdk.client import AsyncLoomClient, LoomClient, ServerEvent, _parse_sse, describe_error
+from loom.sdk.client import AsyncLoomClient, LoomClient, ServerEvent, _read_events, describe_error
 from loom.sdk.errors import AuthenticationFailed, NotFound
 
 
 def sse(*events: tuple[int, str, dict]) -> bytes:
     return "".join(f"id: {i}\nevent: {kind}\ndata: {json.dumps(data)}\n\n" for i, kind, data in events).encode()
+
+
+def stream(content: bytes) -> httpx.Response:
+    """An SSE answer, as the daemon sends it."""
+    return httpx.Response(200, content=content, headers={"content-type": "text/event-stream"})
 
 
 def mock(handler) -> AsyncLoomClient:
@@ -25,11 +30,8 @@ def mock(handler) -> AsyncLoomClient:
 
 
 async def test_sse_parsing():
-    async def lines():
-        for line in [": keepalive", "event: loaded", 'data: {"a":', "data: 1}", "id: 7", "", "data: plain", ""]:
-            yield line
-
-    got = [e async for e in _parse_sse(lines())]
+    lines = [": keepalive", "event: loaded", 'data: {"a":', "data: 1}", "id: 7", "", "data: plain", "", ": ka", ""]
+    got = [e async for e in _read_events(stream("\n".join(lines).encode()))]
     assert got == [ServerEvent("loaded", {"a": 1}, "7"), ServerEvent("message", "plain", "7")]
 
 
@@ -40,10 +42,10 @@ async def test_events_reconnect_with_last_event_id():
         seen.append(request.headers.get("last-event-id"))
         assert request.headers["authorization"] == "Bearer k"
         if len(seen) == 1:
-            return httpx.Response(200, content=sse((1, "a", {}), (2, "b", {})))
+            return stream(sse((1, "a", {}), (2, "b", {})))
         if len(seen) == 2:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
-        return httpx.Response(200, content=sse((3, "c", {"last": True})))
+        return stream(sse((3, "c", {"last": True})))
 
     status: list[tuple[bool, str | None]] = []
     client = mock(handler)
@@ -75,13 +77,12 @@ async def test_job_events_end_with_the_final_state():
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
-        return httpx.Response(
-            200,
-            content=sse(
+        return stream(
+            sse(
                 (1, "state", {"type": "state", "data": {"state": "running"}}),
                 (2, "progress", {"type": "progress", "data": {"progress": 50}}),
                 (3, "state", {"type": "state", "data": {"state": "succeeded"}}),
-            ),
+            )
         )
 
     events = [e async for e in mock(handler).job_events("j1", retry=0)]
@@ -92,7 +93,7 @@ async def test_job_events_of_a_finished_job_end_without_looping():
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/events"):
             assert request.headers["last-event-id"] == "9"
-            return httpx.Response(200, content=b": nothing new\n\n")
+            return stream(b": nothing new\n\n")
         return httpx.Response(200, json={"id": "j1", "state": "cancelled"})
 
     assert [e async for e in mock(handler).job_events("j1", after=9, retry=0)] == []
