@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from loom.sdk.errors import (
 from loom.sdk.protocols import RunContext
 from loom.sdk.types import Capability
 
+from .atomic import write_atomic
 from .models import ModelEntry, ModelRegistry
 from .scheduler import Priority, Scheduler
 
@@ -233,16 +232,7 @@ class ModelRouter:
         if self.state_path is None:
             return
         data = {"version": STATE_VERSION, **self.switches()}
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".routing-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2)
-                f.write("\n")
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.state_path, (json.dumps(data, indent=2) + "\n").encode())
 
     def load(self, path: Path) -> None:
         """Adopt ``path`` as the state file and restore its switches. Switches naming models that

@@ -28,6 +28,7 @@ from loom.sdk.errors import Cancelled, CapabilityNotSupported, InvalidRequest, N
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import Capability, ChatCompletionRequest
 
+from ..atomic import write_atomic
 from ..config import Routes
 from ..files import FileStore
 from ..models import ModelRegistry
@@ -132,10 +133,7 @@ class JobContext:
             raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
         rel = f"{self.output_dir}/{name}"
         path = self.services.files.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # a reader (or a SIGKILL) never sees half a file
+        write_atomic(path, data)  # a reader (or a SIGKILL) never sees half a file
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         digest = hashlib.sha256(data).hexdigest()
         self.store.put_artifact(self.job_id, rel, name, media_type, len(data), digest, meta)

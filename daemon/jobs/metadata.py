@@ -9,11 +9,11 @@ path from its root is spelled out, as the seed's tracker did.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from .lineage import build_tree
 
 NAME = "metadata.json"
@@ -63,11 +63,8 @@ def write(root: Path, job: dict, meta: dict[str, Any]) -> tuple[str, bytes]:
     """Write ``metadata.json`` atomically; return its relative path and bytes."""
     rel = f"{job['output_dir']}/{NAME}"
     path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(meta, indent=2, ensure_ascii=False, default=str).encode()
-    tmp = path.with_name(f".{NAME}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return rel, data
 
 

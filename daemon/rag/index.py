@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..atomic import replacing
+
 FLAT, IVF = "flat", "ivf"
 #: Below this many vectors the index stays exact (flat); ``LOOM_RAG_IVF_MIN`` overrides it.
 IVF_MIN = 20_000
@@ -131,9 +133,8 @@ class FaissIndex:
         return self.index.search(q, k)
 
     def save(self, path: Path) -> bool:
-        tmp = path.with_name(f".{path.name}.tmp")
-        self.faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)  # a reader (or a crash) never sees half an index
+        with replacing(path) as tmp:  # a reader (or a crash) never sees half an index
+            self.faiss.write_index(self.index, str(tmp))
         return True
 
 
