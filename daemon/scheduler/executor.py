@@ -1,5 +1,7 @@
-"""Where provider code runs: behind one small interface, so a worker-process or distributed
-executor can replace the threads without the queues noticing.
+"""Where provider code runs: on threads of this process, one pool per lane, behind a small
+interface. The interface hands over a callable on a provider object that lives in this process, so
+only in-process executors fit it; an executor in another process needs the call as data
+(:mod:`loom.sdk.calls`) and the provider in the worker.
 
 A *lane* is a serial line of work: one per device (``cpu``, ``cuda:0``) or, on a device whose
 config allows models to run side by side, one per model on it (``cuda:0/llm``). The scheduler
