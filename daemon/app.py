@@ -30,6 +30,7 @@ from .api import (
     openapi,
     personas,
     rag,
+    responses,
 )
 from .api import jobs as job_api
 from .api.auth import key_guard
@@ -49,6 +50,7 @@ async def health(registry: NamedDependency[ModelRegistry]) -> dict:
 V1_ROUTES = [
     chat.chat_completions,
     chat.completions,
+    *responses.ROUTES,
     embeddings.embeddings,
     images.generations,
     image_edits.edits,

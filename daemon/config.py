@@ -45,6 +45,20 @@ def _user_data_dir() -> str:
     return platformdirs.user_data_dir("loom", appauthor=False)
 
 
+class ImageURLs(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.image_urls]``: how http(s) ``image_url`` parts of chat messages are fetched."""
+
+    #: False refuses every http(s) image URL (data URIs still work).
+    enabled: bool = True
+    #: Fetch from loopback, link-local, private and other non-public addresses too. Off, such a
+    #: URL (or a redirect to one) is refused: a client must not reach the daemon's own network.
+    allow_private: bool = False
+    max_bytes: int = 20 * 2**20
+    #: Seconds for the whole fetch, redirects included.
+    timeout: float = 10.0
+    max_redirects: int = 3
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
@@ -52,6 +66,10 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     api_keys: list[ApiKey] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: "strict" refuses an optional parameter the serving model cannot honour (400 naming it);
+    #: "lenient" leaves it out and names it in the ``x-loom-ignored`` response header.
+    compat: Literal["strict", "lenient"] = "strict"
+    image_urls: ImageURLs = field(default_factory=ImageURLs)
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):

@@ -23,9 +23,11 @@ from litestar.di import Provide
 from loom.sdk.config import ModelConfig
 
 from .api.body import BodyReader
+from .api.chat_prepare import ChatIntake
 from .catalog.live import ModelCatalog
 from .config import Config, Routes
 from .files import FileStore
+from .image_fetch import ImageFetcher
 from .jobs import JobRunner, JobStore, collect_pipelines
 from .jobs.context import PipelineServices
 from .jobs.retention import Retention, RetentionPolicy
@@ -35,12 +37,14 @@ from .plugin_manager import PluginInfo, collect, collect_providers, make_plugin_
 from .provider_health import ProviderHealth
 from .rag import RagStore
 from .records import RecordStore
+from .responses import ResponseStore
 from .routing import STATE_FILE, ModelRouter
 from .scheduler import Scheduler
 from .timers import Timers
 
 JOBS_DB = "loom.db"
 RECORDS_DB = "records.db"
+RESPONSES_DB = "responses.db"
 RAG_DIR = "rag"
 
 
@@ -63,6 +67,11 @@ class Services:
     rag: RagStore
     records: RecordStore
     runner: JobRunner
+    #: What a chat request goes through before a model sees it (rules, route, parameter policy,
+    #: image URLs), for /v1/chat/completions and /v1/responses.
+    intake: ChatIntake
+    #: Stored Responses API responses.
+    responses: ResponseStore
     #: Adds and removes models while running (``/admin/models``); it keeps the current
     #: ``[[models]]`` (``config`` is the config Loom started with).
     catalog: ModelCatalog
@@ -82,6 +91,8 @@ class Services:
         async with AsyncExitStack() as stack:
             stack.callback(self.runner.store.close)
             stack.callback(self.records.close)
+            stack.callback(self.responses.close)
+            stack.push_async_callback(self.intake.aclose)
             stack.push_async_callback(asyncio.to_thread, self.rag.close)  # saving an index takes a moment
             await self.scheduler.start()
             stack.push_async_callback(self.scheduler.stop)
@@ -153,5 +164,9 @@ def build_services(
         rag=rag,
         records=records,
         runner=runner,
+        intake=ChatIntake(
+            registry, router, config.routes, files, ImageFetcher(config.daemon.image_urls), config.daemon.compat
+        ),
+        responses=ResponseStore(data_dir / RESPONSES_DB),
         catalog=catalog,
     )

@@ -36,6 +36,7 @@ from .protocols import (
     Provider,
     RunContext,
     TextChunk,
+    ToolCallDelta,
     VisionScores,
 )
 from .types import Capability
@@ -68,6 +69,7 @@ __all__ = [
     "RateLimited",
     "RunContext",
     "TextChunk",
+    "ToolCallDelta",
     "Unavailable",
     "UnsupportedParameter",
     "VisionScores",

@@ -19,7 +19,7 @@ import msgspec
 from msgspec import Struct
 
 from .errors import Cancelled
-from .types import Capability, ChatCompletionRequest, CompletionRequest
+from .types import Capability, ChatCompletionRequest, CompletionRequest, TokenLogprob
 
 
 class ModelSpec(Struct, frozen=True, kw_only=True):
@@ -66,13 +66,34 @@ class RunContext:
         self.check()
 
 
-class TextChunk(Struct, kw_only=True):
-    """One piece of generated text; the last one of a generation carries ``finish_reason``."""
+class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
+    """A piece of one tool call in a chat stream, in OpenAI's streaming shape.
+
+    The first piece of each call carries its ``index`` (0, 1, ... within the answer), ``id`` and
+    ``name``; later pieces of the same ``index`` carry more of the ``arguments`` text. Joined, the
+    pieces of one index give the call; the daemon joins them for answers that are not streamed.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class TextChunk(Struct, kw_only=True, omit_defaults=True):
+    """One piece of a generation; the last one carries ``finish_reason`` and the token counts.
+
+    Besides text, a chat chunk may carry tool-call pieces (``tool_calls``) and, when the request
+    asked for ``logprobs``, the log probabilities of the tokens whose text it carries. A
+    generation that called tools ends with ``finish_reason="tool_calls"``.
+    """
 
     text: str = ""
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 class Embeddings(Struct, kw_only=True):
@@ -128,6 +149,12 @@ class Provider:
     deterministic: ClassVar[bool] = False
     #: Image providers: the size ``size="auto"`` asks for, (width, height).
     default_size: ClassVar[tuple[int, int]] = (512, 512)
+    #: The optional request parameters this provider honours (names from the policy table in
+    #: :mod:`loom.sdk.params`, e.g. "tools", "logprobs", "top_k"). The daemon refuses any other
+    #: optional parameter by name before calling the provider (or, with ``compat = "lenient"``,
+    #: leaves it out and names it in the ``x-loom-ignored`` header). The default is what every
+    #: provider was handed before the table existed, and had to honour or refuse itself.
+    parameters: ClassVar[frozenset[str]] = frozenset({"response_format", "presence_penalty", "frequency_penalty"})
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

@@ -7,7 +7,7 @@ with a 400 naming it rather than silently dropped. Responses are encoded with ms
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Any, Annotated, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -34,7 +34,7 @@ class Response(Struct, omit_defaults=False):
     """Base of response bodies."""
 
 
-# --- chat -------------------------------------------------------------------------------------
+# --- chat: content parts and messages --------------------------------------------------------
 
 
 class ImageURL(Struct, forbid_unknown_fields=True):
@@ -50,31 +50,155 @@ class ImagePart(Struct, tag_field="type", tag="image_url", forbid_unknown_fields
     image_url: ImageURL
 
 
+class RefusalPart(Struct, tag_field="type", tag="refusal", forbid_unknown_fields=True):
+    refusal: str
+
+
 ContentPart = TextPart | ImagePart
+AssistantPart = TextPart | RefusalPart
 
 
-class ChatMessage(Struct, forbid_unknown_fields=True, omit_defaults=True):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+class FunctionCall(Struct, forbid_unknown_fields=True):
+    """The function a model called and its arguments, a JSON text (as generated: may not parse)."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(Struct, tag_field="type", tag="function", forbid_unknown_fields=True):
+    """One call in an assistant message's ``tool_calls`` (requests and answers alike)."""
+
+    id: str
+    function: FunctionCall
+
+
+class Message(Struct, tag_field="role", forbid_unknown_fields=True, omit_defaults=True):
+    """Base of the chat messages: a tagged union on ``role`` (:data:`ChatMessage`)."""
+
+    role: ClassVar[str]
 
     def text(self) -> str:
-        """The message's text parts joined; images are left out."""
-        if self.content is None:
+        """The message's text parts joined; images (and refusals) are left out."""
+        content = getattr(self, "content", None)
+        if content is None:
             return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+        if isinstance(content, str):
+            return content
+        return "\n".join(p.text for p in content if isinstance(p, TextPart))
 
     def images(self) -> list[str]:
-        """The URLs (usually data URIs) of the message's image parts."""
-        if not isinstance(self.content, list):
+        """The URLs (data URIs, or http(s) URLs before the daemon fetched them) of image parts."""
+        content = getattr(self, "content", None)
+        if not isinstance(content, list):
             return []
-        return [p.image_url.url for p in self.content if isinstance(p, ImagePart)]
+        return [p.image_url.url for p in content if isinstance(p, ImagePart)]
 
 
-class StreamOptions(Struct, forbid_unknown_fields=True):
+class SystemMessage(Message, tag="system"):
+    content: str | list[TextPart]
+    name: str | None = None
+    role = "system"
+
+
+class DeveloperMessage(Message, tag="developer"):
+    """OpenAI's newer name for the system role; chat templates see it as "system"."""
+
+    content: str | list[TextPart]
+    name: str | None = None
+    role = "developer"
+
+
+class UserMessage(Message, tag="user"):
+    content: str | list[ContentPart]
+    name: str | None = None
+    role = "user"
+
+
+class AssistantMessage(Message, tag="assistant"):
+    """An earlier answer in the conversation; ``content`` may be null when it called tools."""
+
+    content: str | list[AssistantPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
+    role = "assistant"
+
+
+class ToolMessage(Message, tag="tool"):
+    """The result of a tool call, answering the call with id ``tool_call_id``."""
+
+    content: str | list[TextPart]
+    tool_call_id: str
+    role = "tool"
+
+
+ChatMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
+
+_ROLES: dict[str, type[Message]] = {
+    "system": SystemMessage,
+    "developer": DeveloperMessage,
+    "user": UserMessage,
+    "assistant": AssistantMessage,
+    "tool": ToolMessage,
+}
+
+
+def message(role: str, content: Any = None, **fields: Any) -> ChatMessage:
+    """A chat message of ``role``: ``message("user", "Hi")``."""
+    try:
+        cls = _ROLES[role]
+    except KeyError:
+        raise ValueError(f"unknown chat role {role!r}; one of {', '.join(_ROLES)}") from None
+    if content is not None:
+        fields["content"] = content
+    return cls(**fields)  # type: ignore[return-value]
+
+
+# --- chat: tools --------------------------------------------------------------------------------
+
+#: OpenAI's rule for function names.
+FunctionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class FunctionDefinition(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: FunctionName
+    description: str | None = None
+    #: A JSON schema of an object; None means "no arguments".
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def schema(self) -> dict[str, Any]:
+        """The parameters' schema; a function without one takes an empty object."""
+        return self.parameters if self.parameters is not None else {"type": "object", "properties": {}}
+
+
+class FunctionTool(Struct, tag_field="type", tag="function", forbid_unknown_fields=True):
+    function: FunctionDefinition
+
+
+class NamedFunction(Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class NamedToolChoice(Struct, tag_field="type", tag="function", forbid_unknown_fields=True):
+    """``tool_choice`` naming one function: the model must call it."""
+
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class PredictionContent(Struct, tag_field="type", tag="content", forbid_unknown_fields=True):
+    content: str | list[TextPart]
+
+
+# --- chat: request ------------------------------------------------------------------------------
+
+
+class StreamOptions(Struct, forbid_unknown_fields=True, omit_defaults=True):
     include_usage: bool = False
+    include_obfuscation: bool | None = None
 
 
 class TextFormat(Struct, tag_field="type", tag="text", forbid_unknown_fields=True):
@@ -103,9 +227,16 @@ TopP = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 MaxTokens = Annotated[int, Meta(ge=1)]
 N = Annotated[int, Meta(ge=1, le=16)]
+#: OpenAI's metadata: at most 16 pairs, keys up to 64 characters, values up to 512.
+Metadata = Annotated[
+    dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]], Meta(max_length=16)
+]
 
 
 class ChatCompletionRequest(Request):
+    """``POST /v1/chat/completions``. Which optional parameters a model honours, and what happens
+    to the others, is the policy table in :mod:`loom.sdk.params`."""
+
     model: str
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     stream: bool = False
@@ -120,7 +251,29 @@ class ChatCompletionRequest(Request):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     response_format: ResponseFormat | None = None
+    tools: Annotated[list[FunctionTool], Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
+    # Sampling knobs of local runtimes (llama.cpp's server, vLLM and Ollama take them too).
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    repeat_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
+    # Bookkeeping: never changes the output.
     user: str | None = None
+    metadata: Metadata | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    safety_identifier: str | None = None
+    # Would change the output; served only where a provider can (a remote OpenAI service).
+    reasoning_effort: str | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prediction: PredictionContent | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -133,6 +286,31 @@ class ChatCompletionRequest(Request):
     def has_images(self) -> bool:
         return any(m.images() for m in self.messages)
 
+    def tool_mode(self) -> str:
+        """ "none" (no tools or tool_choice none), "auto", "required" or "named"."""
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
+
+    def callable_tools(self) -> list[FunctionDefinition]:
+        """The functions the model may call now: all tools, the named one, or none."""
+        mode = self.tool_mode()
+        if mode == "none":
+            return []
+        functions = [t.function for t in self.tools or []]
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return [f for f in functions if f.name == self.tool_choice.function.name]
+        return functions
+
+    def parallel_calls(self) -> bool:
+        """Whether several calls may come in one answer (OpenAI's default: yes)."""
+        return self.parallel_tool_calls is not False
+
+
+# --- chat: answers ------------------------------------------------------------------------------
+
 
 class Usage(Struct):
     prompt_tokens: int = 0
@@ -140,16 +318,41 @@ class Usage(Struct):
     total_tokens: int = 0
 
 
-class AssistantMessage(Struct):
-    role: str = "assistant"
-    content: str | None = ""
+class TopLogprob(Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(Struct):
+    """One generated token's log probability and the most likely alternatives (OpenAI's shape)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] = field(default_factory=list)
+
+
+class ChoiceLogprobs(Struct):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+
+
+class ChoiceMessage(Struct, kw_only=True, omit_defaults=True):
+    """The answer's message. ``content`` and ``refusal`` are always sent (null when empty), as
+    OpenAI does; ``tool_calls`` only when the model called tools."""
+
+    role: str
+    content: str | None
+    refusal: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(Struct):
     index: int
-    message: AssistantMessage
+    message: ChoiceMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(Response):
@@ -159,19 +362,34 @@ class ChatCompletion(Response):
     choices: list[ChatChoice]
     usage: Usage
     object: str = "chat.completion"
-    system_fingerprint: str | None = None
+
+
+class ChunkFunction(Struct, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChunkToolCall(Struct, omit_defaults=True):
+    """A piece of one tool call in a stream: ``id``, ``type`` and the name come in the first
+    piece of each call, the arguments' text after it."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction | None = None
 
 
 class ChunkDelta(Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
 
 class ChunkChoice(Struct):
     index: int
     delta: ChunkDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(Response):
@@ -181,7 +399,6 @@ class ChatCompletionChunk(Response):
     choices: list[ChunkChoice]
     object: str = "chat.completion.chunk"
     usage: Usage | None = None
-    system_fingerprint: str | None = None
 
 
 # --- completions ------------------------------------------------------------------------------
@@ -226,7 +443,6 @@ class Completion(Response):
     choices: list[CompletionChoice]
     object: str = "text_completion"
     usage: Usage | None = None
-    system_fingerprint: str | None = None
 
 
 # --- embeddings -------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Each choice is one generation (seed + index when a seed is given). A stream is started before the
 response goes out, so errors raised before the first token (unknown model, full queue, a provider
-failing at load) keep their HTTP status; errors after it arrive as an ``error`` event.
+failing at load) keep their HTTP status; errors after it arrive as an ``error`` event. Before any
+of that, a chat request goes through the :class:`.chat_prepare.ChatIntake` (rules, route,
+parameter policy, image URLs).
 """
 
 from __future__ import annotations
@@ -17,51 +19,36 @@ from litestar.di import NamedDependency
 from litestar.response import ServerSentEvent
 
 from loom.sdk import calls
-from loom.sdk.errors import CapabilityNotSupported, LoomError
+from loom.sdk.errors import LoomError
 from loom.sdk.protocols import RunContext, TextChunk
 from loom.sdk.types import (
-    AssistantMessage,
     Capability,
-    ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChoiceLogprobs,
     ChunkChoice,
     ChunkDelta,
+    ChunkFunction,
+    ChunkToolCall,
     Completion,
     CompletionChoice,
     CompletionRequest,
     Usage,
 )
 
-from ..config import Routes
-from ..models import ModelEntry, ModelRegistry
+from ..models import ModelEntry
 from ..routing import ModelRouter
 from ..scheduler import Scheduler
 from .body import BodyReader
+from .chat_assemble import ChoiceBuilder, count
+from .chat_prepare import ChatIntake, Route
 from .errors import error_body
 from .openapi import body
+from .policy import ignored_header
 from .respond import json_response, served_by
 
 _encode = msgspec.json.encode
-Route = tuple[str, Capability]
-
-
-def chat_route(registry: ModelRegistry, router: ModelRouter, routes: Routes, req: ChatCompletionRequest) -> Route:
-    """The model name and capability to route by; image parts go to a vision-capable chat model."""
-    entry = registry.for_capability(req.model, Capability.CHAT) if not req.has_images() else None
-    if entry is not None:
-        return req.model, Capability.CHAT
-    entry = registry.get(req.model)
-    if {Capability.VISION, Capability.CHAT} <= entry.capabilities:
-        return req.model, Capability.VISION
-    route = router.route_for(Capability.VISION, routes.vision)
-    if route is not None and {Capability.VISION, Capability.CHAT} <= registry.get(route).capabilities:
-        return route, Capability.VISION
-    raise CapabilityNotSupported(
-        f"The model '{req.model}' cannot read images and no vision chat model is routed",
-        param="messages",
-    )
 
 
 class Generations:
@@ -89,53 +76,63 @@ class Generations:
             yield index, chunks
 
 
-def _count(usage: Usage, chunk: TextChunk, prompt: bool) -> None:
-    if chunk.prompt_tokens is not None and prompt:
-        usage.prompt_tokens += chunk.prompt_tokens
-    if chunk.completion_tokens is not None:
-        usage.completion_tokens += chunk.completion_tokens
-
-
-def _with_seed(req, i: int):
+def with_seed(req, i: int):
     return msgspec.structs.replace(req, seed=None if req.seed is None else req.seed + i)
+
+
+def chat_generations(
+    router: ModelRouter, scheduler: Scheduler, route: Route, req: ChatCompletionRequest
+) -> Generations:
+    return Generations(router, scheduler, route, [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)])
 
 
 @post("/chat/completions", operation_class=body(ChatCompletionRequest))
 async def chat_completions(
     request: Request,
     bodies: NamedDependency[BodyReader],
-    registry: NamedDependency[ModelRegistry],
+    intake: NamedDependency[ChatIntake],
     router: NamedDependency[ModelRouter],
     scheduler: NamedDependency[Scheduler],
-    routes: NamedDependency[Routes],
 ) -> Response:
     req = await bodies.decode(request, ChatCompletionRequest)
-    route = chat_route(registry, router, routes, req)
-
-    def call(i: int):
-        r = _with_seed(req, i)
-        return calls.Chat(request=r)
-
-    gens = Generations(router, scheduler, route, [(i, call(i)) for i in range(req.n)])
+    prepared = await intake.prepare(req, own_host=request.url.netloc)
+    req = prepared.request
+    gens = chat_generations(router, scheduler, prepared.route, req)
     entry = await gens.start()
     rid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+    headers = {**served_by(entry), **ignored_header(prepared.ignored)}
 
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _chat_events(gens, req.model, rid, created, include_usage)
-        return ServerSentEvent(events, headers=served_by(entry), status_code=200)
+        return ServerSentEvent(events, headers=headers, status_code=200)
 
     choices, usage = [], Usage()
     async for index, chunks in gens:
-        text, finish = [], None
+        builder = ChoiceBuilder()
         async for chunk in chunks:
-            text.append(chunk.text)
-            finish = chunk.finish_reason or finish
-            _count(usage, chunk, prompt=index == 0)
-        choices.append(ChatChoice(index, AssistantMessage(content="".join(text)), finish or "stop"))
+            builder.add(chunk)
+            count(usage, chunk, prompt=index == 0)
+        choices.append(builder.choice(index))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    body = ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
-    return json_response(body, headers=served_by(entry))
+    answer = ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
+    return json_response(answer, headers=headers)
+
+
+def chunk_delta(c: TextChunk) -> ChunkDelta | None:
+    """A provider chunk as an OpenAI delta (None when it carries neither text nor calls)."""
+    calls_ = [
+        ChunkToolCall(
+            index=d.index,
+            id=d.id,
+            type="function" if d.id else None,
+            function=ChunkFunction(name=d.name, arguments=d.arguments if d.arguments or d.id else None),
+        )
+        for d in c.tool_calls or ()
+    ]
+    if not c.text and not calls_ and c.logprobs is None:
+        return None
+    return ChunkDelta(content=c.text if c.text or c.logprobs is not None else None, tool_calls=calls_ or None)
 
 
 async def _chat_events(gens: Generations, model, rid, created, include_usage) -> AsyncIterator[bytes]:
@@ -146,13 +143,15 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage) ->
     try:
         async for index, chunks in gens:
             yield chunk([ChunkChoice(index, ChunkDelta(role="assistant", content=""))])
-            finish = None
+            builder = ChoiceBuilder()
             async for c in chunks:
-                if c.text:
-                    yield chunk([ChunkChoice(index, ChunkDelta(content=c.text))])
-                finish = c.finish_reason or finish
-                _count(usage, c, prompt=index == 0)
-            yield chunk([ChunkChoice(index, ChunkDelta(), finish_reason=finish or "stop")])
+                builder.add(c)
+                delta = chunk_delta(c)
+                if delta is not None:
+                    logprobs = ChoiceLogprobs(content=c.logprobs) if c.logprobs is not None else None
+                    yield chunk([ChunkChoice(index, delta, logprobs=logprobs)])
+                count(usage, c, prompt=index == 0)
+            yield chunk([ChunkChoice(index, ChunkDelta(), finish_reason=builder.finish_reason())])
         if include_usage:
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
             yield chunk([], usage)
@@ -172,8 +171,7 @@ async def completions(
     prompts = req.prompts()
 
     def call(prompt: str, i: int):
-        r = _with_seed(req, i)
-        return calls.Complete(prompt=prompt, request=r)
+        return calls.Complete(prompt=prompt, request=with_seed(req, i))
 
     runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
     gens = Generations(router, scheduler, (req.model, Capability.COMPLETION), runs)
@@ -193,7 +191,7 @@ async def completions(
                     if req.echo:
                         yield _encode(_piece(rid, created, req.model, index, prompt_of(index), None))
                     async for c in chunks:
-                        _count(usage, c, prompt=index % req.n == 0)
+                        count(usage, c, prompt=index % req.n == 0)
                         if c.text or c.finish_reason:
                             yield _encode(_piece(rid, created, req.model, index, c.text, c.finish_reason))
                 if include_usage:
@@ -211,11 +209,11 @@ async def completions(
         async for c in chunks:
             text.append(c.text)
             finish = c.finish_reason or finish
-            _count(usage, c, prompt=index % req.n == 0)
+            count(usage, c, prompt=index % req.n == 0)
         choices.append(CompletionChoice(index, "".join(text), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    body = Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
-    return json_response(body, headers=served_by(entry))
+    answer = Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
+    return json_response(answer, headers=served_by(entry))
 
 
 def _piece(rid, created, model, index, text, finish) -> Completion:

@@ -5,16 +5,19 @@ Imported only from ``LlamaCppProvider.load`` and later, so the daemon starts wit
 
 from __future__ import annotations
 
+import ctypes
 import functools
-import json
+from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+from llama_cpp.llama_grammar import LlamaGrammar
 
-from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError, UnsupportedParameter
-from loom.sdk.types import JSONObjectFormat, JSONSchemaFormat, ResponseFormat
+from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError
+from loom.sdk.types import TokenLogprob, TopLogprob
+
+from .plan import Generation
 
 #: KV cache element size: llama.cpp's default cache type is f16.
 _KV_ELEMENT_BYTES = 2
@@ -33,6 +36,9 @@ def counting_llama() -> type:
         loom_prompt_tokens = 0
         loom_sampled = 0
         loom_last_token = -1
+        #: Alternatives to record per token (None: no log probabilities), and the records.
+        loom_logprobs: int | None = None
+        loom_token_logprobs: list[TokenLogprob] = []
 
         def generate(self, tokens, *args, **kwargs):
             self.loom_prompt_tokens = len(tokens)
@@ -41,10 +47,38 @@ def counting_llama() -> type:
             return super().generate(tokens, *args, **kwargs)
 
         def sample(self, *args, **kwargs):
+            # The logits the sampler is about to read: those of the last evaluated token. They
+            # are read here rather than with logits_all=True, which would keep a row of logits
+            # for every prompt token (n_ctx x n_vocab floats).
+            logits = self._last_logits() if self.loom_logprobs is not None else None
             token = super().sample(*args, **kwargs)
             self.loom_sampled += 1
             self.loom_last_token = token
+            if logits is not None:
+                self.loom_token_logprobs.append(self._logprob(logits, token))
             return token
+
+        def _last_logits(self) -> np.ndarray:
+            pointer = llama_cpp.llama_get_logits_ith(self._ctx.ctx, -1)
+            size = self.n_vocab()
+            return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(size,)).copy()
+
+        def _logprob(self, logits: np.ndarray, token: int) -> TokenLogprob:
+            shifted = logits.astype(np.float64) - logits.max()
+            logprobs = shifted - np.log(np.exp(shifted).sum())
+            top: list[TopLogprob] = []
+            n = self.loom_logprobs or 0
+            if n:
+                best = np.argpartition(-logprobs, n)[:n]
+                for i in best[np.argsort(-logprobs[best])]:
+                    text, raw = self._token_text(int(i))
+                    top.append(TopLogprob(token=text, logprob=float(logprobs[i]), bytes=raw))
+            text, raw = self._token_text(token)
+            return TokenLogprob(token=text, logprob=float(logprobs[token]), bytes=raw, top_logprobs=top)
+
+        def _token_text(self, token: int) -> tuple[str, list[int]]:
+            raw = self.detokenize([token])
+            return raw.decode("utf-8", errors="replace"), list(raw)
 
         def loom_completion_tokens(self) -> int:
             """Tokens generated, not counting the end-of-generation token that stopped it."""
@@ -124,43 +158,45 @@ def unit_vectors(vectors: list[list[float]]) -> list[list[float]]:
     return (array / np.where(norms == 0.0, 1.0, norms)).tolist()
 
 
-def grammar_for(response_format: ResponseFormat | None) -> LlamaGrammar | None:
-    """The sampling grammar for a response_format; None for plain text.
+def stream(llm: Any, gen: Generation) -> Iterator[dict]:
+    """Start one generation on ``llm``: llama-cpp-python's completion stream of chunks."""
+    llm.loom_logprobs = gen.logprobs
+    llm.loom_token_logprobs = []
+    if gen.chat:
+        # The template wrote the special tokens as text; tokenize them as tokens.
+        prompt: Any = llm.tokenize(gen.text.encode("utf-8"), add_bos=gen.add_bos, special=True)
+    else:
+        # llama-cpp-python cannot start from zero tokens (it asserts); an empty prompt means
+        # "generate from the beginning of a text", which is the BOS token.
+        prompt = gen.text or [llm.token_bos()]
+    stopping = None
+    if gen.stop_token_ids:
+        ids = set(gen.stop_token_ids)
+        stopping = llama_cpp.StoppingCriteriaList([lambda tokens, logits: int(tokens[-1]) in ids])
+    s = gen.sampling
+    return llm.create_completion(
+        prompt,
+        stream=True,
+        max_tokens=gen.max_tokens,
+        stop=gen.stop,
+        seed=s.seed,
+        grammar=LlamaGrammar.from_string(gen.grammar, verbose=False) if gen.grammar else None,
+        stopping_criteria=stopping,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
+        repeat_penalty=s.repeat_penalty,
+        presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty,
+        logit_bias=s.logit_bias,
+    )
 
-    llama-cpp-python would build the same grammar from ``{"type": "json_object", "schema": ...}``,
-    but it silently falls back to "any JSON" when a schema cannot be converted. Building it here
-    lets an unsupported schema be refused instead of ignored.
-    """
-    if isinstance(response_format, JSONObjectFormat):
-        return LlamaGrammar.from_string(JSON_GBNF)
-    if isinstance(response_format, JSONSchemaFormat):
-        schema = response_format.json_schema.schema or {"type": "object"}
-        if _has_outside_ref(schema):
-            # The converter would fetch an https $ref (it only asserts against it), so refuse here.
-            raise UnsupportedParameter(
-                "llamacpp: JSON schema $ref must point inside the schema ('#/...')",
-                param="response_format",
-            )
-        try:
-            # The schema is converted to GBNF in Python here, so a bad one fails now, not mid-stream.
-            return LlamaGrammar.from_json_schema(json.dumps(schema))
-        except Exception as e:
-            raise UnsupportedParameter(
-                f"llamacpp cannot constrain output to this JSON schema: {e}",
-                param="response_format",
-            ) from e
-    return None
 
-
-def _has_outside_ref(node: Any) -> bool:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
-            return True
-        return any(_has_outside_ref(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_outside_ref(v) for v in node)
-    return False
+def take_logprobs(llm: Any) -> list[TokenLogprob]:
+    """The log probabilities recorded since the last call (for the text just produced)."""
+    taken, llm.loom_token_logprobs = llm.loom_token_logprobs, []
+    return taken
 
 
 def generation_error(e: Exception, param: str) -> LoomError:

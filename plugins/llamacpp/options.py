@@ -32,6 +32,9 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     n_gpu_layers: int = 0
     #: A llama-cpp-python chat format name ("chatml", "llama-3", ...); None = the GGUF's template.
     chat_format: str | None = None
+    #: A Jinja chat template (Hugging Face style) used instead of the GGUF's own: for a GGUF
+    #: without one, or to give a model a template that lays out tools.
+    chat_template: str | None = None
     #: Serve embeddings (mean-pooled, unit length). Off: embed() refuses.
     embedding: bool = True
 

@@ -6,9 +6,9 @@ llama_cpp is imported in :meth:`LlamaCppProvider.load` (through ``.engine``), ne
 from __future__ import annotations
 
 import gc
-import random
+import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -26,14 +26,11 @@ from loom.sdk import (
     RunContext,
     TextChunk,
 )
-from loom.sdk.types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from loom.sdk.toolcalls import parse_stream
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 
 from .options import Options, resolve_gguf
 
-#: OpenAI's sampling defaults, used when a request leaves them out. llama.cpp's own top_k=40 and
-#: min_p=0.05 stay on: they are not OpenAI parameters, and small local models ramble without them.
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
 #: Inputs per llama_cpp embed() call; cancellation is checked between groups.
 EMBED_GROUP = 64
 #: Before load the GGUF is not parsed: weights ~ file size + 10%, and the KV cache per token of
@@ -53,6 +50,19 @@ class LlamaCppProvider(Provider):
     #: Same request + seed => same text: the seed goes to llama.cpp's sampler for every generation
     #: and the prompt is re-evaluated from scratch (see ``_stream``).
     deterministic = True
+    parameters = frozenset(
+        {
+            "response_format",
+            "presence_penalty",
+            "frequency_penalty",
+            "tools",
+            "logprobs",
+            "logit_bias",
+            "top_k",
+            "min_p",
+            "repeat_penalty",
+        }
+    )
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -64,6 +74,8 @@ class LlamaCppProvider(Provider):
         # One llama context cannot serve two requests at once; concurrency slots queue here.
         self._lock = threading.Lock()
         self._engine: Any = None  # the .engine module, imported by load()
+        self._plan: Any = None  # the .plan module (prompts and grammars), imported by load()
+        self._template: Any = None  # the model's ChatTemplate, made by load()
         self._llm: Any = None
         self._embedder: Any = None  # a second Llama with embedding=True, made on first embed()
         self._path = ""
@@ -91,9 +103,10 @@ class LlamaCppProvider(Provider):
     # --- lifecycle ------------------------------------------------------------------------------
 
     def load(self, device: str) -> None:
-        from . import engine  # llama_cpp comes in here, and only here
+        from . import engine, plan  # llama_cpp comes in here, and only here
+        from .chat_prompt import ChatTemplate
 
-        self._engine = engine
+        self._engine, self._plan = engine, plan
         self._path = str(resolve_gguf(self.options))
         self._n_gpu_layers, self._main_gpu = _offload(device, self.options.n_gpu_layers)
         # Generation gets a Llama without embedding=True; embed() makes a second one on first use.
@@ -101,6 +114,7 @@ class LlamaCppProvider(Provider):
         # llama.cpp then outputs every prompt token: prompt evaluation ran ~1.9x slower and used
         # ~170 MB more at n_ctx 2048 for the 135M model, with a warning on every decode.
         self._llm = self._build(embedding=False)
+        self._template = ChatTemplate.of_model(self._llm, self.options.chat_format, self.options.chat_template)
 
     def unload(self) -> None:
         with self._lock:
@@ -130,55 +144,29 @@ class LlamaCppProvider(Provider):
     # --- chat and completions -------------------------------------------------------------------
 
     def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
-        # Validate now, so a bad request fails at the call rather than at the first chunk.
+        # Plan now, so a bad request (a template refusing it, a schema the grammar converter
+        # cannot take) fails at the call rather than at the first chunk.
         self._loaded()
-        messages = [_message(m) for m in request.messages]
-        grammar = self._engine.grammar_for(request.response_format)
+        gen = self._plan.plan_chat(self._template, request)
+        return self._chat_chunks(gen, ctx)
 
-        def start(llm: Any, seed: int) -> Iterator[dict]:
-            return llm.create_chat_completion(
-                messages=messages,
-                stream=True,
-                max_tokens=request.token_limit(),
-                stop=request.stop_list(),
-                seed=seed,
-                grammar=grammar,
-                **_sampling(request),
-            )
-
-        return self._stream(start, _chat_delta, request.seed, ctx, param="messages")
+    def _chat_chunks(self, gen: Any, ctx: RunContext) -> Iterator[TextChunk]:
+        """The text of a chat generation, with tool calls parsed out when the request has tools."""
+        chunks = self._stream(gen, ctx, param="messages")
+        if gen.tools:
+            chunks = parse_stream(chunks, lambda: f"call_{secrets.token_hex(12)}")
+        yield from chunks
 
     def complete(self, prompt: str, request: CompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
         self._loaded()
+        return self._stream(self._plan.plan_completion(prompt, request), ctx, param="prompt")
 
-        def start(llm: Any, seed: int) -> Iterator[dict]:
-            # llama-cpp-python cannot start from zero tokens (it asserts); an empty prompt means
-            # "generate from the beginning of a text", which is the BOS token.
-            return llm.create_completion(
-                prompt or [llm.token_bos()],
-                stream=True,
-                max_tokens=request.max_tokens,
-                stop=request.stop_list(),
-                seed=seed,
-                **_sampling(request),
-            )
-
-        return self._stream(start, _completion_delta, request.seed, ctx, param="prompt")
-
-    def _stream(
-        self,
-        start: Callable[[Any, int], Iterator[dict]],
-        delta: Callable[[dict], str | None],
-        seed: int | None,
-        ctx: RunContext,
-        *,
-        param: str,
-    ) -> Iterator[TextChunk]:
-        """Run one llama_cpp stream under the lock, as TextChunks; usage rides on the last one."""
+    def _stream(self, gen: Any, ctx: RunContext, *, param: str) -> Iterator[TextChunk]:
+        """Run one generation under the lock, as TextChunks; usage rides on the last one."""
         ctx.check()
         with self._lock:
             llm = self._loaded()
-            if seed is not None and self._n_gpu_layers != 0:
+            if gen.sampling.seeded and self._n_gpu_layers != 0:
                 # Reproducibility on a GPU: with a seed the prompt is evaluated from scratch, as
                 # it was the first time. A prefix-cache hit re-evaluates only the tail, in a
                 # differently shaped batch; GPU kernels pick by batch shape and their rounding
@@ -188,13 +176,14 @@ class LlamaCppProvider(Provider):
             stream = None
             finish: str | None = None
             try:
-                stream = start(llm, _sampling_seed(seed))
+                stream = self._engine.stream(llm, gen)
                 for chunk in stream:
                     choice = chunk["choices"][0]
                     finish = choice.get("finish_reason") or finish
-                    text = delta(choice)
+                    text = choice.get("text")
                     if text:
-                        yield TextChunk(text=text)
+                        logprobs = self._engine.take_logprobs(llm) if gen.logprobs is not None else None
+                        yield TextChunk(text=text, logprobs=logprobs)
                     # Cancelled raises here; closing the stream below stops llama's generation.
                     ctx.check()
             except LoomError:
@@ -247,41 +236,3 @@ def _offload(device: str, n_gpu_layers: int) -> tuple[int, int]:
         return 0, 0  # the scheduler accounted this model to the CPU: keep it there
     index = int(device.partition(":")[2] or 0)
     return (-1 if n_gpu_layers == 0 else n_gpu_layers), index
-
-
-def _message(message: ChatMessage) -> dict[str, str]:
-    if message.images():
-        raise CapabilityNotSupported("llamacpp models do not read images", param="messages")
-    # Chat templates know system/user/assistant; OpenAI's "developer" is the system role.
-    role = "system" if message.role == "developer" else message.role
-    return {"role": role, "content": message.text()}
-
-
-def _sampling(request: ChatCompletionRequest | CompletionRequest) -> dict[str, float]:
-    return {
-        "temperature": DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-        "top_p": DEFAULT_TOP_P if request.top_p is None else request.top_p,
-        "presence_penalty": request.presence_penalty or 0.0,
-        "frequency_penalty": request.frequency_penalty or 0.0,
-    }
-
-
-def _sampling_seed(seed: int | None) -> int:
-    """The uint32 seed llama.cpp samples with: the client's, or a fresh random one.
-
-    Always passed explicitly: left out, llama-cpp-python derives each seed from the previous one,
-    which repeats the same sequence after every restart.
-    """
-    random_seed = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED means "random": never send it
-    if seed is None:
-        return random.randrange(random_seed)
-    value = seed & 0xFFFFFFFF  # OpenAI seeds are any int; wrap negatives and big ones
-    return value - 1 if value == random_seed else value
-
-
-def _chat_delta(choice: dict) -> str | None:
-    return choice.get("delta", {}).get("content")
-
-
-def _completion_delta(choice: dict) -> str | None:
-    return choice.get("text")

@@ -124,7 +124,9 @@ def _object(schema: dict, r: random.Random, root: Any, depth: int) -> dict[str, 
     # limit only the required ones, so recursive schemas end.
     names = list(props) if depth < _MAX_DEPTH else []
     names += [n for n in required if n not in names]
-    if not names and not props and schema.get("additionalProperties") is not False:
+    # An object schema that lists no properties at all gets one invented; one that declares an
+    # empty ``properties`` (a function without arguments) stays empty.
+    if not names and "properties" not in schema and schema.get("additionalProperties") is not False:
         return {"mock": r.choice(VOCABULARY)}
     return {name: _value(props.get(name, {}), r, root, depth + 1) for name in names}
 

@@ -31,7 +31,7 @@ from loom.sdk.types import (
     JSONSchemaFormat,
 )
 
-from . import drawing, jsongen
+from . import drawing, jsongen, tools
 from .determinism import bucket, rng, seed_part
 from .images import decode_image, decode_image_uri, image_stats, is_image_data_uri, summary
 from .options import MockOptions
@@ -59,6 +59,11 @@ class MockProvider(Provider):
     Options: ClassVar[type[MockOptions]] = MockOptions
     local: ClassVar[bool] = True
     deterministic: ClassVar[bool] = True
+    #: Sampling knobs and log probabilities mean nothing to the mock: they are refused (or, with
+    #: compat = "lenient", ignored) like on any provider without them.
+    parameters: ClassVar[frozenset[str]] = frozenset(
+        {"response_format", "presence_penalty", "frequency_penalty", "tools"}
+    )
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -107,9 +112,15 @@ class MockProvider(Provider):
 
     def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
         key = ("chat", request.messages, request.response_format, seed_part(request.seed))
+        if request.tools:
+            key += (request.tools, request.tool_choice, request.parallel_tool_calls)
         self._begin(ctx, key)
+        prompt_tokens = sum(word_count(m.text()) for m in request.messages)
+        if tools.wants_call(request):
+            yield from self._calls(request, key, prompt_tokens, ctx)
+            return
         users = [m for m in request.messages if m.role == "user"]
-        question = (users or request.messages)[-1].text()
+        question = tools.last_tool_result(request) or (users or request.messages)[-1].text()
         images = [
             summary(image_stats(decode_image_uri(url, param="messages")))
             for m in request.messages
@@ -126,8 +137,24 @@ class MockProvider(Provider):
         else:
             reply = chat_reply(question, images, r)
         tokens, finish = cut(reply, request.token_limit(), request.stop_list())
-        prompt_tokens = sum(word_count(m.text()) for m in request.messages)
         yield from self._stream(tokens, finish, prompt_tokens, ctx)
+
+    def _calls(self, request: ChatCompletionRequest, key: tuple, prompt_tokens: int, ctx: RunContext):
+        """Tool calls streamed piece by piece; each piece counts as a token."""
+        delay = self.options.token_latency_ms / 1000
+        limit = request.token_limit()
+        sent = 0
+        for call in tools.call_deltas(request, rng(*key, "tools")):
+            for piece in call:
+                if limit is not None and sent >= limit:
+                    ctx.check()
+                    yield TextChunk(finish_reason="length", prompt_tokens=prompt_tokens, completion_tokens=sent)
+                    return
+                _sleep(delay, ctx)
+                yield TextChunk(tool_calls=[piece])
+                sent += 1
+        ctx.check()
+        yield TextChunk(finish_reason="tool_calls", prompt_tokens=prompt_tokens, completion_tokens=sent)
 
     def complete(self, prompt: str, request: CompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
         # ``echo`` is the daemon's job: only the continuation is produced here.

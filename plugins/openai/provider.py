@@ -31,7 +31,9 @@ from loom.sdk import (
     TextChunk,
     VisionScores,
 )
-from loom.sdk.types import ChatCompletionRequest, CompletionRequest
+from loom.sdk import params as policy
+from loom.sdk.protocols import ToolCallDelta
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest, TokenLogprob
 
 from . import prompts
 from .clients import Client, client_for
@@ -45,8 +47,23 @@ _TRANSLATE_PARALLEL = 8
 
 # The few fields Loom reads from plain (non-stream) answers, decoded by msgspec: no pydantic models
 # on the hot path, and unknown fields of any service are ignored.
+class _Function(Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class _ToolCall(Struct):
+    id: str = ""
+    function: _Function = msgspec.field(default_factory=_Function)
+
+
 class _Message(Struct):
     content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Logprobs(Struct):
+    content: list[TokenLogprob] | None = None
 
 
 class _Choice(Struct):
@@ -54,6 +71,7 @@ class _Choice(Struct):
     message: _Message | None = None
     text: str | None = None
     finish_reason: str | None = None
+    logprobs: _Logprobs | None = None
 
 
 class _Usage(Struct):
@@ -98,6 +116,9 @@ class OpenAIProvider(Provider):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     Options: ClassVar[type[ModelOptions]] = ModelOptions
     local: ClassVar[bool] = False
+    #: Every optional parameter goes to the service as it came (tools untouched, tool-call
+    #: deltas back); a service that lacks one refuses it, and that 400 reaches the client.
+    parameters: ClassVar[frozenset[str]] = policy.OPTIONAL
     #: What ``size = "auto"`` means: the size every OpenAI-compatible image API accepts.
     default_size: ClassVar[tuple[int, int]] = (1024, 1024)
 
@@ -191,7 +212,7 @@ class OpenAIProvider(Provider):
                 f"instance '{self.instance_name}' answered model '{self.spec.id}' with something Loom cannot read: {e}"
             ) from None
 
-    async def _stream(self, create: Callable[[], Awaitable[Any]], text_of) -> AsyncIterator[TextChunk]:
+    async def _stream(self, create: Callable[[], Awaitable[Any]], piece_of) -> AsyncIterator[TextChunk]:
         """Pass a stream through chunk by chunk; usage and the finish reason come last."""
         stream = await self._request(create)
         finish, usage = None, None
@@ -202,9 +223,9 @@ class OpenAIProvider(Provider):
                 for choice in chunk.choices:
                     if choice.index != 0:
                         continue
-                    text = text_of(choice)
-                    if text:
-                        yield TextChunk(text=text)
+                    piece = piece_of(choice)
+                    if piece is not None:
+                        yield piece
                     finish = choice.finish_reason or finish
         except Exception as e:
             raise self._error(e) from None
@@ -249,8 +270,12 @@ class OpenAIProvider(Provider):
             "frequency_penalty",
             "user",
         )
-        if req.response_format is not None:
-            params["response_format"] = msgspec.to_builtins(req.response_format)
+        # The optional parameters pass through as sent (the policy table lets only those the
+        # request asks for reach a provider); Loom's own sampling knobs ride in the body too.
+        for name in policy.OPTIONAL:
+            value = getattr(req, name, None)
+            if value is not None and name not in params:
+                params[name] = msgspec.to_builtins(value)
         return params
 
     async def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> AsyncIterator[TextChunk]:
@@ -262,8 +287,9 @@ class OpenAIProvider(Provider):
             yield self._single(await self._post("/chat/completions", params, _TextAnswer), chat=True)
             return
         client = self.client()
-        create = lambda: client.chat.completions.create(**params, **self._stream_args())  # noqa: E731
-        async for chunk in self._stream(create, lambda c: c.delta.content if c.delta else None):
+        extra = {k: params.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in params}
+        create = lambda: client.chat.completions.create(**params, **self._stream_args(), extra_body=extra or None)  # noqa: E731
+        async for chunk in self._stream(create, _chat_piece):
             ctx.check()
             yield chunk
 
@@ -277,7 +303,7 @@ class OpenAIProvider(Provider):
             return
         client = self.client()
         create = lambda: client.completions.create(**params, **self._stream_args())  # noqa: E731
-        async for chunk in self._stream(create, lambda c: c.text):
+        async for chunk in self._stream(create, lambda c: TextChunk(text=c.text) if c.text else None):
             ctx.check()
             yield chunk
 
@@ -286,12 +312,19 @@ class OpenAIProvider(Provider):
         if choice is None:
             raise ProviderError(f"{self._who()} answered model '{self.spec.id}' with no choices")
         text = (choice.message.content if choice.message else None) if chat else choice.text
+        calls = (choice.message.tool_calls if choice.message else None) or []
         usage = answer.usage
         return TextChunk(
             text=text or "",
             finish_reason=choice.finish_reason or "stop",
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
+            tool_calls=[
+                ToolCallDelta(index=i, id=c.id, name=c.function.name, arguments=c.function.arguments)
+                for i, c in enumerate(calls)
+            ]
+            or None,
+            logprobs=choice.logprobs.content if choice.logprobs is not None else None,
         )
 
     # --- embeddings ---------------------------------------------------------------------------
@@ -450,6 +483,29 @@ def _only_instance(plugin: PluginOptions, model_id: str) -> str:
         f"model {model_id!r}: options.instance is required when [plugins.openai.instances] has "
         f"other than one instance (configured: {have})"
     )
+
+
+def _chat_piece(choice: Any) -> TextChunk | None:
+    """One streamed choice of the ``openai`` package as a TextChunk: text, tool-call pieces
+    (index, id and name as the service sent them) and log probabilities."""
+    delta = choice.delta
+    if delta is None:
+        return None
+    calls = [
+        ToolCallDelta(
+            index=c.index,
+            id=c.id,
+            name=c.function.name if c.function else None,
+            arguments=(c.function.arguments or "") if c.function else "",
+        )
+        for c in delta.tool_calls or ()
+    ]
+    logprobs = None
+    if choice.logprobs is not None and choice.logprobs.content is not None:
+        logprobs = msgspec.convert([lp.model_dump() for lp in choice.logprobs.content], list[TokenLogprob])
+    if not delta.content and not calls and logprobs is None:
+        return None
+    return TextChunk(text=delta.content or "", tool_calls=calls or None, logprobs=logprobs)
 
 
 def _copy(params: dict, request, *names: str) -> None:

@@ -87,15 +87,30 @@ class Control(StoppingCriteria):
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-def sampling(temperature: float | None, top_p: float | None) -> dict[str, Any]:
+def sampling(
+    temperature: float | None,
+    top_p: float | None,
+    *,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+) -> dict[str, Any]:
     """OpenAI's defaults (temperature 1, top_p 1) when the request leaves them out; 0 is greedy.
 
-    top_k is left to the model's generation config.
+    top_k and min_p are left to the model's generation config unless the request sets them.
     """
+    extra: dict[str, Any] = {}
+    if repetition_penalty is not None:
+        extra["repetition_penalty"] = repetition_penalty
     t = 1.0 if temperature is None else temperature
     if t == 0:
-        return {"do_sample": False}
-    return {"do_sample": True, "temperature": t, "top_p": 1.0 if top_p is None else top_p}
+        return {"do_sample": False, **extra}
+    out = {"do_sample": True, "temperature": t, "top_p": 1.0 if top_p is None else top_p, **extra}
+    if top_k is not None:
+        out["top_k"] = top_k
+    if min_p is not None:
+        out["min_p"] = min_p
+    return out
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:

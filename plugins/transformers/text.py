@@ -4,12 +4,18 @@ GPT-2 class story models (no chat template) and instruction-tuned models (with o
 model's own chat template is used when it has one, ``options.chat_template`` when set, and a
 plain "User: ... / Assistant:" transcript otherwise. Text streams token by token through
 transformers' ``TextIteratorStreamer``. torch and transformers are imported by ``load``.
+
+Tools go to the chat template (``apply_chat_template(..., tools=...)``) when it lays them out, and
+into a system message otherwise; calls are parsed out of the generated text
+(:mod:`loom.sdk.toolcalls`). Nothing constrains sampling here, so a forced call (``tool_choice``
+required or named) is refused: the llamacpp provider serves those with a grammar.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from loom.sdk import (
     Capability,
@@ -20,8 +26,9 @@ from loom.sdk import (
     TextChunk,
     UnsupportedParameter,
 )
+from loom.sdk import toolcalls
 from loom.sdk.torchutil.images import is_image_uri
-from loom.sdk.types import ChatCompletionRequest, ChatMessage, CompletionRequest, TextFormat
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest, TextFormat
 
 from .base import AutoModelProvider
 from .options import TextOptions
@@ -40,6 +47,7 @@ class TransformersTextProvider(AutoModelProvider):
         {Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDING}
     )
     Options: ClassVar[type[TextOptions]] = TextOptions
+    parameters: ClassVar[frozenset[str]] = frozenset({"tools", "top_k", "min_p", "repeat_penalty"})
     auto_class = "AutoModelForCausalLM"
 
     # --- chat and completions ---------------------------------------------------------------------
@@ -51,8 +59,15 @@ class TransformersTextProvider(AutoModelProvider):
             raise CapabilityNotSupported(
                 f"model {self.spec.id!r} reads text only; send images to a vision model", param="messages"
             )
-        text, templated = self._chat_text(request.messages)
-        return self._generate(
+        if request.tool_mode() in ("required", "named"):
+            raise UnsupportedParameter(
+                f"transformers model {self.spec.id!r} cannot force a tool call (tool_choice "
+                f"{'required' if request.tool_choice == 'required' else 'naming a function'}): nothing constrains "
+                'its sampling; use tool_choice "auto", or a llamacpp model',
+                param="tool_choice",
+            )
+        text, templated = self._chat_text(request)
+        chunks = self._generate(
             text,
             add_special_tokens=not templated,
             max_tokens=request.token_limit(),
@@ -61,6 +76,9 @@ class TransformersTextProvider(AutoModelProvider):
             ctx=ctx,
             param="messages",
         )
+        if request.tool_mode() == "none":
+            return chunks
+        return toolcalls.parse_stream(chunks, lambda: f"call_{secrets.token_hex(12)}")
 
     def complete(self, prompt: str, request: CompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
         self.loaded_device()
@@ -75,14 +93,20 @@ class TransformersTextProvider(AutoModelProvider):
             param="prompt",
         )
 
-    def _chat_text(self, messages: list[ChatMessage]) -> tuple[str, bool]:
+    def _chat_text(self, request: ChatCompletionRequest) -> tuple[str, bool]:
         """The prompt text and whether a chat template made it."""
-        turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
         template = self.options.chat_template or getattr(self._tokenizer, "chat_template", None)
+        tools = request.callable_tools()
+        if template and "tools" in template:
+            turns: list[dict[str, Any]] = toolcalls.template_messages(request.messages)
+            kwargs = {"tools": toolcalls.tool_specs(tools)} if tools else {}
+        else:
+            turns = toolcalls.with_tools_prompt(toolcalls.text_messages(request.messages), request)
+            kwargs = {}
         if template:
             try:
                 text = self._tokenizer.apply_chat_template(
-                    turns, chat_template=template, tokenize=False, add_generation_prompt=True
+                    turns, chat_template=template, tokenize=False, add_generation_prompt=True, **kwargs
                 )
             except Exception as e:  # jinja2 errors, e.g. a template that refuses a system turn
                 raise InvalidRequest(
@@ -118,7 +142,13 @@ class TransformersTextProvider(AutoModelProvider):
             dict(encoded.to(device)),
             prompt_tokens=prompt_tokens,
             max_new_tokens=new_tokens,
-            sample=e.sampling(request.temperature, request.top_p),
+            sample=e.sampling(
+                request.temperature,
+                request.top_p,
+                top_k=getattr(request, "top_k", None),
+                min_p=getattr(request, "min_p", None),
+                repetition_penalty=getattr(request, "repeat_penalty", None),
+            ),
             seed=request.seed,
             stop=stops,
             ctx=ctx,

@@ -9,6 +9,7 @@ documented in ``docs/plugins.md`` (a meta test keeps the table complete).
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 import re
 from collections.abc import Callable
@@ -18,16 +19,24 @@ from typing import Any
 import msgspec
 
 from ..calls import missing_methods
-from ..errors import Cancelled, InvalidRequest, LoomError
-from ..protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk, VisionScores
+from ..errors import Cancelled, InvalidRequest, LoomError, UnsupportedParameter
+from ..protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk, ToolCallDelta, VisionScores
 from ..types import (
+    AssistantMessage,
     Capability,
     ChatCompletionRequest,
-    ChatMessage,
     CompletionRequest,
+    FunctionCall,
+    FunctionDefinition,
+    FunctionTool,
     ImagePart,
     ImageURL,
+    NamedFunction,
+    NamedToolChoice,
     TextPart,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
 )
 from .harness import Subject
 from .images import make_png, png_size
@@ -76,12 +85,26 @@ class Check:
     needs_plugin: bool = False
     #: Runs only for local providers (``local = True``): a remote API cannot report steps.
     needs_local: bool = False
+    #: Runs only for providers that honour this optional parameter (``Provider.parameters``).
+    needs_parameter: str | None = None
+
+    def skip_reason(self, subject: Subject, settings: Settings) -> str | None:
+        """Why this check does not apply to ``subject``, or None when it does."""
+        if self.needs_determinism and not settings.deterministic:
+            return "the provider does not claim deterministic = True"
+        if self.needs_local and not getattr(subject.cls, "local", True):
+            return "only for local providers (local = True)"
+        if self.needs_parameter is not None:
+            declared = getattr(subject.cls, "parameters", frozenset())
+            if self.needs_parameter not in declared:
+                return f"the provider does not honour {self.needs_parameter!r} (Provider.parameters)"
+        return None
 
 
 CHECKS: list[Check] = []
 
 
-def check(id: str, capability: Capability | None = None, **flags: bool):
+def check(id: str, capability: Capability | None = None, **flags: Any):
     def add(fn: Callable[[Subject], None]) -> Callable[[Subject], None]:
         summary = (fn.__doc__ or "").strip().splitlines()[0]
         CHECKS.append(Check(id, capability, summary, fn, **flags))
@@ -231,7 +254,7 @@ def _reload(s: Subject) -> None:
 
 def _chat_request(s: Subject, prompt: str | None = None, **kw: Any) -> ChatCompletionRequest:
     prompt = prompt or settings_of(s).prompt
-    return ChatCompletionRequest(model=s.spec.id, messages=[ChatMessage(role="user", content=prompt)], **kw)
+    return ChatCompletionRequest(model=s.spec.id, messages=[UserMessage(content=prompt)], **kw)
 
 
 def _text_call(s: Subject, kind: str, **kw: Any) -> tuple[str, tuple[Any, ...]]:
@@ -347,14 +370,13 @@ def _text_checks(kind: str, capability: Capability) -> None:
     def errors(s: Subject) -> None:
         """A request the provider cannot serve raises a Loom error (InvalidRequest), never a bare exception."""
         if kind == "chat":
-            message = ChatMessage(
-                role="user",
+            picture = UserMessage(
                 content=[
                     TextPart(text="What is in this picture?"),
                     ImagePart(image_url=ImageURL(url=NOT_AN_IMAGE_URI)),
-                ],
+                ]
             )
-            request = ChatCompletionRequest(model=s.spec.id, messages=[message], max_tokens=4)
+            request = ChatCompletionRequest(model=s.spec.id, messages=[picture], max_tokens=4)
             expect(InvalidRequest, lambda: s.stream("chat", request), "chat() with an image part that is not an image")
         else:
             # An empty prompt is served or refused, but only ever with a Loom error.
@@ -367,6 +389,164 @@ def _text_checks(kind: str, capability: Capability) -> None:
 
 _text_checks("chat", Capability.CHAT)
 _text_checks("completion", Capability.COMPLETION)
+
+
+# --- tool calls -------------------------------------------------------------------------------
+
+#: The function the tool checks offer; arguments that validate name a city and one of two units.
+WEATHER_TOOL = FunctionTool(
+    function=FunctionDefinition(
+        name="get_weather",
+        description="The weather forecast for a city.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer"},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    )
+)
+CLOCK_TOOL = FunctionTool(
+    function=FunctionDefinition(
+        name="get_time", description="The time now.", parameters={"type": "object", "properties": {}}
+    )
+)
+
+
+def _tool_request(s: Subject, *, tool_choice: Any, messages: list | None = None, **kw: Any) -> ChatCompletionRequest:
+    kw.setdefault("seed", settings_of(s).seed)
+    messages = messages or [UserMessage(content="What is the weather in Paris for the next two days?")]
+    return ChatCompletionRequest(
+        model=s.spec.id, messages=messages, tools=[WEATHER_TOOL, CLOCK_TOOL], tool_choice=tool_choice, **kw
+    )
+
+
+def _joined_calls(chunks: list[TextChunk], who: str) -> list[tuple[str, str, str]]:
+    """(id, name, arguments) per call, checking OpenAI's streaming shape on the way."""
+    calls: dict[int, list[str]] = {}
+    for i, chunk in enumerate(chunks):
+        for delta in chunk.tool_calls or ():
+            assert isinstance(delta, ToolCallDelta), f"{who}: chunk {i} tool_calls holds {type(delta).__name__}"
+            if delta.index not in calls:
+                assert delta.id and delta.name, (
+                    f"{who}: the first piece of tool call {delta.index} must carry its id and name, got {delta!r}"
+                )
+                assert delta.index == len(calls), f"{who}: tool call indices must count 0, 1, ...; got {delta.index}"
+                calls[delta.index] = [delta.id, delta.name, delta.arguments]
+            else:
+                assert delta.id in (None, calls[delta.index][0]) and delta.name in (None, calls[delta.index][1]), (
+                    f"{who}: later pieces of tool call {delta.index} must not change its id or name: {delta!r}"
+                )
+                calls[delta.index][2] += delta.arguments
+    return [tuple(c) for _, c in sorted(calls.items())]  # type: ignore[misc]
+
+
+def _valid_weather_arguments(arguments: str) -> str | None:
+    """Why ``arguments`` do not validate against WEATHER_TOOL's schema, or None when they do."""
+    try:
+        value = json.loads(arguments)
+    except ValueError as e:
+        return f"not JSON ({e})"
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    extra = set(value) - {"city", "unit", "days"}
+    if extra:
+        return f"properties the schema does not have: {sorted(extra)}"
+    if not isinstance(value.get("city"), str):
+        return "'city' is missing or not a string"
+    if value.get("unit") not in ("celsius", "fahrenheit"):
+        return "'unit' is missing or not 'celsius' / 'fahrenheit'"
+    if "days" in value and (not isinstance(value["days"], int) or isinstance(value["days"], bool)):
+        return "'days' is not an integer"
+    return None
+
+
+def _forced_call(s: Subject, tool_choice: Any, what: str) -> None:
+    request = _tool_request(s, tool_choice=tool_choice, max_tokens=96, stream=True)
+    try:
+        chunks = s.stream("chat", request)
+    except UnsupportedParameter as e:
+        # A provider that cannot force a call must refuse it by name.
+        assert e.param == "tool_choice", f"chat() refused {what} naming param={e.param!r}, not 'tool_choice'"
+        return
+    calls = _joined_calls(chunks, f"chat() with {what}")
+    assert calls, f"chat() with {what} made no tool call (text: {_joined(chunks)!r:.120})"
+    assert chunks[-1].finish_reason == "tool_calls", (
+        f"chat() that called a tool must end with finish_reason='tool_calls', got {chunks[-1].finish_reason!r}"
+    )
+    _, name, arguments = calls[0]
+    assert name == "get_weather", f"chat() with {what} called {name!r}, not 'get_weather'"
+    problem = _valid_weather_arguments(arguments)
+    assert problem is None, f"chat() with {what}: the arguments {arguments!r} do not fit the schema: {problem}"
+
+
+@check("chat.tools.named", Capability.CHAT, needs_parameter="tools")
+def _tools_named(s: Subject) -> None:
+    """tool_choice naming a function calls it, with arguments that fit its schema (or is refused by name)."""
+    _forced_call(s, NamedToolChoice(function=NamedFunction(name="get_weather")), "tool_choice naming get_weather")
+
+
+@check("chat.tools.required", Capability.CHAT, needs_parameter="tools")
+def _tools_required(s: Subject) -> None:
+    """tool_choice 'required' with one function calls it, with valid arguments (or is refused by name)."""
+    request = _tool_request(s, tool_choice="required", max_tokens=96)
+    request = msgspec.structs.replace(request, tools=[WEATHER_TOOL])
+    try:
+        chunks = s.stream("chat", request)
+    except UnsupportedParameter as e:
+        assert e.param == "tool_choice", f"chat() refused tool_choice='required' naming param={e.param!r}"
+        return
+    calls = _joined_calls(chunks, "chat() with tool_choice='required'")
+    assert calls and calls[0][1] == "get_weather", f"chat() with tool_choice='required' called {calls!r}"
+    problem = _valid_weather_arguments(calls[0][2])
+    assert problem is None, f"the arguments {calls[0][2]!r} do not fit the schema: {problem}"
+
+
+@check("chat.tools.auto", Capability.CHAT, needs_parameter="tools")
+def _tools_auto(s: Subject) -> None:
+    """tool_choice 'auto' answers with text or well-formed calls to offered functions, never both missing."""
+    chunks = s.stream("chat", _tool_request(s, tool_choice="auto", max_tokens=48))
+    calls = _joined_calls(chunks, "chat() with tool_choice='auto'")
+    assert calls or _joined(chunks).strip() or chunks[-1].finish_reason == "length", (
+        "chat() with tool_choice='auto' produced neither text nor a tool call"
+    )
+    for _, name, _ in calls:
+        assert name in ("get_weather", "get_time"), f"chat() called {name!r}, which is not one of the tools"
+    if calls and chunks[-1].finish_reason != "length":
+        assert chunks[-1].finish_reason == "tool_calls", (
+            f"a generation that called tools must end with finish_reason='tool_calls', got {chunks[-1].finish_reason!r}"
+        )
+
+
+@check("chat.tools.none", Capability.CHAT, needs_parameter="tools")
+def _tools_none(s: Subject) -> None:
+    """tool_choice 'none' answers in text, with no tool calls."""
+    chunks = s.stream("chat", _tool_request(s, tool_choice="none", max_tokens=8))
+    calls = _joined_calls(chunks, "chat() with tool_choice='none'")
+    assert not calls, f"chat() with tool_choice='none' called {calls!r}"
+    assert chunks[-1].finish_reason in ("stop", "length"), f"finish_reason {chunks[-1].finish_reason!r}"
+
+
+@check("chat.tools.history", Capability.CHAT, needs_parameter="tools")
+def _tools_history(s: Subject) -> None:
+    """A conversation holding an assistant tool call and its tool result is answered."""
+    call = ToolCall(
+        id="call_1", function=FunctionCall(name="get_weather", arguments='{"city": "Paris", "unit": "celsius"}')
+    )
+    messages = [
+        UserMessage(content="What is the weather in Paris?"),
+        AssistantMessage(content=None, tool_calls=[call]),
+        ToolMessage(content='{"forecast": "sunny, 24 degrees"}', tool_call_id="call_1"),
+    ]
+    chunks = s.stream("chat", _tool_request(s, tool_choice="auto", messages=messages, max_tokens=8))
+    assert chunks and chunks[-1].finish_reason in FINISH_REASONS, (
+        f"chat() after a tool result must end with a finish_reason in {sorted(FINISH_REASONS)}"
+    )
+    _joined_calls(chunks, "chat() after a tool result")
 
 
 # --- embeddings -------------------------------------------------------------------------------
@@ -613,9 +793,7 @@ def run_checks(subject: Subject, ids: list[str] | None = None) -> dict[str, str 
     settings = settings_of(subject)
     results: dict[str, str | None] = {}
     for c in applicable(subject.capabilities, plugin=settings.plugin is not None):
-        if (ids is not None and c.id not in ids) or (c.needs_determinism and not settings.deterministic):
-            continue
-        if c.needs_local and not getattr(subject.cls, "local", True):
+        if (ids is not None and c.id not in ids) or c.skip_reason(subject, settings) is not None:
             continue
         try:
             c.run(subject)

@@ -112,10 +112,9 @@ class ProviderConformance:
         reason = type(self).skip_checks.get(loom_check.id)
         if reason:
             pytest.skip(f"{loom_check.id}: {reason}")
-        if loom_check.needs_determinism and not loom_subject.settings.deterministic:
-            pytest.skip(f"{loom_check.id}: the provider does not claim deterministic = True")
-        if loom_check.needs_local and not getattr(loom_subject.cls, "local", True):
-            pytest.skip(f"{loom_check.id}: only for local providers (local = True)")
+        why = loom_check.skip_reason(loom_subject, loom_subject.settings)
+        if why is not None:
+            pytest.skip(f"{loom_check.id}: {why}")
         loom_check.run(loom_subject)
 
 

@@ -180,7 +180,9 @@ def test_health_and_docs(mock_daemon):
     assert chat["schema"]["$ref"] == "#/components/schemas/ChatCompletionRequest"
     schema = doc["components"]["schemas"]["ChatCompletionRequest"]
     assert "messages" in schema["properties"] and "model" in schema["required"]
-    assert "ChatMessage" in doc["components"]["schemas"]
+    assert {"UserMessage", "AssistantMessage", "ToolMessage", "CreateResponseRequest"} <= set(
+        doc["components"]["schemas"]
+    )
 
 
 def test_file_route_cannot_leave_data_dir(mock_daemon):

@@ -448,3 +448,56 @@ def test_admin_provider_routes_need_an_admin_key(keyed_daemon):
         f"{url}/switch", json={"model": "mock-chat", "to": "mock-vision"}, headers={"x-api-key": "user-secret-1"}
     )
     assert switch.status_code == 403
+
+
+# --- tools pass through untouched ---------------------------------------------------------------------
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    },
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
+]
+
+
+def _calls(message) -> list[tuple[str, str, str]]:
+    return [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()]
+
+
+def test_tools_and_tool_call_deltas_pass_through(client, direct):
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    got = client.chat.completions.create(model="remote-chat", messages=ask, tools=TOOLS, seed=2)
+    want = direct.chat.completions.create(model="mock-chat", messages=ask, tools=TOOLS, seed=2)
+    assert got.choices[0].finish_reason == "tool_calls" and _calls(got.choices[0].message) == _calls(
+        want.choices[0].message
+    )
+    # Streamed: the upstream's deltas arrive piece by piece and join into the same calls.
+    pieces = []
+    with client.chat.completions.stream(model="remote-chat", messages=ask, tools=TOOLS, seed=2) as stream:
+        for event in stream:
+            if event.type == "tool_calls.function.arguments.delta":
+                pieces.append(event.arguments_delta)
+        final = stream.get_final_completion()
+    assert len(pieces) > 2 and _calls(final.choices[0].message) == _calls(want.choices[0].message)
+    # A conversation carrying the calls and their results goes up as it came.
+    history = [
+        *ask,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [c.model_dump() for c in want.choices[0].message.tool_calls],
+        },
+        *[{"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in want.choices[0].message.tool_calls],
+    ]
+    answer = client.chat.completions.create(model="remote-chat", messages=history, tools=TOOLS, tool_choice="auto")
+    assert "sunny" in answer.choices[0].message.content
+
+
+def test_a_parameter_the_upstream_refuses_comes_back_as_its_400(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="remote-chat", messages=HELLO, logprobs=True, extra_body={"top_k": 3})
+    assert "logprobs" in e.value.message

@@ -7,12 +7,33 @@ import msgspec
 import pytest
 
 from loom.sdk import calls
-from loom.sdk.protocols import ImageJob, RunContext
-from loom.sdk.types import Capability, ChatCompletionRequest, ChatMessage, CompletionRequest
+from loom.sdk.protocols import ImageJob, RunContext, TextChunk, ToolCallDelta
+from loom.sdk.types import Capability, ChatCompletionRequest, CompletionRequest, TokenLogprob, TopLogprob, message
 
-CHAT = ChatCompletionRequest(model="m", messages=[ChatMessage(role="user", content="hi")], seed=3)
+CHAT = ChatCompletionRequest(model="m", messages=[message("user", content="hi")], seed=3)
+TOOLS_CHAT = msgspec.convert(
+    {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "sunny"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "logprobs": True,
+        "top_logprobs": 2,
+        "logit_bias": {"5": -1.0},
+    },
+    ChatCompletionRequest,
+)
 EXAMPLES = [
     calls.Chat(request=CHAT),
+    calls.Chat(request=TOOLS_CHAT),
     calls.Complete(prompt="Once", request=CompletionRequest(model="m", prompt="Once")),
     calls.Embed(inputs=["a", "b"]),
     calls.GenerateImages(job=ImageJob(prompt="a fox", width=64, height=32, n=2, seed=1)),
@@ -22,7 +43,7 @@ EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("call", EXAMPLES, ids=lambda c: c.method)
+@pytest.mark.parametrize("call", EXAMPLES, ids=lambda c: f"{c.method}-{EXAMPLES.index(c)}")
 def test_round_trip_and_apply(call):
     wire = msgspec.msgpack.encode(call)
     back = msgspec.msgpack.decode(wire, type=calls.ProviderCall)
@@ -84,3 +105,16 @@ def test_missing_methods_names_what_a_declared_capability_lacks():
         def describe(self, image, prompt, detail, max_tokens, ctx): ...
 
     assert calls.missing_methods(Half) == [(Capability.VISION, "score")]
+
+
+def test_chunks_with_tool_calls_and_logprobs_cross_a_wire():
+    chunk = TextChunk(
+        text="Hi",
+        tool_calls=[ToolCallDelta(index=0, id="call_1", name="f"), ToolCallDelta(index=0, arguments="{}")],
+        logprobs=[
+            TokenLogprob(token="Hi", logprob=-0.1, bytes=[72, 105], top_logprobs=[TopLogprob(token="Hi", logprob=-0.1)])
+        ],
+    )
+    assert (
+        msgspec.msgpack.decode(msgspec.msgpack.encode(chunk), type=calls.result_type(calls.Chat(request=CHAT))) == chunk
+    )

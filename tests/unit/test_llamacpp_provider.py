@@ -28,7 +28,7 @@ from loom.sdk import (
 )
 from loom.sdk.types import (
     ChatCompletionRequest,
-    ChatMessage,
+    message,
     CompletionRequest,
     ImagePart,
     ImageURL,
@@ -62,7 +62,7 @@ def provider():
 
 
 def chat_request(content: str = "Tell me about the sea.", **kw) -> ChatCompletionRequest:
-    return ChatCompletionRequest(model="smollm2", messages=[ChatMessage(role="user", content=content)], **kw)
+    return ChatCompletionRequest(model="smollm2", messages=[message("user", content=content)], **kw)
 
 
 def run(chunks) -> tuple[str, object, list]:
@@ -167,7 +167,7 @@ def test_chat_streams_text_then_finish_with_usage(provider):
 def test_developer_role_is_accepted(provider):
     req = ChatCompletionRequest(
         model="smollm2",
-        messages=[ChatMessage(role="developer", content="Answer briefly."), ChatMessage(role="user", content="Hi")],
+        messages=[message("developer", content="Answer briefly."), message("user", content="Hi")],
         max_tokens=8,
     )
     text, last, _ = run(provider.chat(req, RunContext()))
@@ -268,7 +268,7 @@ def test_unconvertible_schema_is_refused(provider, schema):
 
 def test_image_part_refused(provider):
     content = [TextPart(text="What is this?"), ImagePart(image_url=ImageURL(url="data:image/png;base64,AA=="))]
-    req = ChatCompletionRequest(model="smollm2", messages=[ChatMessage(role="user", content=content)])
+    req = ChatCompletionRequest(model="smollm2", messages=[message("user", content=content)])
     with pytest.raises(CapabilityNotSupported) as e:
         provider.chat(req, RunContext())
     assert e.value.param == "messages"

@@ -22,6 +22,7 @@ from loom.sdk.testing import free_port, make_png
 from loom.sdk.types import (
     ChatCompletionRequest,
     ChatMessage,
+    message,
     CompletionRequest,
     ImagePart,
     ImageURL,
@@ -47,7 +48,7 @@ async def collect(stream) -> list:
 
 
 def chat(p: OllamaProvider, content="Hello there", **kw):
-    return chat_messages(p, [ChatMessage(role="user", content=content)], **kw)
+    return chat_messages(p, [message("user", content=content)], **kw)
 
 
 def chat_messages(p: OllamaProvider, messages: list[ChatMessage], **kw):
@@ -76,8 +77,8 @@ def test_developer_role_is_system_and_images_go_inline(fake_ollama):
     png = make_png(8, 8)
     uri = "data:image/png;base64," + base64.b64encode(png).decode()
     messages = [
-        ChatMessage(role="developer", content="Be brief."),
-        ChatMessage(role="user", content=[TextPart(text="What is this?"), ImagePart(image_url=ImageURL(url=uri))]),
+        message("developer", content="Be brief."),
+        message("user", content=[TextPart(text="What is this?"), ImagePart(image_url=ImageURL(url=uri))]),
     ]
     chat_messages(provider(fake_ollama.url), messages)
     sent = fake_ollama.bodies("/api/chat")[-1]["messages"]
@@ -95,9 +96,9 @@ def test_developer_role_is_system_and_images_go_inline(fake_ollama):
 )
 def test_bad_images_are_refused_before_ollama_sees_them(fake_ollama, url, error):
     before = len(fake_ollama.requests)
-    message = ChatMessage(role="user", content=[ImagePart(image_url=ImageURL(url=url))])
+    picture = message("user", content=[ImagePart(image_url=ImageURL(url=url))])
     with pytest.raises(error):
-        chat_messages(provider(fake_ollama.url), [message])
+        chat_messages(provider(fake_ollama.url), [picture])
     assert len(fake_ollama.requests) == before
 
 

@@ -74,6 +74,11 @@ provider = "transformers"
 options = {{ model = "{gpt2}", max_new_tokens = 16 }}
 
 [[models]]
+id = "tiny-gpt2-long"
+provider = "transformers"
+options = {{ model = "{gpt2_long}", max_new_tokens = 16 }}
+
+[[models]]
 id = "tiny-gpt2-encoder"
 provider = "transformers-embedding"
 options = {{ model = "{gpt2}" }}

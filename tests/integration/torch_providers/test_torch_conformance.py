@@ -36,7 +36,7 @@ class TestTransformersTextConformance(ProviderConformance):
     provider = TransformersTextProvider
     plugin = loom.plugins.transformers
     entry_point = "transformers"
-    loom_options = options_for("gpt2")
+    loom_options = options_for("gpt2_long")  # room for the tool checks' prompts
 
 
 class TestTransformersEmbeddingConformance(ProviderConformance):

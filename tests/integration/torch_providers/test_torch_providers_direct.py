@@ -79,7 +79,7 @@ def test_chat_without_template_uses_a_transcript(tiny_models):
             provider.chat(request, RunContext())
         provider._tokenizer.chat_template = None
         provider.options = msgspec.structs.replace(provider.options, chat_template=None)
-        assert provider._chat_text(request.messages) == ("User: hi\nAssistant:", False)
+        assert provider._chat_text(request) == ("User: hi\nAssistant:", False)
     finally:
         provider.unload()
 

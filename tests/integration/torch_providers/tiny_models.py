@@ -26,7 +26,9 @@ def _byte_alphabet() -> list[str]:
     return sorted(pre_tokenizers.ByteLevel.alphabet())
 
 
-def gpt2(root: Path, *, name: str = "gpt2", n_embd: int = 32, n_layer: int = 2, n_head: int = 2) -> Path:
+def gpt2(
+    root: Path, *, name: str = "gpt2", n_embd: int = 32, n_layer: int = 2, n_head: int = 2, n_positions: int = 512
+) -> Path:
     """A GPT-2 with a byte-level tokenizer (any text tokenizes) and a chat template set on it."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
@@ -38,7 +40,7 @@ def gpt2(root: Path, *, name: str = "gpt2", n_embd: int = 32, n_layer: int = 2, 
     torch.manual_seed(0)
     config = GPT2Config(
         vocab_size=len(vocab),
-        n_positions=512,
+        n_positions=n_positions,
         n_embd=n_embd,
         n_layer=n_layer,
         n_head=n_head,
@@ -419,6 +421,8 @@ def build_all(root: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     paths = {
         "gpt2": gpt2(root),
+        # Every byte is a token: a chat with tools described in its prompt takes about a thousand.
+        "gpt2_long": gpt2(root, name="gpt2-long", n_positions=2048),
         "nllb": nllb(root),
         "marian": marian(root),
         "m2m100": m2m100(root),

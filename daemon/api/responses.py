@@ -1,0 +1,107 @@
+"""/v1/responses: the Responses API, served by the same chat call as /v1/chat/completions.
+
+``POST /v1/responses`` translates the request into a chat request (with the stored conversation
+of ``previous_response_id`` before it), prepares it like any chat request (rules, route,
+parameter policy, image URLs), runs it, and answers a response object or its event stream.
+Responses are stored unless ``store`` is false; ``GET`` and ``DELETE /v1/responses/{id}`` read
+and remove them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from loom.sdk.errors import LoomError
+from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted
+
+from ..responses import ResponseStore
+from ..responses.stream import ResponseBuilder, new_id
+from ..responses.translate import shown, to_chat
+from ..routing import ModelRouter
+from ..scheduler import Scheduler
+from .body import BodyReader
+from .chat import chat_generations
+from .chat_prepare import ChatIntake
+from .openapi import body
+from .policy import ignored_header
+from .respond import json_response, served_by
+
+_encode = msgspec.json.encode
+
+
+@post("/responses", operation_class=body(CreateResponseRequest))
+async def create_response(
+    request: Request,
+    bodies: NamedDependency[BodyReader],
+    intake: NamedDependency[ChatIntake],
+    router: NamedDependency[ModelRouter],
+    scheduler: NamedDependency[Scheduler],
+    responses: NamedDependency[ResponseStore],
+) -> Response:
+    req = await bodies.decode(request, CreateResponseRequest)
+    history = []
+    if req.previous_response_id is not None:
+        history = responses.get(req.previous_response_id, param="previous_response_id").conversation
+    translated = to_chat(req, history, intake.compat)
+    prepared = await intake.prepare(
+        translated.chat, own_host=request.url.netloc, shown=shown, image_param=translated.image_param
+    )
+    gens = chat_generations(router, scheduler, prepared.route, prepared.request)
+    entry = await gens.start()
+    headers = {**served_by(entry), **ignored_header(translated.ignored + prepared.ignored)}
+    builder = ResponseBuilder(req, new_id("resp"), req.model)
+
+    def keep() -> None:
+        if req.store is not False and builder.final is not None:
+            responses.put(builder.final, [*translated.conversation, builder.answer()])
+
+    async def events() -> AsyncIterator[Event]:
+        for event in builder.start():
+            yield event
+        try:
+            async for _, chunks in gens:
+                async for chunk in chunks:
+                    for event in builder.chunk(chunk):
+                        yield event
+        except LoomError as e:
+            for event in builder.fail(e):
+                yield event
+            return
+        for event in builder.finish_events():
+            yield event
+        keep()
+
+    if req.stream:
+
+        async def sse() -> AsyncIterator[ServerSentEventMessage]:
+            async for event in events():
+                yield ServerSentEventMessage(data=_encode(event).decode(), event=type(event).__struct_config__.tag)
+
+        return ServerSentEvent(sse(), headers=headers, status_code=200)
+
+    async for _ in events():
+        pass
+    if builder.failure is not None:
+        raise builder.failure
+    return json_response(builder.final, headers=headers)
+
+
+@get("/responses/{response_id:str}")
+async def get_response(response_id: FromPath[str], responses: NamedDependency[ResponseStore]) -> Response:
+    return json_response(responses.get(response_id).response)
+
+
+@delete("/responses/{response_id:str}", status_code=200)
+async def delete_response(response_id: FromPath[str], responses: NamedDependency[ResponseStore]) -> Response:
+    responses.delete(response_id)
+    return json_response(ResponseDeleted(id=response_id))
+
+
+ROUTES = [create_response, get_response, delete_response]

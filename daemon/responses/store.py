@@ -1,0 +1,92 @@
+"""Stored responses: SQLite (WAL) at ``<data_dir>/responses.db`` through sqlite-utils.
+
+One row per response created with ``store`` left on: the response object as the client saw it,
+and the conversation it ended (the earlier conversation, the new input and the answer, as chat
+messages) so that ``previous_response_id`` continues it with one read, across restarts. Every
+write is committed when it returns. One connection is shared behind a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from sqlite_utils import Database
+
+from loom.sdk.errors import NotFound
+from loom.sdk.responses import ResponseObject
+from loom.sdk.types import ChatMessage
+
+_conversation = msgspec.json.Decoder(list[ChatMessage])
+_response = msgspec.json.Decoder(ResponseObject)
+
+
+@dataclass
+class Stored:
+    response: ResponseObject
+    #: The conversation up to and including this response's answer (instructions left out:
+    #: they are not carried to the next response).
+    conversation: list[ChatMessage]
+
+
+class ResponseStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        self.db = Database(conn)
+        self._lock = threading.RLock()
+        with self._lock:
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db["responses"].create(
+                {
+                    "id": str,
+                    "created_at": float,
+                    "model": str,
+                    "previous_response_id": str,
+                    "response": str,
+                    "conversation": str,
+                },
+                pk="id",
+                not_null={"created_at", "response", "conversation"},
+                if_not_exists=True,
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def put(self, response: ResponseObject, conversation: list[ChatMessage]) -> None:
+        row = {
+            "id": response.id,
+            "created_at": time.time(),
+            "model": response.model,
+            "previous_response_id": response.previous_response_id,
+            "response": msgspec.json.encode(response).decode(),
+            "conversation": msgspec.json.encode(conversation).decode(),
+        }
+        with self._lock:
+            self.db["responses"].upsert(row, pk="id")
+
+    def get(self, response_id: str, *, param: str | None = None) -> Stored:
+        with self._lock:
+            rows = list(self.db.query("SELECT response, conversation FROM responses WHERE id = ?", [response_id]))
+        if not rows:
+            raise NotFound(f"No stored response with id '{response_id}'", param=param)
+        row = rows[0]
+        return Stored(_response.decode(row["response"]), _conversation.decode(row["conversation"]))
+
+    def delete(self, response_id: str) -> None:
+        with self._lock:
+            deleted = self.db.execute("DELETE FROM responses WHERE id = ?", [response_id]).rowcount
+        if not deleted:
+            raise NotFound(f"No stored response with id '{response_id}'")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self.db["responses"].count
