@@ -1,4 +1,5 @@
-"""Beam search (N=4, M=2, 3 iterations) phase by phase vs. item by item, on a one-model device.
+"""Beam search (N=4, M=2, 3 iterations): phase by phase vs. item by item, and pairwise vs. score
+ranking, on a one-model device.
 
 Three mock models (LLM, image, vision) with simulated costs: each takes ``load_seconds`` to load,
 ``latency_ms`` per call and ``memory_mb`` of memory, on a CPU device whose budget holds only one
@@ -9,6 +10,11 @@ twice on a fresh daemon each:
   evaluations (at most three swaps an iteration);
 - ``sequential``: the same calls submitted one at a time in arrival order, candidate by
   candidate (what the seed's per-candidate streams amount to on one card).
+
+Then ranking: ``score`` (by alpha*CLIP + (1-alpha)*aesthetic, no extra calls) against
+``pairwise`` (a judge, here a mock vision chat model with the same simulated costs, compares two
+images at a time; merge sort, the parents' order reused), both phased: comparisons per iteration
+against the documented bound and the seed's all-pairs count, model loads and makespan.
 
 Model loads are counted from the scheduler's snapshot where it has them and, always, from the
 mock providers' own ``loads`` counters (the daemon runs in this process). Run:
@@ -33,8 +39,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ".venv/bin/python bench/bench_beam_search.py"
 
-LOAD_S = {"bench-llm": 0.8, "bench-image": 1.2, "bench-vision": 0.5}
-LATENCY_MS = {"bench-llm": 40, "bench-image": 150, "bench-vision": 40}
+LOAD_S = {"bench-llm": 0.8, "bench-image": 1.2, "bench-vision": 0.5, "bench-judge": 0.5}
+LATENCY_MS = {"bench-llm": 40, "bench-image": 150, "bench-vision": 40, "bench-judge": 40}
+CAPABILITIES = {
+    "bench-llm": '"chat"',
+    "bench-image": '"image"',
+    "bench-vision": '"vision"',
+    "bench-judge": '"vision", "chat"',
+}
 MEMORY_MB = 600
 BUDGET = "1000MB"  # holds one 600 MB model, never two
 
@@ -50,16 +62,17 @@ budget = "{BUDGET}"
 chat = "bench-llm"
 image = "bench-image"
 vision = "bench-vision"
+judge = "bench-judge"
 """ + "".join(
     f"""
 [[models]]
 id = "{model}"
 provider = "mock"
-capabilities = ["{cap}"]
+capabilities = [{cap}]
 keep_alive = "30m"
 options = {{ load_seconds = {LOAD_S[model]}, latency_ms = {LATENCY_MS[model]}, memory_mb = {MEMORY_MB} }}
 """
-    for model, cap in (("bench-llm", "chat"), ("bench-image", "image"), ("bench-vision", "vision"))
+    for model, cap in CAPABILITIES.items()
 )
 
 PARAMS = {
@@ -132,11 +145,11 @@ class InProcessDaemon:
             return None
 
 
-def run(schedule: str) -> dict:
+def run(schedule: str, ranking: str = "score") -> dict:
     with tempfile.TemporaryDirectory(prefix="loom-bench-beam-") as tmp, InProcessDaemon(Path(tmp)) as d:
         with httpx.Client(base_url=d.url, timeout=60) as client:
             t0 = time.perf_counter()
-            r = client.post("/v1/pipelines/beam_search", json={**PARAMS, "schedule": schedule})
+            r = client.post("/v1/pipelines/beam_search", json={**PARAMS, "schedule": schedule, "ranking": ranking})
             r.raise_for_status()
             job_id = r.json()["id"]
             while True:
@@ -150,8 +163,12 @@ def run(schedule: str) -> dict:
             lineage = client.get(f"/v1/jobs/{job_id}/lineage").json()
         loads = d.provider_loads()
         calls = {cap: int(v["calls"]) for cap, v in job["timings"]["by_capability"].items()}
+        comparisons = job["result"].get("comparisons") or {}
         return {
             "schedule": schedule,
+            "ranking": ranking,
+            "comparisons": comparisons.get("by_iteration", [0] * PARAMS["iterations"]),
+            "bounds": comparisons.get("bound_by_iteration"),
             "wall": wall,
             "run": job["timings"]["run_seconds"],
             "loads": loads,
@@ -169,6 +186,7 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     results = [run("phased"), run("sequential")]
     phased, seq = results
+    pairwise = run("phased", "pairwise")
     load_cost = sum(LOAD_S.values()) / len(LOAD_S)
     print(
         f"\nBeam search N={PARAMS['beam_width']}, M={PARAMS['keep_top']}, {PARAMS['iterations']} iterations "
@@ -195,6 +213,22 @@ def main() -> int:
     peak = phased["peak_mb"]
     if peak:
         print(f"Peak memory held on the CPU device: {peak:.0f} MB (budget {BUDGET}).")
+    n, m, k = PARAMS["beam_width"], PARAMS["keep_top"], PARAMS["iterations"]
+    pools = [n] + [m + m * (n // m)] * (k - 1)
+    all_pairs = [p * (p - 1) // 2 for p in pools]
+    print("\nRanking, both phased (judge: a mock vision chat model, load 0.5 s, 40 ms a call):\n")
+    print("| ranking | comparisons per iteration | bound (documented) | seed's all-pairs | model loads | wall time |")
+    print("|---|---|---|---|---|---|")
+    for r in (phased, pairwise):
+        got = ", ".join(map(str, r["comparisons"]))
+        bound = ", ".join(map(str, r["bounds"])) if r["bounds"] else "-"
+        pairs = ", ".join(map(str, all_pairs)) if r["bounds"] else "-"
+        print(f"| {r['ranking']} | {got} | {bound} | {pairs} | {r['total_loads']} | {r['wall']:.1f} s |")
+    print(
+        f"\npairwise: {sum(pairwise['comparisons'])} comparisons in all "
+        f"({sum(pairwise['comparisons']) / sum(all_pairs):.2f} of the seed's all-pairs {sum(all_pairs)}), "
+        f"makespan {pairwise['wall'] / phased['wall']:.2f}x the score ranking's."
+    )
     print(f"\nCommand: {COMMAND}")
     same = phased["winner"] == seq["winner"]
     if not same:

@@ -16,6 +16,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from . import credentials
 from .api import (
     admin,
     admin_models,
@@ -93,6 +94,7 @@ def app_for(services: Services) -> Litestar:
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[credentials.middleware],
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

@@ -1,4 +1,4 @@
-"""The ``loom`` command: serve, tui, models, pull, service, plugins, new-plugin."""
+"""The ``loom`` command: serve, tui, run, models, pull, service, plugins, new-plugin."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from loom.sdk.errors import ConfigError, PluginError
 
-from . import cli_models, cli_plugins, cli_service
+from . import cli_models, cli_plugins, cli_run, cli_service
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     tui = sub.add_parser("tui", help="the terminal UI, a client of a running daemon (key: $LOOM_API_KEY)")
     tui.add_argument("--url", help="daemon URL (default: $LOOM_URL or http://127.0.0.1:11435)")
     tui.set_defaults(func=_tui)
+    cli_run.add_subcommand(sub)  # run PIPELINE
     cli_models.add_subcommands(sub)  # models, pull
     cli_service.add_subcommands(sub)  # service
     cli_plugins.add_subcommands(sub)  # plugins, new-plugin

@@ -92,13 +92,25 @@ class SchedulerConfig(Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Routes(Struct, forbid_unknown_fields=True, frozen=True):
-    """Default model per role, used when a pipeline or an image-bearing chat names none."""
+    """Default model per role, used when a pipeline or an image-bearing chat names none.
+
+    ``score``, ``describe`` and ``judge`` are the three uses of a vision model that pipelines
+    name apart (CLIP + aesthetic scoring, captioning, comparing two images in a chat), since one
+    local model rarely does all three; each falls back to ``vision`` when unset.
+    """
 
     chat: str | None = None
     embedding: str | None = None
     image: str | None = None
     vision: str | None = None
     translation: str | None = None
+    score: str | None = None
+    describe: str | None = None
+    judge: str | None = None
+
+
+#: Pipeline roles that are uses of a capability: role -> (capability, the route it falls back to).
+VISION_ROLES = {"score": "vision", "describe": "vision", "judge": "vision"}
 
 
 class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
@@ -106,6 +118,11 @@ class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
 
     retention: str | int = "30d"  # "never" / -1 keeps everything
     cleanup_interval: str | int = "1h"
+    #: Jobs a crash or a stop left ``interrupted`` are resumed when the daemon starts (a job
+    #: that was started with a per-request upstream key is not: the key is gone; see docs/beam-search.md).
+    resume_interrupted: bool = True
+    #: ... unless the job has already been run this many times (it may be what stopped the daemon).
+    resume_limit: int = 3
 
 
 class Config(Struct, forbid_unknown_fields=True, frozen=True):

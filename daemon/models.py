@@ -12,7 +12,7 @@ from loom.sdk.errors import CapabilityNotSupported, ConfigError, ModelNotFound, 
 from loom.sdk.protocols import ModelSpec, Provider
 from loom.sdk.types import Capability, ModelCard
 
-from .config import Config, parse_duration, parse_size
+from .config import VISION_ROLES, Config, parse_duration, parse_size
 from .plugin_manager import PluginInfo
 
 
@@ -167,13 +167,14 @@ def check_references(config: Config, registry: ModelRegistry) -> None:
         for fallback in model.fallbacks:
             if fallback not in registry:
                 raise ConfigError(f"$.models[{i}].fallbacks: no model named {fallback!r}")
-    for role in ("chat", "embedding", "image", "vision", "translation"):
+    for role in ("chat", "embedding", "image", "vision", "translation", *VISION_ROLES):
         target = getattr(config.routes, role)
         if target is not None:
+            capability = Capability(VISION_ROLES.get(role, role))
             if target not in registry:
                 raise ConfigError(f"$.routes.{role}: no model named {target!r}")
-            if Capability(role) not in registry.get(target).capabilities:
-                raise ConfigError(f"$.routes.{role}: model {target!r} cannot do {role}")
+            if capability not in registry.get(target).capabilities:
+                raise ConfigError(f"$.routes.{role}: model {target!r} cannot do {capability.value}")
 
 
 def build_registry(

@@ -98,7 +98,7 @@ class Services:
             stack.push_async_callback(self.scheduler.stop)
             stack.push_async_callback(self.health.aclose)
             self.rag.start()
-            self.runner.start()
+            self.runner.start(resume=self.config.jobs.resume_interrupted, resume_limit=self.config.jobs.resume_limit)
             stack.push_async_callback(self.runner.stop)
             self.timers.start()  # last: a timer may use any service
             stack.callback(self.timers.stop)

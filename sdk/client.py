@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -77,6 +78,8 @@ class _Call:
     query: dict[str, Any] | None = None
     #: "json" (None for an empty body), "text", "bytes", or a key of the JSON answer.
     read: str = "json"
+    #: Extra request headers (a client's own upstream keys, ``X-OpenAI-API-Key``).
+    headers: dict[str, str] | None = None
 
     def result(self, response: httpx.Response) -> Any:
         raise_for_error(response)
@@ -176,8 +179,20 @@ class _Routes(Generic[R]):
 
     # --- pipelines and jobs ---
 
-    def start_pipeline(self, name: str, params: dict | None = None) -> R:
-        return self._send(_Call("POST", f"/v1/pipelines/{_seg(name)}", params or {}))
+    def start_pipeline(
+        self,
+        name: str,
+        params: dict | None = None,
+        *,
+        wait: float | None = None,
+        upstream_keys: dict[str, str] | None = None,
+    ) -> R:
+        """Start a job; with ``wait``, the daemon answers when it ends (at most that many
+        seconds). ``upstream_keys`` (``{"X-OpenAI-API-Key": ...}``) go as headers, for the job's
+        calls to remote services that take a per-request key; the daemon never stores them."""
+        query = {"wait": wait} if wait else None
+        path = f"/v1/pipelines/{_seg(name)}"
+        return self._send(_Call("POST", path, params or {}, query, headers=dict(upstream_keys or {}) or None))
 
     def jobs(
         self, state: str | list[str] | None = None, pipeline: str | None = None, limit: int = 50, offset: int = 0
@@ -195,8 +210,10 @@ class _Routes(Generic[R]):
     def cancel_job(self, job_id: str) -> R:
         return self._send(_Call("POST", f"/v1/jobs/{_seg(job_id)}/cancel"))
 
-    def resume_job(self, job_id: str) -> R:
-        return self._send(_Call("POST", f"/v1/jobs/{_seg(job_id)}/resume"))
+    def resume_job(self, job_id: str, upstream_keys: dict[str, str] | None = None) -> R:
+        """A job started with upstream keys needs the same ones again (they are never stored)."""
+        path = f"/v1/jobs/{_seg(job_id)}/resume"
+        return self._send(_Call("POST", path, headers=dict(upstream_keys or {}) or None))
 
     def lineage(self, job_id: str) -> R:
         return self._send(_Call("GET", f"/v1/jobs/{_seg(job_id)}/lineage"))
@@ -227,17 +244,42 @@ _RETRYABLE = (E.Unavailable, E.ProviderError, E.ProviderTimeout)
 _FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 
 
+def _is_final(e: ServerEvent) -> bool:
+    return e.event == "state" and isinstance(e.data, dict) and e.data.get("data", {}).get("state") in _FINAL
+
+
+def _result_of(job: dict) -> Any:
+    """A finished job's result; its error raised as the matching Loom error otherwise (the job
+    is on the error's ``job``)."""
+    if job["state"] == "succeeded":
+        return job["result"]
+    body = job.get("error") or {}
+    if job["state"] == "cancelled":
+        error: E.LoomError = E.Cancelled(f"job {job['id']} was cancelled")
+    elif job["state"] == "interrupted":
+        error = E.Unavailable(f"job {job['id']} was interrupted by a daemon stop; resume it to go on")
+    else:
+        cls = _BY_CODE.get(body.get("code") or "") or E.LoomError
+        error = cls(f"job {job['id']} failed: {body.get('message') or 'unknown error'}", param=body.get("param"))
+        error.code = body.get("code") or error.code
+    error.job = job  # type: ignore[attr-defined]
+    raise error
+
+
 async def _read_events(response: httpx.Response) -> AsyncIterator[ServerEvent]:
     """The events of an SSE response (parsed by httpx-sse); data is JSON-decoded when it is JSON.
     Comments (keep-alives) and events without data are skipped."""
     async for sse in EventSource(response).aiter_sse():
         if not sse.data:
             continue
-        try:
-            value = json.loads(sse.data)
-        except ValueError:
-            value = sse.data
-        yield ServerEvent(sse.event, value, sse.id or None)
+        yield ServerEvent(sse.event, _json_or_text(sse.data), sse.id or None)
+
+
+def _json_or_text(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
 
 
 def describe_error(error: BaseException) -> str:
@@ -267,11 +309,65 @@ class LoomClient(_Routes[Any]):
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def _send(self, call: _Call) -> Any:
-        return call.result(self.http.request(call.method, call.path, json=call.body, params=call.query))
+        response = self.http.request(call.method, call.path, json=call.body, params=call.query, headers=call.headers)
+        return call.result(response)
 
     def request(self, method: str, path: str, json: Any = None, params: Any = None) -> Any:
         """Any route: the JSON answer (None for an empty one), or the matching Loom error."""
         return self._send(_Call(method, path, json, params))
+
+    def run(
+        self,
+        name: str,
+        params: dict | None = None,
+        *,
+        on_event: Callable[[ServerEvent], None] | None = None,
+        upstream_keys: dict[str, str] | None = None,
+    ) -> Any:
+        """Start a pipeline, follow its events (``on_event`` gets each: progress, lineage, ...)
+        and return its result; a failed job raises its error (the job is on ``error.job``)."""
+        job = self.start_pipeline(name, params, upstream_keys=upstream_keys)
+        after = 0
+        while job["state"] not in _FINAL:
+            for event in self.job_events(job["id"], after=after):
+                after = int(event.id) if event.id else after
+                if on_event is not None:
+                    on_event(event)
+            # An "interrupted" end may be followed by a resume at the daemon's restart.
+            job = self.job(job["id"])
+        return _result_of(job)
+
+    def job_events(self, job_id: str, after: int = 0, retry: float = 0.5, max_retry: float = 5.0):
+        """A job's events after ``after`` (SSE), reconnecting with ``Last-Event-ID`` when the
+        stream drops; ends after the job's final state event."""
+        last, delay = after, retry
+        path = f"/v1/jobs/{_seg(job_id)}/events"
+        timeout = httpx.Timeout(self.http.timeout.connect, read=60.0, write=10.0, pool=10.0)
+        while True:
+            headers = {"accept": "text/event-stream", **({"last-event-id": str(last)} if last else {})}
+            try:
+                with self.http.stream("GET", path, headers=headers, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise_for_error(response)
+                    delay = retry
+                    for sse in EventSource(response).iter_sse():
+                        if not sse.data:
+                            continue
+                        event = ServerEvent(sse.event, _json_or_text(sse.data), sse.id or None)
+                        last = int(event.id) if event.id else last
+                        yield event
+                        if _is_final(event):
+                            return
+            except (httpx.TransportError, *_RETRYABLE):
+                pass
+            try:  # a clean end with nothing final: the job is over, or the daemon went away
+                if self.job(job_id)["state"] in _FINAL:
+                    return
+            except (httpx.TransportError, *_RETRYABLE):
+                pass
+            time.sleep(delay)
+            delay = min(max_retry, delay * 2)
 
     def close(self) -> None:
         self.http.close()
@@ -292,7 +388,31 @@ class AsyncLoomClient(_Routes[Awaitable[Any]]):
         self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
 
     async def _send(self, call: _Call) -> Any:
-        return call.result(await self.http.request(call.method, call.path, json=call.body, params=call.query))
+        response = await self.http.request(
+            call.method, call.path, json=call.body, params=call.query, headers=call.headers
+        )
+        return call.result(response)
+
+    async def run(
+        self,
+        name: str,
+        params: dict | None = None,
+        *,
+        on_event: Callable[[ServerEvent], Any] | None = None,
+        upstream_keys: dict[str, str] | None = None,
+    ) -> Any:
+        """As :meth:`LoomClient.run`; ``on_event`` may be a coroutine function."""
+        job = await self.start_pipeline(name, params, upstream_keys=upstream_keys)
+        after = 0
+        while job["state"] not in _FINAL:
+            async for event in self.job_events(job["id"], after=after):
+                after = int(event.id) if event.id else after
+                if on_event is not None:
+                    outcome = on_event(event)
+                    if asyncio.iscoroutine(outcome):
+                        await outcome
+            job = await self.job(job["id"])  # an "interrupted" end may be followed by a resume
+        return _result_of(job)
 
     async def request(self, method: str, path: str, json: Any = None, params: Any = None) -> Any:
         """Any route: the JSON answer (None for an empty one), or the matching Loom error."""

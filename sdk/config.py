@@ -6,12 +6,17 @@ The daemon's whole config (``loom.daemon.config``) embeds these; ``register_mode
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 from msgspec import Struct, field
 
 from .errors import ConfigError
 from .types import Capability
+
+#: The request headers that carry a client's own upstream key (``X-OpenAI-API-Key``): the daemon
+#: passes those to providers in ``RunContext.credentials``; ``X-API-Key`` is the daemon's own key.
+UPSTREAM_KEY_HEADER = re.compile(r"^x-[a-z0-9][a-z0-9-]*-api-key$", re.IGNORECASE)
 
 
 class EnvSecret(Struct, forbid_unknown_fields=True, frozen=True):

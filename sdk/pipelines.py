@@ -48,6 +48,12 @@ class PipelineContext(Protocol):
     def emit(self, type: str, data: dict[str, Any]) -> None:
         """Send a pipeline-specific event (e.g. ``candidate`` for beam search)."""
 
+    def set_metadata(self, fields: dict[str, Any]) -> None:
+        """Set top-level fields of the job's ``metadata.json`` (the pipeline's own records, e.g.
+        beam search's seed-shaped ``iterations``); later calls replace the fields they name. Kept
+        with the job, so every rewrite of the file and a resumed run keep them. The daemon's own
+        fields (ids, state, timings, usage, result, error) cannot be replaced."""
+
     def check(self) -> None:
         """Raise ``Cancelled`` if the job was cancelled; called between steps."""
 
@@ -63,9 +69,10 @@ class PipelineContext(Protocol):
         records that outlive the job, such as a persona's images); returns the copy's path."""
 
     def model_for(self, role: str, requested: str | None = None) -> str:
-        """The model id to use for a role ("chat", "image", "vision", "embedding",
-        "translation"): ``requested`` if given, else the config's route, else the first model
-        with that capability."""
+        """The model id to use for a role: a capability ("chat", "image", "vision", "embedding",
+        "translation") or a use of a vision model ("score", "describe", "judge", whose routes
+        fall back to the "vision" route): ``requested`` if given, else the config's route, else
+        the first model with that capability."""
 
     async def chat(self, model: str, messages: list[dict], **params: Any) -> str:
         """One chat completion (params as in the OpenAI API: max_tokens, temperature, seed,

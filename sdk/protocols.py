@@ -12,7 +12,7 @@ cancellation lands at the next step.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
@@ -36,17 +36,26 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
 
 
 class RunContext:
-    """Handed to every provider call: cancellation, progress and the seed to use."""
+    """Handed to every provider call: cancellation, progress, the device, and the upstream keys
+    the client sent with its request.
+
+    ``credentials`` maps a lower-case request header name (``x-openai-api-key``) to the key a
+    client sent in it, for remote providers whose instance accepts a per-request key. They
+    live only as long as the request (or the job it started) in this process: never logged,
+    stored, shown, or sent to a model worker process.
+    """
 
     def __init__(
         self,
         *,
         on_progress: Callable[[int, int, str], None] | None = None,
         device: str = "cpu",
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self._cancel = threading.Event()
         self._on_progress = on_progress
         self.device = device
+        self.credentials: dict[str, str] = dict(credentials or {})
 
     def cancel(self) -> None:
         self._cancel.set()

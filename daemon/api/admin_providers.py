@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from loom.sdk.errors import InvalidRequest
 from msgspec import Struct
 
-from loom.sdk.errors import InvalidRequest
-
-from ..config import Routes
+from ..config import VISION_ROLES, Routes
 from ..models import ModelRegistry
 from ..provider_health import ProviderHealth
 from ..routing import ModelRouter
@@ -48,6 +47,8 @@ def _overview(registry: ModelRegistry, router: ModelRouter, routes: Routes, heal
     served = {}
     for role in ("chat", "embedding", "image", "vision", "translation"):
         served[role] = router.route_for(role, getattr(routes, role))
+    for role, fallback in VISION_ROLES.items():  # score / describe / judge: own route, else vision's
+        served[role] = router.route_for(fallback, getattr(routes, role) or getattr(routes, fallback))
     return {
         "object": "providers",
         "interval_s": health.interval,

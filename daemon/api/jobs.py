@@ -1,7 +1,10 @@
 """Pipelines and jobs: start, list, inspect, cancel, resume; events over SSE and a WebSocket.
 
 - ``POST /v1/pipelines/{name}``: the body is the pipeline's ``Params``, decoded strictly (an
-  unknown field is a 400 naming it); answers 202 with the job.
+  unknown field is a 400 naming it); answers 202 with the job. ``?wait=SECONDS`` (or the header
+  ``Prefer: wait=SECONDS``) holds the answer until the job ends, at most that long (and at most
+  ``MAX_WAIT``): 200 with the finished job, else 202 with the job as it is. ``X-<name>-API-Key``
+  headers are upstream keys for the job's own calls (see ``loom.daemon.credentials``).
 - ``GET /v1/pipelines``: every pipeline with the JSON schema of its parameters.
 - ``GET /v1/jobs`` (``state``, ``pipeline``, ``since``, ``until``, ``limit``, ``offset``),
   ``GET /v1/jobs/{id}``, ``POST /v1/jobs/{id}/cancel``, ``POST /v1/jobs/{id}/resume``,
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -26,9 +30,9 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-
 from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 
+from .. import credentials as upstream_keys
 from ..jobs.hub import Subscriber
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner
@@ -39,6 +43,9 @@ from .errors import validation_error
 from .respond import json_response
 
 KEEPALIVE_S = 15.0
+#: The longest a submission may wait for its job (``?wait=`` / ``Prefer: wait=``), seconds.
+MAX_WAIT = 600.0
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.IGNORECASE)
 
 
 def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, Any]:
@@ -62,6 +69,8 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
         "output_dir": job["output_dir"],
         "output_url": f"/v1/files/{job['output_dir']}/",
         "error": job["error"],
+        # The names of the upstream key headers a resume needs again (never the keys).
+        "upstream_keys": job.get("upstream_keys") or [],
     }
     if not detail:
         return view
@@ -142,9 +151,34 @@ async def start_pipeline(
             f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{name}'", param=unknown[0]
         )
     check_models(registry, params)
-    job = runner.submit(name, params)
+    wait, preferred = requested_wait(request)
+    job = runner.submit(name, params, upstream_keys.from_headers(request.headers))
     headers = {"Location": f"/v1/jobs/{job['id']}"}
-    return json_response(job_view(runner, job), status_code=202, headers=headers)
+    if wait:
+        job = await runner.wait(job["id"], wait)
+        if preferred:
+            headers["Preference-Applied"] = f"wait={preferred}"
+    status = 200 if job["state"] in TERMINAL else 202
+    return json_response(job_view(runner, job), status_code=status, headers=headers)
+
+
+def requested_wait(request: Request) -> tuple[float, str | None]:
+    """Seconds to hold the answer (``?wait=`` wins over ``Prefer: wait=``), capped at MAX_WAIT;
+    and the Prefer value to echo in ``Preference-Applied``."""
+    query = request.query_params.get("wait")
+    if query is not None:
+        try:
+            seconds = float(query)
+        except ValueError:
+            raise InvalidRequest(f"wait must be a number of seconds, got {query!r}", param="wait") from None
+        if not 0 <= seconds <= MAX_WAIT:
+            raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT:g} seconds", param="wait")
+        return seconds, None
+    m = _PREFER_WAIT.search(request.headers.get("prefer") or "")
+    if m is None:
+        return 0.0, None
+    seconds = min(float(m.group(1)), MAX_WAIT)
+    return seconds, f"{seconds:g}"
 
 
 # --- jobs ---------------------------------------------------------------------------------------
@@ -208,8 +242,8 @@ async def cancel_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) 
 
 
 @post("/jobs/{job_id:str}/resume")
-async def resume_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
-    job = runner.resume(job_id)
+async def resume_job(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    job = runner.resume(job_id, upstream_keys.from_headers(request.headers))
     return json_response(job_view(runner, job), status_code=202)
 
 

@@ -2,7 +2,8 @@
 
 The services factory (:mod:`loom.daemon.services`) collects the registered pipelines, opens
 ``<data_dir>/loom.db`` and registers retention with the timers; starting the runner marks jobs a
-dead daemon left running as ``interrupted``, and stopping it leaves running jobs ``interrupted``
+dead daemon left running as ``interrupted`` and resumes the interrupted ones
+(``[jobs] resume_interrupted``), and stopping it leaves running jobs ``interrupted``
 for a later resume.
 """
 

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-
 from loom.sdk import calls
 from loom.sdk.errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound, ProviderError
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import Capability, ChatCompletionRequest
 
 from ..atomic import write_atomic
-from ..config import Routes
+from ..config import VISION_ROLES, Routes
 from ..files import FileStore
 from ..models import ModelRegistry
 from ..rag import RagStore
@@ -62,7 +61,14 @@ class PipelineServices:
 
 
 class JobContext:
-    def __init__(self, services: PipelineServices, runner: JobRunner, job: dict, usage: Usage) -> None:
+    def __init__(
+        self,
+        services: PipelineServices,
+        runner: JobRunner,
+        job: dict,
+        usage: Usage,
+        credentials: dict[str, str] | None = None,
+    ) -> None:
         self.services = services
         self.runner = runner
         self.store = runner.store
@@ -72,6 +78,9 @@ class JobContext:
         self.output_dir: str = job["output_dir"]
         self.attempt: int = job["attempts"]
         self.usage = usage
+        #: The per-request upstream keys the job was started (or resumed) with: in memory only,
+        #: handed to each of its model calls (``RunContext.credentials``).
+        self.credentials: dict[str, str] = dict(credentials or {})
         self.cancel_requested = False
         #: The key of the first step that failed (reported with the job's error).
         self.failed_step: str | None = None
@@ -115,6 +124,12 @@ class JobContext:
 
     def emit(self, type: str, data: dict[str, Any]) -> None:
         self.runner.emit(self.job_id, type, data)
+
+    def set_metadata(self, fields: dict[str, Any]) -> None:
+        """Merge ``fields`` into the job's pipeline metadata (written into ``metadata.json``)."""
+        if not isinstance(fields, dict):
+            raise InvalidRequest(f"metadata must be an object, got {type(fields).__name__}")
+        self.runner.set_metadata(self.job_id, fields)
 
     def check(self) -> None:
         if self.cancel_requested:
@@ -209,25 +224,34 @@ class JobContext:
     # --- models -----------------------------------------------------------------------------
 
     def model_for(self, role: str, requested: str | None = None) -> str:
+        routes = self.services.routes
+        fallback = VISION_ROLES.get(role)
         try:
-            capability = Capability(role)
+            capability = Capability(fallback or role)
         except ValueError:
-            roles = ", ".join(c.value for c in Capability)
+            roles = ", ".join([*(c.value for c in Capability), *VISION_ROLES])
             raise InvalidRequest(f"unknown model role {role!r} (roles: {roles})") from None
         if requested:
             self.services.registry.for_capability(requested, capability)  # raises if unknown / unable
             return requested
-        route = self.services.router.route_for(capability, getattr(self.services.routes, role, None))
+        # score / describe / judge: their own route, else the vision route.
+        route = getattr(routes, role, None) or (getattr(routes, fallback, None) if fallback else None)
+        route = self.services.router.route_for(capability, route)
         if route:
             return route
         entry = self.services.registry.first_with(capability)
         if entry is None:
-            raise CapabilityNotSupported(f"no configured model can do {role}; name one or set [routes].{role}")
+            raise CapabilityNotSupported(
+                f"no configured model can do {capability.value} (for {role}); name one or set [routes].{role}"
+            )
         return entry.id
+
+    def _run_context(self) -> RunContext:
+        return RunContext(credentials=self.credentials)
 
     async def _run(self, model: str, capability: Capability, call: calls.Call) -> Any:
         self.check()
-        rc = RunContext()
+        rc = self._run_context()
         self._calls.add(rc)
         started = time.perf_counter()
         try:
@@ -244,7 +268,7 @@ class JobContext:
         except msgspec.ValidationError as e:
             raise InvalidRequest(f"invalid chat request from pipeline: {e}") from None
         capability = Capability.VISION if req.has_images() else Capability.CHAT
-        rc = RunContext()
+        rc = self._run_context()
         self._calls.add(rc)
         started = time.perf_counter()
         text: list[str] = []

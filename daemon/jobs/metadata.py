@@ -4,6 +4,11 @@ Written defensively: at every progress report and at every end (success, failure
 interruption), so a folder always says what was attempted. Lineage nodes a pipeline reported are
 grouped by ``iteration`` (when they have one) with the best candidate of each, and the winner's
 path from its root is spelled out, as the seed's tracker did.
+
+A pipeline may set fields of its own with ``ctx.set_metadata`` (beam search writes the seed's
+``iterations`` / ``finalWinner`` / ``lineage`` records that way, so the seed's tools read them);
+they replace the generic ones of the same name. The daemon's own facts (ids, state, timings,
+usage, artefacts, result, error) cannot be replaced.
 """
 
 from __future__ import annotations
@@ -17,6 +22,24 @@ from ..atomic import write_atomic
 from .lineage import build_tree
 
 NAME = "metadata.json"
+#: Fields only the daemon writes; a pipeline's ``set_metadata`` cannot replace them.
+DAEMON_FIELDS = frozenset(
+    {
+        "sessionId",
+        "jobId",
+        "pipeline",
+        "timestamp",
+        "state",
+        "stage",
+        "progress",
+        "config",
+        "tokenUsage",
+        "timings",
+        "artifacts",
+        "result",
+        "error",
+    }
+)
 
 
 def build(job: dict, nodes: list[dict], artifacts: list[dict], steps: tuple[int, float]) -> dict[str, Any]:
@@ -56,6 +79,9 @@ def build(job: dict, nodes: list[dict], artifacts: list[dict], steps: tuple[int,
             "iteration": node.get("iteration"),
             "totalScore": node.get("score"),
         }
+    for key, value in (job.get("metadata") or {}).items():
+        if key not in DAEMON_FIELDS:
+            meta[key] = value
     return meta
 
 

@@ -5,6 +5,11 @@ Life of a job: ``queued`` (accepted, 202) -> ``running`` -> ``succeeded`` | ``fa
 at shutdown directly, after a SIGKILL when the next daemon starts. ``resume`` takes an
 interrupted, failed or cancelled job back to ``queued`` and runs its pipeline again from the top;
 finished steps return their stored results, so the work continues from the last finished step.
+
+At start-up the ``interrupted`` jobs resume on their own (``[jobs] resume_interrupted``), except a
+job that has already run ``resume_limit`` times (it may be what brought the daemon down) and a
+job started with a per-request upstream key: the key was never stored, so that job waits for a
+``resume`` that sends the same header again.
 """
 
 from __future__ import annotations
@@ -20,10 +25,19 @@ from typing import Any
 
 import msgspec
 import pluggy
-
-from loom.sdk.errors import Cancelled, Conflict, InvalidRequest, LoomError, NotFound, PluginError, Unavailable
+from loom.sdk.errors import (
+    AuthenticationFailed,
+    Cancelled,
+    Conflict,
+    InvalidRequest,
+    LoomError,
+    NotFound,
+    PluginError,
+    Unavailable,
+)
 from loom.sdk.pipelines import Pipeline
 
+from .. import credentials as upstream_keys
 from ..plugin_manager import PluginInfo, collect
 from . import metadata
 from .context import JobContext, PipelineServices
@@ -92,6 +106,8 @@ class JobRunner:
         self._run_started: dict[str, float] = {}
         #: Jobs cancelled between acceptance and the start of their task.
         self._cancel_before_start: set[str] = set()
+        #: job id -> the per-request upstream keys of its current run (memory only, dropped at its end).
+        self._credentials: dict[str, dict[str, str]] = {}
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -99,14 +115,33 @@ class JobRunner:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Mark what a dead daemon left running as ``interrupted`` (resume is explicit)."""
+    def start(self, *, resume: bool = False, resume_limit: int = 3) -> list[str]:
+        """Mark what a dead daemon left running as ``interrupted``; with ``resume``, resume every
+        interrupted job that can be (see the module's docstring). Returns the resumed ids."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         for job_id in self.store.mark_interrupted():
-            log.warning("job %s was interrupted by a daemon stop; POST /v1/jobs/%s/resume continues it", job_id, job_id)
+            log.warning("job %s was interrupted by a daemon stop", job_id)
             self.emit(job_id, "state", {"state": INTERRUPTED})
             self._write_metadata(job_id)
+        resumed = []
+        for job in reversed(self.store.list_jobs(states=[INTERRUPTED], limit=10_000)):
+            job_id, why = job["id"], None
+            if not resume:
+                why = "[jobs] resume_interrupted is off"
+            elif job["upstream_keys"]:
+                why = f"it was started with {', '.join(job['upstream_keys'])}, which Loom does not store"
+            elif job["attempts"] >= resume_limit:
+                why = f"it has run {job['attempts']} times ([jobs] resume_limit = {resume_limit})"
+            elif job["pipeline"] not in self.pipelines:
+                why = f"pipeline '{job['pipeline']}' is not installed"
+            if why is not None:
+                log.warning("job %s is interrupted; POST /v1/jobs/%s/resume continues it (%s)", job_id, job_id, why)
+                continue
+            log.info("resuming job %s (%s), interrupted by a daemon stop", job_id, job["pipeline"])
+            self.resume(job_id, message="resumed at start-up")
+            resumed.append(job_id)
+        return resumed
 
     async def stop(self) -> None:
         """Stop running jobs; they are left ``interrupted`` with their finished steps."""
@@ -130,8 +165,11 @@ class JobRunner:
             raise NotFound(f"No pipeline named '{name}' (available: {have})", param="name")
         return info
 
-    def submit(self, name: str, params: msgspec.Struct) -> dict:
-        """Accept a job whose ``params`` were already decoded strictly; it starts at once."""
+    def submit(self, name: str, params: msgspec.Struct, credentials: dict[str, str] | None = None) -> dict:
+        """Accept a job whose ``params`` were already decoded strictly; it starts at once.
+
+        ``credentials``: the request's upstream keys (``X-...-API-Key`` headers), used by this
+        job's calls while it runs and never stored; the job records only their header names."""
         if self._stopping:
             raise Unavailable("the daemon is shutting down")
         info = self.pipeline(name)
@@ -139,24 +177,53 @@ class JobRunner:
         created = time.localtime()
         output_dir = time.strftime("output/%Y-%m-%d/ses-%H%M%S-", created) + job_id
         (self.services.files.root / output_dir).mkdir(parents=True, exist_ok=True)
-        self.store.create_job(job_id, name, info.plugin, msgspec.json.encode(params), output_dir)
+        keys = dict(credentials or {})
+        self.store.create_job(job_id, name, info.plugin, msgspec.json.encode(params), output_dir, sorted(keys))
         self.emit(job_id, "state", {"state": QUEUED})
-        self._start_task(job_id)
+        self._start_task(job_id, keys)
         return self.store.get_job(job_id)
 
-    def resume(self, job_id: str) -> dict:
+    def resume(self, job_id: str, credentials: dict[str, str] | None = None, *, message: str = "resumed") -> dict:
+        """Run an interrupted, failed or cancelled job again from its last finished step. A job
+        started with upstream keys needs the same headers again (``credentials``)."""
         job = self.get(job_id)
         if self.is_active(job_id) or job["state"] not in RESUMABLE:
             raise Conflict(f"job {job_id} is {job['state']}; only interrupted, failed or cancelled jobs can be resumed")
         if job["pipeline"] not in self.pipelines:
             raise Conflict(f"job {job_id} needs pipeline '{job['pipeline']}', which is not installed")
+        keys = dict(credentials or {})
+        missing = [name for name in job["upstream_keys"] or [] if name not in keys]
+        if missing:
+            raise AuthenticationFailed(
+                f"job {job_id} was started with the {', '.join(missing)} header; Loom never stores such "
+                f"keys, so send the same header again to resume it",
+                param=missing[0],
+                code="upstream_key_missing",
+            )
         if self._stopping:
             raise Unavailable("the daemon is shutting down")
-        self.store.update_job(job_id, state=QUEUED, stage="queued", message="resumed", error=None, finished_at=None)
+        self.store.update_job(job_id, state=QUEUED, stage="queued", message=message, error=None, finished_at=None)
         steps, _ = self.store.step_stats(job_id)
         self.emit(job_id, "state", {"state": QUEUED, "resumed": True, "finished_steps": steps})
-        self._start_task(job_id)
+        self._start_task(job_id, keys)
         return self.store.get_job(job_id)
+
+    async def wait(self, job_id: str, timeout: float) -> dict:
+        """The job once it has ended, or as it is after ``timeout`` seconds (it goes on running
+        either way: a client that stops waiting does not stop the job)."""
+        task = self._tasks.get(job_id)
+        if task is not None and timeout > 0:
+            await asyncio.wait([task], timeout=timeout)  # never raises, never cancels the job
+        return self.get(job_id)
+
+    def set_metadata(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Merge a pipeline's own ``metadata.json`` fields; written out with the next report."""
+        try:
+            msgspec.json.encode(fields)
+        except (TypeError, msgspec.EncodeError) as e:
+            raise InvalidRequest(f"metadata fields must be JSON-encodable: {e}") from None
+        job = self.get(job_id)
+        self.store.update_job(job_id, metadata={**(job["metadata"] or {}), **fields})
 
     async def cancel(self, job_id: str, wait: float = 5.0) -> dict:
         job = self.get(job_id)
@@ -225,10 +292,22 @@ class JobRunner:
 
     # --- running ----------------------------------------------------------------------------
 
-    def _start_task(self, job_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._execute(job_id), name=f"loom-job-{job_id}")
+    def _start_task(self, job_id: str, credentials: dict[str, str]) -> None:
+        # The task starts without the submitting request's context: its calls get the keys it was
+        # handed, explicitly, and nothing else from the request.
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(
+            self._execute(job_id), name=f"loom-job-{job_id}", context=upstream_keys.detached_context()
+        )
         self._tasks[job_id] = task
-        task.add_done_callback(lambda t, j=job_id: self._tasks.pop(j, None) if self._tasks.get(j) is t else None)
+        self._credentials[job_id] = credentials
+
+        def done(t: asyncio.Task, j: str = job_id) -> None:
+            if self._tasks.get(j) is t:
+                self._tasks.pop(j, None)
+                self._credentials.pop(j, None)
+
+        task.add_done_callback(done)
 
     async def _execute(self, job_id: str) -> None:
         job = self.get(job_id)
@@ -238,7 +317,7 @@ class JobRunner:
             job_id, state=RUNNING, stage="starting", attempts=attempt, started_at=job["started_at"] or time.time()
         )
         job = self.get(job_id)
-        ctx = JobContext(self.services, self, job, Usage(job["usage"]))
+        ctx = JobContext(self.services, self, job, Usage(job["usage"]), self._credentials.get(job_id))
         if job_id in self._cancel_before_start:
             self._cancel_before_start.discard(job_id)
             ctx.cancel()

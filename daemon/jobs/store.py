@@ -3,7 +3,8 @@
 Tables:
 
 - ``jobs``: one row per accepted job (state, stage, progress, params, result, error, usage,
-  timings, the output folder).
+  timings, the output folder, the fields the pipeline adds to ``metadata.json``, and the *names*
+  of the per-request upstream key headers it was started with; never the keys).
 - ``job_events``: every event of every job, in order; ``seq`` counts from 1 per job and is the
   SSE event id, so ``Last-Event-ID`` resumes a stream exactly.
 - ``job_steps``: the stored result of every finished ``ctx.step`` (what makes resume work).
@@ -46,7 +47,7 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, INTERRUPTED})
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
 RESUMABLE = frozenset({INTERRUPTED, FAILED, CANCELLED})
 
-_JSON_COLUMNS = ("params", "result", "error", "usage", "timings")
+_JSON_COLUMNS = ("params", "result", "error", "usage", "timings", "metadata", "upstream_keys")
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -104,12 +105,17 @@ class JobStore:
                 "attempts": int,
                 "usage": str,
                 "timings": str,
+                "metadata": str,
+                "upstream_keys": str,
             },
             pk="id",
             not_null={"pipeline", "state", "created_at"},
             defaults={"progress": 0.0, "attempts": 0, "stage": "", "message": ""},
             if_not_exists=True,
         )
+        for column in ("metadata", "upstream_keys"):  # added after the first release of the schema
+            if column not in db["jobs"].columns_dict:
+                db["jobs"].add_column(column, str)
         db["jobs"].create_index(["state"], if_not_exists=True)
         db["jobs"].create_index(["pipeline", "created_at"], if_not_exists=True)
         db["jobs"].create_index(["created_at"], if_not_exists=True)
@@ -160,7 +166,16 @@ class JobStore:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    def create_job(self, job_id: str, pipeline: str, plugin: str, params: bytes, output_dir: str) -> dict:
+    def create_job(
+        self,
+        job_id: str,
+        pipeline: str,
+        plugin: str,
+        params: bytes,
+        output_dir: str,
+        upstream_keys: list[str] | None = None,
+    ) -> dict:
+        """``upstream_keys``: the names of the key headers the job was started with (not the keys)."""
         now = time.time()
         row = {
             "id": job_id,
@@ -175,6 +190,7 @@ class JobStore:
             "created_at": now,
             "updated_at": now,
             "attempts": 0,
+            "upstream_keys": _encode(sorted(upstream_keys or [])).decode(),
         }
         with self._lock:
             self.db["jobs"].insert(row)

@@ -29,6 +29,7 @@ from loom.sdk.calls import Call
 from loom.sdk.errors import Cancelled, OutOfMemory, QueueFull, Unavailable
 from loom.sdk.protocols import Provider, RunContext
 
+from .. import credentials
 from ..config import Config
 from ..models import ModelEntry, ModelRegistry
 from .devices import REMOTE, discover, normalize
@@ -338,6 +339,8 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
         if ctx is None:
             ctx = RunContext(device=dev.name)
         ctx.device = dev.name
+        if not ctx.credentials:  # a /v1 request's upstream keys (X-...-API-Key), for this call only
+            ctx.credentials = credentials.current()
         item = WorkItem(
             entry=entry,
             device=dev.name,

@@ -1,8 +1,10 @@
-"""What the beam search asks the LLM, and how it reads the answers.
+"""What the beam search asks the LLM and the judge, and how it reads the answers.
 
-Four kinds of call, as in the seed: *expand* the user's prompt into a WHAT (content) or a HOW
-(style) prompt, *combine* the two into one image prompt, *critique* a kept candidate from the
-vision model's description and its scores, and *refine* a WHAT or HOW prompt by that critique.
+Four kinds of LLM call, as in the seed: *expand* the user's prompt into a WHAT (content) or a HOW
+(style) prompt, *combine* the two into one image prompt, *critique* a kept candidate for one
+dimension from the describer's words, its scores and (pairwise ranking) the judge's reasons, and
+*refine* a WHAT or HOW prompt by that dimension's critique. The judge (a vision chat model) is
+asked the seed's ``compareTwo`` question about two images.
 Each asks for JSON through ``response_format`` (``json_schema``), which grammar-constrained local
 models and remote APIs honour; for weak models that still wander, every answer is parsed
 leniently (code fences, prose around the object, a truncated string) and falls back to a
@@ -33,6 +35,33 @@ CRITIQUE_SCHEMA = {
         "reason": {"type": "string"},
     },
     "required": ["critique", "recommendation", "reason"],
+    "additionalProperties": False,
+}
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "winner": {"type": "string", "enum": ["A", "B", "tie"]},
+        "reason": {"type": "string"},
+        "ranks": {
+            "type": "object",
+            "properties": {
+                side: {
+                    "type": "object",
+                    "properties": {
+                        "alignment": {"type": "integer", "enum": [1, 2]},
+                        "aesthetics": {"type": "integer", "enum": [1, 2]},
+                    },
+                    "required": ["alignment", "aesthetics"],
+                    "additionalProperties": False,
+                }
+                for side in ("A", "B")
+            },
+            "required": ["A", "B"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["winner", "reason", "ranks"],
     "additionalProperties": False,
 }
 
@@ -76,12 +105,22 @@ _SYSTEM_COMBINE = (
     'words. Answer with JSON only: {"prompt": "..."}'
 )
 _SYSTEM_CRITIQUE = (
-    "You review an image generated from a prompt, given what a vision model saw in it and two "
-    "scores: alignment with the user's request (0-100) and aesthetic quality (0-10). Give one "
-    "actionable change to the {dim} prompt only ({focus}). Keep what works; fix what does not; "
-    "stay faithful to the user's original request. High scores call for small refinements, low "
+    "You review an image generated from a prompt, given what a vision model saw in it, two "
+    "scores (alignment with the user's request, 0-100, and aesthetic quality, 0-10) and, when "
+    "there are any, a judge's reasons from comparing it with other images. Give one actionable "
+    "change to the {dim} prompt only ({focus}). Keep what works; fix what does not; stay "
+    "faithful to the user's original request. High scores call for small refinements, low "
     "scores for bigger revisions. "
     'Answer with JSON only: {{"critique": "...", "recommendation": "...", "reason": "..."}}'
+)
+_SYSTEM_JUDGE = (
+    "You compare two images (A, then B) made for the same request. Rank them on two factors, "
+    "1 for the better image and 2 for the worse (both 1 if truly equal): alignment, how well the "
+    "image shows what the request asks for; aesthetics, composition, lighting, colour and "
+    "clarity. Name the winner, weighing alignment more, or tie. Give a short reason that "
+    "mentions both factors. "
+    'Answer with JSON only: {"winner": "A" | "B" | "tie", "reason": "...", '
+    '"ranks": {"A": {"alignment": 1, "aesthetics": 2}, "B": {"alignment": 2, "aesthetics": 1}}}'
 )
 _SYSTEM_REFINE = {
     "what": (
@@ -131,6 +170,7 @@ def critique_messages(
     description: str,
     dimension: str,
     iteration: int,
+    judged: str = "",
 ) -> list[dict[str, str]]:
     system = _SYSTEM_CRITIQUE.format(dim=dimension.upper(), focus=_FOCUS[dimension])
     user = (
@@ -139,7 +179,25 @@ def critique_messages(
         f"What the vision model sees: {description}\n"
         f"Alignment: {alignment:.1f}/100. Aesthetic: {aesthetic:.1f}/10. Iteration {iteration}."
     )
+    if judged:
+        user += f"\nWhat the judge said in comparisons: {judged}"
     return _msgs(system, user)
+
+
+def judge_messages(user_prompt: str, first_uri: str, second_uri: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": _SYSTEM_JUDGE},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": f'Request: "{user_prompt}"\nImage A:'},
+                {"type": "image_url", "image_url": {"url": first_uri}},
+                {"type": "text", "text": "Image B:"},
+                {"type": "image_url", "image_url": {"url": second_uri}},
+                {"type": "text", "text": "Compare A and B."},
+            ],
+        },
+    ]
 
 
 def refine_messages(
@@ -205,6 +263,44 @@ def parse_prompt(text: str) -> str | None:
         value = _LABEL.sub("", stripped).strip().strip('"').strip()
     value = _clean(value)
     return value or None
+
+
+def _rank(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value in (1, 2) else None
+
+
+def parse_verdict(text: str, alpha: float) -> tuple[str | None, str, dict[str, dict[str, float]] | None] | None:
+    """(winner "A" / "B" / None for a tie, reason, ranks) from a judge's answer; None when the
+    answer cannot be read. As the seed's ``compareTwo``: the lower combined rank
+    ``alpha * alignment + (1 - alpha) * aesthetics`` wins; equal ranks leave the named winner."""
+    obj = _json_object(text)
+    if obj is None:
+        return None
+    named = str(obj.get("winner", "")).strip().upper()
+    named = {"A": "A", "B": "B", "IMAGE A": "A", "IMAGE B": "B"}.get(named, "TIE" if named == "TIE" else "")
+    reason = _clean(str(obj.get("reason") or ""))
+    ranks: dict[str, dict[str, float]] | None = None
+    raw = obj.get("ranks")
+    if isinstance(raw, dict):
+        sides = {}
+        for side in ("A", "B"):
+            r = raw.get(side) if isinstance(raw.get(side), dict) else {}
+            alignment, aesthetics = _rank(r.get("alignment")), _rank(r.get("aesthetics"))
+            if alignment is not None and aesthetics is not None:
+                sides[side] = {
+                    "alignment": alignment,
+                    "aesthetics": aesthetics,
+                    "combined": round(alpha * alignment + (1 - alpha) * aesthetics, 6),
+                }
+        ranks = sides if len(sides) == 2 else None
+    winner = named if named in ("A", "B") else None
+    if ranks is not None and ranks["A"]["combined"] != ranks["B"]["combined"]:
+        winner = "A" if ranks["A"]["combined"] < ranks["B"]["combined"] else "B"
+    if not named and ranks is None:
+        return None
+    return winner, reason, ranks
 
 
 def parse_critique(text: str) -> dict[str, str] | None:

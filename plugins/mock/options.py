@@ -46,6 +46,10 @@ class MockOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     #: so a given request always fails or always succeeds.
     fail_rate: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0
     fail_message: str = "mock failure"
+    #: Every Nth call of this model fails with ProviderError (calls counted across methods since
+    #: the daemon started; 0: never): e.g. 4 on an image model that makes four images an
+    #: iteration fails exactly one of them each iteration.
+    fail_every: Annotated[int, Meta(ge=0)] = 0
     #: Raise OutOfMemory from ``load``.
     oom_on_load: bool = False
     #: A fixed chat reply (still cut by max tokens and stop strings); wins over response_format.

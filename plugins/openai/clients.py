@@ -42,13 +42,14 @@ class InstanceClient:
         self._sig: tuple | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def get(self, up: Upstream) -> Client:
+    def get(self, up: Upstream, *, need_key: bool = True) -> Client:
         """The client, (re)built if the environment's secrets changed; ``up`` names the model in
-        the AuthenticationFailed raised when a key or secret header is not set."""
+        the AuthenticationFailed raised when a key or secret header is not set (the key only when
+        ``need_key``: a call that brings a key of its own does not need the instance's)."""
         key = None
         if self.instance.api_key is not None:
             key = self.instance.api_key.get()
-            if key is None:
+            if key is None and need_key:
                 raise missing_key(up)
         headers: dict[str, str] = {}
         for name, value in self.instance.headers.items():

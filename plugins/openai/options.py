@@ -3,11 +3,21 @@ what a ``[[models]]`` entry with ``provider = "openai"`` says about the model it
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
-from loom.sdk.config import EnvSecret
+from loom.sdk.config import UPSTREAM_KEY_HEADER, EnvSecret
+from loom.sdk.errors import ConfigError
+
+_SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
+
+
+class OptionsError(ConfigError, ValueError):
+    """A ConfigError that msgspec reports with the key path (it is also a ValueError)."""
+
 
 Seconds = Annotated[float, Meta(gt=0.0)]
 
@@ -30,6 +40,18 @@ class Instance(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, we
     headers: dict[str, str | EnvSecret] = field(default_factory=dict)
     #: Ask for token usage on streams (``stream_options.include_usage``); off for old servers.
     stream_usage: bool = True
+    #: A request header in which a client may send its own key for this service (the seed's
+    #: "X-OpenAI-API-Key"): a request (or a job started by one) that carries it uses that key for
+    #: its own calls, instead of ``api_key``; without it, ``api_key`` is used. The key is never
+    #: logged, stored or shown. The name must look like ``X-<name>-API-Key``. None: not allowed.
+    user_key_header: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.user_key_header is not None and not UPSTREAM_KEY_HEADER.match(self.user_key_header):
+            raise OptionsError(
+                f"user_key_header must be named like X-<name>-API-Key (e.g. X-OpenAI-API-Key), "
+                f"got {self.user_key_header!r}"
+            )
 
 
 class PluginOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -51,6 +73,41 @@ class ModelOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     #: "json_schema" (structured outputs) also bounds the numbers.
     score_format: Literal["json_object", "json_schema"] = "json_object"
     #: The ``response_format`` asked of the service for images (a ``url`` answer is fetched
-    #: here, so Loom's client gets what it asked for either way); None leaves the field out, for
-    #: services that refuse it.
-    image_response_format: Literal["b64_json", "url"] | None = "b64_json"
+    #: here, so Loom's client gets what it asked for either way); "omit" leaves the field out, for
+    #: services that refuse it (OpenAI's GPT image models always answer base64 and refuse it).
+    image_response_format: Literal["b64_json", "url", "omit"] | None = "b64_json"
+    #: The image sizes the service makes for this model, e.g. DALL-E 3's ["1024x1024",
+    #: "1792x1024", "1024x1792"]. Another size is served at the allowed one closest in aspect
+    #: ratio, then in area (the image comes back at that size). None: any size is sent as asked.
+    image_sizes: list[str] | None = None
+    #: Send ``size`` at all. Off for services that refuse it (x.ai picks the size itself).
+    send_size: bool = True
+    #: Send ``seed`` (a Loom extension a Loom or local upstream honours; OpenAI and x.ai refuse it).
+    send_seed: bool = True
+    #: Send ``n``; off: each request makes one image, and n images take n requests.
+    send_n: bool = True
+    #: Most images one request may ask for (DALL-E 3: 1); more are asked for in several requests.
+    max_n: Annotated[int, Meta(ge=1, le=128)] = 10
+
+    def __post_init__(self) -> None:
+        for size in self.image_sizes or ():
+            if not _SIZE.match(size):
+                raise OptionsError(f"image_sizes: {size!r} is not a size like '1024x1024'")
+        if self.image_sizes is not None and not self.image_sizes:
+            raise OptionsError("image_sizes: name at least one size, or leave it out to send any size")
+
+    def image_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size to ask the service for: as asked when allowed (or when any is), else the
+        allowed size closest in aspect ratio, then in area."""
+        if not self.image_sizes:
+            return width, height
+        allowed = [tuple(int(x) for x in s.split("x")) for s in self.image_sizes]
+        if (width, height) in allowed:
+            return width, height
+
+        def distance(size: tuple[int, ...]) -> tuple[float, float]:
+            w, h = size
+            return (abs(math.log((w / h) / (width / height))), abs(math.log((w * h) / (width * height))))
+
+        w, h = min(allowed, key=distance)
+        return w, h

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
-from msgspec import Struct
-
 from loom.sdk import (
+    AuthenticationFailed,
     Capability,
     ConfigError,
     Embeddings,
@@ -34,10 +34,11 @@ from loom.sdk import (
 from loom.sdk import params as policy
 from loom.sdk.protocols import ToolCallDelta
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest, TokenLogprob
+from msgspec import Struct
 
 from . import prompts
 from .clients import Client, client_for
-from .errors import Upstream, attempts_of, from_exception, safe_url
+from .errors import Upstream, attempts_of, from_exception, missing_key, safe_url
 from .options import Instance, ModelOptions, PluginOptions
 
 log = logging.getLogger("loom.plugins.openai")
@@ -111,6 +112,20 @@ class _ModelList(Struct):
     data: list[_ModelId] = []
 
 
+_EXTRAS_BUT_SEED = ("negative_prompt", "steps", "guidance_scale")
+
+
+class _Session(NamedTuple):
+    """What one call talks to the service with."""
+
+    client: Any  # openai.AsyncOpenAI
+    opts: dict[str, Any]  # per-request options of the typed calls
+    post_opts: dict[str, Any]  # the same for client.post
+    secrets: tuple[str, ...]  # what error messages must never contain
+    key: str | None  # the key this call sends (for fetching an image URL from the service itself)
+    upstream: Upstream  # who the call goes to, for error messages (never holds the key)
+
+
 class OpenAIProvider(Provider):
     name: ClassVar[str] = "openai"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
@@ -158,6 +173,39 @@ class OpenAIProvider(Provider):
         self._current = self._clients.get(self.upstream)
         return self._current.openai
 
+    def session(self, ctx: RunContext | None = None) -> _Session:
+        """What one call uses: the instance's shared client, or (when the instance takes
+        per-request keys and ``ctx`` brings one) a copy of it that sends the caller's key; the
+        copy shares the connection pool and lives only for this call."""
+        header = self.instance.user_key_header
+        user_key = ctx.credentials.get(header.lower()) if header and ctx is not None else None
+        if user_key is None and header is not None and self.instance.api_key is None:
+            raise self._missing_key()  # keys come only with requests, and this one brought none
+        try:
+            shared = self._clients.get(self.upstream, need_key=user_key is None)
+        except AuthenticationFailed as e:
+            if e.code == "provider_key_missing" and header is not None:
+                raise self._missing_key() from None
+            raise
+        self._current = shared
+        if user_key is None:
+            key = self.instance.api_key.get() if self.instance.api_key else None
+            return _Session(shared.openai, shared.opts, shared.post_opts, shared.secrets, key, self.upstream)
+        upstream = dataclasses.replace(self.upstream, key_env=f"the {header} header")
+        secrets = (*shared.secrets, user_key)
+        return _Session(shared.openai.with_options(api_key=user_key), {}, {}, secrets, user_key, upstream)
+
+    def _missing_key(self) -> AuthenticationFailed:
+        header = self.instance.user_key_header
+        if header is None:
+            return missing_key(self.upstream)
+        own = f", or set the environment variable {self.upstream.key_env}" if self.upstream.key_env else ""
+        return AuthenticationFailed(
+            f"The model '{self.spec.id}' needs an API key for instance '{self.instance_name}': "
+            f"send yours in the {header} header{own}",
+            code="provider_key_missing",
+        )
+
     @property
     def _opts(self) -> dict[str, Any]:
         return self._current.opts if self._current else {}
@@ -179,18 +227,18 @@ class OpenAIProvider(Provider):
     def _who(self) -> str:
         return f"instance '{self.instance_name}' ({self.upstream.url})"
 
-    def _error(self, e: BaseException) -> BaseException:
-        mapped = from_exception(e, self.upstream, self._secrets, attempts_of(e))
+    def _error(self, e: BaseException, session: _Session) -> BaseException:
+        mapped = from_exception(e, session.upstream, session.secrets, attempts_of(e))
         return mapped if mapped is not None else e
 
-    async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
+    async def _request(self, make: Callable[[], Awaitable[T]], session: _Session) -> T:
         """``make()``, its errors as Loom's (the client has done its retries)."""
         try:
             return await make()
         except Exception as e:
-            raise self._error(e) from None
+            raise self._error(e, session) from None
 
-    async def _post(self, path: str, body: dict, type_: type[T]) -> T:
+    async def _post(self, path: str, body: dict, type_: type[T], session: _Session) -> T:
         """POST ``body`` as JSON to ``path`` of the service; decode what Loom reads of the answer.
 
         Through ``AsyncOpenAI.post``, the package's call for any endpoint: its base URL, headers,
@@ -199,9 +247,9 @@ class OpenAIProvider(Provider):
         """
         import httpx
 
-        client = self.client()
+        client, opts = session.client, session.post_opts
         payload = {"content": msgspec.json.encode(body)} if _post_takes_content() else {"body": body}
-        raw = await self._request(lambda: client.post(path, cast_to=httpx.Response, options=self._post_opts, **payload))
+        raw = await self._request(lambda: client.post(path, cast_to=httpx.Response, options=opts, **payload), session)
         return self._decode(raw, type_)
 
     def _decode(self, raw, type_: type[T]) -> T:
@@ -212,9 +260,11 @@ class OpenAIProvider(Provider):
                 f"instance '{self.instance_name}' answered model '{self.spec.id}' with something Loom cannot read: {e}"
             ) from None
 
-    async def _stream(self, create: Callable[[], Awaitable[Any]], piece_of) -> AsyncIterator[TextChunk]:
+    async def _stream(
+        self, create: Callable[[], Awaitable[Any]], piece_of, session: _Session
+    ) -> AsyncIterator[TextChunk]:
         """Pass a stream through chunk by chunk; usage and the finish reason come last."""
-        stream = await self._request(create)
+        stream = await self._request(create, session)
         finish, usage = None, None
         try:
             async for chunk in stream:
@@ -228,7 +278,7 @@ class OpenAIProvider(Provider):
                         yield piece
                     finish = choice.finish_reason or finish
         except Exception as e:
-            raise self._error(e) from None
+            raise self._error(e, session) from None
         finally:
             await stream.close()
         if finish is None:
@@ -242,13 +292,13 @@ class OpenAIProvider(Provider):
             completion_tokens=usage.completion_tokens if usage else None,
         )
 
-    def _stream_args(self) -> dict:
+    def _stream_args(self, session: _Session) -> dict:
         usage = {"stream_options": {"include_usage": True}} if self.instance.stream_usage else {}
-        return {"stream": True, **usage, **self._opts}
+        return {"stream": True, **usage, **session.opts}
 
-    async def _chat_text(self, messages: list[dict], **params) -> str:
+    async def _chat_text(self, messages: list[dict], session: _Session, **params) -> str:
         body = {"model": self.remote_model, "messages": messages, **params}
-        answer = await self._post("/chat/completions", body, _TextAnswer)
+        answer = await self._post("/chat/completions", body, _TextAnswer, session)
         if not answer.choices or answer.choices[0].message is None:
             raise ProviderError(f"{self._who()} answered model '{self.spec.id}' with no choices")
         return (answer.choices[0].message.content or "").strip()
@@ -282,14 +332,17 @@ class OpenAIProvider(Provider):
         """Image parts go to the service as they came (data URIs)."""
         ctx.check()
         params = self._chat_params(request)
+        session = self.session(ctx)
         if not request.stream:
             # A plain answer is one chunk: one upstream response instead of an event per token.
-            yield self._single(await self._post("/chat/completions", params, _TextAnswer), chat=True)
+            yield self._single(await self._post("/chat/completions", params, _TextAnswer, session), chat=True)
             return
-        client = self.client()
+        client = session.client
         extra = {k: params.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in params}
-        create = lambda: client.chat.completions.create(**params, **self._stream_args(), extra_body=extra or None)  # noqa: E731
-        async for chunk in self._stream(create, _chat_piece):
+        create = lambda: client.chat.completions.create(
+            **params, **self._stream_args(session), extra_body=extra or None
+        )  # noqa: E731
+        async for chunk in self._stream(create, _chat_piece, session):
             ctx.check()
             yield chunk
 
@@ -298,12 +351,13 @@ class OpenAIProvider(Provider):
         params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt}
         params["max_tokens"] = request.max_tokens
         _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user")
+        session = self.session(ctx)
         if not request.stream:
-            yield self._single(await self._post("/completions", params, _TextAnswer), chat=False)
+            yield self._single(await self._post("/completions", params, _TextAnswer, session), chat=False)
             return
-        client = self.client()
-        create = lambda: client.completions.create(**params, **self._stream_args())  # noqa: E731
-        async for chunk in self._stream(create, lambda c: TextChunk(text=c.text) if c.text else None):
+        client = session.client
+        create = lambda: client.completions.create(**params, **self._stream_args(session))  # noqa: E731
+        async for chunk in self._stream(create, lambda c: TextChunk(text=c.text) if c.text else None, session):
             ctx.check()
             yield chunk
 
@@ -332,7 +386,7 @@ class OpenAIProvider(Provider):
     async def embed(self, inputs: list[str], ctx: RunContext) -> Embeddings:
         ctx.check()
         body = {"model": self.remote_model, "input": inputs, "encoding_format": "float"}
-        answer = await self._post("/embeddings", body, _EmbeddingAnswer)
+        answer = await self._post("/embeddings", body, _EmbeddingAnswer, self.session(ctx))
         vectors = [_floats(v.embedding) for v in sorted(answer.data, key=lambda v: v.index)]
         tokens = answer.usage.prompt_tokens if answer.usage and answer.usage.prompt_tokens else 0
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
@@ -340,33 +394,46 @@ class OpenAIProvider(Provider):
     # --- images -------------------------------------------------------------------------------
 
     async def generate_images(self, job: ImageJob, ctx: RunContext) -> list[bytes]:
-        """PNG bytes, whether the service answered with base64 or with URLs (fetched here)."""
+        """PNG bytes, whether the service answered with base64 or with URLs (fetched here).
+
+        What is sent follows the model's options, as the services take it: ``size`` only when
+        ``send_size`` (and one of ``image_sizes`` when they are listed), ``seed`` only when
+        ``send_seed``, and at most ``max_n`` images per request (several requests for more).
+        """
         ctx.check()
-        params: dict[str, Any] = {
-            "model": self.remote_model,
-            "prompt": job.prompt,
-            "n": job.n,
-            "size": f"{job.width}x{job.height}",
-        }
-        if self.options.image_response_format is not None:
-            params["response_format"] = self.options.image_response_format
-        # Loom's extensions go through as asked: a service that lacks one refuses it (400).
-        extra = {k: getattr(job, k) for k in ("seed", "negative_prompt", "steps", "guidance_scale")}
-        extra = {k: v for k, v in extra.items() if v is not None}
-        if job.init_image is None:
-            answer = await self._post("/images/generations", {**params, **extra}, _ImagesAnswer)
-        else:
-            client = self.client()
-            files = {"image": ("image.png", job.init_image, prompts.mime_of(job.init_image))}
-            if job.mask is not None:
-                files["mask"] = ("mask.png", job.mask, prompts.mime_of(job.mask))
-            edit = client.images.with_raw_response.edit
-            raw = await self._request(lambda: edit(**files, **params, extra_body=extra or None, **self._opts))
-            answer = self._decode(raw, _ImagesAnswer)
-        images = await asyncio.gather(*(self._image_bytes(item) for item in answer.data))
+        session = self.session(ctx)
+        o = self.options
+        params: dict[str, Any] = {"model": self.remote_model, "prompt": job.prompt}
+        if o.send_size:
+            width, height = o.image_size(job.width, job.height)
+            params["size"] = f"{width}x{height}"
+        if o.image_response_format not in (None, "omit"):
+            params["response_format"] = o.image_response_format
+        # Loom's extensions go through as asked (a service that lacks one refuses it, 400);
+        # ``seed`` only where the model takes it.
+        names = ("seed", *_EXTRAS_BUT_SEED) if o.send_seed else _EXTRAS_BUT_SEED
+        extra = {k: getattr(job, k) for k in names if getattr(job, k) is not None}
+        per_request = o.max_n if o.send_n else 1
+        batches = [min(per_request, job.n - start) for start in range(0, job.n, per_request)]
+        answers = await asyncio.gather(
+            *(self._images(job, {**params, **({"n": n} if o.send_n else {})}, extra, session) for n in batches)
+        )
+        items = [item for answer in answers for item in answer.data]
+        images = await asyncio.gather(*(self._image_bytes(item, session) for item in items))
         return [_as_png(data, self.spec.id) for data in images]
 
-    async def _image_bytes(self, item: _Image) -> bytes:
+    async def _images(self, job: ImageJob, params: dict, extra: dict, session: _Session) -> _ImagesAnswer:
+        """One request to the service's generations (or, with an init image, edits) endpoint."""
+        if job.init_image is None:
+            return await self._post("/images/generations", {**params, **extra}, _ImagesAnswer, session)
+        files = {"image": ("image.png", job.init_image, prompts.mime_of(job.init_image))}
+        if job.mask is not None:
+            files["mask"] = ("mask.png", job.mask, prompts.mime_of(job.mask))
+        edit = session.client.images.with_raw_response.edit
+        raw = await self._request(lambda: edit(**files, **params, extra_body=extra or None, **session.opts), session)
+        return self._decode(raw, _ImagesAnswer)
+
+    async def _image_bytes(self, item: _Image, session: _Session) -> bytes:
         if item.b64_json:
             return base64.b64decode(item.b64_json)
         if not item.url:
@@ -374,21 +441,20 @@ class OpenAIProvider(Provider):
         if item.url.startswith("data:"):
             return base64.b64decode(item.url.partition(",")[2])
         try:
-            return await self._fetch(item.url)
+            return await self._fetch(item.url, session)
         except Exception as e:
-            raise self._error(e) from None
+            raise self._error(e, session) from None
 
-    async def _fetch(self, url: str) -> bytes:
+    async def _fetch(self, url: str, session: _Session) -> bytes:
         import httpx
 
         headers = {}
-        # The key goes only back to the service itself (e.g. another Loom's /v1/files/...).
+        # The key (the instance's, or the caller's own) goes only back to the service itself
+        # (e.g. another Loom's /v1/files/...).
         base = urlsplit(self.instance.base_url)
         there = urlsplit(url)
-        if (there.scheme, there.netloc) == (base.scheme, base.netloc) and self.instance.api_key:
-            key = self.instance.api_key.get()
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
+        if (there.scheme, there.netloc) == (base.scheme, base.netloc) and session.key:
+            headers["Authorization"] = f"Bearer {session.key}"
         # Not through the instance's client: its headers go to the service only. The transport
         # tries a failed connection again, as often as the instance's calls are tried.
         transport = httpx.AsyncHTTPTransport(retries=self.instance.retries)
@@ -407,7 +473,7 @@ class OpenAIProvider(Provider):
     ) -> str:
         ctx.check()
         params = {"max_tokens": max_tokens} if max_tokens else {}
-        return await self._chat_text(prompts.describe_messages(image, prompt, detail), **params)
+        return await self._chat_text(prompts.describe_messages(image, prompt, detail), self.session(ctx), **params)
 
     async def score(self, image: bytes, text: str, ctx: RunContext) -> VisionScores:
         """The vision model's own judgement, asked for as JSON: an LLM's rating of how well the
@@ -416,6 +482,7 @@ class OpenAIProvider(Provider):
         ctx.check()
         answer = await self._chat_text(
             prompts.score_messages(image, text),
+            self.session(ctx),
             response_format=prompts.score_format(self.options.score_format),
             temperature=0,
         )
@@ -427,12 +494,13 @@ class OpenAIProvider(Provider):
         """One chat call per text (at most eight at once); blank texts come back unchanged."""
         ctx.check()
         gate = asyncio.Semaphore(_TRANSLATE_PARALLEL)
+        session = self.session(ctx)
 
         async def one(text: str) -> str:
             if not text.strip():
                 return text
             async with gate:
-                return await self._chat_text(prompts.translate_messages(text, source, target), temperature=0)
+                return await self._chat_text(prompts.translate_messages(text, source, target), session, temperature=0)
 
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
@@ -456,11 +524,19 @@ class OpenAIProvider(Provider):
 
     async def check_health(self) -> dict:
         """``GET {base_url}/models`` once, without retries; raises the mapped Loom error."""
-        client = self.client().with_options(timeout=min(self.instance.timeout, 10.0), max_retries=0)
+        per_request = self.instance.user_key_header is not None
+        shared = None
         try:
-            raw = await client.models.with_raw_response.list(**self._opts)
+            shared = self._clients.get(self.upstream, need_key=not per_request)
+            client = shared.openai.with_options(timeout=min(self.instance.timeout, 10.0), max_retries=0)
+            raw = await client.models.with_raw_response.list(**shared.opts)
         except Exception as e:
-            raise self._error(e) from None
+            secrets = shared.secrets if shared is not None else ()
+            error = self._error(e, _Session(None, {}, {}, secrets, None, self.upstream))
+            if isinstance(error, AuthenticationFailed) and per_request:
+                # Keys come with the requests: a service that answers "no key" is up.
+                return {"upstream_models": [], "keys": f"per request ({self.instance.user_key_header})"}
+            raise error from None
         listed = self._decode(raw, _ModelList)
         return {"upstream_models": [m.id for m in listed.data]}
 

@@ -26,6 +26,8 @@ from ..types import Capability, ChatCompletionRequest
 from .images import make_png
 
 T = TypeVar("T")
+#: Roles that are uses of a vision model; their routes fall back to "vision" (as the daemon's).
+VISION_USES = ("score", "describe", "judge")
 #: Artefact names the daemon accepts: a plain file name, optionally one folder deep.
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
 Reply = str | Callable[[str, list[dict], dict], str]
@@ -51,6 +53,8 @@ class FakePipelineContext:
         #: (method, arguments) of every model call, in order.
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
+        #: What the pipeline set with ``set_metadata`` (merged).
+        self.metadata: dict[str, Any] = {}
         self.progress_log: list[tuple[float, str, str]] = []
         #: step key -> JSON-encoded result; shared with contexts made by :meth:`resume`.
         self.steps: dict[str, bytes] = {}
@@ -96,7 +100,7 @@ class FakePipelineContext:
             self.artifacts,
             self.artifact_meta,
         )
-        again.rag, again.records = self.rag, self.records
+        again.rag, again.records, again.metadata = self.rag, self.records, self.metadata
         return again
 
     # --- reporting ----------------------------------------------------------------------------
@@ -109,6 +113,10 @@ class FakePipelineContext:
     def emit(self, type: str, data: dict[str, Any]) -> None:
         msgspec.json.encode(data)  # events go to listeners as JSON
         self.events.append((type, data))
+
+    def set_metadata(self, fields: dict[str, Any]) -> None:
+        msgspec.json.encode(fields)  # written into metadata.json as JSON
+        self.metadata.update(fields)
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -221,12 +229,14 @@ class FakePipelineContext:
     # --- models -------------------------------------------------------------------------------
 
     def model_for(self, role: str, requested: str | None = None) -> str:
-        try:
-            Capability(role)
-        except ValueError:
-            roles = ", ".join(c.value for c in Capability)
-            raise InvalidRequest(f"unknown model role {role!r} (roles: {roles})") from None
-        return requested or self.routes.get(role) or f"fake-{role}"
+        if role not in VISION_USES:
+            try:
+                Capability(role)
+            except ValueError:
+                roles = ", ".join([*(c.value for c in Capability), *VISION_USES])
+                raise InvalidRequest(f"unknown model role {role!r} (roles: {roles})") from None
+        fallback = self.routes.get("vision") if role in VISION_USES else None
+        return requested or self.routes.get(role) or fallback or f"fake-{role}"
 
     async def chat(self, model: str, messages: list[dict], **params: Any) -> str:
         self.check()

@@ -46,6 +46,20 @@ id = "bs-broken-image"
 provider = "mock"
 capabilities = ["image"]
 options = {{ fail_rate = 1.0, fail_message = "the mock GPU caught fire" }}
+
+# Every 4th image fails: one candidate an iteration when an iteration makes four.
+[[models]]
+id = "bs-flaky-image"
+provider = "mock"
+capabilities = ["image"]
+options = {{ fail_every = 4, fail_message = "the mock GPU hiccuped" }}
+
+# Every 3rd score fails.
+[[models]]
+id = "bs-flaky-scorer"
+provider = "mock"
+capabilities = ["vision"]
+options = {{ fail_every = 3, fail_message = "the mock scorer hiccuped" }}
 """
 
 
@@ -98,11 +112,17 @@ def sse_events(response: httpx.Response) -> Iterator[dict]:
                 event[field] = value
 
 
-def capability_of(step_key: str) -> str:
-    """Which role served a beam-search step, from its key."""
-    kind = step_key.rsplit("/", 1)[-1]
+def capability_of(step_key: str) -> str | None:
+    """Which role served a beam-search step, from its key; None for the steps that only record
+    an outcome (a round of work, a ranking)."""
+    parts = step_key.split("/")
+    if parts[1:2] in (["round"], ["rank"]):
+        return None
+    if parts[1:2] == ["judge"]:
+        return "judge"
+    kind = parts[-1]
     if kind == "image":
         return "image"
     if kind in ("score", "describe"):
         return "vision"
-    return "llm"  # expand-*, combine, refine-*, critique
+    return "llm"  # expand-*, combine, refine-*, critique/<parent>/<dim>

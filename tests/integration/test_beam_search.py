@@ -63,13 +63,13 @@ def test_each_child_descends_from_a_parent_kept_by_the_previous_iteration(run):
         parent = by_id[n["parent"]]
         assert n["iteration"] - 1 in parent["kept_in"], (n["id"], parent)
         assert parent["iteration"] < n["iteration"]
-        # The critique the child followed, and the parent's description it was built from.
-        assert n["critique"]["critique"] and n["critique"]["recommendation"]
+        # Both prompts refined (the default), each by its own critique of the parent, which was
+        # built from the parent's description.
+        assert n["dimension"] == "what+how"
+        for dim in ("what", "how"):
+            critique = n["critique"][dim]
+            assert critique["critique"] and critique["recommendation"] and critique["dimension"] == dim
         assert parent["description"]
-        # Alternating refinement (the seed's): odd iterations rewrite WHAT, even ones HOW.
-        inherited = "how" if n["iteration"] % 2 == 1 else "what"
-        assert n["dimension"] == ("what" if inherited == "how" else "how")
-        assert n[inherited] == parent[inherited]
     # Children are spread over the parents: N in all, N/M each here.
     for k in range(1, ITERATIONS):
         parents = [n["parent"] for n in lineage["nodes"] if n["iteration"] == k]
@@ -136,20 +136,28 @@ def test_images_and_metadata_are_in_the_dated_session_folder(run, client, daemon
     assert meta["userPrompt"] == small()["prompt"] and meta["config"]["beam_width"] == N
     assert [it["iteration"] for it in meta["iterations"]] == list(range(ITERATIONS))
     assert all(len(it["candidates"]) == N for it in meta["iterations"])
-    assert meta["finalWinner"]["candidateId"] == lineage["winner"]
-    assert meta["lineage"] == lineage["path"]
+    # The seed's names: candidateId is the index within the iteration, lineage a list of steps.
+    by_id = {n["id"]: n for n in lineage["nodes"]}
+    winner = by_id[lineage["winner"]]
+    assert meta["finalWinner"] == {
+        "iteration": winner["iteration"],
+        "candidateId": winner["index"],
+        "totalScore": winner["score"],
+        "id": winner["id"],
+    }
+    assert [step["id"] for step in meta["lineage"]] == lineage["path"]
     assert meta["tokenUsage"]["total_tokens"] == done["usage"]["total_tokens"]
     assert (daemon.data_dir / out / "metadata.json").is_file()
 
 
 def test_work_is_submitted_phase_by_phase(run, client):
     done, _ = run
-    order = [capability_of(k) for k in step_keys(client, done["id"])]
+    keys = [k for k in step_keys(client, done["id"]) if capability_of(k)]
+    order = [capability_of(k) for k in keys]
     swaps = sum(1 for a, b in zip(order, order[1:]) if a != b)
     # Iteration 0: llm -> image -> vision; later ones: (vision) -> llm -> image -> vision.
     assert swaps == 2 + 3 * (ITERATIONS - 1), order
     # Every image of an iteration comes after all its LLM calls and before its evaluations.
-    keys = step_keys(client, done["id"])
     for k in range(ITERATIONS):
         mine = [(i, capability_of(key)) for i, key in enumerate(keys) if key.startswith(f"i{k}")]
         first_image = min(i for i, c in mine if c == "image")
@@ -162,21 +170,165 @@ def test_sequential_schedule_submits_item_by_item(client):
     job = start(client, small(beam_width=N, keep_top=M, iterations=2, schedule="sequential"))
     done = wait(client, job["id"])
     assert done["state"] == "succeeded", done["error"]
-    order = [capability_of(k) for k in step_keys(client, job["id"])]
+    order = [c for c in (capability_of(k) for k in step_keys(client, job["id"])) if c]
     swaps = sum(1 for a, b in zip(order, order[1:]) if a != b)
     assert swaps > 2 + 3 * (2 - 1)
     lineage = client.get(f"/v1/jobs/{job['id']}/lineage").json()
     assert len(lineage["nodes"]) == N * 2
 
 
-def test_uneven_beams_share_children_best_parent_first(client):
-    job = start(client, small(beam_width=5, keep_top=2, iterations=2, refine="both"))
+def test_uneven_beams_give_each_parent_the_seeds_share(client):
+    job = start(client, small(beam_width=5, keep_top=2, iterations=2))
     done = wait(client, job["id"])
     assert done["state"] == "succeeded", done["error"]
     nodes = client.get(f"/v1/jobs/{job['id']}/lineage").json()["nodes"]
     children = [n for n in nodes if n["iteration"] == 1]
-    assert len(children) == 5
+    # The seed's expansion ratio: floor(N/M) = 2 children for each of the 2 parents.
+    assert len(children) == 4
     ranked = sorted((n for n in nodes if 0 in n["kept_in"]), key=lambda n: -n["score"])
     counts = [sum(1 for c in children if c["parent"] == p["id"]) for p in ranked]
-    assert counts == [3, 2]
-    assert all(c["dimension"] == "what+how" for c in children)
+    assert counts == [2, 2]
+    # Ids as the seed numbers them: parent position * ratio + child position.
+    first = [c["index"] for c in children if c["parent"] == ranked[0]["id"]]
+    assert first == [0, 1]
+
+
+def test_alternate_refinement_rewrites_one_prompt_per_iteration(client):
+    job = start(client, small(beam_width=4, keep_top=2, iterations=3, refine="alternate"))
+    done = wait(client, job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    by_id = {n["id"]: n for n in client.get(f"/v1/jobs/{job['id']}/lineage").json()["nodes"]}
+    for n in by_id.values():
+        if n["iteration"] == 0:
+            continue
+        # The seed's demo schedule: odd iterations rewrite WHAT, even ones HOW.
+        rewritten = "what" if n["iteration"] % 2 == 1 else "how"
+        kept = "how" if rewritten == "what" else "what"
+        assert n["dimension"] == rewritten and list(n["critique"]) == [rewritten]
+        assert n[kept] == by_id[n["parent"]][kept]
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+def test_one_failed_image_per_iteration_does_not_fail_the_job(client, daemon):
+    job = start(client, small(beam_width=N, keep_top=M, iterations=ITERATIONS, image_model="bs-flaky-image"))
+    done = wait(client, job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    result = done["result"]
+    assert result["failed"] == ITERATIONS and result["failed_by_iteration"] == [1] * ITERATIONS
+    nodes = client.get(f"/v1/jobs/{job['id']}/lineage").json()["nodes"]
+    assert len(nodes) == N * ITERATIONS
+    failed = [n for n in nodes if n["status"] == "failed"]
+    assert len(failed) == ITERATIONS and {n["iteration"] for n in failed} == set(range(ITERATIONS))
+    for n in failed:
+        assert n["error"]["stage"] == "image" and n["error"]["message"] == "the mock GPU hiccuped"
+        assert n["image"] is None and n["score"] is None and not n["kept_in"] and n["rank"] is None
+        assert n["what"] and n["combined"]  # what was attempted is kept
+    # Every ranking still kept M, all of them scored.
+    for k in range(ITERATIONS):
+        kept = [n for n in nodes if k in n["kept_in"]]
+        assert len(kept) == M and all(n["status"] == "scored" for n in kept)
+    assert sorted(f["id"] for f in result["failures"]) == sorted(n["id"] for n in failed)
+    # metadata.json says the same in the seed's words.
+    meta = client.get(f"/v1/files/{done['output_dir']}/metadata.json").json()
+    records = [c for it in meta["iterations"] for c in it["candidates"]]
+    assert sorted(c["id"] for c in records if c["status"] == "failed") == sorted(n["id"] for n in failed)
+    assert all(c["error"]["stage"] == "image" for c in records if c["status"] == "failed")
+    assert [it["failed"] for it in meta["iterations"]] == [1] * ITERATIONS
+
+
+def test_failed_scores_fail_their_candidates_only(client):
+    job = start(client, small(beam_width=N, keep_top=M, iterations=2, scorer_model="bs-flaky-scorer"))
+    done = wait(client, job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    nodes = client.get(f"/v1/jobs/{job['id']}/lineage").json()["nodes"]
+    failed = [n for n in nodes if n["status"] == "failed"]
+    # Eight scores in all, every third fails: calls 3 and 6.
+    assert len(failed) == 2 and all(n["error"]["stage"] == "score" and n["image"] for n in failed)
+    assert done["result"]["models"]["scorer"] == "bs-flaky-scorer"
+
+
+def test_an_iteration_with_no_candidate_left_fails_the_job(client):
+    job = start(client, small(beam_width=3, keep_top=1, iterations=2, image_model="bs-broken-image"))
+    done = wait(client, job["id"])
+    assert done["state"] == "failed"
+    assert done["error"]["code"] == "all_candidates_failed"
+    assert "iteration 0: every candidate failed (3 of 3)" in done["error"]["message"]
+    assert "the mock GPU caught fire" in done["error"]["message"]
+    nodes = client.get(f"/v1/jobs/{job['id']}/lineage").json()["nodes"]
+    assert [n["status"] for n in nodes] == ["failed"] * 3
+    meta = client.get(f"/v1/files/{done['output_dir']}/metadata.json").json()
+    assert meta["state"] == "failed" and [c["status"] for c in meta["iterations"][0]["candidates"]] == ["failed"] * 3
+
+
+# --- one call for the simple flows ------------------------------------------------------------
+
+
+def test_wait_answers_with_the_finished_job(client):
+    r = client.post("/v1/pipelines/beam_search?wait=30", json=small(beam_width=2, keep_top=1, iterations=1))
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "succeeded" and r.json()["result"]["winner"]["id"]
+    r = client.post(
+        "/v1/pipelines/beam_search",
+        json=small(beam_width=2, keep_top=1, iterations=1),
+        headers={"Prefer": "respond-async, wait=30"},
+    )
+    assert r.status_code == 200 and r.headers["preference-applied"] == "wait=30"
+    # Not finished within the wait: 202 with the job as it is; the job goes on.
+    slow = small(beam_width=2, keep_top=1, iterations=1, image_model="bs-slow-image")
+    r = client.post("/v1/pipelines/beam_search?wait=0.05", json=slow)
+    assert r.status_code == 202 and r.json()["state"] in ("queued", "running")
+    assert wait(client, r.json()["id"])["state"] == "succeeded"
+    r = client.post("/v1/pipelines/beam_search?wait=soon", json=slow)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "wait"
+
+
+def test_sdk_run_follows_progress_and_returns_the_result(daemon):
+    from loom.sdk.client import AsyncLoomClient, LoomClient
+    from loom.sdk.errors import LoomError
+
+    seen: list[str] = []
+    with LoomClient(daemon.url) as sdk:
+        result = sdk.run(
+            "beam_search", small(beam_width=2, keep_top=1, iterations=2), on_event=lambda e: seen.append(e.event)
+        )
+        assert result["winner"]["id"] and result["iterations"] == 2
+        assert "progress" in seen and "lineage" in seen and seen[-1] == "state"
+        with pytest.raises(LoomError) as failure:
+            sdk.run("beam_search", small(beam_width=2, keep_top=1, iterations=1, image_model="bs-broken-image"))
+        assert failure.value.code == "all_candidates_failed" and failure.value.job["state"] == "failed"
+
+    async def go():
+        async with AsyncLoomClient(daemon.url) as sdk:
+            return await sdk.run("beam_search", small(beam_width=2, keep_top=1, iterations=1))
+
+    import asyncio
+
+    assert asyncio.run(go())["winner"]["id"]
+
+
+def test_loom_run_shows_progress_and_prints_the_winner(daemon):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "loom.daemon.cli", "run", "beam_search", "--url", daemon.url]
+    args = ["--prompt", "a red apple", "-p", "beam_width=2", "-p", "keep_top=1", "-p", "iterations=2"]
+    args += ["-p", "width=64", "-p", "height=64"]
+    out = subprocess.run(cmd + args, capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("winner i") and "/v1/files/output/" in out.stdout
+    assert "100%" in out.stderr and "iteration 1: kept" in out.stderr
+    bad = subprocess.run(
+        cmd + ["-p", "beam_widht=2", "--prompt", "x"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert bad.returncode == 2 and "beam_widht" in bad.stderr
+    failed = subprocess.run(
+        cmd + args + ["-p", "image_model=bs-broken-image", "--json-output"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert failed.returncode == 1 and "every candidate failed" in failed.stderr
+    assert '"state": "failed"' in failed.stdout

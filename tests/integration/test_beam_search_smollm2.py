@@ -67,7 +67,9 @@ def test_beam_search_with_smollm2_completes(daemon):
         assert done["state"] == "succeeded", done["error"]
         assert done["result"]["models"]["llm"] == "smollm2-135m"
         usage = done["usage"]["by_model"]["smollm2-135m"]
-        assert usage["calls"] == 11  # 2 x (what, how, combine) + 1 critique + 2 x (refine, combine)
+        # 2 x (what, how, combine), then a WHAT and a HOW critique of the parent and
+        # 2 children x (refine WHAT, refine HOW, combine).
+        assert usage["calls"] == 14
         assert usage["completion_tokens"] > 0 and usage["prompt_tokens"] > 0
 
         lineage = client.get(f"/v1/jobs/{job['id']}/lineage").json()
@@ -77,7 +79,8 @@ def test_beam_search_with_smollm2_completes(daemon):
             assert n["what"].strip() and n["how"].strip() and n["combined"].strip()
             assert len(n["combined"]) <= 600 and n["score"] is not None
         children = [n for n in nodes if n["iteration"] == 1]
-        assert all(c["critique"]["critique"] and c["critique"]["recommendation"] for c in children)
+        for c in children:
+            assert all(c["critique"][d]["critique"] and c["critique"][d]["recommendation"] for d in ("what", "how"))
         assert lineage["winner"] == max(nodes, key=lambda n: n["score"])["id"]
         print(
             f"\nSmolLM2 beam search (N=2, M=1, 2 iterations): {elapsed:.1f}s, "

@@ -243,7 +243,9 @@ def test_a_provider_failure_fails_the_job_and_keeps_earlier_steps(client):
     done = wait(client, job["id"])
     assert done["state"] == "failed"
     error = done["error"]
-    assert error["message"] == "the mock GPU caught fire" and error["code"] == "provider_error"
+    # Every candidate failed at its image, so iteration 0 has none left: the job fails saying so.
+    assert error["code"] == "all_candidates_failed" and "the mock GPU caught fire" in error["message"]
+    assert error["message"].startswith("iteration 0: every candidate failed (4 of 4)")
     assert error["step"].endswith("/image")
     # The LLM phase finished before the images: its steps and the prompts are kept.
     events = [
@@ -252,15 +254,17 @@ def test_a_provider_failure_fails_the_job_and_keeps_earlier_steps(client):
         if line.startswith("data: ")
     ]
     steps = [e["data"]["key"] for e in events if e["type"] == "step"]
-    assert len(steps) == 12 and all(capability_of(k) == "llm" for k in steps)  # 4 x (what, how, combine)
+    # 4 x (what, how, combine), and the round that holds them.
+    assert [capability_of(k) for k in steps] == ["llm"] * 12 + [None] and steps[-1] == "i0/round/expand"
     assert events[-1]["data"]["state"] == "failed" and events[-1]["data"]["error"]["message"] == error["message"]
     nodes = client.get(f"/v1/jobs/{job['id']}/lineage").json()["nodes"]
-    assert len(nodes) == 4 and all(n["combined"] and n["status"] == "prompted" for n in nodes)
-    assert done["timings"]["steps"] == 12
+    assert len(nodes) == 4 and all(n["combined"] and n["status"] == "failed" for n in nodes)
+    assert all(n["error"]["stage"] == "image" for n in nodes)
+    assert done["timings"]["steps"] == 13
     # Resuming a failed job needs a working model; the same params fail the same way again.
     assert client.post(f"/v1/jobs/{job['id']}/resume").status_code == 202
     again = wait(client, job["id"])
-    assert again["state"] == "failed" and again["attempts"] == 2 and again["timings"]["steps"] == 12
+    assert again["state"] == "failed" and again["attempts"] == 2 and again["timings"]["steps"] == 13
 
 
 def test_an_unknown_model_is_refused_at_submit_naming_it(client):

@@ -1,5 +1,6 @@
 """An accepted job is never lost: SIGKILL mid-job, restart, ``interrupted``, resume completes it
-without redoing finished steps. A graceful stop leaves running jobs ``interrupted`` too."""
+without redoing finished steps. A graceful stop leaves running jobs ``interrupted`` too. By
+default the restarted daemon resumes them itself ([jobs] resume_interrupted)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,19 @@ import pytest
 from tests.conftest import Daemon, write_config
 from tests.integration.jobs_support import beam_config, small, start, wait
 
+MANUAL = "\n[jobs]\nresume_interrupted = false\n"
+
 
 @pytest.fixture
 def daemon(tmp_path):
+    """Resume is left to the client here, to see the interrupted state."""
+    d = Daemon(write_config(tmp_path / "loom.toml", beam_config(slow_ms=300) + MANUAL), tmp_path / "data").start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def auto_daemon(tmp_path):
     d = Daemon(write_config(tmp_path / "loom.toml", beam_config(slow_ms=300)), tmp_path / "data").start()
     yield d
     d.stop()
@@ -83,3 +94,22 @@ def test_a_graceful_stop_leaves_running_jobs_interrupted(daemon):
         assert state["state"] == "interrupted"
         client.post(f"/v1/jobs/{job['id']}/resume")
         assert wait(client, job["id"], timeout=120)["state"] == "succeeded"
+
+
+def test_the_restarted_daemon_resumes_interrupted_jobs_itself(auto_daemon):
+    daemon = auto_daemon
+    with httpx.Client(base_url=daemon.url, timeout=30) as client:
+        job = start(client, small(iterations=2, image_model="bs-slow-image"))
+        wait(client, job["id"], until=lambda j: j["timings"]["steps"] >= 15)
+    daemon.stop(kill=True)
+    before = step_rows(daemon, job["id"])
+    daemon.start()
+    with httpx.Client(base_url=daemon.url, timeout=30) as client:
+        done = wait(client, job["id"], timeout=120)
+        assert done["state"] == "succeeded", done["error"]
+        assert done["attempts"] == 2 and done["message"] == ""
+        events = client.get(f"/v1/jobs/{job['id']}/events").text
+        assert '"state":"interrupted"' in events and '"resumed":true' in events
+    after = step_rows(daemon, job["id"])
+    assert set(before.values()) == {1} and all(after[k] == 1 for k in before)  # nothing was redone
+    assert {k for k, a in after.items() if a == 2} == set(after) - set(before)

@@ -189,8 +189,8 @@ PROVIDERS = {
 }
 
 
-def _node(it: int, i: int, parent: str | None, score: float, kept: list[int], winner=False) -> dict:
-    return {
+def _node(it: int, i: int, parent: str | None, score: float | None, kept: list[int], winner=False, **kw) -> dict:
+    node = {
         "id": f"i{it}c{i}",
         "parent": parent,
         "iteration": it,
@@ -201,18 +201,40 @@ def _node(it: int, i: int, parent: str | None, score: float, kept: list[int], wi
         "combined": "",
         "critique": None
         if it == 0
-        else {"critique": "the apple is too small", "recommendation": "make it fill the frame", "reason": "focus"},
+        else {
+            "what": {
+                "critique": "the apple is too small",
+                "recommendation": "make it fill the frame",
+                "reason": "focus",
+            },
+            "how": {"critique": "flat light", "recommendation": "low warm side light", "reason": "depth"},
+        },
         "description": "a small red fruit on a table" if kept else None,
         "image": f"output/job/i{it}c{i}.png",
         "image_url": f"/v1/files/output/job/i{it}c{i}.png",
-        "clip": round(score / 100, 3),
-        "aesthetic": 6.5,
+        "clip": None if score is None else round(score / 100, 3),
+        "aesthetic": None if score is None else 6.5,
         "alignment": score,
         "score": score,
         "status": "scored",
+        "error": None,
         "kept_in": kept,
         "rank": 1 if winner else None,
+        "global_rank": 1 if winner else None,
+        "comparisons": [],
         "winner": winner,
+    }
+    node.update(kw)
+    return node
+
+
+def _verdict(it: int, opponent: str, won: bool, reason: str, by: str = "judge") -> dict:
+    return {
+        "iteration": it,
+        "opponent": opponent,
+        "result": "win" if won else "loss",
+        "decided_by": by,
+        "reason": reason,
     }
 
 
@@ -220,9 +242,30 @@ LINEAGE_NODES = [
     _node(0, 0, None, 31.5, [0]),
     _node(0, 1, None, 28.25, []),
     _node(0, 2, None, 35.0, [0, 1]),
-    _node(1, 0, "i0c2", 47.75, [1], winner=True),
-    _node(1, 1, "i0c2", 22.0, []),
-    _node(1, 2, "i0c0", 30.5, []),
+    _node(
+        1,
+        0,
+        "i0c2",
+        47.75,
+        [1],
+        winner=True,
+        comparisons=[
+            _verdict(1, "i1c1", True, "A fills the frame; B is blurred"),
+            _verdict(1, "i0c2", True, "sharper apple, warmer light"),
+        ],
+    ),
+    _node(1, 1, "i0c2", 22.0, [], comparisons=[_verdict(1, "i1c0", False, "A fills the frame; B is blurred")]),
+    _node(
+        1,
+        2,
+        "i0c0",
+        None,
+        [],
+        image=None,
+        image_url=None,
+        status="failed",
+        error={"stage": "image", "type": "server_error", "code": "provider_error", "message": "the GPU ran out"},
+    ),
 ]
 
 JOB_DETAIL = {

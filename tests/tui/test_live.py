@@ -140,7 +140,9 @@ async def test_lineage_of_a_finished_beam_search(tui_daemon, http):
         await pilot.press("n")
         assert isinstance(app.screen, LineageScreen)
         tree = app.screen.query_one(LineageTree)
-        await until(pilot, lambda: len(tree.nodes) == 3 * 2, what="all candidates")
+        # N=3, M=2: 3 candidates, then floor(3/2) = 1 child for each of the 2 parents.
+        assert len(lineage["nodes"]) == 5
+        await until(pilot, lambda: len(tree.nodes) == 5, what="all candidates")
         await until(pilot, lambda: tree.selected_id == lineage["winner"], what="winner selected")
         labels = [str(n.label) for n in tree._by_id.values()]
         assert sum(label.startswith("★") for label in labels) == 1
@@ -149,8 +151,8 @@ async def test_lineage_of_a_finished_beam_search(tui_daemon, http):
         winner = next(n for n in lineage["nodes"] if n["id"] == lineage["winner"])
         assert "★ winner" in text and winner["what"] in text and winner["how"] in text
         assert f"{winner['score']:.2f}" in text
-        if winner["critique"]:
-            assert "Critique" in text and winner["critique"]["critique"] in text
+        for dim, critique in (winner["critique"] or {}).items():
+            assert f"Critique ({dim.upper()})" in text and critique["critique"][:20] in text
         picture = app.screen.query_one(HalfBlockImage)
         await until(pilot, lambda: picture.image is not None, what="the winner's image")
         assert picture.image.size == (64, 64)

@@ -80,6 +80,30 @@ async def test_command_palette_opens_a_lineage():
         assert tree.by_descent and tree.selected_id == "i1c0"
 
 
+async def test_lineage_shows_failed_candidates_and_the_judges_reasons():
+    from loom.tui.screens.lineage import candidate_text
+
+    app = filled_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_lineage(JOB)
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, LineageScreen) and app.screen.query(LineageTree),
+            what="lineage screen",
+        )
+        tree = app.screen.query_one(LineageTree)
+        await until(pilot, lambda: tree.selected_id == "i1c0", what="winner selected")
+        labels = {n.data["id"]: str(n.label) for n in tree._by_id.values()}
+        assert labels["i1c2"].startswith("✖ i1c2 failed at image")
+        assert str(tree._iterations[1].label).endswith("✖1")
+        shown = lambda: str(app.screen.query_one("#candidate").render())
+        await until(pilot, lambda: "won vs i1c1 (it 1, judge): A fills the frame" in shown(), what="verdicts")
+        tree.select_id("i1c2")
+        await until(pilot, lambda: "Failed at image: the GPU ran out" in shown(), what="the failure")
+    text = str(candidate_text({"id": "x", "critique": {"critique": "old", "recommendation": "r"}}))
+    assert "Critique old" in text  # a critique without dimensions still shows
+
+
 async def test_log_filter():
     app = filled_app()
     async with app.run_test(size=(80, 24)) as pilot:

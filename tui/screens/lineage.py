@@ -1,5 +1,6 @@
 """A beam search's lineage, iteration by iteration, live while the job runs: each candidate's
-scores, WHAT and HOW prompts and critique, the kept ones and the winner, and its image."""
+scores, WHAT and HOW prompts and critiques, the judge's verdicts and reasons (pairwise ranking),
+the kept ones, the failed ones with their error, the winner, and its image."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def candidate_text(n: dict[str, Any]) -> Text:
     if n.get("kept_in"):
         t.append(f"  kept in {', '.join(map(str, n['kept_in']))}", style="green")
     t.append(f"\niteration {n.get('iteration')} · {n.get('status', '')}")
+    if n.get("global_rank") is not None:
+        t.append(f" · global rank {n['global_rank']}")
     if n.get("parent"):
         t.append(f" · from {n['parent']}")
         if n.get("dimension"):
@@ -46,9 +49,12 @@ def candidate_text(n: dict[str, Any]) -> Text:
         if n.get(name):
             t.append(f"\n{name.upper():<5}", style="bold magenta")
             t.append(str(n[name]))
-    critique = n.get("critique")
-    if critique:
-        t.append("\nCritique ", style="bold")
+    error = n.get("error")
+    if n.get("status") == "failed" and isinstance(error, dict):
+        t.append(f"\nFailed at {error.get('stage', '?')}: ", style="bold red")
+        t.append(str(error.get("message", "")), style="red")
+    for dim, critique in _critiques(n.get("critique")):
+        t.append(f"\nCritique{f' ({dim.upper()})' if dim else ''} ", style="bold")
         t.append(str(critique.get("critique", "")))
         if critique.get("recommendation"):
             t.append(f"\n  → {critique['recommendation']}", style="italic")
@@ -57,7 +63,25 @@ def candidate_text(n: dict[str, Any]) -> Text:
     if n.get("description"):
         t.append("\nSeen as ", style="bold")
         t.append(str(n["description"]), style="dim")
+    comparisons = n.get("comparisons") or []
+    if comparisons:
+        t.append("\nComparisons", style="bold")
+        for c in comparisons:
+            won = c.get("result") == "win"
+            t.append(f"\n  {'won' if won else 'lost'} vs {c.get('opponent')}", style="green" if won else "grey50")
+            t.append(f" (it {c.get('iteration')}, {'judge' if c.get('decided_by') == 'judge' else 'by scores'})")
+            if c.get("reason"):
+                t.append(f": {c['reason']}", style="dim")
     return t
+
+
+def _critiques(critique: Any) -> list[tuple[str | None, dict]]:
+    """(dimension, critique) pairs: by dimension, or one critique without one."""
+    if not isinstance(critique, dict):
+        return []
+    if "critique" in critique:
+        return [(None, critique)]
+    return [(dim, c) for dim, c in critique.items() if isinstance(c, dict)]
 
 
 class LineageScreen(LoomScreen):

@@ -1,6 +1,7 @@
 """The beam-search lineage as a tree: by iteration (each candidate with its parent), or by descent.
 
-Labels carry the score and marks: ★ the winner, ✓ kept by a ranking, ✗ dropped, … not scored yet.
+Labels carry the score and marks: ★ the winner, ✓ kept by a ranking, ✗ dropped, ✖ failed (its
+error is in the details), … not scored yet. An iteration's label counts its failed ones (✖2).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ def _order(n: Node) -> tuple[int, int]:
 
 def label(n: Node, *, with_parent: bool) -> Text:
     score = n.get("score")
+    failed = n.get("status") == "failed"
     if n.get("winner"):
         mark = ("★", "bold yellow")
+    elif failed:
+        mark = ("✖", "bold red")
     elif n.get("kept_in"):
         mark = ("✓", "green")
     elif score is None:
@@ -32,7 +36,11 @@ def label(n: Node, *, with_parent: bool) -> Text:
     else:
         mark = ("✗", "grey50")
     text = Text.assemble(mark, " ", (str(n["id"]), "bold" if n.get("winner") else ""))
-    text.append(f" {score:6.2f}" if isinstance(score, (int, float)) else f" {n.get('status', ''):>6}", style="cyan")
+    if failed:
+        text.append(f" failed at {(n.get('error') or {}).get('stage', '?')}", style="red")
+    else:
+        status = f" {score:6.2f}" if isinstance(score, (int, float)) else f" {n.get('status', ''):>6}"
+        text.append(status, style="cyan")
     if with_parent and n.get("parent"):
         text.append(f" ← {n['parent']}", style="dim")
     return text
@@ -84,9 +92,12 @@ class LineageTree(Tree[Node]):
 
     def _group_label(self, k: int) -> Text:
         kept = sorted((n for n in self.nodes.values() if k in (n.get("kept_in") or [])), key=_order)
+        failed = sum(1 for n in self.nodes.values() if n.get("iteration") == k and n.get("status") == "failed")
         text = Text(f"Iteration {k}", style="bold")
         if kept:
             text.append(f" · kept {', '.join(n['id'] for n in kept)}", style="green")
+        if failed:
+            text.append(f" ✖{failed}", style="red")
         return text
 
     def watch_by_descent(self) -> None:

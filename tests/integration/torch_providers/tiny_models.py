@@ -285,7 +285,9 @@ def llava(root: Path) -> Path:
             num_hidden_layers=2,
             num_attention_heads=2,
             num_key_value_heads=2,
-            max_position_embeddings=512,
+            # Room for the beam search judge's prompt: two images and the seed's instructions, one
+            # token per character with this byte-level vocabulary.
+            max_position_embeddings=2048,
             bos_token_id=vocab[EOS],
             eos_token_id=vocab[EOS],
             pad_token_id=vocab[EOS],
