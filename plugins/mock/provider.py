@@ -71,7 +71,7 @@ class MockProvider(Provider):
         self.options: MockOptions = spec.options if spec.options is not None else MockOptions()
         self.device: str | None = None  # set while loaded
         self.loads = 0  # how many times load() succeeded; tests assert on reloads
-        self._calls = itertools.count(1)  # numbers calls for ``fail_every``
+        self._call_count = itertools.count(1)  # numbers calls for ``fail_every``
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class MockProvider(Provider):
         if bucket("fail", *key) < self.options.fail_rate * 1000:
             raise ProviderError(self.options.fail_message)
         every = self.options.fail_every
-        if every and next(self._calls) % every == 0:  # next() on a count is atomic under the GIL
+        if every and next(self._call_count) % every == 0:  # next() on a count is atomic under the GIL
             raise ProviderError(self.options.fail_message)
 
     def _stream(self, tokens: list[str], finish: str, prompt_tokens: int, ctx: RunContext) -> Iterator[TextChunk]:
