@@ -89,6 +89,13 @@ class SchedulerConfig(Struct, forbid_unknown_fields=True, frozen=True):
     max_age: float = 30.0
     #: How often keep-alive expiry is checked, seconds.
     keep_alive_interval: float = 1.0
+    #: Where local models run: "subprocess" (one worker process per loaded model: a crash takes
+    #: only that model down, and unloading ends the process) or "inprocess" (threads of the
+    #: daemon). A model's ``executor`` or its provider's preference overrides it.
+    executor: Literal["inprocess", "subprocess"] = "subprocess"
+    #: A call that produces nothing (result, chunk or progress) for this long is killed with its
+    #: worker and fails with 504: "10m", "30s", or "never" / -1 / 0 for no limit.
+    call_timeout: str | int = "10m"
 
 
 class Routes(Struct, forbid_unknown_fields=True, frozen=True):
@@ -181,6 +188,7 @@ def check_config(config: Config) -> None:
     for name, device in config.scheduler.devices.items():
         parse_size(device.budget, f"$.scheduler.devices.{name}.budget", allow_percent=True)
         parse_size(device.headroom, f"$.scheduler.devices.{name}.headroom")
+    parse_duration(config.scheduler.call_timeout, "$.scheduler.call_timeout")
     parse_duration(config.jobs.retention, "$.jobs.retention")
     parse_duration(config.jobs.cleanup_interval, "$.jobs.cleanup_interval")
     for i, model in enumerate(config.models):

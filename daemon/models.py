@@ -12,7 +12,7 @@ from loom.sdk.errors import CapabilityNotSupported, ConfigError, ModelNotFound, 
 from loom.sdk.protocols import ModelSpec, Provider
 from loom.sdk.types import Capability, ModelCard
 
-from .config import VISION_ROLES, Config, parse_duration, parse_size
+from .config import VISION_ROLES, Config, SchedulerConfig, parse_duration, parse_size
 from .plugin_manager import PluginInfo
 
 
@@ -30,6 +30,10 @@ class ModelEntry:
     vram_override: int | None
     created: int = field(default_factory=lambda: int(time.time()))
     provider: Provider | None = None
+    #: Where the model runs when loaded ("inprocess", "subprocess"); see :func:`executor_for`.
+    executor: str = "inprocess"
+    #: Seconds a call may go without producing anything before it is killed (None: no limit).
+    call_timeout: float | None = None
 
     @property
     def id(self) -> str:
@@ -40,6 +44,8 @@ class ModelEntry:
         return self.provider_cls.local
 
     def instance(self) -> Provider:
+        """The provider object in the daemon's process: it estimates memory before a load, and
+        serves the model itself when the model runs in process."""
         if self.provider is None:
             self.provider = self.provider_cls(self.spec)
         return self.provider
@@ -111,6 +117,35 @@ class ModelRegistry:
         return len(self.entries)
 
 
+EXECUTORS = ("inprocess", "subprocess")
+
+
+def executor_for(cls: type[Provider], model: ModelConfig, scheduler: SchedulerConfig, where: str) -> str:
+    """Where a model runs: its own ``executor``, else its provider's preference, else
+    ``[scheduler] executor``. Remote providers always run in the daemon's process: they only
+    wait on the network, and their ``async`` methods run on its event loop."""
+    if not getattr(cls, "local", True):
+        if model.executor not in (None, "inprocess"):
+            raise ConfigError(
+                f"{where}.executor: provider {model.provider!r} is remote; it runs in the daemon's process"
+            )
+        return "inprocess"
+    preferred = getattr(cls, "executor", None)
+    if preferred is not None and preferred not in EXECUTORS:
+        raise PluginError(
+            f"provider {model.provider!r} asks for executor {preferred!r} (known: {', '.join(EXECUTORS)})"
+        )
+    return model.executor or preferred or scheduler.executor
+
+
+def call_timeout(model: ModelConfig, scheduler: SchedulerConfig, where: str) -> float | None:
+    if model.call_timeout is not None:
+        seconds = parse_duration(model.call_timeout, f"{where}.call_timeout")
+    else:
+        seconds = parse_duration(scheduler.call_timeout, "$.scheduler.call_timeout")
+    return seconds if seconds else None  # "never", -1 and 0 mean no limit
+
+
 def build_entry(
     config: Config,
     providers: dict[str, tuple[str, type[Provider]]],
@@ -158,6 +193,8 @@ def build_entry(
         capabilities=capabilities,
         keep_alive=parse_duration(model.keep_alive, f"{where}.keep_alive"),
         vram_override=parse_size(model.vram, f"{where}.vram") if model.vram else None,
+        executor=executor_for(cls, model, config.scheduler, where),
+        call_timeout=call_timeout(model, config.scheduler, where),
     )
 
 

@@ -27,6 +27,7 @@ from .errors import (
     RateLimited,
     Unavailable,
     UnsupportedParameter,
+    WorkerCrashed,
 )
 from .hookspecs import hookimpl
 from .protocols import (
@@ -73,5 +74,6 @@ __all__ = [
     "Unavailable",
     "UnsupportedParameter",
     "VisionScores",
+    "WorkerCrashed",
     "hookimpl",
 ]

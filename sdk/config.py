@@ -60,4 +60,10 @@ class ModelConfig(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     concurrency: int | None = None
     #: Queued requests allowed before answering 429.
     max_queue: int | None = None
+    #: Where the model runs: "subprocess" (a worker process per load) or "inprocess"; default:
+    #: the provider's preference, else ``[scheduler] executor``. Remote models always run in process.
+    executor: Literal["inprocess", "subprocess"] | None = None
+    #: A call that produces nothing (result, chunk or progress) for this long is hung: its worker
+    #: is killed and the call fails with 504. Default: ``[scheduler] call_timeout``.
+    call_timeout: str | int | None = None
     description: str = ""

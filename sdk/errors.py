@@ -118,6 +118,13 @@ class ProviderError(LoomError):
     code = "provider_error"
 
 
+class WorkerCrashed(ProviderError):
+    """The process serving the model died (a crash, ``kill -9``, the OOM killer) while the work
+    ran (502). Nothing else is affected: the next request for the model loads it again."""
+
+    code = "worker_crashed"
+
+
 class ProviderTimeout(ProviderError):
     """The provider did not answer in time (504)."""
 

@@ -43,6 +43,10 @@ class RunContext:
     client sent in it, for remote providers whose instance accepts a per-request key. They
     live only as long as the request (or the job it started) in this process: never logged,
     stored, shown, or sent to a model worker process.
+
+    The daemon may listen too (``add_cancel_callback``, ``add_progress_callback``): that is how a
+    cancellation crosses to a model worker in another process, and how a report made there comes
+    back. Callbacks may run on any thread and must not block.
     """
 
     def __init__(
@@ -53,12 +57,22 @@ class RunContext:
         credentials: Mapping[str, str] | None = None,
     ) -> None:
         self._cancel = threading.Event()
-        self._on_progress = on_progress
+        self._lock = threading.Lock()
+        self._cancel_callbacks: list[Callable[[], None]] = []
+        self._progress_callbacks: list[Callable[[int, int, str], None]] = []
+        if on_progress is not None:
+            self._progress_callbacks.append(on_progress)
         self.device = device
         self.credentials: dict[str, str] = dict(credentials or {})
 
     def cancel(self) -> None:
-        self._cancel.set()
+        with self._lock:
+            if self._cancel.is_set():
+                return
+            self._cancel.set()
+            callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        for fn in callbacks:
+            fn()
 
     @property
     def cancelled(self) -> bool:
@@ -70,9 +84,39 @@ class RunContext:
             raise Cancelled("cancelled")
 
     def progress(self, done: int, total: int, message: str = "") -> None:
-        if self._on_progress is not None:
-            self._on_progress(done, total, message)
+        self.report(done, total, message)
         self.check()
+
+    def report(self, done: int, total: int, message: str = "") -> None:
+        """Deliver a progress report to the listeners without the cancellation check (the daemon
+        relaying a report that a model worker made)."""
+        for fn in self._progress_callbacks:
+            fn(done, total, message)
+
+    def add_cancel_callback(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn`` once when the work is cancelled (at once if it is already); returns a
+        function that removes it again."""
+        with self._lock:
+            if not self._cancel.is_set():
+                self._cancel_callbacks.append(fn)
+                return lambda: self._discard(self._cancel_callbacks, fn)
+        fn()
+        return lambda: None
+
+    def add_progress_callback(self, fn: Callable[[int, int, str], None]) -> Callable[[], None]:
+        """Also call ``fn(done, total, message)`` on every progress report; returns a remover."""
+        with self._lock:
+            self._progress_callbacks = [*self._progress_callbacks, fn]  # copied: report() iterates
+        return lambda: self._discard_progress(fn)
+
+    def _discard(self, callbacks: list, fn: Callable) -> None:
+        with self._lock:
+            if fn in callbacks:
+                callbacks.remove(fn)
+
+    def _discard_progress(self, fn: Callable) -> None:
+        with self._lock:
+            self._progress_callbacks = [f for f in self._progress_callbacks if f is not fn]
 
 
 class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
@@ -150,9 +194,13 @@ class Provider:
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
     Options: ClassVar[type[Struct]] = msgspec.Struct
-    #: True when the provider runs in this process on a device (it needs memory accounting and the
-    #: device's worker thread); False for remote services.
+    #: True when the provider runs a model on a device of this machine (it needs memory accounting
+    #: and a model worker); False for remote services, which always run in the daemon's process.
     local: ClassVar[bool] = True
+    #: Where this provider's models run unless a model's ``executor`` says otherwise: None follows
+    #: ``[scheduler] executor`` (``"subprocess"``: a worker process per loaded model); a provider
+    #: whose calls are cheap and safe may ask for ``"inprocess"`` (the mock does).
+    executor: ClassVar[str | None] = None
     #: True when the same request with the same seed gives the same output; the conformance kit
     #: (``loom.sdk.testing``) then checks that it does.
     deterministic: ClassVar[bool] = False

@@ -1,8 +1,10 @@
-"""The scheduler: what is resident, what runs next, on which device.
+"""The scheduler: what is resident, what runs next, on which device, in which worker.
 
-``core`` (the Scheduler), ``devices`` (discovery and budgets), ``ledger`` (memory accounting),
-``policy`` (order and eviction), ``queues`` (work items), ``residency`` (load/unload operations),
-``executor`` (where provider code runs), ``events`` and ``metrics`` (seeing it).
+``core`` (the Scheduler, composed of:) ``dispatch`` (admission, queues, what starts),
+``residency`` (loads, evictions, unloads, keep-alive), ``execution`` (one item on its worker);
+``state`` (one device's record), ``devices`` (discovery and budgets), ``ledger`` (memory
+accounting), ``policy`` (order and eviction), ``queues`` (work items), ``snapshot``, ``events``
+and ``metrics`` (seeing it). Where models run is :mod:`loom.daemon.workers`.
 """
 
 from .core import Scheduler, current_work_id

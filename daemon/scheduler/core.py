@@ -1,14 +1,16 @@
-"""The scheduler: what is resident, what runs next, on which device.
+"""The scheduler: what is resident, what runs next, on which device, in which worker.
 
-Every provider call goes through :meth:`Scheduler.run` or :meth:`Scheduler.stream` and becomes a
-:class:`WorkItem` on its device's queue. A dispatcher per device (run on the event loop whenever
-something changes) asks the policy for the order, starts what may start, and starts a load (with
-the evictions it needs) when the next item's model is not resident. Calls run on the device's
-lane of the executor: sync functions and generators on its thread, ``async`` results on the loop.
+:class:`Scheduler` is the face the routes, jobs, admin API and TUI use (``run``, ``stream``,
+``load``, ``unload``, ``pin``, ``cancel``, ``events``, ``metrics``, ``snapshot``). It composes
+parts with narrow interfaces, each testable alone:
 
-The pieces: ``residency`` (loads and evictions), ``execution`` (running calls), ``snapshot``
-(the admin view) are mixed into :class:`Scheduler`; ``policy``, ``ledger``, ``queues``,
-``devices``, ``executor``, ``events`` and ``metrics`` are what it uses.
+- :class:`~.dispatch.Dispatcher`: admission, the per-device queues, what starts next;
+- :class:`~.residency.Residents`: loads (a typed :class:`~.residency.LoadPlan`), evictions,
+  unloads, pins, keep-alive, and what a crashed worker leaves behind;
+- :class:`~.execution.Execution`: one started item on its worker (OOM retry, hung-call watchdog);
+- the executors (:mod:`loom.daemon.workers`): where a loaded model runs, in process or in a
+  worker process of its own;
+- :func:`~.snapshot.snapshot`, ``policy``, ``ledger``, ``devices``, ``events``, ``metrics``.
 
 Ids: each item has an id (``wk_...``); it is set on ``ctx.work_id`` and in the
 :data:`current_work_id` context variable, and :meth:`Scheduler.cancel` takes it.
@@ -18,31 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import datetime
-import itertools
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from loom.sdk.calls import Call
-from loom.sdk.errors import Cancelled, OutOfMemory, QueueFull, Unavailable
+from loom.sdk.errors import Unavailable
 from loom.sdk.protocols import Provider, RunContext
 
-from .. import credentials
 from ..config import Config
 from ..models import ModelEntry, ModelRegistry
+from ..workers import Executor, Work, make_executors
 from .devices import REMOTE, discover, normalize
+from .dispatch import Dispatcher
 from .events import EventBus
-from .executor import Executor, ThreadExecutor
-from .ledger import Ledger, probe_for
-from .execution import END, ExecutionOps
+from .execution import END, Execution
+from .keepalive import KeepAliveTimer
+from .ledger import Ledger
 from .metrics import SchedulerMetrics
-from .oom import as_loom_error
-from .policy import Decision, Policy, make_policy
-from .queues import Priority, State, WorkItem
-from .residency import DeviceState, ResidencyOps
-from .snapshot import SnapshotOps
+from .policy import Policy, make_policy
+from .queues import Priority
+from .residency import Residents
+from .snapshot import model_state, snapshot
+from .state import DeviceState
+from .tasks import TaskSet
 
 __all__ = ["Priority", "Scheduler", "current_work_id"]
 
@@ -56,127 +56,105 @@ def _noop(provider: Provider, ctx: RunContext) -> None:
     return None
 
 
-class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
+class Scheduler:
     def __init__(
         self,
         config: Config,
         registry: ModelRegistry,
         *,
         policy: str | Policy | None = None,
-        executor: Executor | None = None,
+        executors: Mapping[str, Executor] | None = None,
+        nvml: Any = None,
     ) -> None:
         self.config = config
         self.registry = registry
-        if policy is None:
-            policy = config.scheduler.policy
-        self.policy = make_policy(policy, config.scheduler.max_age)
-        self.executor: Executor = executor or ThreadExecutor()
+        self.policy = make_policy(config.scheduler.policy if policy is None else policy, config.scheduler.max_age)
+        self.executors: Mapping[str, Executor] = executors if executors is not None else make_executors()
         self.events = EventBus()
-        self.metrics = SchedulerMetrics(self)
-        infos, self._auto = discover(config, {e.spec.device for e in registry if e.local})
+        infos, self.auto_device = discover(config, {e.spec.device for e in registry if e.local}, nvml=nvml)
         self.devices: dict[str, DeviceState] = {
-            name: DeviceState(info, Ledger(name, info.budget), probe_for(info.kind, info.index))
-            for name, info in infos.items()
+            name: DeviceState(info, Ledger(name, info.budget)) for name, info in infos.items()
         }
-        self._pinned: set[str] = {e.id for e in registry if e.config.pin}
-        self._items: dict[str, WorkItem] = {}
-        self._seq = itertools.count()
-        self._estimates: dict[str, int] = {}
-        self._run_seconds: dict[str, float] = {}  # moving average per model, for Retry-After
-        self._tasks: set[asyncio.Task] = set()
-        self._aps: Any = None
-        self._closed = False
-        for entry in registry:
-            dev = self.devices.get(self.device_of(entry))
-            if dev is not None:
-                self.executor.configure(self._lane(dev, entry), self.slots(entry))
+        self.metrics = SchedulerMetrics(self.devices)
+        self.pinned: set[str] = {e.id for e in registry if e.config.pin}
+        self.tasks = TaskSet()
+        self.residents = Residents(
+            registry=registry,
+            devices=self.devices,
+            policy=self.policy,
+            executors=self.executors,
+            events=self.events,
+            metrics=self.metrics,
+            pinned=self.pinned,
+            slots=self.slots,
+            changed=lambda dev: self.dispatcher.kick(dev),
+        )
+        self.dispatcher = Dispatcher(
+            config=config,
+            devices=self.devices,
+            policy=self.policy,
+            residents=self.residents,
+            execution=Execution(self.residents, self.metrics),
+            events=self.events,
+            metrics=self.metrics,
+            tasks=self.tasks,
+            slots=self.slots,
+        )
+        self._keep_alive = KeepAliveTimer(config.scheduler.keep_alive_interval, self.expire_idle)
+        self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the keep-alive job (APScheduler) and load pinned models in the background."""
-        self._closed = False
+        """Start the keep-alive timer and load pinned models in the background."""
+        self.dispatcher.closed = False
+        self._started = True
         self.events._bind(again=True)
-        if self._aps is None:
-            from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-            quiet = logging.getLogger("apscheduler.executors")  # it logs every run at INFO
-            if quiet.level == logging.NOTSET:
-                quiet.setLevel(logging.WARNING)
-            self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=datetime.timezone.utc)
-            self._aps.add_job(
-                self.expire_idle,
-                "interval",
-                seconds=max(0.01, self.config.scheduler.keep_alive_interval),
-                id="loom-keep-alive",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
-            self._aps.start()
-        for m in sorted(self._pinned):
+        self._keep_alive.start()
+        for m in sorted(self.pinned):
             entry = self.registry.entries.get(m)
             if entry is not None:
-                self._spawn(self._preload(entry))
+                self.tasks.spawn(self._preload(entry))
 
     async def stop(self) -> None:
-        if self._closed:
+        if self.dispatcher.closed:
             return
-        self._closed = True
-        if self._aps is not None:
-            try:
-                self._aps.shutdown(wait=False)
-            except Exception:  # not running
-                pass
-            self._aps = None
-        for item in list(self._items.values()):
-            if item.state is State.QUEUED:
-                self._drop(item, Unavailable("Loom is shutting down"), "cancelled", reason="shutdown")
-            else:
-                item.ctx.cancel()
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=10)
-        for dev in self.devices.values():
-            if dev.op_lock.locked():
-                continue  # a load that would not stop; its thread dies with the process
-            async with dev.op_lock:
-                for m in list(dev.ledger.resident):
-                    await self._unload_now(dev, m, "shutdown")
-        self.executor.shutdown()
+        self._started = False
+        self._keep_alive.stop()
+        self.dispatcher.shutdown()
+        await self.tasks.wait(timeout=10)
+        await self.residents.unload_all("shutdown")
+        for executor in self.executors.values():
+            await executor.close()
         self.events.close()
 
     # --- models added and removed while running (POST / DELETE /admin/models) --------------------
 
     def add_model(self, entry: ModelEntry) -> None:
-        """Take on a model the registry just gained: its executor lane, and its pin (loaded now)."""
-        dev = self.devices.get(self.device_of(entry))
-        if dev is None:
+        """Take on a model the registry just gained, and its pin (loaded now when running)."""
+        if self.device_of(entry) not in self.devices:
             raise Unavailable(
                 f"model '{entry.id}' is placed on {self.device_of(entry)}, which Loom did not set up "
                 "at start; restart Loom to use a new device"
             )
-        self.executor.configure(self._lane(dev, entry), self.slots(entry))
         if entry.config.pin:
-            self._pinned.add(entry.id)
-            if self._aps is not None:  # started: load it now, as start() does for pinned models
-                self._spawn(self._preload(entry))
+            self.pinned.add(entry.id)
+            if self._started:  # load it now, as start() does for pinned models
+                self.tasks.spawn(self._preload(entry))
 
     async def remove_model(self, entry: ModelEntry) -> None:
         """Let go of a model before the registry drops it: its queued work fails, running work
         finishes, then it is unloaded. The caller removes it from the registry right after."""
         gone = Unavailable(f"model '{entry.id}' was removed")
-        for item in [i for i in self._items.values() if i.entry is entry and i.state is State.QUEUED]:
-            self._drop(item, gone, "cancelled", reason="model_removed")
+        self.dispatcher.drop_model(entry, gone)
         dev = self.devices.get(self.device_of(entry))
         if dev is not None:
-            self._set_pinned(dev, entry.id, False)
+            self.residents.set_pinned(dev, entry.id, False)
             await self.unload(entry)
         # Work that arrived while it drained: the registry still named it until now.
-        for item in [i for i in self._items.values() if i.entry is entry and i.state is State.QUEUED]:
-            self._drop(item, gone, "cancelled", reason="model_removed")
-        self._estimates.pop(entry.id, None)
-        self._run_seconds.pop(entry.id, None)
+        self.dispatcher.drop_model(entry, gone)
+        self.residents.forget(entry.id)
+        self.dispatcher.forget(entry.id)
 
     async def _preload(self, entry: ModelEntry) -> None:
         try:
@@ -190,17 +168,14 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
         if not entry.local:
             return REMOTE
         device = entry.spec.device or "auto"
-        return self._auto if device == "auto" else normalize(device)
+        return self.auto_device if device == "auto" else normalize(device)
 
-    def _dev(self, entry: ModelEntry) -> DeviceState:
+    def device(self, entry: ModelEntry) -> DeviceState:
         name = self.device_of(entry)
         dev = self.devices.get(name)
         if dev is None:
             raise Unavailable(f"model '{entry.id}' is placed on {name}, which Loom does not know")
         return dev
-
-    def _lane(self, dev: DeviceState, entry: ModelEntry) -> str:
-        return f"{dev.name}/{entry.id}" if dev.parallel else dev.name
 
     def slots(self, entry: ModelEntry) -> int:
         """Items of this model that may run at once: the config's, else 1 (local) or 16 (remote)."""
@@ -212,15 +187,20 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
 
     def queue_state(self, entry: ModelEntry) -> tuple[bool, int]:
         """(every slot of ``entry`` is taken, how many of its items wait)."""
-        dev = self._dev(entry)
-        return dev.busy.get(entry.id, 0) >= self.slots(entry), self._waiting(dev, entry)
+        dev = self.device(entry)
+        return dev.busy.get(entry.id, 0) >= self.slots(entry), self.dispatcher.waiting(dev, entry)
 
     # --- running ---------------------------------------------------------------------------------
+
+    def _submit(self, entry: ModelEntry, call: Work, priority: Priority, ctx: RunContext | None, **kw):
+        item = self.dispatcher.submit(self.device(entry), entry, call, priority, ctx, **kw)
+        current_work_id.set(item.id)
+        return item
 
     async def run(
         self,
         entry: ModelEntry,
-        call: Call | Callable[[Provider, RunContext], Any],
+        call: Work,
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
@@ -228,31 +208,32 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
         """Run ``call`` (a :class:`~loom.sdk.calls.Call`, or in process a function of
         ``(provider, ctx)``) once its model is resident and a slot is free.
 
-        A generator (or async generator) result is drained where it runs and returned as a list.
+        A streaming call's chunks (a generator's items) are collected where it runs and returned
+        as a list.
         """
         item = self._submit(entry, call, priority, ctx)
         try:
-            await self._wait_started(item)
+            await self.dispatcher.wait_started(item)
             return await asyncio.shield(item.done)
         except asyncio.CancelledError:
-            self._abandon(item)
+            self.dispatcher.abandon(item)
             raise
 
     async def stream(
         self,
         entry: ModelEntry,
-        call: Call | Callable[[Provider, RunContext], Any],
+        call: Work,
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
     ) -> AsyncIterator[Any]:
-        """Iterate ``call(provider, ctx)`` (a generator or async generator) chunk by chunk.
+        """Iterate a streaming call's chunks as the model produces them.
 
         Closing the iterator early (a client that disconnects) cancels the work.
         """
         item = self._submit(entry, call, priority, ctx, stream=True)
         try:
-            await self._wait_started(item)
+            await self.dispatcher.wait_started(item)
             while True:
                 tag, value = await item.chunks.get()
                 if tag == END:
@@ -261,262 +242,48 @@ class Scheduler(ResidencyOps, ExecutionOps, SnapshotOps):
                     return
                 yield value
         finally:
-            self._abandon(item)  # a no-op once the item is done
+            self.dispatcher.abandon(item)  # a no-op once the item is done
 
-    async def load(self, entry: ModelEntry) -> Provider:
-        """Make ``entry`` resident (evicting others as needed) and return its provider."""
+    async def load(self, entry: ModelEntry) -> None:
+        """Make ``entry`` resident (evicting others as needed)."""
         item = self._submit(entry, _noop, Priority.INTERACTIVE, None, kind="load")
-        await self._wait_started(item)
-        return entry.instance()
+        await self.dispatcher.wait_started(item)
 
     async def unload(self, entry: ModelEntry) -> bool:
         """Unload ``entry`` once its running work is done; False when it was not resident."""
-        dev = self._dev(entry)
-        m = entry.id
-        if m not in dev.ledger.resident and dev.loading != m:
-            return False
-        dev.draining.add(m)
-        try:
-            await self._wait_idle(dev, m)
-            async with dev.op_lock:
-                if m in dev.ledger.resident and not dev.busy.get(m):
-                    await self._unload_now(dev, m, "admin")
-                    return True
-                return False
-        finally:
-            dev.draining.discard(m)
-            self._kick(dev)
+        return await self.residents.unload(self.device(entry), entry.id)
 
     async def pin(self, entry: ModelEntry, pinned: bool = True) -> dict:
         """Pin (never evicted, no keep-alive; loaded now) or unpin a model."""
-        dev = self._dev(entry)
+        dev = self.device(entry)
         m = entry.id
-        was = m in self._pinned
-        self._set_pinned(dev, m, pinned)
+        was = m in self.pinned
+        self.residents.set_pinned(dev, m, pinned)
         if pinned:
             try:
                 await self.load(entry)
             except BaseException:
-                self._set_pinned(dev, m, was)
+                self.residents.set_pinned(dev, m, was)
                 raise
-        self._publish("pinned", model=m, device=dev.name, pinned=pinned)
-        self._kick(dev)
+        self.events.emit("pinned", model=m, device=dev.name, pinned=pinned)
+        self.dispatcher.kick(dev)
         return self.model_state(entry)
-
-    def _set_pinned(self, dev: DeviceState, m: str, pinned: bool) -> None:
-        (self._pinned.add if pinned else self._pinned.discard)(m)
-        r = dev.ledger.resident.get(m)
-        if r is not None:
-            r.pinned = pinned
 
     def cancel(self, item_id: str) -> bool:
         """Cancel queued (removed, never run) or running (``ctx.cancel()``) work by id."""
-        item = self._items.get(item_id)
-        if item is None or item.internal:
-            return False
-        if item.state is State.QUEUED:
-            self._drop(item, Cancelled(f"work {item_id} was cancelled"), "cancelled", reason="by_id")
-        else:
-            item.ctx.cancel()
-        return True
+        return self.dispatcher.cancel(item_id)
 
-    # --- admission and waiting -------------------------------------------------------------------
+    async def expire_idle(self, now: float | None = None) -> list[str]:
+        """Unload every model idle longer than its keep-alive; returns their ids.
 
-    def _submit(self, entry, call, priority, ctx, *, stream: bool = False, kind: str = "run") -> WorkItem:
-        if self._closed:
-            raise Unavailable("Loom is shutting down")
-        dev = self._dev(entry)
-        if not dev.info.available:
-            raise Unavailable(f"model '{entry.id}' is placed on {dev.name}, which is not available: {dev.info.reason}")
-        if kind == "run":
-            limit = entry.config.max_queue or self.config.daemon.limits.max_queue
-            if self._waiting(dev, entry) >= limit:
-                self.metrics.rejected.labels(entry.id, "queue_full").inc()
-                raise QueueFull(
-                    f"The queue for model '{entry.id}' is full ({limit} waiting); retry later",
-                    retry_after=self._retry_after(dev, entry),
-                )
-        if ctx is None:
-            ctx = RunContext(device=dev.name)
-        ctx.device = dev.name
-        if not ctx.credentials:  # a /v1 request's upstream keys (X-...-API-Key), for this call only
-            ctx.credentials = credentials.current()
-        item = WorkItem(
-            entry=entry,
-            device=dev.name,
-            priority=Priority(priority),
-            call=call,
-            ctx=ctx,
-            seq=next(self._seq),
-            stream=stream,
-            kind=kind,
-        )
-        ctx.work_id = item.id
-        current_work_id.set(item.id)
-        if kind == "run":
-            self.policy.arrived(entry.id, item.enqueued)
-        dev.queue.push(item)
-        self._items[item.id] = item
-        if not item.internal:
-            self._publish("queued", item, depth=dev.queue.count(entry.id))
-        self._kick(dev)
-        return item
+        Called by the keep-alive timer; tests call it with a ``now`` in the future.
+        """
+        return await self.residents.expire_idle(now)
 
-    def _waiting(self, dev: DeviceState, entry: ModelEntry) -> int:
-        """Queued items of ``entry`` beyond its free slots (those will start as soon as it is
-        dispatched): what admission control bounds."""
-        free = max(0, self.slots(entry) - dev.busy.get(entry.id, 0))
-        return max(0, dev.queue.count(entry.id) - free)
+    # --- seeing it -------------------------------------------------------------------------------
 
-    def _retry_after(self, dev: DeviceState, entry: ModelEntry) -> float:
-        per_item = self._run_seconds.get(entry.id, 1.0)
-        return max(1.0, per_item * dev.queue.count(entry.id) / self.slots(entry))
+    def model_state(self, entry: ModelEntry) -> dict:
+        return model_state(self, entry)
 
-    async def _wait_started(self, item: WorkItem) -> None:
-        timeout = self.config.daemon.limits.queue_timeout
-        try:
-            await asyncio.wait([item.started], timeout=timeout)
-        except asyncio.CancelledError:
-            self._abandon(item)
-            raise
-        if not item.started.done():
-            error = Unavailable(f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later")
-            self._drop(item, error, "failed", reason="queue_timeout")
-            raise error
-        item.started.result()  # raises what kept it from starting
-
-    def _abandon(self, item: WorkItem, reason: str = "client went away") -> None:
-        if item.state is State.QUEUED:
-            self._drop(item, Cancelled(f"cancelled: {reason}"), "cancelled", reason=reason)
-        elif item.state is State.RUNNING:
-            item.ctx.cancel()
-
-    def _drop(self, item: WorkItem, error: Exception, event: str, **fields) -> None:
-        """End a queued item without running it."""
-        dev = self.devices[item.device]
-        dev.queue.remove(item)
-        item.state = State.DONE
-        item.outcome = "cancelled" if event == "cancelled" else "failed"
-        self._items.pop(item.id, None)
-        for fut in (item.started, item.done):
-            if not fut.done():
-                fut.set_exception(error)
-        if not item.internal:
-            self.metrics.items.labels(item.model, item.outcome).inc()
-            self._publish(event, item, error=getattr(error, "message", str(error)), ran=False, **fields)
-        self._kick(dev)
-
-    # --- dispatch ----------------------------------------------------------------------------
-
-    def _kick(self, dev: DeviceState) -> None:
-        """Dispatch ``dev`` soon (once, however many things changed in this turn of the loop)."""
-        if not dev.dispatch_pending:
-            dev.dispatch_pending = True
-            asyncio.get_running_loop().call_soon(self._dispatch, dev)
-
-    def _dispatch(self, dev: DeviceState) -> None:
-        dev.dispatch_pending = False
-        waiters, dev.waiters = dev.waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-        if self._closed:
-            return
-        while True:
-            now = time.monotonic()
-            for item in self.policy.order(list(dev.queue), dev.ledger.resident, now):
-                decision = self._decide(dev, item, now)
-                if decision in (Decision.START, Decision.DONE, Decision.LOADING):
-                    break  # state changed: order again
-                if self.policy.blocks(decision):
-                    return
-            else:
-                return
-
-    def _decide(self, dev: DeviceState, item: WorkItem, now: float) -> Decision:
-        m, entry = item.model, item.entry
-        if m in dev.draining:
-            return Decision.WAIT_MODEL
-        r = dev.ledger.resident.get(m)
-        if r is not None and not r.evicting:
-            if item.kind == "load":
-                self._settle(dev, item)
-                return Decision.DONE
-            if dev.busy.get(m, 0) >= self.slots(entry):
-                return Decision.WAIT_MODEL
-            if not dev.parallel and dev.active() - {m}:
-                return Decision.WAIT_DEVICE
-            self._start(dev, item, now)
-            return Decision.START
-        if dev.loading == m:
-            return Decision.WAIT_MODEL
-        if r is not None or dev.loading is not None or dev.op_lock.locked():
-            return Decision.WAIT_DEVICE
-        if not dev.parallel and dev.active():
-            return Decision.WAIT_DEVICE
-        try:
-            verdict, victims, need, why = self.plan_load(dev, entry, now)
-        except Exception as e:  # the provider could not even estimate (a missing file, ...)
-            self._drop(item, as_loom_error(e, m, dev.name, "estimate"), "failed", stage="estimate")
-            return Decision.DONE
-        if verdict == "never":
-            self._drop(item, OutOfMemory(why), "failed", stage="admission")
-            return Decision.DONE
-        if verdict == "wait":
-            return Decision.WAIT_DEVICE
-        hold = self.policy.grace(item, victims, now)
-        if hold > 0:
-            self._arm(dev, hold)
-            return Decision.WAIT_GRACE
-        self.start_load(dev, item, victims, need)
-        return Decision.LOADING
-
-    def _arm(self, dev: DeviceState, delay: float) -> None:
-        if dev.grace_timer is not None:
-            dev.grace_timer.cancel()
-        dev.grace_timer = asyncio.get_running_loop().call_later(delay, self._kick, dev)
-
-    def _settle(self, dev: DeviceState, item: WorkItem) -> None:
-        """An explicit load whose model is resident: done without running anything."""
-        dev.queue.remove(item)
-        item.state = State.DONE
-        item.outcome = "finished"
-        self._items.pop(item.id, None)
-        item.started.set_result(None)
-        item.done.set_result(None)
-
-    def _start(self, dev: DeviceState, item: WorkItem, now: float) -> None:
-        m = item.model
-        dev.queue.remove(item)
-        item.state = State.RUNNING
-        item.started_at = now
-        dev.running[item.id] = item
-        dev.busy[m] += 1
-        r = dev.ledger.resident[m]
-        r.last_used = now
-        r.last_priority = int(item.priority)
-        item.started.set_result(None)
-        waited = now - item.enqueued
-        self.metrics.wait.labels(dev.name, item.priority.name.lower()).observe(waited)
-        self._publish("started", item, waited=round(waited, 4))
-        self._spawn(self._execute(dev, item))
-
-    # --- plumbing --------------------------------------------------------------------------------
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            e = task.exception()
-            log.error("scheduler task failed: %s: %s", type(e).__name__, e, exc_info=e)
-
-    def _publish(self, type: str, item: WorkItem | None = None, **fields: Any) -> None:
-        base = {"model": None, "device": None, "item": None}
-        if item is not None:
-            base = {"model": item.model, "device": item.device, "item": item.id, "priority": item.priority.name.lower()}
-        self.events.publish(type, **{**base, **fields})
+    def snapshot(self) -> dict:
+        return snapshot(self)

@@ -1,9 +1,11 @@
 """Devices the scheduler places models on, and their memory budgets.
 
-CUDA devices are found through torch, and torch is only consulted when it is already imported or
-when the config names a ``cuda*`` device (in ``[scheduler.devices]`` or on a model): starting the
-daemon for CPU or remote models never imports it. The CPU's total is read from ``/proc/meminfo``
-(capped by a cgroup limit when there is one).
+CUDA devices are found through NVML (``nvidia-ml-py``, part of the base install): the daemon sees
+the GPUs and their memory without torch, so a llama.cpp model can be placed on one. Where NVML is
+missing, torch is asked instead, and only when it is already imported or the config names a
+``cuda*`` device (in ``[scheduler.devices]`` or on a model): starting the daemon for CPU or
+remote models never imports it. The CPU's total is read from ``/proc/meminfo`` (capped by a cgroup
+limit when there is one).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, DeviceBudget, parse_size
+from ..workers.nvml import Nvml
 
 log = logging.getLogger("loom.scheduler")
 
@@ -71,7 +74,7 @@ def cpu_total() -> int:
     return total
 
 
-def _cuda_totals() -> dict[int, int] | None:
+def _torch_totals() -> dict[int, int] | None:
     """Total memory of each CUDA device via torch, or None when torch or CUDA is missing."""
     try:
         import torch  # only reached when torch is loaded already or a cuda device is configured
@@ -98,18 +101,20 @@ def _budget(name: str, cfg: DeviceBudget, total: int | None) -> tuple[int | None
     return max(0, budget - headroom), headroom
 
 
-def discover(config: Config, model_devices: set[str]) -> tuple[dict[str, Device], str]:
-    """Every device the config or a model names, plus the CPU and ``remote``.
+def discover(config: Config, model_devices: set[str], nvml: Nvml | None = None) -> tuple[dict[str, Device], str]:
+    """Every device the config or a model names, the GPUs that NVML (or an imported torch) sees,
+    the CPU and ``remote``.
 
     Returns the devices and the one that ``device = "auto"`` means: the first configured CUDA
     device when the config names one and it exists, else the CPU.
     """
     configured = {normalize(k): v for k, v in config.scheduler.devices.items()}
     wanted = set(configured) | {normalize(d) for d in model_devices if d != "auto"} | {"cpu"}
-    cuda_wanted = any(d.startswith("cuda") for d in wanted) or "torch" in sys.modules
-    totals = _cuda_totals() if cuda_wanted else None
-    if totals and "torch" in sys.modules and not any(d.startswith("cuda") for d in wanted):
-        wanted |= {f"cuda:{i}" for i in totals}  # torch is here anyway: show its devices
+    totals = (nvml if nvml is not None else Nvml()).totals()
+    if totals is None and (any(d.startswith("cuda") for d in wanted) or "torch" in sys.modules):
+        totals = _torch_totals()
+    if totals:
+        wanted |= {f"cuda:{i}" for i in totals}  # show every GPU there is
     devices: dict[str, Device] = {}
     for name in sorted(wanted):
         cfg = configured.get(name, DeviceBudget())

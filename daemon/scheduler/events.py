@@ -99,6 +99,15 @@ class EventBus:
             self._deliver(event)
         return event
 
+    def emit(self, type: str, item: Any = None, **fields: Any) -> dict:
+        """A scheduler event: ``model``, ``device`` and ``item`` always present (None when not
+        about one), and the work item's id and priority when it is about one."""
+        if item is None:
+            base = {"model": None, "device": None, "item": None}
+        else:
+            base = {"model": item.model, "device": item.device, "item": item.id, "priority": item.priority.name.lower()}
+        return self.publish(type, **{**base, **fields})
+
     def _deliver(self, event: dict) -> None:
         self._history.append(event)
         for sub in list(self._subscribers):

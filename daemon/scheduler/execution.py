@@ -1,186 +1,125 @@
-"""Running work items: provider calls on the device's lane, streams chunk by chunk, the retry
-after an out-of-memory error, and settling each item exactly once."""
+"""Running one started work item on its model's worker: the call or the stream, the retry after
+an out-of-memory error, and the watchdog that ends a call that hangs."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from loom.sdk.errors import Cancelled
-from loom.sdk.calls import CAPABILITY_METHODS, Call
-from loom.sdk.protocols import Provider
+from loom.sdk.errors import Cancelled, ProviderTimeout, WorkerCrashed
 
-from .oom import as_loom_error, is_oom
-from .queues import State, WorkItem
-from .residency import DeviceState
-
-if TYPE_CHECKING:
-    from .core import Scheduler
+from ..workers import Worker
+from .metrics import SchedulerMetrics
+from .oom import is_oom
+from .queues import WorkItem
+from .residency import Residents
+from .state import DeviceState
 
 log = logging.getLogger("loom.scheduler")
 
 CHUNK, END = "chunk", "end"
 
 
-class ExecutionOps:
-    """Mixed into :class:`Scheduler`."""
+class Execution:
+    def __init__(self, residents: Residents, metrics: SchedulerMetrics) -> None:
+        self.residents = residents
+        self.metrics = metrics
 
-    async def _execute(self: Scheduler, dev: DeviceState, item: WorkItem) -> None:
-        provider = item.entry.instance()
-        result, error = None, None
-        t0 = time.monotonic()
-        try:
-            for attempt in (1, 2):
-                try:
-                    if item.stream:
-                        await self._pump(dev, item, provider)
-                    else:
-                        result = await self._invoke(dev, item, provider)
-                    error = None
-                    break
-                except Exception as e:
-                    error = e
-                    if attempt == 1 and is_oom(e) and not item.ctx.cancelled and not item.yielded:
-                        self.metrics.oom.labels(dev.name, item.model, "run").inc()
-                        log.warning("%s: out of memory while running (%s); evicting others, retrying", item.model, e)
-                        if await self._evict_for_oom(dev, keep=item.model):
-                            continue
-                    break
-        except Exception as e:  # evicting after an OOM failed
-            error = e
-        except BaseException:  # the task was cancelled: only at shutdown
-            item.ctx.cancel()
-            error = Cancelled("cancelled: Loom is shutting down")
-            raise
-        finally:
-            self._finish(dev, item, result, error, time.monotonic() - t0)
-
-    async def _invoke(self: Scheduler, dev: DeviceState, item: WorkItem, provider: Provider) -> Any:
-        call, ctx = as_function(item.call), item.ctx
-        if inspect.iscoroutinefunction(call) or on_loop(item.entry.provider_cls):
-            out = call(provider, ctx)
-        else:
-
-            def work():
-                produced = call(provider, ctx)
-                return list(produced) if inspect.isgenerator(produced) else produced
-
-            out = await self.executor.call(self._lane(dev, item.entry), work)
-        if inspect.isasyncgen(out):
-            out = [x async for x in out]
-        elif inspect.isawaitable(out):
-            out = await out
-        return out
-
-    async def _pump(self: Scheduler, dev: DeviceState, item: WorkItem, provider: Provider) -> None:
-        """Move a stream's chunks into ``item.chunks``: sync generators on the device's thread."""
-        loop = asyncio.get_running_loop()
-        call, ctx = as_function(item.call), item.ctx
-
-        def emit(chunk: Any) -> None:
-            self.metrics.count_output(item.model, chunk)
-            item.chunks.put_nowait((CHUNK, chunk))
-
-        def work():
-            produced = call(provider, ctx)
-            if inspect.isasyncgen(produced) or inspect.isawaitable(produced):
-                return produced  # iterated on the loop below
-            it = iter(produced)
+    async def execute(self, dev: DeviceState, item: WorkItem) -> tuple[Any, Exception | None]:
+        """Run ``item``; returns (result, None) or (None, the error). Raises only when the task
+        itself is cancelled (shutdown)."""
+        for attempt in (1, 2):
             try:
-                for chunk in it:
-                    if ctx.cancelled:
-                        raise Cancelled("cancelled")
-                    item.yielded = True
-                    loop.call_soon_threadsafe(emit, chunk)
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
-            return None
+                return await self._attempt(dev, item), None
+            except Exception as e:
+                if attempt == 1 and is_oom(e) and not item.ctx.cancelled and not item.yielded:
+                    self.metrics.oom.labels(dev.name, item.model, "run").inc()
+                    log.warning("%s: out of memory while running (%s); evicting others, retrying", item.model, e)
+                    try:
+                        if await self.residents.evict_for_oom(dev, keep=item.model):
+                            continue
+                    except Exception as evicting:
+                        return None, evicting
+                return None, e
+        raise AssertionError("unreachable")
 
-        if inspect.iscoroutinefunction(call) or on_loop(item.entry.provider_cls):
-            rest = call(provider, ctx)
-        else:
-            rest = await self.executor.call(self._lane(dev, item.entry), work)
-        if rest is None:
-            return
-        if inspect.isawaitable(rest) and not inspect.isasyncgen(rest):
-            rest = await rest
+    async def _attempt(self, dev: DeviceState, item: WorkItem) -> Any:
+        worker = self.residents.worker(dev, item.model)
+        if worker is None:  # its worker died between the start decision and now
+            raise WorkerCrashed(f"model '{item.model}' is no longer loaded: its worker ended")
+        timeout = item.entry.call_timeout
+        with Watchdog(timeout, worker, item) as watchdog:
+            if item.stream:
+                await self._pump(worker, item, watchdog)
+                return None
+            return await worker.call(item.call, item.ctx)
+
+    async def _pump(self, worker: Worker, item: WorkItem, watchdog: Watchdog) -> None:
+        """Move a stream's chunks from the worker into ``item.chunks`` as they come."""
+        ctx, chunks, model = item.ctx, item.chunks, item.model
+        count = self.metrics.count_output
+        stream = worker.stream(item.call, ctx)
         try:
-            async for chunk in rest:
+            async for chunk in stream:
                 if ctx.cancelled:
                     raise Cancelled("cancelled")
                 item.yielded = True
-                emit(chunk)
+                watchdog.last = time.monotonic()
+                count(model, chunk)
+                chunks.put_nowait((CHUNK, chunk))
         finally:
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    def _finish(
-        self: Scheduler, dev: DeviceState, item: WorkItem, result: Any, error: BaseException | None, seconds: float
-    ):
-        m = item.model
-        now = time.monotonic()
-        dev.running.pop(item.id, None)
-        dev.busy[m] -= 1
-        if dev.busy[m] <= 0:
-            del dev.busy[m]
-        r = dev.ledger.resident.get(m)
-        if r is not None:
-            r.last_used = now
-        if not dev.busy.get(m) and not dev.queue.count(m):
-            self.policy.idle(m, now)
-        item.state = State.DONE
-        self._items.pop(item.id, None)
-        if error is None:
-            outcome = "finished"
-            avg = self._run_seconds.get(m)
-            self._run_seconds[m] = seconds if avg is None else 0.8 * avg + 0.2 * seconds
-            if not item.stream:
-                self.metrics.count_output(m, result)
-        elif item.ctx.cancelled or isinstance(error, Cancelled):
-            outcome = "cancelled"
-            error = error if isinstance(error, Cancelled) else Cancelled("cancelled")
-        else:
-            outcome = "failed"
-            error = as_loom_error(error, m, dev.name, "run")
-        item.outcome = outcome
-        self.metrics.run.labels(m).observe(seconds)
-        self.metrics.items.labels(m, outcome).inc()
-        fields = {"seconds": round(seconds, 4), "ran": True}
-        if error is not None:
-            fields["error"] = getattr(error, "message", str(error))
-        self._publish(outcome, item, **fields)
-        if item.stream:
-            item.chunks.put_nowait((END, error))
-        if error is None:
-            item.done.set_result(result)
-        else:
-            item.done.set_exception(error)
-        if item.entry.keep_alive == 0:
-            self._spawn(self._expire(dev, m))
-        self._kick(dev)
+            await stream.aclose()
 
 
-def as_function(call: Any) -> Any:
-    """A work item's call as ``fn(provider, ctx)``: a :class:`~loom.sdk.calls.Call` (what the routes
-    and jobs send) or, for the scheduler's own loads and its tests, a plain function."""
-    return call.apply if isinstance(call, Call) else call
+class Watchdog:
+    """Ends a call that produces nothing (no result, chunk or progress report) for ``timeout``
+    seconds: its worker is killed (a process) or its context cancelled (in process), and the
+    call fails with :class:`ProviderTimeout` (504). One timer per call, re-armed only when it
+    fires early, so a token costs a clock read and nothing more."""
 
+    def __init__(self, timeout: float | None, worker: Worker, item: WorkItem) -> None:
+        self.timeout = timeout
+        self.worker = worker
+        self.item = item
+        self.last = time.monotonic()
+        self.fired = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+        self._remove = None
 
-@functools.cache
-def on_loop(provider_cls: type) -> bool:
-    """True when every capability method of the provider is ``async``: calling one only makes a
-    coroutine or async generator, so it can start on the event loop and skip the thread hop
-    (remote providers). Sync methods always run on the device's thread."""
-    methods = [
-        getattr(provider_cls, name, None)
-        for capability in getattr(provider_cls, "capabilities", ())
-        for name in CAPABILITY_METHODS[capability]
-    ]
-    return bool(methods) and all(inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m) for m in methods)
+    def __enter__(self) -> Watchdog:
+        if self.timeout:
+            self._task = asyncio.current_task()
+            self._handle = asyncio.get_running_loop().call_later(self.timeout, self._check)
+            self._remove = self.item.ctx.add_progress_callback(self._progress)
+        return self
+
+    def _progress(self, done: int, total: int, message: str) -> None:
+        self.last = time.monotonic()  # may run on a worker thread: a float store is atomic
+
+    def _check(self) -> None:
+        idle = time.monotonic() - self.last
+        if idle < self.timeout:
+            self._handle = asyncio.get_running_loop().call_later(self.timeout - idle, self._check)
+            return
+        self.fired = True
+        reason = f"a call to model '{self.item.model}' produced nothing for {self.timeout:g}s"
+        log.warning("%s (%s); ending it", reason, self.item.id)
+        self.worker.kill(reason)
+        if self._task is not None:
+            self._task.cancel()
+
+    def __exit__(self, kind, error, tb) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._remove is not None:
+            self._remove()
+        if self.fired and kind is not None and issubclass(kind, (asyncio.CancelledError, WorkerCrashed, Cancelled)):
+            if self._task is not None and issubclass(kind, asyncio.CancelledError):
+                self._task.uncancel()
+            how = "its worker process was killed" if self.worker.pid is not None else "it was cancelled"
+            raise ProviderTimeout(
+                f"model '{self.item.model}' produced nothing for {self.timeout:g}s (call_timeout); {how}"
+            ) from None

@@ -7,17 +7,10 @@ rather than hoped for by the callers. ``peak`` records the highest total ever he
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 
 from loom.sdk.errors import OutOfMemory
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
 
 @dataclass(eq=False)
 class Residency:
@@ -90,75 +83,3 @@ class Ledger:
 
 def _mb(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
-
-
-# --- measuring --------------------------------------------------------------------------------
-
-
-class MemoryProbe:
-    """Reads how much memory the process holds on one device; None when it cannot tell."""
-
-    def read(self) -> int | None:
-        return None
-
-    def collect(self) -> None:
-        """Give freed memory back (run on the device's thread after an unload)."""
-        gc.collect()
-
-
-class CpuProbe(MemoryProbe):
-    """Resident set size from /proc/self/statm; glibc's malloc_trim returns freed heap pages."""
-
-    def __init__(self) -> None:
-        self._trim = None
-        if sys.platform.startswith("linux"):
-            try:
-                self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-            except (OSError, AttributeError):
-                self._trim = None
-
-    def read(self) -> int | None:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * _PAGE
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def collect(self) -> None:
-        gc.collect()
-        if self._trim is not None:
-            self._trim(0)
-
-
-class CudaProbe(MemoryProbe):
-    """torch's allocator on one device (torch is imported already when a CUDA device exists)."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def read(self) -> int | None:
-        torch = sys.modules.get("torch")
-        if torch is None:
-            return None
-        try:
-            return int(torch.cuda.memory_allocated(self.index))
-        except Exception:
-            return None
-
-    def collect(self) -> None:
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            try:
-                with torch.cuda.device(self.index):
-                    torch.cuda.empty_cache()
-            except Exception:
-                pass
-
-
-def probe_for(kind: str, index: int = 0) -> MemoryProbe:
-    if kind == "cpu":
-        return CpuProbe()
-    if kind == "cuda":
-        return CudaProbe(index)
-    return MemoryProbe()

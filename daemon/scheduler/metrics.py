@@ -6,22 +6,22 @@ gauges read from the scheduler at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from .core import Scheduler
+    from .state import DeviceState
 
 _WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class _StateCollector:
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, devices: Mapping[str, DeviceState]) -> None:
+        self.devices = devices
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -39,7 +39,7 @@ class _StateCollector:
         footprint = GaugeMetricFamily(
             "loom_model_memory_bytes", "What each resident model holds", labels=["device", "model"]
         )
-        for name, dev in self.scheduler.devices.items():
+        for name, dev in self.devices.items():
             for model, by_priority in dev.queue.depth().items():
                 for priority, n in by_priority.items():
                     depth.add_metric([name, model, priority], n)
@@ -61,7 +61,7 @@ class _StateCollector:
 class SchedulerMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, devices: Mapping[str, DeviceState]) -> None:
         r = self.registry = CollectorRegistry()
         self.wait = Histogram(
             "loom_queue_wait_seconds",
@@ -87,7 +87,7 @@ class SchedulerMetrics:
         self.oom = Counter("loom_out_of_memory", "Out-of-memory errors seen", ["device", "model", "stage"], registry=r)
         self.tokens = Counter("loom_tokens", "Completion tokens produced", ["model"], registry=r)
         self.images = Counter("loom_images", "Images produced", ["model"], registry=r)
-        r.register(_StateCollector(scheduler))
+        r.register(_StateCollector(devices))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,7 +11,7 @@ import enum
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ class WorkItem:
     entry: ModelEntry
     device: str
     priority: Priority
-    call: Callable[..., Any]
+    call: Any  # a loom.sdk.calls.Call, or (in process) a function of (provider, ctx)
     ctx: RunContext
     seq: int
     stream: bool = False

@@ -1,4 +1,5 @@
-"""What ``GET /admin/scheduler`` shows: devices, resident models, queues and running work."""
+"""What ``GET /admin/scheduler`` shows: devices, resident models (and their workers), queues and
+running work. Plain functions of the scheduler's public state."""
 
 from __future__ import annotations
 
@@ -11,77 +12,82 @@ if TYPE_CHECKING:
     from .core import Scheduler
 
 
-class SnapshotOps:
-    """Mixed into :class:`Scheduler`."""
+def model_state(scheduler: Scheduler, entry: ModelEntry) -> dict:
+    dev = scheduler.device(entry)
+    r = dev.ledger.resident.get(entry.id)
+    out = {
+        "model": entry.id,
+        "device": dev.name,
+        "loaded": r is not None,
+        "pinned": entry.id in scheduler.pinned,
+        "keep_alive": entry.keep_alive,
+        "running": dev.busy.get(entry.id, 0),
+        "queued": dev.queue.count(entry.id),
+        "executor": entry.executor,
+    }
+    if r is not None:
+        out.update(footprint=r.footprint, load_seconds=round(r.load_seconds, 4))
+        worker = dev.workers.get(entry.id)
+        if worker is not None:
+            out["pid"] = worker.pid
+    return out
 
-    def model_state(self: Scheduler, entry: ModelEntry) -> dict:
-        dev = self._dev(entry)
-        r = dev.ledger.resident.get(entry.id)
-        out = {
-            "model": entry.id,
-            "device": dev.name,
-            "loaded": r is not None,
-            "pinned": entry.id in self._pinned,
-            "keep_alive": entry.keep_alive,
-            "running": dev.busy.get(entry.id, 0),
-            "queued": dev.queue.count(entry.id),
-        }
-        if r is not None:
-            out.update(footprint=r.footprint, load_seconds=round(r.load_seconds, 4))
-        return out
 
-    def snapshot(self: Scheduler) -> dict:
-        """Devices with budget, used and free; resident models; queues; running items."""
-        now, wall = time.monotonic(), time.time()
-        devices = []
-        for name, dev in self.devices.items():
-            ledger = dev.ledger
-            resident = []
-            for r in sorted(ledger.resident.values(), key=lambda r: r.loaded_at):
-                entry = self.registry.entries.get(r.model)
-                resident.append(
-                    {
-                        "model": r.model,
-                        "footprint": r.footprint,
-                        "estimate": r.estimate,
-                        "measured": r.measured,
-                        "load_seconds": round(r.load_seconds, 4),
-                        "loaded_at": r.loaded_wall,
-                        "last_used": wall - (now - r.last_used),
-                        "idle_seconds": round(now - r.last_used, 3),
-                        "pinned": r.pinned,
-                        "keep_alive": entry.keep_alive if entry else None,
-                        "running": dev.busy.get(r.model, 0),
-                        "queued": dev.queue.count(r.model),
-                        "evicting": r.evicting,
-                    }
-                )
-            queued = self.policy.order(list(dev.queue), ledger.resident, now)
-            devices.append(
+def snapshot(scheduler: Scheduler) -> dict:
+    """Devices with budget, used and free; resident models; queues; running items."""
+    now, wall = time.monotonic(), time.time()
+    devices = []
+    for name, dev in scheduler.devices.items():
+        ledger = dev.ledger
+        resident = []
+        for r in sorted(ledger.resident.values(), key=lambda r: r.loaded_at):
+            entry = scheduler.registry.entries.get(r.model)
+            worker = dev.workers.get(r.model)
+            resident.append(
                 {
-                    "name": name,
-                    "kind": dev.info.kind,
-                    "available": dev.info.available,
-                    "reason": dev.info.reason or None,
-                    "parallel": dev.parallel,
-                    "total": dev.info.total,
-                    "budget": ledger.budget,
-                    "headroom": dev.info.headroom,
-                    "used": ledger.used,
-                    "reserved": sum(ledger.reserved.values()),
-                    "free": None if ledger.budget is None else ledger.budget - ledger.held,
-                    "peak": ledger.peak,
-                    "loading": dev.loading,
-                    "resident": resident,
-                    "queue": {"depth": len(dev.queue), "by_model": dev.queue.depth()},
-                    "running": [i.describe(now) for i in dev.running.values()],
-                    "queued": [i.describe(now) for i in queued[:100]],
+                    "model": r.model,
+                    "footprint": r.footprint,
+                    "estimate": r.estimate,
+                    "measured": r.measured,
+                    "load_seconds": round(r.load_seconds, 4),
+                    "loaded_at": r.loaded_wall,
+                    "last_used": wall - (now - r.last_used),
+                    "idle_seconds": round(now - r.last_used, 3),
+                    "pinned": r.pinned,
+                    "keep_alive": entry.keep_alive if entry else None,
+                    "running": dev.busy.get(r.model, 0),
+                    "queued": dev.queue.count(r.model),
+                    "evicting": r.evicting,
+                    "executor": worker.executor if worker is not None else None,
+                    "pid": worker.pid if worker is not None else None,
                 }
             )
-        return {
-            "policy": self.policy.name,
-            "max_age": self.config.scheduler.max_age,
-            "auto_device": self._auto,
-            "pinned": sorted(self._pinned),
-            "devices": devices,
-        }
+        queued = scheduler.policy.order(list(dev.queue), ledger.resident, now)
+        devices.append(
+            {
+                "name": name,
+                "kind": dev.info.kind,
+                "available": dev.info.available,
+                "reason": dev.info.reason or None,
+                "parallel": dev.parallel,
+                "total": dev.info.total,
+                "budget": ledger.budget,
+                "headroom": dev.info.headroom,
+                "used": ledger.used,
+                "reserved": sum(ledger.reserved.values()),
+                "free": None if ledger.budget is None else ledger.budget - ledger.held,
+                "peak": ledger.peak,
+                "loading": dev.loading,
+                "resident": resident,
+                "queue": {"depth": len(dev.queue), "by_model": dev.queue.depth()},
+                "running": [i.describe(now) for i in dev.running.values()],
+                "queued": [i.describe(now) for i in queued[:100]],
+            }
+        )
+    return {
+        "policy": scheduler.policy.name,
+        "max_age": scheduler.config.scheduler.max_age,
+        "auto_device": scheduler.auto_device,
+        "pinned": sorted(scheduler.pinned),
+        "devices": devices,
+    }

@@ -65,6 +65,9 @@ class MockProvider(Provider):
     parameters: ClassVar[frozenset[str]] = frozenset(
         {"response_format", "presence_penalty", "frequency_penalty", "tools"}
     )
+    #: No weights and no native code: a worker process would only add its start-up to each load.
+    #: A model can still ask for one (``executor = "subprocess"``), as the crash tests do.
+    executor: ClassVar[str | None] = "inprocess"
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

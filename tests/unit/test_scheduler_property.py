@@ -166,13 +166,13 @@ async def scenario(ops, policy: str) -> None:
                 assert isinstance(t.exception(), LoomError), repr(t.exception())
         # loads started for items whose clients left, and keep-alive-0 unloads, finish on their own
         deadline = time.monotonic() + 10
-        while s._tasks and time.monotonic() < deadline:
+        while s.tasks and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.005)
 
         # nothing lost: no item queued or running, no reservation, no load in flight
         dev = s.devices["cpu"]
-        assert len(dev.queue) == 0 and not dev.running and not dev.busy and not s._items
+        assert len(dev.queue) == 0 and not dev.running and not dev.busy and not s.dispatcher.items
         assert dev.ledger.reserved == {} and dev.loading is None
         # the ledger never went over budget
         assert dev.ledger.peak <= BUDGET

@@ -1,0 +1,359 @@
+"""Queues and dispatch: admission, the per-device queues, and deciding what starts.
+
+Every provider call becomes a :class:`WorkItem` on its device's queue. A dispatch pass per device
+(run on the event loop whenever something changed) asks the policy for the order, starts what may
+start on its model's worker, and asks residency for a load (with the evictions it needs) when the
+next item's model is not resident. Each item is settled exactly once: finished, failed or
+cancelled, started or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from loom.sdk.errors import Cancelled, OutOfMemory, ProviderTimeout, QueueFull, Unavailable, WorkerCrashed
+from loom.sdk.protocols import RunContext
+
+from .. import credentials
+from ..config import Config
+from ..models import ModelEntry
+from .events import EventBus
+from .execution import END, Execution
+from .metrics import SchedulerMetrics
+from .oom import as_loom_error
+from .policy import Decision, Policy
+from .queues import Priority, State, WorkItem
+from .residency import Residents
+from .state import DeviceState
+from .tasks import TaskSet
+
+log = logging.getLogger("loom.scheduler")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        devices: Mapping[str, DeviceState],
+        policy: Policy,
+        residents: Residents,
+        execution: Execution,
+        events: EventBus,
+        metrics: SchedulerMetrics,
+        tasks: TaskSet,
+        slots: Callable[[ModelEntry], int],
+    ) -> None:
+        self.config = config
+        self.devices = devices
+        self.policy = policy
+        self.residents = residents
+        self.execution = execution
+        self.events = events
+        self.metrics = metrics
+        self.tasks = tasks
+        self.slots = slots
+        self.items: dict[str, WorkItem] = {}
+        self.closed = False
+        self._seq = itertools.count()
+        self._run_seconds: dict[str, float] = {}  # moving average per model, for Retry-After
+
+    # --- admission ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        dev: DeviceState,
+        entry: ModelEntry,
+        call: Any,
+        priority: Priority,
+        ctx: RunContext | None,
+        *,
+        stream: bool = False,
+        kind: str = "run",
+    ) -> WorkItem:
+        if self.closed:
+            raise Unavailable("Loom is shutting down")
+        if not dev.info.available:
+            raise Unavailable(f"model '{entry.id}' is placed on {dev.name}, which is not available: {dev.info.reason}")
+        if kind == "run":
+            limit = entry.config.max_queue or self.config.daemon.limits.max_queue
+            if self.waiting(dev, entry) >= limit:
+                self.metrics.rejected.labels(entry.id, "queue_full").inc()
+                raise QueueFull(
+                    f"The queue for model '{entry.id}' is full ({limit} waiting); retry later",
+                    retry_after=self._retry_after(dev, entry),
+                )
+        if ctx is None:
+            ctx = RunContext(device=dev.name)
+        ctx.device = dev.name
+        if not ctx.credentials:  # a /v1 request's upstream keys (X-...-API-Key), for this call only
+            ctx.credentials = credentials.current()
+        item = WorkItem(
+            entry=entry,
+            device=dev.name,
+            priority=Priority(priority),
+            call=call,
+            ctx=ctx,
+            seq=next(self._seq),
+            stream=stream,
+            kind=kind,
+        )
+        ctx.work_id = item.id
+        if kind == "run":
+            self.policy.arrived(entry.id, item.enqueued)
+        dev.queue.push(item)
+        self.items[item.id] = item
+        if not item.internal:
+            self.events.emit("queued", item, depth=dev.queue.count(entry.id))
+        self.kick(dev)
+        return item
+
+    def waiting(self, dev: DeviceState, entry: ModelEntry) -> int:
+        """Queued items of ``entry`` beyond its free slots (those will start as soon as it is
+        dispatched): what admission control bounds."""
+        free = max(0, self.slots(entry) - dev.busy.get(entry.id, 0))
+        return max(0, dev.queue.count(entry.id) - free)
+
+    def _retry_after(self, dev: DeviceState, entry: ModelEntry) -> float:
+        per_item = self._run_seconds.get(entry.id, 1.0)
+        return max(1.0, per_item * dev.queue.count(entry.id) / self.slots(entry))
+
+    async def wait_started(self, item: WorkItem) -> None:
+        timeout = self.config.daemon.limits.queue_timeout
+        try:
+            await asyncio.wait([item.started], timeout=timeout)
+        except asyncio.CancelledError:
+            self.abandon(item)
+            raise
+        if not item.started.done():
+            error = Unavailable(f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later")
+            self.drop(item, error, "failed", reason="queue_timeout")
+            raise error
+        item.started.result()  # raises what kept it from starting
+
+    # --- ending work that did not run -------------------------------------------------------------
+
+    def abandon(self, item: WorkItem, reason: str = "client went away") -> None:
+        if item.state is State.QUEUED:
+            self.drop(item, Cancelled(f"cancelled: {reason}"), "cancelled", reason=reason)
+        elif item.state is State.RUNNING:
+            item.ctx.cancel()
+
+    def cancel(self, item_id: str) -> bool:
+        """Cancel queued (removed, never run) or running (``ctx.cancel()``) work by id."""
+        item = self.items.get(item_id)
+        if item is None or item.internal:
+            return False
+        if item.state is State.QUEUED:
+            self.drop(item, Cancelled(f"work {item_id} was cancelled"), "cancelled", reason="by_id")
+        else:
+            item.ctx.cancel()
+        return True
+
+    def drop(self, item: WorkItem, error: Exception, event: str, **fields) -> None:
+        """End a queued item without running it."""
+        dev = self.devices[item.device]
+        dev.queue.remove(item)
+        item.state = State.DONE
+        item.outcome = "cancelled" if event == "cancelled" else "failed"
+        self.items.pop(item.id, None)
+        for fut in (item.started, item.done):
+            if not fut.done():
+                fut.set_exception(error)
+        if not item.internal:
+            self.metrics.items.labels(item.model, item.outcome).inc()
+            self.events.emit(event, item, error=getattr(error, "message", str(error)), ran=False, **fields)
+        self.kick(dev)
+
+    def drop_model(self, entry: ModelEntry, error: Exception) -> None:
+        """End every queued item of ``entry`` (a model being removed)."""
+        for item in [i for i in self.items.values() if i.entry is entry and i.state is State.QUEUED]:
+            self.drop(item, error, "cancelled", reason="model_removed")
+
+    def forget(self, model: str) -> None:
+        self._run_seconds.pop(model, None)
+
+    def shutdown(self) -> None:
+        """Refuse new work, end queued items, and cancel running ones."""
+        self.closed = True
+        for item in list(self.items.values()):
+            if item.state is State.QUEUED:
+                self.drop(item, Unavailable("Loom is shutting down"), "cancelled", reason="shutdown")
+            else:
+                item.ctx.cancel()
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def kick(self, dev: DeviceState) -> None:
+        """Dispatch ``dev`` soon (once, however many things changed in this turn of the loop)."""
+        if not dev.dispatch_pending:
+            dev.dispatch_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch, dev)
+
+    def _dispatch(self, dev: DeviceState) -> None:
+        dev.dispatch_pending = False
+        waiters, dev.waiters = dev.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        if self.closed:
+            return
+        while True:
+            now = time.monotonic()
+            for item in self.policy.order(list(dev.queue), dev.ledger.resident, now):
+                decision = self._decide(dev, item, now)
+                if decision in (Decision.START, Decision.DONE, Decision.LOADING):
+                    break  # state changed: order again
+                if self.policy.blocks(decision):
+                    return
+            else:
+                return
+
+    def _decide(self, dev: DeviceState, item: WorkItem, now: float) -> Decision:
+        m, entry = item.model, item.entry
+        if m in dev.draining:
+            return Decision.WAIT_MODEL
+        r = dev.ledger.resident.get(m)
+        if r is not None and not r.evicting:
+            if item.kind == "load":
+                self._settle(dev, item)
+                return Decision.DONE
+            if dev.busy.get(m, 0) >= self.slots(entry):
+                return Decision.WAIT_MODEL
+            if not dev.parallel and dev.active() - {m}:
+                return Decision.WAIT_DEVICE
+            self._start(dev, item, now)
+            return Decision.START
+        if dev.loading == m:
+            return Decision.WAIT_MODEL
+        if r is not None or dev.loading is not None or dev.op_lock.locked():
+            return Decision.WAIT_DEVICE
+        if not dev.parallel and dev.active():
+            return Decision.WAIT_DEVICE
+        try:
+            plan = self.residents.plan(dev, entry, now)
+        except Exception as e:  # the provider could not even estimate (a missing file, ...)
+            self.drop(item, as_loom_error(e, m, dev.name, "estimate"), "failed", stage="estimate")
+            return Decision.DONE
+        if plan.verdict == "never":
+            self.drop(item, OutOfMemory(plan.reason), "failed", stage="admission")
+            return Decision.DONE
+        if plan.verdict == "wait":
+            return Decision.WAIT_DEVICE
+        hold = self.policy.grace(item, plan.victims, now)
+        if hold > 0:
+            self._arm(dev, hold)
+            return Decision.WAIT_GRACE
+        self.residents.begin(dev, entry, plan)
+        self.tasks.spawn(self._load(dev, item, plan))
+        return Decision.LOADING
+
+    async def _load(self, dev: DeviceState, item: WorkItem, plan) -> None:
+        entry = item.entry
+        try:
+            await self.residents.load(dev, entry, plan)
+        except BaseException as e:
+            err = as_loom_error(e, entry.id, dev.name, "load")
+            if item.state is State.QUEUED:
+                self.drop(item, err, "failed", stage="load")
+            else:
+                self.events.emit("failed", model=entry.id, device=dev.name, stage="load", error=err.message)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+
+    def _arm(self, dev: DeviceState, delay: float) -> None:
+        if dev.grace_timer is not None:
+            dev.grace_timer.cancel()
+        dev.grace_timer = asyncio.get_running_loop().call_later(delay, self.kick, dev)
+
+    def _settle(self, dev: DeviceState, item: WorkItem) -> None:
+        """An explicit load whose model is resident: done without running anything."""
+        dev.queue.remove(item)
+        item.state = State.DONE
+        item.outcome = "finished"
+        self.items.pop(item.id, None)
+        item.started.set_result(None)
+        item.done.set_result(None)
+
+    def _start(self, dev: DeviceState, item: WorkItem, now: float) -> None:
+        m = item.model
+        dev.queue.remove(item)
+        item.state = State.RUNNING
+        item.started_at = now
+        dev.running[item.id] = item
+        dev.busy[m] += 1
+        r = dev.ledger.resident[m]
+        r.last_used = now
+        r.last_priority = int(item.priority)
+        item.started.set_result(None)
+        waited = now - item.enqueued
+        self.metrics.wait.labels(dev.name, item.priority.name.lower()).observe(waited)
+        self.events.emit("started", item, waited=round(waited, 4))
+        self.tasks.spawn(self._run(dev, item))
+
+    async def _run(self, dev: DeviceState, item: WorkItem) -> None:
+        t0 = time.monotonic()
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result, error = await self.execution.execute(dev, item)
+        except BaseException:  # the task was cancelled: only at shutdown
+            item.ctx.cancel()
+            error = Cancelled("cancelled: Loom is shutting down")
+            raise
+        finally:
+            self._finish(dev, item, result, error, time.monotonic() - t0)
+
+    def _finish(self, dev: DeviceState, item: WorkItem, result: Any, error: BaseException | None, seconds: float):
+        m = item.model
+        now = time.monotonic()
+        dev.running.pop(item.id, None)
+        dev.busy[m] -= 1
+        if dev.busy[m] <= 0:
+            del dev.busy[m]
+        r = dev.ledger.resident.get(m)
+        if r is not None:
+            r.last_used = now
+        if not dev.busy.get(m) and not dev.queue.count(m):
+            self.policy.idle(m, now)
+        item.state = State.DONE
+        self.items.pop(item.id, None)
+        if error is None:
+            outcome = "finished"
+            avg = self._run_seconds.get(m)
+            self._run_seconds[m] = seconds if avg is None else 0.8 * avg + 0.2 * seconds
+            if not item.stream:
+                self.metrics.count_output(m, result)
+        elif isinstance(error, Cancelled) or (item.ctx.cancelled and not _is_failure(error)):
+            outcome = "cancelled"
+            error = error if isinstance(error, Cancelled) else Cancelled("cancelled")
+        else:
+            outcome = "failed"
+            error = as_loom_error(error, m, dev.name, "run")
+        item.outcome = outcome
+        self.metrics.run.labels(m).observe(seconds)
+        self.metrics.items.labels(m, outcome).inc()
+        fields: dict[str, Any] = {"seconds": round(seconds, 4), "ran": True}
+        if error is not None:
+            fields["error"] = getattr(error, "message", str(error))
+        self.events.emit(outcome, item, **fields)
+        if item.stream:
+            item.chunks.put_nowait((END, error))
+        if error is None:
+            item.done.set_result(result)
+        else:
+            item.done.set_exception(error)
+        if item.entry.keep_alive == 0:
+            self.tasks.spawn(self.residents.expire(dev, m))
+        self.kick(dev)
+
+
+def _is_failure(error: BaseException) -> bool:
+    """Errors that stay failures even when the call was also cancelled: its worker crashed or
+    hung (the client should hear why, not "cancelled")."""
+    return isinstance(error, (WorkerCrashed, ProviderTimeout))
