@@ -16,12 +16,22 @@ _WORDS = re.compile(
 )
 
 
+def class_names(error: BaseException) -> list[str]:
+    """The error's class names, most specific first; for an error raised in a worker process,
+    the names of the original classes (``RemoteError.names``)."""
+    names = getattr(error, "names", None)
+    if isinstance(names, list) and names:
+        return names
+    return [cls.__name__ for cls in type(error).__mro__]
+
+
 def is_oom(error: BaseException) -> bool:
     if isinstance(error, (OutOfMemory, MemoryError)):
         return True
     if isinstance(error, (Cancelled, InvalidRequest, asyncio.CancelledError)):
         return False
-    if any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__):
+    names = class_names(error)
+    if "OutOfMemoryError" in names or "MemoryError" in names:
         return True  # torch.cuda.OutOfMemoryError / torch.OutOfMemoryError, by name
     return bool(_WORDS.search(str(error)))
 
@@ -30,14 +40,14 @@ def as_loom_error(error: BaseException, model: str, device: str, stage: str) -> 
     """What the client sees: Loom errors as they are, OOM as 503, anything else as a 502."""
     if isinstance(error, OutOfMemory):
         return error
+    name = class_names(error)[0]
     if is_oom(error):
         e = OutOfMemory(
-            f"model '{model}' ran out of memory on {device} at {stage}, even after evicting "
-            f"other models: {type(error).__name__}: {error}"
+            f"model '{model}' ran out of memory on {device} at {stage}, even after evicting other models: {name}: {error}"
         )
     elif isinstance(error, LoomError):
         return error
     else:
-        e = ProviderError(f"model '{model}' failed at {stage}: {type(error).__name__}: {error}")
+        e = ProviderError(f"model '{model}' failed at {stage}: {name}: {error}")
     e.__cause__ = error
     return e

@@ -215,7 +215,7 @@ class ProcessWorker:
     def _received(self, data: bytes) -> None:
         try:
             messages = self._reader.feed(data)
-        except (msgspec.DecodeError, ValueError) as e:
+        except Exception as e:  # a corrupt frame: nothing after it can be trusted
             self.kill(f"it sent an unreadable message: {e}")
             return
         for message in messages:

@@ -159,7 +159,7 @@ class FrameReader:
             end = start + 4 + size
             if len(buf) < end:
                 break
-            out.append(self._decoder.decode(memoryview(buf)[start + 4 : end]))
+            out.append(self._decoder.decode(buf[start + 4 : end]))  # a copy: Raw values point into it
             start = end
         if start:
             del buf[:start]

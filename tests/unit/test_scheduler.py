@@ -896,7 +896,9 @@ async def test_cuda_devices_through_torch(monkeypatch):
     config = Config(scheduler=SchedulerConfig(devices={"cuda:0": DeviceBudget(budget="50%", headroom="512MiB")}))
     registry = ModelRegistry()
     registry.add(gpu)
-    s = Scheduler(config, registry)
+    from loom.daemon.workers.nvml import Nvml
+
+    s = Scheduler(config, registry, nvml=Nvml(object()))  # no NVML: torch is asked
     async with running(s):
         assert s.device_of(gpu) == "cuda:0"
         cuda = s.devices["cuda:0"]
