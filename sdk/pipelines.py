@@ -154,6 +154,9 @@ class Pipeline(abc.ABC):
     name: ClassVar[str]
     Params: ClassVar[type[Struct]]
     description: ClassVar[str] = ""
+    #: A model call whose worker process crashed (``WorkerCrashed``) is run again this many times
+    #: before the step fails: the crash took the model down and the next call reloads it.
+    worker_crash_retries: ClassVar[int] = 2
 
     @abc.abstractmethod
     async def run(self, params: Any, ctx: PipelineContext) -> Any:

@@ -10,6 +10,7 @@ step: a resumed job runs ``Pipeline.run`` from the top and finished steps return
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import mimetypes
@@ -36,6 +37,7 @@ from ..records import RecordStore
 from ..routing import ModelRouter
 from ..scheduler import Priority
 from . import search
+from .retry import DEFAULT_RETRIES, retrying_crashes
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -86,6 +88,9 @@ class JobContext:
         self.failed_step: str | None = None
         self._seen_steps: set[str] = set()
         self._calls: set[RunContext] = set()
+        info = getattr(runner, "pipelines", {}).get(self.pipeline)
+        #: Model calls whose worker crashed are run again this many times (see ``retry``).
+        self.crash_retries: int = getattr(info.cls if info else None, "worker_crash_retries", DEFAULT_RETRIES)
 
     # --- durability -------------------------------------------------------------------------
 
@@ -249,15 +254,24 @@ class JobContext:
     def _run_context(self) -> RunContext:
         return RunContext(credentials=self.credentials)
 
+    def _before_retry(self, model: str, attempt: int, error: Exception) -> None:
+        self.check()
+        log.warning("job %s: %s; running the call again (retry %d)", self.job_id, error, attempt)
+        self.emit("retry", {"model": model, "attempt": attempt, "error": getattr(error, "message", str(error))})
+
     async def _run(self, model: str, capability: Capability, call: calls.Call) -> Any:
         self.check()
-        rc = self._run_context()
-        self._calls.add(rc)
         started = time.perf_counter()
-        try:
-            entry, result = await self.services.router.run(model, capability, call, priority=Priority.PIPELINE, ctx=rc)
-        finally:
-            self._calls.discard(rc)
+
+        async def once():
+            rc = self._run_context()
+            self._calls.add(rc)
+            try:
+                return await self.services.router.run(model, capability, call, priority=Priority.PIPELINE, ctx=rc)
+            finally:
+                self._calls.discard(rc)
+
+        entry, result = await retrying_crashes(once, self.crash_retries, functools.partial(self._before_retry, model))
         self.usage.call(entry.id, capability.value, time.perf_counter() - started)
         return result
 
@@ -268,24 +282,30 @@ class JobContext:
         except msgspec.ValidationError as e:
             raise InvalidRequest(f"invalid chat request from pipeline: {e}") from None
         capability = Capability.VISION if req.has_images() else Capability.CHAT
-        rc = self._run_context()
-        self._calls.add(rc)
         started = time.perf_counter()
-        text: list[str] = []
-        prompt_tokens = completion_tokens = 0
-        try:
-            entry, chunks = await self.services.router.stream(
-                model, capability, calls.Chat(request=req), priority=Priority.PIPELINE, ctx=rc
-            )
+
+        async def once():
+            rc = self._run_context()
+            self._calls.add(rc)
+            text: list[str] = []
+            prompt_tokens = completion_tokens = 0
             try:
-                async for chunk in chunks:
-                    text.append(chunk.text)
-                    prompt_tokens = chunk.prompt_tokens or prompt_tokens
-                    completion_tokens = chunk.completion_tokens or completion_tokens
+                entry, chunks = await self.services.router.stream(
+                    model, capability, calls.Chat(request=req), priority=Priority.PIPELINE, ctx=rc
+                )
+                try:
+                    async for chunk in chunks:
+                        text.append(chunk.text)
+                        prompt_tokens = chunk.prompt_tokens or prompt_tokens
+                        completion_tokens = chunk.completion_tokens or completion_tokens
+                finally:
+                    await chunks.aclose()
             finally:
-                await chunks.aclose()
-        finally:
-            self._calls.discard(rc)
+                self._calls.discard(rc)
+            return entry, text, prompt_tokens, completion_tokens
+
+        retry = functools.partial(self._before_retry, model)
+        entry, text, prompt_tokens, completion_tokens = await retrying_crashes(once, self.crash_retries, retry)
         self.usage.call(entry.id, capability.value, time.perf_counter() - started, prompt_tokens, completion_tokens)
         return "".join(text)
 
