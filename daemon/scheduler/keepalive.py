@@ -27,7 +27,7 @@ class KeepAliveTimer:
         quiet = logging.getLogger("apscheduler.executors")  # it logs every run at INFO
         if quiet.level == logging.NOTSET:
             quiet.setLevel(logging.WARNING)
-        self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=datetime.timezone.utc)
+        self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=datetime.UTC)
         self._aps.add_job(
             self.job,
             "interval",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from loom.sdk.errors import OutOfMemory
 
+
 @dataclass(eq=False)
 class Residency:
     """One resident model."""

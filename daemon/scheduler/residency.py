@@ -367,7 +367,9 @@ class Residents:
     async def expire_idle(self, now: float | None = None) -> list[str]:
         """Unload every model idle longer than its keep-alive; returns their ids."""
         now = time.monotonic() if now is None else now
-        due = [(dev, m) for dev in self.devices.values() for m in list(dev.ledger.resident) if self.expired(dev, m, now)]
+        due = [
+            (dev, m) for dev in self.devices.values() for m in list(dev.ledger.resident) if self.expired(dev, m, now)
+        ]
         return [m for dev, m in due if await self.expire(dev, m, now)]
 
     # --- seeing it ------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
-
 from loom.sdk.calls import Call
 from loom.sdk.errors import ProviderError, WorkerCrashed
 from loom.sdk.protocols import RunContext
@@ -32,8 +31,8 @@ from .wire import (
     Cancel,
     Chunk,
     Failed,
-    FrameReader,
     Framer,
+    FrameReader,
     FromWorker,
     Load,
     Loaded,
@@ -194,7 +193,9 @@ class ProcessWorker:
         if detail:
             log.log(logging.INFO if reason == "stopped" else logging.WARNING, "model %s: %s", self.model, detail)
         stage = "while loading" if not self._load.done() else "while serving"
-        error = WorkerCrashed(f"model '{self.model}' {'crashed' if reason == 'crashed' else 'ended'} {stage}: its {detail or what}")
+        error = WorkerCrashed(
+            f"model '{self.model}' {'crashed' if reason == 'crashed' else 'ended'} {stage}: its {detail or what}"
+        )
         if not self._load.done():
             self._load.set_exception(error)
         for pending in list(self._pending.values()):

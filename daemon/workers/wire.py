@@ -22,10 +22,9 @@ import traceback
 from typing import Any
 
 import msgspec
-from msgspec import Raw, Struct
-
 from loom.sdk import errors as loom_errors
 from loom.sdk.calls import ProviderCall
+from msgspec import Raw, Struct
 
 from .base import LoadReport, WorkerMemory, WorkerSpec
 
@@ -212,9 +211,7 @@ def error_info(error: BaseException) -> ErrorInfo:
     names = [cls.__name__ for cls in type(error).__mro__ if cls not in (BaseException, object)]
     if isinstance(error, loom_errors.LoomError):
         # The nearest class the daemon knows: a plugin's own subclass travels as its base.
-        kind = next(
-            cls.__name__ for cls in type(error).__mro__ if getattr(loom_errors, cls.__name__, None) is cls
-        )
+        kind = next(cls.__name__ for cls in type(error).__mro__ if getattr(loom_errors, cls.__name__, None) is cls)
         return ErrorInfo(
             kind=kind,
             names=names,

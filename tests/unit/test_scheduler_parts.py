@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-
 from loom.daemon.config import Config, DaemonConfig, Limits
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler.devices import Device
@@ -147,7 +146,9 @@ async def test_load_plans_are_typed_and_say_why():
     resident(dev, "old", 150)
     resident(dev, "pinned", 100, pinned=True)
     plan = part.plan(dev, big, now)
-    assert plan.verdict == "never" and "needs 250 MiB but the cpu budget is 300 MiB, 100 MiB of it pinned" in plan.reason
+    assert (
+        plan.verdict == "never" and "needs 250 MiB but the cpu budget is 300 MiB, 100 MiB of it pinned" in plan.reason
+    )
     plan = part.plan(dev, b, now)
     assert plan.verdict == "go" and [v.model for v in plan.victims] == ["old"]
     dev.busy["old"] += 1
@@ -347,7 +348,9 @@ async def test_snapshot_shows_each_resident_models_worker():
     a = entry("a")
     registry = ModelRegistry()
     registry.add(a)
-    s = Scheduler(Config(scheduler=SchedulerConfig()), registry, executors={"fake": FakeExecutor()}, nvml=Nvml(object()))
+    s = Scheduler(
+        Config(scheduler=SchedulerConfig()), registry, executors={"fake": FakeExecutor()}, nvml=Nvml(object())
+    )
     await s.start()
     try:
         await s.load(a)

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from loom.daemon.scheduler.oom import as_loom_error, is_oom
-from loom.daemon.workers import WorkerSpec
-from loom.daemon.workers import wire
+from loom.daemon.workers import WorkerSpec, wire
 from loom.daemon.workers.base import qualified_name
 from loom.daemon.workers.process import ProcessExecutor
 from loom.sdk import calls
@@ -51,7 +49,9 @@ def test_frames_survive_any_split():
         wire.Run(4, calls.Describe(image=b"\x89PNG\x00", prompt="what")),
         wire.Run(5, calls.Score(image=b"\x00" * 70000, text="t")),  # bigger than any one read
         wire.Run(6, calls.Translate(texts=["x"], source="en", target="fr")),
-        wire.Run(7, calls.Complete(prompt="p", request=msgspec.convert({"model": "p", "prompt": "p"}, CompletionRequest))),
+        wire.Run(
+            7, calls.Complete(prompt="p", request=msgspec.convert({"model": "p", "prompt": "p"}, CompletionRequest))
+        ),
         wire.Cancel(1),
         wire.MemoryQuery(8),
         wire.Shutdown(9),
@@ -322,3 +322,37 @@ def test_the_worker_side_over_a_socketpair(worker_env):
     thread.join(5)
     assert code == [0]
     ours.close()
+
+
+PARENT = """
+import asyncio, sys
+sys.path.insert(0, {here!r})
+from test_workers import spec
+from loom.daemon.workers.process import ProcessExecutor
+
+async def main():
+    w = await ProcessExecutor().start_spec(spec())
+    print(w.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_dies_with_a_killed_daemon(worker_env):
+    """``kill -9`` of the daemon leaves no worker behind (the parent-death signal)."""
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.format(here=str(HERE))], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert alive(pid)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid)
+    finally:
+        parent.kill()
