@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("loom.workers")
 
 #: How long an unload may take before the worker is killed instead.
-STOP_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
 #: How long a worker that closed its socket may take to exit before it is killed.
 EXIT_GRACE = 5.0
 
