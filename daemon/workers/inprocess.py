@@ -76,7 +76,7 @@ class InProcessWorker:
             except Exception as e:
                 log.warning("%s: unload after a failed load raised %s: %s", self.model, type(e).__name__, e)
             self._pool.shutdown(wait=False)
-            self.exited.set_result(WorkerExit(reason="stopped", detail="its load failed"))
+            _resolve(self.exited, WorkerExit(reason="stopped", detail="its load failed"))
             raise
         seconds = time.monotonic() - t0
         after = self._probe.read()
@@ -197,8 +197,15 @@ class InProcessWorker:
         self._pool.shutdown(wait=False)
         freed = before - after if before is not None and after is not None else None
         result = WorkerExit(reason="stopped", freed=freed, detail=detail)
-        self.exited.set_result(result)
+        _resolve(self.exited, result)
         return result
+
+
+def _resolve(future: asyncio.Future, value: WorkerExit) -> None:
+    """Settle ``exited``; a worker stopped from another event loop than the one that started it
+    (a test fixture's teardown) finds that loop closed, and nothing is waiting there any more."""
+    if not future.done() and not future.get_loop().is_closed():
+        future.set_result(value)
 
 
 async def _iterate_async(produced: Any, ctx: RunContext) -> AsyncIterator[Any]:
