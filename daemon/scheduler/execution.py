@@ -57,20 +57,16 @@ class Execution:
             return await worker.call(item.call, item.ctx)
 
     async def _pump(self, worker: Worker, item: WorkItem, watchdog: Watchdog) -> None:
-        """Move a stream's chunks from the worker into ``item.chunks`` as they come."""
-        ctx, chunks, model = item.ctx, item.chunks, item.model
-        count = self.metrics.count_output
-        stream = worker.stream(item.call, ctx)
-        try:
-            async for chunk in stream:
-                if ctx.cancelled:
-                    raise Cancelled("cancelled")
-                item.yielded = True
-                watchdog.last = time.monotonic()
-                count(model, chunk)
-                chunks.put_nowait((CHUNK, chunk))
-        finally:
-            await stream.aclose()
+        """Pass a stream's chunks from the worker into ``item.chunks`` as they come."""
+        chunks, model, count, clock = item.chunks, item.model, self.metrics.count_output, time.monotonic
+
+        def sink(chunk: Any) -> None:
+            item.yielded = True
+            watchdog.last = clock()
+            count(model, chunk)
+            chunks.put_nowait((CHUNK, chunk))
+
+        await worker.feed(item.call, item.ctx, sink)
 
 
 class Watchdog:

@@ -18,6 +18,7 @@ from typing import Any
 from loom.sdk.protocols import RunContext
 
 from ..models import ModelEntry
+from ..workers.channel import Channel
 
 
 class Priority(enum.IntEnum):
@@ -63,7 +64,7 @@ class WorkItem:
     yielded: bool = False  # a stream produced its first chunk (no OOM retry after that)
     started: asyncio.Future = field(init=False)
     done: asyncio.Future = field(init=False)
-    chunks: asyncio.Queue | None = field(init=False, default=None)
+    chunks: Channel | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         loop = asyncio.get_running_loop()
@@ -72,7 +73,7 @@ class WorkItem:
         self.started.add_done_callback(_quiet)
         self.done.add_done_callback(_quiet)
         if self.stream:
-            self.chunks = asyncio.Queue()
+            self.chunks = Channel()
 
     @property
     def model(self) -> str:

@@ -115,9 +115,15 @@ class Worker(Protocol):
         that keeps its type name), :class:`~loom.sdk.errors.WorkerCrashed` when the worker dies
         meanwhile. ``ctx.cancel()`` stops it at the provider's next check."""
 
+    async def feed(self, work: Work, ctx: RunContext, sink: Callable[[Any], None]) -> None:
+        """Run a streaming call, calling ``sink(chunk)`` on the event loop for each chunk as the
+        provider produces it; returns when the call has ended (raises its error). ``sink`` must
+        not raise. This is what the scheduler uses: no queue and no task between the worker and
+        the client's stream."""
+
     def stream(self, work: Work, ctx: RunContext) -> AsyncIterator[Any]:
-        """Run a streaming call, yielding chunks as the provider produces them; closing the
-        iterator early cancels the call."""
+        """The same as an async iterator (``chunks_of(self.feed, work, ctx)``); closing it early
+        cancels the call and returns once the worker has stopped it."""
 
     async def memory(self) -> WorkerMemory:
         """Measure what the worker holds now."""
@@ -141,6 +147,29 @@ class Executor(Protocol):
 
     async def close(self) -> None:
         """Release what the executor holds itself (its workers are stopped by the scheduler)."""
+
+
+async def chunks_of(
+    feed: Callable[[Work, RunContext, Callable[[Any], None]], Any], work: Work, ctx: RunContext
+) -> AsyncIterator[Any]:
+    """A worker's ``feed`` as an async iterator of chunks."""
+    from .channel import Channel
+
+    channel = Channel()
+    end = object()
+    task = asyncio.ensure_future(feed(work, ctx, channel.put_nowait))
+    task.add_done_callback(lambda _: channel.put_nowait(end))
+    try:
+        while (chunk := await channel.get()) is not end:
+            yield chunk
+        task.result()  # raises the call's error
+    finally:
+        if not task.done():  # closed early: stop the call and wait until it has stopped
+            ctx.cancel()
+            try:
+                await task
+            except BaseException:  # its Cancelled, or whatever ended it
+                pass
 
 
 def qualified_name(obj: type) -> str:

@@ -15,7 +15,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,15 +23,13 @@ from loom.sdk.calls import CAPABILITY_METHODS, Call
 from loom.sdk.errors import Cancelled
 from loom.sdk.protocols import Provider, RunContext
 
-from .base import LoadReport, Work, WorkerExit, WorkerMemory
+from .base import LoadReport, Work, WorkerExit, WorkerMemory, chunks_of
 from .memory import MemoryProbe, probe_for
 
 if TYPE_CHECKING:
     from ..models import ModelEntry
 
 log = logging.getLogger("loom.workers")
-
-_CHUNK, _END = 0, 1
 
 
 class InProcessExecutor:
@@ -61,7 +59,6 @@ class InProcessWorker:
         name = "loom-" + model.replace("/", "-").replace(":", "")
         self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix=name)
         self._running: set[RunContext] = set()
-        self._killed = False
 
     async def _thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -110,60 +107,41 @@ class InProcessWorker:
         finally:
             self._running.discard(ctx)
 
-    async def stream(self, work: Work, ctx: RunContext) -> AsyncIterator[Any]:
+    async def feed(self, work: Work, ctx: RunContext, sink: Callable[[Any], None]) -> None:
         fn = as_function(work)
         self._running.add(ctx)
         try:
             if self._on_loop or inspect.iscoroutinefunction(fn):
-                async for chunk in _iterate_async(fn(self.provider, ctx), ctx):
-                    yield chunk
-                return
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue = asyncio.Queue()
-            put = queue.put_nowait
+                rest = fn(self.provider, ctx)
+            else:
+                loop = asyncio.get_running_loop()
 
-            def pump():
-                produced = fn(self.provider, ctx)
-                if inspect.isasyncgen(produced) or inspect.isawaitable(produced):
-                    return produced  # iterated on the loop
-                it = iter(produced)
-                try:
-                    for chunk in it:
-                        if ctx.cancelled:
-                            raise Cancelled("cancelled")
-                        loop.call_soon_threadsafe(put, (_CHUNK, chunk))
-                finally:
-                    close = getattr(it, "close", None)
-                    if close is not None:
-                        close()
-                return None
+                def pump():
+                    produced = fn(self.provider, ctx)
+                    if inspect.isasyncgen(produced) or inspect.isawaitable(produced):
+                        return produced  # iterated on the loop below
+                    it = iter(produced)
+                    try:
+                        for chunk in it:
+                            if ctx.cancelled:
+                                raise Cancelled("cancelled")
+                            loop.call_soon_threadsafe(sink, chunk)
+                    finally:
+                        close = getattr(it, "close", None)
+                        if close is not None:
+                            close()
+                    return None
 
-            done = asyncio.ensure_future(self._thread(pump))
-            done.add_done_callback(lambda _: put((_END, None)))
-            try:
-                while True:
-                    kind, chunk = await queue.get()
-                    if kind == _CHUNK:
-                        yield chunk
-                    else:
-                        break
-                rest = done.result()  # raises the generator's error
-                if rest is not None:
-                    async for chunk in _iterate_async(rest, ctx):
-                        yield chunk
-            finally:
-                if not done.done():
-                    # Closed early: stop the generator and wait for its thread, so the model's
-                    # slot is really free when this returns (unless the call hung and was killed:
-                    # then the thread is abandoned).
-                    ctx.cancel()
-                    if not self._killed:
-                        try:
-                            await done
-                        except BaseException:
-                            pass
+                # Chunks scheduled by the thread run before this await returns (FIFO).
+                rest = await self._thread(pump)
+            if rest is not None:
+                async for chunk in _iterate_async(rest, ctx):
+                    sink(chunk)
         finally:
             self._running.discard(ctx)
+
+    def stream(self, work: Work, ctx: RunContext) -> AsyncIterator[Any]:
+        return chunks_of(self.feed, work, ctx)
 
     async def memory(self) -> WorkerMemory:
         """What the load added to the process (measured then), and what the provider reports."""
@@ -178,7 +156,6 @@ class InProcessWorker:
 
     def kill(self, reason: str) -> None:
         log.warning("%s: cancelling its running calls (%s); a thread cannot be killed", self.model, reason)
-        self._killed = True
         for ctx in list(self._running):
             ctx.cancel()
 

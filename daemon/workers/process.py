@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
@@ -26,7 +26,7 @@ from loom.sdk.calls import Call
 from loom.sdk.errors import ProviderError, WorkerCrashed
 from loom.sdk.protocols import RunContext
 
-from .base import LoadReport, WorkerExit, WorkerMemory, WorkerSpec
+from .base import LoadReport, WorkerExit, WorkerMemory, WorkerSpec, chunks_of
 from .wire import (
     Cancel,
     Chunk,
@@ -87,25 +87,21 @@ class ProcessExecutor:
 
 
 class _Pending:
-    """One call in flight: where its answers go."""
+    """One call in flight: its context, how to decode its values, where its chunks go (a stream's
+    sink) and the future its end settles."""
 
-    __slots__ = ("ctx", "decoder", "future", "queue", "remove")
+    __slots__ = ("ctx", "decoder", "future", "remove", "sink")
 
-    def __init__(self, ctx: RunContext, decoder: msgspec.msgpack.Decoder, stream: bool) -> None:
+    def __init__(self, ctx: RunContext, decoder: msgspec.msgpack.Decoder, sink: Callable[[Any], None] | None) -> None:
         self.ctx = ctx
         self.decoder = decoder
-        self.queue: asyncio.Queue | None = asyncio.Queue() if stream else None
-        self.future: asyncio.Future | None = None if stream else asyncio.get_running_loop().create_future()
-        self.remove = lambda: None
+        self.sink = sink
+        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.remove: Callable[[], None] = lambda: None
 
     def fail(self, error: BaseException) -> None:
-        if self.queue is not None:
-            self.queue.put_nowait((_ERROR, error))
-        elif not self.future.done():
+        if not self.future.done():
             self.future.set_exception(error)
-
-
-_CHUNK, _END, _ERROR = 0, 1, 2
 
 
 class ProcessWorker:
@@ -222,19 +218,22 @@ class ProcessWorker:
         for message in messages:
             if isinstance(message, Chunk):
                 pending = self._pending.get(message.id)
-                if pending is not None and pending.queue is not None:
-                    pending.queue.put_nowait((_CHUNK, message.value))
+                if pending is not None and pending.sink is not None and not pending.future.done():
+                    try:
+                        pending.sink(pending.decoder.decode(message.value))
+                    except msgspec.DecodeError as e:
+                        pending.fail(ProviderError(f"model '{self.model}' sent a chunk that does not decode: {e}"))
             elif isinstance(message, Result):
                 pending = self._pending.get(message.id)
-                if pending is None:
+                if pending is None or pending.future.done():
                     continue
-                if pending.queue is not None:
-                    pending.queue.put_nowait((_END, None))
-                elif not pending.future.done():
+                if pending.sink is not None:
+                    pending.future.set_result(None)
+                else:
                     try:
                         pending.future.set_result(pending.decoder.decode(message.value))
                     except msgspec.DecodeError as e:
-                        pending.future.set_exception(ProviderError(f"model '{self.model}' answered {e}"))
+                        pending.fail(ProviderError(f"model '{self.model}' answered a value that does not decode: {e}"))
             elif isinstance(message, Progress):
                 pending = self._pending.get(message.id)
                 if pending is not None:
@@ -272,7 +271,7 @@ class ProcessWorker:
             decoder = self._decoders[type_] = msgspec.msgpack.Decoder(type_)
         return decoder
 
-    def _open(self, work: Any, ctx: RunContext, stream: bool) -> tuple[int, _Pending]:
+    def _open(self, work: Any, ctx: RunContext, sink: Callable[[Any], None] | None) -> tuple[int, _Pending]:
         if not isinstance(work, Call):
             raise ProviderError(
                 f"model '{self.model}' runs in a worker process, which takes provider calls as data "
@@ -281,7 +280,8 @@ class ProcessWorker:
         if self.exited.done():
             raise WorkerCrashed(f"model '{self.model}': {self.exited.result().detail}")
         call_id = next(self._ids)
-        pending = _Pending(ctx, self._decoder(work, stream), stream)
+        stream = sink is not None
+        pending = _Pending(ctx, self._decoder(work, stream), sink)
         self._pending[call_id] = pending
         try:
             self._send(Run(call_id, work, stream))
@@ -302,43 +302,23 @@ class ProcessWorker:
     # --- the Worker interface ---------------------------------------------------------------------
 
     async def call(self, work: Any, ctx: RunContext) -> Any:
-        call_id, pending = self._open(work, ctx, stream=False)
+        return await self._run(work, ctx, None)
+
+    async def feed(self, work: Any, ctx: RunContext, sink: Callable[[Any], None]) -> None:
+        await self._run(work, ctx, sink)
+
+    def stream(self, work: Any, ctx: RunContext) -> AsyncIterator[Any]:
+        return chunks_of(self.feed, work, ctx)
+
+    async def _run(self, work: Any, ctx: RunContext, sink: Callable[[Any], None] | None) -> Any:
+        call_id, pending = self._open(work, ctx, sink)
         try:
             return await pending.future
         except asyncio.CancelledError:
-            self._cancel(call_id)
+            self._cancel(call_id)  # the scheduler gave up on it (a hung call, shutdown)
             raise
         finally:
             pending.remove()
-            self._pending.pop(call_id, None)
-
-    async def stream(self, work: Any, ctx: RunContext) -> AsyncIterator[Any]:
-        call_id, pending = self._open(work, ctx, stream=True)
-        queue = pending.queue
-        assert queue is not None
-        decode = pending.decoder.decode
-        ended = False
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == _CHUNK:
-                    yield decode(value)
-                elif kind == _END:
-                    ended = True
-                    return
-                else:
-                    ended = True
-                    raise value
-        finally:
-            pending.remove()
-            if not ended and not self.exited.done():
-                # Closed early (the client went away): stop the generation and wait until the
-                # worker says it stopped, so the model's slot is really free when this returns.
-                self._cancel(call_id)
-                while True:
-                    kind, _ = await queue.get()
-                    if kind != _CHUNK:
-                        break
             self._pending.pop(call_id, None)
 
     async def memory(self) -> WorkerMemory:
