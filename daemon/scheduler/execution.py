@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from loom.sdk.errors import Cancelled, ProviderTimeout, WorkerCrashed
@@ -49,8 +50,13 @@ class Execution:
         worker = self.residents.worker(dev, item.model)
         if worker is None:  # its worker died between the start decision and now
             raise WorkerCrashed(f"model '{item.model}' is no longer loaded: its worker ended")
-        timeout = item.entry.call_timeout
-        with Watchdog(timeout, worker, item) as watchdog:
+        if worker.exited.done():  # it died a moment ago; its exit is being recorded
+            raise WorkerCrashed(f"model '{item.model}': {worker.exited.result().detail or 'its worker ended'}")
+
+        def lost(reason: str) -> None:
+            self.residents.lost(dev, item.model, worker, reason)
+
+        with Watchdog(item.entry.call_timeout, worker, item, lost) as watchdog:
             if item.stream:
                 await self._pump(worker, item, watchdog)
                 return None
@@ -75,10 +81,13 @@ class Watchdog:
     call fails with :class:`ProviderTimeout` (504). One timer per call, re-armed only when it
     fires early, so a token costs a clock read and nothing more."""
 
-    def __init__(self, timeout: float | None, worker: Worker, item: WorkItem) -> None:
+    def __init__(
+        self, timeout: float | None, worker: Worker, item: WorkItem, lost: Callable[[str], None] = lambda r: None
+    ) -> None:
         self.timeout = timeout
         self.worker = worker
         self.item = item
+        self.lost = lost
         self.last = time.monotonic()
         self.fired = False
         self._handle: asyncio.TimerHandle | None = None
@@ -103,7 +112,8 @@ class Watchdog:
         self.fired = True
         reason = f"a call to model '{self.item.model}' produced nothing for {self.timeout:g}s"
         log.warning("%s (%s); ending it", reason, self.item.id)
-        self.worker.kill(reason)
+        if self.worker.kill(reason):
+            self.lost(reason)
         if self._task is not None:
             self._task.cancel()
 

@@ -276,6 +276,17 @@ class Residents:
         )
         self.publish_memory(dev)
 
+    def lost(self, dev: DeviceState, m: str, worker: Worker, reason: str) -> None:
+        """Loom killed ``worker`` (a hung call): record the model unloaded now, before the process
+        is reaped, so the next request loads it again rather than landing on the dying worker."""
+        if dev.workers.get(m) is not worker:
+            return
+        del dev.workers[m]
+        r = dev.ledger.release(m)
+        if r is not None:
+            self._record_unload(dev, r, "killed", WorkerExit(reason="killed", signal="SIGKILL", detail=reason))
+        self.changed(dev)
+
     def _exited(self, dev: DeviceState, m: str, worker: Worker, done: asyncio.Future) -> None:
         """A worker ended. Unless this part stopped it, it crashed or was killed: the model is no
         longer resident (whatever was running on it has failed), and queued work reloads it."""

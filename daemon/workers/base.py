@@ -128,9 +128,9 @@ class Worker(Protocol):
     async def memory(self) -> WorkerMemory:
         """Measure what the worker holds now."""
 
-    def kill(self, reason: str) -> None:
-        """End the worker now (a hung call): a process is killed and its calls fail; a worker in
-        the daemon's process cannot be, and cancels its running calls instead."""
+    def kill(self, reason: str) -> bool:
+        """End the worker now (a hung call): a process is killed and its calls fail (True); a
+        worker in the daemon's process cannot be, and cancels its running calls instead (False)."""
 
     async def stop(self) -> WorkerExit:
         """Unload the model and end the worker (running calls should be finished first)."""

@@ -154,10 +154,11 @@ class InProcessWorker:
             return WorkerMemory(host=measured, reported=reported)
         return WorkerMemory(devices={} if measured is None else {self.device: measured}, reported=reported)
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: str) -> bool:
         log.warning("%s: cancelling its running calls (%s); a thread cannot be killed", self.model, reason)
         for ctx in list(self._running):
             ctx.cancel()
+        return False
 
     async def stop(self) -> WorkerExit:
         if self.exited.done():

@@ -335,15 +335,16 @@ class ProcessWorker:
         finally:
             self._requests.pop(request_id, None)
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: str) -> bool:
         if self._proc is None or self.exited.done():
-            return
+            return True
         if self._killed is None:
             self._killed = reason
         try:
             self._proc.kill()
         except ProcessLookupError:
             pass
+        return True
 
     async def stop(self) -> WorkerExit:
         if self.exited.done():

@@ -80,8 +80,9 @@ class FakeWorker:
     async def memory(self) -> WorkerMemory:
         return WorkerMemory(host=self.loaded.measured)
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: str) -> bool:
         self.killed.append(reason)
+        return False  # like a worker in process: it cannot end
 
     def crash(self) -> None:
         self.exited.set_result(WorkerExit(reason="crashed", returncode=-11, signal="SIGSEGV", detail="segfault"))
