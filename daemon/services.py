@@ -131,7 +131,7 @@ def build_services(
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     timers = Timers()
-    scheduler = Scheduler(config, registry)
+    scheduler = Scheduler(config, registry, timers=timers)
     router = ModelRouter(registry, scheduler)
     router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
     files = FileStore(data_dir)

@@ -29,12 +29,12 @@ from loom.sdk.protocols import Provider, RunContext
 
 from ..config import Config
 from ..models import ModelEntry, ModelRegistry
+from ..timers import Timers
 from ..workers import Executor, Work, make_executors
 from .devices import REMOTE, discover, normalize
 from .dispatch import Dispatcher
 from .events import EventBus
 from .execution import END, Execution
-from .keepalive import KeepAliveTimer
 from .ledger import Ledger
 from .metrics import SchedulerMetrics
 from .policy import Policy, make_policy
@@ -65,7 +65,10 @@ class Scheduler:
         policy: str | Policy | None = None,
         executors: Mapping[str, Executor] | None = None,
         nvml: Any = None,
+        timers: Timers | None = None,
     ) -> None:
+        """``timers`` is the daemon's timer service (the keep-alive sweep registers there and the
+        app starts it); without one the scheduler runs a timer service of its own."""
         self.config = config
         self.registry = registry
         self.policy = make_policy(config.scheduler.policy if policy is None else policy, config.scheduler.max_age)
@@ -100,17 +103,21 @@ class Scheduler:
             tasks=self.tasks,
             slots=self.slots,
         )
-        self._keep_alive = KeepAliveTimer(config.scheduler.keep_alive_interval, self.expire_idle)
+        self._own_timers = timers is None
+        self.timers = Timers() if timers is None else timers
+        self.timers.every(config.scheduler.keep_alive_interval, self.expire_idle, id="loom-keep-alive")
         self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the keep-alive timer and load pinned models in the background."""
+        """Load pinned models in the background (and start the keep-alive timer when the timer
+        service is the scheduler's own)."""
         self.dispatcher.closed = False
         self._started = True
         self.events._bind(again=True)
-        self._keep_alive.start()
+        if self._own_timers:
+            self.timers.start()
         for m in sorted(self.pinned):
             entry = self.registry.entries.get(m)
             if entry is not None:
@@ -120,7 +127,8 @@ class Scheduler:
         if self.dispatcher.closed:
             return
         self._started = False
-        self._keep_alive.stop()
+        if self._own_timers:
+            self.timers.stop()
         self.dispatcher.shutdown()
         await self.tasks.wait(timeout=10)
         await self.residents.unload_all("shutdown")
