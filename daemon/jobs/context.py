@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+
 from loom.sdk import calls
 from loom.sdk.errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound, ProviderError
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+
 from loom.sdk.errors import Cancelled
 from loom.sdk.protocols import Provider, RunContext
 

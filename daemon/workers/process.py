@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
+
 from loom.sdk.calls import Call
 from loom.sdk.errors import ProviderError, WorkerCrashed
 from loom.sdk.protocols import RunContext

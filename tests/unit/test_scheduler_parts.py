@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+
 from loom.daemon.config import Config, DaemonConfig, Limits
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler.devices import Device

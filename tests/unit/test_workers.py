@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+
 from loom.daemon.scheduler.oom import as_loom_error, is_oom
 from loom.daemon.workers import WorkerSpec, wire
 from loom.daemon.workers.base import qualified_name
@@ -328,6 +329,7 @@ PARENT = """
 import asyncio, sys
 sys.path.insert(0, {here!r})
 from test_workers import spec
+
 from loom.daemon.workers.process import ProcessExecutor
 
 async def main():

@@ -18,6 +18,7 @@ pytest.importorskip("torch")
 SCRIPT = r"""
 import json, sys
 import msgspec
+
 from loom.sdk import ModelSpec, RunContext
 from loom.sdk.types import CompletionRequest
 from loom.plugins.transformers import TransformersTextProvider
