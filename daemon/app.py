@@ -35,6 +35,7 @@ from .api import (
 )
 from .api import jobs as job_api
 from .api.auth import key_guard
+from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
 from .config import Config
 from .models import ModelRegistry
@@ -94,7 +95,7 @@ def app_for(services: Services) -> Litestar:
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[credentials.middleware],
+        middleware=[credentials.middleware, answer_when_cut(services.shutdown)],
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

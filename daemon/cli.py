@@ -12,11 +12,11 @@ from . import cli_models, cli_plugins, cli_run, cli_service
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
-    from .config import load_config
+    from .app import app_for
+    from .config import load_config, parse_duration
     from .config_file import ensure_config
+    from .serving import serve
+    from .services import build_services
 
     try:
         path, created = ensure_config(args.config)
@@ -26,19 +26,21 @@ def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         config = load_config(path, host=args.host, port=args.port, data_dir=args.data_dir)
-        app = create_app(config, config_path=path.resolve())
+        services = build_services(config, config_path=path.resolve())
+        app = app_for(services)
     except (ConfigError, PluginError) as e:
         print(f"loom: {e}", file=sys.stderr)
         return 2
     level = config.daemon.log_level
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    grace = parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
+    serve(
         app,
+        services,
         host=config.daemon.host,
         port=config.daemon.port,
         log_level=level,
-        access_log=level == "debug",
-        timeout_graceful_shutdown=5,
+        grace=3600.0 if grace is None else grace,
     )
     return 0
 

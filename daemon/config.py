@@ -70,6 +70,9 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: "lenient" leaves it out and names it in the ``x-loom-ignored`` response header.
     compat: Literal["strict", "lenient"] = "strict"
     image_urls: ImageURLs = field(default_factory=ImageURLs)
+    #: On SIGTERM, how long calls in flight get to finish before they are cut ("30s"); a second
+    #: SIGTERM (or Ctrl-C) ends the wait at once. The stores are flushed either way.
+    shutdown_grace: str | int | float = "30s"
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):
@@ -130,6 +133,9 @@ class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
     resume_interrupted: bool = True
     #: ... unless the job has already been run this many times (it may be what stopped the daemon).
     resume_limit: int = 3
+    #: SQLite ``synchronous`` for every store (jobs, records, responses, retrieval): "normal"
+    #: survives a daemon crash or kill, "full" a power cut too (see ``loom.daemon.durability``).
+    durability: Literal["normal", "full"] = "normal"
 
 
 class Config(Struct, forbid_unknown_fields=True, frozen=True):
@@ -191,6 +197,7 @@ def check_config(config: Config) -> None:
     parse_duration(config.scheduler.call_timeout, "$.scheduler.call_timeout")
     parse_duration(config.jobs.retention, "$.jobs.retention")
     parse_duration(config.jobs.cleanup_interval, "$.jobs.cleanup_interval")
+    parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
     for i, model in enumerate(config.models):
         parse_duration(model.keep_alive, f"$.models[{i}].keep_alive")
         if model.vram is not None:

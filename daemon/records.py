@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from loom.sdk.errors import InvalidRequest
+
+from .durability import Durability, connect
 
 COLLECTION = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 MAX_KEY = 200
@@ -29,13 +30,11 @@ def normalize_key(key: str) -> str:
 
 
 class RecordStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durability: Durability = "normal") -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute("pragma synchronous=normal")
+        self._db = connect(path, durability, isolation_level=None)
         self._db.execute(
             "create table if not exists records (collection text not null, key text not null, "
             "data text not null, created_at real not null, updated_at real not null, "

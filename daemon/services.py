@@ -40,6 +40,7 @@ from .records import RecordStore
 from .responses import ResponseStore
 from .routing import STATE_FILE, ModelRouter
 from .scheduler import Scheduler
+from .shutdown import Shutdown
 from .timers import Timers
 
 JOBS_DB = "loom.db"
@@ -75,6 +76,8 @@ class Services:
     #: Adds and removes models while running (``/admin/models``); it keeps the current
     #: ``[[models]]`` (``config`` is the config Loom started with).
     catalog: ModelCatalog
+    #: Set when shutdown begins; streams that only watch end on it (``GET /admin/events``).
+    shutdown: Shutdown
 
     def dependencies(self) -> dict[str, Provide]:
         """One provider per service, by field name: a handler asks for ``registry:
@@ -84,6 +87,13 @@ class Services:
     def lifespan(self, _app: object = None) -> AbstractAsyncContextManager[Services]:
         """The app's lifespan hook (Litestar passes the app)."""
         return self.running()
+
+    async def drain(self) -> None:
+        """Shutdown has begun (the server stopped accepting): stop running jobs, which are left
+        ``interrupted`` and resumable from their last finished step, and end the streams that
+        only watch, so calls in flight are all that is waited for. The lifespan closes the rest."""
+        self.shutdown.begin()
+        await self.runner.stop()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
@@ -140,9 +150,10 @@ def build_services(
     )
     # Remote providers check their options here: a bad one stops start-up with a ConfigError.
     health = ProviderHealth(registry, router, timers)
-    rag = RagStore(data_dir / RAG_DIR)
-    records = RecordStore(data_dir / RECORDS_DB)
-    job_store = JobStore(data_dir / JOBS_DB)
+    durability = config.jobs.durability
+    rag = RagStore(data_dir / RAG_DIR, durability=durability)
+    records = RecordStore(data_dir / RECORDS_DB, durability)
+    job_store = JobStore(data_dir / JOBS_DB, durability)
     pipeline_services = PipelineServices(
         router=router, registry=registry, routes=config.routes, files=files, rag=rag, records=records
     )
@@ -167,6 +178,7 @@ def build_services(
         intake=ChatIntake(
             registry, router, config.routes, files, ImageFetcher(config.daemon.image_urls), config.daemon.compat
         ),
-        responses=ResponseStore(data_dir / RESPONSES_DB),
+        responses=ResponseStore(data_dir / RESPONSES_DB, durability),
         catalog=catalog,
+        shutdown=Shutdown(),
     )

@@ -30,6 +30,7 @@ from loom.sdk.errors import NotFound
 
 from ..models import ModelRegistry
 from ..scheduler import Scheduler
+from ..shutdown import Shutdown
 from .body import BodyReader
 from .errors import validation_error
 from .respond import json_response
@@ -90,7 +91,9 @@ async def cancel_work(work_id: FromPath[str], scheduler: NamedDependency[Schedul
 
 
 @get("/events")
-async def scheduler_events(scheduler: NamedDependency[Scheduler]) -> ServerSentEvent:
+async def scheduler_events(
+    scheduler: NamedDependency[Scheduler], shutdown: NamedDependency[Shutdown]
+) -> ServerSentEvent:
     # Subscribe before answering, so nothing that happens after the response starts is missed.
     sub = scheduler.events.subscribe()
 
@@ -109,7 +112,8 @@ async def scheduler_events(scheduler: NamedDependency[Scheduler]) -> ServerSentE
         finally:
             sub.close()
 
-    return ServerSentEvent(stream(), headers={"cache-control": "no-cache"})
+    # It only watches: it ends when shutdown begins rather than hold the daemon for the grace period.
+    return ServerSentEvent(shutdown.until(stream()), headers={"cache-control": "no-cache"})
 
 
 @websocket("/ws")

@@ -38,6 +38,7 @@ from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner
 from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
+from ..shutdown import Shutdown
 from .body import BodyReader
 from .errors import validation_error
 from .respond import json_response
@@ -276,14 +277,17 @@ def _is_final(event: Event) -> bool:
 
 
 @get("/jobs/{job_id:str}/events")
-async def job_events(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> ServerSentEvent:
+async def job_events(
+    request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner], shutdown: NamedDependency[Shutdown]
+) -> ServerSentEvent:
     runner.get(job_id)
     header = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     try:
         after = max(0, int(header))
     except ValueError:
         raise InvalidRequest(f"Last-Event-ID must be an event id (an integer), got {header!r}") from None
-    return ServerSentEvent(_sse(runner, job_id, after), headers={"x-loom-job": job_id})
+    # It only watches: it ends when shutdown begins (the client reconnects with Last-Event-ID).
+    return ServerSentEvent(shutdown.until(_sse(runner, job_id, after)), headers={"x-loom-job": job_id})
 
 
 async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[ServerSentEventMessage]:

@@ -19,7 +19,6 @@ connection is shared behind a lock: the event loop and the clean-up job may both
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from typing import Any
 import msgspec
 from sqlite_utils import Database
 
+from ..durability import Durability, connect
 from . import search
 
 SCHEMA_VERSION = 1
@@ -64,17 +64,14 @@ class Event(msgspec.Struct, frozen=True):
 
 
 class JobStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durability: Durability = "normal") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self.db = Database(conn)
+        # WAL; "normal" survives a process crash, "full" a power cut too (see ..durability).
+        self.db = Database(connect(self.path, durability))
         self._lock = threading.RLock()
         self._seq: dict[str, int] = {}
         with self._lock:
-            self.db.enable_wal()
-            # WAL + NORMAL: a committed transaction survives a process crash (not a power cut).
-            self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
 
     def close(self) -> None:

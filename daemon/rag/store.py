@@ -35,6 +35,7 @@ import numpy as np
 
 from loom.sdk.errors import InvalidRequest, Unavailable
 
+from ..durability import Durability, check_durability
 from .index import FLAT, IVF_MIN, VectorIndex, build, empty, faiss_module, plan, unit_rows
 
 log = logging.getLogger("loom.rag")
@@ -95,7 +96,9 @@ def check_collection(collection: str) -> None:
 
 
 class RagStore:
-    def __init__(self, root: Path, *, ivf_min: int | None = None, use_faiss: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, ivf_min: int | None = None, use_faiss: bool = True, durability: Durability = "normal"
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         env = os.environ.get("LOOM_RAG_IVF_MIN")
@@ -106,9 +109,10 @@ class RagStore:
         self._lock = threading.RLock()  # the connection, and every write
         self._db = sqlite3.connect(str(self.root / "rag.db"), check_same_thread=False, timeout=30, isolation_level=None)
         # Big pages: a row holds a 2 KiB vector (512 floats), and 4 KiB pages would fit one row each.
+        # Set before WAL mode: a WAL database's page size is fixed once it is created.
         self._db.execute("pragma page_size=16384")  # takes effect on a new database only
         self._db.execute("pragma journal_mode=wal")
-        self._db.execute("pragma synchronous=normal")
+        self._db.execute(f"pragma synchronous={check_durability(durability).upper()}")
         self._db.executescript(_SCHEMA)
         self._indices: dict[tuple[str, str], _Index] = {}
         self._threads: set[threading.Thread] = set()

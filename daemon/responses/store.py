@@ -8,7 +8,6 @@ write is committed when it returns. One connection is shared behind a lock.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from sqlite_utils import Database
 from loom.sdk.errors import NotFound
 from loom.sdk.responses import ResponseObject
 from loom.sdk.types import ChatMessage
+
+from ..durability import Durability, connect
 
 _conversation = msgspec.json.Decoder(list[ChatMessage])
 _response = msgspec.json.Decoder(ResponseObject)
@@ -34,15 +35,12 @@ class Stored:
 
 
 class ResponseStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durability: Durability = "normal") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self.db = Database(conn)
+        self.db = Database(connect(self.path, durability))
         self._lock = threading.RLock()
         with self._lock:
-            self.db.enable_wal()
-            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db["responses"].create(
                 {
                     "id": str,
