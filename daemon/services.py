@@ -158,7 +158,7 @@ def build_services(
         router=router, registry=registry, routes=config.routes, files=files, rag=rag, records=records
     )
     runner = JobRunner(pipeline_services, job_store, pipelines)
-    Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs)).schedule(timers)
+    Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs), rag).schedule(timers)
     return Services(
         config=config,
         pm=pm,

@@ -1,7 +1,7 @@
 """Retention: finished jobs older than the retention period are deleted, with their folders.
 
 Runs on the daemon's timer service (:mod:`loom.daemon.timers`), once shortly after start-up and
-then every ``interval``, in a worker thread. Only finished jobs (succeeded, failed, cancelled) are removed:
+then every ``interval``, in a worker thread. A deleted job's retrieval entries go with it. Only finished jobs (succeeded, failed, cancelled) are removed:
 ``interrupted`` ones wait to be resumed, so an accepted job is never lost to clean-up.
 
 Settings come from the config's ``[jobs]`` section: ``retention`` (default "30d"; "never" keeps
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import JobsConfig, parse_duration
+from ..rag import RagStore
 from ..timers import Timers
 from .store import JobStore
 
@@ -35,8 +36,11 @@ class RetentionPolicy:
         return cls(retention=keep, interval=max(1.0, every or 3600.0))
 
 
-def clean_up(store: JobStore, root: Path, policy: RetentionPolicy, now: float | None = None) -> list[str]:
-    """Delete finished jobs past retention (rows and output folders); return their ids."""
+def clean_up(
+    store: JobStore, root: Path, policy: RetentionPolicy, now: float | None = None, rag: RagStore | None = None
+) -> list[str]:
+    """Delete finished jobs past retention (rows, output folders and the retrieval entries they
+    stored, which would otherwise point at deleted files); return their ids."""
     if policy.retention is None:
         return []
     cutoff = (now if now is not None else time.time()) - policy.retention
@@ -47,6 +51,8 @@ def clean_up(store: JobStore, root: Path, policy: RetentionPolicy, now: float | 
         if folder is not None and folder.is_relative_to(output) and folder != output and folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
             _prune_empty(folder.parent, output)
+        if rag is not None:
+            rag.remove_job(row["id"])
         store.delete_job(row["id"])
         removed.append(row["id"])
     if removed:
@@ -70,8 +76,8 @@ class Retention:
     #: The first clean-up waits this long, so start-up is not slowed by it.
     FIRST_RUN_S = 5.0
 
-    def __init__(self, store: JobStore, root: Path, policy: RetentionPolicy) -> None:
-        self.store, self.root, self.policy = store, root, policy
+    def __init__(self, store: JobStore, root: Path, policy: RetentionPolicy, rag: RagStore | None = None) -> None:
+        self.store, self.root, self.policy, self.rag = store, root, policy, rag
 
     def schedule(self, timers: Timers) -> None:
         # A plain function: the timers run it in a thread, off the loop.
@@ -79,7 +85,7 @@ class Retention:
 
     def run_once(self) -> list[str]:
         try:
-            return clean_up(self.store, self.root, self.policy)
+            return clean_up(self.store, self.root, self.policy, rag=self.rag)
         except Exception:  # a failed clean-up must never take the daemon down
             log.exception("retention clean-up failed")
             return []

@@ -380,6 +380,46 @@ class RagStore:
         self._maybe_save(st)
         return [{"id": i, "collection": collection, "model": model, "count": st.count} for i in ids]
 
+    def remove_job(self, job_id: str) -> int:
+        """Delete every item a job stored (job retention calls this with the job's folder);
+        returns how many. Each index that lost items is renumbered and rebuilt from its rows:
+        an index position is a row's ``seq``, so the rows left close up. Searches of such an
+        index wait for the rebuild (as for a load) instead of reading shifted positions."""
+        with self._lock:
+            names = [r[0] for r in self._db.execute("select distinct index_name from items where job_id = ?", [job_id])]
+            if not names:
+                return 0
+            self._db.execute("begin")
+            try:
+                (removed,) = self._db.execute("select count(*) from items where job_id = ?", [job_id]).fetchone()
+                self._db.execute("delete from items where job_id = ?", [job_id])
+                for name in names:
+                    # Through negative values, so no two rows hold one seq midway (a unique index).
+                    ids = [
+                        r[0] for r in self._db.execute("select id from items where index_name = ? order by seq", [name])
+                    ]
+                    self._db.execute("update items set seq = -seq - 1 where index_name = ?", [name])
+                    self._db.executemany(
+                        "update items set seq = ? where id = ?", [(i, id_) for i, id_ in enumerate(ids)]
+                    )
+                self._db.execute("commit")
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+            stale = [st for st in self._indices.values() if st.name in names]
+            for st in stale:
+                with st.lock:
+                    (st.count,) = self._db.execute(
+                        "select count(*) from items where index_name = ?", [st.name]
+                    ).fetchone()
+                    st.impl, st.saved = None, 0
+                    st.ready.clear()
+                    st.file.unlink(missing_ok=True)  # a cache of the old positions
+        for st in stale:
+            self._load(st)  # builds from the rows; searches wait on ``ready``
+        log.info("retrieval: removed %d item(s) of job %s from %d index(es)", removed, job_id, len(stale))
+        return removed
+
     def _index(self, collection: str, model: str, dim: int) -> _Index:
         st = self._indices.get((collection, model))
         if st is None:

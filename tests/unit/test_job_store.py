@@ -214,3 +214,45 @@ def test_pipelines_are_collected_with_their_plugin_and_duplicates_stop_start_up(
     pm, infos = make_plugin_manager({}, {"first": _plugin(_pipeline("dup")), "second": _plugin(_pipeline("dup"))})
     with pytest.raises(PluginError, match="'dup' is registered by two plugins: 'first' and 'second'"):
         collect_pipelines(pm, infos)
+
+
+def test_retention_removes_a_deleted_jobs_retrieval_entries(store, tmp_path):
+    import numpy as np
+
+    from loom.daemon.rag import RagStore
+
+    rag = RagStore(tmp_path / "rag", use_faiss=False)
+    vectors = np.eye(4, dtype=np.float32)
+    for job_id, age in (("old", 100 * 86400), ("new", 0)):
+        out = f"output/2020-01-01/ses-000000-{job_id}"
+        (tmp_path / out).mkdir(parents=True)
+        make(store, job_id, output_dir=out)
+        store.update_job(job_id, state="succeeded", finished_at=time.time() - age)
+    rag.add("stories", vectors[:2], [{"text": "old story", "job_id": "old"}] * 2, model="m")
+    rag.add("stories", vectors[2:], [{"text": "new story", "job_id": "new"}] * 2, model="m")
+    assert clean_up(store, tmp_path, RetentionPolicy(retention=30 * 86400), rag=rag) == ["old"]
+    rag.wait_idle()
+    assert rag.stats()["items"] == 2
+    assert {h["job_id"] for h in rag.search("stories", vectors[0], model="m", k=4)} == {"new"}
+    rag.close()
+
+
+@pytest.mark.parametrize("durability, synchronous", [("normal", 1), ("full", 2)])
+def test_durability_sets_synchronous_on_every_store(tmp_path, durability, synchronous):
+    from loom.daemon.rag import RagStore
+    from loom.daemon.records import RecordStore
+    from loom.daemon.responses import ResponseStore
+
+    jobs = JobStore(tmp_path / "loom.db", durability)
+    records = RecordStore(tmp_path / "records.db", durability)
+    responses = ResponseStore(tmp_path / "responses.db", durability)
+    rag = RagStore(tmp_path / "rag", use_faiss=False, durability=durability)
+    try:
+        assert jobs.db.execute("pragma synchronous").fetchone()[0] == synchronous
+        assert records._db.execute("pragma synchronous").fetchone()[0] == synchronous
+        assert responses.db.execute("pragma synchronous").fetchone()[0] == synchronous
+        assert rag._db.execute("pragma synchronous").fetchone()[0] == synchronous
+        assert jobs.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    finally:
+        for s in (jobs, records, responses, rag):
+            s.close()

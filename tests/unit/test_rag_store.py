@@ -189,3 +189,28 @@ def test_models_are_listed_by_how_much_they_hold(tmp_path, backend):
     assert store.models(["stories"]) == ["small"]
     assert store.collections() == ["images", "stories"]
     store.close()
+
+
+def test_removing_a_job_drops_its_items_and_the_rest_still_search_right(tmp_path, backend):
+    rng = np.random.default_rng(3)
+    x = unit(rng, 60)
+    store = open_store(tmp_path / "rag", backend)
+    owners = [{"text": f"item {i}", "job_id": "doomed" if i % 3 == 0 else "kept", "pipeline": "t"} for i in range(60)]
+    store.add("stories", x, owners, model="m")
+    store.save()
+    assert store.remove_job("doomed") == 20 and store.remove_job("doomed") == 0
+    store.wait_idle()
+    assert store.stats()["items"] == 40
+    for i in range(60):  # every kept item is still its own nearest neighbour; no removed one is found
+        hits = store.search("stories", x[i], model="m", k=40)
+        assert all(h["job_id"] == "kept" for h in hits)
+        if i % 3:
+            assert hits[0]["text"] == f"item {i}" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    more = unit(rng, 5)
+    store.add("stories", more, items(5, "late"), model="m")
+    assert store.search("stories", more[2], model="m", k=1)[0]["text"] == "late 2"
+    store.close()
+    reopened = open_store(tmp_path / "rag", backend)  # the renumbered rows survive reopening
+    assert reopened.stats()["items"] == 45
+    assert reopened.search("stories", x[1], model="m", k=1)[0]["text"] == "item 1"
+    reopened.close()
