@@ -34,9 +34,11 @@ from .api import (
     responses,
 )
 from .api import jobs as job_api
+from .api.allow import fix_allow
 from .api.auth import key_guard
 from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
+from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
 from .services import Services, build_services
@@ -44,7 +46,7 @@ from .services import Services, build_services
 log = logging.getLogger("loom")
 
 
-@get("/health", media_type=MediaType.JSON)
+@get("/health", media_type=MediaType.JSON, operation_class=openapi.doc("Is it up", returns=Health))
 async def health(registry: NamedDependency[ModelRegistry]) -> dict:
     return {"status": "ok", "models": len(registry)}
 
@@ -105,5 +107,6 @@ def app_for(services: Services) -> Litestar:
         # Loom reads bodies itself (strict decoding, its own size limit and error shape).
         request_max_body_size=None,
     )
-    openapi.add_components(app.openapi_schema)  # ~6 ms: the document is built once, here
+    fix_allow(app)
+    openapi.finish(app.openapi_schema, keys=services.keys.enabled)  # ~6 ms: the document is built once, here
     return app

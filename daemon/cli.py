@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from loom.sdk.errors import ConfigError, PluginError
@@ -45,6 +46,31 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    """Print the OpenAPI document of the daemon this config describes (no server is started;
+    the stores are opened in a temporary data dir, so a running daemon is not disturbed)."""
+    import json
+    import tempfile
+
+    from .api.openapi import document
+    from .app import create_app
+    from .config import DEFAULT_CONFIG, load_config
+    from .config_file import config_path
+
+    path = config_path(args.config)
+    if not path.exists() and not (args.config or os.environ.get("LOOM_CONFIG")):
+        path = DEFAULT_CONFIG  # no user config yet: the one `loom serve` would write
+    try:
+        with tempfile.TemporaryDirectory(prefix="loom-openapi-") as tmp:
+            config = load_config(path, data_dir=tmp)
+            doc = document(create_app(config))
+    except (ConfigError, PluginError) as e:
+        print(f"loom: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
 def _tui(args: argparse.Namespace) -> int:
     from loom.tui import run
 
@@ -63,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
     serve.set_defaults(func=_serve)
+
+    spec = sub.add_parser("openapi", help="print the OpenAPI document (JSON) of the daemon a config describes")
+    spec.add_argument("--config", help="config file (default: $LOOM_CONFIG, else the user config)")
+    spec.set_defaults(func=_openapi)
 
     tui = sub.add_parser("tui", help="the terminal UI, a client of a running daemon (key: $LOOM_API_KEY)")
     tui.add_argument("--url", help="daemon URL (default: $LOOM_URL or http://127.0.0.1:11435)")

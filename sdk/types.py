@@ -256,7 +256,10 @@ class ChatCompletionRequest(Request):
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
-    logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
+    #: Token id (an integer, as a string) -> bias.
+    logit_bias: (
+        dict[Annotated[str, Meta(pattern=r"^-?[0-9]+$")], Annotated[float, Meta(ge=-100.0, le=100.0)]] | None
+    ) = None
     # Sampling knobs of local runtimes (llama.cpp's server, vLLM and Ollama take them too).
     top_k: Annotated[int, Meta(ge=0)] | None = None
     min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None

@@ -33,6 +33,8 @@ from ..scheduler import Scheduler
 from ..shutdown import Shutdown
 from .body import BodyReader
 from .errors import validation_error
+from . import shapes
+from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 
 #: An SSE comment this often keeps proxies from closing an idle stream and notices gone clients.
@@ -43,12 +45,16 @@ class PinRequest(Struct, forbid_unknown_fields=True):
     pinned: bool = True
 
 
-@get("/scheduler")
+@get("/scheduler", operation_class=doc("The scheduler's state", returns=shapes.SchedulerState))
 async def scheduler_state(scheduler: NamedDependency[Scheduler]) -> Response:
     return json_response(scheduler.snapshot())
 
 
-@post("/models/{model_id:str}/load")
+@post(
+    "/models/{model_id:str}/load",
+    status_code=200,
+    operation_class=doc("Load a model now", returns=shapes.ModelState, errors=(404, 502, 503)),
+)
 async def load_model(
     model_id: FromPath[str], registry: NamedDependency[ModelRegistry], scheduler: NamedDependency[Scheduler]
 ) -> Response:
@@ -57,7 +63,11 @@ async def load_model(
     return json_response(scheduler.model_state(entry))
 
 
-@post("/models/{model_id:str}/unload")
+@post(
+    "/models/{model_id:str}/unload",
+    status_code=200,
+    operation_class=doc("Unload a model", returns=shapes.Unloaded, errors=(404,)),
+)
 async def unload_model(
     model_id: FromPath[str], registry: NamedDependency[ModelRegistry], scheduler: NamedDependency[Scheduler]
 ) -> Response:
@@ -66,7 +76,17 @@ async def unload_model(
     return json_response({**scheduler.model_state(entry), "unloaded": unloaded})
 
 
-@post("/models/{model_id:str}/pin")
+@post(
+    "/models/{model_id:str}/pin",
+    status_code=200,
+    operation_class=doc(
+        "Pin or unpin a model",
+        body=PinRequest,
+        body_optional=True,
+        returns=shapes.ModelState,
+        errors=(*BODY_ERRORS, 404, 502, 503),
+    ),
+)
 async def pin_model(
     request: Request,
     model_id: FromPath[str],
@@ -83,14 +103,18 @@ async def pin_model(
     return json_response(await scheduler.pin(entry, req.pinned))
 
 
-@post("/work/{work_id:str}/cancel")
+@post(
+    "/work/{work_id:str}/cancel",
+    status_code=200,
+    operation_class=doc("Cancel queued or running work", returns=shapes.WorkCancelled, errors=(404,)),
+)
 async def cancel_work(work_id: FromPath[str], scheduler: NamedDependency[Scheduler]) -> Response:
     if not scheduler.cancel(work_id):
         raise NotFound(f"No queued or running work with id '{work_id}'")
     return json_response({"id": work_id, "cancelled": True})
 
 
-@get("/events")
+@get("/events", operation_class=doc("The scheduler's events", events=shapes.SchedulerEvent))
 async def scheduler_events(
     scheduler: NamedDependency[Scheduler], shutdown: NamedDependency[Shutdown]
 ) -> ServerSentEvent:
@@ -144,7 +168,7 @@ async def scheduler_ws(socket: WebSocket, scheduler: NamedDependency[Scheduler])
             await socket.close()
 
 
-@get("/metrics")
+@get("/metrics", operation_class=doc("Prometheus metrics", media_type="text/plain"))
 async def metrics(scheduler: NamedDependency[Scheduler]) -> Response:
     """Served at ``/metrics`` (outside ``/admin``, where scrapers look), behind the same guard."""
     m = scheduler.metrics

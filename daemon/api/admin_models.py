@@ -25,10 +25,12 @@ from ..catalog.live import ModelCatalog
 from ..models import ModelRegistry
 from ..scheduler import Scheduler
 from .body import BodyReader
+from . import shapes
+from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 
 
-@get("/models")
+@get("/models", operation_class=doc("The configured models", returns=shapes.ModelRecordList))
 async def list_models(
     catalog: NamedDependency[ModelCatalog],
     registry: NamedDependency[ModelRegistry],
@@ -39,7 +41,13 @@ async def list_models(
     return json_response({"object": "list", "config": str(path) if path else None, "data": data})
 
 
-@post("/models")
+@post(
+    "/models",
+    status_code=201,
+    operation_class=doc(
+        "Add a model", body=AddModel, returns=shapes.ModelRecord, status=201, errors=(*BODY_ERRORS, 409)
+    ),
+)
 async def add_model(
     request: Request,
     bodies: NamedDependency[BodyReader],
@@ -51,13 +59,21 @@ async def add_model(
     return json_response(listing.record(entry, scheduler), status_code=201)
 
 
-@delete("/models/{model_id:str}", status_code=200)
+@delete(
+    "/models/{model_id:str}",
+    status_code=200,
+    operation_class=doc("Remove a model", returns=shapes.ModelRemoved, errors=(400, 404)),
+)
 async def remove_model(model_id: FromPath[str], catalog: NamedDependency[ModelCatalog]) -> Response:
     summary = await catalog.remove(model_id)
     return json_response({"id": model_id, "deleted": True, **summary})
 
 
-@post("/models/reload")
+@post(
+    "/models/reload",
+    status_code=200,
+    operation_class=doc("Take in edits of the config's [[models]]", returns=shapes.ModelsReloaded, errors=(400,)),
+)
 async def reload_models(catalog: NamedDependency[ModelCatalog]) -> Response:
     return json_response(await catalog.reload())
 

@@ -18,6 +18,8 @@ from ..models import ModelRegistry
 from ..provider_health import ProviderHealth
 from ..routing import ModelRouter
 from .body import BodyReader
+from . import shapes
+from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 
 
@@ -59,7 +61,7 @@ def _overview(registry: ModelRegistry, router: ModelRouter, routes: Routes, heal
     }
 
 
-@get("/providers")
+@get("/providers", operation_class=doc("Upstreams, what serves each model, switches", returns=shapes.ProvidersOverview))
 async def list_providers(
     registry: NamedDependency[ModelRegistry],
     router: NamedDependency[ModelRouter],
@@ -69,7 +71,11 @@ async def list_providers(
     return json_response(_overview(registry, router, routes, health))
 
 
-@post("/providers/check")
+@post(
+    "/providers/check",
+    status_code=200,
+    operation_class=doc("Check every upstream now", returns=shapes.ProvidersOverview),
+)
 async def check_providers(
     registry: NamedDependency[ModelRegistry],
     router: NamedDependency[ModelRouter],
@@ -80,7 +86,16 @@ async def check_providers(
     return json_response(_overview(registry, router, routes, health))
 
 
-@post("/providers/switch")
+@post(
+    "/providers/switch",
+    status_code=200,
+    operation_class=doc(
+        "Switch what serves a model or capability",
+        body=SwitchRequest,
+        returns=shapes.Switched,
+        errors=(*BODY_ERRORS, 404),
+    ),
+)
 async def switch_provider(
     request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
 ) -> Response:

@@ -12,11 +12,29 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
 from ..jobs import JobRunner, search
-from .jobs import _int, _time
+from . import shapes
+from .jobs import PAGE, TIME, _int, _time
+from .openapi import Query, doc
 from .respond import json_response
 
 
-@get("/artifacts")
+@get(
+    "/artifacts",
+    operation_class=doc(
+        "Search the artefacts",
+        returns=shapes.ArtifactList,
+        errors=(400,),
+        query=(
+            Query("q", {"type": "string"}, "Words, each matched as a prefix, all required"),
+            Query("pipeline", {"type": "string"}, "Only this pipeline's"),
+            Query("since", TIME, "Made at or after (unix seconds or ISO 8601)"),
+            Query("until", TIME, "Made before"),
+            Query("media_type", {"type": "string"}, "A media type prefix, such as image/"),
+            Query("job_id", {"type": "string"}, "Only this job's"),
+            *PAGE,
+        ),
+    ),
+)
 async def list_artifacts(request: Request, runner: NamedDependency[JobRunner]) -> Response:
     q = request.query_params
     limit = _int(q.get("limit"), "limit", 50, 1, 1000)

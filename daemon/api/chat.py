@@ -44,9 +44,9 @@ from .body import BodyReader
 from .chat_assemble import ChoiceBuilder, count
 from .chat_prepare import ChatIntake, Route
 from .errors import error_body
-from .openapi import body
+from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .policy import ignored_header
-from .respond import json_response, served_by
+from .respond import PROVENANCE, json_response, served_by
 
 _encode = msgspec.json.encode
 
@@ -86,7 +86,18 @@ def chat_generations(
     return Generations(router, scheduler, route, [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)])
 
 
-@post("/chat/completions", operation_class=body(ChatCompletionRequest))
+@post(
+    "/chat/completions",
+    status_code=200,
+    operation_class=doc(
+        "Create a chat completion",
+        body=ChatCompletionRequest,
+        returns=ChatCompletion,
+        events=ChatCompletionChunk,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def chat_completions(
     request: Request,
     bodies: NamedDependency[BodyReader],
@@ -160,7 +171,18 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage) ->
     yield b"[DONE]"
 
 
-@post("/completions", operation_class=body(CompletionRequest))
+@post(
+    "/completions",
+    status_code=200,
+    operation_class=doc(
+        "Create a completion",
+        body=CompletionRequest,
+        returns=Completion,
+        events=Completion,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def completions(
     request: Request,
     bodies: NamedDependency[BodyReader],

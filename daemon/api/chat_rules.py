@@ -28,11 +28,6 @@ def check_chat(req: ChatCompletionRequest) -> None:
     _check_messages(req)
     if req.top_logprobs is not None and req.logprobs is not True:
         raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
-    for key in req.logit_bias or {}:
-        if not key.lstrip("-").isdigit():
-            raise InvalidRequest(
-                f"logit_bias keys are token ids (integers as strings), got {key!r}", param="logit_bias"
-            )
 
 
 def _check_tools(req: ChatCompletionRequest) -> list[str]:

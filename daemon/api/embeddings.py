@@ -14,11 +14,21 @@ from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingReques
 
 from ..routing import ModelRouter
 from .body import BodyReader
-from .openapi import body
-from .respond import json_response, served_by
+from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .respond import PROVENANCE, json_response, served_by
 
 
-@post("/embeddings", operation_class=body(EmbeddingRequest))
+@post(
+    "/embeddings",
+    status_code=200,
+    operation_class=doc(
+        "Create embeddings",
+        body=EmbeddingRequest,
+        returns=EmbeddingList,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def embeddings(
     request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
 ) -> Response:

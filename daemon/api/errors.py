@@ -58,6 +58,7 @@ def validation_error(e: msgspec.MsgspecError) -> E.InvalidRequest:
     param = None
     if " - at `$" in message:
         path = message.rsplit(" - at `", 1)[1].rstrip("`")
+        path = path.rsplit("` in `", 1)[-1]  # "key` in `$.logit_bias": a dict's key
         param = path[2:] if path.startswith("$.") else path.lstrip("$") or None
     if message.startswith("Object contains unknown field"):
         field = message.split("`")[1]
@@ -93,6 +94,9 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     error = cls(str(exc.detail))
     response = error_response(error)
     response.status_code = status
+    # 405 carries Allow (the route's methods), as HTTP asks; Litestar puts it on the exception.
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
     return response
 
 

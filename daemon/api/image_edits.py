@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
+from msgspec import Meta, Struct
 
 from loom.sdk.errors import InvalidRequest, UnsupportedParameter
 from loom.sdk.protocols import ImageJob
-from loom.sdk.types import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, Capability, Size
+from loom.sdk.types import (
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_STEPS,
+    Capability,
+    GuidanceScale,
+    ImageCount,
+    ImagesResponse,
+    Size,
+    Steps,
+    Strength,
+)
 
 from ..config import Routes
 from ..files import FileStore
@@ -30,7 +42,8 @@ from ..models import ModelRegistry
 from ..routing import ModelRouter
 from .body import BodyReader
 from .images import base_url, parse_size, render
-from .respond import json_response, served_by
+from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .respond import PROVENANCE, json_response, served_by
 
 COMMON = {
     "image",
@@ -54,7 +67,40 @@ AUTO_MAX_SIDE = 1024
 AUTO_STEP = 16
 
 
-@post("/images/edits")
+class VariationForm(Struct, kw_only=True):
+    """The fields of ``POST /v1/images/variations`` (``image`` may also be sent as ``image[]``)."""
+
+    image: bytes
+    model: str | None = None
+    n: ImageCount = 1
+    size: Size = "auto"
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    user: str | None = None
+    seed: int | None = None
+    strength: Strength | None = None
+    steps: Steps | None = None
+    negative_prompt: str | None = None
+    guidance_scale: GuidanceScale | None = None
+
+
+class EditForm(VariationForm, kw_only=True):
+    """The fields of ``POST /v1/images/edits``: a variation's, a ``prompt`` and a ``mask``."""
+
+    prompt: Annotated[str, Meta(min_length=1, pattern=r"\S")]
+    mask: bytes | None = None
+
+
+@post(
+    "/images/edits",
+    status_code=200,
+    operation_class=doc(
+        "Edit an image",
+        form=EditForm,
+        returns=ImagesResponse,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def edits(
     request: Request,
     bodies: NamedDependency[BodyReader],
@@ -76,7 +122,17 @@ async def edits(
     return await image_to_image(request, Models(registry, router, routes), files, form, prompt, image, mask)
 
 
-@post("/images/variations")
+@post(
+    "/images/variations",
+    status_code=200,
+    operation_class=doc(
+        "Make variations of an image",
+        form=VariationForm,
+        returns=ImagesResponse,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def variations(
     request: Request,
     bodies: NamedDependency[BodyReader],

@@ -17,8 +17,8 @@ from ..files import FileStore
 from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
 from .body import BodyReader
-from .openapi import body
-from .respond import json_response, served_by
+from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .respond import PROVENANCE, json_response, served_by
 
 
 def parse_size(size: str, entry: ModelEntry) -> tuple[int, int]:
@@ -45,7 +45,17 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@post("/images/generations", operation_class=body(ImageGenerationRequest))
+@post(
+    "/images/generations",
+    status_code=200,
+    operation_class=doc(
+        "Generate images",
+        body=ImageGenerationRequest,
+        returns=ImagesResponse,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def generations(
     request: Request,
     bodies: NamedDependency[BodyReader],

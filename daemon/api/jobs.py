@@ -39,9 +39,37 @@ from ..jobs.runner import JobRunner
 from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
 from ..shutdown import Shutdown
+from . import shapes
 from .body import BodyReader
 from .errors import validation_error
+from .openapi import BODY_ERRORS, Query, doc
 from .respond import json_response
+
+#: A time filter: unix seconds, or an ISO 8601 date or time (one pattern, not anyOf, so a value
+#: that fits either is valid to a fuzzer too).
+TIME = {
+    "type": "string",
+    "pattern": r"^([0-9]{1,10}(\.[0-9]{1,6})?"
+    r"|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+    r"([Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?)$",
+}
+PAGE = (
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "At most this many (default 50)"),
+    Query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, "Skip this many"),
+)
+JOB_QUERY = (
+    Query("state", {"enum": list(STATES)}, "Only jobs in this state (repeat it, or separate states by commas)"),
+    Query("pipeline", {"type": "string"}, "Only jobs of this pipeline"),
+    Query("since", TIME, "Created at or after (unix seconds or ISO 8601)"),
+    Query("until", TIME, "Created before"),
+    *PAGE,
+)
+
+
+class PipelineParams(msgspec.Struct):
+    """The pipeline's own parameters; ``GET /v1/pipelines`` gives each pipeline's schema. An
+    unknown field is refused naming it."""
+
 
 KEEPALIVE_S = 15.0
 #: The longest a submission may wait for its job (``?wait=`` / ``Prefer: wait=``), seconds.
@@ -103,7 +131,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
 # --- pipelines ----------------------------------------------------------------------------------
 
 
-@get("/pipelines")
+@get("/pipelines", operation_class=doc("List the pipelines", returns=shapes.PipelineList))
 async def list_pipelines(runner: NamedDependency[JobRunner]) -> Response:
     data = [
         {
@@ -130,7 +158,18 @@ def check_models(registry, params) -> None:
                 raise ModelNotFound(e.message, param=f.encode_name) from None
 
 
-@post("/pipelines/{name:str}")
+@post(
+    "/pipelines/{name:str}",
+    status_code=202,
+    operation_class=doc(
+        "Start a job",
+        body=PipelineParams,
+        returns=shapes.Job,
+        status=202,
+        errors=(*BODY_ERRORS, 404),
+        headers={"Location": "The job's URL"},
+    ),
+)
 async def start_pipeline(
     request: Request,
     name: FromPath[str],
@@ -186,14 +225,14 @@ def requested_wait(request: Request) -> tuple[float, str | None]:
 
 
 def _time(value: str | None, param: str) -> float | None:
-    if value is None or value == "":
+    if value is None:
         return None
     try:
         return float(value)
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise InvalidRequest(f"{param} must be unix seconds or an ISO 8601 time, got {value!r}", param=param) from None
 
@@ -210,10 +249,10 @@ def _int(value: str | None, param: str, default: int, lo: int, hi: int) -> int:
     return n
 
 
-@get("/jobs")
+@get("/jobs", operation_class=doc("List jobs", returns=shapes.JobList, errors=(400,), query=JOB_QUERY))
 async def list_jobs(request: Request, runner: NamedDependency[JobRunner]) -> Response:
     q = request.query_params
-    states = [s for part in q.getall("state", []) for s in part.split(",") if s]
+    states = [s for part in q.getall("state", []) for s in part.split(",")]
     for s in states:
         if s not in STATES:
             raise InvalidRequest(f"unknown state {s!r} (states: {', '.join(STATES)})", param="state")
@@ -231,24 +270,32 @@ async def list_jobs(request: Request, runner: NamedDependency[JobRunner]) -> Res
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
 
-@get("/jobs/{job_id:str}")
+@get("/jobs/{job_id:str}", operation_class=doc("One job", returns=shapes.Job, errors=(404,)))
 async def get_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     return json_response(job_view(runner, runner.get(job_id)))
 
 
-@post("/jobs/{job_id:str}/cancel")
+@post(
+    "/jobs/{job_id:str}/cancel",
+    status_code=200,
+    operation_class=doc("Cancel a job", returns=shapes.Job, errors=(404, 409)),
+)
 async def cancel_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     job = await runner.cancel(job_id)
     return json_response(job_view(runner, job))
 
 
-@post("/jobs/{job_id:str}/resume")
+@post(
+    "/jobs/{job_id:str}/resume",
+    status_code=202,
+    operation_class=doc("Resume a job", returns=shapes.Job, status=202, errors=(404, 409)),
+)
 async def resume_job(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     job = runner.resume(job_id, upstream_keys.from_headers(request.headers))
     return json_response(job_view(runner, job), status_code=202)
 
 
-@get("/jobs/{job_id:str}/lineage")
+@get("/jobs/{job_id:str}/lineage", operation_class=doc("A job's lineage", returns=shapes.Lineage, errors=(404,)))
 async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
     job = runner.get(job_id)
     nodes = runner.store.lineage(job_id)
@@ -276,7 +323,20 @@ def _is_final(event: Event) -> bool:
     return event.type == "state" and event.data.get("state") in TERMINAL
 
 
-@get("/jobs/{job_id:str}/events")
+@get(
+    "/jobs/{job_id:str}/events",
+    operation_class=doc(
+        "A job's events",
+        events=shapes.JobEvent,
+        errors=(400, 404),
+        query=(
+            Query(
+                "Last-Event-ID", {"type": "string", "pattern": "^[0-9]{0,15}$"}, "Resume after this event id", "header"
+            ),
+            Query("after", {"type": "string", "pattern": "^[0-9]{0,15}$"}, "Resume after this event id"),
+        ),
+    ),
+)
 async def job_events(
     request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner], shutdown: NamedDependency[Shutdown]
 ) -> ServerSentEvent:

@@ -26,11 +26,21 @@ from ..media import image_bytes
 from ..models import ModelRegistry
 from ..routing import ModelRouter
 from .body import BodyReader
-from .openapi import body
-from .respond import json_response, served_by
+from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .respond import PROVENANCE, json_response, served_by
 
 
-@post("/translations/text", operation_class=body(TranslationRequest))
+@post(
+    "/translations/text",
+    status_code=200,
+    operation_class=doc(
+        "Translate texts",
+        body=TranslationRequest,
+        returns=TranslationResponse,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def translate(
     request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
 ) -> Response:
@@ -47,7 +57,17 @@ async def translate(
     return json_response(body, headers=served_by(entry))
 
 
-@post("/vision/describe", operation_class=body(DescribeRequest))
+@post(
+    "/vision/describe",
+    status_code=200,
+    operation_class=doc(
+        "Describe an image",
+        body=DescribeRequest,
+        returns=DescribeResponse,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def describe(
     request: Request,
     bodies: NamedDependency[BodyReader],
@@ -66,7 +86,17 @@ async def describe(
     return json_response(DescribeResponse(model=req.model, description=text), headers=served_by(entry))
 
 
-@post("/vision/score", operation_class=body(ScoreRequest))
+@post(
+    "/vision/score",
+    status_code=200,
+    operation_class=doc(
+        "Score an image against a text (CLIP and aesthetic)",
+        body=ScoreRequest,
+        returns=ScoreResponse,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def score(
     request: Request,
     bodies: NamedDependency[BodyReader],
@@ -83,7 +113,7 @@ async def score(
     return json_response(body, headers=served_by(entry))
 
 
-@get("/files/{path:path}")
+@get("/files/{path:path}", operation_class=doc("A file Loom made", media_type="*/*", errors=(404,)))
 async def serve_file(path: FromPath[str], files: NamedDependency[FileStore]) -> File:
     file = files.resolve(path.lstrip("/"))
     media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"

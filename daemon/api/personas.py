@@ -15,7 +15,9 @@ from litestar.params import FromPath
 from loom.sdk.errors import NotFound
 
 from ..records import RecordStore
-from .jobs import _int
+from . import shapes
+from .jobs import PAGE, _int
+from .openapi import doc
 from .respond import json_response
 
 COLLECTION = "personas"
@@ -50,7 +52,7 @@ def persona_view(record: dict, *, detail: bool) -> dict[str, Any]:
     return view
 
 
-@get("/personas")
+@get("/personas", operation_class=doc("List personas", returns=shapes.PersonaList, errors=(400,), query=PAGE))
 async def list_personas(request: Request, records: NamedDependency[RecordStore]) -> Response:
     q = request.query_params
     limit = _int(q.get("limit"), "limit", 100, 1, 1000)
@@ -60,7 +62,9 @@ async def list_personas(request: Request, records: NamedDependency[RecordStore])
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
 
-@get("/personas/{persona:str}")  # not {name}: Litestar reserves that kwarg and warns
+@get(
+    "/personas/{persona:str}", operation_class=doc("One persona", returns=shapes.Persona, errors=(404,))
+)  # not {name}: Litestar reserves that kwarg and warns
 async def get_persona(persona: FromPath[str], records: NamedDependency[RecordStore]) -> Response:
     record = records.get(COLLECTION, persona)
     if record is None:

@@ -28,6 +28,8 @@ from ..models import ModelRegistry
 from ..rag import RagStore
 from ..routing import ModelRouter
 from .body import BodyReader
+from . import shapes
+from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import json_response
 
 #: Embedding models a default search embeds the query with, at most.
@@ -46,7 +48,7 @@ class RagSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     model: str | None = None
 
 
-@get("/rag/stats")
+@get("/rag/stats", operation_class=doc("The retrieval indices", returns=shapes.RagStats))
 async def rag_stats(rag: NamedDependency[RagStore]) -> Response:
     return json_response(rag.stats())
 
@@ -56,7 +58,16 @@ def _data_uri(data: bytes) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
-@post("/rag/search")
+@post(
+    "/rag/search",
+    status_code=200,
+    operation_class=doc(
+        "Search stories and images",
+        body=RagSearchRequest,
+        returns=shapes.RagSearchResult,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+    ),
+)
 async def rag_search(
     request: Request,
     bodies: NamedDependency[BodyReader],

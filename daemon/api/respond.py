@@ -18,6 +18,14 @@ def json_response(body, status_code: int = 200, headers: dict | None = None) -> 
     )
 
 
+#: The response headers :func:`served_by` sets, as the OpenAPI document describes them.
+PROVENANCE = {
+    "x-loom-model": "The model that served the answer (a fallback may have stood in)",
+    "x-loom-provider": "Its provider",
+    "x-loom-work-id": "The scheduler's id of the work (POST /admin/work/{work_id}/cancel takes it)",
+}
+
+
 def served_by(entry: ModelEntry) -> dict[str, str]:
     """Which model and provider served the answer (fallbacks make this worth saying), and the
     scheduler's work id (``POST /admin/work/{id}/cancel`` takes it)."""

@@ -19,7 +19,7 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from loom.sdk.errors import LoomError
-from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted
+from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted, ResponseObject
 
 from ..responses import ResponseStore
 from ..responses.stream import ResponseBuilder, new_id
@@ -29,14 +29,25 @@ from ..scheduler import Scheduler
 from .body import BodyReader
 from .chat import chat_generations
 from .chat_prepare import ChatIntake
-from .openapi import body
+from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .policy import ignored_header
-from .respond import json_response, served_by
+from .respond import PROVENANCE, json_response, served_by
 
 _encode = msgspec.json.encode
 
 
-@post("/responses", operation_class=body(CreateResponseRequest))
+@post(
+    "/responses",
+    status_code=200,
+    operation_class=doc(
+        "Create a response",
+        body=CreateResponseRequest,
+        returns=ResponseObject,
+        events=Event,
+        errors=BODY_ERRORS + MODEL_ERRORS,
+        headers=PROVENANCE,
+    ),
+)
 async def create_response(
     request: Request,
     bodies: NamedDependency[BodyReader],
@@ -93,12 +104,16 @@ async def create_response(
     return json_response(builder.final, headers=headers)
 
 
-@get("/responses/{response_id:str}")
+@get("/responses/{response_id:str}", operation_class=doc("A stored response", returns=ResponseObject, errors=(404,)))
 async def get_response(response_id: FromPath[str], responses: NamedDependency[ResponseStore]) -> Response:
     return json_response(responses.get(response_id).response)
 
 
-@delete("/responses/{response_id:str}", status_code=200)
+@delete(
+    "/responses/{response_id:str}",
+    status_code=200,
+    operation_class=doc("Delete a stored response", returns=ResponseDeleted, errors=(404,)),
+)
 async def delete_response(response_id: FromPath[str], responses: NamedDependency[ResponseStore]) -> Response:
     responses.delete(response_id)
     return json_response(ResponseDeleted(id=response_id))

@@ -1,0 +1,270 @@
+"""The bodies Loom's own routes answer with, as the OpenAPI document describes them.
+
+The OpenAI-shaped routes answer with the wire types of :mod:`loom.sdk.types` and
+:mod:`loom.sdk.responses`; the routes below build their answers as dicts (views of jobs, stores
+and the scheduler), and these Structs say what those dicts hold. Each lists the fields a client
+can rely on; where a part is open-ended (a pipeline's params and result, a plugin's options, the
+scheduler's per-device detail) it is an object of any shape. The fuzz test
+(``tests/integration/test_openapi_fuzz.py``) checks every answer against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from msgspec import Struct
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+
+
+class Health(Struct):
+    status: Literal["ok"]
+    models: int
+
+
+# --- pipelines and jobs ---------------------------------------------------------------------------
+
+
+class Pipeline(Struct):
+    name: str
+    object: Literal["pipeline"]
+    plugin: str
+    description: str
+    #: The JSON schema of the pipeline's parameters (the body of ``POST /v1/pipelines/{name}``).
+    params_schema: dict[str, Any]
+
+
+class PipelineList(Struct):
+    object: Literal["list"]
+    data: list[Pipeline]
+
+
+class JobError(Struct):
+    type: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+    #: The ``ctx.step`` that failed, if any.
+    step: str | None = None
+
+
+class JobSummary(Struct):
+    id: str
+    object: Literal["job"]
+    pipeline: str
+    state: JobState
+    stage: str
+    progress: float
+    message: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    output_dir: str
+    output_url: str
+    error: JobError | None
+
+
+class JobArtifact(Struct):
+    path: str
+    name: str
+    media_type: str
+    bytes: int
+    sha256: str
+    url: str
+
+
+class Job(JobSummary):
+    params: dict[str, Any]
+    result: Any
+    timings: dict[str, Any]
+    usage: dict[str, Any]
+    artifacts: list[JobArtifact]
+    last_event_id: int
+
+
+class JobList(Struct):
+    object: Literal["list"]
+    data: list[JobSummary]
+    has_more: bool
+
+
+class Lineage(Struct):
+    object: Literal["lineage"]
+    job_id: str
+    state: JobState
+    winner: str | None
+    path: list[str]
+    nodes: list[dict[str, Any]]
+    tree: list[dict[str, Any]]
+
+
+class JobEvent(Struct):
+    """The ``data`` of each server-sent event of ``GET /v1/jobs/{job_id}/events``; the SSE
+    ``event`` is its ``type`` and the SSE ``id`` its ``id``."""
+
+    job_id: str
+    id: int
+    type: str
+    data: dict[str, Any]
+    created_at: float
+
+
+class Artifact(Struct):
+    object: Literal["artifact"]
+    job_id: str
+    path: str
+    name: str
+    media_type: str
+    bytes: int
+    created_at: float
+    url: str
+
+
+class ArtifactList(Struct):
+    object: Literal["list"]
+    data: list[Artifact]
+    has_more: bool
+
+
+# --- retrieval and records --------------------------------------------------------------------------
+
+
+class RagIndex(Struct):
+    name: str
+    collection: str
+    model: str
+    dim: int
+    count: int
+    indexed: int
+    loaded: bool
+    error: str | None
+
+
+class RagStats(Struct):
+    object: Literal["rag.stats"]
+    backend: Literal["faiss", "numpy"]
+    items: int
+    collections: list[str]
+    indices: list[RagIndex]
+
+
+class RagHit(Struct):
+    id: int
+    collection: str
+    model: str
+    score: float
+    kind: Literal["text", "image"]
+    text: str
+    path: str | None
+    url: str | None
+    job_id: str | None
+    pipeline: str | None
+    meta: dict[str, Any]
+    created_at: float
+
+
+class RagQuery(Struct):
+    kind: Literal["text", "image"]
+    collections: list[str]
+    k: int
+
+
+class RagSearchResult(Struct):
+    object: Literal["list"]
+    query: RagQuery
+    models: list[str]
+    data: list[RagHit]
+
+
+class Persona(Struct):
+    object: Literal["persona"]
+    name: str
+    key: str
+    prompt: str | None
+    motto: str | None
+    image: dict[str, Any] | None
+    images_count: int
+    mottos_count: int
+    created_at: float
+    updated_at: float
+
+
+class PersonaList(Struct):
+    object: Literal["list"]
+    data: list[Persona]
+    has_more: bool
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+class SchedulerState(Struct):
+    """``GET /admin/scheduler``: one entry per device (budget, used, free, resident models, queue,
+    running work); docs/api.md describes the fields."""
+
+    devices: list[dict[str, Any]]
+
+
+class SchedulerEvent(Struct):
+    """The ``data`` of each event of ``GET /admin/events`` (its SSE ``event`` is the ``type``)."""
+
+    type: str
+
+
+class ModelState(Struct):
+    model: str
+    device: str
+    loaded: bool
+    pinned: bool
+    running: int
+    queued: int
+
+
+class Unloaded(ModelState):
+    unloaded: bool
+
+
+class WorkCancelled(Struct):
+    id: str
+    cancelled: Literal[True]
+
+
+class ProvidersOverview(Struct):
+    object: Literal["providers"]
+    upstreams: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    routes: dict[str, Any]
+    switches: dict[str, Any]
+
+
+class Switched(Struct):
+    switches: dict[str, Any]
+
+
+class ModelRecord(Struct):
+    id: str
+    aliases: list[str]
+    provider: str
+    capabilities: list[str]
+    description: str | None
+    options: dict[str, Any] | None
+
+
+class ModelRecordList(Struct):
+    object: Literal["list"]
+    config: str | None
+    data: list[ModelRecord]
+
+
+class ModelRemoved(Struct):
+    id: str
+    deleted: Literal[True]
+
+
+class ModelsReloaded(Struct):
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    #: Config sections that changed and take effect at the next start.
+    restart_needed: list[str]
