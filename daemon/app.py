@@ -32,6 +32,7 @@ from .api import (
     personas,
     rag,
     responses,
+    tokens,
 )
 from .api import jobs as job_api
 from .api.allow import fix_allow
@@ -69,6 +70,7 @@ V1_ROUTES = [
     *artifacts.ROUTES,
     *rag.ROUTES,
     *personas.ROUTES,
+    tokens.mint_stream_token,
 ]
 
 #: Under ``/admin``: the scheduler, the providers and the configured models.
@@ -86,10 +88,10 @@ def create_app(
 
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
-    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[key_guard(services.keys, admin=False)])
+    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[key_guard(services.keys, services.tokens, admin=False)])
     operator = Router(
         path="/",
-        guards=[key_guard(services.keys, admin=True)],
+        guards=[key_guard(services.keys, services.tokens, admin=True)],
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
     app = Litestar(

@@ -7,6 +7,8 @@ in :mod:`loom.daemon.api.auth`.
 from __future__ import annotations
 
 import hmac
+import secrets
+import time
 
 from .config import Config
 
@@ -31,3 +33,38 @@ class KeyRing:
             if hmac.compare_digest(candidate, key) and role != "admin":
                 role = key_role
         return role
+
+
+class StreamTokens:
+    """Short-lived tokens for clients that cannot send a header: a browser's ``EventSource`` and
+    ``WebSocket``. An authenticated ``POST /v1/stream-tokens`` mints one carrying the role of the
+    key that asked; the stream routes take it as ``?token=`` or as the WebSocket subprotocol
+    ``loom.bearer.<token>``. A key itself never has to go in a URL (where logs keep it), and a
+    leaked token is worth ``ttl`` seconds. Tokens live in memory: a restart forgets them."""
+
+    PREFIX = "lst_"
+
+    def __init__(self, ttl: float = 300.0) -> None:
+        self.ttl = ttl
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    def mint(self, role: str) -> tuple[str, float]:
+        """A new token for ``role`` and when it expires (unix seconds)."""
+        self._forget_expired()
+        token = self.PREFIX + secrets.token_urlsafe(24)
+        expires = time.time() + self.ttl
+        self._tokens[token] = (role, expires)
+        return token, expires
+
+    def role_of(self, token: str | None) -> str | None:
+        if not token or not token.startswith(self.PREFIX):
+            return None
+        found = self._tokens.get(token)
+        if found is None or found[1] < time.time():
+            return None
+        return found[0]
+
+    def _forget_expired(self) -> None:
+        now = time.time()
+        for token in [t for t, (_, expires) in self._tokens.items() if expires < now]:
+            del self._tokens[token]

@@ -31,7 +31,7 @@ from .image_fetch import ImageFetcher
 from .jobs import JobRunner, JobStore, collect_pipelines
 from .jobs.context import PipelineServices
 from .jobs.retention import Retention, RetentionPolicy
-from .keys import KeyRing
+from .keys import KeyRing, StreamTokens
 from .models import ModelRegistry, build_registry
 from .plugin_manager import PluginInfo, collect, collect_providers, make_plugin_manager
 from .provider_health import ProviderHealth
@@ -61,6 +61,8 @@ class Services:
     router: ModelRouter
     timers: Timers
     keys: KeyRing
+    #: Short-lived tokens for browsers' event streams and WebSockets (``POST /v1/stream-tokens``).
+    tokens: StreamTokens
     files: FileStore
     bodies: BodyReader
     routes: Routes
@@ -115,8 +117,8 @@ class Services:
             yield self
 
 
-#: Services only the app factory uses (the guards hold the key ring; the plugin manager is wiring).
-_NOT_FOR_ROUTES = {"pm", "keys", "timers"}
+#: Services only the app factory uses (the plugin manager is wiring).
+_NOT_FOR_ROUTES = {"pm", "timers"}
 
 
 def _constant(value: object) -> Provide:
@@ -168,6 +170,7 @@ def build_services(
         router=router,
         timers=timers,
         keys=KeyRing(config),
+        tokens=StreamTokens(),
         files=files,
         bodies=BodyReader(config.daemon.limits.max_body_bytes),
         routes=config.routes,

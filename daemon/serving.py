@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 from types import FrameType
@@ -28,6 +29,17 @@ from .services import Services
 log = logging.getLogger("loom")
 #: How long cut tasks get to unwind (their ``finally`` blocks) before the lifespan shuts down.
 CUT_WAIT_S = 2.0
+
+
+class RedactTokens(logging.Filter):
+    """Stream tokens travel in URLs (``?token=``, for EventSource): keep them out of the access log."""
+
+    PATTERN = re.compile(r"(token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 class GracefulServer(uvicorn.Server):
@@ -77,4 +89,5 @@ class GracefulServer(uvicorn.Server):
 def serve(app, services: Services, *, host: str, port: int, log_level: str, grace: float) -> None:
     """Run ``app`` until a signal stops it, shutting down as the module docstring says."""
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     GracefulServer(config, services, grace).run()

@@ -31,10 +31,11 @@ from loom.sdk.errors import NotFound
 from ..models import ModelRegistry
 from ..scheduler import Scheduler
 from ..shutdown import Shutdown
+from .auth import accept
 from .body import BodyReader
 from .errors import validation_error
 from . import shapes
-from .openapi import BODY_ERRORS, doc
+from .openapi import BODY_ERRORS, TOKEN, doc
 from .respond import json_response
 
 #: An SSE comment this often keeps proxies from closing an idle stream and notices gone clients.
@@ -114,7 +115,11 @@ async def cancel_work(work_id: FromPath[str], scheduler: NamedDependency[Schedul
     return json_response({"id": work_id, "cancelled": True})
 
 
-@get("/events", operation_class=doc("The scheduler's events", events=shapes.SchedulerEvent))
+@get(
+    "/events",
+    opt={"browser": True},
+    operation_class=doc("The scheduler's events", events=shapes.SchedulerEvent, query=(TOKEN,)),
+)
 async def scheduler_events(
     scheduler: NamedDependency[Scheduler], shutdown: NamedDependency[Shutdown]
 ) -> ServerSentEvent:
@@ -140,10 +145,10 @@ async def scheduler_events(
     return ServerSentEvent(shutdown.until(stream()), headers={"cache-control": "no-cache"})
 
 
-@websocket("/ws")
+@websocket("/ws", opt={"browser": True})
 async def scheduler_ws(socket: WebSocket, scheduler: NamedDependency[Scheduler]) -> None:
     sub = scheduler.events.subscribe()
-    await socket.accept()
+    await accept(socket)
 
     async def send() -> None:
         await socket.send_text(msgspec.json.encode({"type": "snapshot", "scheduler": scheduler.snapshot()}).decode())

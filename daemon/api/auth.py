@@ -1,18 +1,28 @@
 """The key guards: any configured key for /v1, an admin key for /admin and /metrics.
 
 Each guard is made once from the :class:`~loom.daemon.keys.KeyRing` and declared once, on its
-Router (``app.py``), so no handler can forget it.
+Router (``app.py``), so no handler can forget it. A key comes as ``Authorization: Bearer <key>``
+or ``X-API-Key``. The stream routes a browser opens (``EventSource`` and ``WebSocket`` send no
+headers of their own) are marked ``opt={"browser": True}``; they also take a short-lived token
+(:class:`~loom.daemon.keys.StreamTokens`, minted by ``POST /v1/stream-tokens``) as ``?token=``,
+and a WebSocket takes a key or a token as the subprotocol ``loom.bearer.<credential>`` (offered
+with ``loom``, which the server then accepts).
 """
 
 from __future__ import annotations
 
+from litestar import WebSocket
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
-from ..keys import KeyRing
+from ..keys import KeyRing, StreamTokens
+
+#: The WebSocket subprotocol a browser offers alongside its credential (and the server accepts).
+SUBPROTOCOL = "loom"
+BEARER = "loom.bearer."
 
 
 def presented_key(connection: ASGIConnection) -> str | None:
@@ -22,7 +32,14 @@ def presented_key(connection: ASGIConnection) -> str | None:
     return connection.headers.get("x-api-key")
 
 
-def key_guard(ring: KeyRing, *, admin: bool) -> Guard:
+def subprotocol_credential(connection: ASGIConnection) -> str | None:
+    for offered in connection.scope.get("subprotocols") or ():
+        if offered.startswith(BEARER):
+            return offered[len(BEARER) :]
+    return None
+
+
+def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool) -> Guard:
     """A guard that lets a request through with any key (``admin=False``) or an admin key; with
     no keys configured, everything is open."""
 
@@ -30,6 +47,10 @@ def key_guard(ring: KeyRing, *, admin: bool) -> Guard:
         if not ring.enabled:
             return
         role = ring.role_of(presented_key(connection))
+        if role is None and handler.opt.get("browser"):
+            credential = subprotocol_credential(connection)
+            role = ring.role_of(credential) or tokens.role_of(credential)
+            role = role or tokens.role_of(connection.query_params.get("token"))
         if role is None:
             raise AuthenticationFailed("Missing or incorrect API key: pass it as 'Authorization: Bearer <key>'")
         if admin and role != "admin":
@@ -37,3 +58,10 @@ def key_guard(ring: KeyRing, *, admin: bool) -> Guard:
 
     guard.__name__ = "require_admin_key" if admin else "require_key"
     return guard
+
+
+async def accept(socket: WebSocket) -> None:
+    """Accept a WebSocket, choosing the ``loom`` subprotocol when the client offered it (a browser
+    that offered subprotocols closes a connection that picks none of them)."""
+    offered = socket.scope.get("subprotocols") or ()
+    await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)

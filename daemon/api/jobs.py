@@ -40,9 +40,10 @@ from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
 from ..shutdown import Shutdown
 from . import shapes
+from .auth import accept
 from .body import BodyReader
 from .errors import validation_error
-from .openapi import BODY_ERRORS, Query, doc
+from .openapi import BODY_ERRORS, TOKEN, Query, doc
 from .respond import json_response
 
 #: A time filter: unix seconds, or an ISO 8601 date or time (one pattern, not anyOf, so a value
@@ -325,6 +326,7 @@ def _is_final(event: Event) -> bool:
 
 @get(
     "/jobs/{job_id:str}/events",
+    opt={"browser": True},
     operation_class=doc(
         "A job's events",
         events=shapes.JobEvent,
@@ -334,6 +336,7 @@ def _is_final(event: Event) -> bool:
                 "Last-Event-ID", {"type": "string", "pattern": "^[0-9]{0,15}$"}, "Resume after this event id", "header"
             ),
             Query("after", {"type": "string", "pattern": "^[0-9]{0,15}$"}, "Resume after this event id"),
+            TOKEN,
         ),
     ),
 )
@@ -374,7 +377,7 @@ async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[Serv
         sub.close()
 
 
-@websocket("/ws")
+@websocket("/ws", opt={"browser": True})
 async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
     """One connection, many jobs. The client sends JSON commands:
 
@@ -387,7 +390,7 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
     job), ``{"op": "error", "message", "job_id"?}`` for a bad command or unknown job, and
     ``{"op": "pong"}``.
     """
-    await socket.accept()
+    await accept(socket)
     sub = runner.hub.subscriber()
 
     send_later = sub.say

@@ -75,6 +75,10 @@ class Query:
     where: str = "query"
 
 
+#: The stream routes' query parameter for a browser (``POST /v1/stream-tokens`` mints it).
+TOKEN = Query("token", {"type": "string"}, "A stream token, for clients that cannot send a header (EventSource)")
+
+
 @dataclass(frozen=True)
 class Doc:
     summary: str
