@@ -7,11 +7,14 @@ of one file never trip over each other's temporary; a failed write leaves no tem
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from loom.sdk.errors import StorageError
 
 
 @contextmanager
@@ -31,6 +34,22 @@ def replacing(path: Path) -> Iterator[Path]:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, creating its folder if needed."""
-    with replacing(path) as tmp:
-        tmp.write_bytes(data)
+    """Write ``data`` to ``path`` atomically, creating its folder if needed. A disk that is full
+    or not writable is a :class:`~loom.sdk.errors.StorageError` naming the file (the temporary
+    is removed, so nothing half-written is left)."""
+    try:
+        with replacing(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        raise storage_error(e, path) from e
+
+
+#: What a full disk (or quota, or file size limit) says.
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def storage_error(e: OSError, path: Path) -> StorageError:
+    """``e`` (raised writing ``path``) as the error a client is shown."""
+    if e.errno in FULL:
+        return StorageError(f"No space left on the device to write {path}: free some space in the data dir")
+    return StorageError(f"Cannot write {path}: {e.strerror or e}")

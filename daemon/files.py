@@ -8,13 +8,30 @@ them, so the job database and other state are never served.
 from __future__ import annotations
 
 import secrets
+import tempfile
 import time
 from pathlib import Path
 
-from loom.sdk.errors import NotFound
+from loom.sdk.errors import ConfigError, NotFound
+
+from .atomic import write_atomic
 
 
 PUBLIC_FOLDERS = ("images", "output")
+
+
+def check_writable(data_dir: Path) -> None:
+    """Create ``data_dir`` if needed and make sure Loom can write there; a ConfigError naming it
+    stops start-up otherwise (rather than the first job failing, or a store refusing to open)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".loom-write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"the data dir {data_dir} is not writable ({e.strerror or e}); "
+            "choose another with --data-dir or [daemon] data_dir"
+        ) from None
 
 
 class FileStore:
@@ -24,9 +41,7 @@ class FileStore:
     def save(self, data: bytes, suffix: str = ".png", folder: str = "images") -> str:
         """Write ``data`` under a dated folder with an unguessable name; return its relative path."""
         rel = Path(folder) / time.strftime("%Y-%m-%d") / f"{secrets.token_hex(12)}{suffix}"
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        write_atomic(self.root / rel, data)  # StorageError when the disk is full; never half a file
         return rel.as_posix()
 
     def resolve(self, rel: str) -> Path:

@@ -26,7 +26,7 @@ from .api.body import BodyReader
 from .api.chat_prepare import ChatIntake
 from .catalog.live import ModelCatalog
 from .config import Config, Routes
-from .files import FileStore
+from .files import FileStore, check_writable
 from .image_fetch import ImageFetcher
 from .jobs import JobRunner, JobStore, collect_pipelines
 from .jobs.context import PipelineServices
@@ -141,7 +141,7 @@ def build_services(
     registry = build_registry(config, providers, plugin_models, infos)
     pipelines = collect_pipelines(pm, infos)
     data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(data_dir)
     timers = Timers()
     scheduler = Scheduler(config, registry, timers=timers)
     router = ModelRouter(registry, scheduler)

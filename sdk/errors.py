@@ -111,6 +111,14 @@ class OutOfMemory(Unavailable):
     code = "out_of_memory"
 
 
+class StorageError(LoomError):
+    """Loom could not write its output: the disk is full, or the data dir is not writable (507).
+    Nothing half-written is left behind."""
+
+    type = "server_error"
+    code = "storage_error"
+
+
 class ProviderError(LoomError):
     """The provider failed while serving the request (502)."""
 

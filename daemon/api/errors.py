@@ -24,6 +24,7 @@ STATUS: list[tuple[type[E.LoomError], int]] = [
     (E.PermissionDenied, 403),
     (E.QueueFull, 429),
     (E.Unavailable, 503),
+    (E.StorageError, 507),
     (E.ProviderTimeout, 504),
     (E.ProviderError, 502),
     (E.Cancelled, 499),

@@ -42,7 +42,7 @@ from ..models import ModelRegistry
 from ..routing import ModelRouter
 from .body import BodyReader
 from .images import base_url, parse_size, render
-from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 
 COMMON = {
@@ -97,7 +97,7 @@ class EditForm(VariationForm, kw_only=True):
         "Edit an image",
         form=EditForm,
         returns=ImagesResponse,
-        errors=BODY_ERRORS + MODEL_ERRORS,
+        errors=BODY_ERRORS + MODEL_ERRORS + STORAGE_ERRORS,
         headers=PROVENANCE,
     ),
 )
@@ -129,7 +129,7 @@ async def edits(
         "Make variations of an image",
         form=VariationForm,
         returns=ImagesResponse,
-        errors=BODY_ERRORS + MODEL_ERRORS,
+        errors=BODY_ERRORS + MODEL_ERRORS + STORAGE_ERRORS,
         headers=PROVENANCE,
     ),
 )

