@@ -23,6 +23,9 @@ from ..errors import Cancelled, InvalidRequest, LoomError, UnsupportedParameter
 from ..protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk, ToolCallDelta, VisionScores
 from ..types import (
     AssistantMessage,
+    JSONObjectFormat,
+    JSONSchemaFormat,
+    JSONSchemaSpec,
     Capability,
     ChatCompletionRequest,
     CompletionRequest,
@@ -68,6 +71,9 @@ class Settings:
     image_size: tuple[int, int] = (64, 48)
     image_steps: int = 2
     languages: tuple[str, str] = ("en", "fr")
+    #: Another target language the provider knows (``translation.translates`` checks that two
+    #: targets give two translations); None skips that part.
+    third_language: str | None = "de"
     bad_language: str = "xx-NOT-A-LANGUAGE"
     plugin: Any = None
     entry_point: str | None = None
@@ -331,6 +337,35 @@ def _text_checks(kind: str, capability: Capability) -> None:
             f"{name}() with seed={seed} gave {runs[0]!r} then {runs[1]!r}; the provider claims deterministic = True"
         )
 
+    @check(f"{kind}.seeds", capability, needs_determinism=True)
+    def seeds(s: Subject) -> None:
+        """Different seeds give different text (a provider that ignores the seed repeats itself)."""
+        texts = set()
+        for seed in (1, 2, 3):
+            name, args = _text_call(s, kind, max_tokens=max(48, settings_of(s).max_tokens), seed=seed, temperature=1.0)
+            texts.add(_joined(s.stream(name, *args)))
+        assert len(texts) > 1, f"{name}() gave {texts.pop()!r} for seeds 1, 2 and 3; a seed must change the sampling"
+
+    @check(f"{kind}.stop", capability, needs_determinism=True)
+    def stop(s: Subject) -> None:
+        """A stop string cuts the text before it, with finish_reason 'stop' (the stop string left out)."""
+        limit = max(16, settings_of(s).max_tokens)
+        name, args = _text_call(s, kind, max_tokens=limit)
+        full = _joined(s.stream(name, *args))
+        words = full.split()
+        assert len(words) >= 3, f"{name}() gave too little text to test stop strings: {full!r}"
+        word = words[len(words) // 2]
+        name, args = _text_call(s, kind, max_tokens=limit, stop=[word])
+        chunks = s.stream(name, *args)
+        cut = _joined(chunks)
+        assert word not in cut, f"{name}() with stop=[{word!r}] still generated it: {cut!r}"
+        assert full.startswith(cut) and full.find(word) >= len(cut.rstrip()), (
+            f"{name}() with stop=[{word!r}] gave {cut!r}; the same request without it began {full[: len(cut) + 20]!r}"
+        )
+        assert chunks[-1].finish_reason == "stop", (
+            f"{name}() cut by a stop string must end with finish_reason='stop', got {chunks[-1].finish_reason!r}"
+        )
+
     @check(f"{kind}.cancel", capability)
     def cancel(s: Subject) -> None:
         """A cancelled RunContext raises Cancelled, before the stream and in the middle of it."""
@@ -389,6 +424,40 @@ def _text_checks(kind: str, capability: Capability) -> None:
 
 _text_checks("chat", Capability.CHAT)
 _text_checks("completion", Capability.COMPLETION)
+
+
+@check("chat.response_format", Capability.CHAT, needs_parameter="response_format")
+def _response_format(s: Subject) -> None:
+    """response_format json_object gives a JSON object, json_schema one that fits the schema."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    formats = [
+        ("json_object", JSONObjectFormat()),
+        ("json_schema", JSONSchemaFormat(json_schema=JSONSchemaSpec(name="person", schema=schema, strict=True))),
+    ]
+    for label, response_format in formats:
+        request = _chat_request(
+            s, "Describe a person as JSON.", max_tokens=200, seed=settings_of(s).seed, response_format=response_format
+        )
+        text = _joined(s.stream("chat", request))
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise AssertionError(
+                f"chat() with response_format {label} gave text that is not JSON: {text!r:.200}"
+            ) from None
+        assert isinstance(value, dict), (
+            f"chat() with response_format {label} gave {type(value).__name__}, not an object"
+        )
+        if label == "json_schema":
+            assert set(value) == {"name", "age"} and isinstance(value["name"], str), f"{value!r} does not fit {schema}"
+            assert isinstance(value["age"], int) and not isinstance(value["age"], bool), (
+                f"age is not an integer: {value!r}"
+            )
 
 
 # --- tool calls -------------------------------------------------------------------------------
@@ -655,6 +724,15 @@ def _image_deterministic(s: Subject) -> None:
     assert first == second, f"two images with seed={settings_of(s).seed} differ; the provider claims determinism"
 
 
+@check("image.seeds", Capability.IMAGE)
+def _image_seeds(s: Subject) -> None:
+    """Different seeds, and the n images of one job, give different pictures."""
+    one, other = _images(s, _job(s, seed=1))[0], _images(s, _job(s, seed=2))[0]
+    assert one != other, "generate_images() made the same PNG for seed 1 and seed 2; a seed must change the picture"
+    pair = _images(s, _job(s, n=2))
+    assert pair[0] != pair[1], "the two images of a job with n=2 are the same; each must have its own noise"
+
+
 @check("image.errors", Capability.IMAGE)
 def _image_errors(s: Subject) -> None:
     """A 3x5 image and an init_image that is not an image raise InvalidRequest."""
@@ -691,6 +769,16 @@ def _describe(s: Subject) -> None:
     """describe() of a PNG returns non-empty text."""
     text = s.call(s.method("describe"), make_png(48, 32), None, "normal", None, RunContext())
     assert isinstance(text, str) and text.strip(), f"describe() must return non-empty text, got {text!r}"
+
+
+@check("vision.looks", Capability.VISION)
+def _looks(s: Subject) -> None:
+    """describe() of two different pictures gives different text: the image is read, not a stock caption."""
+    texts = [
+        s.call(s.method("describe"), image, None, "normal", None, RunContext())
+        for image in (make_png(48, 32), make_png(48, 32, seed=120))
+    ]
+    assert texts[0] != texts[1], f"describe() gave {texts[0]!r} for two different pictures; it must look at the image"
 
 
 @check("vision.score", Capability.VISION)
@@ -752,6 +840,21 @@ def _texts(s: Subject) -> None:
     out = _translate(s, texts, source, target)
     assert isinstance(out, list) and len(out) == len(texts), f"translate() of {len(texts)} texts returned {out!r}"
     assert all(isinstance(t, str) and t.strip() for t in out), f"translate() returned an empty or non-str item: {out!r}"
+
+
+@check("translation.translates", Capability.TRANSLATION)
+def _translates(s: Subject) -> None:
+    """translate() into another language changes the text, and into two languages differently (no echo)."""
+    source, target = settings_of(s).languages
+    texts = ["The sea is calm tonight.", "Where is the railway station?"]
+    out = _translate(s, texts, source, target)
+    assert out != texts and all(o.strip() != t for o, t in zip(out, texts)), (
+        f"translate() from {source} to {target} returned its input {out!r}; a translator must translate"
+    )
+    third = settings_of(s).third_language
+    if third is not None:
+        again = _translate(s, texts, source, third)
+        assert again != out, f"translate() into {target} and into {third} gave the same {out!r}"
 
 
 @check("translation.errors", Capability.TRANSLATION)

@@ -59,6 +59,7 @@ class ProviderConformance:
     image_steps: ClassVar[int] = Settings.image_steps
     languages: ClassVar[tuple[str, str]] = Settings.languages
     bad_language: ClassVar[str] = Settings.bad_language
+    third_language: ClassVar[str | None] = Settings.third_language
 
     @classmethod
     def loom_settings(cls) -> Settings:

@@ -26,6 +26,7 @@ from loom.sdk import (
 )
 from loom.sdk.testing import CHECKS, Subject, make_png, png_size, provider_conformance, run_checks
 from loom.sdk.testing.checks import Settings, applicable
+from loom.sdk.types import TextFormat
 
 
 class Opts(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -64,8 +65,14 @@ class Good(Provider):
         if request.has_images():
             raise CapabilityNotSupported("no images", param="messages")
         words, limit = self.reply(request), request.token_limit() or 10**6
-        for word in words[:limit]:
+        if request.response_format is not None and not isinstance(request.response_format, TextFormat):
+            words = ['{"name": "Ada", "age": 36}']
+        stops = request.stop_list()
+        for n, word in enumerate(words[:limit]):
             ctx.check()
+            if word in stops:
+                yield TextChunk(finish_reason="stop", prompt_tokens=3, completion_tokens=n)
+                return
             yield TextChunk(text=word + " ")
         yield TextChunk(
             finish_reason="length" if len(words) > limit else "stop",
@@ -282,3 +289,87 @@ def test_the_kit_imports_nothing_heavy():
     script = f"import sys, loom.sdk.testing; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --- what the kit used to let through ------------------------------------------------------------
+
+
+class IgnoresStopAndSeed(Good):
+    name = "ignores-stop-and-seed"
+
+    def reply(self, request) -> list[str]:
+        return Good.reply(self, msgspec.structs.replace(request, seed=None, stop=None))
+
+    def chat(self, request, ctx):
+        return Good.chat(self, msgspec.structs.replace(request, stop=None, seed=None), ctx)
+
+
+def test_a_provider_that_ignores_stop_and_seed_fails_those_checks():
+    failed = failures(IgnoresStopAndSeed)
+    assert "stop=" in failed["chat.stop"] and "seeds 1, 2 and 3" in failed["chat.seeds"]
+
+
+class IgnoresResponseFormat(Good):
+    name = "ignores-response-format"
+
+    def chat(self, request, ctx):
+        return Good.chat(self, msgspec.structs.replace(request, response_format=None), ctx)
+
+
+def test_a_provider_that_claims_response_format_and_ignores_it_fails():
+    assert "not JSON" in failures(IgnoresResponseFormat)["chat.response_format"]
+
+
+class Echo(Provider):
+    """A translator that echoes, and a captioner with one stock caption."""
+
+    name = "echo"
+    capabilities = frozenset({Capability.TRANSLATION, Capability.VISION})
+
+    def estimate_bytes(self):
+        return 10
+
+    def load(self, device):
+        pass
+
+    def unload(self):
+        pass
+
+    def memory_bytes(self):
+        return 10
+
+    def translate(self, texts, source, target, ctx):
+        ctx.check()
+        for param, code in (("source", source), ("target", target)):
+            if code not in ("en", "fr", "de"):
+                from loom.sdk import InvalidRequest
+
+                raise InvalidRequest(f"unknown language {code}", param=param)
+        return list(texts)
+
+    def describe(self, image, prompt, detail, max_tokens, ctx):
+        ctx.check()
+        if not image.startswith(b"\x89PNG"):
+            raise _invalid()
+        return "A picture."
+
+    def score(self, image, text, ctx):
+        from loom.sdk import VisionScores
+
+        ctx.check()
+        if not image.startswith(b"\x89PNG"):
+            raise _invalid()
+        return VisionScores(clip=0.5, aesthetic=5.0)
+
+
+def _invalid():
+    from loom.sdk import InvalidRequest
+
+    return InvalidRequest("not an image", param="image")
+
+
+def test_an_echoing_translator_and_a_stock_captioner_fail():
+    failed = failures(Echo)
+    assert "returned its input" in failed["translation.translates"]
+    assert "must look at the image" in failed["vision.looks"]
+    assert set(failed) == {"translation.translates", "vision.looks"}, failed
