@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from tests.conftest import openai_client
+from tests.conftest import ROOT, Daemon, openai_client, write_config
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,16 @@ def test_default_streams(client):
 def test_default_stop_and_max_tokens(client):
     r = ask(client, "Write a long story about the sea.", max_tokens=5)
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens <= 5
+    # A stop string: a word from the middle of the greedy answer cuts the same answer before it.
+    full = ask(client, "Write a long story about the sea.", max_tokens=40, temperature=0, seed=1)
+    text = full.choices[0].message.content
+    words = text.split()
+    word = words[len(words) // 2]
+    cut = ask(client, "Write a long story about the sea.", max_tokens=40, temperature=0, seed=1, stop=[word])
+    answer = cut.choices[0].message.content
+    assert cut.choices[0].finish_reason == "stop" and word not in answer
+    assert text.startswith(answer) and len(answer) < text.index(word) + 1
+    assert cut.usage.completion_tokens < full.usage.completion_tokens
 
 
 def test_default_json_schema_is_grammar_constrained(client):
@@ -100,8 +110,29 @@ def test_default_mock_models_cover_other_capabilities(client):
     assert img.data[0].b64_json
 
 
-def test_default_provider_failure_is_502_and_recovers(client):
-    # The mock has no failures configured here; a chat model with images but asked of SmolLM2
-    # directly should be rerouted, not fail.
-    with pytest.raises(openai.BadRequestError):
+def test_default_empty_messages_is_400(client):
+    with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="smollm2-135m", messages=[], max_tokens=1)
+    assert e.value.body["param"] == "messages"
+
+
+def test_default_provider_failure_is_502_and_recovers(tmp_path):
+    """The shipped config plus a model whose provider fails every call: its failure is a 502 in
+    OpenAI's shape, and SmolLM2 on the same daemon answers right after (and again after a
+    second failure, so the failure left nothing behind)."""
+    config = (ROOT / "plugins.toml").read_text() + (
+        '\n[[models]]\nid = "fails"\nprovider = "mock"\ncapabilities = ["chat"]\n'
+        'options = { fail_rate = 1.0, fail_message = "the provider fell over" }\n'
+    )
+    daemon = Daemon(write_config(tmp_path / "loom.toml", config), tmp_path / "data").start()
+    try:
+        client = openai_client(daemon, timeout=120)
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError) as e:
+                client.chat.completions.create(model="fails", messages=[{"role": "user", "content": "hi"}])
+            assert e.value.status_code == 502 and "fell over" in e.value.message
+            assert e.value.body["code"] == "provider_error"
+            r = ask(client, "Say hello.", max_tokens=8, seed=1)
+            assert r.choices[0].message.content.strip() and r.model == "smollm2-135m"
+    finally:
+        daemon.stop()

@@ -68,31 +68,64 @@ def test_url_response_serves_the_png(torch_client, torch_daemon):
 # --- /v1/images/edits and /v1/images/variations --------------------------------------------------------
 
 
-def test_edit_image_to_image(torch_client):
-    r = torch_client.images.edit(
+def edit(client, image: bytes, mask: bytes | None = None, **extra) -> str:
+    kw = {"mask": ("mask.png", mask, "image/png")} if mask is not None else {}
+    r = client.images.edit(
         model="tiny-sd",
-        image=("in.png", png(), "image/png"),
+        image=("in.png", image, "image/png"),
         prompt="make it night",
         size="64x64",
-        extra_body={"seed": 3, "strength": 0.6, "steps": 4},
+        extra_body={"seed": 3, "strength": 0.6, "steps": 4, **extra},
+        **kw,
     )
     assert decode(r.data[0]).size == (64, 64)
+    return r.data[0].b64_json
 
 
-def test_edit_with_a_mask_inpaints(torch_client):
+def square_mask(box: tuple[int, int, int, int]) -> bytes:
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), (16, 16, 48, 48))  # transparent = paint here, as OpenAI
+    mask.paste((0, 0, 0, 0), box)  # transparent = paint here, as OpenAI
     buf = io.BytesIO()
     mask.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_edit_image_to_image_starts_from_the_input(torch_client):
+    blue, red = edit(torch_client, png()), edit(torch_client, png(colour=(220, 30, 30)))
+    assert blue != red  # same prompt, seed and steps: only the input differs
+    # Not a text-to-image of the prompt either.
+    plain = generate(torch_client, size="64x64", extra_body={"seed": 3, "steps": 4}).data[0].b64_json
+    assert blue != plain
+
+
+def test_edit_with_a_mask_inpaints_where_the_mask_says(torch_client):
+    centre, corner = square_mask((16, 16, 48, 48)), square_mask((0, 0, 16, 16))
+    with_centre, with_corner, without = (
+        edit(torch_client, png(), centre),
+        edit(torch_client, png(), corner),
+        edit(torch_client, png()),
+    )
+    assert len({with_centre, with_corner, without}) == 3  # the mask, and where it is, change the result
     r = torch_client.images.edit(
         model="tiny-sd",
         image=("in.png", png(), "image/png"),
-        mask=("mask.png", buf.getvalue(), "image/png"),
+        mask=("mask.png", centre, "image/png"),
         prompt="a window",
         n=2,
         extra_body={"seed": 3, "steps": 3},
     )
     assert [decode(d).size for d in r.data] == [(64, 64), (64, 64)]  # size=auto: the input's
+
+
+def test_an_image_with_transparent_pixels_is_its_own_mask(torch_client):
+    see_through = png(colour=(30, 120, 220, 255), mode="RGBA")
+    img = Image.open(io.BytesIO(see_through))
+    img.paste((30, 120, 220, 0), (16, 16, 48, 48))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    # The same picture as an explicit mask gives the same edit; without the hole, another.
+    assert edit(torch_client, buf.getvalue()) == edit(torch_client, see_through, square_mask((16, 16, 48, 48)))
+    assert edit(torch_client, buf.getvalue()) != edit(torch_client, see_through)
 
 
 def test_edit_same_seed_same_image(torch_client):
