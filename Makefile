@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 CONTRIB := $(wildcard contrib/*/pyproject.toml)
 
-.PHONY: serve test bench clean
+.PHONY: serve test fuzz bench soak clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ serve: $(VENV)/.base
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q -rs -p no:cacheprovider
+
+# Schemathesis against a live daemon with a bigger budget than `make test` gives it.
+fuzz: $(VENV)/.dev
+	LOOM_FUZZ_EXAMPLES=$${LOOM_FUZZ_EXAMPLES:-100} $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_openapi_fuzz.py
+
+# Ten minutes of mixed work looking for leaks (MINUTES=2 make soak for a shorter one).
+soak: $(VENV)/.dev
+	cd bench && ../$(PY) soak.py --minutes $${MINUTES:-10}
 
 bench: $(VENV)/.dev
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
