@@ -35,7 +35,7 @@ fuzz: $(VENV)/.dev
 
 # Ten minutes of mixed work looking for leaks (MINUTES=2 make soak for a shorter one).
 soak: $(VENV)/.dev
-	cd bench && ../$(PY) soak.py --minutes $${MINUTES:-10}
+	cd bench && $(abspath $(PY)) soak.py --minutes $${MINUTES:-10}
 
 bench: $(VENV)/.dev
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -211,11 +211,11 @@ async def completions(
             try:
                 async for index, chunks in gens:
                     if req.echo:
-                        yield _encode(_piece(rid, created, req.model, index, prompt_of(index), None))
+                        yield _piece(rid, created, req.model, index, prompt_of(index), None)
                     async for c in chunks:
                         count(usage, c, prompt=index % req.n == 0)
                         if c.text or c.finish_reason:
-                            yield _encode(_piece(rid, created, req.model, index, c.text, c.finish_reason))
+                            yield _piece(rid, created, req.model, index, c.text, c.finish_reason)
                 if include_usage:
                     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
                     yield _encode(Completion(id=rid, created=created, model=req.model, choices=[], usage=usage))
@@ -238,5 +238,10 @@ async def completions(
     return json_response(answer, headers=served_by(entry))
 
 
-def _piece(rid, created, model, index, text, finish) -> Completion:
-    return Completion(id=rid, created=created, model=model, choices=[CompletionChoice(index, text, finish)])
+def _piece(rid, created, model, index, text, finish) -> bytes:
+    """One streamed completion chunk; ``usage`` is left out (it comes in its own last chunk with
+    ``include_usage``), as OpenAI does."""
+    chunk = Completion(id=rid, created=created, model=model, choices=[CompletionChoice(index, text, finish)])
+    body = msgspec.to_builtins(chunk)
+    del body["usage"]
+    return _encode(body)
