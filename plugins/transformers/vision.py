@@ -46,6 +46,9 @@ class TransformersVisionProvider(TorchProvider):
     name: ClassVar[str] = "transformers-vision"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VISION, Capability.CHAT})
     Options: ClassVar[type[VisionOptions]] = VisionOptions
+    # generate() takes temperature, top_p, seed and stop only: JSON output and penalties are
+    # refused by the daemon's policy table before the call (refuse_unsupported stays as a guard).
+    parameters: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -352,9 +352,8 @@ def _text_checks(kind: str, capability: Capability) -> None:
         limit = max(16, settings_of(s).max_tokens)
         name, args = _text_call(s, kind, max_tokens=limit)
         full = _joined(s.stream(name, *args))
-        words = full.split()
-        assert len(words) >= 3, f"{name}() gave too little text to test stop strings: {full!r}"
-        word = words[len(words) // 2]
+        word = _stop_string(full)
+        assert word is not None, f"{name}() gave too little text to test stop strings: {full!r}"
         name, args = _text_call(s, kind, max_tokens=limit, stop=[word])
         chunks = s.stream(name, *args)
         cut = _joined(chunks)
@@ -420,6 +419,21 @@ def _text_checks(kind: str, capability: Capability) -> None:
                 s.stream("complete", "", request)
             except LoomError:
                 pass
+
+
+def _stop_string(text: str) -> str | None:
+    """A stop string from the middle of ``text`` that first occurs after its start: the middle word
+    of prose, or else the longest run of up to three printable characters there (a random-weight model's
+    text has no words)."""
+    words = text.split()
+    if len(words) >= 3:
+        return words[len(words) // 2]
+    for size in (3, 2, 1):
+        for start in range(len(text) // 2, len(text) - size + 1):
+            piece = text[start : start + size]
+            if all(c.isprintable() and not c.isspace() and c != "\ufffd" for c in piece) and text.find(piece) > 0:
+                return piece
+    return None
 
 
 _text_checks("chat", Capability.CHAT)

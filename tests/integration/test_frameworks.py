@@ -4,7 +4,9 @@ The real packages, as a user would point them at a local OpenAI-compatible serve
 ChatOpenAI, instructor, the OpenAI Agents SDK (its chat-completions and its responses model),
 pydantic-ai, and the ``openai`` package's ``parse`` and ``responses`` helpers. The model is tiny, so
 what is checked is what the grammar guarantees: a forced call names an offered function with
-arguments that validate, and structured output parses into the requested type.
+arguments that validate, and structured output parses into the requested type. Structured calls
+are greedy (temperature 0) with room to finish: a grammar guarantees the shape, not that a sampled
+string ends within a few dozen tokens.
 """
 
 from __future__ import annotations
@@ -111,14 +113,18 @@ def test_logprobs_and_sampling_knobs_are_honoured(default_daemon):
 def test_openai_parse_and_responses_helpers(client, default_daemon):
     require_document()
     parsed = client.chat.completions.parse(
-        model=MODEL, messages=[{"role": "user", "content": "Paris is in France."}], response_format=City, max_tokens=60
+        model=MODEL,
+        messages=[{"role": "user", "content": "Paris is in France."}],
+        response_format=City,
+        max_tokens=200,
+        temperature=0,
     )
     assert isinstance(parsed.choices[0].message.parsed, City)
     r = client.responses.create(model=MODEL, input="Say hello.", max_output_tokens=16)
     assert r.output_text and r.status in ("completed", "incomplete")
     validate(httpx.get(f"{default_daemon.url}/v1/responses/{r.id}").json(), "Response")
     structured = client.responses.parse(
-        model=MODEL, input="Paris is in France.", text_format=City, max_output_tokens=60
+        model=MODEL, input="Paris is in France.", text_format=City, max_output_tokens=200, temperature=0
     )
     assert isinstance(structured.output_parsed, City)
     events = []
@@ -127,7 +133,8 @@ def test_openai_parse_and_responses_helpers(client, default_daemon):
         input="Weather?",
         tools=[{"type": "function", "name": "get_weather", "parameters": WEATHER}],
         tool_choice="required",
-        max_output_tokens=80,
+        max_output_tokens=200,
+        temperature=0,
     ) as stream:
         for event in stream:
             events.append(event.model_dump(mode="json", exclude_unset=True))
@@ -145,7 +152,7 @@ def test_langchain_invoke_stream_structured_output_and_bind_tools(base):
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(base_url=base, api_key="unused", model=MODEL, max_tokens=60, temperature=0, max_retries=0)
+    llm = ChatOpenAI(base_url=base, api_key="unused", model=MODEL, max_tokens=200, temperature=0, max_retries=0)
     assert llm.invoke("Say hi.").content
     assert "".join(chunk.content for chunk in llm.stream("Say hi."))
     for method in ("json_schema", "function_calling"):
@@ -175,7 +182,8 @@ def test_instructor(client, mode):
         model=MODEL,
         response_model=City,
         messages=[{"role": "user", "content": "Paris is a city in France."}],
-        max_tokens=60,
+        max_tokens=200,
+        temperature=0,
         max_retries=0,
     )
     assert isinstance(city, City)
@@ -213,7 +221,7 @@ def test_openai_agents_calls_a_function_tool(default_daemon, kind):
         instructions="Answer with the weather tool.",
         tools=[weather],
         model=model_cls(model=MODEL, openai_client=aclient),
-        model_settings=ModelSettings(tool_choice="required", max_tokens=60),
+        model_settings=ModelSettings(tool_choice="required", max_tokens=200, temperature=0),
         tool_use_behavior="stop_on_first_tool",
     )
     result = Runner.run_sync(agent, "What is the weather in Paris?", max_turns=2)
@@ -231,5 +239,5 @@ def test_pydantic_ai_structured_output(base):
 
     model = OpenAIChatModel(MODEL, provider=OpenAIProvider(base_url=base, api_key="unused"))
     agent = Agent(model, output_type=City, retries=0)
-    result = agent.run_sync("Paris is a city in France.", model_settings={"max_tokens": 60})
+    result = agent.run_sync("Paris is a city in France.", model_settings={"max_tokens": 200, "temperature": 0})
     assert isinstance(result.output, City)

@@ -55,6 +55,7 @@ class TestTransformersTranslationConformance(ProviderConformance):
 
 class TestMarianConformance(ProviderConformance):
     provider = TransformersTranslationProvider
+    third_language = None  # opus-mt-en-fr knows one pair: another target is a 400 (translation.errors)
     loom_options = options_for("marian", num_beams=1, max_new_tokens=8)
 
 
@@ -93,7 +94,7 @@ class TestOpenClipConformance(ProviderConformance):
     provider = OpenClipProvider
     plugin = loom.plugins.openclip
     entry_point = "openclip"
-    skip_checks = {"vision.describe": CLIP_CANNOT_DESCRIBE}
+    skip_checks = {"vision.describe": CLIP_CANNOT_DESCRIBE, "vision.looks": CLIP_CANNOT_DESCRIBE}
 
     @pytest.fixture(scope="class")
     def loom_options(self, tiny_models):
