@@ -3,7 +3,8 @@
 Route handlers get the services they use by name through Litestar's dependency injection, e.g.
 ``registry: NamedDependency[ModelRegistry]``; the names are the fields of
 :class:`~loom.daemon.services.Services`. Routes are grouped in Routers, each with its guard
-declared once: ``/v1`` needs any key, ``/admin`` (and ``/metrics``) an admin key.
+declared once: ``/v1`` needs any key, ``/admin`` (and ``/metrics``) an admin key, and ``/ui`` (the
+web UI, :mod:`loom.daemon.ui`) a signed-in session or a key.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .api import (
     artifacts,
     chat,
     embeddings,
+    evaluations,
     image_edits,
     images,
     loom_routes,
@@ -43,6 +45,7 @@ from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
 from .services import Services, build_services
+from .ui import build_ui
 
 log = logging.getLogger("loom")
 
@@ -70,6 +73,7 @@ V1_ROUTES = [
     *artifacts.ROUTES,
     *rag.ROUTES,
     *personas.ROUTES,
+    *evaluations.ROUTES,
     tokens.mint_stream_token,
 ]
 
@@ -94,8 +98,10 @@ def app_for(services: Services) -> Litestar:
         guards=[key_guard(services.keys, services.tokens, admin=True)],
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
+    ui = build_ui(services.sessions)
     app = Litestar(
-        route_handlers=[health, v1, operator],
+        route_handlers=[health, v1, operator, ui.router],
+        template_config=ui.template_config,
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

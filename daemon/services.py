@@ -1,7 +1,8 @@
 """Every service of the daemon, built once by :func:`build_services` and run by its lifespan.
 
 The order is the order of dependence: config -> plugins -> models -> scheduler -> router ->
-files and stores -> provider health -> job runner, with one timer service that the others register
+files and stores -> provider health -> job runner -> evaluations and the web UI's sessions, with
+one timer service that the others register
 their periodic work with. Everything is built here, in full, before the app starts; the lifespan
 only opens what needs the event loop (workers, timers, background loads) and closes it all in
 reverse. Route handlers receive the services they name through Litestar's dependency injection
@@ -26,6 +27,7 @@ from .api.body import BodyReader
 from .api.chat_prepare import ChatIntake
 from .catalog.live import ModelCatalog
 from .config import Config, Routes
+from .evaluations import EvaluationStore
 from .files import FileStore, check_writable
 from .image_fetch import ImageFetcher
 from .jobs import JobRunner, JobStore, collect_pipelines
@@ -42,11 +44,13 @@ from .routing import STATE_FILE, ModelRouter
 from .scheduler import Scheduler
 from .shutdown import Shutdown
 from .timers import Timers
+from .ui.session import Sessions
 
 JOBS_DB = "loom.db"
 RECORDS_DB = "records.db"
 RESPONSES_DB = "responses.db"
 RAG_DIR = "rag"
+EVALUATIONS_DB = "evaluations.db"
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +84,10 @@ class Services:
     catalog: ModelCatalog
     #: Set when shutdown begins; streams that only watch end on it (``GET /admin/events``).
     shutdown: Shutdown
+    #: A/B preferences between images (``/v1/evaluations``, the web UI's evaluation page).
+    evaluations: EvaluationStore
+    #: Who is signed in to the web UI (``/ui``): its cookies, checked against ``keys``.
+    sessions: Sessions
 
     def dependencies(self) -> dict[str, Provide]:
         """One provider per service, by field name: a handler asks for ``registry:
@@ -104,6 +112,7 @@ class Services:
             stack.callback(self.runner.store.close)
             stack.callback(self.records.close)
             stack.callback(self.responses.close)
+            stack.callback(self.evaluations.close)
             stack.push_async_callback(self.intake.aclose)
             stack.push_async_callback(asyncio.to_thread, self.rag.close)  # saving an index takes a moment
             await self.scheduler.start()
@@ -143,6 +152,7 @@ def build_services(
     data_dir = config.data_dir
     check_writable(data_dir)
     timers = Timers()
+    keys = KeyRing(config)
     scheduler = Scheduler(config, registry, timers=timers)
     router = ModelRouter(registry, scheduler)
     router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
@@ -169,7 +179,7 @@ def build_services(
         scheduler=scheduler,
         router=router,
         timers=timers,
-        keys=KeyRing(config),
+        keys=keys,
         tokens=StreamTokens(),
         files=files,
         bodies=BodyReader(config.daemon.limits.max_body_bytes),
@@ -184,4 +194,6 @@ def build_services(
         responses=ResponseStore(data_dir / RESPONSES_DB, durability),
         catalog=catalog,
         shutdown=Shutdown(),
+        evaluations=EvaluationStore(data_dir / EVALUATIONS_DB, durability),
+        sessions=Sessions.open(data_dir, keys),
     )

@@ -32,7 +32,9 @@ class SwitchRequest(Struct, forbid_unknown_fields=True):
     capability: str | None = None
 
 
-def _overview(registry: ModelRegistry, router: ModelRouter, routes: Routes, health: ProviderHealth) -> dict:
+def overview(registry: ModelRegistry, router: ModelRouter, routes: Routes, health: ProviderHealth) -> dict:
+    """Upstreams' health, what serves each model and role, the switches (the web UI's models page
+    shows it too)."""
     models = []
     for entry in registry:
         view = router.describe_model(entry)
@@ -68,7 +70,7 @@ async def list_providers(
     routes: NamedDependency[Routes],
     health: NamedDependency[ProviderHealth],
 ) -> Response:
-    return json_response(_overview(registry, router, routes, health))
+    return json_response(overview(registry, router, routes, health))
 
 
 @post(
@@ -83,7 +85,7 @@ async def check_providers(
     health: NamedDependency[ProviderHealth],
 ) -> Response:
     await health.check_all()
-    return json_response(_overview(registry, router, routes, health))
+    return json_response(overview(registry, router, routes, health))
 
 
 @post(

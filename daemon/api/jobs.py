@@ -35,7 +35,7 @@ from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from .. import credentials as upstream_keys
 from ..jobs.hub import Subscriber
 from ..jobs.lineage import build_tree
-from ..jobs.runner import JobRunner
+from ..jobs.runner import JobRunner, PipelineInfo
 from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
 from ..shutdown import Shutdown
@@ -159,6 +159,22 @@ def check_models(registry, params) -> None:
                 raise ModelNotFound(e.message, param=f.encode_name) from None
 
 
+def decode_params(info: PipelineInfo, body: bytes) -> msgspec.Struct:
+    """A pipeline's ``Params`` from a JSON body, strictly (the web UI's form decodes through here too)."""
+    try:
+        params = msgspec.json.decode(body, type=info.cls.Params)
+        # Strict even for a third party's Params that forgot forbid_unknown_fields.
+        fields = {f.encode_name for f in msgspec.structs.fields(info.cls.Params)}
+        unknown = sorted(set(msgspec.json.decode(body)) - fields)
+    except msgspec.MsgspecError as e:
+        raise validation_error(e) from None
+    if unknown:
+        raise UnsupportedParameter(
+            f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{info.name}'", param=unknown[0]
+        )
+    return params
+
+
 @post(
     "/pipelines/{name:str}",
     status_code=202,
@@ -180,17 +196,7 @@ async def start_pipeline(
 ) -> Response:
     info = runner.pipeline(name)
     body = (await bodies.read(request)).strip() or b"{}"
-    try:
-        params = msgspec.json.decode(body, type=info.cls.Params)
-        # Strict even for a third party's Params that forgot forbid_unknown_fields.
-        fields = {f.encode_name for f in msgspec.structs.fields(info.cls.Params)}
-        unknown = sorted(set(msgspec.json.decode(body)) - fields)
-    except msgspec.MsgspecError as e:
-        raise validation_error(e) from None
-    if unknown:
-        raise UnsupportedParameter(
-            f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{name}'", param=unknown[0]
-        )
+    params = decode_params(info, body)
     check_models(registry, params)
     wait, preferred = requested_wait(request)
     job = runner.submit(name, params, upstream_keys.from_headers(request.headers))

@@ -196,6 +196,40 @@ class PersonaList(Struct):
     has_more: bool
 
 
+# --- evaluations ----------------------------------------------------------------------------------
+
+
+class EvaluatedImage(Struct):
+    """One side of an A/B preference: a job's image, and the lineage candidate it is (None for a
+    pipeline without lineage)."""
+
+    job_id: str
+    candidate: str | None
+    image: str
+    image_url: str
+
+
+class Evaluation(Struct):
+    id: str
+    object: Literal["evaluation"]
+    created_at: float
+    prompt: str
+    a: EvaluatedImage
+    b: EvaluatedImage
+    choice: Literal["a", "b", "tie"]
+    #: The side chosen; None for a tie.
+    preferred: EvaluatedImage | None
+    reason: str | None
+    #: Where the preference was made: "api", "ui".
+    source: str
+
+
+class EvaluationList(Struct):
+    object: Literal["list"]
+    data: list[Evaluation]
+    has_more: bool
+
+
 # --- admin ----------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,11 @@ order, each once: a newly watched job's past events are replayed from the store,
 subscriber falls behind (the queue was full, events were dropped) the gap is refilled from the
 store, since every event has a per-job id. The SSE route and the WebSocket route both read a
 subscriber; neither has gap-filling logic of its own.
+
+A subscriber may also watch every job (:meth:`Subscriber.watch_all`: the web UI's job list and
+evaluation page), getting each job's events from the first one published after it started
+watching. The web UI's live pages re-read the store when woken, so they take deliveries in
+gathered bursts (:meth:`Subscriber.gather`).
 """
 
 from __future__ import annotations
@@ -41,12 +46,20 @@ class Subscriber:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
         #: Job id -> id of the last event handed to the consumer.
         self.last: dict[str, int] = {}
+        #: Watching every job (:meth:`watch_all`).
+        self.everything = False
+        #: For a job first seen through ``watch_all``: the id of its earliest event dropped while
+        #: the queue was full, so the job's events are delivered from there, not from a later one.
+        self._dropped: dict[str, int] = {}
 
     def put(self, item: Any) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            pass  # next() notices the gap in event ids and reads the store
+            # next() notices the gap in event ids and reads the store; a job it has not seen yet
+            # has no last id to notice a gap from, so remember where its events began.
+            if isinstance(item, Event) and item.job_id not in self.last:
+                self._dropped[item.job_id] = min(item.id, self._dropped.get(item.job_id, item.id))
 
     def watch(self, job_id: str, after: int = 0, announce: dict[str, Any] | None = None) -> None:
         """Deliver ``job_id``'s events after the event id ``after``: those already stored first,
@@ -57,6 +70,12 @@ class Subscriber:
         if announce is not None:
             self.say(announce)
         self.put(_Replay(job_id))
+
+    def watch_all(self) -> None:
+        """Deliver every job's events, those of jobs submitted later too, from the first event
+        published after this call (a job watched with :meth:`watch` as well gets each event once)."""
+        self.everything = True
+        self.hub._all.add(self)
 
     def say(self, message: dict[str, Any]) -> None:
         """Queue a message of the consumer's own, in order with the events."""
@@ -74,6 +93,8 @@ class Subscriber:
     def close(self) -> None:
         for job_id in list(self.jobs):
             self.unwatch(job_id)
+        self.everything = False
+        self.hub._all.discard(self)
 
     async def next(self, timeout: float | None = None) -> list[Event] | dict[str, Any] | None:
         """The next delivery: one job's new events (in order, none missing, none repeated), a
@@ -86,8 +107,10 @@ class Subscriber:
             if isinstance(item, _Say):
                 return item.message
             job_id = item.job_id
-            if job_id not in self.jobs:
+            if job_id not in self.jobs and not self.everything:
                 continue  # unwatched since
+            if job_id not in self.last:  # a job first seen through watch_all
+                self.last[job_id] = self._dropped.pop(job_id, item.id) - 1
             last = self.last[job_id]
             if isinstance(item, _Replay) or item.id != last + 1:  # a replay, or a gap to fill
                 events = self.store.events_after(job_id, last)
@@ -98,11 +121,35 @@ class Subscriber:
                 self.last[job_id] = events[-1].id
                 return events
 
+    async def gather(self, timeout: float, settle: float) -> list[Event] | None:
+        """Wait up to ``timeout`` seconds for a delivery, then take what else comes within
+        ``settle`` seconds: the events, any jobs' ([] when nothing came; messages are skipped),
+        or None once the hub closed. A burst of events becomes one wake-up."""
+        loop = asyncio.get_running_loop()
+        got: list[Event] = []
+        deadline: float | None = None
+        while True:
+            wait = timeout if deadline is None else deadline - loop.time()
+            if wait <= 0:
+                return got
+            try:
+                delivery = await self.next(wait)
+            except TimeoutError:
+                return got
+            if delivery is None:
+                return None
+            if isinstance(delivery, list):
+                got.extend(delivery)
+            if deadline is None:
+                deadline = loop.time() + settle
+
 
 class EventHub:
     def __init__(self, store: JobStore) -> None:
         self.store = store
         self._by_job: dict[str, set[Subscriber]] = defaultdict(set)
+        #: Subscribers watching every job.
+        self._all: set[Subscriber] = set()
 
     def subscriber(self) -> Subscriber:
         return Subscriber(self, self.store)
@@ -110,9 +157,11 @@ class EventHub:
     def publish(self, event: Event) -> None:
         for sub in list(self._by_job.get(event.job_id, ())):
             sub.put(event)
+        for sub in list(self._all):
+            if event.job_id not in sub.jobs:  # watched both ways: delivered above
+                sub.put(event)
 
     def close(self) -> None:
         """Wake every subscriber with ``None`` so streams end (daemon shutting down)."""
-        for subs in list(self._by_job.values()):
-            for sub in list(subs):
-                sub.put(None)
+        for sub in {s for subs in self._by_job.values() for s in subs} | self._all:
+            sub.put(None)

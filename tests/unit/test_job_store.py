@@ -239,6 +239,7 @@ def test_retention_removes_a_deleted_jobs_retrieval_entries(store, tmp_path):
 
 @pytest.mark.parametrize("durability, synchronous", [("normal", 1), ("full", 2)])
 def test_durability_sets_synchronous_on_every_store(tmp_path, durability, synchronous):
+    from loom.daemon.evaluations import EvaluationStore
     from loom.daemon.rag import RagStore
     from loom.daemon.records import RecordStore
     from loom.daemon.responses import ResponseStore
@@ -247,12 +248,14 @@ def test_durability_sets_synchronous_on_every_store(tmp_path, durability, synchr
     records = RecordStore(tmp_path / "records.db", durability)
     responses = ResponseStore(tmp_path / "responses.db", durability)
     rag = RagStore(tmp_path / "rag", use_faiss=False, durability=durability)
+    evaluations = EvaluationStore(tmp_path / "evaluations.db", durability)
     try:
         assert jobs.db.execute("pragma synchronous").fetchone()[0] == synchronous
         assert records._db.execute("pragma synchronous").fetchone()[0] == synchronous
         assert responses.db.execute("pragma synchronous").fetchone()[0] == synchronous
         assert rag._db.execute("pragma synchronous").fetchone()[0] == synchronous
+        assert evaluations.db.execute("pragma synchronous").fetchone()[0] == synchronous
         assert jobs.db.execute("pragma journal_mode").fetchone()[0] == "wal"
     finally:
-        for s in (jobs, records, responses, rag):
+        for s in (jobs, records, responses, rag, evaluations):
             s.close()

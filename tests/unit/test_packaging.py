@@ -27,7 +27,7 @@ def test_every_package_is_listed():
     listed = set(SETUPTOOLS["packages"])
     data_only = set(SETUPTOOLS["package-data"]) - discovered()  # folders of data files, listed to ship them
     assert listed == discovered() | data_only
-    assert data_only == {"loom.daemon.templates.new_plugin"}
+    assert data_only == {"loom.daemon.templates.new_plugin", "loom.daemon.ui.templates", "loom.daemon.ui.static"}
 
 
 def test_the_default_config_ships_as_package_data():

@@ -1,0 +1,221 @@
+"""A/B evaluations: which of two images a person preferred for a prompt, and why (seed 004's
+evaluation page).
+
+One SQLite table at ``<data_dir>/evaluations.db`` (sqlite-utils; ``[jobs] durability`` applies).
+An image is named by its job and, for a pipeline that reports lineage (the beam search), its
+candidate; a job named without a candidate stands for its winner. :func:`resolve_side` turns such a name into the image's path,
+so the web page, ``POST /v1/evaluations`` and the beam search's human judge record the same
+thing. ``GET /v1/evaluations`` lists them; ``/v1/evaluations/export`` writes them as JSONL.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from sqlite_utils import Database
+
+from loom.sdk.errors import InvalidRequest, NotFound
+
+from .durability import Durability, connect
+
+CHOICES = ("a", "b", "tie")
+MAX_REASON = 2000
+
+Choice = Literal["a", "b", "tie"]
+
+
+class Side(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One of the two images: a job, and a candidate of its lineage (none: the job's winner)."""
+
+    job_id: str
+    candidate: str | None = None
+
+
+class EvaluationRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``POST /v1/evaluations``: the preference for one pair."""
+
+    a: Side
+    b: Side
+    choice: Choice
+    reason: str | None = None
+    #: The prompt both images answer; defaults to job a's ``prompt`` parameter.
+    prompt: str | None = None
+
+
+def resolve_side(runner, side: Side, param: str) -> dict[str, Any]:
+    """The image a side names: ``{"job_id", "candidate", "image", "prompt", "node"}``.
+
+    A candidate must be a lineage node with an image. Without one, the job's winner: its
+    lineage winner, else the last image the job saved (pipelines without lineage)."""
+    job = runner.store.get_job(side.job_id)
+    if job is None:
+        raise NotFound(f"No job with id '{side.job_id}'", param=f"{param}.job_id")
+    nodes = runner.store.lineage(side.job_id)
+    node = None
+    if side.candidate is not None:
+        node = next((n for n in nodes if str(n.get("id")) == side.candidate), None)
+        if node is None:
+            raise NotFound(f"job {side.job_id} has no candidate '{side.candidate}'", param=f"{param}.candidate")
+    else:
+        node = next((n for n in nodes if n.get("winner")), None)
+    if node is not None:
+        image = node.get("image")
+        if not image:
+            raise InvalidRequest(f"candidate '{node['id']}' of job {side.job_id} has no image yet", param=param)
+        candidate = str(node["id"])
+    else:
+        images = [a for a in runner.store.artifacts(side.job_id) if a["media_type"].startswith("image/")]
+        if not images:
+            raise InvalidRequest(f"job {side.job_id} has no winner and no image to compare", param=param)
+        image, candidate = images[-1]["path"], None
+    params = job.get("params") or {}
+    return {
+        "job_id": side.job_id,
+        "candidate": candidate,
+        "image": image,
+        "prompt": params.get("prompt") if isinstance(params, dict) else None,
+        "node": node,
+    }
+
+
+class EvaluationStore:
+    def __init__(self, path: Path, durability: Durability = "normal") -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self.db = Database(connect(path, durability))
+        with self._lock:
+            self.db["evaluations"].create(
+                {
+                    "id": str,
+                    "created_at": float,
+                    "prompt": str,
+                    "a_job": str,
+                    "a_candidate": str,
+                    "a_image": str,
+                    "b_job": str,
+                    "b_candidate": str,
+                    "b_image": str,
+                    "choice": str,
+                    "reason": str,
+                    "source": str,
+                    "request_id": str,
+                },
+                pk="id",
+                not_null={"created_at", "a_job", "a_image", "b_job", "b_image", "choice", "source"},
+                if_not_exists=True,
+            )
+            self.db["evaluations"].create_index(["created_at"], if_not_exists=True)
+            self.db["evaluations"].create_index(["a_job"], if_not_exists=True)
+            self.db["evaluations"].create_index(["b_job"], if_not_exists=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def add(
+        self,
+        a: dict[str, Any],
+        b: dict[str, Any],
+        choice: str,
+        *,
+        reason: str | None = None,
+        prompt: str | None = None,
+        source: str = "api",
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record one preference; ``a`` and ``b`` are :func:`resolve_side` results."""
+        if choice not in CHOICES:
+            raise InvalidRequest(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}", param="choice")
+        reason = (reason or "").strip()
+        if len(reason) > MAX_REASON:
+            raise InvalidRequest(f"reason is longer than {MAX_REASON} characters", param="reason")
+        row = {
+            "id": "ev_" + secrets.token_hex(8),
+            "created_at": time.time(),
+            "prompt": prompt if prompt is not None else (a.get("prompt") or b.get("prompt") or ""),
+            "a_job": a["job_id"],
+            "a_candidate": a.get("candidate"),
+            "a_image": a["image"],
+            "b_job": b["job_id"],
+            "b_candidate": b.get("candidate"),
+            "b_image": b["image"],
+            "choice": choice,
+            "reason": reason or None,
+            "source": source,
+            "request_id": request_id,
+        }
+        with self._lock:
+            self.db["evaluations"].insert(row)
+        return view(row)
+
+    def list(self, *, job_id: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        where, args = "", []
+        if job_id:
+            where, args = "where a_job = ? or b_job = ?", [job_id, job_id]
+        with self._lock:
+            rows = list(
+                self.db.query(
+                    f"select * from evaluations {where} order by created_at desc, id limit ? offset ?",
+                    [*args, limit, offset],
+                )
+            )
+        return [view(r) for r in rows]
+
+    def iter_all(self) -> Iterator[dict[str, Any]]:
+        """Every evaluation, oldest first (the export)."""
+        with self._lock:
+            rows = list(self.db.query("select * from evaluations order by created_at, id"))
+        return (view(r) for r in rows)
+
+    def judged_pairs(self, job_id: str) -> set[frozenset[str]]:
+        """Candidate pairs of one job that already have a preference (either order)."""
+        with self._lock:
+            rows = self.db.query(
+                "select a_candidate, b_candidate from evaluations where a_job = ? and b_job = ?", [job_id, job_id]
+            )
+            return {frozenset((r["a_candidate"], r["b_candidate"])) for r in rows}
+
+    def count(self) -> int:
+        with self._lock:
+            return self.db["evaluations"].count
+
+
+def view(row: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation as the API shows it."""
+
+    def side(prefix: str) -> dict[str, Any]:
+        image = row[f"{prefix}_image"]
+        return {
+            "job_id": row[f"{prefix}_job"],
+            "candidate": row[f"{prefix}_candidate"],
+            "image": image,
+            "image_url": f"/v1/files/{image}",
+        }
+
+    choice = row["choice"]
+    return {
+        "id": row["id"],
+        "object": "evaluation",
+        "created_at": row["created_at"],
+        "prompt": row["prompt"],
+        "a": side("a"),
+        "b": side("b"),
+        "choice": choice,
+        "preferred": side(choice) if choice in ("a", "b") else None,
+        "reason": row["reason"],
+        "source": row["source"],
+        "request_id": row["request_id"],
+    }
+
+
+def export_jsonl(store: EvaluationStore) -> Iterator[bytes]:
+    """One JSON object a line, oldest first."""
+    for record in store.iter_all():
+        yield msgspec.json.encode(record) + b"\n"

@@ -1,0 +1,130 @@
+"""A/B evaluation (seed 004's evaluation page): two images for one prompt, a person picks one.
+
+``/ui/evaluate/pair`` shows a pair: ``?job=J`` the next pair of J's candidates nobody has judged
+(closest scores first: those are the pairs scores cannot settle), ``?job=J&a=X&b=Y`` that pair,
+``?a_job=J1&b_job=J2`` the winners of two jobs. The images are shown blind (no scores) and in a
+random order. ``POST /ui/evaluate`` records the choice through the API's own ``record``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.response import Redirect, Stream
+
+from loom.sdk.errors import InvalidRequest
+
+from ..api.evaluations import export_response, record
+from ..api.jobs import job_view
+from ..evaluations import EvaluationRequest, EvaluationStore, Side, resolve_side
+from ..jobs.runner import JobRunner
+from .render import page, safe_next
+
+RECENT = 20
+
+
+def ranked_candidates(runner: JobRunner, job_id: str) -> list[dict[str, Any]]:
+    """A job's candidates that have an image, best score first."""
+    nodes = [n for n in runner.store.lineage(job_id) if n.get("image")]
+    return sorted(nodes, key=lambda n: (n.get("score") is None, -(n.get("score") or 0.0)))
+
+
+def next_pair(runner: JobRunner, judged: set[frozenset[str]], job_id: str) -> tuple[str, str] | None:
+    """The unjudged pair of neighbours in the ranking, nearest neighbours first."""
+    ids = [str(n["id"]) for n in ranked_candidates(runner, job_id)]
+    for gap in range(1, len(ids)):
+        for i in range(len(ids) - gap):
+            if frozenset((ids[i], ids[i + gap])) not in judged:
+                return ids[i], ids[i + gap]
+    return None
+
+
+@get("/evaluate")
+async def evaluate_home(
+    request: Request, runner: NamedDependency[JobRunner], evaluations: NamedDependency[EvaluationStore]
+) -> Response:
+    jobs = [job_view(runner, j, detail=False) for j in runner.store.list_jobs(limit=50)]
+    return page(
+        request,
+        "evaluate.html",
+        jobs=jobs,
+        evaluations=evaluations.list(limit=RECENT),
+        total=evaluations.count(),
+        saved=request.query_params.get("saved"),
+    )
+
+
+@get("/evaluate/pair")
+async def pair_page(
+    request: Request, runner: NamedDependency[JobRunner], evaluations: NamedDependency[EvaluationStore]
+) -> Response:
+    q = request.query_params
+    job_id = q.get("job") or None
+    if job_id:
+        runner.get(job_id)
+        a, b = q.get("a") or None, q.get("b") or None
+        if (a is None) != (b is None):
+            raise InvalidRequest("name both candidates (a and b) or neither", param="a" if a is None else "b")
+        if a is None:
+            pair = next_pair(runner, evaluations.judged_pairs(job_id), job_id)
+            if pair is None:
+                return page(request, "evaluate_done.html", job=job_view(runner, runner.get(job_id), detail=False))
+            a, b = pair
+        sides = [Side(job_id, a), Side(job_id, b)]
+        after = f"/ui/evaluate/pair?job={job_id}"
+    elif q.get("a_job") and q.get("b_job"):
+        sides = [Side(q["a_job"]), Side(q["b_job"])]
+        after = "/ui/evaluate"
+    else:
+        raise InvalidRequest("choose a job (job=...) or two jobs (a_job=...&b_job=...)", param="job")
+    left, right = (resolve_side(runner, s, p) for s, p in zip(sides, ("a", "b")))
+    if secrets.randbelow(2):  # blind: which side an image lands on says nothing
+        left, right = right, left
+    prompt = left["prompt"] if left["prompt"] == right["prompt"] else None
+    return page(
+        request,
+        "evaluate_pair.html",
+        left=left,
+        right=right,
+        prompt=prompt,
+        after=after,
+        judged=len(evaluations.judged_pairs(job_id)) if job_id else None,
+        pairs=_pairs(len(ranked_candidates(runner, job_id))) if job_id else None,
+    )
+
+
+def _pairs(n: int) -> int:
+    return n * (n - 1) // 2
+
+
+@post("/evaluate")
+async def choose(
+    request: Request, runner: NamedDependency[JobRunner], evaluations: NamedDependency[EvaluationStore]
+) -> Response:
+    form = await request.form()
+
+    def side(prefix: str) -> Side:
+        job_id = str(form.get(f"{prefix}_job") or "")
+        if not job_id:
+            raise InvalidRequest(f"{prefix}_job is required", param=f"{prefix}_job")
+        return Side(job_id, str(form.get(f"{prefix}_candidate") or "") or None)
+
+    choice = str(form.get("choice") or "")
+    if choice not in ("a", "b", "tie"):
+        raise InvalidRequest("choose one of the images, or 'tie'", param="choice")
+    req = EvaluationRequest(a=side("a"), b=side("b"), choice=choice, reason=str(form.get("reason") or "") or None)
+    saved = record(runner, evaluations, req, "ui")
+    after = safe_next(str(form.get("after") or ""))
+    sep = "&" if "?" in after else "?"
+    return Redirect(f"{after}{sep}saved={saved['id']}", status_code=303)
+
+
+@get("/evaluations/export")
+async def export(evaluations: NamedDependency[EvaluationStore]) -> Stream:
+    return export_response(evaluations)
+
+
+ROUTES = [evaluate_home, pair_page, choose, export]

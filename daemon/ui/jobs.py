@@ -1,0 +1,167 @@
+"""Job pages: the list, one job (stages, steps, outputs), its lineage, cancel and resume, and the
+data dir's public files behind the UI's session.
+
+Pages read the job runner in-process and show what the API shows (``job_view`` is the API's own
+view of a job); they are complete without JavaScript, and ``live.py`` keeps them current.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import File, Redirect
+
+from loom.sdk.errors import InvalidRequest
+
+from ..api.jobs import job_view
+from ..files import FileStore
+from ..jobs.lineage import build_tree
+from ..jobs.runner import JobRunner
+from ..jobs.store import RESUMABLE, STATES, TERMINAL
+from .render import page
+
+LIST_LIMIT = 50
+#: Fields of a lineage node the lineage page lays out itself; any others are listed as they come.
+NODE_FIELDS = frozenset(
+    {
+        "id",
+        "parent",
+        "iteration",
+        "index",
+        "dimension",
+        "what",
+        "how",
+        "combined",
+        "critique",
+        "description",
+        "image",
+        "image_url",
+        "clip",
+        "aesthetic",
+        "alignment",
+        "score",
+        "status",
+        "kept_in",
+        "rank",
+        "winner",
+        "children",
+        "error",
+    }
+)
+
+
+def list_filter(request: Request) -> list[str] | None:
+    state = request.query_params.get("state") or ""
+    states = [s for s in state.split(",") if s]
+    for s in states:
+        if s not in STATES:
+            raise InvalidRequest(f"unknown state {s!r} (states: {', '.join(STATES)})", param="state")
+    return states or None
+
+
+def job_rows(runner: JobRunner, states: list[str] | None) -> list[dict[str, Any]]:
+    return [job_view(runner, r, detail=False) for r in runner.store.list_jobs(states=states, limit=LIST_LIMIT)]
+
+
+def stages_of(runner: JobRunner, job_id: str) -> list[dict[str, Any]]:
+    """The stages a job went through, from its progress events: consecutive reports of one stage
+    are one row (first and last time, the last message and progress)."""
+    stages: list[dict[str, Any]] = []
+    for event in runner.store.events_after(job_id, 0):
+        if event.type != "progress":
+            continue
+        stage = event.data.get("stage") or ""
+        if stages and stages[-1]["stage"] == stage:
+            row = stages[-1]
+        else:
+            row = {"stage": stage, "started": event.created_at, "message": ""}
+            stages.append(row)
+        row.update(last=event.created_at, progress=event.data.get("progress"))
+        row["message"] = event.data.get("message") or row["message"]
+    return stages
+
+
+def job_context(runner: JobRunner, job_id: str) -> dict[str, Any]:
+    """Everything the job page and its live fragments show."""
+    job = job_view(runner, runner.get(job_id))
+    images = [a for a in job["artifacts"] if a["media_type"].startswith("image/")]
+    others = [a for a in job["artifacts"] if not a["media_type"].startswith("image/")]
+    return {
+        "job": job,
+        "active": runner.is_active(job_id) or job["state"] not in TERMINAL,
+        "resumable": job["state"] in RESUMABLE and not runner.is_active(job_id),
+        "stages": stages_of(runner, job_id),
+        "steps": runner.store.steps(job_id),
+        "images": images,
+        "files": others,
+        "has_lineage": bool(runner.store.lineage(job_id)),
+    }
+
+
+def lineage_context(runner: JobRunner, job_id: str) -> dict[str, Any]:
+    raw = runner.get(job_id)
+    job = job_view(runner, raw, detail=False)
+    params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    nodes = runner.store.lineage(job_id)
+    tree = build_tree(nodes)
+    iterations = sorted({n.get("iteration") for n in nodes if isinstance(n.get("iteration"), int)})
+    return {
+        "job": job,
+        "active": runner.is_active(job_id) or job["state"] not in TERMINAL,
+        "roots": tree["roots"],
+        "winner": tree["winner"],
+        "path": tree["path"],
+        "count": len(nodes),
+        "iterations": iterations,
+        "node_fields": NODE_FIELDS,
+        "prompt": params.get("prompt"),
+    }
+
+
+@get("/", name="ui-home")
+async def home(request: Request, runner: NamedDependency[JobRunner]) -> Response:
+    states = list_filter(request)
+    return page(
+        request,
+        "jobs.html",
+        jobs=job_rows(runner, states),
+        state=",".join(states or []),
+        states=STATES,
+        pipelines=sorted(runner.pipelines),
+    )
+
+
+@get("/jobs/{job_id:str}")
+async def job_page(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    return page(request, "job.html", **job_context(runner, job_id))
+
+
+@get("/jobs/{job_id:str}/lineage")
+async def lineage_page(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    return page(request, "lineage.html", **lineage_context(runner, job_id))
+
+
+@post("/jobs/{job_id:str}/cancel")
+async def cancel(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    await runner.cancel(job_id)
+    return Redirect(f"/ui/jobs/{job_id}", status_code=303)
+
+
+@post("/jobs/{job_id:str}/resume")
+async def resume(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    runner.resume(job_id)
+    return Redirect(f"/ui/jobs/{job_id}", status_code=303)
+
+
+@get("/files/{path:path}")
+async def serve_file(path: FromPath[str], files: NamedDependency[FileStore]) -> File:
+    file = files.resolve(path.lstrip("/"))
+    media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return File(path=file, media_type=media_type, content_disposition_type="inline")
+
+
+ROUTES = [home, job_page, lineage_page, cancel, resume, serve_file]

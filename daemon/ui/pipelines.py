@@ -1,0 +1,82 @@
+"""Starting pipelines from the browser: every pipeline's form, built from its parameter schema.
+
+``POST /ui/pipelines/{name}`` decodes through the API's own ``decode_params`` and
+``check_models`` and submits to the same runner, then sends the browser to the job's page. A
+refused form comes back filled in, with the API's message next to the field it names.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import Redirect
+
+from loom.sdk.errors import LoomError
+
+from ..api.errors import status_of
+from ..api.jobs import check_models, decode_params
+from ..jobs.runner import JobRunner, PipelineInfo
+from ..models import ModelRegistry
+from .forms import Field, fields_of, params_from_form
+from .render import page
+
+
+def _models(registry: ModelRegistry) -> dict[str, list[str]]:
+    by_capability: dict[str, list[str]] = defaultdict(list)
+    for entry in registry:
+        by_capability[""].append(entry.id)
+        for capability in entry.capabilities:
+            by_capability[capability.value].append(entry.id)
+    return by_capability
+
+
+def _fields(runner: JobRunner, registry: ModelRegistry, name: str) -> tuple[PipelineInfo, list[Field]]:
+    info = runner.pipeline(name)
+    schema = msgspec.json.schema(info.cls.Params)
+    return info, fields_of(schema, _models(registry))
+
+
+@get("/pipelines")
+async def pipelines_page(request: Request, runner: NamedDependency[JobRunner]) -> Response:
+    pipelines = [
+        {"name": p.name, "plugin": p.plugin, "description": p.description}
+        for p in sorted(runner.pipelines.values(), key=lambda p: p.name)
+    ]
+    return page(request, "pipelines.html", pipelines=pipelines)
+
+
+@get("/pipelines/{name:str}")
+async def pipeline_form(
+    request: Request,
+    name: FromPath[str],
+    runner: NamedDependency[JobRunner],
+    registry: NamedDependency[ModelRegistry],
+) -> Response:
+    info, fields = _fields(runner, registry, name)
+    return page(request, "pipeline_form.html", pipeline=info, fields=fields, error=None)
+
+
+@post("/pipelines/{name:str}")
+async def start_pipeline(
+    request: Request,
+    name: FromPath[str],
+    runner: NamedDependency[JobRunner],
+    registry: NamedDependency[ModelRegistry],
+) -> Response:
+    info, fields = _fields(runner, registry, name)
+    form = await request.form()
+    try:
+        body = msgspec.json.encode(params_from_form(fields, form))
+        params = decode_params(info, body)
+        check_models(registry, params)
+        job = runner.submit(name, params)
+    except LoomError as e:
+        return page(request, "pipeline_form.html", status_code=status_of(e), pipeline=info, fields=fields, error=e)
+    return Redirect(f"/ui/jobs/{job['id']}", status_code=303)
+
+
+ROUTES = [pipelines_page, pipeline_form, start_pipeline]
