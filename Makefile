@@ -17,9 +17,11 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base $(CONTRIB)
 	$(PIP) install -q -e '.[dev,torch]'
-	# tmux drives `loom tui` in a real terminal in tests/tui/test_tmux.py (skipped without it).
-	command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		(apt-get install -y -q tmux >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q tmux)) >/dev/null; } || true
+	# tmux drives `loom tui` in a real terminal in tests/tui/test_tmux.py, and Debian's chromium
+	# is the browser tests/ui drive through Playwright (no browser download); skipped without them.
+	for tool in tmux chromium; do command -v $$tool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q $$tool >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q $$tool)) >/dev/null; } || \
+		echo "make: $$tool is not installed; the tests that need it will be skipped"; done
 	for p in $(dir $(CONTRIB)); do $(PIP) install -q -e "$$p" || exit 1; done
 	touch $@
 

@@ -72,6 +72,10 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
+    if args.web:
+        from loom.tui.web import DEFAULT_PORT, serve
+
+        return serve(args.url, args.host, args.port or DEFAULT_PORT, public_url=args.public_url)
     from loom.tui import run
 
     return run(url=args.url)
@@ -96,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tui = sub.add_parser("tui", help="the terminal UI, a client of a running daemon (key: $LOOM_API_KEY)")
     tui.add_argument("--url", help="daemon URL (default: $LOOM_URL or http://127.0.0.1:11435)")
+    tui.add_argument("--web", action="store_true", help="serve the TUI to a browser (textual-serve) instead")
+    tui.add_argument("--host", default="127.0.0.1", help="with --web: address to listen on (default 127.0.0.1)")
+    tui.add_argument("--port", type=int, help="with --web: port (default 11436)")
+    tui.add_argument("--public-url", help="with --web: the URL browsers reach it at, behind a proxy")
     tui.set_defaults(func=_tui)
     cli_run.add_subcommand(sub)  # run PIPELINE
     cli_models.add_subcommands(sub)  # models, pull
