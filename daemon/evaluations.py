@@ -3,9 +3,10 @@ evaluation page).
 
 One SQLite table at ``<data_dir>/evaluations.db`` (sqlite-utils; ``[jobs] durability`` applies).
 An image is named by its job and, for a pipeline that reports lineage (the beam search), its
-candidate; a job named without a candidate stands for its winner. :func:`resolve_side` turns such a name into the image's path,
-so the web page, ``POST /v1/evaluations`` and the beam search's human judge record the same
-thing. ``GET /v1/evaluations`` lists them; ``/v1/evaluations/export`` writes them as JSONL.
+candidate; a job named without a candidate stands for its winner. :func:`resolve_side` turns
+such a name into the image's path, so the web page, ``POST /v1/evaluations`` and the beam
+search's person judge record the same thing. ``GET /v1/evaluations`` lists them; ``/v1/evaluations/export`` writes them as JSONL.
+Questions a running job puts to a person are in :mod:`.questions`.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ class Side(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class EvaluationRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``POST /v1/evaluations``: the preference for one pair."""
 
-    a: Side
-    b: Side
     choice: Choice
+    a: Side | None = None
+    b: Side | None = None
     reason: str | None = None
     #: The prompt both images answer; defaults to job a's ``prompt`` parameter.
     prompt: str | None = None
+    #: The id of a waiting question (``GET /v1/evaluations/questions``) this answers; its job
+    #: goes on with the choice. ``a`` and ``b`` may then be left out (the question's own order).
+    question: str | None = None
 
 
 def resolve_side(runner, side: Side, param: str) -> dict[str, Any]:
@@ -105,7 +109,7 @@ class EvaluationStore:
                     "choice": str,
                     "reason": str,
                     "source": str,
-                    "request_id": str,
+                    "question_id": str,
                 },
                 pk="id",
                 not_null={"created_at", "a_job", "a_image", "b_job", "b_image", "choice", "source"},
@@ -128,7 +132,7 @@ class EvaluationStore:
         reason: str | None = None,
         prompt: str | None = None,
         source: str = "api",
-        request_id: str | None = None,
+        question_id: str | None = None,
     ) -> dict[str, Any]:
         """Record one preference; ``a`` and ``b`` are :func:`resolve_side` results."""
         if choice not in CHOICES:
@@ -149,7 +153,7 @@ class EvaluationStore:
             "choice": choice,
             "reason": reason or None,
             "source": source,
-            "request_id": request_id,
+            "question_id": question_id,
         }
         with self._lock:
             self.db["evaluations"].insert(row)
@@ -182,6 +186,18 @@ class EvaluationStore:
             )
             return {frozenset((r["a_candidate"], r["b_candidate"])) for r in rows}
 
+    def find_pair(self, job_id: str, first: str | None, second: str | None) -> dict[str, Any] | None:
+        """The latest preference between two candidates of one job, in either order."""
+        with self._lock:
+            rows = list(
+                self.db.query(
+                    "select * from evaluations where a_job = ? and b_job = ? and ((a_candidate = ? and b_candidate = ?) "
+                    "or (a_candidate = ? and b_candidate = ?)) order by created_at desc limit 1",
+                    [job_id, job_id, first, second, second, first],
+                )
+            )
+        return view(rows[0]) if rows else None
+
     def count(self) -> int:
         with self._lock:
             return self.db["evaluations"].count
@@ -211,7 +227,7 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
         "preferred": side(choice) if choice in ("a", "b") else None,
         "reason": row["reason"],
         "source": row["source"],
-        "request_id": row["request_id"],
+        "question": row["question_id"],
     }
 
 

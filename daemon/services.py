@@ -37,6 +37,7 @@ from .keys import KeyRing, StreamTokens
 from .models import ModelRegistry, build_registry
 from .plugin_manager import PluginInfo, collect, collect_providers, make_plugin_manager
 from .provider_health import ProviderHealth
+from .questions import Questions
 from .rag import RagStore
 from .records import RecordStore
 from .responses import ResponseStore
@@ -86,6 +87,8 @@ class Services:
     shutdown: Shutdown
     #: A/B preferences between images (``/v1/evaluations``, the web UI's evaluation page).
     evaluations: EvaluationStore
+    #: Questions running jobs put to a person (``ctx.ask_preference``), answered with a preference.
+    questions: Questions
     #: Who is signed in to the web UI (``/ui``): its cookies, checked against ``keys``.
     sessions: Sessions
 
@@ -166,8 +169,16 @@ def build_services(
     rag = RagStore(data_dir / RAG_DIR, durability=durability)
     records = RecordStore(data_dir / RECORDS_DB, durability)
     job_store = JobStore(data_dir / JOBS_DB, durability)
+    evaluations = EvaluationStore(data_dir / EVALUATIONS_DB, durability)
+    questions = Questions(evaluations)
     pipeline_services = PipelineServices(
-        router=router, registry=registry, routes=config.routes, files=files, rag=rag, records=records
+        router=router,
+        registry=registry,
+        routes=config.routes,
+        files=files,
+        rag=rag,
+        records=records,
+        questions=questions,
     )
     runner = JobRunner(pipeline_services, job_store, pipelines)
     Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs), rag).schedule(timers)
@@ -194,6 +205,7 @@ def build_services(
         responses=ResponseStore(data_dir / RESPONSES_DB, durability),
         catalog=catalog,
         shutdown=Shutdown(),
-        evaluations=EvaluationStore(data_dir / EVALUATIONS_DB, durability),
+        evaluations=evaluations,
+        questions=questions,
         sessions=Sessions.open(data_dir, keys),
     )

@@ -147,6 +147,19 @@ class PipelineContext(Protocol):
         added twice, so a retried step is harmless). Returns the record, with ``created`` True
         when it did not exist before."""
 
+    # --- a person in the loop ---------------------------------------------------------------
+
+    async def ask_preference(
+        self, prompt: str, a: dict[str, Any], b: dict[str, Any], *, timeout: float
+    ) -> dict[str, Any] | None:
+        """Ask a person which of two of this job's images shows ``prompt`` better, and wait.
+        ``a`` and ``b`` are ``{"candidate": <lineage id>, "image": <artefact path>}``. The
+        question is listed on the web UI's evaluation page (``/ui/evaluate``) and at
+        ``GET /v1/evaluations/questions``; the answer is ``{"winner": "a" | "b" | None (a tie),
+        "reason", "evaluation_id"}``, stored with the other A/B preferences. A pair of this job
+        a person already judged answers at once. None when nobody answered within ``timeout``
+        seconds; cancelling the job stops the wait."""
+
 
 class Pipeline(abc.ABC):
     """Base class for pipelines: set ``name``, ``Params`` and implement ``run``."""

@@ -4,6 +4,8 @@
 - ``POST /v1/evaluations``: ``{"a": {"job_id", "candidate"?}, "b": {...}, "choice": "a"|"b"|"tie",
   "reason"?, "prompt"?}``; a side without a candidate is that job's winner. Answers 201.
 - ``GET /v1/evaluations/export``: every evaluation as JSONL, oldest first.
+- ``GET /v1/evaluations/questions``: pairs running jobs wait on a person for (the beam search's
+  person judge); ``POST /v1/evaluations`` with ``"question": "<id>"`` answers one.
 
 The web page at ``/ui/evaluate`` records through the same store and :func:`record`.
 """
@@ -14,8 +16,11 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
-from ..evaluations import EvaluationRequest, EvaluationStore, export_jsonl, resolve_side
+from loom.sdk.errors import InvalidRequest
+
+from ..evaluations import EvaluationRequest, EvaluationStore, Side, export_jsonl, resolve_side
 from ..jobs.runner import JobRunner
+from ..questions import Questions
 from . import shapes
 from .body import BodyReader
 from .jobs import PAGE, _int
@@ -23,21 +28,39 @@ from .openapi import BODY_ERRORS, Query, doc
 from .respond import json_response
 
 
-def record(runner: JobRunner, store: EvaluationStore, req: EvaluationRequest, source: str) -> dict:
-    """Resolve both sides to their images and store the preference."""
-    a = resolve_side(runner, req.a, "a")
-    b = resolve_side(runner, req.b, "b")
-    return store.add(a, b, req.choice, reason=req.reason, prompt=req.prompt, source=source)
+def record(
+    runner: JobRunner, store: EvaluationStore, questions: Questions, req: EvaluationRequest, source: str
+) -> dict:
+    """Resolve both sides to their images and store the preference; one that answers a question
+    goes to the job waiting on it."""
+    a_side, b_side, question = req.a, req.b, None
+    if req.question is not None:
+        question = questions.sides(req.question)
+        asked = {(question.a["job_id"], question.a["candidate"]), (question.b["job_id"], question.b["candidate"])}
+        a_side = a_side or Side(question.a["job_id"], question.a["candidate"])
+        b_side = b_side or Side(question.b["job_id"], question.b["candidate"])
+        if {(a_side.job_id, a_side.candidate), (b_side.job_id, b_side.candidate)} != asked:
+            raise InvalidRequest(f"question '{question.id}' asks about other images", param="question")
+        source = "judge"
+    elif a_side is None or b_side is None:
+        raise InvalidRequest(
+            "name both images (a and b), or the question they answer", param="a" if a_side is None else "b"
+        )
+    a = resolve_side(runner, a_side, "a")
+    b = resolve_side(runner, b_side, "b")
+    prompt = req.prompt if req.prompt is not None else (question.prompt if question else None)
+    saved = store.add(a, b, req.choice, reason=req.reason, prompt=prompt, source=source, question_id=req.question)
+    if question is not None:
+        questions.answer(question.id, saved)
+    return saved
+
+
+JOB_ID = Query("job_id", {"type": "string"}, "Only those about images of this job")
 
 
 @get(
     "/evaluations",
-    operation_class=doc(
-        "List A/B preferences",
-        returns=shapes.EvaluationList,
-        errors=(400,),
-        query=(Query("job_id", {"type": "string"}, "Only preferences between images of this job"), *PAGE),
-    ),
+    operation_class=doc("List A/B preferences", returns=shapes.EvaluationList, errors=(400,), query=(JOB_ID, *PAGE)),
 )
 async def list_evaluations(request: Request, evaluations: NamedDependency[EvaluationStore]) -> Response:
     q = request.query_params
@@ -51,11 +74,11 @@ async def list_evaluations(request: Request, evaluations: NamedDependency[Evalua
     "/evaluations",
     status_code=201,
     operation_class=doc(
-        "Record an A/B preference",
+        "Record an A/B preference, or answer a job's question",
         body=EvaluationRequest,
         returns=shapes.Evaluation,
         status=201,
-        errors=(*BODY_ERRORS, 404),
+        errors=(*BODY_ERRORS, 404, 409),
     ),
 )
 async def create_evaluation(
@@ -63,9 +86,20 @@ async def create_evaluation(
     bodies: NamedDependency[BodyReader],
     runner: NamedDependency[JobRunner],
     evaluations: NamedDependency[EvaluationStore],
+    questions: NamedDependency[Questions],
 ) -> Response:
     req = await bodies.decode(request, EvaluationRequest)
-    return json_response(record(runner, evaluations, req, "api"), status_code=201)
+    return json_response(record(runner, evaluations, questions, req, "api"), status_code=201)
+
+
+@get(
+    "/evaluations/questions",
+    operation_class=doc("Pairs running jobs wait on a person for", returns=shapes.QuestionList, query=(JOB_ID,)),
+)
+async def list_questions(request: Request, questions: NamedDependency[Questions]) -> Response:
+    job_id = request.query_params.get("job_id") or None
+    data = [q.view() for q in questions.pending(job_id)]
+    return json_response({"object": "list", "data": data})
 
 
 def export_response(store: EvaluationStore) -> Stream:
@@ -84,4 +118,4 @@ async def export_evaluations(evaluations: NamedDependency[EvaluationStore]) -> S
     return export_response(evaluations)
 
 
-ROUTES = [list_evaluations, create_evaluation, export_evaluations]
+ROUTES = [list_evaluations, create_evaluation, export_evaluations, list_questions]

@@ -220,14 +220,36 @@ class Evaluation(Struct):
     #: The side chosen; None for a tie.
     preferred: EvaluatedImage | None
     reason: str | None
-    #: Where the preference was made: "api", "ui".
+    #: Where the preference was made: "api", "ui", or "judge" (the answer to a job's question).
     source: str
+    #: The question it answered, if any.
+    question: str | None
 
 
 class EvaluationList(Struct):
     object: Literal["list"]
     data: list[Evaluation]
     has_more: bool
+
+
+class Question(Struct):
+    """A pair a running job waits on a person for; ``POST /v1/evaluations`` with ``question``
+    answers it."""
+
+    id: str
+    object: Literal["evaluation.question"]
+    job_id: str
+    prompt: str
+    a: EvaluatedImage
+    b: EvaluatedImage
+    created_at: float
+    expires_at: float
+    seconds_left: float
+
+
+class QuestionList(Struct):
+    object: Literal["list"]
+    data: list[Question]
 
 
 # --- admin ----------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ..config import VISION_ROLES, Routes
 from ..files import FileStore
 from ..models import ModelRegistry
 from ..rag import RagStore
+from ..questions import Questions
 from ..records import RecordStore
 from ..routing import ModelRouter
 from ..scheduler import Priority
@@ -53,7 +54,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-
 @dataclass(frozen=True)
 class PipelineServices:
     """What a running pipeline reaches, and nothing more: models through the router (with the
-    registry and the configured routes to pick them), files, retrieval and records."""
+    registry and the configured routes to pick them), files, retrieval, records, and a person
+    to ask."""
 
     router: ModelRouter
     registry: ModelRegistry
@@ -61,6 +63,8 @@ class PipelineServices:
     files: FileStore
     rag: RagStore
     records: RecordStore
+    #: Questions for a person (``ask_preference``), answered on the web UI or the API.
+    questions: Questions
 
 
 class JobContext:
@@ -92,6 +96,8 @@ class JobContext:
         info = getattr(runner, "pipelines", {}).get(self.pipeline)
         #: Model calls whose worker crashed are run again this many times (see ``retry``).
         self.crash_retries: int = getattr(info.cls if info else None, "worker_crash_retries", DEFAULT_RETRIES)
+        #: Waits on a person (``ask_preference``), cancelled with the job.
+        self._waits: set[asyncio.Task] = set()
 
     # --- durability -------------------------------------------------------------------------
 
@@ -146,6 +152,8 @@ class JobContext:
         self.cancel_requested = True
         for call in list(self._calls):
             call.cancel()
+        for wait in list(self._waits):
+            wait.cancel()
 
     # --- artefacts --------------------------------------------------------------------------
 
@@ -226,6 +234,37 @@ class JobContext:
         append: dict[str, list[Any]] | None = None,
     ) -> dict[str, Any]:
         return self.services.records.upsert(collection, key, fields=fields, append=append)
+
+    # --- a person in the loop ---------------------------------------------------------------
+
+    async def ask_preference(
+        self, prompt: str, a: dict[str, Any], b: dict[str, Any], *, timeout: float
+    ) -> dict[str, Any] | None:
+        self.check()
+        questions = self.services.questions
+        asked: list[str] = []
+
+        def waiting(question) -> None:
+            asked.append(question.id)
+            data = {"id": question.id, "state": "waiting", "a": question.a["candidate"], "b": question.b["candidate"]}
+            self.emit("question", {**data, "expires_at": question.deadline})
+
+        wait = asyncio.ensure_future(questions.ask(self.job_id, prompt, a, b, timeout, on_wait=waiting))
+        self._waits.add(wait)
+        try:
+            answer = await wait
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # the job's task itself: stop waiting too
+                wait.cancel()
+                raise
+            raise Cancelled(f"job {self.job_id} was cancelled") from None  # cancel() stopped the wait
+        finally:
+            self._waits.discard(wait)
+        if asked:
+            state = "timed_out" if answer is None else "answered"
+            self.emit("question", {"id": asked[0], "state": state, **(answer or {})})
+        return answer
 
     # --- models -----------------------------------------------------------------------------
 

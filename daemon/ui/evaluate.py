@@ -2,18 +2,21 @@
 
 ``/ui/evaluate/pair`` shows a pair: ``?job=J`` the next pair of J's candidates nobody has judged
 (closest scores first: those are the pairs scores cannot settle), ``?job=J&a=X&b=Y`` that pair,
-``?a_job=J1&b_job=J2`` the winners of two jobs. The images are shown blind (no scores) and in a
-random order. ``POST /ui/evaluate`` records the choice through the API's own ``record``.
+``?a_job=J1&b_job=J2`` the winners of two jobs, ``?question=Q`` a pair a running job waits on (a
+person as the beam search's judge). The images are shown blind (no scores) and in a random
+order. ``POST /ui/evaluate`` records the choice through the API's own ``record``; after a
+question, ``/ui/evaluate/next`` follows the job to its next one.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.response import Redirect, Stream
+from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Stream
 
 from loom.sdk.errors import InvalidRequest
 
@@ -21,9 +24,15 @@ from ..api.evaluations import export_response, record
 from ..api.jobs import job_view
 from ..evaluations import EvaluationRequest, EvaluationStore, Side, resolve_side
 from ..jobs.runner import JobRunner
-from .render import page, safe_next
+from ..jobs.store import TERMINAL
+from ..questions import Questions
+from ..shutdown import Shutdown
+from .live import live, stream
+from .render import fragment, page, safe_next
 
 RECENT = 20
+#: How long ``/ui/evaluate/next`` waits for a job to ask its next question.
+NEXT_WAIT_S = 3.0
 
 
 def ranked_candidates(runner: JobRunner, job_id: str) -> list[dict[str, Any]]:
@@ -44,7 +53,10 @@ def next_pair(runner: JobRunner, judged: set[frozenset[str]], job_id: str) -> tu
 
 @get("/evaluate")
 async def evaluate_home(
-    request: Request, runner: NamedDependency[JobRunner], evaluations: NamedDependency[EvaluationStore]
+    request: Request,
+    runner: NamedDependency[JobRunner],
+    evaluations: NamedDependency[EvaluationStore],
+    questions: NamedDependency[Questions],
 ) -> Response:
     jobs = [job_view(runner, j, detail=False) for j in runner.store.list_jobs(limit=50)]
     return page(
@@ -54,16 +66,74 @@ async def evaluate_home(
         evaluations=evaluations.list(limit=RECENT),
         total=evaluations.count(),
         saved=request.query_params.get("saved"),
+        questions=[q.view() for q in questions.pending()],
     )
+
+
+@get("/evaluate/live")
+async def evaluate_live(
+    request: Request,
+    runner: NamedDependency[JobRunner],
+    questions: NamedDependency[Questions],
+    shutdown: NamedDependency[Shutdown],
+) -> ServerSentEvent:
+    """The waiting questions, whenever a job asks or is answered (any job event wakes it)."""
+    sub = runner.hub.subscriber()
+    sub.watch_all()
+
+    def render() -> list[ServerSentEventMessage]:
+        html = fragment(request, "_questions.html", questions=[q.view() for q in questions.pending()])
+        return [ServerSentEventMessage(event="questions", data=html)]
+
+    return live(shutdown, stream(sub, render, lambda: False))
+
+
+@get("/evaluate/next")
+async def next_question(
+    request: Request, runner: NamedDependency[JobRunner], questions: NamedDependency[Questions]
+) -> Response:
+    """After answering a job's question: its next one as soon as the job asks it, else the
+    evaluation page."""
+    job_id = request.query_params.get("job") or ""
+    saved = request.query_params.get("saved") or ""
+    sub = runner.hub.subscriber()
+    # Asking emits a "question" event: wake on the job's events from now on.
+    sub.watch(job_id, after=runner.store.last_event_id(job_id))
+    try:
+        deadline = time.monotonic() + NEXT_WAIT_S
+        while True:
+            pending = questions.pending(job_id)
+            if pending:
+                return Redirect(f"/ui/evaluate/pair?question={pending[0].id}&saved={saved}", status_code=303)
+            job = runner.store.get_job(job_id)
+            left = deadline - time.monotonic()
+            if job is None or job["state"] in TERMINAL or left <= 0:
+                return Redirect(f"/ui/evaluate?saved={saved}", status_code=303)
+            try:
+                if await sub.next(left) is None:  # the daemon is stopping
+                    return Redirect(f"/ui/evaluate?saved={saved}", status_code=303)
+            except TimeoutError:
+                pass
+    finally:
+        sub.close()
 
 
 @get("/evaluate/pair")
 async def pair_page(
-    request: Request, runner: NamedDependency[JobRunner], evaluations: NamedDependency[EvaluationStore]
+    request: Request,
+    runner: NamedDependency[JobRunner],
+    evaluations: NamedDependency[EvaluationStore],
+    questions: NamedDependency[Questions],
 ) -> Response:
     q = request.query_params
     job_id = q.get("job") or None
-    if job_id:
+    question = None
+    if q.get("question"):
+        question = questions.sides(q["question"])
+        job_id = question.job_id
+        sides = [Side(job_id, question.a["candidate"]), Side(job_id, question.b["candidate"])]
+        after = f"/ui/evaluate/next?job={job_id}"
+    elif job_id:
         runner.get(job_id)
         a, b = q.get("a") or None, q.get("b") or None
         if (a is None) != (b is None):
@@ -83,7 +153,7 @@ async def pair_page(
     left, right = (resolve_side(runner, s, p) for s, p in zip(sides, ("a", "b")))
     if secrets.randbelow(2):  # blind: which side an image lands on says nothing
         left, right = right, left
-    prompt = left["prompt"] if left["prompt"] == right["prompt"] else None
+    prompt = question.prompt if question else left["prompt"] if left["prompt"] == right["prompt"] else None
     return page(
         request,
         "evaluate_pair.html",
@@ -91,6 +161,7 @@ async def pair_page(
         right=right,
         prompt=prompt,
         after=after,
+        question=question.view() if question else None,
         judged=len(evaluations.judged_pairs(job_id)) if job_id else None,
         pairs=_pairs(len(ranked_candidates(runner, job_id))) if job_id else None,
     )
@@ -102,7 +173,10 @@ def _pairs(n: int) -> int:
 
 @post("/evaluate")
 async def choose(
-    request: Request, runner: NamedDependency[JobRunner], evaluations: NamedDependency[EvaluationStore]
+    request: Request,
+    runner: NamedDependency[JobRunner],
+    evaluations: NamedDependency[EvaluationStore],
+    questions: NamedDependency[Questions],
 ) -> Response:
     form = await request.form()
 
@@ -115,8 +189,14 @@ async def choose(
     choice = str(form.get("choice") or "")
     if choice not in ("a", "b", "tie"):
         raise InvalidRequest("choose one of the images, or 'tie'", param="choice")
-    req = EvaluationRequest(a=side("a"), b=side("b"), choice=choice, reason=str(form.get("reason") or "") or None)
-    saved = record(runner, evaluations, req, "ui")
+    req = EvaluationRequest(
+        a=side("a"),
+        b=side("b"),
+        choice=choice,
+        reason=str(form.get("reason") or "") or None,
+        question=str(form.get("question") or "") or None,
+    )
+    saved = record(runner, evaluations, questions, req, "ui")
     after = safe_next(str(form.get("after") or ""))
     sep = "&" if "?" in after else "?"
     return Redirect(f"{after}{sep}saved={saved['id']}", status_code=303)
@@ -127,4 +207,4 @@ async def export(evaluations: NamedDependency[EvaluationStore]) -> Stream:
     return export_response(evaluations)
 
 
-ROUTES = [evaluate_home, pair_page, choose, export]
+ROUTES = [evaluate_home, evaluate_live, next_question, pair_page, choose, export]

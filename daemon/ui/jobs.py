@@ -22,6 +22,7 @@ from ..files import FileStore
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner
 from ..jobs.store import RESUMABLE, STATES, TERMINAL
+from ..questions import Questions
 from .render import page
 
 LIST_LIMIT = 50
@@ -85,7 +86,7 @@ def stages_of(runner: JobRunner, job_id: str) -> list[dict[str, Any]]:
     return stages
 
 
-def job_context(runner: JobRunner, job_id: str) -> dict[str, Any]:
+def job_context(runner: JobRunner, questions: Questions, job_id: str) -> dict[str, Any]:
     """Everything the job page and its live fragments show."""
     job = job_view(runner, runner.get(job_id))
     images = [a for a in job["artifacts"] if a["media_type"].startswith("image/")]
@@ -99,6 +100,7 @@ def job_context(runner: JobRunner, job_id: str) -> dict[str, Any]:
         "images": images,
         "files": others,
         "has_lineage": bool(runner.store.lineage(job_id)),
+        "questions": [q.view() for q in questions.pending(job_id)],
     }
 
 
@@ -136,8 +138,10 @@ async def home(request: Request, runner: NamedDependency[JobRunner]) -> Response
 
 
 @get("/jobs/{job_id:str}")
-async def job_page(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
-    return page(request, "job.html", **job_context(runner, job_id))
+async def job_page(
+    request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner], questions: NamedDependency[Questions]
+) -> Response:
+    return page(request, "job.html", **job_context(runner, questions, job_id))
 
 
 @get("/jobs/{job_id:str}/lineage")

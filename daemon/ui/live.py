@@ -22,6 +22,7 @@ from loom.sdk.errors import InvalidRequest
 from ..jobs.hub import Subscriber
 from ..jobs.runner import JobRunner
 from ..jobs.store import TERMINAL
+from ..questions import Questions
 from ..shutdown import Shutdown
 from .jobs import job_context, job_rows, lineage_context, list_filter
 from .render import fragment
@@ -33,7 +34,7 @@ KEEPALIVE_S = 15.0
 Render = Callable[[], list[ServerSentEventMessage]]
 
 
-async def _stream(
+async def stream(
     sub: Subscriber, render: Render, finished: Callable[[], bool]
 ) -> AsyncIterator[ServerSentEventMessage]:
     try:
@@ -65,12 +66,16 @@ async def jobs_live(
         html = fragment(request, "_job_rows.html", jobs=job_rows(runner, states))
         return [ServerSentEventMessage(event="rows", data=html)]
 
-    return live(shutdown, _stream(sub, render, lambda: False))
+    return live(shutdown, stream(sub, render, lambda: False))
 
 
 @get("/jobs/{job_id:str}/live")
 async def job_live(
-    request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner], shutdown: NamedDependency[Shutdown]
+    request: Request,
+    job_id: FromPath[str],
+    runner: NamedDependency[JobRunner],
+    questions: NamedDependency[Questions],
+    shutdown: NamedDependency[Shutdown],
 ) -> ServerSentEvent:
     """One job: ``?view=job`` sends ``head``, ``stages`` and ``outputs``; ``?view=lineage``
     sends ``head`` and ``lineage``."""
@@ -87,7 +92,7 @@ async def job_live(
             ctx = lineage_context(runner, job_id)
             parts = [("head", "_lineage_head.html"), ("lineage", "_lineage_tree.html")]
         else:
-            ctx = job_context(runner, job_id)
+            ctx = job_context(runner, questions, job_id)
             parts = [("head", "_job_head.html"), ("stages", "_job_stages.html"), ("outputs", "_job_outputs.html")]
         return [ServerSentEventMessage(event=name, data=fragment(request, tpl, **ctx)) for name, tpl in parts]
 
@@ -95,7 +100,7 @@ async def job_live(
         job = runner.store.get_job(job_id)
         return job is None or job["state"] in TERMINAL
 
-    return live(shutdown, _stream(sub, render, finished))
+    return live(shutdown, stream(sub, render, finished))
 
 
 def live(shutdown: Shutdown, messages: AsyncIterator[ServerSentEventMessage]) -> ServerSentEvent:

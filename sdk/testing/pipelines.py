@@ -44,6 +44,7 @@ class FakePipelineContext:
         routes: dict[str, str] | None = None,
         job_id: str = "job-test",
         output_dir: str = "output/test/ses-000000-test",
+        person: Callable[[str, dict, dict], dict | None] | None = None,
     ) -> None:
         self.job_id = job_id
         self.output_dir = output_dir
@@ -66,6 +67,11 @@ class FakePipelineContext:
         self.rag: dict[tuple[str, str], list[tuple[list[float], dict[str, Any]]]] = {}
         #: (collection, normalised key) -> record: what ``record_upsert`` stored.
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Plays the person ``ask_preference`` asks: ``person(prompt, a, b)`` returns
+        #: ``{"winner": "a" | "b" | None, "reason"}``, or None for nobody answering in time
+        #: (the default). Every question asked is kept in ``questions`` as (prompt, a, b, timeout).
+        self.person = person
+        self.questions: list[tuple[str, dict, dict, float]] = []
         self._seen_steps: set[str] = set()
         self._cancelled = False
 
@@ -92,7 +98,11 @@ class FakePipelineContext:
     def resume(self) -> "FakePipelineContext":
         """A context for re-running the job after an interruption: same steps, artefacts, queues."""
         again = FakePipelineContext(
-            default_reply=self.default_reply, routes=self.routes, job_id=self.job_id, output_dir=self.output_dir
+            default_reply=self.default_reply,
+            routes=self.routes,
+            job_id=self.job_id,
+            output_dir=self.output_dir,
+            person=self.person,
         )
         again.replies, again.steps, again.artifacts, again.artifact_meta = (
             self.replies,
@@ -225,6 +235,26 @@ class FakePipelineContext:
         msgspec.json.encode(record)
         self.records[(collection, norm)] = record
         return {**msgspec.json.decode(msgspec.json.encode(record)), "created": existing is None}
+
+    # --- a person in the loop -----------------------------------------------------------------
+
+    async def ask_preference(
+        self, prompt: str, a: dict[str, Any], b: dict[str, Any], *, timeout: float
+    ) -> dict[str, Any] | None:
+        self.check()
+        if not timeout > 0:
+            raise InvalidRequest(f"a question needs a positive timeout, got {timeout!r}")
+        for side in (a, b):
+            if not isinstance(side.get("image"), str):
+                raise AssertionError(f"ask_preference needs each side's artefact path as 'image', got {side!r}")
+        self.questions.append((prompt, dict(a), dict(b), timeout))
+        answer = self.person(prompt, a, b) if self.person is not None else None
+        if answer is None:
+            return None
+        if answer.get("winner") not in ("a", "b", None):
+            raise AssertionError(f"person() must answer winner 'a', 'b' or None, got {answer!r}")
+        n = len(self.questions)
+        return {"winner": answer.get("winner"), "reason": answer.get("reason", ""), "evaluation_id": f"ev_fake{n}"}
 
     # --- models -------------------------------------------------------------------------------
 

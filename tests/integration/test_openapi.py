@@ -353,6 +353,8 @@ class Reach:
     def r409(self, method: str, path: str) -> httpx.Response:
         if path == "/admin/models":
             return self.admin.post(path, json={"source": str(SMOLLM2), "id": "x-ok"})
+        if path == "/v1/evaluations":  # answering a question no job is waiting on
+            return self.admin.post(path, json={"question": "q_answered_long_ago", "choice": "a"})
         done = self.ids["job_id"]  # finished: it cannot be cancelled
         if path.endswith("/resume"):
             job = self.admin.post("/v1/pipelines/haiku", json={"topic": "x", "chat_model": "x-slow"}).json()

@@ -89,3 +89,8 @@ def test_record_a_preference_through_the_api(api, two_jobs):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "choice"
     missing = api.post("/v1/evaluations", json={**body, "a": {"job_id": job_id, "candidate": "nope"}})
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "a.candidate"
+    assert api.get("/v1/evaluations/questions").json() == {"object": "list", "data": []}
+    gone = api.post("/v1/evaluations", json={"question": "q_nope", "choice": "a"})
+    assert gone.status_code == 409 and gone.json()["error"]["param"] == "question"
+    neither = api.post("/v1/evaluations", json={"choice": "a"})
+    assert neither.status_code == 400 and neither.json()["error"]["param"] == "a"
