@@ -51,6 +51,8 @@ NODE_FIELDS = frozenset(
         "winner",
         "children",
         "error",
+        "comparisons",
+        "global_rank",
     }
 )
 
