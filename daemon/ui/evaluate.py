@@ -150,7 +150,7 @@ async def pair_page(
         after = "/ui/evaluate"
     else:
         raise InvalidRequest("choose a job (job=...) or two jobs (a_job=...&b_job=...)", param="job")
-    left, right = (resolve_side(runner, s, p) for s, p in zip(sides, ("a", "b")))
+    left, right = (resolve_side(runner, s, p) for s, p in zip(sides, ("a", "b"), strict=True))
     if secrets.randbelow(2):  # blind: which side an image lands on says nothing
         left, right = right, left
     prompt = question.prompt if question else left["prompt"] if left["prompt"] == right["prompt"] else None
@@ -162,8 +162,8 @@ async def pair_page(
         prompt=prompt,
         after=after,
         question=question.view() if question else None,
-        judged=len(evaluations.judged_pairs(job_id)) if job_id else None,
-        pairs=_pairs(len(ranked_candidates(runner, job_id))) if job_id else None,
+        judged=len(evaluations.judged_pairs(job_id)) if job_id and not question else None,
+        pairs=_pairs(len(ranked_candidates(runner, job_id))) if job_id and not question else None,
     )
 
 
