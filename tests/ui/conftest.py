@@ -100,3 +100,11 @@ def keyed_ui_daemon(tmp_path_factory):
 def api(ui_daemon):
     with httpx.Client(base_url=ui_daemon.url, timeout=30) as c:
         yield c
+
+
+def click_and_wait(page, selector: str) -> None:
+    """Click something that loads a new page (htmx swaps the body in place), and wait until the
+    new one is in: a new page may look like the old one (the same form, the same notice)."""
+    page.evaluate("document.querySelector('main').dataset.stale = 'yes'")
+    page.click(selector)
+    page.wait_for_selector("main:not([data-stale])", state="attached")

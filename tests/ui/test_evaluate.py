@@ -9,7 +9,7 @@ import pytest
 
 from tests.integration.jobs_support import small, start, wait
 
-from .conftest import HOSTILE
+from .conftest import HOSTILE, click_and_wait
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def test_choose_in_a_pair_and_find_it_through_the_api(page, ui_daemon, api, two_
     # Both images are shown whole, and loaded.
     assert page.evaluate("Array.from(document.querySelectorAll('.pair img')).every(i => i.naturalWidth === 64)")
     page.fill("#reason", f"left is sharper {HOSTILE}")
-    page.click("#choose-a")
-    page.wait_for_selector(".notice:text('Saved')")
+    click_and_wait(page, "#choose-a")
+    assert page.locator(".notice:text('Saved')").count() == 1
 
     records = api.get("/v1/evaluations", params={"job_id": job_id}).json()["data"]
     mine = [r for r in records if r["reason"] == f"left is sharper {HOSTILE}"]
@@ -49,8 +49,7 @@ def test_choose_in_a_pair_and_find_it_through_the_api(page, ui_daemon, api, two_
     # The next pair is one nobody judged yet.
     assert {hidden(page, "a_candidate"), hidden(page, "b_candidate")} != {left, right}
 
-    page.click("#choose-tie")
-    page.wait_for_selector(".notice:text('Saved')")
+    click_and_wait(page, "#choose-tie")
     assert api.get("/v1/evaluations", params={"job_id": job_id}).json()["data"][0]["choice"] == "tie"
 
     # Exported as JSONL, and listed on the page with the reason as text.
@@ -66,11 +65,10 @@ def test_the_winners_of_two_jobs(page, ui_daemon, api, two_jobs):
     page.goto(f"{ui_daemon.url}/ui/evaluate")
     page.select_option("#ev-a", a_job)
     page.select_option("#ev-b", b_job)
-    page.click("form:has(#ev-a) button[type=submit]")
-    page.wait_for_selector("#ab-form")
+    click_and_wait(page, "form:has(#ev-a) button[type=submit]")
     right_job = hidden(page, "b_job")
-    page.click("#choose-b")
-    page.wait_for_selector(".notice:text('Saved')")
+    click_and_wait(page, "#choose-b")
+    assert page.locator(".notice:text('Saved')").count() == 1
     record = api.get("/v1/evaluations", params={"job_id": right_job}).json()["data"][0]
     winners = {j: api.get(f"/v1/jobs/{j}/lineage").json()["winner"] for j in two_jobs}
     assert record["preferred"]["job_id"] == right_job

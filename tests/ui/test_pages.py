@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.jobs_support import small, start, wait
 
-from .conftest import HOSTILE
+from .conftest import HOSTILE, click_and_wait
 
 
 def no_injected_script(page) -> None:
@@ -65,7 +65,7 @@ def test_beam_search_from_the_form_shows_live_progress_and_its_lineage(page, ui_
         "Array.from(document.querySelectorAll('img.full')).map(i => i.complete && i.naturalWidth === 96)"
     )
     assert loaded == [True] * 12
-    assert page.locator(".critique").count() == 8
+    assert page.locator("article.node:has(.critique)").count() == 8  # every refined child
     assert page.locator("dl.prompts dd.combined").count() == 12
     lineage = api.get(f"/v1/jobs/{job_id}/lineage").json()
     winner = lineage["winner"]
@@ -119,11 +119,9 @@ def test_models_load_unload_and_switch(page, ui_daemon, api):
 
     page.select_option("#switch-name", "image")
     page.select_option("#switch-to", "bs-slow-image")
-    page.click("#switch-form button[type=submit]")
-    page.wait_for_selector("li:has-text('image → bs-slow-image')")
+    click_and_wait(page, "#switch-form button[type=submit]")
     assert api.get("/admin/providers").json()["switches"]["capabilities"] == {"image": "bs-slow-image"}
-    page.locator("li:has-text('image → bs-slow-image') button:text('undo')").click()
-    page.wait_for_selector("#switch-form")
+    click_and_wait(page, "li:has-text('image → bs-slow-image') button:text('undo')")
     assert page.locator("li:has-text('image → bs-slow-image')").count() == 0
     assert api.get("/admin/providers").json()["switches"]["capabilities"] == {}
 
@@ -142,7 +140,8 @@ def test_pages_read_and_forms_post_without_javascript(browser, ui_daemon, api, f
         job_id = page.url.rsplit("/", 1)[1]
         assert wait(api, job_id)["state"] == "succeeded"
         page.goto(f"{ui_daemon.url}/ui/jobs/{finished_job['id']}/lineage")
-        assert page.locator("article.node").count() == 6
+        nodes = api.get(f"/v1/jobs/{finished_job['id']}/lineage").json()["nodes"]
+        assert page.locator("article.node").count() == len(nodes) >= 4
         assert page.locator(".prompt q").inner_text() == HOSTILE
         page.goto(f"{ui_daemon.url}/ui/")
         assert page.locator(f"tr[data-job='{job_id}'] .state").inner_text() == "succeeded"
