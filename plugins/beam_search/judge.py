@@ -111,12 +111,41 @@ class ModelJudge:
         return Verdict(winner=winner, reason=reason, ranks=mapped)  # type: ignore[arg-type]
 
 
+class PersonJudge:
+    """A person choosing between the two images (seed 004's evaluation page as the judge).
+
+    Each pair becomes a question on the web UI's evaluation page (``ctx.ask_preference``); the
+    job waits for the choice, up to ``judge_timeout`` seconds a pair. Nobody answering, or "can't
+    decide", leaves the pair undecided, and the scores order it. A pair the person already
+    judged (on the A/B page, before or during the run) is answered from that preference.
+    """
+
+    name = "person"
+
+    def __init__(self, ctx: PipelineContext, timeout: float) -> None:
+        self.ctx, self.timeout = ctx, timeout
+
+    @classmethod
+    def create(cls, ctx: PipelineContext, params: BeamSearchParams) -> PersonJudge:
+        return cls(ctx, params.judge_timeout)
+
+    async def compare(self, prompt: str, a: Entrant, b: Entrant) -> Verdict:
+        answer = await self.ctx.ask_preference(
+            prompt, {"candidate": a.id, "image": a.image}, {"candidate": b.id, "image": b.image}, timeout=self.timeout
+        )
+        if answer is None:
+            return Verdict(winner=None, reason=f"no choice within {self.timeout:g} s; the scores decide")
+        if answer["winner"] is None:
+            return Verdict(winner=None, reason=answer["reason"] or "the person could not decide; the scores decide")
+        return Verdict(winner=answer["winner"], reason=answer["reason"] or "a person's choice")
+
+
 def _data_uri(ctx: PipelineContext, path: str) -> str:
     return "data:image/png;base64," + base64.b64encode(ctx.read_artifact(path)).decode()
 
 
 #: ``judge`` parameter value -> factory. Another judge registers itself here by name.
-JUDGES: dict[str, JudgeFactory] = {"model": ModelJudge.create}
+JUDGES: dict[str, JudgeFactory] = {"model": ModelJudge.create, "person": PersonJudge.create}
 
 
 def make_judge(ctx: PipelineContext, params: BeamSearchParams) -> Judge:

@@ -26,8 +26,15 @@ class BeamSearchParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     #: "score": rank by score. "pairwise": a judge compares two images at a time (the seed's
     #: ImageRanker); scores still decide a pair the judge cannot.
     ranking: Literal["score", "pairwise"] = "score"
-    #: Who compares images in pairwise ranking: "model" (a vision chat model, ``judge_model``).
-    judge: Annotated[str, Meta(description="pairwise judge: 'model' (a vision chat model)")] = "model"
+    #: Who compares images in pairwise ranking: "model" (a vision chat model, ``judge_model``) or
+    #: "person" (choices made on the web UI's evaluation page, /ui/evaluate).
+    judge: Annotated[
+        str, Meta(description="pairwise judge: 'model' (a vision chat model) or 'person' (/ui/evaluate)")
+    ] = "model"
+    #: With judge "person": how long the job waits for each choice before the scores decide the pair.
+    judge_timeout: Annotated[
+        float, Meta(ge=1.0, le=86400.0, description="seconds a person has for each pair (judge 'person')")
+    ] = 300.0
     #: CLIP is measured against the user's prompt ("prompt") or each candidate's combined prompt.
     score_against: Literal["prompt", "combined"] = "prompt"
     width: Side = 512
