@@ -48,24 +48,27 @@ class Subscriber:
         self.last: dict[str, int] = {}
         #: Watching every job (:meth:`watch_all`).
         self.everything = False
-        #: For a job first seen through ``watch_all``: the id of its earliest event dropped while
-        #: the queue was full, so the job's events are delivered from there, not from a later one.
-        self._dropped: dict[str, int] = {}
+        #: For a job seen through ``watch_all`` and not yet delivered: the id of its first event
+        #: offered to the queue (queued or dropped: the queue may have been full), where the job's
+        #: deliveries begin.
+        self._first: dict[str, int] = {}
 
     def put(self, item: Any) -> None:
+        if isinstance(item, Event) and item.job_id not in self.last:
+            # A job met through watch_all has no last id yet to notice a gap from: remember where
+            # its events began, in case the first ones are dropped.
+            self._first.setdefault(item.job_id, item.id)
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            # next() notices the gap in event ids and reads the store; a job it has not seen yet
-            # has no last id to notice a gap from, so remember where its events began.
-            if isinstance(item, Event) and item.job_id not in self.last:
-                self._dropped[item.job_id] = min(item.id, self._dropped.get(item.job_id, item.id))
+            pass  # next() notices the gap in event ids and reads the store
 
     def watch(self, job_id: str, after: int = 0, announce: dict[str, Any] | None = None) -> None:
         """Deliver ``job_id``'s events after the event id ``after``: those already stored first,
         then new ones as they come. ``announce`` (a message) is delivered before them."""
         self.jobs.add(job_id)
         self.last[job_id] = max(0, after)
+        self._first.pop(job_id, None)
         self.hub._by_job[job_id].add(self)  # before the store is read, so nothing falls between
         if announce is not None:
             self.say(announce)
@@ -109,8 +112,8 @@ class Subscriber:
             job_id = item.job_id
             if job_id not in self.jobs and not self.everything:
                 continue  # unwatched since
-            if job_id not in self.last:  # a job first seen through watch_all
-                self.last[job_id] = self._dropped.pop(job_id, item.id) - 1
+            if job_id not in self.last:  # a job met through watch_all: from its first event on
+                self.last[job_id] = self._first.pop(job_id, item.id) - 1
             last = self.last[job_id]
             if isinstance(item, _Replay) or item.id != last + 1:  # a replay, or a gap to fill
                 events = self.store.events_after(job_id, last)
