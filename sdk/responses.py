@@ -279,6 +279,17 @@ class ResponseObject(Struct, kw_only=True, omit_defaults=True):
     background: bool | None = None
 
 
+class ResponseItemList(Struct):
+    """``GET /v1/responses/{id}/input_items``: the items a response was asked with, each with the id
+    it was given (or the one Loom gave it) and its status."""
+
+    data: list[dict[str, Any]]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+    object: Literal["list"] = "list"
+
+
 class ResponseDeleted(Struct):
     id: str
     object: Literal["response"] = "response"

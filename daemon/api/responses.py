@@ -4,7 +4,7 @@
 of ``previous_response_id`` before it), prepares it like any chat request (rules, route,
 parameter policy, image URLs), runs it, and answers a response object or its event stream.
 Responses are stored unless ``store`` is false; ``GET`` and ``DELETE /v1/responses/{id}`` read
-and remove them.
+and remove them, ``GET /v1/responses/{id}/input_items`` lists what each was asked with.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from litestar.params import FromPath
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from loom.sdk.errors import LoomError
-from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted, ResponseObject
+from loom.sdk.errors import InvalidRequest, LoomError
+from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted, ResponseItemList, ResponseObject
 
 from ..responses import ResponseStore
+from ..responses.items import page, resources
 from ..responses.stream import ResponseBuilder, new_id
 from ..responses.translate import shown, to_chat
 from ..routing import ModelRouter
@@ -29,7 +30,7 @@ from ..scheduler import Scheduler
 from .body import BodyReader
 from .chat import chat_generations
 from .chat_prepare import ChatIntake
-from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
 from .policy import ignored_header
 from .respond import PROVENANCE, json_response, served_by
 
@@ -71,7 +72,7 @@ async def create_response(
 
     def keep() -> None:
         if req.store is not False and builder.final is not None:
-            responses.put(builder.final, [*translated.conversation, builder.answer()])
+            responses.put(builder.final, [*translated.conversation, builder.answer()], resources(translated.items))
 
     async def events() -> AsyncIterator[Event]:
         for event in builder.start():
@@ -109,6 +110,34 @@ async def get_response(response_id: FromPath[str], responses: NamedDependency[Re
     return json_response(responses.get(response_id).response)
 
 
+#: GET /v1/responses/{id}/input_items takes OpenAI's paging parameters.
+ITEMS_QUERY = (
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "At most this many (default 20)"),
+    Query("order", {"enum": ["asc", "desc"]}, "desc (the default) lists the last item first"),
+    Query("after", {"type": "string"}, "List the items after the one with this id"),
+)
+
+
+@get(
+    "/responses/{response_id:str}/input_items",
+    operation_class=doc(
+        "The input items of a stored response", returns=ResponseItemList, errors=(400, 404), query=ITEMS_QUERY
+    ),
+)
+async def list_input_items(
+    request: Request, response_id: FromPath[str], responses: NamedDependency[ResponseStore]
+) -> Response:
+    q = request.query_params
+    limit = q.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise InvalidRequest(f"limit must be an integer from 1 to 100, got {limit!r}", param="limit")
+    order = q.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest(f"order must be 'asc' or 'desc', got {order!r}", param="order")
+    items = responses.get(response_id).input_items
+    return json_response(page(items, limit=int(limit), order=order, after=q.get("after")))
+
+
 @delete(
     "/responses/{response_id:str}",
     status_code=200,
@@ -119,4 +148,4 @@ async def delete_response(response_id: FromPath[str], responses: NamedDependency
     return json_response(ResponseDeleted(id=response_id))
 
 
-ROUTES = [create_response, get_response, delete_response]
+ROUTES = [create_response, get_response, list_input_items, delete_response]

@@ -1,8 +1,9 @@
 """Stored responses: SQLite (WAL) at ``<data_dir>/responses.db`` through sqlite-utils.
 
 One row per response created with ``store`` left on: the response object as the client saw it,
-and the conversation it ended (the earlier conversation, the new input and the answer, as chat
-messages) so that ``previous_response_id`` continues it with one read, across restarts. Every
+the conversation it ended (the earlier conversation, the new input and the answer, as chat
+messages) so that ``previous_response_id`` continues it with one read, across restarts, and the
+request's input items as they are listed. Every
 write is committed when it returns. One connection is shared behind a lock.
 """
 
@@ -12,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from sqlite_utils import Database
@@ -32,6 +34,8 @@ class Stored:
     #: The conversation up to and including this response's answer (instructions left out:
     #: they are not carried to the next response).
     conversation: list[ChatMessage]
+    #: The request's own input items as ``GET .../input_items`` lists them.
+    input_items: list[dict[str, Any]]
 
 
 class ResponseStore:
@@ -49,17 +53,21 @@ class ResponseStore:
                     "previous_response_id": str,
                     "response": str,
                     "conversation": str,
+                    "input_items": str,
                 },
                 pk="id",
                 not_null={"created_at", "response", "conversation"},
                 if_not_exists=True,
             )
+            # A store written before input items were kept: its responses list none.
+            if "input_items" not in self.db["responses"].columns_dict:
+                self.db["responses"].add_column("input_items", str)
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
 
-    def put(self, response: ResponseObject, conversation: list[ChatMessage]) -> None:
+    def put(self, response: ResponseObject, conversation: list[ChatMessage], input_items: list[dict[str, Any]]) -> None:
         row = {
             "id": response.id,
             "created_at": time.time(),
@@ -67,17 +75,21 @@ class ResponseStore:
             "previous_response_id": response.previous_response_id,
             "response": msgspec.json.encode(response).decode(),
             "conversation": msgspec.json.encode(conversation).decode(),
+            "input_items": msgspec.json.encode(input_items).decode(),
         }
         with self._lock:
             self.db["responses"].upsert(row, pk="id")
 
     def get(self, response_id: str, *, param: str | None = None) -> Stored:
         with self._lock:
-            rows = list(self.db.query("SELECT response, conversation FROM responses WHERE id = ?", [response_id]))
+            rows = list(
+                self.db.query("SELECT response, conversation, input_items FROM responses WHERE id = ?", [response_id])
+            )
         if not rows:
             raise NotFound(f"No stored response with id '{response_id}'", param=param)
         row = rows[0]
-        return Stored(_response.decode(row["response"]), _conversation.decode(row["conversation"]))
+        items = msgspec.json.decode(row["input_items"]) if row["input_items"] else []
+        return Stored(_response.decode(row["response"]), _conversation.decode(row["conversation"]), items)
 
     def delete(self, response_id: str) -> None:
         with self._lock:

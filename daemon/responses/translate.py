@@ -76,6 +76,8 @@ class Translated:
     origin: dict[int, int] = field(default_factory=dict)
     #: Responses-only parameters left out under ``compat = "lenient"``.
     ignored: list[str] = field(default_factory=list)
+    #: The request's own input items, decoded (what ``GET .../input_items`` lists).
+    items: list[InputItem] = field(default_factory=list)
 
     def image_param(self, message: int, part: int) -> str:
         item = self.origin.get(message)
@@ -149,7 +151,7 @@ def to_chat(req: CreateResponseRequest, history: list[ChatMessage], compat: str)
         prompt_cache_retention=req.prompt_cache_retention,
         safety_identifier=req.safety_identifier,
     )
-    return Translated(chat, conversation, origin, ignored)
+    return Translated(chat, conversation, origin, ignored, items)
 
 
 def _responses_only(req: CreateResponseRequest, compat: str) -> list[str]:

@@ -325,6 +325,8 @@ class Reach:
             return a.get(path, params={"limit": "many"})
         if path == "/v1/jobs/{job_id}/events":
             return a.get(self.fill(path), headers={"Last-Event-ID": "soon"})
+        if path == "/v1/responses/{response_id}/input_items":
+            return a.get(self.fill(path), params={"limit": "many"})
         if path == "/admin/models/{model_id}" and method == "DELETE":
             return a.delete("/admin/models/x-ok")  # [routes] name it
         if path == "/admin/models/reload":

@@ -297,6 +297,36 @@ def test_responses_function_call_round_trip_with_previous_response_id(client):
         client.responses.retrieve(again.id)
 
 
+def test_input_items_list_what_a_response_was_asked_with(mock_daemon, client):
+    calls = [{"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    sent = [
+        {"role": "user", "content": "Weather in Paris?", "id": "msg_mine"},
+        {"role": "assistant", "content": "Let me look."},
+        *calls,
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        {"role": "user", "content": [{"type": "input_text", "text": "And tomorrow?"}]},
+    ]
+    r = client.responses.create(model="mock-chat", input=sent, tools=FLAT_TOOLS)
+    url = f"{mock_daemon.url}/v1/responses/{r.id}/input_items"
+    listed = httpx.get(url, params={"order": "asc"}).json()
+    validate(listed, "ResponseItemList")
+    items = listed["data"]
+    assert [i["type"] for i in items] == ["message", "message", "function_call", "function_call_output", "message"]
+    assert items[0]["id"] == "msg_mine" and items[0]["content"] == [{"type": "input_text", "text": "Weather in Paris?"}]
+    assert items[1]["role"] == "assistant" and items[1]["content"][0]["type"] == "output_text"
+    assert items[2]["call_id"] == "call_1" and items[3]["output"] == "sunny"
+    assert len({i["id"] for i in items}) == 5 and all(i["status"] == "completed" for i in items)
+    # The openai client's pager: newest first by default, a page at a time.
+    assert [i.id for i in client.responses.input_items.list(r.id)] == [i["id"] for i in reversed(items)]
+    first = httpx.get(url, params={"limit": 2, "order": "asc"}).json()
+    assert first["has_more"] and [i["id"] for i in first["data"]] == [i["id"] for i in items[:2]]
+    rest = httpx.get(url, params={"limit": 10, "order": "asc", "after": first["last_id"]}).json()
+    assert not rest["has_more"] and [i["id"] for i in rest["data"]] == [i["id"] for i in items[2:]]
+    assert httpx.get(url, params={"limit": 0}).json()["error"]["param"] == "limit"
+    assert httpx.get(url, params={"after": "msg_nope"}).json()["error"]["param"] == "after"
+    assert httpx.get(f"{mock_daemon.url}/v1/responses/resp_nope/input_items").status_code == 404
+
+
 def test_responses_stream_follows_openais_event_sequence(mock_daemon, client):
     events = sse(
         mock_daemon, "/responses", {"model": "mock-chat", "input": "Weather?", "tools": FLAT_TOOLS, "stream": True}
