@@ -377,7 +377,9 @@ async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[Serv
                 return
             for event in events:
                 yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
-                if _is_final(event):
+                # A final state ends the stream unless the job went on after it (a job resumed
+                # after it was interrupted, failed or cancelled): then its next run follows.
+                if _is_final(event) and event.id >= runner.store.last_event_id(job_id):
                     return
     finally:
         sub.close()
