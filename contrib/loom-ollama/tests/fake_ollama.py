@@ -69,6 +69,24 @@ def _digest(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()[:8], "big")
 
 
+def _fitting(schema: dict, words: list[str]) -> Any:
+    """A value that fits a JSON schema (the subset structured output uses), made of the words."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        return {name: _fitting(sub, words) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_fitting(schema.get("items") or {}, words)]
+    if kind == "integer":
+        return max(int(schema.get("minimum", 0)), len(words))
+    if kind == "number":
+        return float(len(words))
+    if kind == "boolean":
+        return True
+    return " ".join(words[:3])
+
+
 def _vector(model: str, text: str) -> list[float]:
     raw = [b - 127.5 for b in hashlib.sha256(f"{model}|{text}".encode()).digest()[:DIMENSIONS]]
     norm = math.sqrt(sum(x * x for x in raw))
@@ -153,8 +171,14 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
         def _generate(self, model: str, body: dict, prompt: str, prompt_tokens: int) -> None:
             options = body.get("options") or {}
             words = fake.words_for(model, prompt, options)
-            if body.get("format") is not None:
-                words = ['{"answer":', f'"{" ".join(words[:3])}"}}']
+            fmt = body.get("format")
+            if fmt is not None:
+                # Ollama constrains the output to the format: any JSON object for "json", one that
+                # fits the schema otherwise. Streamed as two pieces, as a model would write it.
+                value = _fitting(fmt, words) if isinstance(fmt, dict) else {"answer": " ".join(words[:3])}
+                text = json.dumps(value)
+                cut = text.find(": ") + 1  # the stream puts a space between pieces: cut at one
+                words = [text[:cut], text[cut + 1 :]] if cut > 0 else [text]
             limit = options.get("num_predict")
             reason = "stop"
             if limit is not None and limit >= 0 and len(words) > limit:
