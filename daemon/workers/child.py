@@ -12,8 +12,6 @@ Imports stay light until the load: loom.sdk, msgspec and this package, then the 
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import signal
 import socket
@@ -25,12 +23,10 @@ from typing import Any
 
 import msgspec
 
-from loom.sdk.errors import Cancelled
-from loom.sdk.protocols import Provider, RunContext
+from loom.sdk.protocols import RunContext
 
-from .base import LoadReport, WorkerMemory, WorkerSpec, import_name
-from .memory import rss, trim
-from .nvml import GpuMeter, Nvml
+from .base import WorkerSpec
+from .host import ModelHost
 from .wire import (
     Cancel,
     Chunk,
@@ -61,10 +57,8 @@ class WorkerServer:
         self.send_lock = threading.Lock()
         self.decoder = msgspec.msgpack.Decoder(ToWorker)
         self.contexts: dict[int, RunContext] = {}
-        self.provider: Provider | None = None
-        self.device = "cpu"
+        self.host: ModelHost | None = None
         self.pool: ThreadPoolExecutor | None = None
-        self.gpu: GpuMeter | None = None
 
     def send(self, message: Any) -> None:
         with self.send_lock:
@@ -78,7 +72,7 @@ class WorkerServer:
             return 2
         if not self.load(first.spec):
             return 1
-        assert self.pool is not None
+        assert self.pool is not None and self.host is not None
         while True:
             message = read_message(self.sock, self.decoder)
             if message is None:
@@ -86,7 +80,7 @@ class WorkerServer:
             if isinstance(message, Run):
                 ctx = self.contexts[message.id] = RunContext(
                     on_progress=lambda done, total, text, i=message.id: self.send(Progress(i, done, total, text)),
-                    device=self.device,
+                    device=self.host.device,
                 )
                 self.pool.submit(self.run, message, ctx)
             elif isinstance(message, Cancel):
@@ -94,7 +88,7 @@ class WorkerServer:
                 if ctx is not None:
                     ctx.cancel()
             elif isinstance(message, MemoryQuery):
-                self.send(MemoryReport(message.id, self.memory()))
+                self.send(MemoryReport(message.id, self.host.memory()))
             elif isinstance(message, Shutdown):
                 self.shutdown(message.id)
                 return 0
@@ -102,80 +96,34 @@ class WorkerServer:
     # --- load, run, stop ------------------------------------------------------------------------
 
     def load(self, spec: WorkerSpec) -> bool:
-        t0 = time.monotonic()
-        self.device = spec.device
-        if spec.device.startswith("cuda"):
-            self.gpu = GpuMeter(Nvml(), int(spec.device.partition(":")[2] or 0), os.getpid())
-            self.gpu.start()
+        host = ModelHost(spec)
         try:
-            cls = import_name(spec.provider)
-            model = spec.spec
-            options = model.options
-            if options is not None:
-                options = msgspec.convert(options, cls.Options, strict=False)
-            plugin_options = model.plugin_options
-            if plugin_options is not None and spec.plugin_options_type is not None:
-                plugin_options = msgspec.convert(plugin_options, import_name(spec.plugin_options_type), strict=False)
-            model = msgspec.structs.replace(model, options=options, plugin_options=plugin_options)
-            provider = cls(model)
-            provider.load(spec.device)
+            report = host.load()
         except BaseException as e:
             self.send(Failed(0, error_info(e)))
             return False
-        self.provider = provider
+        self.host = host
         self.pool = ThreadPoolExecutor(max(1, spec.concurrency), thread_name_prefix=f"loom-{spec.model}")
-        memory = self.memory()
-        report = LoadReport(
-            seconds=time.monotonic() - t0, reported=memory.reported, measured=memory.on(self.device), whole=True
-        )
         self.send(Loaded(os.getpid(), report))
         return True
 
     def run(self, message: Run, ctx: RunContext) -> None:
-        produced: Any = None
+        assert self.host is not None
+        call_id, value = message.id, self.framer.value
+
+        def emit(chunk: Any) -> None:
+            self.send(Chunk(call_id, value(chunk)))
+
         try:
-            produced = message.call.apply(self.provider, ctx)
-            if inspect.isasyncgen(produced) or inspect.isawaitable(produced):
-                produced = asyncio.run(_drain_async(produced, message, ctx, self))
-                if message.stream:
-                    self.send(Result(message.id))
-                else:
-                    self.send(Result(message.id, self.framer.value(produced)))
-                return
-            if message.stream:
-                for chunk in produced:
-                    if ctx.cancelled:
-                        raise Cancelled("cancelled")
-                    self.send(Chunk(message.id, self.framer.value(chunk)))
-                self.send(Result(message.id))
-            else:
-                if inspect.isgenerator(produced):
-                    produced = list(produced)
-                self.send(Result(message.id, self.framer.value(produced)))
+            produced = self.host.run(message.call, ctx, message.stream, emit)
+            self.send(Result(call_id) if message.stream else Result(call_id, value(produced)))
         except BaseException as e:  # the provider's error, as data; this thread lives on
             try:
-                self.send(Failed(message.id, error_info(e)))
+                self.send(Failed(call_id, error_info(e)))
             except OSError:
                 pass
         finally:
-            close = getattr(produced, "close", None)
-            if close is not None and inspect.isgenerator(produced):
-                close()
-            self.contexts.pop(message.id, None)
-
-    def memory(self) -> WorkerMemory:
-        reported = 0
-        if self.provider is not None:
-            try:
-                reported = max(0, int(self.provider.memory_bytes()))
-            except Exception:
-                reported = 0
-        devices = {}
-        if self.gpu is not None:
-            held = self.gpu.read()
-            if held is not None:
-                devices[self.device] = held
-        return WorkerMemory(host=rss(), devices=devices, reported=reported)
+            self.contexts.pop(call_id, None)
 
     def shutdown(self, request: int) -> None:
         for ctx in list(self.contexts.values()):
@@ -185,31 +133,8 @@ class WorkerServer:
             while self.contexts and time.monotonic() < deadline:
                 time.sleep(0.01)
             self.pool.shutdown(wait=False, cancel_futures=True)
-        freed = self.memory().on(self.device)
-        if self.provider is not None:
-            try:
-                self.provider.unload()
-            except Exception as e:
-                print(f"loom worker: unload raised {type(e).__name__}: {e}", file=sys.stderr)
-        trim()
+        freed = self.host.unload() if self.host is not None else None
         self.send(Stopped(request, freed))
-
-
-async def _drain_async(produced: Any, message: Run, ctx: RunContext, server: WorkerServer) -> Any:
-    """A local provider with ``async`` methods: run it on a loop of this thread."""
-    if inspect.isawaitable(produced) and not inspect.isasyncgen(produced):
-        produced = await produced
-    if not inspect.isasyncgen(produced):
-        return produced
-    out = []
-    async for chunk in produced:
-        if ctx.cancelled:
-            raise Cancelled("cancelled")
-        if message.stream:
-            server.send(Chunk(message.id, server.framer.value(chunk)))
-        else:
-            out.append(chunk)
-    return out
 
 
 def _die_with_parent(parent: int) -> None:

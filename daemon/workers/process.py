@@ -12,7 +12,6 @@ held (heap, CUDA context, llama.cpp buffers) goes back to the OS.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import signal
@@ -24,10 +23,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from loom.sdk.calls import Call
-from loom.sdk.errors import ProviderError, WorkerCrashed
+from loom.sdk.errors import WorkerCrashed
 from loom.sdk.protocols import RunContext
 
 from .base import LoadReport, WorkerExit, WorkerMemory, WorkerSpec, chunks_of
+from .pending import Pending, PendingCalls
 from .wire import (
     Cancel,
     Chunk,
@@ -87,24 +87,6 @@ class ProcessExecutor:
                 pass
 
 
-class _Pending:
-    """One call in flight: its context, how to decode its values, where its chunks go (a stream's
-    sink) and the future its end settles."""
-
-    __slots__ = ("ctx", "decoder", "future", "remove", "sink")
-
-    def __init__(self, ctx: RunContext, decoder: msgspec.msgpack.Decoder, sink: Callable[[Any], None] | None) -> None:
-        self.ctx = ctx
-        self.decoder = decoder
-        self.sink = sink
-        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.remove: Callable[[], None] = lambda: None
-
-    def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
 class ProcessWorker:
     executor: ClassVar[str] = "subprocess"
 
@@ -121,11 +103,9 @@ class ProcessWorker:
         self._transport: asyncio.Transport | None = None
         self._framer = Framer()
         self._reader = FrameReader(FromWorker)
-        self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
+        self._calls = PendingCalls(spec.model, "runs in a worker process")
         self._requests: dict[int, asyncio.Future] = {}  # memory queries, shutdown
         self._load: asyncio.Future = loop.create_future()
-        self._decoders: dict[Any, msgspec.msgpack.Decoder] = {}
         self._stopping = False
         self._killed: str | None = None
 
@@ -195,8 +175,7 @@ class ProcessWorker:
         )
         if not self._load.done():
             self._load.set_exception(error)
-        for pending in list(self._pending.values()):
-            pending.fail(error)
+        self._calls.fail_all(error)
         for request in self._requests.values():
             if not request.done():
                 request.set_exception(error)
@@ -217,37 +196,14 @@ class ProcessWorker:
             self.kill(f"it sent an unreadable message: {e}")
             return
         for message in messages:
-            if isinstance(message, Chunk):
-                pending = self._pending.get(message.id)
-                if pending is not None and pending.sink is not None and not pending.future.done():
-                    try:
-                        pending.sink(pending.decoder.decode(message.value))
-                    except msgspec.DecodeError as e:
-                        pending.fail(ProviderError(f"model '{self.model}' sent a chunk that does not decode: {e}"))
-            elif isinstance(message, Result):
-                pending = self._pending.get(message.id)
-                if pending is None or pending.future.done():
-                    continue
-                if pending.sink is not None:
-                    pending.future.set_result(None)
-                else:
-                    try:
-                        pending.future.set_result(pending.decoder.decode(message.value))
-                    except msgspec.DecodeError as e:
-                        pending.fail(ProviderError(f"model '{self.model}' answered a value that does not decode: {e}"))
-            elif isinstance(message, Progress):
-                pending = self._pending.get(message.id)
-                if pending is not None:
-                    pending.ctx.report(message.done, message.total, message.message)
+            if isinstance(message, (Chunk, Result, Progress)):
+                self._calls.deliver(message)
             elif isinstance(message, Failed):
-                error = rebuild_error(message.error)
                 if message.id == 0:
                     if not self._load.done():
-                        self._load.set_exception(error)
+                        self._load.set_exception(rebuild_error(message.error))
                     continue
-                pending = self._pending.get(message.id)
-                if pending is not None:
-                    pending.fail(error)
+                self._calls.deliver(message)
             elif isinstance(message, (MemoryReport, Stopped)):
                 request = self._requests.pop(message.id, None)
                 if request is not None and not request.done():
@@ -265,36 +221,21 @@ class ProcessWorker:
         if not self.exited.done():
             self.kill("it closed its connection but did not exit")
 
-    def _decoder(self, call: Call, stream: bool) -> msgspec.msgpack.Decoder:
-        type_ = call.returns if stream or not call.streams else list[call.returns]
-        decoder = self._decoders.get(type_)
-        if decoder is None:
-            decoder = self._decoders[type_] = msgspec.msgpack.Decoder(type_)
-        return decoder
-
-    def _open(self, work: Any, ctx: RunContext, sink: Callable[[Any], None] | None) -> tuple[int, _Pending]:
-        if not isinstance(work, Call):
-            raise ProviderError(
-                f"model '{self.model}' runs in a worker process, which takes provider calls as data "
-                f"(loom.sdk.calls), not {type(work).__name__}"
-            )
-        if self.exited.done():
+    def _open(self, work: Any, ctx: RunContext, sink: Callable[[Any], None] | None) -> tuple[int, Pending]:
+        if self.exited.done() and isinstance(work, Call):
             raise WorkerCrashed(f"model '{self.model}': {self.exited.result().detail}")
-        call_id = next(self._ids)
-        stream = sink is not None
-        pending = _Pending(ctx, self._decoder(work, stream), sink)
-        self._pending[call_id] = pending
+        call_id, pending = self._calls.open(work, ctx, sink)
         try:
-            self._send(Run(call_id, work, stream))
+            self._send(Run(call_id, work, sink is not None))
         except BaseException:
-            del self._pending[call_id]
+            self._calls.close(call_id)
             raise
         loop = self._loop
         pending.remove = ctx.add_cancel_callback(lambda: loop.call_soon_threadsafe(self._cancel, call_id))
         return call_id, pending
 
     def _cancel(self, call_id: int) -> None:
-        if call_id in self._pending and not self.exited.done():
+        if self._calls.get(call_id) is not None and not self.exited.done():
             try:
                 self._send(Cancel(call_id))
             except WorkerCrashed:
@@ -319,15 +260,14 @@ class ProcessWorker:
             self._cancel(call_id)  # the scheduler gave up on it (a hung call, shutdown)
             raise
         finally:
-            pending.remove()
-            self._pending.pop(call_id, None)
+            self._calls.close(call_id)
 
     async def memory(self) -> WorkerMemory:
         report: MemoryReport = await self._request(MemoryQuery)
         return report.memory
 
     async def _request(self, kind: type) -> Any:
-        request_id = next(self._ids)
+        request_id = next(self._calls.ids)
         future = self._loop.create_future()
         self._requests[request_id] = future
         try:

@@ -214,7 +214,7 @@ async def test_cancellation_stops_the_call_at_its_next_token(worker_env):
         stream = w.stream(chat(max_tokens=10_000), RunContext())
         await stream.__anext__()
         await stream.aclose()
-        assert not w._pending
+        assert not w._calls.calls
         assert await w.call(calls.Translate(texts=["a"], source="en", target="de"), RunContext()) == ["de:a"]
     finally:
         await w.stop()
