@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
                 f"loom: wrote the user config {path} (from Loom's default; edit it or use `loom models`)",
                 file=sys.stderr,
             )
-        config = load_config(path, host=args.host, port=args.port, data_dir=args.data_dir)
+        config = load_config(path, host=args.host, port=args.port, data_dir=args.data_dir, ray=args.ray)
         services = build_services(config, config_path=path.resolve())
         app = app_for(services)
     except (ConfigError, PluginError) as e:
@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run models on a Ray cluster: its head's HOST:PORT, or 'auto' (see docs/ray.md; needs loom-daemon[ray])",
+    )
     serve.set_defaults(func=_serve)
 
     spec = sub.add_parser("openapi", help="print the OpenAPI document (JSON) of the daemon a config describes")

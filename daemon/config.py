@@ -84,6 +84,20 @@ class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):
     parallel: bool = False
 
 
+class RayConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[scheduler.ray]``: the Ray cluster models with ``executor = "ray"`` run on (docs/ray.md)."""
+
+    #: "auto" (the cluster ``ray start`` made on this machine, or ``$RAY_ADDRESS``) or the head
+    #: node's "HOST:PORT" (``loom serve --ray ADDRESS`` sets it).
+    address: str = "auto"
+    #: The Ray namespace Loom's actors live in.
+    namespace: str = "loom"
+    #: How long a new actor may wait for Ray to place it (its resources busy) before its load fails.
+    place_timeout: str | int = "2m"
+    #: How often the node list is read from Ray (a node that leaves is noticed within this).
+    poll: str | int = "2s"
+
+
 class SchedulerConfig(Struct, forbid_unknown_fields=True, frozen=True):
     devices: dict[str, DeviceBudget] = field(default_factory=dict)
     #: "affinity" (resident models first, eviction by reload cost) or "fifo" (the baseline).
@@ -93,9 +107,11 @@ class SchedulerConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: How often keep-alive expiry is checked, seconds.
     keep_alive_interval: float = 1.0
     #: Where local models run: "subprocess" (one worker process per loaded model: a crash takes
-    #: only that model down, and unloading ends the process) or "inprocess" (threads of the
-    #: daemon). A model's ``executor`` or its provider's preference overrides it.
-    executor: Literal["inprocess", "subprocess"] = "subprocess"
+    #: only that model down, and unloading ends the process), "inprocess" (threads of the
+    #: daemon) or "ray" (an actor per loaded model on a Ray cluster, ``[scheduler.ray]``). A
+    #: model's ``executor`` or its provider's preference overrides it.
+    executor: Literal["inprocess", "subprocess", "ray"] = "subprocess"
+    ray: RayConfig = field(default_factory=RayConfig)
     #: A call that produces nothing (result, chunk or progress) for this long is killed with its
     #: worker and fails with 504: "10m", "30s", or "never" / -1 / 0 for no limit.
     call_timeout: str | int = "10m"
@@ -156,7 +172,8 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     """Read and decode the config; ``path`` falls back to ``LOOM_CONFIG`` then the user config
     (``config_file.ensure_config`` writes that one on first run; this only reads).
 
-    ``overrides`` are ``host``, ``port`` and ``data_dir`` from the command line (None = keep).
+    ``overrides`` are ``host``, ``port`` and ``data_dir`` from the command line (None = keep),
+    and ``ray``: a Ray cluster's address (``loom serve --ray``), which makes ``ray`` the executor.
     """
     from .config_file import config_path
 
@@ -167,6 +184,11 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    ray = overrides.pop("ray", None)
+    if ray is not None:
+        scheduler = raw.setdefault("scheduler", {})
+        scheduler["executor"] = "ray"
+        scheduler.setdefault("ray", {})["address"] = ray
     daemon = raw.setdefault("daemon", {})
     for key, value in overrides.items():
         if value is not None:
@@ -195,6 +217,8 @@ def check_config(config: Config) -> None:
         parse_size(device.budget, f"$.scheduler.devices.{name}.budget", allow_percent=True)
         parse_size(device.headroom, f"$.scheduler.devices.{name}.headroom")
     parse_duration(config.scheduler.call_timeout, "$.scheduler.call_timeout")
+    parse_duration(config.scheduler.ray.place_timeout, "$.scheduler.ray.place_timeout")
+    parse_duration(config.scheduler.ray.poll, "$.scheduler.ray.poll")
     parse_duration(config.jobs.retention, "$.jobs.retention")
     parse_duration(config.jobs.cleanup_interval, "$.jobs.cleanup_interval")
     parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")

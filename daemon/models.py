@@ -30,7 +30,7 @@ class ModelEntry:
     vram_override: int | None
     created: int = field(default_factory=lambda: int(time.time()))
     provider: Provider | None = None
-    #: Where the model runs when loaded ("inprocess", "subprocess"); see :func:`executor_for`.
+    #: Where the model runs when loaded ("inprocess", "subprocess", "ray"); see :func:`executor_for`.
     executor: str = "inprocess"
     #: Seconds a call may go without producing anything before it is killed (None: no limit).
     call_timeout: float | None = None
@@ -117,7 +117,7 @@ class ModelRegistry:
         return len(self.entries)
 
 
-EXECUTORS = ("inprocess", "subprocess")
+EXECUTORS = ("inprocess", "subprocess", "ray")
 
 
 def executor_for(cls: type[Provider], model: ModelConfig, scheduler: SchedulerConfig, where: str) -> str:

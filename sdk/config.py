@@ -35,6 +35,25 @@ class EnvSecret(Struct, forbid_unknown_fields=True, frozen=True):
         return os.environ.get(self.env) or None
 
 
+class RayResources(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A model's ``ray`` table: what its Ray actor asks of the cluster, and which nodes may hold it.
+    Used when the model runs on Ray (``executor = "ray"``), ignored otherwise."""
+
+    #: CPUs Ray reserves for the actor (unset: Ray's default for actors, 1 to place it).
+    num_cpus: float | None = None
+    #: GPUs Ray reserves for the actor; fractions let models share one (0.5). Which GPU of the
+    #: node a model uses is Loom's memory ledger's choice; this keeps Ray's own accounting right
+    #: for other Ray work on the cluster. 0: Loom's ledger alone decides what fits.
+    num_gpus: float = 0
+    #: Custom resources the node must offer, e.g. ``{ big_memory = 1 }`` (``ray start --resources``).
+    resources: dict[str, float] = field(default_factory=dict)
+    #: Ray node labels the node must carry (``ray start --labels zone=a``).
+    labels: dict[str, str] = field(default_factory=dict)
+    #: The node that must hold the model, by its name in Loom: its ``loom-node`` label (``ray start
+    #: --labels loom-node=gpu-a``), else its host name.
+    node: str | None = None
+
+
 class ModelConfig(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One ``[[models]]`` entry: a public id served by a provider."""
 
@@ -60,9 +79,12 @@ class ModelConfig(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     concurrency: int | None = None
     #: Queued requests allowed before answering 429.
     max_queue: int | None = None
-    #: Where the model runs: "subprocess" (a worker process per load) or "inprocess"; default:
-    #: the provider's preference, else ``[scheduler] executor``. Remote models always run in process.
-    executor: Literal["inprocess", "subprocess"] | None = None
+    #: Where the model runs: "subprocess" (a worker process per load), "inprocess" or "ray" (an
+    #: actor on a Ray cluster, see ``ray``); default: the provider's preference, else
+    #: ``[scheduler] executor``. Remote models always run in process.
+    executor: Literal["inprocess", "subprocess", "ray"] | None = None
+    #: On Ray: the actor's resources and the nodes that may hold it.
+    ray: RayResources = field(default_factory=RayResources)
     #: A call that produces nothing (result, chunk or progress) for this long is hung: its worker
     #: is killed and the call fails with 504. Default: ``[scheduler] call_timeout``.
     call_timeout: str | int | None = None

@@ -169,8 +169,8 @@ class ModelCatalog:
 
     def _check_device(self, entry: ModelEntry) -> None:
         scheduler = self.scheduler
-        device = scheduler.device_of(entry)
-        if device not in scheduler.devices:
+        if not scheduler.knows_device(entry):
+            device = scheduler.device_of(entry)
             raise ConfigError(
                 f"model {entry.id!r}: device {device!r} was not set up when Loom started; restart Loom to use it"
             )

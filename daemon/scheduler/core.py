@@ -8,8 +8,10 @@ parts with narrow interfaces, each testable alone:
 - :class:`~.residency.Residents`: loads (a typed :class:`~.residency.LoadPlan`), evictions,
   unloads, pins, keep-alive, and what a crashed worker leaves behind;
 - :class:`~.execution.Execution`: one started item on its worker (OOM retry, hung-call watchdog);
-- the executors (:mod:`loom.daemon.workers`): where a loaded model runs, in process or in a
-  worker process of its own;
+- the executors (:mod:`loom.daemon.workers`): where a loaded model runs, in process, in a
+  worker process of its own, or in a Ray actor on a node of a cluster;
+- :class:`~.placement.Placement`: the cluster's nodes as devices, and the device a cluster
+  model loads on (chosen per load: free memory, the model's resources and node, affinity);
 - :func:`~.snapshot.snapshot`, ``policy``, ``ledger``, ``devices``, ``events``, ``metrics``.
 
 Ids: each item has an id (``wk_...``); it is set on ``ctx.work_id`` and in the
@@ -24,19 +26,20 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from loom.sdk.errors import Unavailable
+from loom.sdk.errors import LoomError, Unavailable
 from loom.sdk.protocols import Provider, RunContext
 
 from ..config import Config
 from ..models import ModelEntry, ModelRegistry
 from ..timers import Timers
-from ..workers import Executor, Work, make_executors
+from ..workers import Executor, NodeInfo, Work, make_executors
 from .devices import REMOTE, discover, normalize
 from .dispatch import Dispatcher
 from .events import EventBus
 from .execution import END, Execution
 from .ledger import Ledger
 from .metrics import SchedulerMetrics
+from .placement import Placement
 from .policy import Policy, make_policy
 from .queues import Priority
 from .residency import Residents
@@ -72,13 +75,19 @@ class Scheduler:
         self.config = config
         self.registry = registry
         self.policy = make_policy(config.scheduler.policy if policy is None else policy, config.scheduler.max_age)
-        self.executors: Mapping[str, Executor] = executors if executors is not None else make_executors()
+        if executors is None:
+            executors = make_executors(config.scheduler, {e.executor for e in registry})
+        self.executors: Mapping[str, Executor] = executors
         self.events = EventBus()
-        infos, self.auto_device = discover(config, {e.spec.device for e in registry if e.local}, nvml=nvml)
+        cluster = {name for name, ex in self.executors.items() if getattr(ex, "cluster", False)}
+        local_devices = {e.spec.device for e in registry if e.local and e.executor not in cluster}
+        infos, self.auto_device = discover(config, local_devices, nvml=nvml)
+        #: Every device: the daemon's machine's, then (with a cluster executor) each node's,
+        #: "NODE/DEVICE", added and removed as nodes come and go.
         self.devices: dict[str, DeviceState] = {
             name: DeviceState(info, Ledger(name, info.budget)) for name, info in infos.items()
         }
-        self.metrics = SchedulerMetrics(self.devices)
+        self.metrics = SchedulerMetrics(self.devices, nodes=lambda: self.placement.nodes)
         self.pinned: set[str] = {e.id for e in registry if e.config.pin}
         self.tasks = TaskSet()
         self.residents = Residents(
@@ -103,6 +112,9 @@ class Scheduler:
             tasks=self.tasks,
             slots=self.slots,
         )
+        self.placement = Placement(
+            config=config, devices=self.devices, residents=self.residents, executors=self.executors
+        )
         self._own_timers = timers is None
         self.timers = Timers() if timers is None else timers
         self.timers.every(config.scheduler.keep_alive_interval, self.expire_idle, id="loom-keep-alive")
@@ -111,11 +123,16 @@ class Scheduler:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load pinned models in the background (and start the keep-alive timer when the timer
+        """Join the cluster when a cluster executor is configured (its nodes become devices),
+        load pinned models in the background (and start the keep-alive timer when the timer
         service is the scheduler's own)."""
         self.dispatcher.closed = False
-        self._started = True
         self.events._bind(again=True)
+        for executor in self.executors.values():
+            open_cluster = getattr(executor, "open", None)
+            if open_cluster is not None:
+                self.nodes_changed(await open_cluster(self.nodes_changed))
+        self._started = True
         if self._own_timers:
             self.timers.start()
         for m in sorted(self.pinned):
@@ -140,7 +157,7 @@ class Scheduler:
 
     def add_model(self, entry: ModelEntry) -> None:
         """Take on a model the registry just gained, and its pin (loaded now when running)."""
-        if self.device_of(entry) not in self.devices:
+        if not self.knows_device(entry):
             raise Unavailable(
                 f"model '{entry.id}' is placed on {self.device_of(entry)}, which Loom did not set up "
                 "at start; restart Loom to use a new device"
@@ -155,10 +172,8 @@ class Scheduler:
         finishes, then it is unloaded. The caller removes it from the registry right after."""
         gone = Unavailable(f"model '{entry.id}' was removed")
         self.dispatcher.drop_model(entry, gone)
-        dev = self.devices.get(self.device_of(entry))
-        if dev is not None:
-            self.residents.set_pinned(dev, entry.id, False)
-            await self.unload(entry)
+        self.residents.set_pinned(self.where(entry), entry.id, False)
+        await self.unload(entry)
         # Work that arrived while it drained: the registry still named it until now.
         self.dispatcher.drop_model(entry, gone)
         self.residents.forget(entry.id)
@@ -173,29 +188,52 @@ class Scheduler:
     # --- devices and slots ---------------------------------------------------------------------
 
     def device_of(self, entry: ModelEntry) -> str:
+        """The name of the device ``entry`` runs on: fixed by its config on the daemon's machine;
+        for a cluster model, where it is now ("" when nowhere)."""
+        if self.placement.clustered(entry):
+            dev = self.placement.locate(entry)
+            return "" if dev is None else dev.name
         if not entry.local:
             return REMOTE
         device = entry.spec.device or "auto"
         return self.auto_device if device == "auto" else normalize(device)
 
+    def knows_device(self, entry: ModelEntry) -> bool:
+        """Whether ``entry``'s device was set up at start (a cluster model's is chosen per load)."""
+        return self.placement.clustered(entry) or self.device_of(entry) in self.devices
+
     def device(self, entry: ModelEntry) -> DeviceState:
+        """The device new work for ``entry`` goes to (a cluster model is placed now if it is
+        nowhere); raises when there is none."""
+        if self.placement.clustered(entry):
+            return self.placement.place(entry)
         name = self.device_of(entry)
         dev = self.devices.get(name)
         if dev is None:
             raise Unavailable(f"model '{entry.id}' is placed on {name}, which Loom does not know")
         return dev
 
+    def where(self, entry: ModelEntry) -> DeviceState | None:
+        """The device that holds or will hold ``entry`` now, without placing it."""
+        if self.placement.clustered(entry):
+            return self.placement.locate(entry)
+        return self.devices.get(self.device_of(entry))
+
     def slots(self, entry: ModelEntry) -> int:
         """Items of this model that may run at once: the config's, else 1 (local) or 16 (remote)."""
         return entry.config.concurrency or (1 if entry.local else 16)
 
     def is_loaded(self, entry: ModelEntry) -> bool:
-        dev = self.devices.get(self.device_of(entry))
+        dev = self.where(entry)
         return dev is not None and entry.id in dev.ledger.resident
 
     def queue_state(self, entry: ModelEntry) -> tuple[bool, int]:
         """(every slot of ``entry`` is taken, how many of its items wait)."""
-        dev = self.device(entry)
+        dev = self.where(entry)
+        if dev is None:
+            if self.placement.clustered(entry):
+                return False, 0
+            dev = self.device(entry)  # raises: its device is unknown
         return dev.busy.get(entry.id, 0) >= self.slots(entry), self.dispatcher.waiting(dev, entry)
 
     # --- running ---------------------------------------------------------------------------------
@@ -259,11 +297,12 @@ class Scheduler:
 
     async def unload(self, entry: ModelEntry) -> bool:
         """Unload ``entry`` once its running work is done; False when it was not resident."""
-        return await self.residents.unload(self.device(entry), entry.id)
+        dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)
+        return dev is not None and await self.residents.unload(dev, entry.id)
 
     async def pin(self, entry: ModelEntry, pinned: bool = True) -> dict:
         """Pin (never evicted, no keep-alive; loaded now) or unpin a model."""
-        dev = self.device(entry)
+        dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)
         m = entry.id
         was = m in self.pinned
         self.residents.set_pinned(dev, m, pinned)
@@ -271,10 +310,12 @@ class Scheduler:
             try:
                 await self.load(entry)
             except BaseException:
-                self.residents.set_pinned(dev, m, was)
+                self.residents.set_pinned(self.where(entry), m, was)
                 raise
-        self.events.emit("pinned", model=m, device=dev.name, pinned=pinned)
-        self.dispatcher.kick(dev)
+            dev = self.where(entry)
+        self.events.emit("pinned", model=m, device=dev.name if dev else None, pinned=pinned)
+        if dev is not None:
+            self.dispatcher.kick(dev)
         return self.model_state(entry)
 
     def cancel(self, item_id: str) -> bool:
@@ -287,6 +328,34 @@ class Scheduler:
         Called by the keep-alive timer; tests call it with a ``now`` in the future.
         """
         return await self.residents.expire_idle(now)
+
+    # --- the cluster's nodes --------------------------------------------------------------------
+
+    def nodes_changed(self, nodes: list[NodeInfo]) -> None:
+        """A cluster executor's node list changed: new nodes' devices join; a node that left
+        takes its models off the ledger (its running calls fail as crashes), and its queued work
+        goes to another node."""
+        joined, left = self.placement.update(nodes)
+        for node in joined:
+            self.events.emit("node", node=node.name, state="joined", address=node.address, error=node.error or None)
+        gone = sorted({dev.info.node for dev in left if dev.info.node})
+        for dev in left:
+            reason = dev.info.reason
+            for m, worker in list(dev.workers.items()):
+                worker.kill(reason)
+                self.residents.lost(dev, m, worker, reason, why="node_lost")
+        for dev in left:
+            for item in list(dev.queue):
+                try:
+                    to = self.placement.place(item.entry)
+                except LoomError as e:
+                    self.dispatcher.drop(item, e, "failed", stage="placement")
+                else:
+                    self.dispatcher.move(item, to)
+        for dev in left:
+            self.placement.drop(dev)
+        for name in gone:
+            self.events.emit("node", node=name, state="left")
 
     # --- seeing it -------------------------------------------------------------------------------
 

@@ -11,12 +11,11 @@ limit when there is one).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import Config, DeviceBudget, parse_size
+from ..workers.memory import total_memory as cpu_total
 from ..workers.nvml import Nvml
 
 log = logging.getLogger("loom.scheduler")
@@ -36,6 +35,8 @@ class Device:
     parallel: bool = False  # different models may run at once
     available: bool = True
     reason: str = ""  # why it is not available
+    #: The cluster node it belongs to (None: the daemon's own machine); its name is "NODE/DEVICE".
+    node: str | None = None
 
     @property
     def index(self) -> int:
@@ -46,32 +47,6 @@ def normalize(name: str) -> str:
     """ "cuda" -> "cuda:0"; other names unchanged (lower-cased)."""
     name = name.strip().lower()
     return "cuda:0" if name == "cuda" else name
-
-
-def cpu_total() -> int:
-    """Physical memory in bytes, capped by the cgroup v2/v1 memory limit when one is set."""
-    total = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                total = int(line.split()[1]) * 1024
-                break
-    except OSError:
-        pass
-    if not total:
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            total = 0
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(limit_file).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and 0 < int(text) < total:
-            total = int(text)
-        break
-    return total
 
 
 def _torch_totals() -> dict[int, int] | None:
@@ -89,7 +64,8 @@ def _torch_totals() -> dict[int, int] | None:
         return None
 
 
-def _budget(name: str, cfg: DeviceBudget, total: int | None) -> tuple[int | None, int]:
+def device_budget(name: str, cfg: DeviceBudget, total: int | None) -> tuple[int | None, int]:
+    """(bytes models may hold, headroom) for a device of ``total`` bytes under ``cfg``."""
     where = f"$.scheduler.devices.{name}"
     headroom = parse_size(cfg.headroom, f"{where}.headroom")
     if cfg.budget.strip().endswith("%"):
@@ -108,7 +84,8 @@ def discover(config: Config, model_devices: set[str], nvml: Nvml | None = None) 
     Returns the devices and the one that ``device = "auto"`` means: the first configured CUDA
     device when the config names one and it exists, else the CPU.
     """
-    configured = {normalize(k): v for k, v in config.scheduler.devices.items()}
+    # "NODE/DEVICE" keys are for the devices of cluster nodes (``placement``).
+    configured = {normalize(k): v for k, v in config.scheduler.devices.items() if "/" not in k}
     wanted = set(configured) | {normalize(d) for d in model_devices if d != "auto"} | {"cpu"}
     totals = (nvml if nvml is not None else Nvml()).totals()
     if totals is None and (any(d.startswith("cuda") for d in wanted) or "torch" in sys.modules):
@@ -120,8 +97,8 @@ def discover(config: Config, model_devices: set[str], nvml: Nvml | None = None) 
         cfg = configured.get(name, DeviceBudget())
         if name == "cpu":
             total = cpu_total() or None
-            budget, headroom = _budget(name, cfg, total)
-            devices[name] = Device(name, "cpu", total, budget, headroom, cfg.parallel)
+            allowed, headroom = device_budget(name, cfg, total)
+            devices[name] = Device(name, "cpu", total, allowed, headroom, cfg.parallel)
         elif name.startswith("cuda"):
             device = Device(name, "cuda", None, None, 0, cfg.parallel)
             try:
@@ -135,7 +112,7 @@ def discover(config: Config, model_devices: set[str], nvml: Nvml | None = None) 
                 device.reason = "CUDA is not available" if totals is None else f"no CUDA device {index}"
             else:
                 device.total = totals[index]
-                device.budget, device.headroom = _budget(name, cfg, device.total)
+                device.budget, device.headroom = device_budget(name, cfg, device.total)
             devices[name] = device
         else:
             devices[name] = Device(name, "unknown", None, None, available=False, reason=f"unknown device {name!r}")

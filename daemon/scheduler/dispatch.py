@@ -170,6 +170,17 @@ class Dispatcher:
             self.events.emit(event, item, error=getattr(error, "message", str(error)), ran=False, **fields)
         self.kick(dev)
 
+    def move(self, item: WorkItem, to: DeviceState) -> None:
+        """Queue a waiting item on another device (its node left the cluster)."""
+        source = self.devices[item.device]
+        source.queue.remove(item)
+        self.events.emit("moved", item, to=to.name)
+        item.device = to.name
+        item.ctx.device = to.name
+        to.queue.push(item)
+        self.kick(to)
+        self.kick(source)
+
     def drop_model(self, entry: ModelEntry, error: Exception) -> None:
         """End every queued item of ``entry`` (a model being removed)."""
         for item in [i for i in self.items.values() if i.entry is entry and i.state is State.QUEUED]:
@@ -259,7 +270,7 @@ class Dispatcher:
             await self.residents.load(dev, entry, plan)
         except BaseException as e:
             err = as_loom_error(e, entry.id, dev.name, "load")
-            if item.state is State.QUEUED:
+            if item.state is State.QUEUED and item.device == dev.name:  # not moved to another node
                 self.drop(item, err, "failed", stage="load")
             else:
                 self.events.emit("failed", model=entry.id, device=dev.name, stage="load", error=err.message)

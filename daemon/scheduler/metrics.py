@@ -6,13 +6,14 @@ gauges read from the scheduler at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
+    from ..workers import NodeInfo
     from .state import DeviceState
 
 _WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -20,8 +21,9 @@ _RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600
 
 
 class _StateCollector:
-    def __init__(self, devices: Mapping[str, DeviceState]) -> None:
+    def __init__(self, devices: Mapping[str, DeviceState], nodes: Callable[[], Mapping[str, NodeInfo]]) -> None:
         self.devices = devices
+        self.nodes = nodes
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -56,12 +58,25 @@ class _StateCollector:
             for model, r in ledger.resident.items():
                 footprint.add_metric([name, model], r.footprint)
         yield from (depth, running, memory, resident, footprint)
+        nodes = self.nodes()
+        if nodes:
+            node = GaugeMetricFamily(
+                "loom_cluster_node",
+                "Nodes of the cluster (1; usable 0 when Loom cannot place models there)",
+                labels=["node", "address", "usable"],
+            )
+            gpus = GaugeMetricFamily("loom_cluster_node_gpus", "GPUs measured on each node", labels=["node"])
+            for name, info in nodes.items():
+                node.add_metric([name, info.address, "0" if info.error else "1"], 1)
+                gpus.add_metric([name], len(info.gpus))
+            yield from (node, gpus)
 
 
 class SchedulerMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, devices: Mapping[str, DeviceState]) -> None:
+    def __init__(self, devices: Mapping[str, DeviceState], nodes: Callable[[], Mapping[str, NodeInfo]] = dict) -> None:
+        """``devices`` and ``nodes`` (a cluster executor's, by name) are read at scrape time."""
         r = self.registry = CollectorRegistry()
         self.wait = Histogram(
             "loom_queue_wait_seconds",
@@ -87,7 +102,7 @@ class SchedulerMetrics:
         self.oom = Counter("loom_out_of_memory", "Out-of-memory errors seen", ["device", "model", "stage"], registry=r)
         self.tokens = Counter("loom_tokens", "Completion tokens produced", ["model"], registry=r)
         self.images = Counter("loom_images", "Images produced", ["model"], registry=r)
-        r.register(_StateCollector(devices))
+        r.register(_StateCollector(devices, nodes))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

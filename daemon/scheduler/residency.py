@@ -154,6 +154,8 @@ class Residents:
                 if not await self.evict_idle(dev, keep=m, reason="oom"):
                     raise
                 worker = await self._start(dev, entry)
+            if not dev.info.available:  # its node left the cluster while it loaded
+                raise Unavailable(f"model '{m}' loaded on {dev.name}, which is gone: {dev.info.reason}")
             report = worker.loaded
             footprint = self._footprint(entry, worker, need)
             await self._fit_measured(dev, entry, worker, need, footprint)
@@ -276,15 +278,17 @@ class Residents:
         )
         self.publish_memory(dev)
 
-    def lost(self, dev: DeviceState, m: str, worker: Worker, reason: str) -> None:
-        """Loom killed ``worker`` (a hung call): record the model unloaded now, before the process
-        is reaped, so the next request loads it again rather than landing on the dying worker."""
+    def lost(self, dev: DeviceState, m: str, worker: Worker, reason: str, why: str = "killed") -> None:
+        """Loom killed ``worker`` (a hung call; ``why`` "killed"), or its node left the cluster
+        (``why`` "node_lost"): record the model unloaded now, before the worker is reaped, so
+        the next request loads it again rather than landing on the dying worker."""
         if dev.workers.get(m) is not worker:
             return
         del dev.workers[m]
         r = dev.ledger.release(m)
         if r is not None:
-            self._record_unload(dev, r, "killed", WorkerExit(reason="killed", signal="SIGKILL", detail=reason))
+            signal = "SIGKILL" if worker.pid is not None and why == "killed" else None
+            self._record_unload(dev, r, why, WorkerExit(reason="killed", signal=signal, detail=reason))
         self.changed(dev)
 
     def _exited(self, dev: DeviceState, m: str, worker: Worker, done: asyncio.Future) -> None:
@@ -352,9 +356,10 @@ class Residents:
 
     # --- pins and keep-alive --------------------------------------------------------------------
 
-    def set_pinned(self, dev: DeviceState, m: str, pinned: bool) -> None:
+    def set_pinned(self, dev: DeviceState | None, m: str, pinned: bool) -> None:
+        """Pin or unpin ``m``, and its residency on ``dev`` (None: it is resident nowhere)."""
         (self.pinned.add if pinned else self.pinned.discard)(m)
-        r = dev.ledger.resident.get(m)
+        r = dev.ledger.resident.get(m) if dev is not None else None
         if r is not None:
             r.pinned = pinned
 

@@ -1,5 +1,6 @@
 """What ``GET /admin/scheduler`` shows: devices, resident models (and their workers), queues and
-running work. Plain functions of the scheduler's public state."""
+running work, and with a cluster executor its nodes. Plain functions of the scheduler's public
+state."""
 
 from __future__ import annotations
 
@@ -13,19 +14,22 @@ if TYPE_CHECKING:
 
 
 def model_state(scheduler: Scheduler, entry: ModelEntry) -> dict:
-    dev = scheduler.device(entry)
-    r = dev.ledger.resident.get(entry.id)
+    """One model's state; a cluster model resident nowhere has ``device`` None."""
+    dev = scheduler.where(entry) if scheduler.placement.clustered(entry) else scheduler.device(entry)
+    r = dev.ledger.resident.get(entry.id) if dev is not None else None
     out = {
         "model": entry.id,
-        "device": dev.name,
+        "device": dev.name if dev is not None else None,
         "loaded": r is not None,
         "pinned": entry.id in scheduler.pinned,
         "keep_alive": entry.keep_alive,
-        "running": dev.busy.get(entry.id, 0),
-        "queued": dev.queue.count(entry.id),
+        "running": dev.busy.get(entry.id, 0) if dev is not None else 0,
+        "queued": dev.queue.count(entry.id) if dev is not None else 0,
         "executor": entry.executor,
     }
-    if r is not None:
+    if dev is not None and dev.info.node is not None:
+        out["node"] = dev.info.node
+    if r is not None and dev is not None:
         out.update(footprint=r.footprint, load_seconds=round(r.load_seconds, 4))
         worker = dev.workers.get(entry.id)
         if worker is not None:
@@ -63,9 +67,11 @@ def snapshot(scheduler: Scheduler) -> dict:
                 }
             )
         queued = scheduler.policy.order(list(dev.queue), ledger.resident, now)
+        node = {"node": dev.info.node} if dev.info.node is not None else {}
         devices.append(
             {
                 "name": name,
+                **node,
                 "kind": dev.info.kind,
                 "available": dev.info.available,
                 "reason": dev.info.reason or None,
@@ -84,10 +90,13 @@ def snapshot(scheduler: Scheduler) -> dict:
                 "queued": [i.describe(now) for i in queued[:100]],
             }
         )
-    return {
+    out = {
         "policy": scheduler.policy.name,
         "max_age": scheduler.config.scheduler.max_age,
         "auto_device": scheduler.auto_device,
         "pinned": sorted(scheduler.pinned),
         "devices": devices,
     }
+    if scheduler.placement.enabled:
+        out["nodes"] = scheduler.placement.describe()
+    return out

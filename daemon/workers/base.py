@@ -67,8 +67,9 @@ class WorkerMemory(Struct, frozen=True, kw_only=True):
     reported: int = 0
 
     def on(self, device: str) -> int | None:
-        """What it holds on ``device`` ("cpu" is host memory); None when not measured."""
-        return self.host if device == "cpu" else self.devices.get(device)
+        """What it holds on ``device`` ("cpu", or a node's "NODE/cpu", is host memory); None when
+        not measured."""
+        return self.host if device == "cpu" or device.endswith("/cpu") else self.devices.get(device)
 
 
 class LoadReport(Struct, frozen=True, kw_only=True):
@@ -96,6 +97,26 @@ class WorkerExit(Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
+class NodeInfo(Struct, frozen=True, kw_only=True):
+    """One machine of a cluster as a cluster executor sees it (what the scheduler places on)."""
+
+    #: The cluster's own id for it (Ray's node id).
+    id: str
+    #: Loom's name for it (its ``loom-node`` label, else its host name); devices are ``NAME/cpu``,
+    #: ``NAME/cuda:0``, ...
+    name: str
+    address: str = ""
+    #: What it offers, as the cluster counts it (Ray: ``CPU``, ``GPU``, ``memory``, custom ones).
+    resources: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    #: Host memory in bytes, measured on the node (None: not measured).
+    memory: int | None = None
+    #: Each CUDA device's total memory, by index, measured on the node (NVML).
+    gpus: dict[int, int] = {}
+    #: Why Loom cannot place models there ("" when it can), e.g. Loom is not installed on it.
+    error: str = ""
+
+
 class Worker(Protocol):
     """One loaded model in an executor. Calls are multiplexed: several may be in flight at once."""
 
@@ -103,7 +124,7 @@ class Worker(Protocol):
     device: str
     #: The executor's name ("inprocess", "subprocess", ...).
     executor: str
-    #: The worker's OS process id (None in the daemon's process or on another machine).
+    #: The worker's OS process id, on its own machine (None in the daemon's process).
     pid: int | None
     #: Measured when the model was loaded.
     loaded: LoadReport
@@ -148,6 +169,17 @@ class Executor(Protocol):
 
     async def close(self) -> None:
         """Release what the executor holds itself (its workers are stopped by the scheduler)."""
+
+
+class ClusterExecutor(Executor, Protocol):
+    """An executor whose workers run on the machines of a cluster (``cluster = True``). Its
+    devices are named ``NODE/DEVICE`` ("gpu-a/cuda:0"), and ``start`` is given one of them."""
+
+    cluster: ClassVar[bool]
+
+    async def open(self, on_nodes: Callable[[list[NodeInfo]], None]) -> list[NodeInfo]:
+        """Connect to the cluster and return its usable nodes; from then on call ``on_nodes`` on
+        the event loop with the whole list whenever it changes (a node joined, left or died)."""
 
 
 async def chunks_of(

@@ -13,6 +13,7 @@ import ctypes.util
 import gc
 import os
 import sys
+from pathlib import Path
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -30,6 +31,32 @@ def rss(pid: int | None = None) -> int | None:
         return int(psutil.Process(pid).memory_info().rss)
     except Exception:
         return None
+
+
+def total_memory() -> int:
+    """Physical memory in bytes, capped by the cgroup v2/v1 memory limit when one is set."""
+    total = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+                break
+    except OSError:
+        pass
+    if not total:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 0
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+        break
+    return total
 
 
 def trim() -> None:
