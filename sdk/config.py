@@ -39,8 +39,9 @@ class RayResources(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     """A model's ``ray`` table: what its Ray actor asks of the cluster, and which nodes may hold it.
     Used when the model runs on Ray (``executor = "ray"``), ignored otherwise."""
 
-    #: CPUs Ray reserves for the actor (unset: Ray's default for actors, 1 to place it).
-    num_cpus: float | None = None
+    #: CPUs Ray reserves for the actor. 0 (the default): Loom's memory ledger alone decides
+    #: what a node holds; ask for CPUs when other Ray work shares the cluster.
+    num_cpus: float = 0
     #: GPUs Ray reserves for the actor; fractions let models share one (0.5). Which GPU of the
     #: node a model uses is Loom's memory ledger's choice; this keeps Ray's own accounting right
     #: for other Ray work on the cluster. 0: Loom's ledger alone decides what fits.

@@ -17,8 +17,8 @@ class Daemon(LoomServer):
     """A `loom serve` subprocess on a free port (the SDK's ``LoomServer``), for a config file and
     a data dir; its log goes into the data dir, where the files route must never serve it."""
 
-    def __init__(self, config: Path, data_dir: Path, env: dict | None = None) -> None:
-        super().__init__(config, data_dir, env=env, data_dir=data_dir)
+    def __init__(self, config: Path, data_dir: Path, env: dict | None = None, args: list[str] | None = None) -> None:
+        super().__init__(config, data_dir, env=env, data_dir=data_dir, args=args)
         self.config = self.config_path
         self.log = self.log_path
 

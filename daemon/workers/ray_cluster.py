@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,9 @@ PROBE_TIMEOUT = 60.0
 
 
 def import_ray() -> Any:
+    # Ray's native crash handler (read when Ray is first imported) would also catch the SIGTERM
+    # of a normal stop, and abort the daemon 3 s later, in the middle of its graceful shutdown.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError:
@@ -48,6 +52,9 @@ class RayCluster:
         self._probed: dict[str, NodeInfo] = {}  # Ray node id -> what its probe found
         self._task: asyncio.Task | None = None
         self._probe_fn: Any = None
+        self._on_nodes: Callable[[list[NodeInfo]], None] = lambda nodes: None
+        self._seen: list[NodeInfo] = []
+        self._reading = asyncio.Lock()
 
     async def open(self, on_nodes: Callable[[list[NodeInfo]], None]) -> list[NodeInfo]:
         """Connect and read the nodes; then watch them, calling ``on_nodes`` on every change."""
@@ -63,12 +70,22 @@ class RayCluster:
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ConfigError(f"could not join the Ray cluster at {self.address!r}: {e}") from None
-        nodes = await self.read()
-        self._task = asyncio.get_running_loop().create_task(self._watch(on_nodes), name="loom-ray-nodes")
-        return nodes
+        self._seen = await self.read()
+        self._on_nodes = on_nodes
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="loom-ray-nodes")
+        return self._seen
 
     def node(self, name: str) -> NodeInfo | None:
         return self.nodes.get(name)
+
+    async def refresh(self) -> None:
+        """Read the nodes now and report a change (also called when an actor died: its node may
+        have left, and the scheduler should know before it places anything there again)."""
+        async with self._reading:
+            nodes = await self.read()
+            if nodes != self._seen:
+                self._seen = nodes
+                self._on_nodes(nodes)
 
     async def read(self) -> list[NodeInfo]:
         """The live nodes now (new ones probed first)."""
@@ -130,13 +147,12 @@ class RayCluster:
             gpus=dict(probe.gpus),
         )
 
-    async def _watch(self, on_nodes: Callable[[list[NodeInfo]], None]) -> None:
-        seen = sorted(self.nodes.values(), key=lambda info: info.name)
+    async def _watch(self) -> None:
         failing = False
         while True:
             await asyncio.sleep(self.poll)
             try:
-                nodes = await self.read()
+                await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the control store unreachable: keep the last view
@@ -145,9 +161,6 @@ class RayCluster:
                 failing = True
                 continue
             failing = False
-            if nodes != seen:
-                seen = nodes
-                on_nodes(nodes)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -80,9 +80,27 @@ class RayExecutor:
             place_timeout=self.place_timeout,
         )
         self.workers.add(worker)
-        worker.exited.add_done_callback(lambda _: self.workers.discard(worker))
-        await worker.launch()
+        worker.exited.add_done_callback(self._ended(worker))
+        try:
+            await worker.launch()
+        except Exception:
+            await self._refresh()  # its node may have left: the scheduler re-places the work
+            raise
         return worker
+
+    def _ended(self, worker: RayWorker) -> Callable[[asyncio.Future], None]:
+        def ended(done: asyncio.Future) -> None:
+            self.workers.discard(worker)
+            if not done.cancelled() and done.result().reason == "crashed":
+                asyncio.ensure_future(self._refresh())  # a node leaving shows first as its actors dying
+
+        return ended
+
+    async def _refresh(self) -> None:
+        try:
+            await self.view.refresh()
+        except Exception as e:
+            log.warning("could not read Ray's node list: %s", e)
 
     async def close(self) -> None:
         for worker in list(self.workers):
@@ -135,17 +153,20 @@ class RayWorker:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         request = self._request
+        # Loom's ledger decides what fits on a node; Ray reserves only what the model asks for
+        # (an actor that asks for nothing would otherwise hold a CPU for its whole life).
         options: dict[str, Any] = {
             "scheduling_strategy": NodeAffinitySchedulingStrategy(self._node.id, soft=False),
             "max_concurrency": self.spec.concurrency + CONTROL_THREADS,
             "max_restarts": 0,
             "max_task_retries": 0,
-            "num_gpus": request.num_gpus,
-            "resources": dict(request.resources),
+            "num_cpus": request.num_cpus or 0,
             "runtime_env": {"env_vars": {NOSET_CUDA: "1"}},
         }
-        if request.num_cpus is not None:
-            options["num_cpus"] = request.num_cpus
+        if request.num_gpus:
+            options["num_gpus"] = request.num_gpus
+        if request.resources:
+            options["resources"] = dict(request.resources)
         return options
 
     async def launch(self) -> None:
@@ -156,9 +177,8 @@ class RayWorker:
             try:
                 await asyncio.wait_for(self._get(self._actor.__ray_ready__.remote()), self._place_timeout)
             except TimeoutError:
-                asks = {"num_gpus": self._request.num_gpus, **self._request.resources}
-                if self._request.num_cpus is not None:
-                    asks["num_cpus"] = self._request.num_cpus
+                request = self._request
+                asks = {"num_cpus": request.num_cpus or 0, "num_gpus": request.num_gpus, **request.resources}
                 self.kill("Ray could not place it")
                 raise Unavailable(
                     f"model '{self.model}': Ray could not place its actor on node {self.node} within "
@@ -309,13 +329,15 @@ class RayWorker:
 
 
 def _death(error: BaseException) -> str:
-    """Ray's reason for a death, in a line ("it was killed by `ray.kill`", "its node has died")."""
+    """Ray's reason for a death, in a sentence ("The actor is dead because it was killed by
+    `ray.kill`.", "The actor died because its node has died.")."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    for line in reversed(lines):
-        lowered = line.lower()
-        if "because" in lowered or "died" in lowered or "killed" in lowered or "exited" in lowered:
-            return line
-    return lines[-1] if lines else type(error).__name__
+    line = next(
+        (x for x in reversed(lines) if any(w in x.lower() for w in ("because", "died", "killed", "schedulable"))),
+        lines[-1] if lines else type(error).__name__,
+    )
+    sentence, dot, _ = line.partition(". ")
+    return sentence + dot.strip()
 
 
 __all__ = ["RayExecutor", "RayWorker"]

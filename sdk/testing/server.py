@@ -34,9 +34,11 @@ class LoomServer:
         *,
         env: dict[str, str] | None = None,
         data_dir: str | os.PathLike | None = None,
+        args: list[str] | None = None,
     ) -> None:
         """``config`` is TOML text (written to ``workdir/loom.toml``) or the path of a config
-        file; the data dir defaults to ``workdir/data`` and the log goes to ``workdir``."""
+        file; the data dir defaults to ``workdir/data`` and the log goes to ``workdir``; ``args``
+        are more ``loom serve`` options (``["--ray", address]``)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if isinstance(config, str):
@@ -48,6 +50,7 @@ class LoomServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
+        self.args = list(args or [])
         self.log_path = self.workdir / f"loom-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -63,6 +66,7 @@ class LoomServer:
             str(self.port),
             "--data-dir",
             str(self.data_dir),
+            *self.args,
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)

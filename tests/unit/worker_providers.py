@@ -63,6 +63,8 @@ class Probe(Provider):
         if first == "hang":
             while True:  # ignores cancellation: only killing the process ends it
                 time.sleep(0.05)
+        if first == "credentials":  # what reached the worker of a request's upstream keys
+            return Embeddings(vectors=[[float(len(ctx.credentials))]])
         if first == "plugin":
             return Embeddings(vectors=[[float(len(self.spec.plugin_options.greeting))]])
         if first.startswith("raise:"):
