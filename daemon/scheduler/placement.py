@@ -126,13 +126,14 @@ class Placement:
         except Exception as e:  # the provider could not even estimate (a missing file, ...)
             raise as_loom_error(e, m, "the cluster", "estimate") from None
         now = time.monotonic()
-        fits, refused = [], []
+        fits, too_small, refused = [], [], []
         for dev in self.cluster_devices():
             why = self.unfit(entry, dev)
             if why is None:
                 plan = self.residents.plan(dev, entry, now)
                 if plan.verdict == "never":
                     why = plan.reason
+                    too_small.append(dev)
             if why is None:
                 fits.append(dev)
             else:
@@ -141,7 +142,8 @@ class Placement:
             if not self.nodes:
                 raise Unavailable(f"model '{m}' runs on the Ray cluster, which has no node Loom can use")
             detail = "; ".join(refused) or "no device of the kind it asks for"
-            error = OutOfMemory if refused and all("budget" in r for r in refused) else Unavailable
+            # Devices it may use exist but are all too small: out of memory; else unavailable.
+            error = OutOfMemory if too_small else Unavailable
             raise error(f"no node of the cluster can hold model '{m}': {detail}")
         last = self._last_node.get(m)
         prefer_gpu = (entry.spec.device or "auto") == "auto"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 TUI = Path(__file__).resolve().parents[2] / "tui"
-HEAVY = ["torch", "torchvision", "diffusers", "transformers", "open_clip", "llama_cpp", "faiss"]
+HEAVY = ["torch", "torchvision", "diffusers", "transformers", "open_clip", "llama_cpp", "faiss", "ray"]
 
 SCRIPT = """
 import sys
