@@ -91,6 +91,73 @@ SCHEDULER = {
     ],
 }
 
+
+
+def _device(name: str, kind: str, budget_mib: int, resident: list[dict], node: str | None = None) -> dict:
+    used = sum(r["footprint"] for r in resident)
+    return {
+        "name": name,
+        **({"node": node} if node else {}),
+        "kind": kind,
+        "available": True,
+        "reason": None,
+        "parallel": False,
+        "total": budget_mib * MIB,
+        "budget": budget_mib * MIB,
+        "used": used,
+        "reserved": 0,
+        "free": budget_mib * MIB - used,
+        "loading": None,
+        "resident": resident,
+        "queue": {"depth": 0, "by_model": {}},
+        "running": [],
+        "queued": [],
+    }
+
+
+#: A daemon on a Ray cluster: its own CPU, then two nodes (one with a GPU, one Loom cannot use).
+CLUSTER = {
+    **SCHEDULER,
+    "devices": [
+        _device("cpu", "cpu", 8192, [_resident("mock-chat", 64, 3.0, 300.0)]),
+        _device("gpu-a/cpu", "cpu", 16384, [], node="gpu-a"),
+        _device(
+            "gpu-a/cuda:0",
+            "cuda",
+            20480,
+            [_resident("qwen-7b", 5120, 42.0, 300.0), _resident("sd-turbo", 6144, 4.0, 300.0, pinned=True)],
+            node="gpu-a",
+        ),
+        _device("gpu-b/cpu", "cpu", 16384, [_resident("clip-vit", 2048, 290.0, 300.0)], node="gpu-b"),
+    ],
+    "nodes": [
+        {
+            "name": "gpu-a",
+            "id": "a" * 56,
+            "address": "10.0.0.11",
+            "usable": True,
+            "error": None,
+            "resources": {"CPU": 16.0, "GPU": 1.0, "memory": 48e9, "nvlink": 1.0},
+            "labels": {"loom-node": "gpu-a"},
+            "memory": 64 * 2**30,
+            "gpus": 1,
+            "devices": ["gpu-a/cpu", "gpu-a/cuda:0"],
+        },
+        {
+            "name": "gpu-b",
+            "id": "b" * 56,
+            "address": "10.0.0.12",
+            "usable": True,
+            "error": None,
+            "resources": {"CPU": 8.0},
+            "labels": {"loom-node": "gpu-b"},
+            "memory": 32 * 2**30,
+            "gpus": 0,
+            "devices": ["gpu-b/cpu"],
+        },
+    ],
+}
+
 JOBS = [
     {
         "id": JOB,
@@ -401,14 +468,14 @@ class FakeClient:
         pass
 
 
-def filled_app(**kw: Any):
+def filled_app(scheduler: dict | None = None, **kw: Any):
     """A LoomApp on a FakeClient with its state filled in, and no live streams or timers."""
     from loom.tui.app import LoomApp
 
     app = LoomApp(FakeClient(), live=False, **kw)
     state = app.state
     state.connected = state.ever_connected = True
-    state.scheduler, state.scheduler_at = SCHEDULER, NOW
+    state.scheduler, state.scheduler_at = scheduler or SCHEDULER, NOW
     state.set_jobs(JOBS)
     state.models, state.providers = MODELS, PROVIDERS
     for k, (tokens, images) in enumerate(zip([0, 5, 12, 30, 42, 38, 50, 61, 20, 0] * 6, [0, 1, 2, 4, 3, 5] * 10)):

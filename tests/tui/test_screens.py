@@ -142,3 +142,38 @@ def test_half_blocks_fit_and_centre():
 
     strips = half_blocks(Image.open(BytesIO(png())), 20, 5)  # 32x32 into 20x5 cells: 10x10 pixels
     assert len(strips) == 5 and all(s.cell_length == 15 for s in strips)  # 5 cells of padding, 10 of image
+
+
+async def test_the_dashboard_shows_each_node_above_its_devices():
+    from loom.tui.widgets import NodeLine, VramBar
+
+    from .fakes import CLUSTER
+
+    app = filled_app(scheduler=CLUSTER)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+
+        def order() -> list[str]:
+            box = app.screen.query_one("#devices")
+            return [w.row_key for w in box.children if isinstance(w, (NodeLine, VramBar))]
+
+        assert order() == [
+            "device cpu",
+            "node gpu-a",
+            "device gpu-a/cpu",
+            "device gpu-a/cuda:0",
+            "node gpu-b",
+            "device gpu-b/cpu",
+        ]
+        line = str(app.screen.query(NodeLine).first().render())
+        assert "gpu-a" in line and "10.0.0.11" in line and "1 GPU" in line and "nvlink 1" in line
+        assert [b.label for b in app.screen.query(VramBar)][:3] == ["cpu", " cpu", " cuda:0"]
+        # gpu-b leaves: its line and its devices go, the rest stay in order.
+        app.state.scheduler = {
+            **CLUSTER,
+            "nodes": CLUSTER["nodes"][:1],
+            "devices": [d for d in CLUSTER["devices"] if d.get("node") != "gpu-b"],
+        }
+        app.screen.redraw()
+        await pilot.pause()
+        assert order() == ["device cpu", "node gpu-a", "device gpu-a/cpu", "device gpu-a/cuda:0"]

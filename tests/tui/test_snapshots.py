@@ -5,7 +5,7 @@ Update after an intended change with ``pytest tests/tui --snapshot-update`` and 
 
 from __future__ import annotations
 
-from .fakes import JOB, filled_app
+from .fakes import CLUSTER, JOB, filled_app
 
 
 async def settle(pilot) -> None:
@@ -15,6 +15,10 @@ async def settle(pilot) -> None:
 
 def test_dashboard(snap_compare):
     assert snap_compare(filled_app())
+
+
+def test_dashboard_on_a_cluster(snap_compare):
+    assert snap_compare(filled_app(scheduler=CLUSTER))
 
 
 def test_jobs(snap_compare):

@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
 from .. import format as fmt
-from ..widgets import StatusBar, ThroughputPanel, VramBar
+from ..widgets import NodeLine, StatusBar, ThroughputPanel, VramBar
 from .base import LoomScreen, selected_key, sync_table
 
 
@@ -45,22 +45,31 @@ class DashboardScreen(LoomScreen):
     def redraw(self) -> None:
         state = self.loom.state
         snapshot = state.scheduler or {"devices": []}
-        self._draw_devices(snapshot["devices"])
+        self._draw_devices(snapshot["devices"], snapshot.get("nodes"))
         self._draw_resident()
         self._draw_queues(snapshot["devices"])
         self._draw_running(snapshot["devices"])
         self.query_one(ThroughputPanel).show(state.throughput)
 
-    def _draw_devices(self, devices: list[dict]) -> None:
+    def _draw_devices(self, devices: list[dict], nodes: list[dict] | None = None) -> None:
+        """A bar per device; on a cluster, the daemon's own devices first, then each node's line
+        with its devices under it."""
         box = self.query_one("#devices", Vertical)
-        bars = {bar.device["name"]: bar for bar in box.query(VramBar)}
-        for d in devices:
-            if d["name"] in bars:
-                bars.pop(d["name"]).show(d)
-            else:
-                box.mount(VramBar(d, classes="vram"))
-        for gone in bars.values():
-            gone.remove()
+        rows: list[tuple[str, dict]] = [(f"device {d['name']}", d) for d in devices if not d.get("node")]
+        for node in nodes or []:
+            rows.append((f"node {node['name']}", node))
+            rows += [(f"device {d['name']}", d) for d in devices if d.get("node") == node["name"]]
+        shown = [w for w in box.children if hasattr(w, "row_key")]
+        if [w.row_key for w in shown] == [key for key, _ in rows]:
+            for widget, (_, data) in zip(shown, rows, strict=True):
+                widget.show(data)
+        else:  # something joined or left: draw them again, in order
+            for widget in shown:
+                widget.remove()
+            for key, data in rows:
+                widget = NodeLine(data, classes="node") if key.startswith("node ") else VramBar(data, classes="vram")
+                widget.row_key = key
+                box.mount(widget)
         if not devices:
             if not box.query(".placeholder"):
                 box.mount(Static("waiting for the daemon…", classes="placeholder"))

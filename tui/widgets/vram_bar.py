@@ -18,6 +18,8 @@ class VramBar(Widget):
     def __init__(self, device: dict[str, Any], **kw: Any) -> None:
         super().__init__(**kw)
         self.device = device
+        #: A cluster node's device is labelled without its node (the node's line is above it).
+        self.label = " " + device["name"].rpartition("/")[2] if device.get("node") else device["name"]
 
     def show(self, device: dict[str, Any]) -> None:
         self.device = device
@@ -28,7 +30,7 @@ class VramBar(Widget):
 
     def render(self) -> Text:
         d = self.device
-        name = Text(f"{d['name'][: LABEL - 1]:<{LABEL}}", style="bold")
+        name = Text(f"{self.label[: LABEL - 1]:<{LABEL}}", style="bold")
         resident = d.get("resident") or []
         budget = d.get("budget")
         if not d.get("available", True):
