@@ -219,6 +219,12 @@ def check_config(config: Config) -> None:
     parse_duration(config.scheduler.call_timeout, "$.scheduler.call_timeout")
     parse_duration(config.scheduler.ray.place_timeout, "$.scheduler.ray.place_timeout")
     parse_duration(config.scheduler.ray.poll, "$.scheduler.ray.poll")
+    if config.scheduler.ray.address.strip().lower().startswith("ray://"):
+        # Ray Client proxies a driver's calls; the daemon must be a driver on a node itself.
+        raise ConfigError(
+            "$.scheduler.ray.address: Ray Client (ray://) is not supported; run Loom on a machine of the "
+            "cluster and give the head's HOST:PORT, or 'auto' (docs/ray.md)"
+        )
     parse_duration(config.jobs.retention, "$.jobs.retention")
     parse_duration(config.jobs.cleanup_interval, "$.jobs.cleanup_interval")
     parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")

@@ -255,11 +255,34 @@ class QuestionList(Struct):
 # --- admin ----------------------------------------------------------------------------------------
 
 
+class ClusterNode(Struct):
+    """One machine of the Ray cluster (``executor = "ray"``, docs/ray.md)."""
+
+    name: str
+    #: Ray's node id.
+    id: str
+    address: str
+    #: Whether Loom places models there; when not, ``error`` says why (Loom missing there).
+    usable: bool
+    error: str | None
+    #: What it offers as Ray counts it (``CPU``, ``GPU``, ``memory``, custom resources).
+    resources: dict[str, float]
+    labels: dict[str, str]
+    #: Host memory in bytes, measured on the node (None when it could not be measured).
+    memory: int | None
+    gpus: int
+    #: Its devices' names ("gpu-b/cpu", "gpu-b/cuda:0").
+    devices: list[str]
+
+
 class SchedulerState(Struct):
     """``GET /admin/scheduler``: one entry per device (budget, used, free, resident models, queue,
-    running work); docs/api.md describes the fields."""
+    running work; a cluster node's device also names its ``node``), and on a Ray cluster its
+    nodes; the README's admin section describes the fields."""
 
     devices: list[dict[str, Any]]
+    #: Only with a cluster executor (``executor = "ray"``).
+    nodes: list[ClusterNode] | None = None
 
 
 class SchedulerEvent(Struct):
@@ -270,14 +293,17 @@ class SchedulerEvent(Struct):
 
 class ModelState(Struct):
     model: str
-    device: str
+    #: Where it runs; a model on a Ray cluster that is resident nowhere has none yet.
+    device: str | None
     loaded: bool
     pinned: bool
     running: int
     queued: int
+    #: The cluster node of its device (Ray only).
+    node: str | None = None
 
 
-class Unloaded(ModelState):
+class Unloaded(ModelState, kw_only=True):
     unloaded: bool
 
 

@@ -59,6 +59,10 @@ class RayCluster:
     async def open(self, on_nodes: Callable[[list[NodeInfo]], None]) -> list[NodeInfo]:
         """Connect and read the nodes; then watch them, calling ``on_nodes`` on every change."""
         ray = self.ray = import_ray()
+        # In a thread, which also keeps ``ray.init`` from replacing the server's SIGTERM handler
+        # with one that exits at once (Ray sets it only from the main thread, and logs that it did
+        # not: that line is dropped, the graceful shutdown is the one wanted).
+        logging.getLogger("ray._private.worker").addFilter(_not_about_sigterm)
         try:
             await asyncio.to_thread(
                 ray.init,
@@ -172,6 +176,10 @@ class RayCluster:
             self._task = None
         if self.ray is not None and self.ray.is_initialized():
             await asyncio.to_thread(self.ray.shutdown)
+
+
+def _not_about_sigterm(record: logging.LogRecord) -> bool:
+    return "SIGTERM handler is not set" not in record.getMessage()
 
 
 def _first_line(error: BaseException) -> str:

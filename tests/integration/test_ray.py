@@ -318,6 +318,13 @@ def test_the_daemon_sees_every_node_and_its_devices(daemon, admin):
     assert {"cpu", "remote", "alpha/cpu", "beta/cpu"} <= set(devices)  # the daemon's own and each node's
     assert devices["alpha/cpu"]["node"] == "alpha" and devices["alpha/cpu"]["budget"] == 3 * 10**9
     assert devices["beta/cpu"]["budget"] == 2 * 10**9 and "node" not in devices["cpu"]
+    # The answers fit the shapes the OpenAPI document gives them (a cluster model resident
+    # nowhere has no device yet).
+    from loom.daemon.api import shapes
+
+    assert [n.name for n in msgspec.convert(snapshot, shapes.SchedulerState).nodes] == ["alpha", "beta"]
+    nowhere = admin.post("/admin/models/mock-nowhere/unload").json()
+    assert msgspec.convert(nowhere, shapes.Unloaded).device is None and nowhere["unloaded"] is False
     metrics = admin.get("/metrics").text
     assert "loom_cluster_node{address=" in metrics and 'node="beta"' in metrics
     assert 'loom_device_memory_bytes{device="beta/cpu",kind="budget"}' in metrics
@@ -493,3 +500,52 @@ def test_removing_a_node_moves_its_models(cluster, daemon, admin):
     assert resident(admin, "mock-roam")["device"] == "alpha/cpu"  # placed again, on a node that is there
     moved = [e for e in seen.events if e["type"] == "moved" and e["model"] == "mock-roam"]
     assert moved and moved[0]["device"] == "gamma/cpu" and moved[0]["to"] == "alpha/cpu", moved
+
+
+def test_sigterm_lets_an_actors_stream_finish_then_stops_every_actor(daemon, admin):
+    """Graceful shutdown on Ray (the module's last test: it stops the daemon): a stream through
+    an actor finishes, then every model's actor is unloaded and its process ends; the daemon
+    exits within the grace and leaves nothing behind on the cluster."""
+    client = openai_client(daemon, timeout=60)
+    client.chat.completions.create(model="mock-big", messages=MESSAGES, max_tokens=2)
+    pids = {
+        r["model"]: r["pid"]
+        for d in state(admin)["devices"]
+        for r in d["resident"]
+        if r.get("executor") == "ray" and r.get("pid")
+    }
+    assert {"mock-big", "mock-free", "smollm2"} <= set(pids), pids
+    out: dict = {}
+    first = threading.Event()
+
+    def stream() -> None:
+        try:
+            got = []
+            for chunk in client.chat.completions.create(
+                model="mock-free", messages=MESSAGES, max_tokens=60, stream=True
+            ):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    got.append(chunk.choices[0].delta.content)
+                    first.set()
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    out["finish"] = chunk.choices[0].finish_reason
+            out["pieces"] = len(got)
+        except Exception as e:  # noqa: BLE001 - asserted below
+            out["error"] = e
+        first.set()
+
+    streaming = threading.Thread(target=stream, daemon=True)
+    streaming.start()
+    assert first.wait(30)
+    signalled = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    streaming.join(30)
+    # Finished whole (a cut stream ends in an error): the mock's whole answer is 39 pieces.
+    assert "error" not in out and out.get("finish") in ("stop", "length") and out["pieces"] >= 30, out
+    daemon.proc.wait(30)
+    assert time.monotonic() - signalled < 20
+    assert daemon.proc.returncode == 0, daemon.output()[-3000:]
+    for model, pid in pids.items():
+        until(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 15, what=f"{model}'s actor ends")
+    log = daemon.output()
+    assert "did not confirm its death" not in log and "Traceback" not in log, log[-3000:]

@@ -92,7 +92,6 @@ SCHEDULER = {
 }
 
 
-
 def _device(name: str, kind: str, budget_mib: int, resident: list[dict], node: str | None = None) -> dict:
     used = sum(r["footprint"] for r in resident)
     return {

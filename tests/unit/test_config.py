@@ -60,6 +60,14 @@ def test_flags_override_file(tmp_path):
     assert config.daemon.port == 4321
 
 
+def test_ray_flag_makes_ray_the_executor_and_ray_client_is_refused(tmp_path):
+    config = load_config(write(tmp_path, '[scheduler.ray]\npoll = "1s"\n'), ray="10.0.0.1:6379")
+    assert config.scheduler.executor == "ray" and config.scheduler.ray.address == "10.0.0.1:6379"
+    assert config.scheduler.ray.poll == "1s"
+    with pytest.raises(ConfigError, match=r"\$\.scheduler\.ray\.address: Ray Client \(ray://\) is not supported"):
+        load_config(write(tmp_path, ""), ray="ray://10.0.0.1:10001")
+
+
 def test_loom_config_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOM_CONFIG", str(write(tmp_path, "[daemon]\nport = 2222\n")))
     assert load_config().daemon.port == 2222

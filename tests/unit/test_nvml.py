@@ -125,7 +125,7 @@ def test_gpu_meter_reads_the_process_or_the_change_since_start():
 def test_a_worker_on_a_gpu_reports_its_nvml_memory(monkeypatch):
     """The worker's side (in a thread) with a fake NVML: its load report and memory queries
     carry its GPU memory on the device it was placed on."""
-    from loom.daemon.workers import child
+    from loom.daemon.workers import child, host
     from loom.daemon.workers.base import WorkerSpec, qualified_name
     from loom.sdk.protocols import ModelSpec
 
@@ -137,7 +137,7 @@ def test_a_worker_on_a_gpu_reports_its_nvml_memory(monkeypatch):
 
     fake = FakeNvml()
     fake.procs[1] = [(os.getpid(), 3 * GiB)]
-    monkeypatch.setattr(child, "Nvml", lambda: Nvml(fake))
+    monkeypatch.setattr(host, "Nvml", lambda: Nvml(fake))  # the model host measures
     spec = WorkerSpec(
         model="probe",
         provider=qualified_name(Probe),
