@@ -40,9 +40,11 @@ def models_context(
                 **{k: served[entry.id][k] for k in ("healthy", "switched_to", "served_by")},
             }
         )
+    snapshot = scheduler.snapshot()
     return {
         "models": models,
-        "devices": scheduler.snapshot()["devices"],
+        "devices": snapshot["devices"],
+        "nodes": snapshot.get("nodes", []),  # on a Ray cluster
         "upstreams": providers["upstreams"],
         "routes": providers["routes"],
         "switches": providers["switches"],

@@ -325,6 +325,9 @@ def test_the_daemon_sees_every_node_and_its_devices(daemon, admin):
     assert [n.name for n in msgspec.convert(snapshot, shapes.SchedulerState).nodes] == ["alpha", "beta"]
     nowhere = admin.post("/admin/models/mock-nowhere/unload").json()
     assert msgspec.convert(nowhere, shapes.Unloaded).device is None and nowhere["unloaded"] is False
+    page = admin.get("/ui/models", follow_redirects=True)
+    assert page.status_code == 200 and 'id="node-beta"' in page.text and "big 2" in page.text
+    assert "a cluster node, chosen at load" in page.text  # mock-nowhere, resident nowhere
     metrics = admin.get("/metrics").text
     assert "loom_cluster_node{address=" in metrics and 'node="beta"' in metrics
     assert 'loom_device_memory_bytes{device="beta/cpu",kind="budget"}' in metrics
