@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh machine:
 #   make serve   set up .venv (if missing) and run `loom serve` on the embedded default model
-#   make test    set up .venv with the test tools and contrib plugins, then run the whole suite
+#   make test    set up .venv with the test tools and contrib plugins, run `make check` (format,
+#                types), then the whole suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 CONTRIB := $(wildcard contrib/*/pyproject.toml)
 
-.PHONY: serve test fuzz bench soak clean
+.PHONY: serve check test fuzz bench soak clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +29,18 @@ $(VENV)/.dev: $(VENV)/.base $(CONTRIB)
 serve: $(VENV)/.base
 	$(VENV)/bin/loom serve
 
-test: $(VENV)/.dev
+# The checks that need no daemon: formatting, then types. mypy cannot map the package-dir layout
+# (`sdk/` is `loom.sdk`), so the packages are linked under build/typecheck/loom/, where
+# [tool.mypy] in pyproject.toml looks for them.
+TYPECHECK := build/typecheck/loom
+check: $(VENV)/.dev
+	$(VENV)/bin/ruff format --check .
+	@# Lint goes here, before the types: $(VENV)/bin/ruff check .
+	mkdir -p $(TYPECHECK)
+	for p in sdk daemon plugins tui; do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+	$(VENV)/bin/mypy
+
+test: check
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 # Schemathesis against a live daemon with a bigger budget than `make test` gives it.
