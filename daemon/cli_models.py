@@ -67,7 +67,7 @@ def _fail(message: str) -> int:
 
 
 def _admin_hint(e: LoomError) -> str:
-    if getattr(e, "status_code", 0) in (401, 403):
+    if e.status_code in (401, 403):
         return f"{e} (the daemon wants an admin key: set LOOM_API_KEY)"
     return str(e)
 

@@ -125,7 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"loom run: {e}", file=sys.stderr)
         if job is not None and args.json_output:
             print(json.dumps(job, indent=2))
-        return 1 if job is not None or getattr(e, "status_code", None) is None else 2
+        return 1 if job is not None or e.status_code is None else 2
     except Exception as e:  # noqa: BLE001 - connection errors: say what, not a traceback
         print(f"loom run: cannot reach the daemon at {client.url}: {describe_error(e)}", file=sys.stderr)
         return 2

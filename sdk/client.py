@@ -54,6 +54,7 @@ def raise_for_error(response: httpx.Response) -> None:
     code = body.get("code")
     cls = _BY_CODE.get(code) or _BY_STATUS.get(response.status_code, E.LoomError)
     message = body.get("message") or f"HTTP {response.status_code}"
+    error: E.LoomError
     if issubclass(cls, E.QueueFull):
         error = cls(message, retry_after=float(response.headers.get("retry-after", 1)), param=body.get("param"))
     else:
@@ -87,7 +88,7 @@ class _Call:
             return response.text
         if self.read == "bytes":
             return response.content
-        value = response.json() if response.content else None
+        value: Any = response.json() if response.content else None
         return value if self.read == "json" else value[self.read]
 
 
@@ -297,7 +298,7 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, httpx.RemoteProtocolError):
         return "connection closed by the daemon"
     if isinstance(error, E.LoomError):
-        return f"HTTP {getattr(error, 'status_code', '?')}: {error}"
+        return f"HTTP {error.status_code or '?'}: {error}"
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 

@@ -15,6 +15,9 @@ class LoomError(Exception):
 
     type = "server_error"
     code: str | None = None
+    #: The HTTP status of the response this error was read from (set by :mod:`loom.sdk.client`);
+    #: None where it was raised in process.
+    status_code: int | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)

@@ -109,7 +109,7 @@ class LoomApp(App[None]):
                 if isinstance(event.data, dict):
                     self._scheduler_event(event.data)
         except LoomError as e:  # 401, 403: retrying will not help
-            hint = " (LOOM_API_KEY must be an admin key)" if getattr(e, "status_code", 0) in (401, 403) else ""
+            hint = " (LOOM_API_KEY must be an admin key)" if e.status_code in (401, 403) else ""
             self._connection(False, f"{e}{hint}")
 
     def _connection(self, up: bool, error: str | None) -> None:

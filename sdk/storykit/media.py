@@ -19,6 +19,10 @@ from ..pipelines import PipelineContext
 
 FILES = "/v1/files/"
 PUBLIC = ("output/", "images/")
+NOT_READABLE = (
+    "image must be a data URI (data:image/png;base64,...) or the URL or path of a file this "
+    "daemon serves (/v1/files/output/...); remote URLs are not fetched"
+)
 
 
 def decode_data_uri(ref: str) -> bytes:
@@ -58,10 +62,7 @@ def check_ref(ref: str) -> None:
     if ref.startswith("data:"):
         check_image(decode_data_uri(ref))
     elif file_path(ref) is None:
-        raise ValueError(
-            "image must be a data URI (data:image/png;base64,...) or the URL or path of a file this "
-            "daemon serves (/v1/files/output/...); remote URLs are not fetched"
-        )
+        raise ValueError(NOT_READABLE)
 
 
 async def load(ctx: PipelineContext, ref: str) -> bytes:
@@ -69,7 +70,7 @@ async def load(ctx: PipelineContext, ref: str) -> bytes:
         return decode_data_uri(ref)
     path = file_path(ref)
     if path is None:
-        check_ref(ref)  # raises with the reason
+        raise ValueError(NOT_READABLE)
     return ctx.read_artifact(path)
 
 

@@ -8,6 +8,7 @@ documented in ``docs/plugins.md`` (a meta test keeps the table complete).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import math
@@ -101,7 +102,7 @@ class Check:
         if self.needs_local and not getattr(subject.cls, "local", True):
             return "only for local providers (local = True)"
         if self.needs_parameter is not None:
-            declared = getattr(subject.cls, "parameters", frozenset())
+            declared: frozenset[str] = getattr(subject.cls, "parameters", frozenset())
             if self.needs_parameter not in declared:
                 return f"the provider does not honour {self.needs_parameter!r} (Provider.parameters)"
         return None
@@ -379,10 +380,10 @@ def _text_checks(kind: str, capability: Capability) -> None:
         grace = settings_of(s).cancel_grace
         ctx = RunContext()
         name, args = _text_call(s, kind, max_tokens=32, stream=True)
-        chunks = s.iterate(s.call(s.method(name), *args, ctx), f"{name}()")
+        stream = s.iterate(s.call(s.method(name), *args, ctx), f"{name}()")
         after: list[TextChunk] = []
         try:
-            for chunk in chunks:
+            for chunk in stream:
                 if ctx.cancelled:
                     after.append(chunk)
                     if len(after) > grace + 1:
@@ -392,7 +393,7 @@ def _text_checks(kind: str, capability: Capability) -> None:
         except Cancelled:
             return
         finally:
-            chunks.close()
+            stream.close()
         assert ctx.cancelled, f"{name}() finished without a text chunk to cancel after"
         texts = [c for c in after if c.text]
         assert len(texts) <= grace, (
@@ -414,9 +415,9 @@ def _text_checks(kind: str, capability: Capability) -> None:
             expect(InvalidRequest, lambda: s.stream("chat", request), "chat() with an image part that is not an image")
         else:
             # An empty prompt is served or refused, but only ever with a Loom error.
-            request = CompletionRequest(model=s.spec.id, prompt="", max_tokens=2)
+            empty = CompletionRequest(model=s.spec.id, prompt="", max_tokens=2)
             try:
-                s.stream("complete", "", request)
+                s.stream("complete", "", empty)
             except LoomError:
                 pass
 
@@ -879,7 +880,7 @@ def _translation_errors(s: Subject) -> None:
     for param, (src, tgt) in (("source", (bad, target)), ("target", (source, bad))):
         error = expect(
             InvalidRequest,
-            lambda src=src, tgt=tgt: _translate(s, ["Hello."], src, tgt),
+            functools.partial(_translate, s, ["Hello."], src, tgt),
             f"translate() with {param}={bad!r}",
         )
         assert error.param == param, (

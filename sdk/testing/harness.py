@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import msgspec
@@ -112,7 +112,7 @@ class Subject:
     def method(self, name: str) -> Callable[..., Any]:
         return getattr(self.build(), name)
 
-    def iterate(self, produced: Any, what: str = "stream") -> Iterator[Any]:
+    def iterate(self, produced: Any, what: str = "stream") -> Generator[Any, None, None]:
         """Iterate a provider's generator or async generator, one item at a time."""
         with foreign_errors_fail(what):
             if inspect.isawaitable(produced):
@@ -164,11 +164,11 @@ class foreign_errors_fail:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, error, tb) -> bool:
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
         # BaseExceptions (pytest's skip/fail outcomes, KeyboardInterrupt) pass through untouched.
         loom_errors = (LoomError, ConfigError, PluginError, AssertionError)
         if error is None or not isinstance(error, Exception) or isinstance(error, loom_errors):
-            return False
+            return  # not swallowed: the exception (if any) goes on
         raise ProviderRaisedForeignError(
             f"{self.what} raised {type(error).__name__}: {error} -- providers raise loom.sdk errors "
             "(InvalidRequest, ProviderError, ...); anything else reaches the client as a 500"

@@ -62,9 +62,13 @@ class ProviderConformance:
     third_language: ClassVar[str | None] = Settings.third_language
 
     @classmethod
-    def loom_settings(cls) -> Settings:
+    def _provider_class(cls) -> type:
         assert cls.provider is not None, f"{cls.__name__}: set `provider = YourProviderClass`"
-        claimed = bool(getattr(cls.provider, "deterministic", False))
+        return cls.provider
+
+    @classmethod
+    def loom_settings(cls) -> Settings:
+        claimed = bool(getattr(cls._provider_class(), "deterministic", False))
         values = {f.name: getattr(cls, f.name) for f in dataclasses.fields(Settings) if f.name != "deterministic"}
         return Settings(**values, deterministic=claimed if cls.deterministic is None else cls.deterministic)
 
@@ -95,7 +99,7 @@ class ProviderConformance:
         """The provider, built from a ModelSpec and loaded once for the class."""
         cls = type(self)
         subject = Subject(
-            cls.provider,
+            cls._provider_class(),
             loom_options,
             plugin_options=loom_plugin_options,
             capabilities=None if cls.capabilities is None else frozenset(cls.capabilities),
