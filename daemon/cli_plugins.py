@@ -48,7 +48,7 @@ def inventory(
     for name, info in infos.items():
         plugin = pm.get_plugin(name)
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
-        provider_records = []
+        provider_records: list[dict[str, Any]] = []
         for provider_name in info.providers:
             cls = providers[provider_name][1]
             provider_records.append(

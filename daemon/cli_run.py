@@ -17,10 +17,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from loom.sdk.client import LoomClient, ServerEvent, describe_error
 from loom.sdk.errors import LoomError
+
+if TYPE_CHECKING:  # rich is imported when a progress bar is made
+    from rich.progress import TaskID
 
 
 def parse_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,7 +80,7 @@ class ProgressView:
             console=self.console,
             transient=False,
         )
-        self.task = None
+        self.task: TaskID | None = None
         self.failed_seen: set[str] = set()
 
     def __enter__(self) -> Self:
@@ -121,7 +124,7 @@ def run_command(args: argparse.Namespace) -> int:
         with ProgressView(args.quiet) as view:
             result = client.run(args.pipeline, params, on_event=view.on_event, upstream_keys=keys)
     except LoomError as e:
-        job = getattr(e, "job", None)
+        job = e.job
         print(f"loom run: {e}", file=sys.stderr)
         if job is not None and args.json_output:
             print(json.dumps(job, indent=2))

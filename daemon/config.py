@@ -24,9 +24,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "plugins.toml"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+#: What a key may do: ``user`` keys reach /v1, ``admin`` keys /admin too.
+Role = Literal["user", "admin"]
+
+
 class ApiKey(Struct, forbid_unknown_fields=True, frozen=True):
     key: EnvSecret
-    role: Literal["user", "admin"] = "user"
+    role: Role = "user"
     name: str = ""
 
 

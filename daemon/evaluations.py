@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 from sqlite_utils import Database
@@ -25,10 +25,9 @@ from loom.sdk.errors import InvalidRequest, NotFound
 
 from .durability import Durability, connect
 
-CHOICES = ("a", "b", "tie")
-MAX_REASON = 2000
-
 Choice = Literal["a", "b", "tie"]
+CHOICES: tuple[Choice, ...] = get_args(Choice)
+MAX_REASON = 2000
 
 
 class Side(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -95,7 +94,7 @@ class EvaluationStore:
         self._lock = threading.RLock()
         self.db = Database(connect(path, durability))
         with self._lock:
-            self.db["evaluations"].create(
+            self.db.table("evaluations").create(
                 {
                     "id": str,
                     "created_at": float,
@@ -115,9 +114,9 @@ class EvaluationStore:
                 not_null={"created_at", "a_job", "a_image", "b_job", "b_image", "choice", "source"},
                 if_not_exists=True,
             )
-            self.db["evaluations"].create_index(["created_at"], if_not_exists=True)
-            self.db["evaluations"].create_index(["a_job"], if_not_exists=True)
-            self.db["evaluations"].create_index(["b_job"], if_not_exists=True)
+            self.db.table("evaluations").create_index(["created_at"], if_not_exists=True)
+            self.db.table("evaluations").create_index(["a_job"], if_not_exists=True)
+            self.db.table("evaluations").create_index(["b_job"], if_not_exists=True)
 
     def close(self) -> None:
         with self._lock:
@@ -156,7 +155,7 @@ class EvaluationStore:
             "question_id": question_id,
         }
         with self._lock:
-            self.db["evaluations"].insert(row)
+            self.db.table("evaluations").insert(row)
         return view(row)
 
     def list(self, *, job_id: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -200,7 +199,7 @@ class EvaluationStore:
 
     def count(self) -> int:
         with self._lock:
-            return self.db["evaluations"].count
+            return self.db.table("evaluations").count
 
 
 def view(row: dict[str, Any]) -> dict[str, Any]:

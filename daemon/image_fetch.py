@@ -150,7 +150,8 @@ class ImageFetcher:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except OSError as e:
                 raise refused(url, f"the host {host!r} does not resolve ({e})", param) from None
-            addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+            # (sockaddr[0] is the address string for the INET families a stream resolves to.)
+            addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
         if not addresses:
             raise refused(url, f"the host {host!r} does not resolve", param)
         if not self.config.allow_private:

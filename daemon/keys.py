@@ -10,24 +10,24 @@ import hmac
 import secrets
 import time
 
-from .config import Config
+from .config import Config, Role
 
 
 class KeyRing:
     """The configured keys, resolved from the environment once at start-up."""
 
     def __init__(self, config: Config) -> None:
-        self.keys: list[tuple[bytes, str]] = [(k.key.resolve().encode(), k.role) for k in config.daemon.api_keys]
+        self.keys: list[tuple[bytes, Role]] = [(k.key.resolve().encode(), k.role) for k in config.daemon.api_keys]
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def role_of(self, presented: str | None) -> str | None:
+    def role_of(self, presented: str | None) -> Role | None:
         if presented is None:
             return None
         candidate = presented.encode()
-        role = None
+        role: Role | None = None
         # Compare against every key so timing does not reveal which one matched.
         for key, key_role in self.keys:
             if hmac.compare_digest(candidate, key) and role != "admin":
@@ -46,9 +46,9 @@ class StreamTokens:
 
     def __init__(self, ttl: float = 300.0) -> None:
         self.ttl = ttl
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens: dict[str, tuple[Role, float]] = {}
 
-    def mint(self, role: str) -> tuple[str, float]:
+    def mint(self, role: Role) -> tuple[str, float]:
         """A new token for ``role`` and when it expires (unix seconds)."""
         self._forget_expired()
         token = self.PREFIX + secrets.token_urlsafe(24)
@@ -56,7 +56,7 @@ class StreamTokens:
         self._tokens[token] = (role, expires)
         return token, expires
 
-    def role_of(self, token: str | None) -> str | None:
+    def role_of(self, token: str | None) -> Role | None:
         if not token or not token.startswith(self.PREFIX):
             return None
         found = self._tokens.get(token)

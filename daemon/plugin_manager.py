@@ -46,6 +46,11 @@ def _env_list(name: str) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
+def _given(obj: object) -> Callable[[], object]:
+    """A loader for a plugin handed over as an object (tests, ``extra_plugins``)."""
+    return lambda: obj
+
+
 def make_plugin_manager(
     plugin_sections: dict[str, dict] | None = None, extra_plugins: dict[str, object] | None = None
 ) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
@@ -65,7 +70,7 @@ def make_plugin_manager(
         dist = ep.dist
         candidates.append((ep.name, ep.load, ep.value, dist.version if dist else None))
     for name, obj in (extra_plugins or {}).items():
-        candidates.append((name, lambda obj=obj: obj, getattr(obj, "__name__", repr(obj)), None))
+        candidates.append((name, _given(obj), getattr(obj, "__name__", repr(obj)), None))
 
     for name, load, module, version in candidates:
         if only is not None and name not in only:
@@ -148,9 +153,9 @@ def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
     return items
 
 
-def collect_providers(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> dict[str, tuple[str, type]]:
+def collect_providers(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> dict[str, tuple[str, type[Provider]]]:
     """Provider name -> (plugin name, provider class); a duplicate name stops start-up."""
-    providers: dict[str, tuple[str, type]] = {}
+    providers: dict[str, tuple[str, type[Provider]]] = {}
     for plugin, cls in collect(pm, "register_providers"):
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:

@@ -9,6 +9,7 @@ pipeline step does not add an image twice. Pipelines use it through ``ctx.record
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import threading
@@ -79,7 +80,7 @@ class RecordStore:
         key: str,
         *,
         fields: dict[str, Any] | None = None,
-        append: dict[str, list[Any]] | None = None,
+        append: dict[str, builtins.list[Any]] | None = None,
     ) -> dict[str, Any]:
         norm = self._check(collection, key)
         for name, items in (append or {}).items():

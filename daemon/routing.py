@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ class ModelRouter:
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
-    ) -> tuple[ModelEntry, AsyncIterator[Any]]:
+    ) -> tuple[ModelEntry, AsyncGenerator[Any, None]]:
         """Start a stream on the first model that produces a first chunk; return it and the rest."""
         chain = self.candidates(name, capability)
         for i, entry in enumerate(chain):
@@ -275,12 +275,12 @@ def _names(capabilities) -> str:
     return ", ".join(sorted(c.value for c in capabilities)) or "nothing"
 
 
-async def _empty():
+async def _empty() -> AsyncGenerator[Any, None]:
     return
     yield
 
 
-async def _prepend(first, gen: AsyncIterator) -> AsyncIterator:
+async def _prepend(first: Any, gen: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
     try:
         yield first
         async for item in gen:

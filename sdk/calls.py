@@ -44,7 +44,7 @@ class Call(Struct, frozen=True, kw_only=True, tag_field="method"):
 
     @property
     def method(self) -> str:
-        return type(self).__struct_config__.tag  # type: ignore[return-value]
+        return _method_of(type(self))
 
     def args(self) -> tuple:
         """The method's positional arguments, in order (``ctx`` comes last, added by apply)."""
@@ -118,7 +118,9 @@ class Translate(Call, frozen=True, tag="translate"):
 ProviderCall = Chat | Complete | Embed | GenerateImages | Describe | Score | Translate
 
 #: The call structs, one per provider method: the one encoding of the provider contract.
-CALLS: tuple[type[Call], ...] = (Chat, Complete, Embed, GenerateImages, Describe, Score, Translate)
+#: (Its type is left to inference: a tuple of these exact classes, so ``isinstance(x, CALLS)``
+#: narrows ``x`` to :data:`ProviderCall`.)
+CALLS = (Chat, Complete, Embed, GenerateImages, Describe, Score, Translate)
 
 
 def _method_of(cls: type[Call]) -> str:

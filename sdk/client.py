@@ -263,7 +263,7 @@ def _result_of(job: dict) -> Any:
         cls = _BY_CODE.get(body.get("code") or "") or E.LoomError
         error = cls(f"job {job['id']} failed: {body.get('message') or 'unknown error'}", param=body.get("param"))
         error.code = body.get("code") or error.code
-    error.job = job  # type: ignore[attr-defined]
+    error.job = job
     raise error
 
 

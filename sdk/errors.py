@@ -6,6 +6,8 @@ OpenAI-shaped body in one table (``loom.daemon.api.errors``). Nothing here knows
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LoomError(Exception):
     """Base of every error Loom reports to a client.
@@ -18,6 +20,8 @@ class LoomError(Exception):
     #: The HTTP status of the response this error was read from (set by :mod:`loom.sdk.client`);
     #: None where it was raised in process.
     status_code: int | None = None
+    #: The job record, for an error a job ended with (:meth:`loom.sdk.client.LoomClient.run`).
+    job: dict[str, Any] | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)

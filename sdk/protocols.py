@@ -58,12 +58,16 @@ class RunContext:
     ) -> None:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
-        self._cancel_callbacks: list[Callable[[], None]] = []
+        # A callback's return value is ignored (``loop.call_soon_threadsafe`` returns a handle).
+        self._cancel_callbacks: list[Callable[[], object]] = []
         self._progress_callbacks: list[Callable[[int, int, str], None]] = []
         if on_progress is not None:
             self._progress_callbacks.append(on_progress)
         self.device = device
         self.credentials: dict[str, str] = dict(credentials or {})
+        #: The scheduler's id of this call (``wk_...``), set by the daemon when it queues the call:
+        #: ``POST /admin/work/{id}/cancel`` takes it. None until then.
+        self.work_id: str | None = None
 
     def cancel(self) -> None:
         with self._lock:
@@ -93,7 +97,7 @@ class RunContext:
         for fn in self._progress_callbacks:
             fn(done, total, message)
 
-    def add_cancel_callback(self, fn: Callable[[], None]) -> Callable[[], None]:
+    def add_cancel_callback(self, fn: Callable[[], object]) -> Callable[[], None]:
         """Call ``fn`` once when the work is cancelled (at once if it is already); returns a
         function that removes it again."""
         with self._lock:

@@ -63,9 +63,10 @@ def calls_of(text: str) -> list[tuple[str, str]] | None:
         return None
     values = value if isinstance(value, list) else [value]
     calls = [call_of(v) for v in values]
-    if not calls or any(c is None for c in calls):
+    found = [c for c in calls if c is not None]
+    if not calls or len(found) < len(calls):
         return None
-    return calls  # type: ignore[return-value]
+    return found
 
 
 class ToolCallParser:

@@ -134,7 +134,7 @@ class ToolMessage(Message, tag="tool"):
 
 ChatMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
 
-_ROLES: dict[str, type[Message]] = {
+_ROLES: dict[str, type[ChatMessage]] = {
     "system": SystemMessage,
     "developer": DeveloperMessage,
     "user": UserMessage,
@@ -151,7 +151,7 @@ def message(role: str, content: Any = None, **fields: Any) -> ChatMessage:
         raise ValueError(f"unknown chat role {role!r}; one of {', '.join(_ROLES)}") from None
     if content is not None:
         fields["content"] = content
-    return cls(**fields)  # type: ignore[return-value]
+    return cls(**fields)
 
 
 # --- chat: tools --------------------------------------------------------------------------------

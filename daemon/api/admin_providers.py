@@ -102,12 +102,12 @@ async def switch_provider(
     request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
 ) -> Response:
     req = await bodies.decode(request, SwitchRequest)
-    if (req.model is None) == (req.capability is None):
-        raise InvalidRequest("Name exactly one of 'model' (a model or capability) and 'capability'", param="model")
-    if req.capability is not None:
+    if req.capability is not None and req.model is None:
         result = router.switch_capability(req.capability, req.to)
-    else:
+    elif req.model is not None and req.capability is None:
         result = router.switch(req.model, req.to)
+    else:
+        raise InvalidRequest("Name exactly one of 'model' (a model or capability) and 'capability'", param="model")
     return json_response({**result, "switches": router.switches()})
 
 

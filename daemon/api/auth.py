@@ -14,6 +14,7 @@ from __future__ import annotations
 from litestar import WebSocket
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
+from litestar.enums import ScopeType
 from litestar.types import Guard
 
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
@@ -33,7 +34,10 @@ def presented_key(connection: ASGIConnection) -> str | None:
 
 
 def subprotocol_credential(connection: ASGIConnection) -> str | None:
-    for offered in connection.scope.get("subprotocols") or ():
+    scope = connection.scope
+    if scope["type"] != ScopeType.WEBSOCKET:
+        return None  # only a WebSocket handshake offers subprotocols
+    for offered in scope.get("subprotocols") or ():
         if offered.startswith(BEARER):
             return offered[len(BEARER) :]
     return None

@@ -65,8 +65,9 @@ class Generations:
         self.entry, self._first = await self.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
         return self.entry
 
-    async def __aiter__(self):
+    async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
         """Yield (choice index, chunks) pairs."""
+        assert self.entry is not None and self._first is not None, "start() comes first"
         for n, (index, call) in enumerate(self.runs):
             if n == 0:
                 chunks = self._first

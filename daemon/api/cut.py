@@ -41,7 +41,7 @@ def answer_when_cut(shutdown: Shutdown):
                 body = error_body(Unavailable("Loom is shutting down: the call was cut before it finished"))
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 await send({"type": "http.response.start", "status": 503, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
 
         return wrapped
 

@@ -7,6 +7,7 @@ import logging
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 
 from loom.sdk import errors as E
 from loom.sdk.types import ErrorBody, ErrorResponse
@@ -106,7 +107,7 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(E.LoomError(f"Internal error: {type(exc).__name__}: {exc}"))
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     E.LoomError: handle_loom_error,
     msgspec.MsgspecError: handle_msgspec_error,
     HTTPException: handle_http_exception,

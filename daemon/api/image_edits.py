@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, cast, get_args
 
 from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
@@ -60,7 +60,7 @@ COMMON = {
 }
 EDIT_FIELDS = COMMON | {"prompt", "mask"}
 VARIATION_FIELDS = COMMON
-_SIZE = re.compile(Size.__metadata__[0].pattern)
+_SIZE = re.compile(get_args(Size)[1].pattern)  # Annotated[str, Meta(pattern=...)]
 #: size=auto: the input's size, the longer side at most this, each side a multiple of 16 (what
 #: every diffusion pipeline can make).
 AUTO_MAX_SIDE = 1024
@@ -264,7 +264,11 @@ def auto_size(size: tuple[int, int]) -> tuple[int, int]:
     """The input image's size, scaled down to fit AUTO_MAX_SIDE, rounded down to AUTO_STEP."""
     width, height = size
     scale = min(1.0, AUTO_MAX_SIDE / max(width, height))
-    return tuple(max(AUTO_STEP, int(side * scale) // AUTO_STEP * AUTO_STEP) for side in (width, height))
+
+    def fit(side: int) -> int:
+        return max(AUTO_STEP, int(side * scale) // AUTO_STEP * AUTO_STEP)
+
+    return fit(width), fit(height)
 
 
 def _png(img) -> bytes:
@@ -297,6 +301,7 @@ def mask_from_alpha(data: bytes) -> bytes | None:
     if "A" not in img.getbands() and "transparency" not in img.info:
         return None
     alpha = img.convert("RGBA").getchannel("A")
-    if alpha.getextrema()[0] >= 128:
+    lowest, _ = cast("tuple[float, float]", alpha.getextrema())  # one band: (min, max)
+    if lowest >= 128:
         return None  # fully opaque: a plain image-to-image edit
     return _png(alpha.point(lambda a: 255 if a < 128 else 0))

@@ -375,6 +375,7 @@ async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[Serv
                 continue
             if events is None:  # daemon shutting down
                 return
+            assert isinstance(events, list), "this subscriber queues no messages of its own (say)"
             for event in events:
                 yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
                 # A final state ends the stream unless the job went on after it (a job resumed

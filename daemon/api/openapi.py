@@ -121,7 +121,7 @@ def ref(struct: type) -> Reference:
 
 
 def error_response(status: int) -> OpenAPIResponse:
-    headers = None
+    headers: dict[str, OpenAPIHeader | Reference] | None = None
     if status == 429:
         headers = {"Retry-After": OpenAPIHeader(schema=RawSchema(raw={"type": "integer"}), description="Seconds")}
     return OpenAPIResponse(
@@ -142,7 +142,7 @@ def _success(d: Doc) -> OpenAPIResponse:
         description += f"; streamed as server-sent events whose `data` is a {d.events.__name__}"
     if d.media_type is not None:
         content[d.media_type] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string", "format": "binary"}))
-    headers = {
+    headers: dict[str, OpenAPIHeader | Reference] = {
         name: OpenAPIHeader(schema=RawSchema(raw={"type": "string"}), description=text)
         for name, text in d.headers.items()
     }

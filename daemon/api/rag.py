@@ -78,11 +78,14 @@ async def rag_search(
 ) -> Response:
     store = rag
     req = await bodies.decode(request, RagSearchRequest)
-    if (req.text is None) == (req.image is None):
+    if req.text is not None and req.image is None:
+        query = req.text
+    elif req.image is not None and req.text is None:
+        query = _data_uri(image_bytes(req.image, files))
+    else:
         raise InvalidRequest("give exactly one of 'text' and 'image' as the query", param="text")
     collections = list(req.collections or []) + ([req.collection] if req.collection else [])
     collections = collections or store.collections()
-    query = req.text if req.text is not None else _data_uri(image_bytes(req.image, files))
     if req.model:
         registry.for_capability(req.model, Capability.EMBEDDING)
         models = [req.model]

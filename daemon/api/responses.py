@@ -94,7 +94,9 @@ async def create_response(
 
         async def sse() -> AsyncIterator[ServerSentEventMessage]:
             async for event in events():
-                yield ServerSentEventMessage(data=_encode(event).decode(), event=type(event).__struct_config__.tag)
+                tag = type(event).__struct_config__.tag
+                assert isinstance(tag, str), "a stream event is tagged with its type name"
+                yield ServerSentEventMessage(data=_encode(event).decode(), event=tag)
 
         return ServerSentEvent(sse(), headers=headers, status_code=200)
 

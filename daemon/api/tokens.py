@@ -14,6 +14,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from msgspec import Struct
 
+from ..config import Role
 from ..keys import KeyRing, StreamTokens
 from .auth import presented_key
 from .openapi import doc
@@ -23,7 +24,7 @@ from .respond import json_response
 class StreamToken(Struct):
     object: Literal["stream_token"]
     token: str
-    role: Literal["user", "admin"]
+    role: Role
     expires_at: float
     expires_in: float
 

@@ -32,7 +32,7 @@ from loom.sdk.types import Capability, ChatCompletionRequest
 from ..atomic import write_atomic
 from ..config import VISION_ROLES, Routes
 from ..files import FileStore
-from ..models import ModelRegistry
+from ..models import ModelEntry, ModelRegistry
 from ..rag import RagStore
 from ..questions import Questions
 from ..records import RecordStore
@@ -303,7 +303,7 @@ class JobContext:
         self.check()
         started = time.perf_counter()
 
-        async def once():
+        async def once() -> tuple[ModelEntry, Any]:
             rc = self._run_context()
             self._calls.add(rc)
             try:
@@ -324,7 +324,7 @@ class JobContext:
         capability = Capability.VISION if req.has_images() else Capability.CHAT
         started = time.perf_counter()
 
-        async def once():
+        async def once() -> tuple[ModelEntry, list[str], int, int]:
             rc = self._run_context()
             self._calls.add(rc)
             text: list[str] = []

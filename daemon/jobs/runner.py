@@ -190,7 +190,7 @@ class JobRunner:
         self.store.create_job(job_id, name, info.plugin, msgspec.json.encode(params), output_dir, sorted(keys))
         self.emit(job_id, "state", {"state": QUEUED})
         self._start_task(job_id, keys)
-        return self.store.get_job(job_id)
+        return self.get(job_id)
 
     def resume(self, job_id: str, credentials: dict[str, str] | None = None, *, message: str = "resumed") -> dict:
         """Run an interrupted, failed or cancelled job again from its last finished step. A job
@@ -215,7 +215,7 @@ class JobRunner:
         steps, _ = self.store.step_stats(job_id)
         self.emit(job_id, "state", {"state": QUEUED, "resumed": True, "finished_steps": steps})
         self._start_task(job_id, keys)
-        return self.store.get_job(job_id)
+        return self.get(job_id)
 
     async def wait(self, job_id: str, timeout: float) -> dict:
         """The job once it has ended, or as it is after ``timeout`` seconds (it goes on running
@@ -241,7 +241,7 @@ class JobRunner:
         task = self._tasks.get(job_id)
         if task is None:  # interrupted: nothing runs, it just will not be resumed
             self._finish_idle(job_id, CANCELLED)
-            return self.store.get_job(job_id)
+            return self.get(job_id)
         ctx = self._contexts.get(job_id)
         if ctx is not None:
             ctx.cancel()
@@ -261,7 +261,7 @@ class JobRunner:
             await asyncio.wait_for(asyncio.shield(task), wait)
         except (TimeoutError, asyncio.CancelledError, Exception):
             pass
-        return self.store.get_job(job_id)
+        return self.get(job_id)
 
     def get(self, job_id: str) -> dict:
         job = self.store.get_job(job_id)

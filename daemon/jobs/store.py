@@ -82,7 +82,7 @@ class JobStore:
 
     def _migrate(self) -> None:
         db = self.db
-        db["jobs"].create(
+        db.table("jobs").create(
             {
                 "id": str,
                 "pipeline": str,
@@ -111,19 +111,19 @@ class JobStore:
             if_not_exists=True,
         )
         for column in ("metadata", "upstream_keys"):  # added after the first release of the schema
-            if column not in db["jobs"].columns_dict:
-                db["jobs"].add_column(column, str)
-        db["jobs"].create_index(["state"], if_not_exists=True)
-        db["jobs"].create_index(["pipeline", "created_at"], if_not_exists=True)
-        db["jobs"].create_index(["created_at"], if_not_exists=True)
-        db["job_events"].create(
+            if column not in db.table("jobs").columns_dict:
+                db.table("jobs").add_column(column, str)
+        db.table("jobs").create_index(["state"], if_not_exists=True)
+        db.table("jobs").create_index(["pipeline", "created_at"], if_not_exists=True)
+        db.table("jobs").create_index(["created_at"], if_not_exists=True)
+        db.table("job_events").create(
             {"id": int, "job_id": str, "seq": int, "type": str, "data": str, "created_at": float},
             pk="id",
             not_null={"job_id", "seq", "type"},
             if_not_exists=True,
         )
-        db["job_events"].create_index(["job_id", "seq"], unique=True, if_not_exists=True)
-        db["job_steps"].create(
+        db.table("job_events").create_index(["job_id", "seq"], unique=True, if_not_exists=True)
+        db.table("job_steps").create(
             {
                 "job_id": str,
                 "key": str,
@@ -136,7 +136,7 @@ class JobStore:
             pk=("job_id", "key"),
             if_not_exists=True,
         )
-        db["artifacts"].create(
+        db.table("artifacts").create(
             {
                 "id": int,
                 "job_id": str,
@@ -152,8 +152,8 @@ class JobStore:
             not_null={"job_id", "path"},
             if_not_exists=True,
         )
-        db["artifacts"].create_index(["job_id", "path"], unique=True, if_not_exists=True)
-        db["job_lineage"].create(
+        db.table("artifacts").create_index(["job_id", "path"], unique=True, if_not_exists=True)
+        db.table("job_lineage").create(
             {"job_id": str, "node_id": str, "parent_id": str, "data": str, "updated_at": float},
             pk=("job_id", "node_id"),
             if_not_exists=True,
@@ -190,8 +190,10 @@ class JobStore:
             "upstream_keys": _encode(sorted(upstream_keys or [])).decode(),
         }
         with self._lock:
-            self.db["jobs"].insert(row)
-        return self.get_job(job_id)
+            self.db.table("jobs").insert(row)
+        job = self.get_job(job_id)
+        assert job is not None, "a job inserted above is there"
+        return job
 
     def get_job(self, job_id: str) -> dict | None:
         with self._lock:
@@ -204,7 +206,7 @@ class JobStore:
                 fields[name] = _encode(fields[name]).decode()
         fields["updated_at"] = time.time()
         with self._lock:
-            self.db["jobs"].update(job_id, fields)
+            self.db.table("jobs").update(job_id, fields)
 
     def list_jobs(
         self,
@@ -216,7 +218,8 @@ class JobStore:
         limit: int = 50,
         offset: int = 0,
     ) -> list[dict]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if states:
             states = list(states)
             where.append(f"state in ({', '.join('?' for _ in states)})")
@@ -268,7 +271,7 @@ class JobStore:
                 seq = row["seq"]
             seq += 1
             now = time.time()
-            self.db["job_events"].insert(
+            self.db.table("job_events").insert(
                 {"job_id": job_id, "seq": seq, "type": type, "data": _encode(data).decode(), "created_at": now}
             )
             self._seq[job_id] = seq
@@ -309,7 +312,7 @@ class JobStore:
             "attempt": attempt,
         }
         with self._lock:
-            self.db["job_steps"].insert(row, replace=True)
+            self.db.table("job_steps").insert(row, replace=True)
 
     def steps(self, job_id: str) -> list[dict]:
         with self._lock:
@@ -349,7 +352,7 @@ class JobStore:
         # (job_id, path) is the natural key: a rewritten file replaces its row.
         with self._lock, self.db.atomic():
             self.db.execute("delete from artifacts where job_id = ? and path = ?", [job_id, path])
-            self.db["artifacts"].insert(row)
+            self.db.table("artifacts").insert(row)
 
     def artifacts(self, job_id: str) -> list[dict]:
         with self._lock:

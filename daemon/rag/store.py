@@ -187,7 +187,7 @@ class RagStore:
     def _load(self, st: _Index) -> None:
         started = time.perf_counter()
         try:
-            impl = None
+            impl: VectorIndex | None = None
             faiss = self.faiss
             if faiss is not None and st.file.exists():
                 try:

@@ -45,7 +45,7 @@ class ResponseStore:
         self.db = Database(connect(self.path, durability))
         self._lock = threading.RLock()
         with self._lock:
-            self.db["responses"].create(
+            self.db.table("responses").create(
                 {
                     "id": str,
                     "created_at": float,
@@ -78,7 +78,7 @@ class ResponseStore:
             "input_items": msgspec.json.encode(input_items).decode(),
         }
         with self._lock:
-            self.db["responses"].upsert(row, pk="id")
+            self.db.table("responses").upsert(row, pk="id")
 
     def get(self, response_id: str, *, param: str | None = None) -> Stored:
         with self._lock:
@@ -99,4 +99,4 @@ class ResponseStore:
 
     def __len__(self) -> int:
         with self._lock:
-            return self.db["responses"].count
+            return self.db.table("responses").count

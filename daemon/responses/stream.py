@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Literal
 
 import msgspec
 
@@ -51,6 +52,10 @@ from loom.sdk.responses import (
 from loom.sdk.types import AssistantMessage, FunctionCall, TokenLogprob, ToolCall, Usage
 
 from ..api.chat_assemble import count
+
+#: How an output item ends (``incomplete``: cut at max_output_tokens), and a response's status.
+Ended = Literal["completed", "incomplete"]
+Status = Literal["in_progress", "completed", "incomplete", "failed"]
 
 
 def new_id(prefix: str) -> str:
@@ -155,7 +160,7 @@ class ResponseBuilder:
             ),
         ]
 
-    def _close_message(self, status: str = "completed") -> list[Event]:
+    def _close_message(self, status: Ended = "completed") -> list[Event]:
         item, self._message = self._message, None
         if item is None:
             return []
@@ -163,7 +168,7 @@ class ResponseBuilder:
         text = "".join(self.text)
         part = OutputText(text=text, logprobs=[_logprob(lp) for lp in self._logprobs])
         item.content = [part]
-        item.status = status  # type: ignore[assignment]
+        item.status = status
         return [
             self._event(
                 OutputTextDone,
@@ -177,12 +182,12 @@ class ResponseBuilder:
             self._event(OutputItemDone, output_index=index, item=_copy(item)),
         ]
 
-    def _close_call(self, status: str = "completed") -> list[Event]:
+    def _close_call(self, status: Ended = "completed") -> list[Event]:
         item, self._call, self._call_index = self._call, None, None
         if item is None:
             return []
         index = self.output.index(item)
-        item.status = status  # type: ignore[assignment]
+        item.status = status
         self.calls.append(ToolCall(id=item.call_id, function=FunctionCall(name=item.name, arguments=item.arguments)))
         return [
             self._event(
@@ -194,7 +199,7 @@ class ResponseBuilder:
     def finish_events(self) -> list[Event]:
         """Close the open items and end with ``response.completed`` or ``response.incomplete``."""
         cut = self.finish == "length"
-        status = "incomplete" if cut else "completed"
+        status: Ended = "incomplete" if cut else "completed"
         events = self._close_message(status) + self._close_call(status)
         if not self.output:
             # A generation with no text at all still answers with an (empty) message.
@@ -214,7 +219,7 @@ class ResponseBuilder:
 
     # --- the object --------------------------------------------------------------------------------
 
-    def response(self, status: str, error: ResponseError | None = None) -> ResponseObject:
+    def response(self, status: Status, error: ResponseError | None = None) -> ResponseObject:
         req = self.req
         done = status in ("completed", "incomplete")
         usage = None
@@ -227,7 +232,7 @@ class ResponseBuilder:
             id=self.id,
             object="response",
             created_at=self.created_at,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             model=self.model,
             output=[_copy(item) for item in self.output] if done or status == "failed" else [],
             error=error,

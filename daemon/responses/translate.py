@@ -36,6 +36,7 @@ from loom.sdk.types import (
     AssistantMessage,
     ChatCompletionRequest,
     ChatMessage,
+    ContentPart,
     DeveloperMessage,
     FunctionCall,
     FunctionDefinition,
@@ -121,7 +122,7 @@ def to_chat(req: CreateResponseRequest, history: list[ChatMessage], compat: str)
     elif not tools:
         parallel = None
     fmt = req.text.format if req.text is not None else None
-    response_format = None
+    response_format: JSONObjectFormat | JSONSchemaFormat | None = None
     if isinstance(fmt, FormatJSONObject):
         response_format = JSONObjectFormat()
     elif isinstance(fmt, FormatJSONSchema):
@@ -156,8 +157,8 @@ def to_chat(req: CreateResponseRequest, history: list[ChatMessage], compat: str)
 
 def _responses_only(req: CreateResponseRequest, compat: str) -> list[str]:
     """The optional parameters only the Responses API has; no provider honours them."""
-    asked = [p.responses for p in params.TABLE if p.chat is None and p.kind is params.Kind.OPTIONAL]
-    asked = [name for name in asked if name and params.BY_RESPONSES[name].asks(getattr(req, name, None))]
+    optional = [p.responses for p in params.TABLE if p.chat is None and p.kind is params.Kind.OPTIONAL]
+    asked = [name for name in optional if name and params.BY_RESPONSES[name].asks(getattr(req, name, None))]
     if asked and compat != "lenient":
         raise unsupported(asked[0], None)
     return asked
@@ -244,7 +245,7 @@ def _message(item: MessageItem, i: int) -> ChatMessage:
             content="".join(texts) if texts or not refusals else None, refusal="".join(refusals) or None
         )
     if isinstance(content, str):
-        parts: str | list = content
+        parts: str | list[ContentPart] = content
     else:
         parts = []
         for j, part in enumerate(content):
@@ -265,5 +266,5 @@ def _message(item: MessageItem, i: int) -> ChatMessage:
                 )
     if item.role == "user":
         return UserMessage(content=parts)
-    texts = parts if isinstance(parts, str) else [p for p in parts if isinstance(p, TextPart)]
-    return SystemMessage(content=texts) if item.role == "system" else DeveloperMessage(content=texts)
+    text: str | list[TextPart] = parts if isinstance(parts, str) else [p for p in parts if isinstance(p, TextPart)]
+    return SystemMessage(content=text) if item.role == "system" else DeveloperMessage(content=text)

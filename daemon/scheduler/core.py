@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from loom.sdk.errors import LoomError, Unavailable
@@ -272,7 +272,7 @@ class Scheduler:
         *,
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Iterate a streaming call's chunks as the model produces them.
 
         Closing the iterator early (a client that disconnects) cancels the work.

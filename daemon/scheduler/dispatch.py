@@ -353,7 +353,7 @@ class Dispatcher:
         if error is not None:
             fields["error"] = getattr(error, "message", str(error))
         self.events.emit(outcome, item, **fields)
-        if item.stream:
+        if item.chunks is not None:  # a stream
             item.chunks.put_nowait((END, error))
         if error is None:
             item.done.set_result(result)

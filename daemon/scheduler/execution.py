@@ -12,6 +12,7 @@ from typing import Any
 from loom.sdk.errors import Cancelled, ProviderTimeout, WorkerCrashed
 
 from ..workers import Worker
+from ..workers.channel import Channel
 from .metrics import SchedulerMetrics
 from .oom import is_oom
 from .queues import WorkItem
@@ -57,14 +58,14 @@ class Execution:
             self.residents.lost(dev, item.model, worker, reason)
 
         with Watchdog(item.entry.call_timeout, worker, item, lost) as watchdog:
-            if item.stream:
-                await self._pump(worker, item, watchdog)
+            if item.chunks is not None:  # a stream
+                await self._pump(worker, item, item.chunks, watchdog)
                 return None
             return await worker.call(item.call, item.ctx)
 
-    async def _pump(self, worker: Worker, item: WorkItem, watchdog: Watchdog) -> None:
-        """Pass a stream's chunks from the worker into ``item.chunks`` as they come."""
-        chunks, model, count, clock = item.chunks, item.model, self.metrics.count_output, time.monotonic
+    async def _pump(self, worker: Worker, item: WorkItem, chunks: Channel, watchdog: Watchdog) -> None:
+        """Pass a stream's chunks from the worker into ``chunks`` (``item.chunks``) as they come."""
+        model, count, clock = item.model, self.metrics.count_output, time.monotonic
 
         def sink(chunk: Any) -> None:
             item.yielded = True
@@ -92,22 +93,22 @@ class Watchdog:
         self.fired = False
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
-        self._remove = None
+        self._remove: Callable[[], None] | None = None
 
     def __enter__(self) -> Watchdog:
         if self.timeout:
             self._task = asyncio.current_task()
-            self._handle = asyncio.get_running_loop().call_later(self.timeout, self._check)
+            self._handle = asyncio.get_running_loop().call_later(self.timeout, self._check, self.timeout)
             self._remove = self.item.ctx.add_progress_callback(self._progress)
         return self
 
     def _progress(self, done: int, total: int, message: str) -> None:
         self.last = time.monotonic()  # may run on a worker thread: a float store is atomic
 
-    def _check(self) -> None:
+    def _check(self, timeout: float) -> None:
         idle = time.monotonic() - self.last
-        if idle < self.timeout:
-            self._handle = asyncio.get_running_loop().call_later(self.timeout - idle, self._check)
+        if idle < timeout:
+            self._handle = asyncio.get_running_loop().call_later(timeout - idle, self._check, timeout)
             return
         self.fired = True
         reason = f"a call to model '{self.item.model}' produced nothing for {self.timeout:g}s"

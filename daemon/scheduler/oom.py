@@ -41,6 +41,7 @@ def as_loom_error(error: BaseException, model: str, device: str, stage: str) -> 
     if isinstance(error, OutOfMemory):
         return error
     name = class_names(error)[0]
+    e: LoomError
     if is_oom(error):
         e = OutOfMemory(
             f"model '{model}' ran out of memory on {device} at {stage}, even after evicting other models: {name}: {error}"

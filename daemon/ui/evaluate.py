@@ -22,7 +22,7 @@ from loom.sdk.errors import InvalidRequest
 
 from ..api.evaluations import export_response, record
 from ..api.jobs import job_view
-from ..evaluations import EvaluationRequest, EvaluationStore, Side, resolve_side
+from ..evaluations import CHOICES, EvaluationRequest, EvaluationStore, Side, resolve_side
 from ..jobs.runner import JobRunner
 from ..jobs.store import TERMINAL
 from ..questions import Questions
@@ -186,8 +186,9 @@ async def choose(
             raise InvalidRequest(f"{prefix}_job is required", param=f"{prefix}_job")
         return Side(job_id, str(form.get(f"{prefix}_candidate") or "") or None)
 
-    choice = str(form.get("choice") or "")
-    if choice not in ("a", "b", "tie"):
+    picked = str(form.get("choice") or "")
+    choice = next((c for c in CHOICES if c == picked), None)
+    if choice is None:
         raise InvalidRequest("choose one of the images, or 'tie'", param="choice")
     req = EvaluationRequest(
         a=side("a"),

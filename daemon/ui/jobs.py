@@ -109,10 +109,11 @@ def job_context(runner: JobRunner, questions: Questions, job_id: str) -> dict[st
 def lineage_context(runner: JobRunner, job_id: str) -> dict[str, Any]:
     raw = runner.get(job_id)
     job = job_view(runner, raw, detail=False)
-    params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    given = raw.get("params")
+    params = given if isinstance(given, dict) else {}
     nodes = runner.store.lineage(job_id)
     tree = build_tree(nodes)
-    iterations = sorted({n.get("iteration") for n in nodes if isinstance(n.get("iteration"), int)})
+    iterations = sorted({n["iteration"] for n in nodes if isinstance(n.get("iteration"), int)})
     return {
         "job": job,
         "active": runner.is_active(job_id) or job["state"] not in TERMINAL,

@@ -20,6 +20,7 @@ from litestar.exceptions import HTTPException
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
+from litestar.types import ExceptionHandlersMap
 
 from loom.sdk.errors import LoomError
 
@@ -44,7 +45,7 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def _size(n: int | None) -> str:
+def _size(n: float | None) -> str:
     if n is None:
         return "—"
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -97,7 +98,9 @@ def page(request: Request, name: str, status_code: int = 200, **values: Any) -> 
 
 def fragment(request: Request, name: str, **values: Any) -> str:
     """A template rendered to a string (for an SSE message)."""
-    return request.app.template_engine.get_template(name).render(**context(request, **values))
+    engine = request.app.template_engine
+    assert engine is not None, "the app serving /ui has a template config (daemon/ui)"
+    return engine.get_template(name).render(**context(request, **values))
 
 
 def safe_next(target: str | None) -> str:
@@ -134,7 +137,7 @@ def unexpected(request: Request, exc: Exception) -> Response:
     return _error_page(request, 500, f"Internal error: {type(exc).__name__}", "server_error")
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     LoginRequired: login_redirect,
     LoomError: loom_error,
     HTTPException: http_error,

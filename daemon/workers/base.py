@@ -122,10 +122,16 @@ class Worker(Protocol):
 
     model: str
     device: str
-    #: The executor's name ("inprocess", "subprocess", ...).
-    executor: str
-    #: The worker's OS process id, on its own machine (None in the daemon's process).
-    pid: int | None
+
+    # Read-only (properties here, so a worker class may set them as class attributes).
+    @property
+    def executor(self) -> str:
+        """The executor's name ("inprocess", "subprocess", ...)."""
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's OS process id, on its own machine (None in the daemon's process)."""
+
     #: Measured when the model was loaded.
     loaded: LoadReport
     #: Resolves once with a :class:`WorkerExit` when the worker is gone, whatever the cause.

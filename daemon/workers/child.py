@@ -12,6 +12,7 @@ Imports stay light until the load: loom.sdk, msgspec and this package, then the 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -79,19 +80,21 @@ class WorkerServer:
                 return 0  # the daemon is gone: nothing to answer to
             if isinstance(message, Run):
                 ctx = self.contexts[message.id] = RunContext(
-                    on_progress=lambda done, total, text, i=message.id: self.send(Progress(i, done, total, text)),
-                    device=self.host.device,
+                    on_progress=functools.partial(self.progress, message.id), device=self.host.device
                 )
                 self.pool.submit(self.run, message, ctx)
             elif isinstance(message, Cancel):
-                ctx = self.contexts.get(message.id)
-                if ctx is not None:
-                    ctx.cancel()
+                running = self.contexts.get(message.id)
+                if running is not None:
+                    running.cancel()
             elif isinstance(message, MemoryQuery):
                 self.send(MemoryReport(message.id, self.host.memory()))
             elif isinstance(message, Shutdown):
                 self.shutdown(message.id)
                 return 0
+
+    def progress(self, call_id: int, done: int, total: int, text: str) -> None:
+        self.send(Progress(call_id, done, total, text))
 
     # --- load, run, stop ------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ call is cancelled and abandoned rather than ended.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import time
@@ -208,8 +207,7 @@ def as_function(work: Work) -> Any:
     return work.apply if isinstance(work, Call) else work
 
 
-@functools.cache
-def on_loop(provider_cls: type) -> bool:
+def on_loop(provider_cls: type[Provider]) -> bool:
     """True when every capability method of the provider is ``async``: calling one only makes a
     coroutine or async generator, so it can start on the event loop and skip the thread hop
     (remote providers). Sync methods always run on the worker's threads."""

@@ -526,7 +526,7 @@ def _joined_calls(chunks: list[TextChunk], who: str) -> list[tuple[str, str, str
                     f"{who}: later pieces of tool call {delta.index} must not change its id or name: {delta!r}"
                 )
                 calls[delta.index][2] += delta.arguments
-    return [tuple(c) for _, c in sorted(calls.items())]  # type: ignore[misc]
+    return [(call_id, name, arguments) for _, (call_id, name, arguments) in sorted(calls.items())]
 
 
 def _valid_weather_arguments(arguments: str) -> str | None:
