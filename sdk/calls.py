@@ -118,9 +118,7 @@ class Translate(Call, frozen=True, tag="translate"):
 ProviderCall = Chat | Complete | Embed | GenerateImages | Describe | Score | Translate
 
 #: The call structs, one per provider method: the one encoding of the provider contract.
-#: (Its type is left to inference: a tuple of these exact classes, so ``isinstance(x, CALLS)``
-#: narrows ``x`` to :data:`ProviderCall`.)
-CALLS = (Chat, Complete, Embed, GenerateImages, Describe, Score, Translate)
+CALLS: tuple[type[Call], ...] = (Chat, Complete, Embed, GenerateImages, Describe, Score, Translate)
 
 
 def _method_of(cls: type[Call]) -> str:

@@ -60,8 +60,8 @@ class ResponseStore:
                 if_not_exists=True,
             )
             # A store written before input items were kept: its responses list none.
-            if "input_items" not in self.db["responses"].columns_dict:
-                self.db["responses"].add_column("input_items", str)
+            if "input_items" not in self.db.table("responses").columns_dict:
+                self.db.table("responses").add_column("input_items", str)
 
     def close(self) -> None:
         with self._lock:

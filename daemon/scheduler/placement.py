@@ -190,9 +190,11 @@ class Placement:
             asks["GPU"] = ray.num_gpus
         if ray.num_cpus:
             asks["CPU"] = ray.num_cpus
-        for key, value in asks.items():
-            if node.resources.get(key, 0.0) < value:
-                return f"the node offers {node.resources.get(key, 0.0):g} {key}, the model asks for {value:g}"
+        for resource, amount in asks.items():
+            if node.resources.get(resource, 0.0) < amount:
+                return (
+                    f"the node offers {node.resources.get(resource, 0.0):g} {resource}, the model asks for {amount:g}"
+                )
         return None
 
     # --- seeing it ------------------------------------------------------------------------------

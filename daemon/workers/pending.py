@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from types import GenericAlias
 from typing import Any
 
 import msgspec
@@ -64,7 +65,7 @@ class PendingCalls:
         return call_id, pending
 
     def _decoder(self, call: Call, stream: bool) -> msgspec.msgpack.Decoder:
-        type_ = call.returns if stream or not call.streams else list[call.returns]
+        type_ = call.returns if stream or not call.streams else GenericAlias(list, call.returns)
         decoder = self._decoders.get(type_)
         if decoder is None:
             decoder = self._decoders[type_] = msgspec.msgpack.Decoder(type_)
