@@ -3,10 +3,16 @@
 A provider *class* subclasses :class:`Provider` and is registered once (``register_providers``);
 the daemon builds one instance per configured model and hands it a :class:`ModelSpec`. The
 per-capability protocols (``ChatProvider``, ...) document the methods; :mod:`loom.sdk.calls`
-holds one call struct per method and checks, when imported, that the two agree. Every method runs
-through the scheduler: plain methods and generators run on the device's worker thread, ``async``
-ones on the event loop (remote providers). Long work checks :meth:`RunContext.check` so
-cancellation lands at the next step.
+holds one call struct per method and checks, when imported, that the two agree.
+
+Every method is called through the scheduler, in the worker that holds the model (see
+``docs/workers.md``): by default a local model's worker is a process of its own (or a Ray actor),
+where calls run on a pool of ``concurrency`` threads (an ``async`` method on an event loop run for
+the call on its thread). In the daemon's process (the in-process executor: the mock, remote providers)
+plain methods and generators run on the worker's threads, and the ``async`` methods of a provider
+whose capability methods are all ``async`` start on the daemon's event loop. A method may be
+called on several threads at once when the model's ``concurrency`` allows it. Long work checks
+:meth:`RunContext.check` so cancellation lands at the next step.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``Subject``: one provider instance under test, called the way the daemon calls it.
 
-The daemon runs plain methods and generators on a worker thread and ``async`` ones on its event
-loop; the subject does the same from a test: sync calls directly, async ones on one event loop it
-keeps for the provider's lifetime (so clients a provider opens stay on one loop). Every exception a
+The daemon runs plain methods and generators on a worker's thread and ``async`` ones on an event
+loop (see :mod:`loom.sdk.protocols`); the subject does the same from a test: sync calls directly,
+async ones on one event loop it keeps for the provider's lifetime (so clients a provider opens stay on one loop). Every exception a
 provider raises that is not a :class:`~loom.sdk.LoomError` fails the check that caused it: the
 daemon could only report it as a 500.
 """
