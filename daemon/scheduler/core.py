@@ -278,10 +278,12 @@ class Scheduler:
         Closing the iterator early (a client that disconnects) cancels the work.
         """
         item = self._submit(entry, call, priority, ctx, stream=True)
+        chunks = item.chunks
+        assert chunks is not None, "a stream's item has its channel"
         try:
             await self.dispatcher.wait_started(item)
             while True:
-                tag, value = await item.chunks.get()
+                tag, value = await chunks.get()
                 if tag == END:
                     if value is not None:
                         raise value
