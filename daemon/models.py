@@ -183,6 +183,7 @@ def build_entry(
         device=model.device,
         dtype=model.dtype,
         data_dir=str(config.data_dir / "models" / model.id),
+        threads=model.threads,
     )
     return ModelEntry(
         config=model,

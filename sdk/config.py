@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from .errors import ConfigError
 from .types import Capability
@@ -76,8 +76,12 @@ class ModelConfig(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     fallbacks: list[str] = field(default_factory=list)
     #: Fall back once this many requests already wait for this model (None: only on failure).
     fallback_on_queue: int | None = None
-    #: Requests run at once on this model (default: 1 for local models, 16 for remote ones).
+    #: Requests run at once on this model (default: what the provider serves at once, e.g. a
+    #: llamacpp model's ``parallel`` slots; else 1 for local models, 16 for remote ones).
     concurrency: int | None = None
+    #: CPU threads the model's runtime computes with (torch's intra-op threads, llama.cpp's
+    #: ``n_threads``); default: the machine's physical cores (:mod:`loom.sdk.threads`).
+    threads: Annotated[int, Meta(ge=1)] | None = None
     #: Queued requests allowed before answering 429.
     max_queue: int | None = None
     #: Where the model runs: "subprocess" (a worker process per load), "inprocess" or "ray" (an

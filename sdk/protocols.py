@@ -39,6 +39,7 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
     dtype: str = "auto"  # "auto", "float32", "float16", "bfloat16"
     data_dir: str = ""  # where a provider may keep files of its own
+    threads: int | None = None  # CPU threads for the runtime; None: loom.sdk.threads decides
 
 
 class RunContext:
@@ -240,6 +241,12 @@ class Provider:
     def memory_bytes(self) -> int:
         """Memory held now that the model is loaded; the scheduler measures it too."""
         return self.estimate_bytes()
+
+    def concurrency(self) -> int | None:
+        """Calls this model serves at once when loaded (a llamacpp model's ``parallel`` slots,
+        decoded together); the scheduler starts that many. None (the default) leaves it to the
+        model's ``concurrency`` setting, else 1 for local models and 16 for remote ones."""
+        return None
 
     # --- remote services (local = False) ------------------------------------------------------
     # The daemon checks each upstream on a timer, routes around one that is down and shows the

@@ -220,8 +220,14 @@ class Scheduler:
         return self.devices.get(self.device_of(entry))
 
     def slots(self, entry: ModelEntry) -> int:
-        """Items of this model that may run at once: the config's, else 1 (local) or 16 (remote)."""
-        return entry.config.concurrency or (1 if entry.local else 16)
+        """Items of this model that may run at once: the config's, else what its provider serves
+        at once (``Provider.concurrency()``: a llamacpp model's ``parallel``), else 1 (local) or
+        16 (remote)."""
+        if entry.config.concurrency:
+            return entry.config.concurrency
+        if entry.local:
+            return entry.instance().concurrency() or 1
+        return 16
 
     def is_loaded(self, entry: ModelEntry) -> bool:
         dev = self.where(entry)

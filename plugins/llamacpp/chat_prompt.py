@@ -72,16 +72,17 @@ class ChatTemplate:
         return cls(formatter, knows_tools=False, name=chat_format)
 
     @classmethod
-    def of_model(cls, llm: Any, chat_format: str | None, chat_template: str | None) -> ChatTemplate:
-        """The template for a loaded Llama, chosen as llama-cpp-python would (options first)."""
+    def of_model(cls, model: Any, chat_format: str | None, chat_template: str | None) -> ChatTemplate:
+        """The template for a loaded model (llama-cpp-python's ``LlamaModel``), chosen as
+        llama-cpp-python's ``Llama`` would (options first)."""
         if chat_template is None and chat_format is not None:
             return cls.named(chat_format)
-        template = chat_template or llm.metadata.get("tokenizer.chat_template")
+        template = chat_template or model.metadata().get("tokenizer.chat_template")
         if template is None:
             return cls.named("llama-2")  # llama-cpp-python's own fallback
-        eos_id, bos_id = llm.token_eos(), llm.token_bos()
-        eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
-        bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        eos_id, bos_id = model.token_eos(), model.token_bos()
+        eos = model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = model.token_get_text(bos_id) if bos_id != -1 else ""
         source = "options.chat_template" if chat_template else "the GGUF's chat template"
         return cls.jinja(template, bos=bos, eos=eos, eos_id=eos_id, name=source)
 

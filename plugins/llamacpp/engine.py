@@ -1,4 +1,10 @@
-"""Everything that touches llama_cpp: building Llama objects, grammars, sizes and error mapping.
+"""Everything that touches llama_cpp: loading the model and its batched context, the embedding
+``Llama``, sizes and error mapping.
+
+Generation does not go through ``Llama.create_completion``: that runs one sequence at a time.
+:func:`load` builds the model and one context with ``parallel`` sequences and hands it to a
+:class:`~.batching.Batcher` (continuous batching); :meth:`Runtime.start` starts a generation
+there. Embeddings keep a ``Llama`` of their own (``embedding=True``), made on first use.
 
 Imported only from ``LlamaCppProvider.load`` and later, so the daemon starts without llama_cpp.
 """
@@ -6,148 +12,202 @@ Imported only from ``LlamaCppProvider.load`` and later, so the daemon starts wit
 from __future__ import annotations
 
 import ctypes
-import functools
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_grammar import LlamaGrammar
+from llama_cpp import _internals
+from llama_cpp._logger import set_verbose
 
-from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError
-from loom.sdk.types import TokenLogprob, TopLogprob
+from loom.sdk import InvalidRequest, OutOfMemory, ProviderError
 
+from .batching import Batcher, Sequence
 from .plan import Generation
+from .sampler import SamplerChain
 
 #: KV cache element size: llama.cpp's default cache type is f16.
 _KV_ELEMENT_BYTES = 2
+#: What a load failure says when it is about memory (the context's KV cache and compute
+#: buffers are what usually fail to allocate; a bad file fails the model as often as memory).
+_MEMORY_WORDS = ("memory", "alloc", "oom", "llama_context", "failed to create")
 
 
-@functools.cache
-def counting_llama() -> type:
-    """A ``Llama`` that records the token counts its streams do not report.
+@dataclass(frozen=True, kw_only=True)
+class Threads:
+    """llama.cpp's ``n_threads`` (one token per sequence) and ``n_threads_batch`` (prompts)."""
 
-    With ``stream=True`` llama-cpp-python sends no usage. ``generate()`` receives the full prompt
-    tokens (before any prefix-cache trimming) and ``sample()`` is called once per generated token,
-    so overriding both gives exact counts for chat and completions alike.
-    """
-
-    class CountingLlama(llama_cpp.Llama):
-        loom_prompt_tokens = 0
-        loom_sampled = 0
-        loom_last_token = -1
-        #: Alternatives to record per token (None: no log probabilities), and the records.
-        loom_logprobs: int | None = None
-        loom_token_logprobs: list[TokenLogprob] = []
-
-        def generate(self, tokens, *args, **kwargs):
-            self.loom_prompt_tokens = len(tokens)
-            self.loom_sampled = 0
-            self.loom_last_token = -1
-            return super().generate(tokens, *args, **kwargs)
-
-        def sample(self, *args, **kwargs):
-            # The logits the sampler is about to read: those of the last evaluated token. They
-            # are read here rather than with logits_all=True, which would keep a row of logits
-            # for every prompt token (n_ctx x n_vocab floats).
-            logits = self._last_logits() if self.loom_logprobs is not None else None
-            token = super().sample(*args, **kwargs)
-            self.loom_sampled += 1
-            self.loom_last_token = token
-            if logits is not None:
-                self.loom_token_logprobs.append(self._logprob(logits, token))
-            return token
-
-        def _last_logits(self) -> np.ndarray:
-            pointer = llama_cpp.llama_get_logits_ith(self._ctx.ctx, -1)
-            size = self.n_vocab()
-            return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(size,)).copy()
-
-        def _logprob(self, logits: np.ndarray, token: int) -> TokenLogprob:
-            shifted = logits.astype(np.float64) - logits.max()
-            logprobs = shifted - np.log(np.exp(shifted).sum())
-            top: list[TopLogprob] = []
-            n = self.loom_logprobs or 0
-            if n:
-                best = np.argpartition(-logprobs, n)[:n]
-                for i in best[np.argsort(-logprobs[best])]:
-                    text, raw = self._token_text(int(i))
-                    top.append(TopLogprob(token=text, logprob=float(logprobs[i]), bytes=raw))
-            text, raw = self._token_text(token)
-            return TokenLogprob(token=text, logprob=float(logprobs[token]), bytes=raw, top_logprobs=top)
-
-        def _token_text(self, token: int) -> tuple[str, list[int]]:
-            raw = self.detokenize([token])
-            return raw.decode("utf-8", errors="replace"), list(raw)
-
-        def loom_completion_tokens(self) -> int:
-            """Tokens generated, not counting the end-of-generation token that stopped it."""
-            eog = self.loom_last_token >= 0 and llama_cpp.llama_vocab_is_eog(self._model.vocab, self.loom_last_token)
-            return self.loom_sampled - (1 if eog else 0)
-
-    return CountingLlama
+    decode: int
+    batch: int
 
 
-def build_llama(
+class Runtime:
+    """A loaded GGUF: the model, its batched context and the loop that decodes it."""
+
+    def __init__(self, model: Any, context: Any, *, parallel: int, n_batch: int) -> None:
+        self.model = model
+        self.context = context
+        self.vocab = model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
+        #: Cells of the KV cache each sequence has: the longest prompt + generation.
+        self.n_ctx_slot = int(llama_cpp.llama_n_ctx_seq(context.ctx))
+        self.parallel = parallel
+        self._pieces: dict[int, bytes] = {}  # token -> its bytes (the vocabulary is fixed)
+        self.batcher = Batcher(
+            context.ctx, self.vocab, self.n_vocab, n_slots=parallel, n_ctx_slot=self.n_ctx_slot, n_batch=n_batch
+        )
+
+    def tokens(self, gen: Generation) -> list[int]:
+        """The prompt's tokens, as ``Llama.create_completion`` made them."""
+        if gen.chat:
+            # The template wrote the special tokens as text; tokenize them as tokens.
+            return self.model.tokenize(gen.text.encode("utf-8"), add_bos=gen.add_bos, special=True)
+        if not gen.text:
+            # An empty prompt means "generate from the beginning of a text": the BOS token.
+            return [self.model.token_bos()]
+        return self.model.tokenize(gen.text.encode("utf-8"), add_bos=True, special=True)
+
+    def start(self, gen: Generation, tokens: list[int], *, reuse_prefix: bool) -> Sequence:
+        """Queue one generation; raises InvalidRequest when its prompt does not fit a slot."""
+        room = self.n_ctx_slot - len(tokens)
+        if room <= 0:
+            raise InvalidRequest(
+                f"llamacpp: the prompt is {len(tokens)} tokens; this model's context holds "
+                f"{self.n_ctx_slot} per request (options.n_ctx)",
+                param="messages" if gen.chat else "prompt",
+                code="context_length_exceeded",
+            )
+        max_tokens = room if not gen.max_tokens or gen.max_tokens <= 0 else min(gen.max_tokens, room)
+        chain = SamplerChain(self.vocab, self.n_vocab, gen.sampling, gen.grammar)
+        seq = Sequence(
+            tokens,
+            max_tokens=max_tokens,
+            chain=chain,
+            stop_ids=frozenset(gen.stop_token_ids),
+            logprobs=gen.logprobs,
+            reuse_prefix=reuse_prefix,
+        )
+        try:
+            self.batcher.submit(seq)
+        except BaseException:
+            chain.close()
+            raise
+        return seq
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one generated token (special tokens give none, as in llama-cpp-python)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = token_piece(self.vocab, token)
+        return piece
+
+    def bytes(self) -> int:
+        """Weights plus the KV cache of every slot (see :func:`kv_bytes`)."""
+        return weights_bytes(self.model.model) + kv_bytes(self.model.model, llama_cpp.llama_n_ctx(self.context.ctx))
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.context.close()
+        self.model.close()
+
+
+def load(
     model_path: str,
     *,
-    embedding: bool,
     n_ctx: int,
-    n_threads: int | None,
+    parallel: int,
+    n_batch: int,
+    threads: Threads,
     n_gpu_layers: int,
     main_gpu: int,
-    chat_format: str | None,
-) -> Any:
-    """Load one Llama; a failure becomes OutOfMemory when it looks like memory, else ProviderError."""
-    kwargs: dict[str, Any] = dict(
-        model_path=model_path,
-        n_ctx=n_ctx,
-        n_threads=n_threads,
-        n_gpu_layers=n_gpu_layers,
-        main_gpu=main_gpu,
-        chat_format=chat_format,
-        verbose=False,
-    )
+) -> Runtime:
+    """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each."""
+    set_verbose(False)
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers == -1 else n_gpu_layers  # as Llama() does
+    params.main_gpu = main_gpu
     if n_gpu_layers != 0:
         # The scheduler placed the model on one device; do not let llama.cpp spread it.
-        kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
-    if embedding:
-        # Mean pooling gives one vector per input. A pooled sequence must fit in one micro-batch,
-        # so the batch is the whole context (inputs longer than n_ctx are truncated).
-        kwargs.update(
-            embedding=True,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-            n_batch=n_ctx,
-            n_ubatch=n_ctx,
-        )
+        params.split_mode = llama_cpp.LLAMA_SPLIT_MODE_NONE
+    model = _loading(model_path, lambda: _internals.LlamaModel(path_model=model_path, params=params, verbose=False))
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = n_ctx * parallel
+    cparams.n_seq_max = parallel
+    # Each sequence gets its own n_ctx cells (llama.cpp's server with --no-kv-unified): one
+    # request cannot take another's room, and the per-request limit is options.n_ctx.
+    cparams.kv_unified = False
+    cparams.n_batch = cparams.n_ubatch = n_batch
+    cparams.n_threads, cparams.n_threads_batch = threads.decode, threads.batch
+    cparams.no_perf = True
     try:
-        return counting_llama()(**kwargs)
+        context = _loading(model_path, lambda: _internals.LlamaContext(model=model, params=cparams, verbose=False))
+        return Runtime(model, context, parallel=parallel, n_batch=n_batch)
+    except BaseException:
+        model.close()
+        raise
+
+
+def _loading(model_path: str, make: Any) -> Any:
+    """``make()``; a failure becomes OutOfMemory when it looks like memory, else ProviderError."""
+    try:
+        return make()
     except MemoryError as e:
         raise OutOfMemory(f"llamacpp: out of memory loading {model_path}: {e}") from e
     except Exception as e:  # llama-cpp-python reports load failures as ValueError/RuntimeError
         message = str(e)
-        # The context (KV cache and compute buffers) is what usually fails to allocate; the model
-        # itself fails for a bad file as often as for memory, so only memory words count there.
-        memory_words = ("memory", "alloc", "oom", "llama_context")
-        if any(w in message.lower() for w in memory_words):
+        if any(w in message.lower() for w in _MEMORY_WORDS):
             raise OutOfMemory(f"llamacpp: could not allocate {model_path}: {message}") from e
         raise ProviderError(f"llamacpp: could not load {model_path}: {message}") from e
 
 
-def llama_bytes(llm: Any, *, count_weights: bool = True) -> int:
-    """Weights (tensor bytes) plus the f16 KV cache for the whole context.
+def build_embedder(model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layers: int, main_gpu: int) -> Any:
+    """A ``Llama`` with ``embedding=True`` and mean pooling: one vector per input."""
+    kwargs: dict[str, Any] = dict(
+        model_path=model_path,
+        n_ctx=n_ctx,
+        n_threads=threads.decode,
+        n_threads_batch=threads.batch,
+        n_gpu_layers=n_gpu_layers,
+        main_gpu=main_gpu,
+        verbose=False,
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+        # A pooled sequence must fit in one micro-batch, so the batch is the whole context
+        # (inputs longer than n_ctx are truncated).
+        n_batch=n_ctx,
+        n_ubatch=n_ctx,
+    )
+    if n_gpu_layers != 0:
+        kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
+    return _loading(model_path, lambda: llama_cpp.Llama(**kwargs))
 
-    llama_state_get_size() only counts the cells in use, so the KV cache is computed from the
-    model's shape instead. Compute buffers are not included; the scheduler measures those.
-    """
-    model = llm.model
+
+def token_piece(vocab: Any, token: int) -> bytes:
+    buf = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    if n < 0:  # longer than the buffer: -n is what it needs
+        buf = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    return buf.raw[: max(0, n)]
+
+
+def weights_bytes(model: Any) -> int:
+    return int(llama_cpp.llama_model_size(model))
+
+
+def kv_bytes(model: Any, n_ctx: int) -> int:
+    """The f16 KV cache of ``n_ctx`` cells, from the model's shape (``llama_state_get_size()``
+    counts only the cells in use). Compute buffers are not included; the scheduler measures."""
     n_layer = llama_cpp.llama_model_n_layer(model)
     n_head = max(1, llama_cpp.llama_model_n_head(model))
     n_head_kv = llama_cpp.llama_model_n_head_kv(model)
     head_dim = llama_cpp.llama_model_n_embd(model) // n_head
-    kv = llm.n_ctx() * n_layer * n_head_kv * head_dim * 2 * _KV_ELEMENT_BYTES
-    weights = llama_cpp.llama_model_size(model) if count_weights else 0
-    return int(weights + kv)
+    return int(n_ctx * n_layer * n_head_kv * head_dim * 2 * _KV_ELEMENT_BYTES)
+
+
+def embedder_bytes(llm: Any, *, count_weights: bool) -> int:
+    return (weights_bytes(llm.model) if count_weights else 0) + kv_bytes(llm.model, llm.n_ctx())
 
 
 def unit_vectors(vectors: list[list[float]]) -> list[list[float]]:
@@ -158,51 +218,9 @@ def unit_vectors(vectors: list[list[float]]) -> list[list[float]]:
     return (array / np.where(norms == 0.0, 1.0, norms)).tolist()
 
 
-def stream(llm: Any, gen: Generation) -> Iterator[dict]:
-    """Start one generation on ``llm``: llama-cpp-python's completion stream of chunks."""
-    llm.loom_logprobs = gen.logprobs
-    llm.loom_token_logprobs = []
-    if gen.chat:
-        # The template wrote the special tokens as text; tokenize them as tokens.
-        prompt: Any = llm.tokenize(gen.text.encode("utf-8"), add_bos=gen.add_bos, special=True)
-    else:
-        # llama-cpp-python cannot start from zero tokens (it asserts); an empty prompt means
-        # "generate from the beginning of a text", which is the BOS token.
-        prompt = gen.text or [llm.token_bos()]
-    stopping = None
-    if gen.stop_token_ids:
-        ids = set(gen.stop_token_ids)
-        stopping = llama_cpp.StoppingCriteriaList([lambda tokens, logits: int(tokens[-1]) in ids])
-    s = gen.sampling
-    return llm.create_completion(
-        prompt,
-        stream=True,
-        max_tokens=gen.max_tokens,
-        stop=gen.stop,
-        seed=s.seed,
-        grammar=LlamaGrammar.from_string(gen.grammar, verbose=False) if gen.grammar else None,
-        stopping_criteria=stopping,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        min_p=s.min_p,
-        repeat_penalty=s.repeat_penalty,
-        presence_penalty=s.presence_penalty,
-        frequency_penalty=s.frequency_penalty,
-        logit_bias=s.logit_bias,
-    )
-
-
-def take_logprobs(llm: Any) -> list[TokenLogprob]:
-    """The log probabilities recorded since the last call (for the text just produced)."""
-    taken, llm.loom_token_logprobs = llm.loom_token_logprobs, []
-    return taken
-
-
-def generation_error(e: Exception, param: str) -> LoomError:
-    """A llama_cpp exception raised mid-request, as the Loom error a client should see."""
+def embedding_error(e: Exception) -> ProviderError | InvalidRequest:
+    """A llama_cpp exception raised while embedding, as the Loom error a client should see."""
     message = str(e) or type(e).__name__  # llama-cpp-python also fails with bare asserts
     if "exceed context window" in message:
-        # Raised before any token is generated: the prompt alone does not fit in n_ctx.
-        return InvalidRequest(f"llamacpp: {message}", param=param, code="context_length_exceeded")
+        return InvalidRequest(f"llamacpp: {message}", param="input", code="context_length_exceeded")
     return ProviderError(f"llamacpp: {message}")

@@ -13,6 +13,9 @@ from msgspec import Struct
 
 from loom.sdk import OptionsError, ProviderError
 
+#: llama.cpp's LLAMA_MAX_SEQ: sequences one context can hold.
+MAX_PARALLEL = 256
+
 
 class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """``[[models]].options`` for ``provider = "llamacpp"``.
@@ -25,8 +28,21 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     path: str | None = None
     package: str | None = None
     file: str | None = None
+    #: Context per request (tokens of prompt and answer): each of the ``parallel`` slots has
+    #: this many KV cache cells, so the context allocated is ``n_ctx * parallel``.
     n_ctx: int = 2048
+    #: Requests decoded together in one batch (continuous batching); the model's concurrency
+    #: unless ``[[models]] concurrency`` says otherwise. Each slot costs ``n_ctx`` KV cells.
+    parallel: int = 1
+    #: llama.cpp's ``n_batch``: tokens in one decode step (generating sequences first, then
+    #: prompt tokens of starting ones).
+    n_batch: int = 512
+    #: CPU threads for generation (llama.cpp's ``n_threads``); default: the model's ``threads``,
+    #: else the machine's physical cores (``loom.sdk.threads``).
     n_threads: int | None = None
+    #: CPU threads for prompt evaluation and multi-sequence batches (``n_threads_batch``);
+    #: default: as ``n_threads``.
+    n_threads_batch: int | None = None
     #: Layers offloaded to the GPU. 0 on a "cuda" device means all of them (-1): a model placed
     #: on a GPU by the scheduler is expected to run there. On "cpu" nothing is offloaded.
     n_gpu_layers: int = 0
@@ -50,6 +66,17 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
             raise OptionsError("llamacpp options: `package` and `file` go together; one is missing")
         if self.n_ctx < 16:
             raise OptionsError(f"llamacpp options: n_ctx must be at least 16, got {self.n_ctx}")
+        if not 1 <= self.parallel <= MAX_PARALLEL:
+            raise OptionsError(f"llamacpp options: parallel must be 1..{MAX_PARALLEL}, got {self.parallel}")
+        if self.n_batch < max(32, self.parallel):
+            raise OptionsError(
+                f"llamacpp options: n_batch must be at least 32 and at least parallel ({self.parallel}), "
+                f"got {self.n_batch}"
+            )
+        for name in ("n_threads", "n_threads_batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise OptionsError(f"llamacpp options: {name} must be at least 1, got {value}")
 
 
 def resolve_gguf(options: Options) -> Path:

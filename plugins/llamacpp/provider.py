@@ -19,7 +19,6 @@ from loom.sdk import (
     ConfigError,
     Embeddings,
     InvalidRequest,
-    LoomError,
     ModelSpec,
     Provider,
     ProviderError,
@@ -27,7 +26,7 @@ from loom.sdk import (
     TextChunk,
 )
 from loom.sdk.toolcalls import parse_stream
-from loom.sdk.types import ChatCompletionRequest, CompletionRequest
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest, TokenLogprob, TopLogprob
 
 from .options import Options, resolve_gguf
 
@@ -47,8 +46,9 @@ class LlamaCppProvider(Provider):
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDING})
     Options = Options
     local = True
-    #: Same request + seed => same text: the seed goes to llama.cpp's sampler for every generation
-    #: and the prompt is re-evaluated from scratch (see ``_stream``).
+    #: Same request + seed => same text when run alone: the seed goes to the request's own sampler
+    #: chain (see ``_stream`` for the prompt cache on a GPU). Run alongside others, a sequence's
+    #: logits come from a larger batch; the README says how often that changes a token.
     deterministic = True
     parameters = frozenset(
         {
@@ -71,75 +71,85 @@ class LlamaCppProvider(Provider):
                 self.options = msgspec.convert(spec.options or {}, Options)
             except msgspec.ValidationError as e:
                 raise ConfigError(f"model {spec.id!r}: {e}") from None
-        # One llama context cannot serve two requests at once; concurrency slots queue here.
+        # Generation needs no lock (the batch loop owns the context); this one guards the
+        # embedding Llama, which serves one call at a time, and unload.
         self._lock = threading.Lock()
         self._engine: Any = None  # the .engine module, imported by load()
         self._plan: Any = None  # the .plan module (prompts and grammars), imported by load()
         self._template: Any = None  # the model's ChatTemplate, made by load()
-        self._llm: Any = None
-        self._embedder: Any = None  # a second Llama with embedding=True, made on first embed()
+        self._runtime: Any = None  # engine.Runtime: the model, its batched context and loop
+        self._embedder: Any = None  # a Llama with embedding=True, made on first embed()
+        self._threads: Any = None
         self._path = ""
         self._n_gpu_layers = 0
         self._main_gpu = 0
+
+    def concurrency(self) -> int:
+        """Requests decode together in ``parallel`` slots: that many calls run at once."""
+        return self.options.parallel
 
     # --- memory ---------------------------------------------------------------------------------
 
     def estimate_bytes(self) -> int:
         size = resolve_gguf(self.options).stat().st_size
         per_token = max(_KV_PER_TOKEN_MIN, size // _KV_PER_TOKEN_DIVISOR)
-        return int(size * _WEIGHTS_OVERHEAD) + self.options.n_ctx * per_token
+        return int(size * _WEIGHTS_OVERHEAD) + self.options.n_ctx * self.options.parallel * per_token
 
     def memory_bytes(self) -> int:
-        llm, embedder = self._llm, self._embedder
-        if llm is None:
+        runtime, embedder = self._runtime, self._embedder
+        if runtime is None:
             return self.estimate_bytes()
-        total = self._engine.llama_bytes(llm)
+        total = runtime.bytes()
         if embedder is not None:
-            # On CPU both Llamas mmap the same file, so the weights' pages are shared; on a GPU
-            # each holds its own copy of the offloaded layers.
-            total += self._engine.llama_bytes(embedder, count_weights=self._n_gpu_layers != 0)
+            # On CPU both mmap the same file, so the weights' pages are shared; on a GPU each
+            # holds its own copy of the offloaded layers.
+            total += self._engine.embedder_bytes(embedder, count_weights=self._n_gpu_layers != 0)
         return total
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def load(self, device: str) -> None:
+        from loom.sdk.threads import runtime_threads
+
         from . import engine, plan  # llama_cpp comes in here, and only here
         from .chat_prompt import ChatTemplate
 
         self._engine, self._plan = engine, plan
         self._path = str(resolve_gguf(self.options))
         self._n_gpu_layers, self._main_gpu = _offload(device, self.options.n_gpu_layers)
-        # Generation gets a Llama without embedding=True; embed() makes a second one on first use.
-        # One embedding=True Llama can generate (llama-cpp-python 0.3.36 gave the same text), but
+        o = self.options
+        decode = runtime_threads(o.n_threads or self.spec.threads)
+        self._threads = engine.Threads(decode=decode, batch=runtime_threads(o.n_threads_batch or decode))
+        # Generation gets a context without embeddings; embed() makes an embedding Llama on
+        # first use. One context can do both (llama-cpp-python 0.3.36 gave the same text), but
         # llama.cpp then outputs every prompt token: prompt evaluation ran ~1.9x slower and used
         # ~170 MB more at n_ctx 2048 for the 135M model, with a warning on every decode.
-        self._llm = self._build(embedding=False)
-        self._template = ChatTemplate.of_model(self._llm, self.options.chat_format, self.options.chat_template)
+        self._runtime = engine.load(
+            self._path,
+            n_ctx=o.n_ctx,
+            parallel=o.parallel,
+            n_batch=o.n_batch,
+            threads=self._threads,
+            n_gpu_layers=self._n_gpu_layers,
+            main_gpu=self._main_gpu,
+        )
+        self._template = ChatTemplate.of_model(self._runtime.model, o.chat_format, o.chat_template)
 
     def unload(self) -> None:
         with self._lock:
-            for llm in (self._llm, self._embedder):
-                close = getattr(llm, "close", None)
-                if close is not None:
-                    close()
-            self._llm = self._embedder = None
+            runtime, self._runtime = self._runtime, None
+            embedder, self._embedder = self._embedder, None
+            if runtime is not None:
+                runtime.close()  # running generations end with ProviderError
+            if embedder is not None:
+                embedder.close()
         gc.collect()
 
-    def _build(self, *, embedding: bool) -> Any:
-        return self._engine.build_llama(
-            self._path,
-            embedding=embedding,
-            n_ctx=self.options.n_ctx,
-            n_threads=self.options.n_threads,
-            n_gpu_layers=self._n_gpu_layers,
-            main_gpu=self._main_gpu,
-            chat_format=self.options.chat_format,
-        )
-
     def _loaded(self) -> Any:
-        if self._llm is None:
+        runtime = self._runtime
+        if runtime is None:
             raise ProviderError(f"llamacpp: model {self.spec.id!r} is not loaded")
-        return self._llm
+        return runtime
 
     # --- chat and completions -------------------------------------------------------------------
 
@@ -152,52 +162,69 @@ class LlamaCppProvider(Provider):
 
     def _chat_chunks(self, gen: Any, ctx: RunContext) -> Iterator[TextChunk]:
         """The text of a chat generation, with tool calls parsed out when the request has tools."""
-        chunks = self._stream(gen, ctx, param="messages")
+        chunks = self._stream(gen, ctx)
         if gen.tools:
             chunks = parse_stream(chunks, lambda: f"call_{secrets.token_hex(12)}")
         yield from chunks
 
     def complete(self, prompt: str, request: CompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
         self._loaded()
-        return self._stream(self._plan.plan_completion(prompt, request), ctx, param="prompt")
+        return self._stream(self._plan.plan_completion(prompt, request), ctx)
 
-    def _stream(self, gen: Any, ctx: RunContext, *, param: str) -> Iterator[TextChunk]:
-        """Run one generation under the lock, as TextChunks; usage rides on the last one."""
+    def _stream(self, gen: Any, ctx: RunContext) -> Iterator[TextChunk]:
+        """Run one generation in the batch, as TextChunks; usage rides on the last one."""
+        from .batching import Finish, Token
+        from .textstream import TextStream
+
         ctx.check()
-        with self._lock:
-            llm = self._loaded()
-            if gen.sampling.seeded and self._n_gpu_layers != 0:
-                # Reproducibility on a GPU: with a seed the prompt is evaluated from scratch, as
-                # it was the first time. A prefix-cache hit re-evaluates only the tail, in a
-                # differently shaped batch; GPU kernels pick by batch shape and their rounding
-                # can tip a sampled token. The CPU build gave identical text either way, so on
-                # CPU the prompt cache stays and seeded requests do not re-read their prompt.
-                llm.reset()
-            stream = None
-            finish: str | None = None
-            try:
-                stream = self._engine.stream(llm, gen)
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    finish = choice.get("finish_reason") or finish
-                    text = choice.get("text")
-                    if text:
-                        logprobs = self._engine.take_logprobs(llm) if gen.logprobs is not None else None
-                        yield TextChunk(text=text, logprobs=logprobs)
-                    # Cancelled raises here; closing the stream below stops llama's generation.
-                    ctx.check()
-            except LoomError:
-                raise
-            except Exception as e:
-                raise self._engine.generation_error(e, param) from e
-            finally:
-                if stream is not None:
-                    stream.close()
-            yield TextChunk(
-                finish_reason=finish or "stop",
-                prompt_tokens=llm.loom_prompt_tokens,
-                completion_tokens=llm.loom_completion_tokens(),
-            )
+        runtime = self._loaded()
+        tokens = runtime.tokens(gen)
+        # Reproducibility on a GPU: with a seed the prompt is evaluated from scratch, as it was
+        # the first time. A prefix-cache hit re-evaluates only the tail, in a differently shaped
+        # batch; GPU kernels pick by batch shape and their rounding can tip a sampled token. The
+        # CPU build gave identical text either way, so on CPU the prefix cache stays.
+        reuse = not (gen.sampling.seeded and self._n_gpu_layers != 0)
+        seq = runtime.start(gen, tokens, reuse_prefix=reuse)
+        remove = ctx.add_cancel_callback(seq.stop)
+        text = TextStream(gen.stop)
+        logprobs: list[TokenLogprob] = []
+        received = 0
+        finish = "stop"
+        try:
+            while True:
+                event = seq.next()
+                ctx.check()  # Cancelled raises here; the finally below takes it out of the batch
+                if isinstance(event, Token):
+                    received += 1
+                    if gen.logprobs is not None:
+                        logprobs.append(self._logprob(runtime, event))
+                    out = text.push(runtime.piece(event.id))
+                    if out:
+                        yield TextChunk(text=out, logprobs=_take(logprobs, gen))
+                    if text.stopped:
+                        break
+                elif isinstance(event, Finish):
+                    if event.error is not None:
+                        raise event.error
+                    out = text.finish()
+                    if out:
+                        yield TextChunk(text=out, logprobs=_take(logprobs, gen))
+                    finish = event.reason
+                    break
+        finally:
+            remove()
+            seq.stop()  # a no-op for a finished sequence
+        yield TextChunk(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=received)
+
+    @staticmethod
+    def _logprob(runtime: Any, token: Any) -> TokenLogprob:
+        def text(i: int) -> tuple[str, list[int]]:
+            raw = runtime.piece(i)
+            return raw.decode("utf-8", errors="replace"), list(raw)
+
+        top = [TopLogprob(token=t, logprob=lp, bytes=b) for i, lp in token.top for t, b in [text(i)]]
+        t, b = text(token.id)
+        return TokenLogprob(token=t, logprob=token.logprob, bytes=b, top_logprobs=top)
 
     # --- embeddings -----------------------------------------------------------------------------
 
@@ -217,17 +244,33 @@ class LlamaCppProvider(Provider):
         for i in range(0, len(inputs), EMBED_GROUP):
             ctx.check()
             with self._lock:
+                self._loaded()
                 if self._embedder is None:
-                    self._embedder = self._build(embedding=True)
+                    self._embedder = self._engine.build_embedder(
+                        self._path,
+                        n_ctx=self.options.n_ctx,
+                        threads=self._threads,
+                        n_gpu_layers=self._n_gpu_layers,
+                        main_gpu=self._main_gpu,
+                    )
                 try:
                     raw, count = self._embedder.embed(
                         inputs[i : i + EMBED_GROUP], normalize=False, truncate=True, return_count=True
                     )
                 except Exception as e:
-                    raise self._engine.generation_error(e, "input") from e
+                    raise self._engine.embedding_error(e) from e
             vectors.extend(self._engine.unit_vectors(raw))
             tokens += count
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+
+def _take(logprobs: list[TokenLogprob], gen: Any) -> list[TokenLogprob] | None:
+    """The log probabilities gathered since the last chunk (for the text it carries)."""
+    if gen.logprobs is None:
+        return None
+    taken = list(logprobs)
+    logprobs.clear()
+    return taken
 
 
 def _offload(device: str, n_gpu_layers: int) -> tuple[int, int]:

@@ -1,0 +1,280 @@
+"""Continuous batching: every generation running on one model decodes in one llama context.
+
+The context holds ``parallel`` sequences (slots), each with its own share of the KV cache
+(``n_ctx`` cells: llama.cpp's non-unified cache, as its server gives each slot ``n_ctx`` /
+``n_parallel``). One thread, the batch loop, owns the context. Each step it
+
+1. retires the sequences their requests stopped (a stop string, a cancelled client) and starts
+   waiting ones in free slots (first come, first served; the slot whose cache shares the
+   longest prefix with the new prompt is taken, and only the rest of the prompt is evaluated);
+2. builds one ``llama_batch``: the last sampled token of every generating sequence, then as much
+   of the starting sequences' prompts as fits in ``n_batch`` (a long prompt is fed over several
+   steps while the others keep generating);
+3. runs ``llama_decode`` once, and samples each sequence's next token from its own row of
+   logits with its own sampler chain (:mod:`.sampler`: seed, grammar, penalties).
+
+So a request joins at the next step after it arrives, and leaves at any token. The request's
+own thread waits on its :class:`Sequence` for tokens and turns them into text (:mod:`.textstream`);
+the loop does only what needs the context.
+
+Imported from ``load`` on (it imports llama_cpp).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import llama_cpp
+
+from loom.sdk import LoomError, ProviderError
+
+from .sampler import SamplerChain, row_logprobs
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One generated token, with its log probabilities when they were asked for."""
+
+    id: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of a sequence: ``reason`` is "stop" or "length", or ``error`` is set."""
+
+    reason: str
+    completion_tokens: int
+    error: LoomError | None = None
+
+
+#: Put on a sequence's queue to wake its reader without a token (a cancellation).
+WAKE = object()
+
+
+class Sequence:
+    """One generation: what it asks for, and the queue its request's thread reads."""
+
+    def __init__(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        chain: SamplerChain,
+        stop_ids: frozenset[int] = frozenset(),
+        logprobs: int | None = None,
+        reuse_prefix: bool = True,
+    ) -> None:
+        self.tokens = tokens
+        self.max_tokens = max_tokens
+        self.chain = chain
+        self.stop_ids = stop_ids
+        self.logprobs = logprobs
+        self.reuse_prefix = reuse_prefix
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.stopped = False
+        # --- the batch loop's own ---
+        self.slot: Slot | None = None
+        self.fed = 0  # prompt tokens in the KV cache (or in the batch being decoded)
+        self.last = -1  # the token sampled last, decoded at the next step
+        self.generated = 0
+        self.order = 0  # when it was placed in a slot (prompts are fed in that order)
+
+    def next(self) -> Token | Finish | object:
+        """The next event (blocks): a Token, the Finish, or WAKE."""
+        return self.events.get()
+
+    def stop(self) -> None:
+        """The request is done with it (it saw a stop string, or was cancelled): the loop drops
+        it at its next step."""
+        self.stopped = True
+        self.events.put(WAKE)
+
+
+@dataclass(eq=False)
+class Slot:
+    id: int
+    #: The tokens whose keys and values the slot's cache cells hold, in position order.
+    cached: list[int] = field(default_factory=list)
+    seq: Sequence | None = None
+    last_used: float = 0.0
+
+
+class Batcher:
+    """The batch loop of one llama context with ``n_slots`` sequences of ``n_ctx_slot`` cells."""
+
+    def __init__(self, ctx, vocab, n_vocab: int, *, n_slots: int, n_ctx_slot: int, n_batch: int) -> None:
+        self.ctx, self.vocab, self.n_vocab = ctx, vocab, n_vocab
+        self.n_ctx_slot, self.n_batch = n_ctx_slot, n_batch
+        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self._pending: deque[Sequence] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._placed = itertools.count()
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._thread = threading.Thread(target=self._run, name="loom-llama-batch", daemon=True)
+        self._thread.start()
+
+    # --- the requests' side ---------------------------------------------------------------------
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cond:
+            if self._closed:
+                raise ProviderError("llamacpp: the model was unloaded")
+            self._pending.append(seq)
+            self._cond.notify()
+
+    def busy(self) -> int:
+        """Sequences in slots now (for tests and the bench)."""
+        return sum(1 for s in self.slots if s.seq is not None)
+
+    def close(self) -> None:
+        """Stop the loop (after its current step) and end every sequence with an error."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        gone = ProviderError("llamacpp: the model was unloaded")
+        for slot in self.slots:
+            if slot.seq is not None:
+                self._finish(slot.seq, "stop", gone)
+        while self._pending:
+            seq = self._pending.popleft()
+            seq.chain.close()
+            seq.events.put(Finish("stop", 0, gone))
+        llama_cpp.llama_batch_free(self._batch)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._pending and not any(s.seq for s in self.slots):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._retire()
+                self._admit()
+            if any(s.seq for s in self.slots):
+                self._step()
+
+    def _retire(self) -> None:
+        for slot in self.slots:
+            if slot.seq is not None and slot.seq.stopped:
+                self._finish(slot.seq, "stop")
+
+    def _admit(self) -> None:
+        while self._pending:
+            seq = self._pending[0]
+            if seq.stopped:
+                self._pending.popleft()
+                seq.chain.close()
+                continue
+            free = [s for s in self.slots if s.seq is None]
+            if not free:
+                return  # every slot is taken: it waits for one (first come, first served)
+            self._pending.popleft()
+            self._place(seq, free)
+
+    def _place(self, seq: Sequence, free: list[Slot]) -> None:
+        """Put ``seq`` in the free slot whose cache shares most of its prompt, keeping that part."""
+        if seq.reuse_prefix:
+            slot = max(free, key=lambda s: (_common(s.cached, seq.tokens), -s.last_used))
+            keep = min(_common(slot.cached, seq.tokens), len(seq.tokens) - 1)  # one token makes the logits
+        else:
+            slot, keep = min(free, key=lambda s: s.last_used), 0
+        if not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+            keep = 0
+        del slot.cached[keep:]
+        slot.seq, seq.slot, seq.fed, seq.order = seq, slot, keep, next(self._placed)
+
+    def _step(self) -> None:
+        batch, n = self._batch, 0
+        rows: list[tuple[Sequence, int]] = []
+
+        def add(token: int, pos: int, slot: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
+            batch.seq_id[n][0], batch.logits[n] = slot, logits
+            n += 1
+
+        running = [s.seq for s in self.slots if s.seq is not None]
+        for seq in running:
+            if seq.last >= 0:  # generating: its last token goes in
+                assert seq.slot is not None
+                add(seq.last, len(seq.slot.cached), seq.slot.id, True)
+                seq.slot.cached.append(seq.last)
+                rows.append((seq, n - 1))
+        for seq in sorted((s for s in running if s.last < 0), key=lambda s: s.order):
+            assert seq.slot is not None
+            take = min(self.n_batch - n, len(seq.tokens) - seq.fed)
+            for token in seq.tokens[seq.fed : seq.fed + take]:
+                add(token, len(seq.slot.cached), seq.slot.id, False)
+                seq.slot.cached.append(token)
+            seq.fed += take
+            if take and seq.fed == len(seq.tokens):
+                batch.logits[n - 1] = True
+                rows.append((seq, n - 1))
+            if n >= self.n_batch:
+                break
+        batch.n_tokens = n
+        code = llama_cpp.llama_decode(self.ctx, batch)
+        if code != 0:
+            self._decode_failed(code, {id(s) for s, _ in rows} | {id(s) for s in running if s.last < 0})
+            return
+        now = time.monotonic()
+        for seq, row in rows:
+            self._sample(seq, row)
+            if seq.slot is not None:
+                seq.slot.last_used = now
+
+    def _sample(self, seq: Sequence, row: int) -> None:
+        token = seq.chain.sample(self.ctx, row)
+        if llama_cpp.llama_vocab_is_eog(self.vocab, token) or token in seq.stop_ids:
+            self._finish(seq, "stop")
+            return
+        seq.generated += 1
+        if seq.logprobs is None:
+            seq.events.put(Token(token))
+        else:
+            logprob, top = row_logprobs(self.ctx, row, self.n_vocab, token, seq.logprobs)
+            seq.events.put(Token(token, logprob, top))
+        if seq.generated >= seq.max_tokens:
+            self._finish(seq, "length")
+        else:
+            seq.last = token
+
+    def _finish(self, seq: Sequence, reason: str, error: LoomError | None = None) -> None:
+        slot = seq.slot
+        if slot is not None:
+            slot.seq, seq.slot = None, None
+            slot.last_used = time.monotonic()
+        seq.chain.close()
+        seq.events.put(Finish(reason, seq.generated, error))
+
+    def _decode_failed(self, code: int, involved: set[int]) -> None:
+        """llama_decode refused the batch: its sequences fail, and their slots start empty."""
+        error = ProviderError(f"llamacpp: llama_decode failed with code {code}")
+        for slot in self.slots:
+            seq = slot.seq
+            if seq is not None and id(seq) in involved:
+                llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+                slot.cached.clear()
+                self._finish(seq, "stop", error)
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
