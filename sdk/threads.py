@@ -22,14 +22,21 @@ from pathlib import Path
 
 #: From this many cores on, one is left to the daemon (HTTP, SSE, other workers).
 RESERVE_FROM = 8
+CPU_SYSFS = Path("/sys/devices/system/cpu")
+CGROUP = Path("/sys/fs/cgroup")
 
 
 @cache
 def usable_cores() -> int:
     """Physical cores this process may run on (at least 1)."""
-    logical = _allowed_cpus()
-    cores = _physical(logical)
-    quota = _cgroup_quota()
+    return count_cores(_allowed_cpus(), CPU_SYSFS, CGROUP)
+
+
+def count_cores(cpus: list[int], sysfs: Path, cgroup: Path) -> int:
+    """Distinct cores that the logical CPUs ``cpus`` lie on (topology from ``sysfs``), capped by
+    the CPU quota of the ``cgroup`` folder."""
+    cores = _physical(cpus, sysfs)
+    quota = _cgroup_quota(cgroup)
     if quota is not None:
         cores = min(cores, max(1, int(quota + 0.5)))
     return max(1, cores)
@@ -51,11 +58,11 @@ def _allowed_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def _physical(cpus: list[int]) -> int:
+def _physical(cpus: list[int], sysfs: Path) -> int:
     """How many distinct cores ``cpus`` (logical CPU numbers) lie on."""
     seen: set[tuple[str, str]] = set()
     for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        topology = sysfs / f"cpu{cpu}" / "topology"
         try:
             package = (topology / "physical_package_id").read_text().strip()
             core = (topology / "core_id").read_text().strip()
@@ -78,16 +85,16 @@ def _physical_fallback(logical: int) -> int:
     return max(1, logical * physical // total)
 
 
-def _cgroup_quota() -> float | None:
+def _cgroup_quota(cgroup: Path) -> float | None:
     """CPUs a cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``) quota allows, None if unlimited."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
     return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us

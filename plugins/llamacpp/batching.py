@@ -85,6 +85,8 @@ class Sequence:
         self.last = -1  # the token sampled last, decoded at the next step
         self.generated = 0
         self.order = 0  # when it was placed in a slot (prompts are fed in that order)
+        #: The batch step (``Batcher.steps``) that produced its first token; -1 before.
+        self.first_step = -1
 
     def next(self) -> Token | Finish | object:
         """The next event (blocks): a Token, the Finish, or WAKE."""
@@ -118,6 +120,8 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self._placed = itertools.count()
+        #: Decode steps run so far.
+        self.steps = 0
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._thread = threading.Thread(target=self._run, name="loom-llama-batch", daemon=True)
         self._thread.start()
@@ -132,8 +136,13 @@ class Batcher:
             self._cond.notify()
 
     def busy(self) -> int:
-        """Sequences in slots now (for tests and the bench)."""
+        """Sequences in slots now."""
         return sum(1 for s in self.slots if s.seq is not None)
+
+    def waiting(self) -> int:
+        """Sequences waiting for a free slot."""
+        with self._cond:
+            return len(self._pending)
 
     def close(self) -> None:
         """Stop the loop (after its current step) and end every sequence with an error."""
@@ -226,6 +235,7 @@ class Batcher:
             if n >= self.n_batch:
                 break
         batch.n_tokens = n
+        self.steps += 1
         code = llama_cpp.llama_decode(self.ctx, batch)
         if code != 0:
             self._decode_failed(code, {id(s) for s, _ in rows} | {id(s) for s in running if s.last < 0})
@@ -241,6 +251,8 @@ class Batcher:
         if llama_cpp.llama_vocab_is_eog(self.vocab, token) or token in seq.stop_ids:
             self._finish(seq, "stop")
             return
+        if seq.generated == 0:
+            seq.first_step = self.steps
         seq.generated += 1
         if seq.logprobs is None:
             seq.events.put(Token(token))

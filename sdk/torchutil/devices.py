@@ -60,3 +60,18 @@ def resolve_dtype(name: str, device: str) -> Any:
 
 def dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def set_cpu_threads(requested: int | None) -> int:
+    """Set torch's intra-op threads for a model on the CPU: ``requested`` (the model's ``threads``)
+    or the physical cores this process may use (:func:`loom.sdk.threads.runtime_threads`), not
+    torch's own count, which ignores CPU quotas. Process-wide: a model worker is a process of
+    its own; in the daemon's process (``executor = "inprocess"``) the last model loaded sets it."""
+    import torch
+
+    from ..threads import runtime_threads
+
+    threads = runtime_threads(requested)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads

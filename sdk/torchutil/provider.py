@@ -98,6 +98,8 @@ class TorchProvider(Provider, abc.ABC):
         self._prepare()
         device = devices.resolve_device(device)
         dtype = devices.resolve_dtype(self.spec.dtype, device)
+        if device == "cpu":
+            devices.set_cpu_threads(self.spec.threads)
         with self._lock:
             meter = memory.MemoryMeter(device)
             try:

@@ -392,6 +392,29 @@ async def test_concurrency_slots_per_model():
         await asyncio.gather(*tasks)
 
 
+class SlottedProvider(FakeProvider):
+    """Serves ``slots`` calls at once, as a llamacpp model with ``parallel`` slots does."""
+
+    def concurrency(self) -> int:
+        return self.spec.options.get("slots", 1)
+
+
+async def test_a_provider_that_batches_gets_its_slots():
+    batched, configured = (
+        entry("b", cls=SlottedProvider, slots=3),
+        entry("c", cls=SlottedProvider, slots=3, concurrency=1),
+    )
+    s = make([batched, configured])
+    assert s.slots(batched) == 3 and s.slots(configured) == 1  # the model's own concurrency wins
+    gate = threading.Event()
+    async with running(s):
+        tasks = [asyncio.create_task(s.run(batched, gated(gate))) for _ in range(4)]
+        await until(lambda: s.devices["cpu"].busy.get("b") == 3)
+        assert s.devices["cpu"].queue.count("b") == 1
+        gate.set()
+        await asyncio.gather(*tasks)
+
+
 # --- cancellation ----------------------------------------------------------------------------------
 
 
