@@ -24,6 +24,7 @@ def model_state(scheduler: Scheduler, entry: ModelEntry) -> dict:
         "pinned": entry.id in scheduler.pinned,
         "keep_alive": entry.keep_alive,
         "running": dev.busy.get(entry.id, 0) if dev is not None else 0,
+        "slots": scheduler.slots(entry),
         "queued": dev.queue.count(entry.id) if dev is not None else 0,
         "executor": entry.executor,
     }
@@ -60,6 +61,7 @@ def snapshot(scheduler: Scheduler) -> dict:
                     "pinned": r.pinned,
                     "keep_alive": entry.keep_alive if entry else None,
                     "running": dev.busy.get(r.model, 0),
+                    "slots": scheduler.slots(entry) if entry else None,
                     "queued": dev.queue.count(r.model),
                     "evicting": r.evicting,
                     "executor": worker.executor if worker is not None else None,
