@@ -82,6 +82,10 @@ class ModelConfig(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     #: CPU threads the model's runtime computes with (torch's intra-op threads, llama.cpp's
     #: ``n_threads``); default: the machine's physical cores (:mod:`loom.sdk.threads`).
     threads: Annotated[int, Meta(ge=1)] | None = None
+    #: Image models: images per work item (one pipeline call) when a request asks for several.
+    #: An n-image request runs as items of at most this many, the first at its priority and the
+    #: rest one level lower, so chat waits for at most one item. Default 1: one image each.
+    max_batch: Annotated[int, Meta(ge=1)] | None = None
     #: Queued requests allowed before answering 429.
     max_queue: int | None = None
     #: Where the model runs: "subprocess" (a worker process per load), "inprocess" or "ray" (an

@@ -21,7 +21,6 @@ Ids: each item has an id (``wk_...``); it is set on ``ctx.work_id`` and in the
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -41,7 +40,8 @@ from .ledger import Ledger
 from .metrics import SchedulerMetrics
 from .placement import Placement
 from .policy import Policy, make_policy
-from .queues import Priority
+from . import images
+from .queues import Priority, WorkItem, current_work_id
 from .residency import Residents
 from .snapshot import model_state, snapshot
 from .state import DeviceState
@@ -50,9 +50,6 @@ from .tasks import TaskSet
 __all__ = ["Priority", "Scheduler", "current_work_id"]
 
 log = logging.getLogger("loom.scheduler")
-
-#: The id of the work item most recently submitted from this context (the API's response header).
-current_work_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("loom_work_id", default=None)
 
 
 def _noop(provider: Provider, ctx: RunContext) -> None:
@@ -244,7 +241,7 @@ class Scheduler:
 
     # --- running ---------------------------------------------------------------------------------
 
-    def _submit(self, entry: ModelEntry, call: Work, priority: Priority, ctx: RunContext | None, **kw):
+    def _submit(self, entry: ModelEntry, call: Work, priority: Priority, ctx: RunContext | None, **kw) -> WorkItem:
         item = self.dispatcher.submit(self.device(entry), entry, call, priority, ctx, **kw)
         current_work_id.set(item.id)
         return item
@@ -263,7 +260,14 @@ class Scheduler:
         A streaming call's chunks (a generator's items) are collected where it runs and returned
         as a list.
         """
-        item = self._submit(entry, call, priority, ctx)
+        if images.should_split(entry, call):
+            # n images as several items, so chat waits for one of them, not for all (.images).
+            return await images.run_split(self, entry, call, priority, ctx)
+        return await self.result(self._submit(entry, call, priority, ctx))
+
+    async def result(self, item: WorkItem) -> Any:
+        """Wait for a submitted item to start and end; its result. Cancelled while waiting
+        (the caller went away), the item is abandoned: dropped when queued, cancelled when running."""
         try:
             await self.dispatcher.wait_started(item)
             return await asyncio.shield(item.done)

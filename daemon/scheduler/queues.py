@@ -7,6 +7,7 @@ The queue only holds items and counts them per model; which item goes next is th
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import secrets
 import time
@@ -19,6 +20,11 @@ from loom.sdk.protocols import RunContext
 
 from ..models import ModelEntry
 from ..workers.channel import Channel
+
+
+#: The id of the work item most recently submitted from this context (the API's response header;
+#: for an n-image call split into items, the first item's).
+current_work_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("loom_work_id", default=None)
 
 
 class Priority(enum.IntEnum):

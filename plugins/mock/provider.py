@@ -195,18 +195,8 @@ class MockProvider(Provider):
             raise InvalidRequest(f"n must be at least 1, got {job.n}", param="n")
         init = decode_image(job.init_image, param="image") if job.init_image is not None else None
         mask = decode_image(job.mask, param="mask") if job.mask is not None else None
-        key = (
-            "image",
-            job.prompt,
-            job.negative_prompt,
-            job.width,
-            job.height,
-            job.init_image,
-            job.mask,
-            job.strength,
-            seed_part(job.seed),
-        )
-        self._begin(ctx, key, latency=False)  # the latency is spread over the steps instead
+        key = ("image", job.prompt, job.negative_prompt, job.width, job.height, job.init_image, job.mask, job.strength)
+        self._begin(ctx, (*key, seed_part(job.seed)), latency=False)  # the latency is spread over the steps
         steps = job.steps or 4
         for step in range(steps):
             _sleep(self.options.latency_ms / 1000 / steps, ctx)
@@ -214,7 +204,13 @@ class MockProvider(Provider):
         images: list[bytes] = []
         for index in range(job.n):
             ctx.check()
-            img = drawing.draw(job.prompt, job.width, job.height, rng(*key, index))
+            # Image i of seed s is image 0 of seed s + i, as in diffusers: the daemon may split an
+            # n-image request into items with consecutive seeds and gets the same images.
+            if job.seed is None:
+                r = rng(*key, seed_part(None), index)
+            else:
+                r = rng(*key, seed_part(job.seed + index), 0)
+            img = drawing.draw(job.prompt, job.width, job.height, r)
             if init is not None:
                 img = drawing.blend(img, init, job.strength, mask)
             images.append(drawing.to_png(img))
