@@ -48,6 +48,14 @@ def test_same_seed_same_image_other_seed_other_image(torch_client):
     assert a == b and a != c
 
 
+def test_an_n_image_request_gives_the_images_of_consecutive_seeds(torch_client):
+    # The daemon runs n images as n one-image items (max_batch 1), image i seeded seed + i, as
+    # one pipeline call of n would seed them: the same pictures either way.
+    both = [item.b64_json for item in generate(torch_client, n=2, extra_body=SEED).data]
+    alone = [generate(torch_client, extra_body={**SEED, "seed": SEED["seed"] + i}).data[0].b64_json for i in (0, 1)]
+    assert both == alone and both[0] != both[1]
+
+
 def test_negative_prompt_and_guidance(torch_client):
     r = generate(torch_client, extra_body={**SEED, "negative_prompt": "fog", "guidance_scale": 3.0})
     assert decode(r.data[0]).size == (64, 48)
