@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 CONTRIB := $(wildcard contrib/*/pyproject.toml)
 
-.PHONY: serve check test fuzz bench soak clean
+.PHONY: serve check test fuzz bench gpu-check soak clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,8 +51,18 @@ fuzz: $(VENV)/.dev
 soak: $(VENV)/.dev
 	cd bench && $(abspath $(PY)) soak.py --minutes $${MINUTES:-10}
 
-bench: $(VENV)/.dev
+$(VENV)/.bench: $(VENV)/.dev
+	# The peers the benchmarks measure Loom against (llama-cpp-python's server).
+	$(PIP) install -q -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# On a CUDA machine: images and offloaded llama.cpp through Loom vs bare, the ledger vs NVML,
+# memory returned after unload (bench/gpu_check.py). Exits 2 where there is no GPU.
+gpu-check: $(VENV)/.dev
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
