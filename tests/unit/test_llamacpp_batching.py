@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from loom.plugins.llamacpp import LlamaCppProvider, Options
-from loom.sdk import Cancelled, InvalidRequest, ModelSpec, RunContext
+from loom.sdk import Cancelled, ConfigError, InvalidRequest, ModelSpec, RunContext
 from loom.sdk.types import ChatCompletionRequest, JSONSchemaFormat, JSONSchemaSpec, message
 
 pytestmark = pytest.mark.slow
@@ -231,3 +231,34 @@ def test_unloading_ends_running_generations_with_an_error():
     p.unload()
     with pytest.raises(Exception, match="unloaded"):
         list(stream)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"parallel": 0}, {"parallel": 257}, {"n_batch": 16}, {"parallel": 64, "n_batch": 32}, {"n_threads": 0}],
+)
+def test_bad_batching_options_are_refused(bad):
+    with pytest.raises(ConfigError):
+        Options(package=PACKAGE, file=GGUF, **bad)
+
+
+def test_threads_come_from_the_machine_unless_the_model_says():
+    import llama_cpp
+
+    from loom.sdk.threads import runtime_threads
+
+    def threads(spec_threads=None, **options) -> tuple[int, int]:
+        opts = Options(package=PACKAGE, file=GGUF, n_ctx=64, **options)
+        p = LlamaCppProvider(ModelSpec(id="t", provider="llamacpp", options=opts, device="cpu", threads=spec_threads))
+        p.load("cpu")
+        try:
+            ctx = p._runtime.context.ctx
+            return llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)
+        finally:
+            p.unload()
+
+    auto = runtime_threads()
+    assert threads() == (auto, auto)
+    assert threads(spec_threads=1) == (1, 1)  # the model's `threads`
+    assert threads(spec_threads=1, n_threads=3) == (3, 3)  # llamacpp's own option wins
+    assert threads(n_threads=1, n_threads_batch=2) == (1, 2)

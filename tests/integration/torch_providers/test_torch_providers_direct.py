@@ -153,3 +153,22 @@ def test_cuda_asked_for_without_cuda_is_a_provider_error(tiny_models):
     provider = make(TransformersTextProvider, model=str(tiny_models["gpt2"]))
     with pytest.raises(ProviderError, match="CUDA is not available"):
         provider.load("cuda")
+
+
+def test_a_cpu_model_sets_torchs_threads(tiny_models):
+    import torch
+
+    from loom.plugins.transformers import TransformersTextProvider
+    from loom.sdk.threads import runtime_threads
+
+    before = torch.get_num_threads()
+    opts = msgspec.convert({"model": str(tiny_models["gpt2"])}, TransformersTextProvider.Options)
+    try:
+        for threads, expected in ((1, 1), (None, runtime_threads())):
+            spec = ModelSpec(id="t", provider="transformers", options=opts, threads=threads)
+            provider = TransformersTextProvider(spec)
+            provider.load("cpu")
+            provider.unload()
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
