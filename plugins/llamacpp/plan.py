@@ -1,10 +1,10 @@
 """What one llama.cpp generation needs, as plain data: prompt, grammar and sampling parameters.
 
 A request becomes a :class:`Generation` here (the prompt rendered by :mod:`.chat_prompt`, the
-grammar by :mod:`.grammars`); whatever runs generations (today one sequence at a time under the
-provider's lock, :func:`.engine.stream`) takes a Generation and gives text, and the provider turns
-that text into tool calls (:class:`loom.sdk.toolcalls.ToolCallParser`) when ``tools`` is set.
-Nothing here touches a model, so a batching engine can take the same values.
+grammar by :mod:`.grammars`); the batch loop (:mod:`.batching`, started by
+:meth:`.engine.Runtime.start`) decodes it as one sequence among others, and the provider turns the
+text into tool calls (:class:`loom.sdk.toolcalls.ToolCallParser`) when ``tools`` is set. Nothing
+here touches a model.
 """
 
 from __future__ import annotations
