@@ -262,3 +262,23 @@ def test_threads_come_from_the_machine_unless_the_model_says():
     assert threads(spec_threads=1) == (1, 1)  # the model's `threads`
     assert threads(spec_threads=1, n_threads=3) == (3, 3)  # llamacpp's own option wins
     assert threads(n_threads=1, n_threads_batch=2) == (1, 2)
+
+
+def test_a_prompt_longer_than_n_batch_is_fed_over_several_steps(provider):
+    story = "Once upon a time a keeper kept a lighthouse on a rock in the sea. " * 8
+    request = chat(story + "What did the keeper keep?", max_tokens=24, temperature=0.0)
+    whole, _ = collect(provider.chat(request, RunContext()))
+    small = make(n_batch=32, parallel=2)
+    try:
+        ctx = RunContext()
+        other = small.chat(chat("Tell me a long story.", max_tokens=400, logit_bias=ENDLESS), ctx)
+        next(other)  # one sequence generating while the long prompt goes in 32 tokens at a time
+        steps = small._runtime.batcher.steps
+        chunked, last = collect(small.chat(request, RunContext()))
+        assert last.prompt_tokens > 100 and small._runtime.batcher.steps - steps > last.prompt_tokens // 32
+        assert chunked == whole
+        ctx.cancel()
+        with pytest.raises(Cancelled):
+            list(other)
+    finally:
+        small.unload()
