@@ -34,6 +34,7 @@ import llama_cpp
 from loom.sdk import LoomError, ProviderError
 
 from .sampler import SamplerChain, row_logprobs
+from .tuning import ThreadTuner
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +112,20 @@ class Slot:
 class Batcher:
     """The batch loop of one llama context with ``n_slots`` sequences of ``n_ctx_slot`` cells."""
 
-    def __init__(self, ctx, vocab, n_vocab: int, *, n_slots: int, n_ctx_slot: int, n_batch: int) -> None:
+    def __init__(
+        self,
+        ctx,
+        vocab,
+        n_vocab: int,
+        *,
+        n_slots: int,
+        n_ctx_slot: int,
+        n_batch: int,
+        tuner: ThreadTuner | None = None,
+    ) -> None:
         self.ctx, self.vocab, self.n_vocab = ctx, vocab, n_vocab
+        #: Moves the context between two thread counts by measuring both (None: fixed threads).
+        self.tuner = tuner
         self.n_ctx_slot, self.n_batch = n_ctx_slot, n_batch
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.slots = [Slot(i) for i in range(n_slots)]
@@ -222,6 +235,7 @@ class Batcher:
                 add(seq.last, len(seq.slot.cached), seq.slot.id, True)
                 seq.slot.cached.append(seq.last)
                 rows.append((seq, n - 1))
+        generating = n
         for seq in sorted((s for s in running if s.last < 0), key=lambda s: s.order):
             assert seq.slot is not None
             take = min(self.n_batch - n, len(seq.tokens) - seq.fed)
@@ -236,7 +250,13 @@ class Batcher:
                 break
         batch.n_tokens = n
         self.steps += 1
+        tuner = self.tuner
+        if tuner is not None:
+            tuner.before_step()
+        started = time.perf_counter()
         code = llama_cpp.llama_decode(self.ctx, batch)
+        if tuner is not None:
+            tuner.after_step(n, n > generating, time.perf_counter() - started)
         if code != 0:
             self._decode_failed(code, {id(s) for s, _ in rows} | {id(s) for s in running if s.last < 0})
             return

@@ -25,6 +25,7 @@ from loom.sdk import InvalidRequest, OutOfMemory, ProviderError
 from .batching import Batcher, Sequence
 from .plan import Generation
 from .sampler import SamplerChain
+from .tuning import ThreadTuner
 
 #: KV cache element size: llama.cpp's default cache type is f16.
 _KV_ELEMENT_BYTES = 2
@@ -44,7 +45,7 @@ class Threads:
 class Runtime:
     """A loaded GGUF: the model, its batched context and the loop that decodes it."""
 
-    def __init__(self, model: Any, context: Any, *, parallel: int, n_batch: int) -> None:
+    def __init__(self, model: Any, context: Any, *, parallel: int, n_batch: int, tune: Threads | None) -> None:
         self.model = model
         self.context = context
         self.vocab = model.vocab
@@ -53,8 +54,21 @@ class Runtime:
         self.n_ctx_slot = int(llama_cpp.llama_n_ctx_seq(context.ctx))
         self.parallel = parallel
         self._pieces: dict[int, bytes] = {}  # token -> its bytes (the vocabulary is fixed)
+        tuner = None
+        if tune is not None and tune.decode > 1:
+
+            def apply(decode: int, batch: int) -> None:
+                llama_cpp.llama_set_n_threads(context.ctx, decode, batch)
+
+            tuner = ThreadTuner(apply, (tune.decode, tune.batch))
         self.batcher = Batcher(
-            context.ctx, self.vocab, self.n_vocab, n_slots=parallel, n_ctx_slot=self.n_ctx_slot, n_batch=n_batch
+            context.ctx,
+            self.vocab,
+            self.n_vocab,
+            n_slots=parallel,
+            n_ctx_slot=self.n_ctx_slot,
+            n_batch=n_batch,
+            tuner=tuner,
         )
 
     def tokens(self, gen: Generation) -> list[int]:
@@ -120,8 +134,11 @@ def load(
     threads: Threads,
     n_gpu_layers: int,
     main_gpu: int,
+    tune: bool = False,
 ) -> Runtime:
-    """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each."""
+    """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each. ``tune``:
+    the threads were chosen from the machine, so the batch loop may move to half as many when
+    they prove quicker (:mod:`.tuning`); never on a GPU, where the threads only feed it."""
     set_verbose(False)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
@@ -142,7 +159,8 @@ def load(
     cparams.no_perf = True
     try:
         context = _loading(model_path, lambda: _internals.LlamaContext(model=model, params=cparams, verbose=False))
-        return Runtime(model, context, parallel=parallel, n_batch=n_batch)
+        tuned = threads if tune and n_gpu_layers == 0 else None
+        return Runtime(model, context, parallel=parallel, n_batch=n_batch, tune=tuned)
     except BaseException:
         model.close()
         raise

@@ -259,6 +259,17 @@ def test_threads_come_from_the_machine_unless_the_model_says():
 
     auto = runtime_threads()
     assert threads() == (auto, auto)
+    # Chosen from the machine, the batch loop may move to half as many (plugins/llamacpp/tuning.py).
+    tuned = make()
+    try:
+        assert (tuned._runtime.batcher.tuner is not None) == (auto > 1)
+    finally:
+        tuned.unload()
+    pinned = make(n_threads=auto)
+    try:
+        assert pinned._runtime.batcher.tuner is None  # a model's own setting is kept exactly
+    finally:
+        pinned.unload()
     assert threads(spec_threads=1) == (1, 1)  # the model's `threads`
     assert threads(spec_threads=1, n_threads=3) == (3, 3)  # llamacpp's own option wins
     assert threads(n_threads=1, n_threads_batch=2) == (1, 2)
