@@ -8,10 +8,11 @@ cgroup CPU quota, with SMT siblings counted once (compute-bound kernels gain not
 core's second hyperthread and lose to its contention).
 
 How many of those go to the model (:func:`runtime_threads`) was measured on a 2-core machine
-with SmolLM2 streaming through the daemon (README, "Threads"): both cores gave 1.6-1.9x the
-tokens of one, because the daemon's share of a stream (an SSE event per token) is a small
-fraction of a core that the OS slots in between decode steps. From 8 cores on, one core is left
-to the daemon and the other workers, where it costs a model an eighth of its speed at most.
+with SmolLM2 streaming through the daemon (README, benchmark 10): both cores streamed 1.26x the
+tokens of one for one stream and 1.45x for four, although the daemon's share of a stream (an
+SSE event per token) has to fit between decode steps. From 8 cores on, one core is left to the
+daemon and the other workers, where it costs a model an eighth of its speed at most. When other
+work takes the cores, llama.cpp's batch loop falls back by itself (``plugins/llamacpp/tuning.py``).
 """
 
 from __future__ import annotations
