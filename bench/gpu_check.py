@@ -11,6 +11,9 @@
 4. Memory returned: NVML's device use before the load, loaded, and after ``unload``; the share
    of what the load took that came back. Target >= 95%.
 
+With GPU offload it then runs ``bench_batch_rounding.py cuda``: how often a batched generation
+differs from the same request alone on this GPU (a figure, not a target).
+
 The image model is ``--image-model`` (a local diffusers folder) or, by default, one built here
 with Stable Diffusion 1.5's shapes (UNet, VAE, CLIP text encoder) and random weights: nothing
 is downloaded, and the work per image is SD 1.5's. The chat model is the embedded SmolLM2-135M.
@@ -27,6 +30,7 @@ import argparse
 import base64
 import gc
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -334,7 +338,12 @@ def main() -> int:
                     if not args.cpu_smoke:
                         ledger_vs_nvml(report, admin, nvml, index, "llm", before)
                         unload_returns(report, admin, nvml, index, "llm", before)
-    return report.print(card)
+    code = report.print(card)
+    if offload and not args.cpu_smoke:
+        # Not a target: how often batched decoding on this GPU changes a generation (README, 11).
+        here = Path(__file__).resolve().parent
+        subprocess.run([sys.executable, str(here / "bench_batch_rounding.py"), "cuda"], check=False)
+    return code
 
 
 if __name__ == "__main__":
