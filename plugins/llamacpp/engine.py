@@ -134,6 +134,7 @@ def load(
     threads: Threads,
     n_gpu_layers: int,
     main_gpu: int,
+    flash_attn: bool = False,
     tune: bool = False,
 ) -> Runtime:
     """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each. ``tune``:
@@ -157,6 +158,10 @@ def load(
     cparams.n_batch = cparams.n_ubatch = n_batch
     cparams.n_threads, cparams.n_threads_batch = threads.decode, threads.batch
     cparams.no_perf = True
+    # Set either way: llama.cpp's default ("auto") turns it on, and Llama() turns it off.
+    cparams.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
     try:
         context = _loading(model_path, lambda: _internals.LlamaContext(model=model, params=cparams, verbose=False))
         tuned = threads if tune and n_gpu_layers == 0 else None

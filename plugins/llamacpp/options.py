@@ -43,6 +43,11 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     #: CPU threads for prompt evaluation and multi-sequence batches (``n_threads_batch``);
     #: default: as ``n_threads``.
     n_threads_batch: int | None = None
+    #: llama.cpp's flash attention. Off by default, as in llama-cpp-python's ``Llama``: with it on
+    #: (llama.cpp's own "auto" turns it on, on the CPU too) the attention rounds differently, and
+    #: a seeded request no longer gives the text it gives through ``Llama`` (or gave before
+    #: batching). On a GPU it saves memory and time on long contexts.
+    flash_attn: bool = False
     #: Layers offloaded to the GPU. 0 on a "cuda" device means all of them (-1): a model placed
     #: on a GPU by the scheduler is expected to run there. On "cpu" nothing is offloaded.
     n_gpu_layers: int = 0

@@ -132,6 +132,7 @@ class LlamaCppProvider(Provider):
             threads=self._threads,
             n_gpu_layers=self._n_gpu_layers,
             main_gpu=self._main_gpu,
+            flash_attn=o.flash_attn,
             tune=o.n_threads is None and o.n_threads_batch is None and self.spec.threads is None,
         )
         self._template = ChatTemplate.of_model(self._runtime.model, o.chat_format, o.chat_template)

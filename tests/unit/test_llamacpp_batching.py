@@ -293,3 +293,39 @@ def test_a_prompt_longer_than_n_batch_is_fed_over_several_steps(provider):
             list(other)
     finally:
         small.unload()
+
+
+def test_a_request_gives_the_text_llama_cpp_pythons_llama_gives(provider):
+    """The batch loop's sampler chain and context settings are Llama.create_completion's: the
+    same prompt tokens and seed give the same text, alone and beside other sequences (so a
+    seeded request answers as it did before batching, and as llama-cpp-python's server would)."""
+    import llama_cpp
+
+    from loom.plugins.llamacpp.options import resolve_gguf
+
+    requests = [
+        chat("Describe a person as JSON.", max_tokens=40, temperature=0.0),
+        chat("Write a poem about rain.", max_tokens=40, temperature=0.8, seed=7),
+    ]
+    threads = llama_cpp.llama_n_threads(provider._runtime.context.ctx)
+    llm = llama_cpp.Llama(str(resolve_gguf(provider.options)), n_ctx=N_CTX, n_threads=threads, verbose=False)
+    try:
+        expected = []
+        for request in requests:
+            gen = provider._plan.plan_chat(provider._template, request)
+            s = gen.sampling
+            out = llm.create_completion(
+                provider._runtime.tokens(gen),
+                max_tokens=gen.max_tokens,
+                stop=gen.stop,
+                seed=s.seed,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k,
+                min_p=s.min_p,
+            )
+            expected.append(out["choices"][0]["text"])
+    finally:
+        llm.close()
+    assert [collect(provider.chat(r, RunContext()))[0] for r in requests] == expected
+    assert [text for text, _ in together(provider, requests)] == expected
