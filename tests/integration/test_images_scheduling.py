@@ -6,13 +6,12 @@ with consecutive seeds. Order comes from the scheduler's ``started`` events, not
 from __future__ import annotations
 
 import base64
-import json
 import threading
 
-import httpx
 import pytest
 
 from tests.conftest import Daemon, openai_client, write_config
+from tests.integration.events_support import SchedulerEvents
 
 CONFIG = """
 [daemon]
@@ -39,50 +38,9 @@ def daemon(tmp_path_factory):
     d.stop()
 
 
-class Events:
-    """``GET /admin/events`` read on a thread: the ``started`` events, as (model, priority)."""
-
-    def __init__(self, url: str) -> None:
-        self.started: list[tuple[str, str]] = []
-        self.changed = threading.Condition()
-        self._subscribed = threading.Event()
-        self._client = httpx.Client(base_url=url, timeout=None)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-        assert self._subscribed.wait(10)
-
-    def _read(self) -> None:
-        try:
-            self._follow()
-        except httpx.HTTPError:  # close() ends the stream under the reader
-            pass
-
-    def _follow(self) -> None:
-        with self._client.stream("GET", "/admin/events") as r:
-            kind = None
-            for line in r.iter_lines():
-                if line.startswith(":"):
-                    self._subscribed.set()
-                elif line.startswith("event:"):
-                    kind = line.partition(":")[2].strip()
-                elif line.startswith("data:") and kind == "started":
-                    event = json.loads(line.partition(":")[2])
-                    with self.changed:
-                        self.started.append((event["model"], event["priority"]))
-                        self.changed.notify_all()
-
-    def wait_for(self, count: int) -> list[tuple[str, str]]:
-        with self.changed:
-            assert self.changed.wait_for(lambda: len(self.started) >= count, timeout=60), self.started
-            return list(self.started)
-
-    def close(self) -> None:
-        self._client.close()
-
-
 def test_chat_waits_for_at_most_one_image(daemon):
     client = openai_client(daemon)
-    events = Events(daemon.url)
+    events = SchedulerEvents(daemon.url)
     try:
         result: list = []
         images = threading.Thread(
@@ -93,12 +51,14 @@ def test_chat_waits_for_at_most_one_image(daemon):
             )
         )
         images.start()
-        assert events.wait_for(1) == [("mock-image", "interactive")]
+        events.wait_for(1, "started")
+        assert events.started() == [("mock-image", "interactive")]
         reply = client.chat.completions.create(model="mock-chat", messages=[{"role": "user", "content": "hi"}])
         assert reply.choices[0].message.content
         images.join(60)
         assert len(result[0].data) == 3
-        assert events.wait_for(4) == [
+        events.wait_for(4, "started")
+        assert events.started() == [
             ("mock-image", "interactive"),
             ("mock-chat", "interactive"),  # right after the first image, before the other two
             ("mock-image", "pipeline"),
