@@ -134,7 +134,7 @@ def load(
     threads: Threads,
     n_gpu_layers: int,
     main_gpu: int,
-    flash_attn: bool = False,
+    flash_attn: bool = True,
     tune: bool = False,
 ) -> Runtime:
     """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each. ``tune``:
@@ -158,9 +158,10 @@ def load(
     cparams.n_batch = cparams.n_ubatch = n_batch
     cparams.n_threads, cparams.n_threads_batch = threads.decode, threads.batch
     cparams.no_perf = True
-    # Set either way: llama.cpp's default ("auto") turns it on, and Llama() turns it off.
+    # On: llama.cpp's "auto", which turns it on where the backend has it (the CPU and CUDA do).
+    # Off must be said: Llama() says it, llama.cpp's default is "auto".
     cparams.flash_attn_type = (
-        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     )
     try:
         context = _loading(model_path, lambda: _internals.LlamaContext(model=model, params=cparams, verbose=False))

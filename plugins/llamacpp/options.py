@@ -43,11 +43,13 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     #: CPU threads for prompt evaluation and multi-sequence batches (``n_threads_batch``);
     #: default: as ``n_threads``.
     n_threads_batch: int | None = None
-    #: llama.cpp's flash attention. Off by default, as in llama-cpp-python's ``Llama``: with it on
-    #: (llama.cpp's own "auto" turns it on, on the CPU too) the attention rounds differently, and
-    #: a seeded request no longer gives the text it gives through ``Llama`` (or gave before
-    #: batching). On a GPU it saves memory and time on long contexts.
-    flash_attn: bool = False
+    #: llama.cpp's flash attention, where the backend has it (on by default, as llama.cpp's
+    #: "auto" has it; llama-cpp-python's ``Llama`` turns it off).
+    #: With it on, each query row's attention is computed alone, so on the CPU a sequence gives
+    #: the same text batched or alone, and whatever its slot's cache held (README, benchmark
+    #: 11); with it off, 7 of 64 batched generations parted from the same request run alone.
+    #: Off, a request gives token for token what ``Llama.create_completion`` gives it alone.
+    flash_attn: bool = True
     #: Layers offloaded to the GPU. 0 on a "cuda" device means all of them (-1): a model placed
     #: on a GPU by the scheduler is expected to run there. On "cpu" nothing is offloaded.
     n_gpu_layers: int = 0

@@ -3,8 +3,10 @@
 The chain is the one llama-cpp-python 0.3.36 builds for ``Llama.create_completion`` (``Llama.
 _init_sampler``), in its order: logit bias, penalties over the last 64 sampled tokens, the
 grammar, then greedy (temperature 0) or top-k, typical (1.0: a no-op), top-p, min-p,
-temperature and a seeded draw. So a request gives the text it gave before batching, and each
-sequence of a batch carries its own chain: its seed, grammar and penalties see only its tokens.
+temperature and a seeded draw. Each sequence of a batch carries its own chain: its seed,
+grammar and penalties see only its tokens. With ``options.flash_attn = false`` (llama-cpp-python's
+setting) a request alone gives token for token what ``Llama.create_completion`` gives; with flash
+attention on (the default) the logits round a little differently, the same batched or alone.
 
 Log probabilities are computed from the raw logits of the sequence's row (before bias, penalties
 and grammar), as OpenAI reports them.
