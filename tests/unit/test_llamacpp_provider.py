@@ -294,7 +294,7 @@ def test_empty_completion_prompt_starts_from_bos(provider):
     assert last.prompt_tokens == 1 and last.completion_tokens == 3
 
 
-def test_concurrent_streams_are_serialised(provider):
+def test_concurrent_streams_give_the_text_each_gives_alone(provider):
     reqs = [chat_request(f"Name a {thing}.", max_tokens=12, seed=9) for thing in ("fruit", "city")]
     expected = [run(provider.chat(r, RunContext()))[0] for r in reqs]
     results: dict[int, str] = {}
