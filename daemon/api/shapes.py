@@ -298,6 +298,9 @@ class ModelState(Struct):
     loaded: bool
     pinned: bool
     running: int
+    #: Calls it runs at once (its ``concurrency``, else ``Provider.concurrency()``: a llamacpp
+    #: model's ``parallel`` slots).
+    slots: int
     queued: int
     #: The cluster node of its device (Ray only).
     node: str | None = None
