@@ -182,7 +182,9 @@ def raw_tokens(path: Path, n_gpu_layers: int, rounds: int) -> float:
     """Median streamed tokens/s of llama-cpp-python in this process."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_gpu_layers=n_gpu_layers, verbose=False)
+    # Flash attention on, as Loom's llamacpp models have it by default (options.flash_attn):
+    # the same llama.cpp work on both sides, so the ratio is what Loom adds.
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_gpu_layers=n_gpu_layers, flash_attn=True, verbose=False)
     rates = []
     for i in range(rounds + 1):
         t, n = time.perf_counter(), 0
