@@ -8,7 +8,7 @@ cgroup CPU quota, with SMT siblings counted once (compute-bound kernels gain not
 core's second hyperthread and lose to its contention).
 
 How many of those go to the model (:func:`runtime_threads`) was measured on a 2-core machine
-with SmolLM2 streaming through the daemon (README, benchmark 10): both cores streamed 1.26x the
+with SmolLM2 streaming through the daemon (README, benchmark 11): both cores streamed 1.26x the
 tokens of one for one stream and 1.45x for four, although the daemon's share of a stream (an
 SSE event per token) has to fit between decode steps. From 8 cores on, one core is left to the
 daemon and the other workers, where it costs a model an eighth of its speed at most. When other

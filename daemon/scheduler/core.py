@@ -32,6 +32,7 @@ from ..config import Config
 from ..models import ModelEntry, ModelRegistry
 from ..timers import Timers
 from ..workers import Executor, NodeInfo, Work, make_executors
+from . import images
 from .devices import REMOTE, discover, normalize
 from .dispatch import Dispatcher
 from .events import EventBus
@@ -40,7 +41,6 @@ from .ledger import Ledger
 from .metrics import SchedulerMetrics
 from .placement import Placement
 from .policy import Policy, make_policy
-from . import images
 from .queues import Priority, WorkItem, current_work_id
 from .residency import Residents
 from .snapshot import model_state, snapshot

@@ -47,7 +47,7 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     #: "auto" has it; llama-cpp-python's ``Llama`` turns it off).
     #: With it on, each query row's attention is computed alone, so on the CPU a sequence gives
     #: the same text batched or alone, and whatever its slot's cache held (README, benchmark
-    #: 11); with it off, 7 of 64 batched generations parted from the same request run alone.
+    #: 12); with it off, 7 of 64 batched generations parted from the same request run alone.
     #: Off, a request gives token for token what ``Llama.create_completion`` gives it alone.
     flash_attn: bool = True
     #: Layers offloaded to the GPU. 0 on a "cuda" device means all of them (-1): a model placed
