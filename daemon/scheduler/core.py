@@ -260,9 +260,10 @@ class Scheduler:
         A streaming call's chunks (a generator's items) are collected where it runs and returned
         as a list.
         """
-        if images.should_split(entry, call):
+        split = images.to_split(entry, call)
+        if split is not None:
             # n images as several items, so chat waits for one of them, not for all (.images).
-            return await images.run_split(self, entry, call, priority, ctx)
+            return await images.run_split(self, entry, split, priority, ctx)
         return await self.result(self._submit(entry, call, priority, ctx))
 
     async def result(self, item: WorkItem) -> Any:

@@ -40,8 +40,11 @@ def per_item(entry: ModelEntry) -> int:
     return max(1, entry.config.max_batch or 1)
 
 
-def should_split(entry: ModelEntry, call: Any) -> bool:
-    return isinstance(call, GenerateImages) and entry.local and call.job.n > per_item(entry)
+def to_split(entry: ModelEntry, call: Any) -> GenerateImages | None:
+    """``call`` when it is an n-image call that runs as several items on ``entry``, else None."""
+    if isinstance(call, GenerateImages) and entry.local and call.job.n > per_item(entry):
+        return call
+    return None
 
 
 def split(call: GenerateImages, size: int) -> list[GenerateImages]:
@@ -94,7 +97,7 @@ async def run_split(
     if errors:
         # The error that ended the request, not the cancellations it caused in the others.
         raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
-    return [image for images in done for image in images]
+    return [image for part in done if not isinstance(part, BaseException) for image in part]
 
 
 def _child(parent: RunContext | None, index: int, count: int) -> RunContext:
