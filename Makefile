@@ -29,13 +29,13 @@ $(VENV)/.dev: $(VENV)/.base $(CONTRIB)
 serve: $(VENV)/.base
 	$(VENV)/bin/loom serve
 
-# The checks that need no daemon: formatting, then types. mypy cannot map the package-dir layout
+# The checks that need no daemon: formatting, lint (rules in [tool.ruff.lint]), then types. mypy cannot map the package-dir layout
 # (`sdk/` is `loom.sdk`), so the packages are linked under build/typecheck/loom/, where
 # [tool.mypy] in pyproject.toml looks for them.
 TYPECHECK := build/typecheck/loom
 check: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
-	@# Lint goes here, before the types: $(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check .
 	mkdir -p $(TYPECHECK)
 	for p in sdk daemon plugins tui; do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
 	$(VENV)/bin/mypy

@@ -48,7 +48,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.startup_s = 0.0
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.startup_s = wait_health(self.url, self.proc, path=self.health)

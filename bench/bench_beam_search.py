@@ -97,7 +97,6 @@ class InProcessDaemon:
 
     def __init__(self, data_dir: Path) -> None:
         import uvicorn
-
         from loom.daemon.app import app_for
         from loom.daemon.config import check_config, decode_config
 
@@ -199,9 +198,10 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|")
     for r in results:
-        l, c = r["loads"], r["calls"]
+        loads, c = r["loads"], r["calls"]
         print(
-            f"| {r['schedule']} | {l['bench-llm']} / {l['bench-image']} / {l['bench-vision']} | {r['total_loads']} "
+            f"| {r['schedule']} | {loads['bench-llm']} / {loads['bench-image']} / {loads['bench-vision']} "
+            f"| {r['total_loads']} "
             f"| {c.get('chat', 0)} / {c.get('image', 0)} / {c.get('vision', 0)} | {r['wall']:.1f} s | {r['run']:.1f} s |"
         )
     print(

@@ -14,12 +14,11 @@ import time
 
 import openai
 from _harness import ROOT, loom_server
-
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 
 ROUNDS = 9
 MAX_TOKENS = 256
-SETTINGS = dict(temperature=0.8, top_p=0.95, seed=1234, max_tokens=MAX_TOKENS)
+SETTINGS = {"temperature": 0.8, "top_p": 0.95, "seed": 1234, "max_tokens": MAX_TOKENS}
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 
 
@@ -58,7 +57,7 @@ def main() -> None:
             served.append(s)
             counts.append((nd, ns))
     d, s = statistics.median(direct), statistics.median(served)
-    print("| path | streamed tokens/s (median of %d) |" % ROUNDS)
+    print(f"| path | streamed tokens/s (median of {ROUNDS}) |")
     print("|---|---|")
     print(f"| llama-cpp-python in-process | {d:.1f} |")
     print(f"| Loom /v1/chat/completions (openai client, SSE) | {s:.1f} |")

@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loom.daemon.rag import RagStore  # noqa: E402
-from loom.daemon.rag.index import FaissIndex, faiss_module  # noqa: E402
+from loom.daemon.rag import RagStore
+from loom.daemon.rag.index import FaissIndex, faiss_module
 
 COLLECTION, MODEL = "images", "bench-clip"
 

@@ -60,7 +60,6 @@ def entry(mid: str, provider: str, threads: int):
 
 def chat_call(max_tokens: int):
     import msgspec
-
     from loom.sdk import calls
     from loom.sdk.types import ChatCompletionRequest
 
@@ -125,11 +124,10 @@ async def load_times(ray_ex, proc_ex, loads: int, threads: int) -> dict:
 
 
 async def main(args) -> None:
-    from ray.cluster_utils import Cluster
-
     from loom.daemon.config import RayConfig
     from loom.daemon.workers.process import ProcessExecutor
     from loom.daemon.workers.ray_executor import RayExecutor
+    from ray.cluster_utils import Cluster
 
     cluster = Cluster(
         initialize_head=True,

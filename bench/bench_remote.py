@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import loom_server, percentile  # noqa: E402
+from _harness import loom_server, percentile
 
 UPSTREAM = """
 [daemon]

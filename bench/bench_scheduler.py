@@ -36,13 +36,13 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loom.daemon.config import Config, DeviceBudget, SchedulerConfig  # noqa: E402
-from loom.daemon.models import ModelEntry, ModelRegistry  # noqa: E402
-from loom.daemon.scheduler import Priority, Scheduler  # noqa: E402
-from loom.plugins.mock import MockOptions, MockProvider  # noqa: E402
-from loom.sdk.config import ModelConfig  # noqa: E402
-from loom.sdk.protocols import ImageJob, ModelSpec  # noqa: E402
-from loom.sdk.types import ChatCompletionRequest  # noqa: E402
+from loom.daemon.config import Config, DeviceBudget, SchedulerConfig
+from loom.daemon.models import ModelEntry, ModelRegistry
+from loom.daemon.scheduler import Priority, Scheduler
+from loom.plugins.mock import MockOptions, MockProvider
+from loom.sdk.config import ModelConfig
+from loom.sdk.protocols import ImageJob, ModelSpec
+from loom.sdk.types import ChatCompletionRequest
 
 GIB = 1024  # memory_mb per GiB
 

@@ -29,7 +29,6 @@ import time
 
 import httpx
 from _harness import ROOT, Server, loom_server, wait_health
-
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
@@ -60,17 +59,19 @@ def stream(url: str, body: dict) -> dict:
     text, chunks, error = [], 0, None
     t0 = time.perf_counter()
     try:
-        with httpx.Client(base_url=url, timeout=600) as client:
-            with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
-                r.raise_for_status()
-                for line in r.iter_lines():
-                    if not line.startswith("data:") or line.endswith("[DONE]"):
-                        continue
-                    choices = json.loads(line[5:]).get("choices") or []
-                    content = choices[0].get("delta", {}).get("content") if choices else None
-                    if content:
-                        text.append(content)
-                        chunks += 1
+        with (
+            httpx.Client(base_url=url, timeout=600) as client,
+            client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r,
+        ):
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if not line.startswith("data:") or line.endswith("[DONE]"):
+                    continue
+                choices = json.loads(line[5:]).get("choices") or []
+                content = choices[0].get("delta", {}).get("content") if choices else None
+                if content:
+                    text.append(content)
+                    chunks += 1
     except httpx.HTTPError as e:
         error = f"{type(e).__name__}: {e}"
     return {"text": "".join(text), "tokens": chunks, "start": t0, "end": time.perf_counter(), "error": error}
@@ -193,7 +194,7 @@ def main() -> None:
             together(url, stories())
         one: dict[str, list[float]] = {name: [] for name in sides}
         four: dict[str, list[float]] = {name: [] for name in sides}
-        broken: dict[str, int] = {name: 0 for name in sides}
+        broken: dict[str, int] = dict.fromkeys(sides, 0)
         for _ in range(ROUNDS):
             for name, url in sides.items():
                 one[name].append(single(url))

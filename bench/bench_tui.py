@@ -81,7 +81,7 @@ class Load:
                 self.chats += 1
                 time.sleep(0.05)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self
@@ -102,7 +102,7 @@ class Tui:
     def __init__(self, url: str) -> None:
         self.url, self.session = url, f"loom-bench-{os.getpid()}-{time.monotonic_ns()}"
 
-    def __enter__(self) -> "Tui":
+    def __enter__(self) -> Tui:
         cmd = f"exec {sys.executable} -m loom.daemon.cli tui --url {self.url}"
         self.t0 = time.perf_counter()
         tmux("new-session", "-d", "-s", self.session, "-x", "80", "-y", "24", cmd)

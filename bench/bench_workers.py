@@ -259,7 +259,7 @@ def bench_kill(path: str, threads: int) -> dict:
                     c.chat.completions.create(model="mock-chat", messages=MESSAGES, max_tokens=8)
                     mock_ok[0] += 1
                     mock_lat.append(time.perf_counter() - t)
-                except Exception as e:  # noqa: BLE001 - counted
+                except Exception as e:
                     mock_errors.append(repr(e))
 
         thread = threading.Thread(target=mock_client, daemon=True)

@@ -39,7 +39,6 @@ from pathlib import Path
 import httpx
 import openai
 from _harness import ROOT, loom_server
-
 from loom.daemon.workers.nvml import Nvml
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 

@@ -28,7 +28,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-
 from _harness import ROOT, Server, loom_server, wait_health
 
 CONFIG = (

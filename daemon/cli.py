@@ -16,8 +16,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import app_for
     from .config import load_config, parse_duration
     from .config_file import ensure_config
-    from .serving import serve
     from .services import build_services
+    from .serving import serve
 
     try:
         path, created = ensure_config(args.config)

@@ -129,7 +129,7 @@ def run_command(args: argparse.Namespace) -> int:
         if job is not None and args.json_output:
             print(json.dumps(job, indent=2))
         return 1 if job is not None or e.status_code is None else 2
-    except Exception as e:  # noqa: BLE001 - connection errors: say what, not a traceback
+    except Exception as e:
         print(f"loom run: cannot reach the daemon at {client.url}: {describe_error(e)}", file=sys.stderr)
         return 2
     finally:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-from msgspec import Struct, field
-
 from loom.sdk.config import EnvSecret, ModelConfig
 from loom.sdk.errors import ConfigError
+from msgspec import Struct, field
 
 #: The default shipped as package data: ``daemon/plugins.toml`` links to the root ``plugins.toml``
 #: in a checkout and is a copy of it in a wheel. The user's own config is ``config_file.user_config_path()``.

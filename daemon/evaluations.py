@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import msgspec
-from sqlite_utils import Database
-
 from loom.sdk.errors import InvalidRequest, NotFound
+from sqlite_utils import Database
 
 from .durability import Durability, connect
 

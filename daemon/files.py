@@ -16,7 +16,6 @@ from loom.sdk.errors import ConfigError, NotFound
 
 from .atomic import write_atomic
 
-
 PUBLIC_FOLDERS = ("images", "output")
 
 

@@ -17,7 +17,6 @@ import socket
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-
 from loom.sdk.errors import InvalidRequest
 
 from .config import ImageURLs
@@ -85,7 +84,7 @@ class ImageFetcher:
         return data
 
     async def _follow(self, url: str, param: str) -> bytes:
-        for hop in range(self.config.max_redirects + 1):
+        for _hop in range(self.config.max_redirects + 1):
             response_or_next = await self._get(url, param)
             if isinstance(response_or_next, bytes):
                 return response_or_next

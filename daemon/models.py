@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 
 import msgspec
-
 from loom.sdk.config import ModelConfig
 from loom.sdk.errors import CapabilityNotSupported, ConfigError, ModelNotFound, PluginError
 from loom.sdk.protocols import ModelSpec, Provider

@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 import pluggy
-
 from loom.sdk import hookspecs
 from loom.sdk.calls import missing_methods
 from loom.sdk.errors import ConfigError, PluginError
@@ -84,7 +83,7 @@ def make_plugin_manager(
         infos[name] = PluginInfo(name=name, module=module, version=version)
         infos[name].options = _decode_plugin_options(name, plugin, sections.get(name, {}))
 
-    for name, section in sections.items():
+    for name, _section in sections.items():
         known = {n for n, *_ in candidates}
         if name not in known:
             raise ConfigError(
@@ -130,7 +129,7 @@ def _decode_plugin_options(name: str, plugin: object, section: dict) -> Any:
     try:
         return msgspec.convert(values, options_type, strict=True)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"$.plugins.{name}: {e}".replace(" - at `$", f" - at `$.plugins.{name}"))
+        raise ConfigError(f"$.plugins.{name}: {e}".replace(" - at `$", f" - at `$.plugins.{name}")) from None
 
 
 def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:

@@ -13,14 +13,13 @@ reverse. Route handlers receive the services they name through Litestar's depend
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import pluggy
 from litestar.di import Provide
-
 from loom.sdk.config import ModelConfig
 
 from .api.body import BodyReader

@@ -71,7 +71,8 @@ class GracefulServer(uvicorn.Server):
                 len(self.server_state.tasks),
                 self.grace,
             )
-        while self.server_state.tasks and self.signals < 2 and loop.time() < deadline:
+        # uvicorn's set of tasks in flight has no event to wait on: poll it.
+        while self.server_state.tasks and self.signals < 2 and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if self.server_state.tasks:
             why = "a second signal" if self.signals >= 2 else f"the grace period ({self.grace:g}s)"
@@ -79,7 +80,7 @@ class GracefulServer(uvicorn.Server):
             for task in list(self.server_state.tasks):
                 task.cancel(msg="Loom is shutting down")
             cut_deadline = loop.time() + CUT_WAIT_S
-            while self.server_state.tasks and loop.time() < cut_deadline:
+            while self.server_state.tasks and loop.time() < cut_deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         for connection in list(self.server_state.connections):
             connection.shutdown()

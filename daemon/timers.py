@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 log = logging.getLogger("loom.timers")
@@ -74,7 +74,7 @@ class Timers:
         quiet = logging.getLogger("apscheduler.executors")
         if quiet.level == logging.NOTSET:
             quiet.setLevel(logging.WARNING)
-        self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=timezone.utc)
+        self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
         for timer in self._timers.values():
             self._add(timer)
         self._aps.start()
@@ -92,7 +92,7 @@ class Timers:
             "interval",
             seconds=timer.seconds,
             id=timer.id,
-            next_run_time=datetime.now(timezone.utc) + timedelta(seconds=first),
+            next_run_time=datetime.now(UTC) + timedelta(seconds=first),
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,

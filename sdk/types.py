@@ -7,7 +7,7 @@ with a 400 naming it rather than silently dropped. Responses are encoded with ms
 from __future__ import annotations
 
 import enum
-from typing import Any, Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field

@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from loom.sdk.testing.server import LoomServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

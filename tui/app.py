@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from loom.sdk.client import AsyncLoomClient, describe_error
+from loom.sdk.errors import LoomError
 from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.signal import Signal
 from textual.timer import Timer
-
-from loom.sdk.client import AsyncLoomClient, describe_error
-from loom.sdk.errors import LoomError
 
 from . import format as fmt
 from .commands import LoomCommands

@@ -24,17 +24,16 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from msgspec import Struct
-
 from loom.sdk.errors import NotFound
+from msgspec import Struct
 
 from ..models import ModelRegistry
 from ..scheduler import Scheduler
 from ..shutdown import Shutdown
+from . import shapes
 from .auth import accept
 from .body import BodyReader
 from .errors import validation_error
-from . import shapes
 from .openapi import BODY_ERRORS, TOKEN, doc
 from .respond import json_response
 

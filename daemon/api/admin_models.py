@@ -24,8 +24,8 @@ from ..catalog.edits import AddModel
 from ..catalog.live import ModelCatalog
 from ..models import ModelRegistry
 from ..scheduler import Scheduler
-from .body import BodyReader
 from . import shapes
+from .body import BodyReader
 from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 

@@ -17,8 +17,8 @@ from ..config import VISION_ROLES, Routes
 from ..models import ModelRegistry
 from ..provider_health import ProviderHealth
 from ..routing import ModelRouter
-from .body import BodyReader
 from . import shapes
+from .body import BodyReader
 from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from litestar import WebSocket
 from litestar.connection import ASGIConnection
-from litestar.handlers import BaseRouteHandler
 from litestar.enums import ScopeType
+from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
-
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
 from ..keys import KeyRing, StreamTokens

@@ -6,7 +6,6 @@ from typing import TypeVar
 
 import msgspec
 from litestar import Request
-
 from loom.sdk.errors import InvalidRequest, PayloadTooLarge
 
 from .errors import validation_error

@@ -17,7 +17,6 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.response import ServerSentEvent
-
 from loom.sdk import calls
 from loom.sdk.errors import LoomError
 from loom.sdk.protocols import RunContext, TextChunk

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import msgspec
-
 from loom.sdk.errors import CapabilityNotSupported
 from loom.sdk.types import Capability, ChatCompletionRequest, ImagePart, ImageURL, UserMessage
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-
 from loom.sdk.errors import Unavailable
 
 from ..shutdown import Shutdown

@@ -7,7 +7,6 @@ import base64
 import numpy as np
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-
 from loom.sdk import calls
 from loom.sdk.errors import ProviderError, UnsupportedParameter
 from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage

@@ -8,7 +8,6 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
-
 from loom.sdk import errors as E
 from loom.sdk.types import ErrorBody, ErrorResponse
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.response import Stream
-
 from loom.sdk.errors import InvalidRequest
 
 from ..evaluations import EvaluationRequest, EvaluationStore, Side, export_jsonl, resolve_side

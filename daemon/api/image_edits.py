@@ -18,8 +18,6 @@ from typing import Annotated, Any, Literal, NamedTuple, cast, get_args
 from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from msgspec import Meta, Struct
-
 from loom.sdk.errors import InvalidRequest, UnsupportedParameter
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import (
@@ -34,6 +32,7 @@ from loom.sdk.types import (
     Steps,
     Strength,
 )
+from msgspec import Meta, Struct
 
 from ..config import Routes
 from ..files import FileStore

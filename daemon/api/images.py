@@ -7,7 +7,6 @@ import time
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-
 from loom.sdk import calls, types
 from loom.sdk.errors import ProviderError
 from loom.sdk.protocols import ImageJob

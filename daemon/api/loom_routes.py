@@ -8,7 +8,6 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import File
-
 from loom.sdk import calls
 from loom.sdk.errors import ProviderError
 from loom.sdk.types import (

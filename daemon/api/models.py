@@ -5,7 +5,6 @@ from __future__ import annotations
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-
 from loom.sdk.types import ModelCard, ModelList
 
 from ..models import ModelRegistry

@@ -29,7 +29,6 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
-
 from loom.sdk.types import ErrorResponse
 
 REF = "#/components/schemas/{name}"
@@ -151,7 +150,7 @@ def _success(d: Doc) -> OpenAPIResponse:
 
 def _form_schema(struct: type) -> RawSchema:
     """A form Struct's schema for ``multipart/form-data``: ``bytes`` fields are files."""
-    (schema,), defs = msgspec.json.schema_components([struct], ref_template=REF)
+    (_schema,), defs = msgspec.json.schema_components([struct], ref_template=REF)
     raw = defs[struct.__name__]
     for f in msgspec.structs.fields(struct):
         prop = raw["properties"][f.encode_name]

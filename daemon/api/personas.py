@@ -11,7 +11,6 @@ from typing import Any
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-
 from loom.sdk.errors import NotFound
 
 from ..records import RecordStore

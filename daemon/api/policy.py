@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import msgspec
-
 from loom.sdk import params
 from loom.sdk.errors import UnsupportedParameter
 from loom.sdk.types import ChatCompletionRequest

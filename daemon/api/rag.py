@@ -16,19 +16,18 @@ from typing import Annotated
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from msgspec import Meta
-
 from loom.sdk import calls
 from loom.sdk.errors import InvalidRequest
 from loom.sdk.types import Capability
+from msgspec import Meta
 
 from ..files import FileStore
 from ..media import image_bytes
 from ..models import ModelRegistry
 from ..rag import RagStore
 from ..routing import ModelRouter
-from .body import BodyReader
 from . import shapes
+from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import json_response
 

@@ -150,10 +150,7 @@ def _gguf(path: Path) -> Detected:
         raise InvalidRequest(f"{path} is a LoRA adapter, not a model; expected a GGUF model", param="source")
     embedding_only = f"{arch}.pooling_type" in meta or meta.get(f"{arch}.attention.causal") == "false"
     chat = "tokenizer.chat_template" in meta
-    if embedding_only:
-        capabilities = ["embedding"]
-    else:
-        capabilities = (["chat"] if chat else []) + ["completion", "embedding"]
+    capabilities = ["embedding"] if embedding_only else (["chat"] if chat else []) + ["completion", "embedding"]
     details = {
         "name": meta.get("general.name"),
         "architecture": arch,

@@ -63,7 +63,7 @@ class Found:
         args = ["loom", "models", "add", _quote(self.source)]
         if self.file:
             args += ["--file", _quote(self.file)]
-        return " ".join(args + ["--id", self.model["id"]])
+        return " ".join([*args, "--id", self.model["id"]])
 
 
 def _quote(s: str) -> str:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-
 from loom.sdk import calls
 from loom.sdk.errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound, ProviderError
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
@@ -33,8 +32,8 @@ from ..atomic import write_atomic
 from ..config import VISION_ROLES, Routes
 from ..files import FileStore
 from ..models import ModelEntry, ModelRegistry
-from ..rag import RagStore
 from ..questions import Questions
+from ..rag import RagStore
 from ..records import RecordStore
 from ..routing import ModelRouter
 from ..scheduler import Priority
@@ -169,7 +168,7 @@ class JobContext:
         try:  # searchable by text (GET /v1/artifacts?q=); never worth failing the save for
             body = search.body_for(name, media_type, data, meta, self.params)
             search.index_artifact(self.store, self.job_id, rel, body)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not index artefact %s for search", rel)
         return rel
 

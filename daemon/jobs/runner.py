@@ -362,7 +362,7 @@ class JobRunner:
             result = msgspec.json.decode(msgspec.json.encode(result))
         except asyncio.CancelledError:
             self._finish(ctx, CANCELLED if ctx.cancel_requested and not self._stopping else INTERRUPTED)
-        except BaseException as exc:  # noqa: BLE001 - every failure ends in a recorded state
+        except BaseException as exc:
             error = _root_cause(exc)
             if ctx.cancel_requested and isinstance(error, (Cancelled, asyncio.CancelledError)):
                 self._finish(ctx, CANCELLED)

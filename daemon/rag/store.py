@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from loom.sdk.errors import InvalidRequest, Unavailable
 
 from ..durability import Durability, check_durability
@@ -162,7 +161,7 @@ class RagStore:
         for st in self._indices.values():
             try:
                 self._save(st)
-            except Exception:  # noqa: BLE001 - the rows are safe; the file is only a cache
+            except Exception:
                 log.exception("could not save retrieval index %s", st.name)
         with self._lock:
             try:  # leave one file behind, not a WAL as big as the vectors written since start-up
@@ -199,7 +198,7 @@ class RagStore:
                         impl = None
                     else:
                         st.saved = impl.ntotal
-                except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt from the rows
+                except Exception as e:
                     log.warning("could not read %s (%s); rebuilding it from the rows", st.file.name, e)
                     impl = None
             if impl is None:
@@ -218,7 +217,7 @@ class RagStore:
                 impl.kind,
                 time.perf_counter() - started,
             )
-        except Exception as e:  # noqa: BLE001 - one broken index must not take the others down
+        except Exception as e:
             log.exception("could not load retrieval index %s", st.name)
             st.error = f"{type(e).__name__}: {e}"
         finally:
@@ -281,7 +280,7 @@ class RagStore:
                 st.last_build_s,
             )
             self._save(st)
-        except Exception as e:  # noqa: BLE001 - the old index keeps serving
+        except Exception as e:
             log.exception("could not rebuild retrieval index %s", st.name)
             st.error = f"rebuild failed: {type(e).__name__}: {e}"
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 from loom.sdk.errors import InvalidRequest
 from loom.sdk.responses import FunctionCallItem, FunctionCallOutputItem, InputItem, InputText, MessageItem
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlite_utils import Database
-
 from loom.sdk.errors import NotFound
 from loom.sdk.responses import ResponseObject
 from loom.sdk.types import ChatMessage
+from sqlite_utils import Database
 
 from ..durability import Durability, connect
 

@@ -17,7 +17,6 @@ import time
 from typing import Literal
 
 import msgspec
-
 from loom.sdk.errors import InvalidRequest, LoomError, QueueFull
 from loom.sdk.protocols import TextChunk
 from loom.sdk.responses import (

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import msgspec
-
 from loom.sdk import params
 from loom.sdk.errors import InvalidRequest
 from loom.sdk.responses import (

@@ -23,7 +23,6 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
 from loom.sdk.calls import GenerateImages
 from loom.sdk.errors import Cancelled
 from loom.sdk.protocols import RunContext

@@ -59,10 +59,11 @@ class Policy(abc.ABC):
         """Seconds to hold off evicting ``victims`` for ``item``; 0 means go ahead."""
         return 0.0
 
-    def idle(self, model: str, now: float) -> None:
+    # Optional notifications: a policy overrides the ones it keeps state for.
+    def idle(self, model: str, now: float) -> None:  # noqa: B027
         """``model`` has nothing running or queued any more."""
 
-    def arrived(self, model: str, now: float) -> None:
+    def arrived(self, model: str, now: float) -> None:  # noqa: B027
         """Work for ``model`` was queued."""
 
 

@@ -21,7 +21,6 @@ from loom.sdk.protocols import RunContext
 from ..models import ModelEntry
 from ..workers.channel import Channel
 
-
 #: The id of the work item most recently submitted from this context (the API's response header;
 #: for an n-image call split into items, the first item's).
 current_work_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("loom_work_id", default=None)

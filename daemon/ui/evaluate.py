@@ -17,7 +17,6 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Stream
-
 from loom.sdk.errors import InvalidRequest
 
 from ..api.evaluations import export_response, record

@@ -16,7 +16,6 @@ from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-
 from loom.sdk.errors import InvalidRequest
 
 from ..jobs.hub import Subscriber

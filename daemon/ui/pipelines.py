@@ -14,7 +14,6 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect
-
 from loom.sdk.errors import LoomError
 
 from ..api.errors import status_of

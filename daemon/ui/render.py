@@ -21,7 +21,6 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandlersMap
-
 from loom.sdk.errors import LoomError
 
 from ..api.errors import status_of

@@ -26,7 +26,6 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
-
 from loom.sdk.errors import PermissionDenied
 
 from ..api.auth import presented_key

@@ -17,10 +17,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from msgspec import Struct
-
 from loom.sdk.calls import Call
 from loom.sdk.protocols import ModelSpec, Provider, RunContext
+from msgspec import Struct
 
 if TYPE_CHECKING:
     from ..models import ModelEntry

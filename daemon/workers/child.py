@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
-
 from loom.sdk.protocols import RunContext
 
 from .base import WorkerSpec

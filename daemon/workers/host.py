@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-
 from loom.sdk.calls import Call
 from loom.sdk.errors import Cancelled
 from loom.sdk.protocols import Provider, RunContext

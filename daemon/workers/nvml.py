@@ -52,10 +52,7 @@ class Nvml:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
             elif index < len(visible):
                 ref = visible[index]
-                if ref.isdigit():
-                    handle = nvml.nvmlDeviceGetHandleByIndex(int(ref))
-                else:
-                    handle = _by_uuid(nvml, ref)
+                handle = nvml.nvmlDeviceGetHandleByIndex(int(ref)) if ref.isdigit() else _by_uuid(nvml, ref)
         except Exception as e:
             log.debug("NVML has no device %d: %s", index, e)
         self._handles[index] = handle

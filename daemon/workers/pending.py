@@ -16,7 +16,6 @@ from types import GenericAlias
 from typing import Any
 
 import msgspec
-
 from loom.sdk.calls import Call
 from loom.sdk.errors import ProviderError
 from loom.sdk.protocols import RunContext

@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
-
 from loom.sdk.calls import Call
 from loom.sdk.errors import WorkerCrashed
 from loom.sdk.protocols import RunContext
@@ -208,9 +207,8 @@ class ProcessWorker:
                 request = self._requests.pop(message.id, None)
                 if request is not None and not request.done():
                     request.set_result(message)
-            elif isinstance(message, Loaded):
-                if not self._load.done():
-                    self._load.set_result(message)
+            elif isinstance(message, Loaded) and not self._load.done():
+                self._load.set_result(message)
 
     def _connection_lost(self) -> None:
         """The socket closed: the process is ending (or ended); make sure it does."""

@@ -26,10 +26,10 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-import msgspec
-from msgspec import Raw
 
+import msgspec
 from loom.sdk.protocols import RunContext
+from msgspec import Raw
 
 from .base import WorkerSpec
 from .host import ModelHost

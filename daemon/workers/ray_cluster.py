@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-
 from loom.sdk.errors import ConfigError
 
 from .base import NodeInfo

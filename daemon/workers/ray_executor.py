@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
-
 from loom.sdk.config import RayResources
 from loom.sdk.errors import ProviderError, Unavailable, WorkerCrashed
 from loom.sdk.protocols import RunContext
@@ -62,6 +61,7 @@ class RayExecutor:
         poll = parse_duration(config.poll, "$.scheduler.ray.poll") or 2.0
         self.view = RayCluster(config.address, config.namespace, poll)
         self.workers: set[RayWorker] = set()
+        self._refreshes: set[asyncio.Future] = set()  # held so the loop does not drop them
 
     async def open(self, on_nodes: Callable[[list[NodeInfo]], None]) -> list[NodeInfo]:
         return await self.view.open(on_nodes)
@@ -92,7 +92,10 @@ class RayExecutor:
         def ended(done: asyncio.Future) -> None:
             self.workers.discard(worker)
             if not done.cancelled() and done.result().reason == "crashed":
-                asyncio.ensure_future(self._refresh())  # a node leaving shows first as its actors dying
+                # A node leaving shows first as its actors dying.
+                refresh = asyncio.ensure_future(self._refresh())
+                self._refreshes.add(refresh)
+                refresh.add_done_callback(self._refreshes.discard)
 
         return ended
 

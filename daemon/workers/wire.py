@@ -22,10 +22,9 @@ import traceback
 from typing import Any
 
 import msgspec
-from msgspec import Raw, Struct
-
 from loom.sdk import errors as loom_errors
 from loom.sdk.calls import ProviderCall
+from msgspec import Raw, Struct
 
 from .base import LoadReport, WorkerMemory, WorkerSpec
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct
-
 from loom.sdk.storykit.params import Side
 from loom.sdk.types import Steps
+from msgspec import Meta, Struct
 
 
 class BeamSearchParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -13,7 +13,6 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
-
 from loom.sdk import CapabilityNotSupported, InvalidRequest, LoomError, OutOfMemory, ProviderError
 from loom.sdk.torchutil.sources import Source
 

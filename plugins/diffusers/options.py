@@ -5,10 +5,9 @@ Nothing here imports diffusers. ``device`` and ``dtype`` are fields of the ``[[m
 
 from __future__ import annotations
 
-from msgspec import Struct
-
 from loom.sdk import OptionsError
 from loom.sdk.types import GuidanceScale, Steps
+from msgspec import Struct
 
 
 class DiffusersOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -18,12 +18,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta, Struct
-
 from loom.sdk.errors import Cancelled, LoomError
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import media, memory, writing
 from loom.sdk.storykit.params import Audience, MaxTokens, Prompt, Seed, Side, Steps, TargetWords, Temperature
+from msgspec import Meta, Struct
 
 from . import agents, compositing
 

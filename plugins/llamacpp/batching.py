@@ -30,7 +30,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import llama_cpp
-
 from loom.sdk import LoomError, ProviderError
 
 from .sampler import SamplerChain, row_logprobs

@@ -22,10 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from llama_cpp import llama_chat_format
-from msgspec import Struct
-
 from loom.sdk import CapabilityNotSupported, InvalidRequest, ProviderError, toolcalls
 from loom.sdk.types import ChatCompletionRequest
+from msgspec import Struct
 
 
 class Prompt(Struct, frozen=True, kw_only=True):

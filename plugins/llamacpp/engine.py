@@ -19,7 +19,6 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 from llama_cpp._logger import set_verbose
-
 from loom.sdk import InvalidRequest, OutOfMemory, ProviderError
 
 from .batching import Batcher, Sequence
@@ -187,21 +186,21 @@ def _loading(model_path: str, make: Any) -> Any:
 
 def build_embedder(model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layers: int, main_gpu: int) -> Any:
     """A ``Llama`` with ``embedding=True`` and mean pooling: one vector per input."""
-    kwargs: dict[str, Any] = dict(
-        model_path=model_path,
-        n_ctx=n_ctx,
-        n_threads=threads.decode,
-        n_threads_batch=threads.batch,
-        n_gpu_layers=n_gpu_layers,
-        main_gpu=main_gpu,
-        verbose=False,
-        embedding=True,
-        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+    kwargs: dict[str, Any] = {
+        "model_path": model_path,
+        "n_ctx": n_ctx,
+        "n_threads": threads.decode,
+        "n_threads_batch": threads.batch,
+        "n_gpu_layers": n_gpu_layers,
+        "main_gpu": main_gpu,
+        "verbose": False,
+        "embedding": True,
+        "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN,
         # A pooled sequence must fit in one micro-batch, so the batch is the whole context
         # (inputs longer than n_ctx are truncated).
-        n_batch=n_ctx,
-        n_ubatch=n_ctx,
-    )
+        "n_batch": n_ctx,
+        "n_ubatch": n_ctx,
+    }
     if n_gpu_layers != 0:
         kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
     return _loading(model_path, lambda: llama_cpp.Llama(**kwargs))

@@ -24,7 +24,6 @@ import json
 from typing import Any
 
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
-
 from loom.sdk import UnsupportedParameter
 from loom.sdk.toolcalls import CLOSE, OPEN
 from loom.sdk.types import ChatCompletionRequest, JSONObjectFormat, JSONSchemaFormat, ResponseFormat

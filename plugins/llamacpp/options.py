@@ -9,9 +9,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from msgspec import Struct
-
 from loom.sdk import OptionsError, ProviderError
+from msgspec import Struct
 
 #: llama.cpp's LLAMA_MAX_SEQ: sequences one context can hold.
 MAX_PARALLEL = 256

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import random
 
-from msgspec import Struct
-
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest
+from msgspec import Struct
 
 from .chat_prompt import ChatTemplate
 from .grammars import chat_grammar

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-
 from loom.sdk import (
     Capability,
     CapabilityNotSupported,

@@ -20,7 +20,6 @@ import ctypes
 
 import llama_cpp
 import numpy as np
-
 from loom.sdk import InvalidRequest
 
 from .plan import Sampling

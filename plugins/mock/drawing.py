@@ -11,10 +11,9 @@ import io
 import random
 import re
 
-from PIL import Image, ImageDraw, ImageFont
-
 from loom.sdk import InvalidRequest
 from loom.sdk.types import MAX_SIDE, MIN_SIDE
+from PIL import Image, ImageDraw, ImageFont
 
 from .images import NAMED_COLOURS
 

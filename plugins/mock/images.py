@@ -8,10 +8,9 @@ import io
 import urllib.parse
 
 import numpy as np
+from loom.sdk import InvalidRequest
 from msgspec import Struct
 from PIL import Image
-
-from loom.sdk import InvalidRequest
 
 # A small palette to name colours with; the nearest entry (RGB distance) names a pixel average.
 NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -121,7 +120,7 @@ def image_stats(img: Image.Image, *, max_colours: int = 3) -> ImageStats:
         entry[0] += share
         entry[1] += mean * share
     colours = [
-        Colour(name, "#{:02x}{:02x}{:02x}".format(*(int(round(c)) for c in rgb / share)), share)
+        Colour(name, "#{:02x}{:02x}{:02x}".format(*(round(c) for c in rgb / share)), share)
         for name, (share, rgb) in sorted(shares.items(), key=lambda kv: -kv[1][0])
     ][:max_colours]
     return ImageStats(

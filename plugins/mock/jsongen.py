@@ -154,9 +154,7 @@ def _string(schema: dict, r: random.Random) -> str:
     if fmt in ("uri", "url"):
         return f"https://example.com/{r.choice(VOCABULARY)}"
     if fmt == "uuid":
-        return "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}".format(
-            r.getrandbits(32), r.getrandbits(16), r.getrandbits(12), r.getrandbits(12), r.getrandbits(48)
-        )
+        return f"{r.getrandbits(32):08x}-{r.getrandbits(16):04x}-4{r.getrandbits(12):03x}-8{r.getrandbits(12):03x}-{r.getrandbits(48):012x}"
     lo = int(schema.get("minLength", 0))
     hi = int(schema.get("maxLength", max(lo, 40)))
     text = " ".join(words(r, r.randint(1, 4)))

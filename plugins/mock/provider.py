@@ -206,10 +206,7 @@ class MockProvider(Provider):
             ctx.check()
             # Image i of seed s is image 0 of seed s + i, as in diffusers: the daemon may split an
             # n-image request into items with consecutive seeds and gets the same images.
-            if job.seed is None:
-                r = rng(*key, seed_part(None), index)
-            else:
-                r = rng(*key, seed_part(job.seed + index), 0)
+            r = rng(*key, seed_part(None), index) if job.seed is None else rng(*key, seed_part(job.seed + index), 0)
             img = drawing.draw(job.prompt, job.width, job.height, r)
             if init is not None:
                 img = drawing.blend(img, init, job.strength, mask)

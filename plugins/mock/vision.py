@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 
-from PIL import Image
-
 from loom.sdk import VisionScores
+from PIL import Image
 
 from .determinism import fraction
 from .images import ImageStats

@@ -168,7 +168,7 @@ def from_exception(e: BaseException, up: Upstream, secrets: tuple[str, ...], att
         reason = scrub(str(cause) or type(cause).__name__, secrets)
         return ProviderError(f"Lost the connection to {where} serving model '{up.model}'{tries}: {reason}")
     if isinstance(e, openai.APIError):  # e.g. an error event in the middle of a stream
-        message, param, code = _detail(getattr(e, "body", None), e.message)
+        message, _param, _code = _detail(getattr(e, "body", None), e.message)
         return ProviderError(f"{where} failed while serving model '{up.model}': {scrub(message, secrets)}")
     if isinstance(e, openai.OpenAIError):
         return ProviderError(f"{where}: {scrub(str(e), secrets)}")

@@ -7,10 +7,9 @@ import math
 import re
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct, field
-
 from loom.sdk.config import UPSTREAM_KEY_HEADER, EnvSecret
 from loom.sdk.errors import ConfigError
+from msgspec import Meta, Struct, field
 
 _SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 

@@ -339,9 +339,10 @@ class OpenAIProvider(Provider):
             return
         client = session.client
         extra = {k: params.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in params}
-        create = lambda: client.chat.completions.create(
-            **params, **self._stream_args(session), extra_body=extra or None
-        )  # noqa: E731
+
+        def create():
+            return client.chat.completions.create(**params, **self._stream_args(session), extra_body=extra or None)
+
         async for chunk in self._stream(create, _chat_piece, session):
             ctx.check()
             yield chunk

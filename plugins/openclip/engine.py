@@ -12,7 +12,6 @@ from typing import Any
 
 import open_clip
 import torch
-
 from loom.sdk import ProviderError
 from loom.sdk.torchutil.sources import looks_like_path, resolve_source
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from msgspec import Struct
-
 from loom.sdk import OptionsError
+from msgspec import Struct
 
 
 class OpenClipOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

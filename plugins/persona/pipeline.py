@@ -16,11 +16,10 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import msgspec
-from msgspec import Meta, Struct
-
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import media, memory
 from loom.sdk.storykit.params import Seed, Side, Steps, Temperature
+from msgspec import Meta, Struct
 
 from .mottos import fallback_motto, motto_messages, read_motto
 

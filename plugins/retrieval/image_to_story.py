@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta, Struct
-
 from loom.sdk.errors import Cancelled, LoomError
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import media, memory, writing
 from loom.sdk.storykit.params import Audience, Detail, ImageRef, MaxTokens, Seed, TargetWords, Temperature, TopK
+from msgspec import Meta, Struct
 
 from .guidance import story_context
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta, Struct
-
 from loom.sdk.errors import Cancelled, LoomError
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import media, memory
 from loom.sdk.storykit.params import Seed, Side, Steps, Temperature, TopK
+from msgspec import Meta, Struct
 
 from .guidance import image_guidance, image_prompt_messages, read_prompt
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from msgspec import Meta, Struct
-
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import media, memory
 from loom.sdk.storykit.params import Detail, ImageRef
+from msgspec import Meta, Struct
 
 
 class DescribeParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

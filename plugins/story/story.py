@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from msgspec import Struct
-
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import memory, writing
 from loom.sdk.storykit.params import Audience, MaxTokens, Prompt, Seed, TargetWords, Temperature
+from msgspec import Struct
 
 
 class StoryParams(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta, Struct
-
 from loom.sdk.pipelines import Pipeline, PipelineContext
+from msgspec import Meta, Struct
 
 LANGUAGE_CODE = r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8}){0,2}$"
 Language = Annotated[

@@ -26,8 +26,8 @@ PROVIDERS = (
 )
 
 __all__ = [
-    "EmbeddingOptions",
     "PROVIDERS",
+    "EmbeddingOptions",
     "TextOptions",
     "TransformersEmbeddingProvider",
     "TransformersTextProvider",

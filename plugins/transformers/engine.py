@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
 from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError, RunContext, TextChunk
 from loom.sdk.torchutil.sources import Source
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from .options import ModelOptions
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct, field
-
 from loom.sdk import OptionsError
+from msgspec import Meta, Struct, field
 
 Positive = Annotated[int, Meta(ge=1)]
 

@@ -25,8 +25,8 @@ from loom.sdk import (
     RunContext,
     TextChunk,
     UnsupportedParameter,
+    toolcalls,
 )
-from loom.sdk import toolcalls
 from loom.sdk.torchutil.images import is_image_uri
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest, TextFormat
 

@@ -43,7 +43,7 @@ __all__ = [
     "Seed",
     "Side",
     "Steps",
-    "Temperature",
     "TargetWords",
+    "Temperature",
     "TopK",
 ]

@@ -24,9 +24,6 @@ from ..errors import Cancelled, InvalidRequest, LoomError, UnsupportedParameter
 from ..protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk, ToolCallDelta, VisionScores
 from ..types import (
     AssistantMessage,
-    JSONObjectFormat,
-    JSONSchemaFormat,
-    JSONSchemaSpec,
     Capability,
     ChatCompletionRequest,
     CompletionRequest,
@@ -35,6 +32,9 @@ from ..types import (
     FunctionTool,
     ImagePart,
     ImageURL,
+    JSONObjectFormat,
+    JSONSchemaFormat,
+    JSONSchemaSpec,
     NamedFunction,
     NamedToolChoice,
     TextPart,
@@ -692,14 +692,14 @@ def _embedding_cancel(s: Subject) -> None:
 
 def _job(s: Subject, **kw: Any) -> ImageJob:
     width, height = settings_of(s).image_size
-    values: dict[str, Any] = dict(
-        prompt="a red lighthouse on a cliff at dusk",
-        width=width,
-        height=height,
-        n=1,
-        seed=settings_of(s).seed,
-        steps=settings_of(s).image_steps,
-    )
+    values: dict[str, Any] = {
+        "prompt": "a red lighthouse on a cliff at dusk",
+        "width": width,
+        "height": height,
+        "n": 1,
+        "seed": settings_of(s).seed,
+        "steps": settings_of(s).image_steps,
+    }
     values.update(kw)
     return ImageJob(**values)
 

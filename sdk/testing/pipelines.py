@@ -95,7 +95,7 @@ class FakePipelineContext:
         # What a resumed run would get back: tests see the same types on both paths.
         return msgspec.json.decode(self.steps[key])
 
-    def resume(self) -> "FakePipelineContext":
+    def resume(self) -> FakePipelineContext:
         """A context for re-running the job after an interruption: same steps, artefacts, queues."""
         again = FakePipelineContext(
             default_reply=self.default_reply,

@@ -54,7 +54,7 @@ class LoomServer:
         self.log_path = self.workdir / f"loom-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> "LoomServer":
+    def start(self, timeout: float = 60.0) -> LoomServer:
         cmd = [
             sys.executable,
             "-m",
@@ -97,7 +97,7 @@ class LoomServer:
                 self.proc.kill()
                 self.proc.wait()
 
-    def restart(self, kill: bool = False) -> "LoomServer":
+    def restart(self, kill: bool = False) -> LoomServer:
         """Stop (or kill) and start again on the same port, config and data dir."""
         self.stop(kill=kill)
         return self.start()
@@ -111,7 +111,7 @@ class LoomServer:
 
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, **kw)
 
-    def __enter__(self) -> "LoomServer":
+    def __enter__(self) -> LoomServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

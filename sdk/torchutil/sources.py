@@ -74,7 +74,7 @@ def cached_snapshot(repo_id: str, cache: Path, revision: str | None = None) -> P
 def looks_like_path(ref: str) -> bool:
     return (
         ref.startswith(("/", "./", "../", "~", "\\"))
-        or ref.endswith(_WEIGHT_SUFFIXES + (".json",))
+        or ref.endswith((*_WEIGHT_SUFFIXES, ".json"))
         or ref.count("/") > 1
         or not _HUB_ID.match(ref)
     )

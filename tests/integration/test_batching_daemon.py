@@ -17,9 +17,9 @@ import httpx
 import jsonschema
 import openai
 import pytest
-
 from loom.plugins.llamacpp import LlamaCppProvider, Options
 from loom.sdk import ModelSpec
+
 from tests.conftest import Daemon, openai_client, write_config
 from tests.integration.events_support import SchedulerEvents
 
@@ -78,21 +78,21 @@ def test_four_streams_decode_together_each_with_its_own_constraints(client, daem
     assert len(words) > 3
     stop = words[len(words) // 2]
     requests = [
-        dict(
-            messages=ask("Describe a person as JSON."),
-            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
-            max_tokens=60,
-            seed=5,
-        ),
-        dict(messages=ask("Name three colours."), max_tokens=30, temperature=0, stop=[stop]),
-        dict(
-            messages=ask("What is the weather in Paris?"),
-            tools=[WEATHER],
-            tool_choice={"type": "function", "function": {"name": "weather"}},
-            max_tokens=60,
-            seed=7,
-        ),
-        dict(messages=ask("Write a long poem about rain."), max_tokens=48, seed=11, logit_bias=ENDLESS),
+        {
+            "messages": ask("Describe a person as JSON."),
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+            "max_tokens": 60,
+            "seed": 5,
+        },
+        {"messages": ask("Name three colours."), "max_tokens": 30, "temperature": 0, "stop": [stop]},
+        {
+            "messages": ask("What is the weather in Paris?"),
+            "tools": [WEATHER],
+            "tool_choice": {"type": "function", "function": {"name": "weather"}},
+            "max_tokens": 60,
+            "seed": 7,
+        },
+        {"messages": ask("Write a long poem about rain."), "max_tokens": 48, "seed": 11, "logit_bias": ENDLESS},
     ]
     results: dict[int, dict] = {}
 

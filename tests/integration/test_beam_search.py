@@ -3,6 +3,7 @@ winner, metadata.json, and phase-by-phase submission."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -105,9 +106,9 @@ def test_the_winner_is_the_global_best(run):
     path = lineage["path"]
     by_id = {n["id"]: n for n in nodes}
     assert path[-1] == best["id"] and by_id[path[0]]["parent"] is None
-    assert all(by_id[b]["parent"] == a for a, b in zip(path, path[1:]))
+    assert all(by_id[b]["parent"] == a for a, b in itertools.pairwise(path))
     finalists = done["result"]["finalists"]
-    assert [f["id"] for f in finalists][0] == best["id"] and len(finalists) == M
+    assert next(f["id"] for f in finalists) == best["id"] and len(finalists) == M
 
 
 def test_the_tree_holds_every_node_once(run):
@@ -154,7 +155,7 @@ def test_work_is_submitted_phase_by_phase(run, client):
     done, _ = run
     keys = [k for k in step_keys(client, done["id"]) if capability_of(k)]
     order = [capability_of(k) for k in keys]
-    swaps = sum(1 for a, b in zip(order, order[1:]) if a != b)
+    swaps = sum(1 for a, b in itertools.pairwise(order) if a != b)
     # Iteration 0: llm -> image -> vision; later ones: (vision) -> llm -> image -> vision.
     assert swaps == 2 + 3 * (ITERATIONS - 1), order
     # Every image of an iteration comes after all its LLM calls and before its evaluations.
@@ -171,7 +172,7 @@ def test_sequential_schedule_submits_item_by_item(client):
     done = wait(client, job["id"])
     assert done["state"] == "succeeded", done["error"]
     order = [c for c in (capability_of(k) for k in step_keys(client, job["id"])) if c]
-    swaps = sum(1 for a, b in zip(order, order[1:]) if a != b)
+    swaps = sum(1 for a, b in itertools.pairwise(order) if a != b)
     assert swaps > 2 + 3 * (2 - 1)
     lineage = client.get(f"/v1/jobs/{job['id']}/lineage").json()
     assert len(lineage["nodes"]) == N * 2
@@ -320,7 +321,7 @@ def test_loom_run_shows_progress_and_prints_the_winner(daemon):
     assert out.stdout.startswith("winner i") and "/v1/files/output/" in out.stdout
     assert "100%" in out.stderr and "iteration 1: kept" in out.stderr
     bad = subprocess.run(
-        cmd + ["-p", "beam_widht=2", "--prompt", "x"], capture_output=True, text=True, check=False, timeout=60
+        [*cmd, "-p", "beam_widht=2", "--prompt", "x"], capture_output=True, text=True, check=False, timeout=60
     )
     assert bad.returncode == 2 and "beam_widht" in bad.stderr
     failed = subprocess.run(

@@ -11,7 +11,6 @@ import httpx
 import pytest
 import websockets
 import websockets.sync.client as ws_client
-
 from loom.daemon.keys import StreamTokens
 from loom.daemon.serving import RedactTokens
 
@@ -66,9 +65,11 @@ def test_websocket_takes_a_token_or_a_key_as_its_subprotocol(keyed_daemon, job_i
             assert ws.subprotocol == "loom"  # never the credential echoed back
             ws.send(json.dumps({"op": "subscribe", "jobs": [job_id]}))
             assert json.loads(ws.recv(timeout=10))["op"] == "subscribed"
-    with pytest.raises(websockets.exceptions.InvalidStatus):
-        with ws_client.connect(url, subprotocols=["loom", "loom.bearer.lst_wrong"]):
-            pass
+    with (
+        pytest.raises(websockets.exceptions.InvalidStatus),
+        ws_client.connect(url, subprotocols=["loom", "loom.bearer.lst_wrong"]),
+    ):
+        pass
     admin_url = keyed_daemon.url.replace("http://", "ws://") + "/admin/ws"
     with ws_client.connect(admin_url, subprotocols=["loom", f"loom.bearer.{mint(keyed_daemon, ADMIN)['token']}"]) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"

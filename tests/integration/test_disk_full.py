@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from loom.sdk.testing.server import LoomServer
+
 from tests.integration.jobs_support import beam_config, small, start, wait
 
 #: What is left free on the filled disk: room for SQLite's small writes (its WAL has grown to its

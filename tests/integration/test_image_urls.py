@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from loom.daemon.image_fetch import kind_of
 from PIL import Image
 
-from loom.daemon.image_fetch import kind_of
 from tests.conftest import Daemon, write_config
 
 
@@ -30,7 +30,7 @@ def png(colour=(200, 30, 30), size=(24, 16)) -> bytes:
 class Handler(BaseHTTPRequestHandler):
     routes: dict = {}
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         route = self.routes.get(self.path)
         if route is None:
             self.send_response(404)

@@ -347,9 +347,9 @@ class Reach:
         if path == "/v1/evaluations":
             side = {"job_id": "no-such-job"}
             return self.admin.post(path, json={"a": side, "b": side, "choice": "a"})
-        names = {
-            n: "no-such-thing" for n in ("model_id", "job_id", "response_id", "persona", "path", "name", "work_id")
-        }
+        names = dict.fromkeys(
+            ("model_id", "job_id", "response_id", "persona", "path", "name", "work_id"), "no-such-thing"
+        )
         return self.admin.request(method, self.fill(path, **names))
 
     def r409(self, method: str, path: str) -> httpx.Response:
@@ -398,7 +398,6 @@ def daemon(upstream, tmp_path_factory):
 
 def test_every_route_is_documented_with_the_status_it_answers():
     from litestar.routes import HTTPRoute
-
     from loom.daemon.api.openapi import Documented
     from loom.daemon.app import create_app
     from loom.daemon.config import decode_config

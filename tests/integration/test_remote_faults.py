@@ -33,7 +33,7 @@ class FaultServer:
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         self._ready.wait(10)

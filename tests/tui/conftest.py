@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from loom.tui import format as fmt
 from textual.widgets import Input
 
-from loom.tui import format as fmt
 from tests.conftest import Daemon, write_config
 
 from .fakes import NOW

@@ -7,10 +7,9 @@ import asyncio
 import io
 from typing import Any
 
-from PIL import Image
-
 from loom.sdk.client import ServerEvent
 from loom.tui.state import LogLine
+from PIL import Image
 
 NOW = 1_800_000_000.0  # the frozen clock
 MIB = 2**20
@@ -477,7 +476,7 @@ def filled_app(scheduler: dict | None = None, **kw: Any):
     state.scheduler, state.scheduler_at = scheduler or SCHEDULER, NOW
     state.set_jobs(JOBS)
     state.models, state.providers = MODELS, PROVIDERS
-    for k, (tokens, images) in enumerate(zip([0, 5, 12, 30, 42, 38, 50, 61, 20, 0] * 6, [0, 1, 2, 4, 3, 5] * 10)):
+    for _k, (tokens, images) in enumerate(zip([0, 5, 12, 30, 42, 38, 50, 61, 20, 0] * 6, [0, 1, 2, 4, 3, 5] * 10)):
         state.throughput.tokens_per_s.append(float(tokens))
         state.throughput.images_per_min.append(float(images))
     for n, (source, kind, text) in enumerate(LOG):

@@ -8,13 +8,12 @@ import time
 
 import httpx
 import pytest
-from textual.widgets import DataTable
-
 from loom.tui.app import LoomApp
 from loom.tui.screens import JobsScreen, LineageScreen
 from loom.tui.screens.base import selected_key
 from loom.tui.widgets import LineageTree, StatusBar, VramBar
 from loom.tui.widgets.image_view import HalfBlockImage
+from textual.widgets import DataTable
 
 from .conftest import until
 

@@ -3,13 +3,12 @@ filters, the command palette opens things, and the pieces the screens are drawn 
 
 from __future__ import annotations
 
-from textual.widgets import DataTable, Input
-
 from loom.tui.screens import JobDetailScreen, JobsScreen, LineageScreen, LogScreen, ModelsScreen
 from loom.tui.screens.models import SwitchProviderScreen
 from loom.tui.state import DaemonState, Throughput, describe_scheduler_event, output_counters
 from loom.tui.widgets import LineageTree
 from loom.tui.widgets.image_view import half_blocks
+from textual.widgets import DataTable, Input
 
 from .conftest import until
 from .fakes import JOB, NOW, filled_app, png
@@ -96,7 +95,10 @@ async def test_lineage_shows_failed_candidates_and_the_judges_reasons():
         labels = {n.data["id"]: str(n.label) for n in tree._by_id.values()}
         assert labels["i1c2"].startswith("✖ i1c2 failed at image")
         assert str(tree._iterations[1].label).endswith("✖1")
-        shown = lambda: str(app.screen.query_one("#candidate").render())
+
+        def shown():
+            return str(app.screen.query_one("#candidate").render())
+
         await until(pilot, lambda: "won vs i1c1 (it 1, judge): A fills the frame" in shown(), what="verdicts")
         tree.select_id("i1c2")
         await until(pilot, lambda: "Failed at image: the GPU ran out" in shown(), what="the failure")

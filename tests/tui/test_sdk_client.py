@@ -7,7 +7,6 @@ import json
 
 import httpx
 import pytest
-
 from loom.sdk.client import AsyncLoomClient, LoomClient, ServerEvent, _read_events, describe_error
 from loom.sdk.errors import AuthenticationFailed, NotFound
 

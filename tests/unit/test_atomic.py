@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from loom.daemon.atomic import replacing, write_atomic
 
 
@@ -18,9 +17,8 @@ def test_write_replaces_and_creates_the_folder(tmp_path):
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path):
     path = tmp_path / "index.faiss"
     path.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with replacing(path) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("crashed midway")
+    with pytest.raises(RuntimeError), replacing(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crashed midway")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]

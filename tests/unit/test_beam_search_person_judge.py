@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
-
 from loom.plugins.beam_search import BeamSearch, BeamSearchParams
 from loom.sdk.testing import FakePipelineContext
 

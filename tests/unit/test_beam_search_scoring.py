@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from loom.plugins.beam_search import prompts
 from loom.plugins.beam_search.lineage import Candidate
 from loom.plugins.beam_search.ranking import children_per_parent, dimensions, rank, total_score
@@ -107,7 +106,6 @@ def test_runs_and_resumes_on_the_fake_context_with_unreadable_llm_answers():
     import asyncio
 
     import msgspec
-
     from loom.plugins.beam_search import BeamSearch, BeamSearchParams
     from loom.sdk.testing import FakePipelineContext
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
 from loom.sdk import calls
 from loom.sdk.protocols import ImageJob, RunContext, TextChunk, ToolCallDelta
 from loom.sdk.types import Capability, ChatCompletionRequest, CompletionRequest, TokenLogprob, TopLogprob, message

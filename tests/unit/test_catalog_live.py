@@ -7,7 +7,6 @@ import asyncio
 import tomllib
 
 import pytest
-
 from loom.daemon.catalog.live import ModelCatalog
 from loom.daemon.config import decode_config
 from loom.daemon.models import build_registry
@@ -16,6 +15,7 @@ from loom.daemon.routing import ModelRouter
 from loom.daemon.scheduler import Scheduler
 from loom.sdk import Capability
 from loom.sdk.errors import InvalidRequest, Unavailable
+
 from tests.unit.test_routing import BEHAVIOUR, CONFIG, FakeRemote, embed_call
 
 

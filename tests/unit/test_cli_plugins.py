@@ -9,7 +9,6 @@ import types
 
 import msgspec
 import pytest
-
 from loom.daemon.cli import main
 from loom.daemon.cli_plugins import format_inventory, inventory, plugin_names, write_plugin
 from loom.sdk import Capability, ModelConfig, PluginError, Provider, hookimpl
@@ -101,7 +100,7 @@ def test_plugins_json_and_config_sections(capsys, tmp_path, monkeypatch):
     names = {p["name"] for p in json.loads(capsys.readouterr().out)["plugins"]}
     assert {"mock", "llamacpp"} <= names
     config = tmp_path / "loom.toml"
-    config.write_text('[daemon]\ndata_dir = "%s"\n\n[plugins.mock]\nenabled = false\n' % tmp_path)
+    config.write_text(f'[daemon]\ndata_dir = "{tmp_path}"\n\n[plugins.mock]\nenabled = false\n')
     assert main(["plugins", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "mock" not in out.split() and "llamacpp" in out

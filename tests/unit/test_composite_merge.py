@@ -10,12 +10,11 @@ import io
 import msgspec
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-
 from loom.plugins.illustrated_story import IllustratedStory
 from loom.plugins.illustrated_story.compositing import composite, cutout_mask
 from loom.sdk.errors import ProviderError
 from loom.sdk.testing import FakePipelineContext
+from PIL import Image, ImageDraw
 
 W, H = 256, 192
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from loom.daemon.config import DEFAULT_CONFIG, load_config, parse_duration, parse_size
 from loom.sdk.errors import ConfigError
 

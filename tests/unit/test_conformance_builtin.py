@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import loom.plugins.llamacpp
 import loom.plugins.mock
 import loom.plugins.openai
+import pytest
 from loom.plugins.llamacpp import LlamaCppProvider
 from loom.plugins.mock import MockProvider
 from loom.plugins.openai import OpenAIProvider

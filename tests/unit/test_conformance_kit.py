@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 import pytest
-
 from loom.sdk import (
     Capability,
     CapabilityNotSupported,

@@ -7,7 +7,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from loom.daemon.cli_plugins import TEMPLATES, inventory
 
 ROOT = Path(__file__).resolve().parents[2]

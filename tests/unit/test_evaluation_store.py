@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from loom.daemon.evaluations import EvaluationStore, export_jsonl
 from loom.sdk.errors import InvalidRequest
 

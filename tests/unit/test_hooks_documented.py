@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from loom.sdk import hookspecs
 from loom.sdk.testing import CHECKS, ProviderConformance
 

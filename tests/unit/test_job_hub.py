@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from loom.daemon.jobs import hub as hub_module
 from loom.daemon.jobs.hub import EventHub
 from loom.daemon.jobs.store import JobStore

@@ -8,10 +8,9 @@ import sqlite3
 import time
 
 import pytest
-
 from loom.daemon.jobs.retention import Retention, RetentionPolicy, clean_up
-from loom.daemon.timers import Timers
 from loom.daemon.jobs.store import INTERRUPTED, JobStore
+from loom.daemon.timers import Timers
 
 
 @pytest.fixture
@@ -184,7 +183,6 @@ def _plugin(pipeline_cls):
 
 def _pipeline(name: str):
     import msgspec
-
     from loom.sdk.pipelines import Pipeline
 
     class SketchParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -218,7 +216,6 @@ def test_pipelines_are_collected_with_their_plugin_and_duplicates_stop_start_up(
 
 def test_retention_removes_a_deleted_jobs_retrieval_entries(store, tmp_path):
     import numpy as np
-
     from loom.daemon.rag import RagStore
 
     rag = RagStore(tmp_path / "rag", use_faiss=False)

@@ -14,7 +14,6 @@ import threading
 import jsonschema
 import msgspec
 import pytest
-
 from loom.plugins.llamacpp import LlamaCppProvider, Options
 from loom.sdk import Cancelled, ConfigError, InvalidRequest, ModelSpec, RunContext
 from loom.sdk.types import ChatCompletionRequest, JSONSchemaFormat, JSONSchemaSpec, message
@@ -66,7 +65,7 @@ def together(provider, requests: list[ChatCompletionRequest]) -> list[tuple[str,
         start.wait()
         try:
             results[i] = collect(provider.chat(requests[i], RunContext()))
-        except BaseException as e:  # noqa: BLE001 - re-raised below
+        except BaseException as e:
             results[i] = e
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
@@ -101,7 +100,7 @@ def test_each_request_keeps_its_own_constraints(provider):
         chat("Write a poem about rain.", max_tokens=7, temperature=0.9, seed=11, logit_bias=ENDLESS),
         chat("Say hello.", max_tokens=12, temperature=0.8, seed=3, logprobs=True, top_logprobs=2),
     ]
-    (as_json, last_json), (stopped, last_stop), (limited, last_limited), (_, last_lp) = together(provider, requests)
+    (as_json, last_json), (stopped, last_stop), (_limited, last_limited), (_, last_lp) = together(provider, requests)
     jsonschema.validate(json.loads(as_json), PERSON)
     assert last_json.finish_reason == "stop"
     assert stopped == free[: free.index(stop)] and last_stop.finish_reason == "stop"
@@ -244,7 +243,6 @@ def test_bad_batching_options_are_refused(bad):
 
 def test_threads_come_from_the_machine_unless_the_model_says():
     import llama_cpp
-
     from loom.sdk.threads import runtime_threads
 
     def threads(spec_threads=None, **options) -> tuple[int, int]:
@@ -315,7 +313,6 @@ def test_without_flash_attention_a_request_gives_llama_cpp_pythons_text():
     """The sampler chain is Llama.create_completion's: with flash attention off, as Llama has
     it, the same prompt tokens and seed give the same text."""
     import llama_cpp
-
     from loom.plugins.llamacpp.options import resolve_gguf
 
     p = make(flash_attn=False, parallel=1)

@@ -15,7 +15,9 @@ import threading
 
 import msgspec
 import pytest
-
+from loom.plugins.llamacpp import LlamaCppProvider, Options, register_providers
+from loom.plugins.llamacpp.options import resolve_gguf
+from loom.plugins.llamacpp.provider import _offload
 from loom.sdk import (
     Cancelled,
     CapabilityNotSupported,
@@ -28,7 +30,6 @@ from loom.sdk import (
 )
 from loom.sdk.types import (
     ChatCompletionRequest,
-    message,
     CompletionRequest,
     ImagePart,
     ImageURL,
@@ -36,11 +37,8 @@ from loom.sdk.types import (
     JSONSchemaFormat,
     JSONSchemaSpec,
     TextPart,
+    message,
 )
-
-from loom.plugins.llamacpp import LlamaCppProvider, Options, register_providers
-from loom.plugins.llamacpp.options import resolve_gguf
-from loom.plugins.llamacpp.provider import _offload
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +168,7 @@ def test_developer_role_is_accepted(provider):
         messages=[message("developer", content="Answer briefly."), message("user", content="Hi")],
         max_tokens=8,
     )
-    text, last, _ = run(provider.chat(req, RunContext()))
+    _text, last, _ = run(provider.chat(req, RunContext()))
     assert last.finish_reason in {"stop", "length"}
 
 
@@ -246,7 +244,7 @@ def test_json_schema_output_validates(provider):
         temperature=0.2,
         seed=5,
     )
-    text, last, _ = run(provider.chat(req, RunContext()))
+    text, _last, _ = run(provider.chat(req, RunContext()))
     value = json.loads(text)
     assert set(value) == {"name", "age"}
     assert isinstance(value["name"], str) and isinstance(value["age"], int)

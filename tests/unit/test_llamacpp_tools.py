@@ -12,7 +12,6 @@ import json
 import jsonschema
 import msgspec
 import pytest
-
 from loom.plugins.llamacpp import LlamaCppProvider, Options
 from loom.sdk import RunContext, UnsupportedParameter
 from loom.sdk.protocols import ModelSpec
@@ -202,7 +201,7 @@ def test_a_tool_template_lays_out_the_tools_itself():
         assert plan_chat(p._template, request(tools=TOOLS)).grammar is None
         assert plan_chat(p._template, request(tools=TOOLS, tool_choice="required")).grammar is not None
         chunks = list(p.chat(request(tools=TOOLS, tool_choice="required", max_tokens=160), RunContext()))
-        ((name, arguments),) = calls_of(chunks)
+        ((_name, arguments),) = calls_of(chunks)
         json.loads(arguments)
     finally:
         p.unload()

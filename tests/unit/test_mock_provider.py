@@ -16,8 +16,6 @@ import time
 import msgspec
 import pluggy
 import pytest
-from PIL import Image
-
 from loom.plugins import mock as mock_plugin
 from loom.plugins.mock import MockProvider
 from loom.sdk import (
@@ -29,8 +27,8 @@ from loom.sdk import (
     OutOfMemory,
     ProviderError,
     RunContext,
+    hookspecs,
 )
-from loom.sdk import hookspecs
 from loom.sdk.protocols import (
     ChatProvider,
     CompletionProvider,
@@ -40,6 +38,7 @@ from loom.sdk.protocols import (
     VisionProvider,
 )
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest
+from PIL import Image
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -180,7 +179,7 @@ def test_chat_is_deterministic_per_seed():
 
 
 def test_chat_streams_words_and_reports_usage_last():
-    text, chunks = run_chat(make(), chat_request("one two three", seed=3))
+    _text, chunks = run_chat(make(), chat_request("one two three", seed=3))
     *pieces, last = chunks
     assert len(pieces) > 5 and all(p.finish_reason is None for p in pieces)
     assert all(len(p.text.split()) == 1 for p in pieces)

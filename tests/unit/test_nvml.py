@@ -12,7 +12,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from loom.daemon.config import Config, DeviceBudget, SchedulerConfig
 from loom.daemon.scheduler.devices import discover
 from loom.daemon.workers import wire

@@ -10,7 +10,6 @@ import asyncio
 from typing import ClassVar
 
 import pytest
-
 from loom.daemon.config import Config, DaemonConfig, DeviceBudget, Limits, SchedulerConfig
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler import Scheduler

@@ -6,9 +6,8 @@ import types
 
 import msgspec
 import pytest
-
-from loom.daemon.services import build_services
 from loom.daemon.config import decode_config
+from loom.daemon.services import build_services
 from loom.sdk import Capability, Provider, hookimpl
 from loom.sdk.errors import ConfigError, PluginError
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from loom.daemon.evaluations import EvaluationStore
 from loom.daemon.questions import Questions
 from loom.sdk.errors import Conflict

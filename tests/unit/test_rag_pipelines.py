@@ -8,7 +8,6 @@ import base64
 
 import msgspec
 import pytest
-
 from loom.plugins.retrieval import ImageToStory, StoryToImage
 from loom.plugins.story import Story
 from loom.sdk.errors import CapabilityNotSupported, ProviderError

@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from loom.daemon.rag import RagStore
 from loom.daemon.rag.index import FLAT, IVF, nprobe_for, plan
 from loom.sdk.errors import InvalidRequest
@@ -139,7 +138,7 @@ def test_growing_past_the_limit_rebuilds_as_ivf_in_the_background(tmp_path):
         while not stop.is_set():
             try:
                 store.search("images", x[5], model="m", k=5)
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 errors.append(e)
 
     searcher = threading.Thread(target=search_meanwhile)

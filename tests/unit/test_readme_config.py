@@ -6,6 +6,7 @@ import re
 import tomllib
 
 from loom.daemon.config import check_config, decode_config
+
 from tests.conftest import ROOT
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import msgspec
 import pytest
-
 from loom.plugins.openai import ModelOptions, OpenAIProvider, PluginOptions
 from loom.plugins.openai.errors import Upstream, from_status, retry_after, safe_url, scrub
 from loom.plugins.openai.prompts import parse_scores
@@ -81,7 +80,7 @@ def test_scrub_removes_keys_masked_keys_and_bearer_tokens():
 def test_retry_after_forms():
     assert retry_after({"retry-after": "7"}) == 7
     assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    date = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    date = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25 < retry_after({"retry-after": date}) <= 30
     assert retry_after({}) == 1.0 and retry_after({"retry-after": "soon"}) == 1.0
 

@@ -7,7 +7,6 @@ import json
 
 import msgspec
 import pytest
-
 from loom.daemon.config import decode_config
 from loom.daemon.models import build_registry
 from loom.daemon.plugin_manager import PluginInfo

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 
 import msgspec
 import pytest
-
 from loom.daemon.config import Config, DaemonConfig, DeviceBudget, Limits, SchedulerConfig
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler import Priority, Scheduler
@@ -736,7 +735,7 @@ async def test_parallel_devices_run_different_models_together():
         s = make([a, b], parallel=parallel)
         spans = {}
 
-        def span(name):
+        def span(name, spans=spans):
             def call(provider, ctx):
                 t0 = time.monotonic()
                 time.sleep(0.1)

@@ -9,7 +9,6 @@ import tomllib
 
 import pytest
 from litestar.testing import TestClient
-
 from loom.daemon.app import create_app
 from loom.daemon.config import decode_config
 

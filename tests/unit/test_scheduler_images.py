@@ -10,7 +10,6 @@ import asyncio
 import threading
 
 import pytest
-
 from loom.daemon.config import Config, DaemonConfig, DeviceBudget, Limits, SchedulerConfig
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler import Priority, Scheduler

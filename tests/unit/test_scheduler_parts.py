@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-
 from loom.daemon.config import Config, DaemonConfig, Limits
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler.devices import Device
@@ -174,7 +173,7 @@ async def test_a_load_charges_what_the_worker_measured_and_a_crash_releases_it()
     executor.started[0].crash()
     await asyncio.sleep(0)
     assert dev.ledger.used == 0 and not dev.workers and changes[-1] is dev
-    events = [e for e in iter(lambda: sub._queue.get_nowait() if not sub._queue.empty() else None, None)]
+    events = list(iter(lambda: sub._queue.get_nowait() if not sub._queue.empty() else None, None))
     (unloaded,) = [e for e in events if e["type"] == "unloaded"]
     assert unloaded["reason"] == "crashed" and unloaded["signal"] == "SIGSEGV" and unloaded["error"] == "segfault"
 

@@ -9,7 +9,6 @@ from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from loom.daemon.config import Config, DaemonConfig, DeviceBudget, Limits, SchedulerConfig
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler import Priority, Scheduler

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from loom.daemon.config import Config, DaemonConfig, DeviceBudget, Limits, SchedulerConfig
 from loom.daemon.models import ModelEntry, ModelRegistry
 from loom.daemon.scheduler import Scheduler

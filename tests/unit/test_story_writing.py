@@ -9,7 +9,6 @@ import base64
 
 import msgspec
 import pytest
-
 from loom.daemon.jobs.search import body_for
 from loom.daemon.records import RecordStore, normalize_key
 from loom.plugins.persona import Persona

@@ -6,7 +6,6 @@ import itertools
 import json
 
 import pytest
-
 from loom.sdk.protocols import ToolCallDelta
 from loom.sdk.toolcalls import ToolCallParser
 
@@ -87,7 +86,7 @@ def test_mistral_calls(step):
 
 
 def test_a_call_cut_short_keeps_what_was_generated():
-    out, calls, _ = parse('<tool_call>{"name": "f", "arguments": {"city": "Par')
+    _out, calls, _ = parse('<tool_call>{"name": "f", "arguments": {"city": "Par')
     assert calls == [("call_0", "f", '{"city": "Par')]
     # Ended right after the object without the closing tag: the object's brace is not arguments.
     assert parse('<tool_call>{"name": "f", "arguments": {"a": 1}}')[1] == [("call_0", "f", '{"a": 1}')]

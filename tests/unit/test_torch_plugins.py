@@ -7,7 +7,6 @@ import sys
 
 import msgspec
 import pytest
-
 from loom.daemon.config import decode_config
 from loom.daemon.services import build_services
 from loom.sdk import ConfigError, ProviderError

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
 from loom.daemon.ui.forms import fields_of, params_from_form
 from loom.plugins.beam_search import BeamSearchParams
 from loom.sdk.errors import InvalidRequest

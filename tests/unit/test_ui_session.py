@@ -35,7 +35,7 @@ def test_forged_expired_and_revoked_sessions_are_refused(tmp_path, monkeypatch):
     secret = load_secret(tmp_path)
     s = Sessions(secret, Ring([("k-user", "user")]))
     token = s.issue("k-user")
-    role, expiry, fingerprint, signature = token.split(".")
+    _role, expiry, fingerprint, signature = token.split(".")
     assert s.role_of(f"admin.{expiry}.{fingerprint}.{signature}") is None  # the signature covers the role
     assert s.role_of(token[:-1] + ("0" if token[-1] != "0" else "1")) is None
     assert s.role_of("garbage") is None and s.role_of(None) is None

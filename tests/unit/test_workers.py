@@ -16,7 +16,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from loom.daemon.scheduler.oom import as_loom_error, is_oom
 from loom.daemon.workers import WorkerSpec, wire
 from loom.daemon.workers.base import qualified_name
@@ -226,7 +225,7 @@ async def test_calls_are_multiplexed_on_one_worker(worker_env):
         order = []
 
         async def consume(name):
-            async for chunk in w.stream(chat(max_tokens=5), RunContext()):
+            async for _chunk in w.stream(chat(max_tokens=5), RunContext()):
                 order.append(name)
 
         await asyncio.gather(consume("a"), consume("b"))

@@ -12,11 +12,10 @@ import signal
 import time
 from typing import ClassVar
 
-from msgspec import Struct
-
 from loom.sdk import errors
 from loom.sdk.protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk
 from loom.sdk.types import Capability, ChatCompletionRequest
+from msgspec import Struct
 
 
 class ProbeOptions(Struct, frozen=True, kw_only=True):

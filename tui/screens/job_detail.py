@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from loom.sdk.client import describe_error
 from rich.json import JSON
 from rich.text import Text
 from textual import work
@@ -11,8 +12,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, ProgressBar, RichLog, Static
-
-from loom.sdk.client import describe_error
 
 from .. import format as fmt
 from ..state import FINAL, describe_job_event

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from loom.sdk.client import describe_error
 from PIL import Image
 from rich.text import Text
 from textual import on, work
@@ -14,8 +15,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Static
-
-from loom.sdk.client import describe_error
 
 from ..state import FINAL
 from ..widgets import ImageView, LineageTree, StatusBar

@@ -13,7 +13,6 @@ import time
 
 import httpx
 import pytest
-
 from loom.sdk.testing import LoomServer, png_size
 
 HAIKU = "An old silent pond\\nA frog jumps into the pond\\nSplash! Silence again"

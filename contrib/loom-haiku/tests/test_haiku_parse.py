@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from loom_haiku.haiku import parse_haiku, syllables
 
 HAIKU = ["An old silent pond", "A frog jumps into the pond", "Splash! Silence again"]

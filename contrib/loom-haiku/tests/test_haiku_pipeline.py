@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import loom_haiku
 import msgspec
 import pytest
-
-import loom_haiku
 from loom.sdk import Cancelled, ProviderError
 from loom.sdk.testing import FakePipelineContext, pipeline_problems, png_size
 from loom_haiku import HaikuParams, HaikuPipeline

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 import httpx
 import msgspec
-
 from loom.sdk import (
     Capability,
     ConfigError,
@@ -107,22 +106,24 @@ class OllamaProvider(Provider):
         ctx.check()
         done: dict | None = None
         with self._errors():
-            async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout) as client:
-                async with client.stream("POST", path, json=body) as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        self._check(response)
-                    async for line in response.aiter_lines():
-                        if not line.strip():
-                            continue
-                        data = _decode_line(line)
-                        if data.get("done"):
-                            done = data
-                            break
-                        text = text_of(data)
-                        if text:
-                            yield TextChunk(text=text)
-                            ctx.check()  # Cancelled leaves the stream, which closes the response
+            async with (
+                httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout) as client,
+                client.stream("POST", path, json=body) as response,
+            ):
+                if response.status_code != 200:
+                    await response.aread()
+                    self._check(response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    data = _decode_line(line)
+                    if data.get("done"):
+                        done = data
+                        break
+                    text = text_of(data)
+                    if text:
+                        yield TextChunk(text=text)
+                        ctx.check()  # Cancelled leaves the stream, which closes the response
         if done is None:
             raise ProviderError("ollama: the stream ended before Ollama said it was done")
         yield TextChunk(

@@ -18,10 +18,35 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-WORDS = (
-    "the sea keeps its own counsel while a lighthouse turns slowly over the rocks and "
-    "gulls argue above grey water where the keeper writes letters nobody reads"
-).split()
+WORDS = [
+    "the",
+    "sea",
+    "keeps",
+    "its",
+    "own",
+    "counsel",
+    "while",
+    "a",
+    "lighthouse",
+    "turns",
+    "slowly",
+    "over",
+    "the",
+    "rocks",
+    "and",
+    "gulls",
+    "argue",
+    "above",
+    "grey",
+    "water",
+    "where",
+    "the",
+    "keeper",
+    "writes",
+    "letters",
+    "nobody",
+    "reads",
+]
 DIMENSIONS = 32
 
 
@@ -38,7 +63,7 @@ class FakeOllama:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> "FakeOllama":
+    def start(self) -> FakeOllama:
         self._thread.start()
         return self
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import loom_ollama
+import pytest
 from loom.sdk.testing import ProviderConformance
 from loom_ollama import OllamaProvider
 

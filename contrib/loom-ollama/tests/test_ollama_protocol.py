@@ -7,7 +7,6 @@ import base64
 
 import msgspec
 import pytest
-
 from loom.sdk import (
     CapabilityNotSupported,
     InvalidRequest,
@@ -22,7 +21,6 @@ from loom.sdk.testing import free_port, make_png
 from loom.sdk.types import (
     ChatCompletionRequest,
     ChatMessage,
-    message,
     CompletionRequest,
     ImagePart,
     ImageURL,
@@ -30,6 +28,7 @@ from loom.sdk.types import (
     JSONSchemaFormat,
     JSONSchemaSpec,
     TextPart,
+    message,
 )
 from loom_ollama import OllamaOptions, OllamaProvider, PluginOptions
 from loom_ollama.options import resolve_host

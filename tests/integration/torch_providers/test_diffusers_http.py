@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
 SEED = {"seed": 11, "steps": 2}
 

@@ -12,10 +12,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from PIL import Image  # noqa: E402
-
-from loom.sdk import CapabilityNotSupported, InvalidRequest  # noqa: E402
-from loom.sdk.client import LoomClient  # noqa: E402
+from loom.sdk import CapabilityNotSupported, InvalidRequest
+from loom.sdk.client import LoomClient
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,19 @@ import pytest
 
 pytest.importorskip("torch")
 
-import loom.plugins.diffusers  # noqa: E402
-import loom.plugins.openclip  # noqa: E402
-import loom.plugins.transformers  # noqa: E402
-from loom.plugins.diffusers import DiffusersProvider  # noqa: E402
-from loom.plugins.openclip import OpenClipProvider  # noqa: E402
-from loom.plugins.transformers import (  # noqa: E402
+import loom.plugins.diffusers
+import loom.plugins.openclip
+import loom.plugins.transformers
+from loom.plugins.diffusers import DiffusersProvider
+from loom.plugins.openclip import OpenClipProvider
+from loom.plugins.transformers import (
     TransformersEmbeddingProvider,
     TransformersTextProvider,
     TransformersTranslationProvider,
     TransformersVisionProvider,
 )
-from loom.sdk import Capability  # noqa: E402
-from loom.sdk.testing import ProviderConformance  # noqa: E402
+from loom.sdk import Capability
+from loom.sdk.testing import ProviderConformance
 
 CAPTIONER_CANNOT_SCORE = "an image-to-text model describes images; scoring is the openclip provider's (400)"
 CLIP_CANNOT_DESCRIBE = "a CLIP model scores and embeds images; describing is a captioner's (400)"

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from loom.sdk import Cancelled, ImageJob, InvalidRequest, ModelSpec, ProviderError, RunContext  # noqa: E402
-from loom.sdk.types import ChatCompletionRequest, CompletionRequest  # noqa: E402
+from loom.sdk import Cancelled, ImageJob, InvalidRequest, ModelSpec, ProviderError, RunContext
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 
 
 def make(cls, **options):
@@ -145,7 +145,6 @@ def test_a_folder_that_is_not_a_model_is_a_provider_error(tmp_path):
 
 def test_cuda_asked_for_without_cuda_is_a_provider_error(tiny_models):
     import torch
-
     from loom.plugins.transformers import TransformersTextProvider
 
     if torch.cuda.is_available():
@@ -157,7 +156,6 @@ def test_cuda_asked_for_without_cuda_is_a_provider_error(tiny_models):
 
 def test_a_cpu_model_sets_torchs_threads(tiny_models):
     import torch
-
     from loom.plugins.transformers import TransformersTextProvider
     from loom.sdk.threads import runtime_threads
 

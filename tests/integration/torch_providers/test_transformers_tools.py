@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from loom.plugins.transformers import TransformersTextProvider  # noqa: E402
-from loom.sdk import RunContext, UnsupportedParameter  # noqa: E402
-from loom.sdk.protocols import ModelSpec  # noqa: E402
-from loom.sdk.types import ChatCompletionRequest  # noqa: E402
+from loom.plugins.transformers import TransformersTextProvider
+from loom.sdk import RunContext, UnsupportedParameter
+from loom.sdk.protocols import ModelSpec
+from loom.sdk.types import ChatCompletionRequest
 
 #: A Hugging Face style template that lays out tools, calls and results (like Qwen 2.5's).
 TOOL_TEMPLATE = (

@@ -212,35 +212,54 @@ def blip(root: Path) -> Path:
     )
 
     folder = root / "blip"
-    words = "a an the of on in with photo picture image cat dog red blue green sky tree house".split()
+    words = [
+        "a",
+        "an",
+        "the",
+        "of",
+        "on",
+        "in",
+        "with",
+        "photo",
+        "picture",
+        "image",
+        "cat",
+        "dog",
+        "red",
+        "blue",
+        "green",
+        "sky",
+        "tree",
+        "house",
+    ]
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
     vocab = {w: i for i, w in enumerate(specials + list("abcdefghijklmnopqrstuvwxyz") + words)}
     tok = BertTokenizer(vocab=vocab, bos_token="[DEC]", model_max_length=64)
     processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
     torch.manual_seed(0)
     config = BlipConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            pad_token_id=vocab["[PAD]"],
-            bos_token_id=vocab["[DEC]"],
-            sep_token_id=vocab["[SEP]"],
-            eos_token_id=vocab["[SEP]"],
-            initializer_range=SENSITIVE_INIT,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-            initializer_range=SENSITIVE_INIT,
-        ),
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+            "pad_token_id": vocab["[PAD]"],
+            "bos_token_id": vocab["[DEC]"],
+            "sep_token_id": vocab["[SEP]"],
+            "eos_token_id": vocab["[SEP]"],
+            "initializer_range": SENSITIVE_INIT,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "image_size": 32,
+            "patch_size": 8,
+            "initializer_range": SENSITIVE_INIT,
+        },
         projection_dim=32,
         initializer_range=SENSITIVE_INIT,
     )
