@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from loom.sdk.errors import InvalidRequest
+from loom.sdk.errors import NotFound
 from loom.sdk.responses import FunctionCallItem, FunctionCallOutputItem, InputItem, InputText, MessageItem
 
 from .stream import new_id
@@ -74,7 +74,8 @@ def page(items: list[dict[str, Any]], *, limit: int, order: str, after: str | No
     if after is not None:
         ids = [i["id"] for i in ordered]
         if after not in ids:
-            raise InvalidRequest(f"No input item with id '{after}' in this response", param="after")
+            # The cursor names something that is not there: as a missing resource, not a bad request.
+            raise NotFound(f"No input item with id '{after}' in this response", param="after")
         ordered = ordered[ids.index(after) + 1 :]
     data = ordered[:limit]
     return {

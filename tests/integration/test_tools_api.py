@@ -323,7 +323,8 @@ def test_input_items_list_what_a_response_was_asked_with(mock_daemon, client):
     rest = httpx.get(url, params={"limit": 10, "order": "asc", "after": first["last_id"]}).json()
     assert not rest["has_more"] and [i["id"] for i in rest["data"]] == [i["id"] for i in items[2:]]
     assert httpx.get(url, params={"limit": 0}).json()["error"]["param"] == "limit"
-    assert httpx.get(url, params={"after": "msg_nope"}).json()["error"]["param"] == "after"
+    unknown = httpx.get(url, params={"after": "msg_nope"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "after"
     assert httpx.get(f"{mock_daemon.url}/v1/responses/resp_nope/input_items").status_code == 404
 
 
