@@ -38,7 +38,7 @@ from .api import (
 )
 from .api import jobs as job_api
 from .api.allow import fix_allow
-from .api.auth import key_guard
+from .api.auth import key_guards
 from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
 from .api.shapes import Health
@@ -92,10 +92,10 @@ def create_app(
 
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
-    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=[key_guard(services.keys, services.tokens, admin=False)])
+    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=key_guards(services.keys, services.tokens, admin=False))
     operator = Router(
         path="/",
-        guards=[key_guard(services.keys, services.tokens, admin=True)],
+        guards=key_guards(services.keys, services.tokens, admin=True),
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
     ui = build_ui(services.sessions)

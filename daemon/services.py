@@ -24,6 +24,7 @@ from loom.sdk.config import ModelConfig
 
 from .api.body import BodyReader
 from .api.chat_prepare import ChatIntake
+from .api.text_services import TextServices
 from .catalog.live import ModelCatalog
 from .config import Config, Routes
 from .evaluations import EvaluationStore
@@ -79,6 +80,9 @@ class Services:
     intake: ChatIntake
     #: Stored Responses API responses.
     responses: ResponseStore
+    #: bodies, intake, router and scheduler as one dependency for the text routes (see
+    #: :mod:`loom.daemon.api.text_services`).
+    text: TextServices
     #: Adds and removes models while running (``/admin/models``); it keeps the current
     #: ``[[models]]`` (``config`` is the config Loom started with).
     catalog: ModelCatalog
@@ -181,6 +185,10 @@ def build_services(
     )
     runner = JobRunner(pipeline_services, job_store, pipelines)
     Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs), rag).schedule(timers)
+    bodies = BodyReader(config.daemon.limits.max_body_bytes)
+    intake = ChatIntake(
+        registry, router, config.routes, files, ImageFetcher(config.daemon.image_urls), config.daemon.compat
+    )
     return Services(
         config=config,
         pm=pm,
@@ -192,16 +200,15 @@ def build_services(
         keys=keys,
         tokens=StreamTokens(),
         files=files,
-        bodies=BodyReader(config.daemon.limits.max_body_bytes),
+        bodies=bodies,
         routes=config.routes,
         health=health,
         rag=rag,
         records=records,
         runner=runner,
-        intake=ChatIntake(
-            registry, router, config.routes, files, ImageFetcher(config.daemon.image_urls), config.daemon.compat
-        ),
+        intake=intake,
         responses=ResponseStore(data_dir / RESPONSES_DB, durability),
+        text=TextServices(bodies, intake, router, scheduler),
         catalog=catalog,
         shutdown=Shutdown(),
         evaluations=evaluations,

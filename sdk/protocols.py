@@ -248,6 +248,15 @@ class Provider:
         model's ``concurrency`` setting, else 1 for local models and 16 for remote ones."""
         return None
 
+    def blocking(self, call: Any) -> bool:
+        """Whether ``call`` (a :mod:`loom.sdk.calls` struct) may wait or compute for a while. In
+        the daemon's process a plain method runs on a worker thread so the event loop keeps
+        serving others; a call that returns in microseconds (no sleep, no I/O, a few string
+        operations) costs less run on the loop itself, the thread hop and back being most of its
+        cost. Only the in-process executor asks, and only for plain methods; the default, True,
+        is right for anything that runs a model."""
+        return True
+
     # --- remote services (local = False) ------------------------------------------------------
     # The daemon checks each upstream on a timer, routes around one that is down and shows the
     # results in GET /admin/providers. A local provider keeps these defaults.

@@ -44,9 +44,12 @@ def subprotocol_credential(connection: ASGIConnection) -> str | None:
 
 def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool) -> Guard:
     """A guard that lets a request through with any key (``admin=False``) or an admin key; with
-    no keys configured, everything is open."""
+    no keys configured, everything is open.
 
-    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    The guard is ``async`` though it awaits nothing: Litestar runs a sync guard on a worker
+    thread (``sync_to_thread``), a thread hop on every request for a few dictionary lookups."""
+
+    async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         if not ring.enabled:
             return
         role = ring.role_of(presented_key(connection))
@@ -68,3 +71,10 @@ async def accept(socket: WebSocket) -> None:
     that offered subprotocols closes a connection that picks none of them)."""
     offered = socket.scope.get("subprotocols") or ()
     await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+
+
+def key_guards(ring: KeyRing, tokens: StreamTokens, *, admin: bool) -> list[Guard]:
+    """The guards for a Router: :func:`key_guard`, or none when no keys are configured. The key
+    ring is fixed at start-up, so an open daemon's guard would let everything through; Litestar
+    still copies the route handler for every guarded request, which is worth skipping."""
+    return [key_guard(ring, tokens, admin=admin)] if ring.enabled else []

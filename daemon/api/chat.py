@@ -39,13 +39,13 @@ from loom.sdk.types import (
 from ..models import ModelEntry
 from ..routing import ModelRouter
 from ..scheduler import Scheduler
-from .body import BodyReader
 from .chat_assemble import ChoiceBuilder, count
-from .chat_prepare import ChatIntake, Route
+from .chat_prepare import Route
 from .errors import error_body
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .policy import ignored_header
 from .respond import PROVENANCE, json_response, served_by
+from .text_services import TextServices
 
 _encode = msgspec.json.encode
 
@@ -98,17 +98,11 @@ def chat_generations(
         headers=PROVENANCE,
     ),
 )
-async def chat_completions(
-    request: Request,
-    bodies: NamedDependency[BodyReader],
-    intake: NamedDependency[ChatIntake],
-    router: NamedDependency[ModelRouter],
-    scheduler: NamedDependency[Scheduler],
-) -> Response:
-    req = await bodies.decode(request, ChatCompletionRequest)
-    prepared = await intake.prepare(req, own_host=request.url.netloc)
+async def chat_completions(request: Request, text: NamedDependency[TextServices]) -> Response:
+    req = await text.bodies.decode(request, ChatCompletionRequest)
+    prepared = await text.intake.prepare(req, own_host=request.url.netloc)
     req = prepared.request
-    gens = chat_generations(router, scheduler, prepared.route, req)
+    gens = chat_generations(text.router, text.scheduler, prepared.route, req)
     entry = await gens.start()
     rid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     headers = {**served_by(entry), **ignored_header(prepared.ignored)}
@@ -183,20 +177,15 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage) ->
         headers=PROVENANCE,
     ),
 )
-async def completions(
-    request: Request,
-    bodies: NamedDependency[BodyReader],
-    router: NamedDependency[ModelRouter],
-    scheduler: NamedDependency[Scheduler],
-) -> Response:
-    req = await bodies.decode(request, CompletionRequest)
+async def completions(request: Request, text: NamedDependency[TextServices]) -> Response:
+    req = await text.bodies.decode(request, CompletionRequest)
     prompts = req.prompts()
 
     def call(prompt: str, i: int):
         return calls.Complete(prompt=prompt, request=with_seed(req, i))
 
     runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
-    gens = Generations(router, scheduler, (req.model, Capability.COMPLETION), runs)
+    gens = Generations(text.router, text.scheduler, (req.model, Capability.COMPLETION), runs)
     entry = await gens.start()
     rid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
 

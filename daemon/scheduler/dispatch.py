@@ -216,7 +216,7 @@ class Dispatcher:
             return
         while True:
             now = time.monotonic()
-            for item in self.policy.order(list(dev.queue), dev.ledger.resident, now):
+            for item in self.policy.order(self._candidates(dev), dev.ledger.resident, now):
                 decision = self._decide(dev, item, now)
                 if decision in (Decision.START, Decision.DONE, Decision.LOADING):
                     break  # state changed: order again
@@ -224,6 +224,29 @@ class Dispatcher:
                     return
             else:
                 return
+
+    def _candidates(self, dev: DeviceState) -> list[WorkItem]:
+        """The queued items a pass should order: all of them, less the runs of a model that is busy
+        in every slot, when the policy lets others pass a waiting model (affinity does, FIFO does
+        not). ``_decide`` would answer WAIT_MODEL for each of those and the pass would go on, so
+        leaving them out changes nothing but the cost: with 32 clients of a one-slot model every
+        pass sorted and scanned 31 items that could not start."""
+        items = list(dev.queue)
+        if len(items) < 2 or self.policy.blocks(Decision.WAIT_MODEL):
+            return items
+        full: dict[str, bool] = {}
+        out = []
+        for item in items:
+            m = item.model
+            if item.kind == "run":
+                if m not in full:
+                    r = dev.ledger.resident.get(m)
+                    # Exactly _decide's WAIT_MODEL test for a resident model's run.
+                    full[m] = r is not None and not r.evicting and dev.busy.get(m, 0) >= self.slots(item.entry)
+                if full[m]:
+                    continue
+            out.append(item)
+        return out
 
     def _decide(self, dev: DeviceState, item: WorkItem, now: float) -> Decision:
         m, entry = item.model, item.entry

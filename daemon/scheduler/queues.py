@@ -70,8 +70,11 @@ class WorkItem:
     started: asyncio.Future = field(init=False)
     done: asyncio.Future = field(init=False)
     chunks: Channel | None = field(init=False, default=None)
+    #: ``entry.id``, kept as a plain attribute: a dispatch pass reads it for every queued item.
+    model: str = field(init=False)
 
     def __post_init__(self) -> None:
+        self.model = self.entry.id
         loop = asyncio.get_running_loop()
         self.started = loop.create_future()
         self.done = loop.create_future()
@@ -79,10 +82,6 @@ class WorkItem:
         self.done.add_done_callback(_quiet)
         if self.stream:
             self.chunks = Channel()
-
-    @property
-    def model(self) -> str:
-        return self.entry.id
 
     @property
     def internal(self) -> bool:

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -89,8 +90,10 @@ class InProcessWorker:
         fn = as_function(work)
         self._running.add(ctx)
         try:
-            if self._on_loop or inspect.iscoroutinefunction(fn):
+            if self._inline(work) or inspect.iscoroutinefunction(fn):
                 out = fn(self.provider, ctx)
+                if inspect.isgenerator(out):
+                    out = list(out)
             else:
 
                 def run():
@@ -106,16 +109,40 @@ class InProcessWorker:
         finally:
             self._running.discard(ctx)
 
+    def _inline(self, work: Work) -> bool:
+        """Start ``work`` on the event loop: every method of the provider is ``async``, or the
+        provider says this call does not block (:meth:`~loom.sdk.protocols.Provider.blocking`:
+        the mock's text calls without simulated latency)."""
+        return self._on_loop or (isinstance(work, Call) and not self.provider.blocking(work))
+
     async def feed(self, work: Work, ctx: RunContext, sink: Callable[[Any], None]) -> None:
         fn = as_function(work)
         self._running.add(ctx)
         try:
-            if self._on_loop or inspect.iscoroutinefunction(fn):
+            if self._inline(work) or inspect.iscoroutinefunction(fn):
                 rest = fn(self.provider, ctx)
+                if inspect.isgenerator(rest):  # a quick plain generator: drained here, on the loop
+                    _drain(rest, ctx, sink)
+                    rest = None
             else:
                 loop = asyncio.get_running_loop()
+                # Chunks cross from the thread in batches: the thread appends to ``ready`` and
+                # wakes the loop only when no hand-off is pending, so a provider that yields
+                # faster than the loop takes them costs one wake-up per batch, not per chunk
+                # (each wake-up is a write to the loop's self-pipe and a fight for the GIL).
+                # deque appends and pops are atomic, and ``pending`` is cleared before the loop
+                # empties ``ready``, so no chunk is left behind.
+                ready: deque = deque()
+                pending = False
+
+                def hand_over() -> None:
+                    nonlocal pending
+                    pending = False
+                    while ready:
+                        sink(ready.popleft())
 
                 def pump():
+                    nonlocal pending
                     produced = fn(self.provider, ctx)
                     if inspect.isasyncgen(produced) or inspect.isawaitable(produced):
                         return produced  # iterated on the loop below
@@ -124,14 +151,17 @@ class InProcessWorker:
                         for chunk in it:
                             if ctx.cancelled:
                                 raise Cancelled("cancelled")
-                            loop.call_soon_threadsafe(sink, chunk)
+                            ready.append(chunk)
+                            if not pending:
+                                pending = True
+                                loop.call_soon_threadsafe(hand_over)
                     finally:
                         close = getattr(it, "close", None)
                         if close is not None:
                             close()
                     return None
 
-                # Chunks scheduled by the thread run before this await returns (FIFO).
+                # Hand-offs scheduled by the thread run before this await returns (FIFO).
                 rest = await self._thread(pump)
             if rest is not None:
                 async for chunk in _iterate_async(rest, ctx):
@@ -183,6 +213,16 @@ def _resolve(future: asyncio.Future, value: WorkerExit) -> None:
     (a test fixture's teardown) finds that loop closed, and nothing is waiting there any more."""
     if not future.done() and not future.get_loop().is_closed():
         future.set_result(value)
+
+
+def _drain(it: Any, ctx: RunContext, sink: Callable[[Any], None]) -> None:
+    try:
+        for chunk in it:
+            if ctx.cancelled:
+                raise Cancelled("cancelled")
+            sink(chunk)
+    finally:
+        it.close()
 
 
 async def _iterate_async(produced: Any, ctx: RunContext) -> AsyncIterator[Any]:

@@ -25,6 +25,7 @@ from loom.sdk import (
     TextChunk,
     VisionScores,
 )
+from loom.sdk.calls import Chat, Complete
 from loom.sdk.types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -94,6 +95,16 @@ class MockProvider(Provider):
     def unload(self) -> None:
         self.device = None
 
+    def blocking(self, call: Any) -> bool:
+        """Chat and completions with no simulated latency are a hash and a few string operations,
+        quicker than the hop to a worker thread and back: they run on the event loop. Anything
+        that sleeps, decodes an image or draws one takes a thread as before."""
+        if self.options.latency_ms or self.options.token_latency_ms:
+            return True
+        if isinstance(call, Chat):
+            return call.request.has_images()
+        return not isinstance(call, Complete)
+
     # --- shared behaviour ---------------------------------------------------------------------
 
     def _begin(self, ctx: RunContext, key: tuple[Any, ...], *, latency: bool = True) -> None:
@@ -102,7 +113,8 @@ class MockProvider(Provider):
             _sleep(self.options.latency_ms / 1000, ctx)
         else:
             ctx.check()
-        if bucket("fail", *key) < self.options.fail_rate * 1000:
+        # No rate, no failure: the digest is only worth computing when some inputs fail.
+        if self.options.fail_rate and bucket("fail", *key) < self.options.fail_rate * 1000:
             raise ProviderError(self.options.fail_message)
         every = self.options.fail_every
         if every and next(self._call_count) % every == 0:  # next() on a count is atomic under the GIL
@@ -134,16 +146,15 @@ class MockProvider(Provider):
             for m in request.messages
             for url in m.images()
         ]
-        r = rng(*key)
         fmt = request.response_format
         if self.options.reply is not None:
             reply = self.options.reply
         elif isinstance(fmt, JSONSchemaFormat):
-            reply = jsongen.dumps(jsongen.from_schema(fmt.json_schema.schema, r))
+            reply = jsongen.dumps(jsongen.from_schema(fmt.json_schema.schema, rng(*key)))
         elif isinstance(fmt, JSONObjectFormat):
-            reply = jsongen.dumps(jsongen.free_object(question, r))
+            reply = jsongen.dumps(jsongen.free_object(question, rng(*key)))
         else:
-            reply = chat_reply(question, images, r)
+            reply = chat_reply(question, images, rng(*key))
         tokens, finish = cut(reply, request.token_limit(), request.stop_list())
         yield from self._stream(tokens, finish, prompt_tokens, ctx)
 
