@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
+import msgspec
 from msgspec import Struct
 
 from .protocols import (
@@ -48,7 +49,7 @@ class Call(Struct, frozen=True, kw_only=True, tag_field="method"):
 
     def args(self) -> tuple:
         """The method's positional arguments, in order (``ctx`` comes last, added by apply)."""
-        return tuple(getattr(self, f) for f in self.__struct_fields__)
+        return msgspec.structs.astuple(self)
 
     def apply(self, provider: Any, ctx: RunContext) -> Any:
         """Call the method on ``provider``; returns what it returns (a value, an iterator, an

@@ -20,6 +20,7 @@ everywhere. README's "Parameters" section is generated from this table (a test k
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -155,12 +156,15 @@ def honoured(declared: frozenset[str]) -> frozenset[str]:
 def asked(request: Any, honours: frozenset[str]) -> list[str]:
     """Chat names of the optional parameters ``request`` asks for that ``honours`` lacks, in
     table order."""
+    return [p.chat for p in _unhonoured(frozenset(honours)) if p.asks(getattr(request, p.chat, None))]
+
+
+@functools.cache
+def _unhonoured(honours: frozenset[str]) -> tuple[Param, ...]:
+    """The optional chat parameters a provider declaring ``honours`` lacks (one per provider
+    class: computed once, not for every request)."""
     have = honoured(honours)
-    return [
-        p.chat
-        for p in TABLE
-        if p.chat and p.kind is Kind.OPTIONAL and p.chat not in have and p.asks(getattr(request, p.chat, None))
-    ]
+    return tuple(p for p in TABLE if p.chat and p.kind is Kind.OPTIONAL and p.chat not in have)
 
 
 def markdown_table() -> str:

@@ -63,7 +63,9 @@ class RunContext:
         device: str = "cpu",
         credentials: Mapping[str, str] | None = None,
     ) -> None:
-        self._cancel = threading.Event()
+        # A flag, not a threading.Event: nothing waits on it, and an Event (a Condition and its
+        # lock) is most of the cost of a context, which every call of every request makes.
+        self._cancelled = False
         self._lock = threading.Lock()
         # A callback's return value is ignored (``loop.call_soon_threadsafe`` returns a handle).
         self._cancel_callbacks: list[Callable[[], object]] = []
@@ -78,20 +80,20 @@ class RunContext:
 
     def cancel(self) -> None:
         with self._lock:
-            if self._cancel.is_set():
+            if self._cancelled:
                 return
-            self._cancel.set()
+            self._cancelled = True
             callbacks, self._cancel_callbacks = self._cancel_callbacks, []
         for fn in callbacks:
             fn()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancelled
 
     def check(self) -> None:
         """Raise :class:`Cancelled` if the work was cancelled; call it between steps."""
-        if self._cancel.is_set():
+        if self._cancelled:
             raise Cancelled("cancelled")
 
     def progress(self, done: int, total: int, message: str = "") -> None:
@@ -108,7 +110,7 @@ class RunContext:
         """Call ``fn`` once when the work is cancelled (at once if it is already); returns a
         function that removes it again."""
         with self._lock:
-            if not self._cancel.is_set():
+            if not self._cancelled:
                 self._cancel_callbacks.append(fn)
                 return lambda: self._discard(self._cancel_callbacks, fn)
         fn()

@@ -22,7 +22,7 @@ from loom.sdk.protocols import RunContext
 from .. import credentials
 from ..config import Config
 from ..models import ModelEntry
-from .events import EventBus
+from .events import PRIORITY_NAMES, EventBus
 from .execution import END, Execution
 from .metrics import SchedulerMetrics
 from .oom import as_loom_error
@@ -124,17 +124,31 @@ class Dispatcher:
         return max(1.0, per_item * dev.queue.count(entry.id) / self.slots(entry))
 
     async def wait_started(self, item: WorkItem) -> None:
-        timeout = self.config.daemon.limits.queue_timeout
-        try:
-            await asyncio.wait([item.started], timeout=timeout)
-        except asyncio.CancelledError:
-            self.abandon(item)
-            raise
-        if not item.started.done():
+        """Wait until ``item`` starts; raises what kept it from starting, or Unavailable after
+        ``queue_timeout``. One timer that drops the item, not ``asyncio.wait`` (its own future,
+        callbacks and timer on every request)."""
+        started = item.started
+        if not started.done():
+            timeout = self.config.daemon.limits.queue_timeout
+            timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, item, timeout) if timeout else None
+            try:
+                # shield: a client that goes away cancels this wait, never the item's own future
+                # (a dispatch pass may be about to start it).
+                await asyncio.shield(started)
+            except asyncio.CancelledError:
+                self.abandon(item)
+                raise
+            except Exception:
+                pass  # raised again below
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        started.result()  # raises what kept it from starting
+
+    def _timed_out(self, item: WorkItem, timeout: float) -> None:
+        if item.state is State.QUEUED:
             error = Unavailable(f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later")
             self.drop(item, error, "failed", reason="queue_timeout")
-            raise error
-        item.started.result()  # raises what kept it from starting
 
     # --- ending work that did not run -------------------------------------------------------------
 
@@ -326,7 +340,7 @@ class Dispatcher:
         r.last_priority = int(item.priority)
         item.started.set_result(None)
         waited = now - item.enqueued
-        self.metrics.wait.labels(dev.name, item.priority.name.lower()).observe(waited)
+        self.metrics.wait.labels(dev.name, PRIORITY_NAMES[item.priority]).observe(waited)
         self.events.emit("started", item, waited=round(waited, 4))
         self.tasks.spawn(self._run(dev, item))
 

@@ -13,7 +13,13 @@ import time
 from collections import deque
 from typing import Any
 
+from .queues import Priority
+
 _CLOSED = object()
+
+
+#: A priority's name as events show it ("interactive").
+PRIORITY_NAMES = {p: p.name.lower() for p in Priority}
 
 
 class Subscription:
@@ -92,7 +98,9 @@ class EventBus:
         return events if n is None else events[-n:]
 
     def publish(self, type: str, **fields: Any) -> dict:
-        event = {"type": type, "time": time.time(), **fields}
+        return self._send({"type": type, "time": time.time(), **fields})
+
+    def _send(self, event: dict) -> dict:
         if self._loop is not None and threading.get_ident() != self._thread:
             self._loop.call_soon_threadsafe(self._deliver, event)
         else:
@@ -102,11 +110,20 @@ class EventBus:
     def emit(self, type: str, item: Any = None, **fields: Any) -> dict:
         """A scheduler event: ``model``, ``device`` and ``item`` always present (None when not
         about one), and the work item's id and priority when it is about one."""
+        # Built in one go: a request emits three of these (queued, started, finished).
         if item is None:
-            base = {"model": None, "device": None, "item": None}
+            event = {"type": type, "time": time.time(), "model": None, "device": None, "item": None}
         else:
-            base = {"model": item.model, "device": item.device, "item": item.id, "priority": item.priority.name.lower()}
-        return self.publish(type, **{**base, **fields})
+            event = {
+                "type": type,
+                "time": time.time(),
+                "model": item.model,
+                "device": item.device,
+                "item": item.id,
+                "priority": PRIORITY_NAMES[item.priority],
+            }
+        event.update(fields)
+        return self._send(event)
 
     def _deliver(self, event: dict) -> None:
         self._history.append(event)

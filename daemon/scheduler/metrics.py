@@ -72,20 +72,42 @@ class _StateCollector:
             yield from (node, gpus)
 
 
+def _memo_labels(metric):
+    """``metric`` with ``labels()`` remembered per label values: prometheus_client takes a lock
+    and builds a tuple of strings on every call, and the per-request metrics ask for the same few
+    children each time. (Loom never removes a child, so a remembered one stays current.)"""
+    children: dict[tuple, object] = {}
+    labels = metric.labels
+
+    def memo(*values):
+        child = children.get(values)
+        if child is None:
+            child = children[values] = labels(*values)
+        return child
+
+    metric.labels = memo
+    return metric
+
+
 class SchedulerMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, devices: Mapping[str, DeviceState], nodes: Callable[[], Mapping[str, NodeInfo]] = dict) -> None:
         """``devices`` and ``nodes`` (a cluster executor's, by name) are read at scrape time."""
         r = self.registry = CollectorRegistry()
-        self.wait = Histogram(
-            "loom_queue_wait_seconds",
-            "Time from queued to started",
-            ["device", "priority"],
-            buckets=_WAIT_BUCKETS,
-            registry=r,
+        # Updated for every request: wait, run, items, tokens.
+        self.wait = _memo_labels(
+            Histogram(
+                "loom_queue_wait_seconds",
+                "Time from queued to started",
+                ["device", "priority"],
+                buckets=_WAIT_BUCKETS,
+                registry=r,
+            )
         )
-        self.run = Histogram("loom_run_seconds", "Time a work item ran", ["model"], buckets=_RUN_BUCKETS, registry=r)
+        self.run = _memo_labels(
+            Histogram("loom_run_seconds", "Time a work item ran", ["model"], buckets=_RUN_BUCKETS, registry=r)
+        )
         self.load_seconds = Histogram(
             "loom_model_load_seconds", "Time a model took to load", ["model"], buckets=_RUN_BUCKETS, registry=r
         )
@@ -97,10 +119,12 @@ class SchedulerMetrics:
             ["device", "model", "reason"],
             registry=r,
         )
-        self.items = Counter("loom_work_items", "Work items ended, by outcome", ["model", "outcome"], registry=r)
+        self.items = _memo_labels(
+            Counter("loom_work_items", "Work items ended, by outcome", ["model", "outcome"], registry=r)
+        )
         self.rejected = Counter("loom_work_rejected", "Work refused at admission", ["model", "reason"], registry=r)
         self.oom = Counter("loom_out_of_memory", "Out-of-memory errors seen", ["device", "model", "stage"], registry=r)
-        self.tokens = Counter("loom_tokens", "Completion tokens produced", ["model"], registry=r)
+        self.tokens = _memo_labels(Counter("loom_tokens", "Completion tokens produced", ["model"], registry=r))
         self.images = Counter("loom_images", "Images produced", ["model"], registry=r)
         r.register(_StateCollector(devices, nodes))
 

@@ -99,11 +99,17 @@ class AffinityPolicy(Policy):
         self._returns: dict[str, float] = {}
 
     def order(self, items, resident, now):
+        warm: dict[str, int] = {}  # per model, looked up once a pass (the queue may hold many)
+
         def key(item: WorkItem):
             if item.age(now) >= self.max_age:
                 return (0, 0, 0, item.seq)
-            warm = item.model in resident and not resident[item.model].evicting
-            return (1, int(item.priority), 0 if warm else 1, item.seq)
+            m = item.model
+            cold = warm.get(m)
+            if cold is None:
+                r = resident.get(m)
+                cold = warm[m] = 0 if r is not None and not r.evicting else 1
+            return (1, int(item.priority), cold, item.seq)
 
         return sorted(items, key=key)
 

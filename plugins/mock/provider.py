@@ -123,7 +123,10 @@ class MockProvider(Provider):
     def _stream(self, tokens: list[str], finish: str, prompt_tokens: int, ctx: RunContext) -> Iterator[TextChunk]:
         delay = self.options.token_latency_ms / 1000
         for token in tokens:
-            _sleep(delay, ctx)  # with no delay this is just ctx.check()
+            if delay:
+                _sleep(delay, ctx)
+            else:
+                ctx.check()
             yield TextChunk(text=token)
         ctx.check()
         yield TextChunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
