@@ -113,12 +113,29 @@ class ModelRouter:
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
     ) -> tuple[ModelEntry, Any]:
+        return await self._first_served(self.scheduler.run, name, capability, call, priority, ctx)
+
+    async def collect(
+        self,
+        name: str,
+        capability: Capability,
+        call: Call,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        ctx: RunContext | None = None,
+    ) -> tuple[ModelEntry, list[Any]]:
+        """A streaming call run to its end, its chunks as one list (:meth:`Scheduler.collect`);
+        the client sees nothing before the end, so a failure at any point falls back, as for
+        :meth:`run`."""
+        return await self._first_served(self.scheduler.collect, name, capability, call, priority, ctx)
+
+    async def _first_served(self, method, name, capability, call, priority, ctx) -> tuple[ModelEntry, Any]:
         chain = self.candidates(name, capability)
         for i, entry in enumerate(chain):
             if self._next(chain, i):
                 continue
             try:
-                return entry, await self.scheduler.run(entry, call, priority=priority, ctx=ctx)
+                return entry, await method(entry, call, priority=priority, ctx=ctx)
             except FALLBACK_ON as e:
                 if i == len(chain) - 1:
                     raise

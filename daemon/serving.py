@@ -15,6 +15,7 @@ watch-only streams included, so :meth:`GracefulServer.shutdown` replaces it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -47,6 +48,13 @@ class GracefulServer(uvicorn.Server):
         super().__init__(config)
         self.services, self.grace = services, grace
         self.signals = 0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # What start-up built (the app, its OpenAPI document, the plugins and their imports) lives
+        # as long as the process: frozen, the collector stops walking it on every full collection,
+        # which a request's garbage otherwise triggers often enough to cost several per cent.
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.signals += 1

@@ -22,9 +22,13 @@ class BodyReader:
 
     def check_declared(self, request: Request) -> None:
         """Refuse a body whose Content-Length is over the limit before reading any of it."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {self.limit}")
+        # Read from the raw ASGI headers (lower-case names, as servers send them): request.headers
+        # would parse them all into a mapping first, for the one header needed here.
+        for name, value in request.scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    raise PayloadTooLarge(f"Request body is {value.decode()} bytes; the limit is {self.limit}")
+                return
 
     async def read(self, request: Request) -> bytes:
         self.check_declared(request)

@@ -9,7 +9,7 @@ parameter policy, image URLs).
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -51,7 +51,8 @@ _encode = msgspec.json.encode
 
 
 class Generations:
-    """Runs the generations of one request in order; the first is started eagerly."""
+    """Runs the generations of one request in order: streamed (:meth:`start`, then iterate; the
+    first is started eagerly) or each run to its end (:meth:`collect`)."""
 
     def __init__(
         self, router: ModelRouter, scheduler: Scheduler, route: Route, runs: list[tuple[int, calls.Call]]
@@ -63,6 +64,19 @@ class Generations:
     async def start(self) -> ModelEntry:
         self.entry, self._first = await self.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
         return self.entry
+
+    async def collect(self) -> list[tuple[int, list[TextChunk]]]:
+        """(choice index, its chunks) for every generation, each run to its end: for an answer that
+        is not streamed, whose chunks need not cross to this task one at a time. ``entry`` is set
+        once the first is served."""
+        out = []
+        for n, (index, call) in enumerate(self.runs):
+            if n == 0:
+                self.entry, chunks = await self.router.collect(*self.route, call, ctx=RunContext())
+            else:
+                chunks = await self.scheduler.collect(self.entry, call, ctx=RunContext())
+            out.append((index, chunks))
+        return out
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
         """Yield (choice index, chunks) pairs."""
@@ -106,22 +120,23 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
     prepared = await text.intake.prepare(req, own_host=own_host)
     req = prepared.request
     gens = chat_generations(text.router, text.scheduler, prepared.route, req)
-    entry = await gens.start()
-    rid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-    headers = {**served_by(entry), **ignored_header(prepared.ignored)}
+    rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
 
     if req.stream:
+        entry = await gens.start()
+        headers = {**served_by(entry), **ignored_header(prepared.ignored)}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _chat_events(gens, req.model, rid, created, include_usage)
         return ServerSentEvent(events, headers=headers, status_code=200)
 
     choices, usage = [], Usage()
-    async for index, chunks in gens:
+    for index, chunks in await gens.collect():
         builder = ChoiceBuilder()
-        async for chunk in chunks:
+        for chunk in chunks:
             builder.add(chunk)
             count(usage, chunk, prompt=index == 0)
         choices.append(builder.choice(index))
+    headers = {**served_by(gens.entry), **ignored_header(prepared.ignored)}
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     answer = ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
     return json_response(answer, headers=headers)
@@ -189,13 +204,13 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
 
     runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
     gens = Generations(text.router, text.scheduler, (req.model, Capability.COMPLETION), runs)
-    entry = await gens.start()
-    rid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
+    rid, created = f"cmpl-{random.getrandbits(96):024x}", int(time.time())
 
     def prompt_of(index: int) -> str:
         return prompts[index // req.n]
 
     if req.stream:
+        entry = await gens.start()
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         async def events():
@@ -218,16 +233,16 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
         return ServerSentEvent(events(), headers=served_by(entry), status_code=200)
 
     choices, usage = [], Usage()
-    async for index, chunks in gens:
+    for index, chunks in await gens.collect():
         text, finish = [prompt_of(index)] if req.echo else [], None
-        async for c in chunks:
+        for c in chunks:
             text.append(c.text)
             finish = c.finish_reason or finish
             count(usage, c, prompt=index % req.n == 0)
         choices.append(CompletionChoice(index, "".join(text), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     answer = Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
-    return json_response(answer, headers=served_by(entry))
+    return json_response(answer, headers=served_by(gens.entry))
 
 
 def _piece(rid, created, model, index, text, finish) -> bytes:

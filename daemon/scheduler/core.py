@@ -276,6 +276,20 @@ class Scheduler:
             self.dispatcher.abandon(item)
             raise
 
+    async def collect(
+        self,
+        entry: ModelEntry,
+        call: Work,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        ctx: RunContext | None = None,
+    ) -> list[Any]:
+        """A streaming call's chunks as one list, once it has ended: for a caller that wants the
+        whole answer (a chat completion that is not streamed). It runs as :meth:`stream` does (each
+        chunk feeds the hung-call watchdog and the metrics as it comes), but the chunks are kept
+        where they are made instead of crossing to the caller one by one."""
+        return await self.result(self._submit(entry, call, priority, ctx, stream=True, collect=True))
+
     async def stream(
         self,
         entry: ModelEntry,

@@ -74,6 +74,7 @@ class Dispatcher:
         ctx: RunContext | None,
         *,
         stream: bool = False,
+        collect: bool = False,
         kind: str = "run",
     ) -> WorkItem:
         if self.closed:
@@ -101,6 +102,7 @@ class Dispatcher:
             ctx=ctx,
             seq=next(self._seq),
             stream=stream,
+            collect=collect,
             kind=kind,
         )
         ctx.work_id = item.id
@@ -128,22 +130,38 @@ class Dispatcher:
         ``queue_timeout``. One timer that drops the item, not ``asyncio.wait`` (its own future,
         callbacks and timer on every request)."""
         started = item.started
-        if not started.done():
-            timeout = self.config.daemon.limits.queue_timeout
-            timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, item, timeout) if timeout else None
-            try:
-                # shield: a client that goes away cancels this wait, never the item's own future
-                # (a dispatch pass may be about to start it).
-                await asyncio.shield(started)
-            except asyncio.CancelledError:
-                self.abandon(item)
-                raise
-            except Exception:
-                pass  # raised again below
-            finally:
-                if timer is not None:
-                    timer.cancel()
-        started.result()  # raises what kept it from starting
+        if started.done():
+            started.result()  # raises what kept it from starting
+            return
+        timeout = self.config.daemon.limits.queue_timeout
+        timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, item, timeout) if timeout else None
+        try:
+            # shield: a client that goes away cancels this wait, never the item's own future
+            # (a dispatch pass may be about to start it). It raises what kept the item from starting.
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            self.abandon(item)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def wait_done(self, item: WorkItem) -> Any:
+        """``item``'s result once it has run (raising what it raised, or what kept it from
+        starting); ``queue_timeout`` applies while it waits to start, as in :meth:`wait_started`.
+        One wait where a caller of :meth:`wait_started` then waiting for the result has two (the
+        task wakes once per request, not twice)."""
+        timeout = self.config.daemon.limits.queue_timeout
+        timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, item, timeout) if timeout else None
+        try:
+            # shield: a client that goes away cancels this wait, never the item's own future.
+            return await asyncio.shield(item.done)
+        except asyncio.CancelledError:
+            self.abandon(item)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _timed_out(self, item: WorkItem, timeout: float) -> None:
         if item.state is State.QUEUED:
@@ -232,8 +250,17 @@ class Dispatcher:
             now = time.monotonic()
             for item in self.policy.order(self._candidates(dev), dev.ledger.resident, now):
                 decision = self._decide(dev, item, now)
-                if decision in (Decision.START, Decision.DONE, Decision.LOADING):
-                    break  # state changed: order again
+                if decision is Decision.START:
+                    # Starting an item moves no other in the order (that depends on residency,
+                    # priority, age and arrival) and frees nothing an earlier one waits for, so
+                    # while its model has free slots the pass goes on down the same order
+                    # (sorting again for every start made a pass quadratic in the queue); once
+                    # they are taken, ordering again leaves that model's items out.
+                    if dev.busy[item.model] < self.slots(item.entry):
+                        continue
+                    break
+                if decision in (Decision.DONE, Decision.LOADING):
+                    break  # residency or the queue changed: order again
                 if self.policy.blocks(decision):
                     return
             else:
@@ -245,21 +272,17 @@ class Dispatcher:
         not). ``_decide`` would answer WAIT_MODEL for each of those and the pass would go on, so
         leaving them out changes nothing but the cost: with 32 clients of a one-slot model every
         pass sorted and scanned 31 items that could not start."""
-        items = list(dev.queue)
-        if len(items) < 2 or self.policy.blocks(Decision.WAIT_MODEL):
-            return items
-        full: dict[str, bool] = {}
-        out = []
-        for item in items:
-            m = item.model
-            if item.kind == "run":
-                if m not in full:
-                    r = dev.ledger.resident.get(m)
-                    # Exactly _decide's WAIT_MODEL test for a resident model's run.
-                    full[m] = r is not None and not r.evicting and dev.busy.get(m, 0) >= self.slots(item.entry)
-                if full[m]:
-                    continue
-            out.append(item)
+        queue = dev.queue
+        if len(queue) < 2 or self.policy.blocks(Decision.WAIT_MODEL):
+            return list(queue)
+        out = queue.internal()
+        resident = dev.ledger.resident
+        for m, runs in queue.runs_by_model():
+            r = resident.get(m)
+            # Exactly _decide's WAIT_MODEL test for a resident model's run.
+            if r is not None and not r.evicting and dev.busy.get(m, 0) >= self.slots(next(iter(runs.values())).entry):
+                continue
+            out.extend(runs.values())
         return out
 
     def _decide(self, dev: DeviceState, item: WorkItem, now: float) -> Decision:

@@ -58,10 +58,27 @@ class Execution:
             self.residents.lost(dev, item.model, worker, reason)
 
         with Watchdog(item.entry.call_timeout, worker, item, lost) as watchdog:
+            if item.collect:
+                return await self._collect(worker, item, watchdog)
             if item.chunks is not None:  # a stream
                 await self._pump(worker, item, item.chunks, watchdog)
                 return None
             return await worker.call(item.call, item.ctx)
+
+    async def _collect(self, worker: Worker, item: WorkItem, watchdog: Watchdog) -> list:
+        """A stream's chunks kept where they are made and returned together, each counted and
+        feeding the watchdog as it comes (an item that collects: :meth:`Scheduler.collect`)."""
+        model, count, clock = item.model, self.metrics.count_output, time.monotonic
+        kept: list = []
+
+        def keep(chunk: Any) -> None:
+            item.yielded = True
+            watchdog.last = clock()
+            count(model, chunk)
+            kept.append(chunk)
+
+        await worker.feed(item.call, item.ctx, keep)
+        return kept
 
     async def _pump(self, worker: Worker, item: WorkItem, chunks: Channel, watchdog: Watchdog) -> None:
         """Pass a stream's chunks from the worker into ``chunks`` (``item.chunks``) as they come."""

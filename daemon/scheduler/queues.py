@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
-import secrets
+import random
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,8 @@ class State(enum.Enum):
 
 
 def new_id() -> str:
-    return "wk_" + secrets.token_hex(6)
+    # Not a secret (cancelling by id takes an admin key), so no system call for it: one per request.
+    return f"wk_{random.getrandbits(48):012x}"
 
 
 def _quiet(fut: asyncio.Future) -> None:
@@ -59,6 +60,9 @@ class WorkItem:
     ctx: RunContext
     seq: int
     stream: bool = False
+    #: With ``stream``: the chunks are kept in a list that becomes the result (a caller that
+    #: wants the whole answer), not handed one by one through ``chunks``.
+    collect: bool = False
     #: "run" for provider calls; "load" for an explicit load (completes once the model is resident)
     kind: str = "run"
     id: str = field(default_factory=new_id)
@@ -80,7 +84,7 @@ class WorkItem:
         self.done = loop.create_future()
         self.started.add_done_callback(_quiet)
         self.done.add_done_callback(_quiet)
-        if self.stream:
+        if self.stream and not self.collect:
             self.chunks = Channel()
 
     @property
@@ -106,15 +110,23 @@ class WorkItem:
 
 
 class DeviceQueue:
-    """Items waiting for one device, in arrival order, with per-model counts for admission."""
+    """Items waiting for one device, in arrival order, with per-model counts for admission and the
+    runs kept by model too (a dispatch pass skips a model whose slots are all taken without
+    looking at its items)."""
 
     def __init__(self) -> None:
         self._items: dict[str, WorkItem] = {}
         self.per_model: Counter[str] = Counter()
+        self._runs: dict[str, dict[str, WorkItem]] = {}
+        self._internal: dict[str, WorkItem] = {}
 
     def push(self, item: WorkItem) -> None:
         self._items[item.id] = item
         self.per_model[item.model] += 1
+        if item.internal:
+            self._internal[item.id] = item
+        else:
+            self._runs.setdefault(item.model, {})[item.id] = item
 
     def remove(self, item: WorkItem) -> bool:
         if self._items.pop(item.id, None) is None:
@@ -122,7 +134,23 @@ class DeviceQueue:
         self.per_model[item.model] -= 1
         if self.per_model[item.model] <= 0:
             del self.per_model[item.model]
+        if item.internal:
+            del self._internal[item.id]
+        else:
+            runs = self._runs[item.model]
+            del runs[item.id]
+            if not runs:
+                del self._runs[item.model]
         return True
+
+    def runs_by_model(self) -> list[tuple[str, Mapping[str, WorkItem]]]:
+        """(model, its queued runs by id in arrival order) for each model with runs queued; the
+        mappings are live, so read them before the queue changes."""
+        return list(self._runs.items())
+
+    def internal(self) -> list[WorkItem]:
+        """The queued items that are not runs (explicit loads)."""
+        return list(self._internal.values())
 
     def count(self, model: str) -> int:
         return self.per_model.get(model, 0)
