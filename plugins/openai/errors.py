@@ -161,7 +161,7 @@ def from_exception(e: BaseException, up: Upstream, secrets: tuple[str, ...], att
         return e
     if isinstance(e, openai.APIStatusError):
         return from_status(e.status_code, e.body, e.response.headers, up, secrets)
-    if isinstance(e, openai.APITimeoutError) or _is_http_error(e, "Timeout"):
+    if _timed_out(e, openai):
         return ProviderTimeout(f"{where} did not answer model '{up.model}' within {up.timeout:g}s{tries}")
     if isinstance(e, openai.APIConnectionError) or _is_http_error(e, ""):
         cause = e.__cause__ or e.__context__ or e
@@ -173,6 +173,20 @@ def from_exception(e: BaseException, up: Upstream, secrets: tuple[str, ...], att
     if isinstance(e, openai.OpenAIError):
         return ProviderError(f"{where}: {scrub(str(e), secrets)}")
     return None
+
+
+def _timed_out(e: BaseException, openai) -> bool:
+    """Whether ``e`` means the service did not answer in time. The first error of the chain of
+    causes decides when it comes from below the HTTP library (the socket, aiohttp): the package's
+    aiohttp transport reports every failed connection as a timeout, a refused one included."""
+    root = e
+    for _ in range(16):  # a chain is a few links long; a cycle must not hang this
+        if root.__cause__ is None:
+            break
+        root = root.__cause__
+    if root is not e and (isinstance(root, OSError) or type(root).__module__.split(".")[0] == "aiohttp"):
+        return isinstance(root, TimeoutError)
+    return isinstance(e, openai.APITimeoutError) or _is_http_error(e, "Timeout")
 
 
 def _is_http_error(e: BaseException, kind: str) -> bool:

@@ -10,9 +10,17 @@ from email.utils import format_datetime
 import msgspec
 import pytest
 from loom.plugins.openai import ModelOptions, OpenAIProvider, PluginOptions
-from loom.plugins.openai.errors import Upstream, from_status, retry_after, safe_url, scrub
+from loom.plugins.openai.errors import Upstream, from_exception, from_status, retry_after, safe_url, scrub
 from loom.plugins.openai.prompts import parse_scores
-from loom.sdk import AuthenticationFailed, ConfigError, InvalidRequest, ModelSpec, ProviderError, RateLimited
+from loom.sdk import (
+    AuthenticationFailed,
+    ConfigError,
+    InvalidRequest,
+    ModelSpec,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+)
 
 UP = Upstream(model="grok", instance="xai", url="https://api.x.ai/v1", key_env="XAI_API_KEY", timeout=5)
 KEY = "xai-SuperSecretValue123456"
@@ -104,6 +112,39 @@ def test_status_mapping_keeps_meaning_and_hides_what_the_service_says_about_keys
     for status in (404, 500, 502, 503):
         e = from_status(status, {"message": f"oops {KEY}"}, {}, UP, (KEY,))
         assert type(e) is ProviderError and str(status) in e.message and KEY not in e.message
+
+
+def test_connection_errors_under_the_aiohttp_transport_keep_their_meaning():
+    """The package's aiohttp transport reports a refused connection as a connect timeout; the
+    socket's own error at the root of the chain decides: refused is a 502, a timeout a 504."""
+    import aiohttp
+    import httpx2
+    import openai
+
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+
+    def raised(root: BaseException, mapped: type[Exception]) -> Exception:
+        try:
+            try:
+                try:
+                    raise root
+                except BaseException as e:
+                    raise mapped(str(e)) from e
+            except Exception as e:
+                raise openai.APITimeoutError(request=request) from e
+        except Exception as e:
+            return e
+
+    refused = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 9, False, True, None, None, None),
+        ConnectionRefusedError(111, "Connection refused"),
+    )
+    lost = from_exception(raised(refused, httpx2.ConnectTimeout), UP, ())
+    assert type(lost) is ProviderError and "Lost the connection" in lost.message  # a 502, not a 504
+    slow = aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+    assert isinstance(from_exception(raised(slow, httpx2.ReadTimeout), UP, ()), ProviderTimeout)
+    # httpx's own transport: the names of its errors still decide where the root is not a socket's.
+    assert isinstance(from_exception(openai.APITimeoutError(request=request), UP, ()), ProviderTimeout)
 
 
 def test_safe_url_drops_credentials():
