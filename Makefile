@@ -56,7 +56,11 @@ $(VENV)/.bench: $(VENV)/.dev
 	$(PIP) install -q -e '.[bench]'
 	touch $@
 
+# wrk is the gateway benchmark's load generator (a C one: a Python client would be the limit).
 bench: $(VENV)/.bench
+	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)) >/dev/null; } || \
+		echo "make: wrk is not installed; bench_gateway.py will stop"
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # On a CUDA machine: images and offloaded llama.cpp through Loom vs bare, the ledger vs NVML,

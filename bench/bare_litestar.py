@@ -1,14 +1,22 @@
-"""The baseline for bench_overhead.py: a bare Litestar route returning a fixed body."""
+"""The gateway benchmarks' baseline: a bare Litestar route answering a fixed chat completion.
+
+bench_gateway.py loads it side by side with Loom (the floor a Litestar app on uvicorn can reach on
+the machine), and uses it as the fake OpenAI upstream that Loom's ``openai`` provider proxies to.
+"""
 
 import sys
 
 import uvicorn
 from litestar import Litestar, MediaType, Request, get, post
 
-BODY = b'{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"fixed"},"finish_reason":"stop"}]}'
+BODY = (
+    b'{"id":"chatcmpl-x","object":"chat.completion","created":0,"model":"mock-chat","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"fixed"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+)
 
 
-@post("/v1/chat/completions", media_type=MediaType.JSON)
+@post("/v1/chat/completions", media_type=MediaType.JSON, status_code=200)
 async def fixed(request: Request) -> bytes:
     await request.body()
     return BODY

@@ -91,8 +91,8 @@ class InstanceClient:
             max_retries=self.instance.retries,
             default_headers=defaults,
             # The package's aiohttp transport: the same client, retries and errors, with aiohttp's
-            # C parser and connection pool under them instead of httpx's pure-Python ones (a
-            # third less CPU per call to a local upstream, measured by bench/bench_remote.py).
+            # C parser and connection pool under them instead of httpx's pure-Python ones (about
+            # half the CPU per call to a local upstream, measured by bench/bench_gateway.py).
             http_client=openai.DefaultAioHttpClient(timeout=self.instance.timeout),
         )
         return Client(
