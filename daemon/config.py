@@ -103,8 +103,9 @@ class RayConfig(Struct, forbid_unknown_fields=True, frozen=True):
 
 class SchedulerConfig(Struct, forbid_unknown_fields=True, frozen=True):
     devices: dict[str, DeviceBudget] = field(default_factory=dict)
-    #: "affinity" (resident models first, eviction by reload cost) or "fifo" (the baseline).
-    policy: Literal["affinity", "fifo"] = "affinity"
+    #: "affinity" (priority, then resident models first; eviction by reload cost), "priority"
+    #: (arrival order within each priority, LRU eviction) or "fifo" (arrival order alone).
+    policy: Literal["affinity", "priority", "fifo"] = "affinity"
     #: Seconds after which a queued item is served before any resident-model preference.
     max_age: float = 30.0
     #: How often keep-alive expiry is checked, seconds.

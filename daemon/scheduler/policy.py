@@ -6,8 +6,10 @@ bytes freed); and a short anticipatory grace before evicting a model that was in
 so a client that sends its next request right after the last answer does not cause a swap. The
 grace is only taken for models whose clients have been seen to come back that quickly.
 
-``fifo``: arrival order with head-of-line blocking and plain LRU eviction. It is the baseline the
-benchmark compares against, and a real option for anyone who wants strict ordering.
+``fifo``: arrival order with head-of-line blocking and plain LRU eviction, a real option for anyone
+who wants strict ordering. ``priority``: the same within each priority (interactive before pipeline
+before batch): FIFO with priorities, the baseline the scheduler benchmark compares affinity with, so
+that what it reports is what affinity adds to priorities.
 """
 
 from __future__ import annotations
@@ -170,6 +172,13 @@ class FifoPolicy(Policy):
         return _enough(sorted(candidates, key=lambda r: r.last_used), shortfall)
 
 
+class PriorityFifoPolicy(FifoPolicy):
+    name = "priority"
+
+    def order(self, items, resident, now):
+        return sorted(items, key=_PRIORITY_SEQ)
+
+
 def make_policy(policy: str | Policy, max_age: float) -> Policy:
     if isinstance(policy, Policy):
         return policy
@@ -177,4 +186,6 @@ def make_policy(policy: str | Policy, max_age: float) -> Policy:
         return AffinityPolicy(max_age=max_age)
     if policy == "fifo":
         return FifoPolicy()
-    raise ValueError(f"unknown scheduling policy {policy!r} (choose 'affinity' or 'fifo')")
+    if policy == "priority":
+        return PriorityFifoPolicy()
+    raise ValueError(f"unknown scheduling policy {policy!r} (choose 'affinity', 'priority' or 'fifo')")

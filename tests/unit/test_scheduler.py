@@ -639,6 +639,33 @@ async def test_priority_then_affinity_order():
         assert order == ["b-interactive", "b-pipeline", "a-pipeline", "a-batch"]
 
 
+async def test_priority_policy_is_arrival_order_within_each_priority():
+    """The benchmark's baseline: priorities as affinity has them, nothing for residency."""
+    a, b = entry("a"), entry("b")
+    s = make([a, b], budget="150MiB", policy="priority")
+    gate, order = threading.Event(), []
+
+    def note(name):
+        return lambda p, ctx: order.append(name)
+
+    async with running(s):
+        first = asyncio.create_task(s.run(a, gated(gate)))
+        await until(lambda: s.devices["cpu"].busy.get("a"))
+        tasks = [
+            asyncio.create_task(s.run(a, note("a-pipeline"), priority=Priority.PIPELINE)),
+            asyncio.create_task(s.run(b, note("b-batch"), priority=Priority.BATCH)),
+            asyncio.create_task(s.run(b, note("b-pipeline"), priority=Priority.PIPELINE)),
+            asyncio.create_task(s.run(b, note("b-interactive"), priority=Priority.INTERACTIVE)),
+        ]
+        await until(lambda: len(s.devices["cpu"].queue) == 4)
+        gate.set()
+        await asyncio.gather(first, *tasks)
+        # interactive first, then pipeline in arrival order (affinity would take the resident b's
+        # first), then batch
+        assert order == ["b-interactive", "a-pipeline", "b-pipeline", "b-batch"]
+        assert (a.provider.loads, b.provider.loads) == (2, 2)
+
+
 @pytest.mark.parametrize("policy, loads", [("affinity", 2), ("fifo", 5)])
 async def test_affinity_prefers_the_resident_model(policy, loads):
     a, b = entry("a"), entry("b")

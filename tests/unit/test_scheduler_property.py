@@ -195,6 +195,6 @@ async def scenario(ops, policy: str) -> None:
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(op, min_size=1, max_size=30), policy=st.sampled_from(["affinity", "fifo"]))
+@given(ops=st.lists(op, min_size=1, max_size=30), policy=st.sampled_from(["affinity", "priority", "fifo"]))
 def test_scheduler_invariants(ops, policy):
     asyncio.run(scenario(ops, policy))
