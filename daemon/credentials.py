@@ -56,7 +56,13 @@ def middleware(app):
     async def with_keys(scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await app(scope, receive, send)
-        keys = from_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ()))
+        # Only names ending in -api-key are decoded and matched (servers send them lower-case):
+        # most requests carry none, and this runs for every request.
+        keys = from_headers(
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope.get("headers", ())
+            if k[-8:].lower() == b"-api-key"
+        )
         if not keys:
             return await app(scope, receive, send)
         token = _current.set(MappingProxyType(keys))

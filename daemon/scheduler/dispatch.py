@@ -27,7 +27,7 @@ from .execution import END, Execution
 from .metrics import SchedulerMetrics
 from .oom import as_loom_error
 from .policy import Decision, Policy
-from .queues import Priority, State, WorkItem
+from .queues import Priority, State, WorkItem, fail, succeed
 from .residency import Residents
 from .state import DeviceState
 from .tasks import TaskSet
@@ -112,8 +112,16 @@ class Dispatcher:
         self.items[item.id] = item
         if not item.internal:
             self.events.emit("queued", item, depth=dev.queue.count(entry.id))
-        self.kick(dev)
+        if not (kind == "run" and self._busy_in_every_slot(dev, entry)):
+            # A run of a model busy in every slot can start nothing by arriving (it frees nothing
+            # and waits itself): the pass after the next run ends picks it up.
+            self.kick(dev)
         return item
+
+    def _busy_in_every_slot(self, dev: DeviceState, entry: ModelEntry) -> bool:
+        m = entry.id
+        r = dev.ledger.resident.get(m)
+        return r is not None and not r.evicting and m not in dev.draining and dev.busy.get(m, 0) >= self.slots(entry)
 
     def waiting(self, dev: DeviceState, entry: ModelEntry) -> int:
         """Queued items of ``entry`` beyond its free slots (those will start as soon as it is
@@ -154,8 +162,9 @@ class Dispatcher:
         timeout = self.config.daemon.limits.queue_timeout
         timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, item, timeout) if timeout else None
         try:
-            # shield: a client that goes away cancels this wait, never the item's own future.
-            return await asyncio.shield(item.done)
+            # No shield: only this caller waits for ``done``, so a client that goes away may
+            # cancel it; the item is abandoned here and whatever ends it later finds it settled.
+            return await item.done
         except asyncio.CancelledError:
             self.abandon(item)
             raise
@@ -194,9 +203,8 @@ class Dispatcher:
         item.state = State.DONE
         item.outcome = "cancelled" if event == "cancelled" else "failed"
         self.items.pop(item.id, None)
-        for fut in (item.started, item.done):
-            if not fut.done():
-                fut.set_exception(error)
+        fail(item.started, error)
+        fail(item.done, error)
         if not item.internal:
             self.metrics.items.labels(item.model, item.outcome).inc()
             self.events.emit(event, item, error=getattr(error, "message", str(error)), ran=False, **fields)
@@ -248,17 +256,15 @@ class Dispatcher:
             return
         while True:
             now = time.monotonic()
-            for item in self.policy.order(self._candidates(dev), dev.ledger.resident, now):
+            for item in self.policy.order(self._candidates(dev, now), dev.ledger.resident, now):
                 decision = self._decide(dev, item, now)
                 if decision is Decision.START:
                     # Starting an item moves no other in the order (that depends on residency,
                     # priority, age and arrival) and frees nothing an earlier one waits for, so
-                    # while its model has free slots the pass goes on down the same order
-                    # (sorting again for every start made a pass quadratic in the queue); once
-                    # they are taken, ordering again leaves that model's items out.
-                    if dev.busy[item.model] < self.slots(item.entry):
-                        continue
-                    break
+                    # the pass goes on down the same order: sorting again for every start made a
+                    # pass quadratic in the queue. The candidates hold no more of a model's runs
+                    # than it had free slots, so none left in the order waits for this one's.
+                    continue
                 if decision in (Decision.DONE, Decision.LOADING):
                     break  # residency or the queue changed: order again
                 if self.policy.blocks(decision):
@@ -266,12 +272,13 @@ class Dispatcher:
             else:
                 return
 
-    def _candidates(self, dev: DeviceState) -> list[WorkItem]:
-        """The queued items a pass should order: all of them, less the runs of a model that is busy
-        in every slot, when the policy lets others pass a waiting model (affinity does, FIFO does
-        not). ``_decide`` would answer WAIT_MODEL for each of those and the pass would go on, so
-        leaving them out changes nothing but the cost: with 32 clients of a one-slot model every
-        pass sorted and scanned 31 items that could not start."""
+    def _candidates(self, dev: DeviceState, now: float) -> list[WorkItem]:
+        """The queued items a pass should order: all of them when the policy holds everything
+        behind a waiting model (FIFO); otherwise (affinity) none of a resident model busy in
+        every slot, and of a resident model with ``n`` free slots only the ``n`` it would start
+        first. ``_decide`` would answer WAIT_MODEL for the others and the pass would go on past
+        them, so leaving them out changes nothing but the cost: with 32 clients of a one-slot
+        model every pass sorted and scanned 31 items that could not start."""
         queue = dev.queue
         if len(queue) < 2 or self.policy.blocks(Decision.WAIT_MODEL):
             return list(queue)
@@ -279,10 +286,14 @@ class Dispatcher:
         resident = dev.ledger.resident
         for m, runs in queue.runs_by_model():
             r = resident.get(m)
-            # Exactly _decide's WAIT_MODEL test for a resident model's run.
-            if r is not None and not r.evicting and dev.busy.get(m, 0) >= self.slots(next(iter(runs.values())).entry):
+            if r is None or r.evicting:
+                out.extend(runs.values())
                 continue
-            out.extend(runs.values())
+            free = self.slots(next(iter(runs.values())).entry) - dev.busy.get(m, 0)
+            if free >= len(runs):
+                out.extend(runs.values())
+            elif free > 0:
+                out.extend(self.policy.best(list(runs.values()), free, resident, now))
         return out
 
     def _decide(self, dev: DeviceState, item: WorkItem, now: float) -> Decision:
@@ -416,12 +427,17 @@ class Dispatcher:
         if item.chunks is not None:  # a stream
             item.chunks.put_nowait((END, error))
         if error is None:
-            item.done.set_result(result)
+            succeed(item.done, result)
         else:
-            item.done.set_exception(error)
+            fail(item.done, error)
         if item.entry.keep_alive == 0:
             self.tasks.spawn(self.residents.expire(dev, m))
-        self.kick(dev)
+            self.kick(dev)  # after the unload has begun, as its own turn of the loop
+        else:
+            # The slot is free now: start what waits for it in this turn of the loop, not the
+            # next. A model busy in its only slot otherwise costs a loop turn per request
+            # between one ending and the next starting, with every other request waiting.
+            self._dispatch(dev)
 
 
 def _is_failure(error: BaseException) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import heapq
 import operator
 from collections.abc import Mapping, Sequence
 
@@ -31,6 +32,7 @@ RELOAD_FLOOR = 1.0
 RETURN_THRESHOLD = 0.25
 RETURN_WEIGHT = 0.3
 _PRIORITY_SEQ = operator.attrgetter("priority", "seq")
+_MODEL, _ENQUEUED = operator.attrgetter("model"), operator.attrgetter("enqueued")
 
 
 class Decision(enum.Enum):
@@ -48,6 +50,12 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def order(self, items: Sequence[WorkItem], resident: Mapping[str, Residency], now: float) -> list[WorkItem]:
         """The items in the order to try them."""
+
+    def best(self, items: Sequence[WorkItem], n: int, resident: Mapping[str, Residency], now: float) -> list[WorkItem]:
+        """The first ``n`` of ``items`` (one model's queued runs, in arrival order) in the order
+        :meth:`order` would put them: the only ones of that model a pass can start when it has
+        ``n`` free slots."""
+        return self.order(items, resident, now)[:n]
 
     @abc.abstractmethod
     def blocks(self, decision: Decision) -> bool:
@@ -105,8 +113,7 @@ class AffinityPolicy(Policy):
     def order(self, items, resident, now):
         if len(items) < 2:
             return list(items)
-        first = items[0].model
-        if all(i.model == first for i in items) and now - min(i.enqueued for i in items) < self.max_age:
+        if len(set(map(_MODEL, items))) == 1 and now - min(map(_ENQUEUED, items)) < self.max_age:
             # The common pass, one model's runs and none aged: residency is the same for all,
             # so the order is (priority, arrival), sorted without a Python key call per item.
             return sorted(items, key=_PRIORITY_SEQ)
@@ -123,6 +130,12 @@ class AffinityPolicy(Policy):
             return (1, int(item.priority), cold, item.seq)
 
         return sorted(items, key=key)
+
+    def best(self, items, n, resident, now):
+        if now - items[0].enqueued >= self.max_age:  # the first is the oldest: some have aged
+            return self.order(items, resident, now)[:n]
+        # One model, none aged: (priority, arrival), picked without sorting the rest.
+        return [min(items, key=_PRIORITY_SEQ)] if n == 1 else heapq.nsmallest(n, items, key=_PRIORITY_SEQ)
 
     def blocks(self, decision):
         return decision in (Decision.WAIT_DEVICE, Decision.WAIT_GRACE)

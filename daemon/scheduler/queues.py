@@ -43,10 +43,19 @@ def new_id() -> str:
     return f"wk_{random.getrandbits(48):012x}"
 
 
-def _quiet(fut: asyncio.Future) -> None:
-    """Mark a future's exception as retrieved: the caller may be gone (disconnected)."""
-    if not fut.cancelled():
+def fail(fut: asyncio.Future, error: BaseException) -> None:
+    """Settle ``fut`` with ``error`` unless it is settled (a caller that went away may have
+    cancelled it), marked as retrieved: the caller may be gone. Marked here rather than by a done
+    callback on every future, which would cost a turn of the loop per request."""
+    if not fut.done():
+        fut.set_exception(error)
         fut.exception()
+
+
+def succeed(fut: asyncio.Future, value: Any) -> None:
+    """Settle ``fut`` with ``value`` unless a caller that went away cancelled it."""
+    if not fut.done():
+        fut.set_result(value)
 
 
 @dataclass(eq=False)
@@ -82,8 +91,6 @@ class WorkItem:
         loop = asyncio.get_running_loop()
         self.started = loop.create_future()
         self.done = loop.create_future()
-        self.started.add_done_callback(_quiet)
-        self.done.add_done_callback(_quiet)
         if self.stream and not self.collect:
             self.chunks = Channel()
 
