@@ -165,7 +165,6 @@ def main() -> None:
                     "waited": waited,
                 }
             )
-            del flat
         store.close()
         t0 = time.perf_counter()
         reopened = RagStore(Path(tmp) / "rag")

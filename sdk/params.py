@@ -156,15 +156,15 @@ def honoured(declared: frozenset[str]) -> frozenset[str]:
 def asked(request: Any, honours: frozenset[str]) -> list[str]:
     """Chat names of the optional parameters ``request`` asks for that ``honours`` lacks, in
     table order."""
-    return [p.chat for p in _unhonoured(frozenset(honours)) if p.asks(getattr(request, p.chat, None))]
+    return [name for name, p in _unhonoured(frozenset(honours)) if p.asks(getattr(request, name, None))]
 
 
 @functools.cache
-def _unhonoured(honours: frozenset[str]) -> tuple[Param, ...]:
-    """The optional chat parameters a provider declaring ``honours`` lacks (one per provider
-    class: computed once, not for every request)."""
+def _unhonoured(honours: frozenset[str]) -> tuple[tuple[str, Param], ...]:
+    """(chat name, parameter) of the optional parameters a provider declaring ``honours`` lacks
+    (one per provider class: computed once, not for every request)."""
     have = honoured(honours)
-    return tuple(p for p in TABLE if p.chat and p.kind is Kind.OPTIONAL and p.chat not in have)
+    return tuple((p.chat, p) for p in TABLE if p.chat and p.kind is Kind.OPTIONAL and p.chat not in have)
 
 
 def markdown_table() -> str:

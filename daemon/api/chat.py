@@ -65,18 +65,17 @@ class Generations:
         self.entry, self._first = await self.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
         return self.entry
 
-    async def collect(self) -> list[tuple[int, list[TextChunk]]]:
-        """(choice index, its chunks) for every generation, each run to its end: for an answer that
-        is not streamed, whose chunks need not cross to this task one at a time. ``entry`` is set
-        once the first is served."""
-        out = []
-        for n, (index, call) in enumerate(self.runs):
-            if n == 0:
-                self.entry, chunks = await self.router.collect(*self.route, call, ctx=RunContext())
-            else:
-                chunks = await self.scheduler.collect(self.entry, call, ctx=RunContext())
-            out.append((index, chunks))
-        return out
+    async def collect(self) -> tuple[ModelEntry, list[tuple[int, list[TextChunk]]]]:
+        """The model that served, and (choice index, its chunks) for every generation, each run to
+        its end: for an answer that is not streamed, whose chunks need not cross to this task one
+        at a time. Later choices stay on the model that served the first."""
+        (_, first), *rest = self.runs
+        entry, chunks = await self.router.collect(*self.route, first, ctx=RunContext())
+        self.entry = entry
+        out = [(self.runs[0][0], chunks)]
+        for index, call in rest:
+            out.append((index, await self.scheduler.collect(entry, call, ctx=RunContext())))
+        return entry, out
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
         """Yield (choice index, chunks) pairs."""
@@ -130,13 +129,14 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         return ServerSentEvent(events, headers=headers, status_code=200)
 
     choices, usage = [], Usage()
-    for index, chunks in await gens.collect():
+    entry, results = await gens.collect()
+    for index, chunks in results:
         builder = ChoiceBuilder()
         for chunk in chunks:
             builder.add(chunk)
             count(usage, chunk, prompt=index == 0)
         choices.append(builder.choice(index))
-    headers = {**served_by(gens.entry), **ignored_header(prepared.ignored)}
+    headers = {**served_by(entry), **ignored_header(prepared.ignored)}
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     answer = ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
     return json_response(answer, headers=headers)
@@ -233,16 +233,17 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
         return ServerSentEvent(events(), headers=served_by(entry), status_code=200)
 
     choices, usage = [], Usage()
-    for index, chunks in await gens.collect():
-        text, finish = [prompt_of(index)] if req.echo else [], None
+    entry, results = await gens.collect()
+    for index, chunks in results:
+        pieces, finish = [prompt_of(index)] if req.echo else [], None
         for c in chunks:
-            text.append(c.text)
+            pieces.append(c.text)
             finish = c.finish_reason or finish
             count(usage, c, prompt=index % req.n == 0)
-        choices.append(CompletionChoice(index, "".join(text), finish or "stop"))
+        choices.append(CompletionChoice(index, "".join(pieces), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     answer = Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
-    return json_response(answer, headers=served_by(gens.entry))
+    return json_response(answer, headers=served_by(entry))
 
 
 def _piece(rid, created, model, index, text, finish) -> bytes:

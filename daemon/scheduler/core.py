@@ -20,7 +20,6 @@ Ids: each item has an id (``wk_...``); it is set on ``ctx.work_id`` and in the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -269,12 +268,7 @@ class Scheduler:
     async def result(self, item: WorkItem) -> Any:
         """Wait for a submitted item to start and end; its result. Cancelled while waiting
         (the caller went away), the item is abandoned: dropped when queued, cancelled when running."""
-        try:
-            await self.dispatcher.wait_started(item)
-            return await asyncio.shield(item.done)
-        except asyncio.CancelledError:
-            self.dispatcher.abandon(item)
-            raise
+        return await self.dispatcher.wait_done(item)
 
     async def collect(
         self,

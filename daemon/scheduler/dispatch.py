@@ -432,12 +432,9 @@ class Dispatcher:
             fail(item.done, error)
         if item.entry.keep_alive == 0:
             self.tasks.spawn(self.residents.expire(dev, m))
-            self.kick(dev)  # after the unload has begun, as its own turn of the loop
-        else:
-            # The slot is free now: start what waits for it in this turn of the loop, not the
-            # next. A model busy in its only slot otherwise costs a loop turn per request
-            # between one ending and the next starting, with every other request waiting.
-            self._dispatch(dev)
+        # A pass soon, not now: what the end of this item sets off (the done callbacks of its
+        # future, an unload) runs first.
+        self.kick(dev)
 
 
 def _is_failure(error: BaseException) -> bool:
