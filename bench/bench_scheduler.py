@@ -47,7 +47,7 @@ from httpx_sse import connect_sse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import loom_server  # noqa: E402
+from _harness import loom_server
 
 # model -> (capability, memory GiB, load seconds, latency ms per call)
 BEAM_MODELS = {"llm": ("chat", 5, 0.5, 40), "image": ("image", 6, 0.8, 150), "vision": ("vision", 4, 0.3, 30)}
