@@ -157,6 +157,9 @@ class TextChunk(Struct, kw_only=True, omit_defaults=True):
     text: str = ""
     finish_reason: str | None = None
     prompt_tokens: int | None = None
+    #: Of ``prompt_tokens``, how many were not evaluated because a prompt cache held their state
+    #: (the final chunk carries it, with the counts; ``None`` where the provider does not know).
+    cached_tokens: int | None = None
     completion_tokens: int | None = None
     tool_calls: list[ToolCallDelta] | None = None
     logprobs: list[TokenLogprob] | None = None
