@@ -10,7 +10,7 @@ import enum
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
-from msgspec import Meta, Struct, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from .errors import InvalidRequest
 
@@ -264,6 +264,10 @@ class ChatCompletionRequest(Request):
     top_k: Annotated[int, Meta(ge=0)] | None = None
     min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     repeat_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
+    # Load tools' extras (vLLM and llama.cpp's server take them): no end before this many tokens,
+    # or none before the limit.
+    min_tokens: Annotated[int, Meta(ge=0)] | None = None
+    ignore_eos: bool | None = None
     # Bookkeeping: never changes the output.
     user: str | None = None
     metadata: Metadata | None = None
@@ -315,10 +319,17 @@ class ChatCompletionRequest(Request):
 # --- chat: answers ------------------------------------------------------------------------------
 
 
+class PromptTokensDetails(Struct):
+    #: Prompt tokens a prompt cache served (not evaluated again).
+    cached_tokens: int = 0
+
+
 class Usage(Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    #: Sent when the serving provider reports what its prompt cache served (left out otherwise).
+    prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
 
 
 class TopLogprob(Struct):

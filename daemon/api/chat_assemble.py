@@ -14,10 +14,12 @@ from loom.sdk.types import (
     ChoiceLogprobs,
     ChoiceMessage,
     FunctionCall,
+    PromptTokensDetails,
     TokenLogprob,
     ToolCall,
     Usage,
 )
+from msgspec import UNSET
 
 
 @dataclass
@@ -83,5 +85,10 @@ def count(usage: Usage, chunk: TextChunk, prompt: bool) -> None:
     request (they share its prompt)."""
     if chunk.prompt_tokens is not None and prompt:
         usage.prompt_tokens += chunk.prompt_tokens
+        if chunk.cached_tokens is not None:
+            details = usage.prompt_tokens_details
+            if details is UNSET:
+                details = usage.prompt_tokens_details = PromptTokensDetails()
+            details.cached_tokens += chunk.cached_tokens
     if chunk.completion_tokens is not None:
         usage.completion_tokens += chunk.completion_tokens

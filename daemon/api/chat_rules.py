@@ -28,6 +28,9 @@ def check_chat(req: ChatCompletionRequest) -> None:
     _check_messages(req)
     if req.top_logprobs is not None and req.logprobs is not True:
         raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+    limit = req.token_limit()
+    if req.min_tokens and limit is not None and req.min_tokens > limit:
+        raise InvalidRequest(f"min_tokens ({req.min_tokens}) is more than max_tokens ({limit})", param="min_tokens")
 
 
 def _check_tools(req: ChatCompletionRequest) -> list[str]:

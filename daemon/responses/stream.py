@@ -28,6 +28,7 @@ from loom.sdk.responses import (
     FunctionCallArgumentsDone,
     FunctionCallOut,
     IncompleteDetails,
+    InputTokensDetails,
     LogprobOut,
     OutputItem,
     OutputItemAdded,
@@ -49,6 +50,7 @@ from loom.sdk.responses import (
     TopLogprobOut,
 )
 from loom.sdk.types import AssistantMessage, FunctionCall, TokenLogprob, ToolCall, Usage
+from msgspec import UNSET
 
 from ..api.chat_assemble import count
 
@@ -224,8 +226,12 @@ class ResponseBuilder:
         usage = None
         if done:
             total = self.usage.prompt_tokens + self.usage.completion_tokens
+            details = self.usage.prompt_tokens_details
             usage = ResponseUsage(
-                input_tokens=self.usage.prompt_tokens, output_tokens=self.usage.completion_tokens, total_tokens=total
+                input_tokens=self.usage.prompt_tokens,
+                output_tokens=self.usage.completion_tokens,
+                total_tokens=total,
+                input_tokens_details=InputTokensDetails(cached_tokens=0 if details is UNSET else details.cached_tokens),
             )
         return ResponseObject(
             id=self.id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from loom.sdk.protocols import TextChunk
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -125,6 +126,15 @@ class SchedulerMetrics:
         self.rejected = Counter("loom_work_rejected", "Work refused at admission", ["model", "reason"], registry=r)
         self.oom = Counter("loom_out_of_memory", "Out-of-memory errors seen", ["device", "model", "stage"], registry=r)
         self.tokens = _memo_labels(Counter("loom_tokens", "Completion tokens produced", ["model"], registry=r))
+        self.prompt_tokens = _memo_labels(
+            Counter(
+                "loom_prompt_tokens",
+                "Prompt tokens, by where their state came from: evaluated by the model, or served by a "
+                "prompt cache (providers that do not report a cache count every token as evaluated)",
+                ["model", "source"],
+                registry=r,
+            )
+        )
         self.images = Counter("loom_images", "Images produced", ["model"], registry=r)
         r.register(_StateCollector(devices, nodes))
 
@@ -134,6 +144,13 @@ class SchedulerMetrics:
     def count_output(self, model: str, value: object) -> None:
         """Tokens from text chunks and images from lists of PNG bytes, whatever call made them."""
         tokens = getattr(value, "completion_tokens", None)
+        prompt = getattr(value, "prompt_tokens", None)
+        if isinstance(prompt, int) and prompt > 0 and isinstance(value, TextChunk):
+            cached = min(prompt, value.cached_tokens or 0)
+            if cached:
+                self.prompt_tokens.labels(model, "cached").inc(cached)
+            if prompt > cached:
+                self.prompt_tokens.labels(model, "evaluated").inc(prompt - cached)
         if isinstance(tokens, int) and tokens > 0:
             self.tokens.labels(model).inc(tokens)
         elif isinstance(value, list) and value:

@@ -6,7 +6,9 @@ The context holds ``parallel`` sequences (slots), each with its own share of the
 
 1. retires the sequences their requests stopped (a stop string, a cancelled client) and starts
    waiting ones in free slots (first come, first served; the slot whose cache shares the
-   longest prefix with the new prompt is taken, and only the rest of the prompt is evaluated);
+   longest prefix with the new prompt is taken, and only the rest of the prompt is evaluated;
+   when a state saved in the host-RAM prompt cache (:mod:`.promptcache`) shares more, it is
+   restored into a free slot instead, and a slot's state about to be overwritten is saved there);
 2. builds one ``llama_batch``: the last sampled token of every generating sequence, then as much
    of the starting sequences' prompts as fits in ``n_batch`` (a long prompt is fed over several
    steps while the others keep generating);
@@ -23,6 +25,7 @@ Imported from ``load`` on (it imports llama_cpp).
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -32,8 +35,12 @@ from dataclasses import dataclass, field
 import llama_cpp
 from loom.sdk import LoomError, ProviderError
 
-from .sampler import SamplerChain, row_logprobs
+from .prefixstore import PrefixStore
+from .promptcache import MIN_RESTORE_GAIN, MIN_SAVE_TOKENS, PromptCache, Saved, common_prefix, read_state, write_state
+from .sampler import SamplerChain, row_logprobs, suppressed
 from .tuning import ThreadTuner
+
+log = logging.getLogger("loom.llamacpp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,11 @@ class Sequence:
         stop_ids: frozenset[int] = frozenset(),
         logprobs: int | None = None,
         reuse_prefix: bool = True,
+        min_tokens: int = 0,
+        ignore_eos: bool = False,
+        name: str | None = None,
+        preload: Saved | None = None,
+        persist: bool = False,
     ) -> None:
         self.tokens = tokens
         self.max_tokens = max_tokens
@@ -77,6 +89,15 @@ class Sequence:
         self.stop_ids = stop_ids
         self.logprobs = logprobs
         self.reuse_prefix = reuse_prefix
+        #: The end of generation (end tokens, the template's stop tokens) is held off until this many
+        #: tokens were generated; with ``ignore_eos`` until ``max_tokens``.
+        self.min_tokens = max_tokens if ignore_eos else min_tokens
+        #: The prompt's named prefix (``prompt_cache_key``); ``preload``: its state read from disk;
+        #: ``persist``: write the prompt's state to disk once it is evaluated.
+        self.name, self.preload, self.persist = name, preload, persist
+        #: Prompt tokens whose state a cache held (a slot's cells or a restored state): not evaluated.
+        self.cached = 0
+        self.ends: list[int] | None = None  # the tokens held off while min_tokens is not reached
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.stopped = False
         # --- the batch loop's own ---
@@ -121,6 +142,8 @@ class Batcher:
         n_ctx_slot: int,
         n_batch: int,
         tuner: ThreadTuner | None = None,
+        cache: PromptCache | None = None,
+        store: PrefixStore | None = None,
     ) -> None:
         self.ctx, self.vocab, self.n_vocab = ctx, vocab, n_vocab
         #: Moves the context between two thread counts by measuring both (None: fixed threads).
@@ -128,6 +151,9 @@ class Batcher:
         self.n_ctx_slot, self.n_batch = n_ctx_slot, n_batch
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.slots = [Slot(i) for i in range(n_slots)]
+        #: Slot states saved in host RAM (None: options.cache_ram_mib = 0), and named prefixes on disk.
+        self.cache, self.store = cache, store
+        self._end_ids: list[int] | None = None
         self._pending: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -171,6 +197,8 @@ class Batcher:
             seq.chain.close()
             seq.events.put(Finish("stop", 0, gone))
         llama_cpp.llama_batch_free(self._batch)
+        if self.cache is not None:
+            self.cache.clear()
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -205,17 +233,71 @@ class Batcher:
             self._place(seq, free)
 
     def _place(self, seq: Sequence, free: list[Slot]) -> None:
-        """Put ``seq`` in the free slot whose cache shares most of its prompt, keeping that part."""
-        if seq.reuse_prefix:
-            slot = max(free, key=lambda s: (_common(s.cached, seq.tokens), -s.last_used))
-            keep = min(_common(slot.cached, seq.tokens), len(seq.tokens) - 1)  # one token makes the logits
+        """Put ``seq`` in a free slot, keeping the longest prefix of its prompt that a slot holds
+        or a saved state does (restored into the free slot whose state is least worth keeping).
+        A slot's state that would be overwritten is saved in the RAM cache first."""
+        tokens = seq.tokens
+        if not seq.reuse_prefix:
+            slot, keep = min(free, key=self._worth), 0
+            self._save_before_trim(slot, 0)
         else:
-            slot, keep = min(free, key=lambda s: s.last_used), 0
+            slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -self._worth(s)[0], -s.last_used))
+            keep = common_prefix(slot.cached, tokens)
+            saved, saved_keep = self._saved_prefix(seq)
+            if saved is not None and saved_keep >= keep + MIN_RESTORE_GAIN:
+                slot, keep = min(free, key=self._worth), saved_keep
+                self._save_before_trim(slot, 0)
+                if self._restore(saved, slot):
+                    slot.cached = list(saved.tokens)
+                else:
+                    keep = 0
+            else:
+                self._save_before_trim(slot, keep)
+        keep = min(keep, len(tokens) - 1)  # one token makes the logits
         if not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, keep, -1):
             llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
             keep = 0
         del slot.cached[keep:]
-        slot.seq, seq.slot, seq.fed, seq.order = seq, slot, keep, next(self._placed)
+        seq.preload = None
+        slot.seq, seq.slot, seq.fed, seq.order, seq.cached = seq, slot, keep, next(self._placed), keep
+
+    def _worth(self, slot: Slot) -> tuple[int, float]:
+        """How much is lost by overwriting ``slot`` (lower: less), for choosing which free slot a
+        restored state or an unrelated prompt goes to: an empty slot, or one whose state is short
+        or saved already, first; then the least recently used (its state is saved on the way)."""
+        cache = self.cache
+        tokens = slot.cached
+        if len(tokens) < MIN_SAVE_TOKENS or (cache is not None and cache.covers(tokens) is not None):
+            return 0, slot.last_used
+        return 1, slot.last_used
+
+    def _saved_prefix(self, seq: Sequence) -> tuple[Saved | None, int]:
+        """The saved state sharing the longest prefix with ``seq``'s prompt (the RAM cache's, or
+        the named prefix read from disk for it), and that prefix's length."""
+        cache, preload = self.cache, seq.preload
+        if cache is not None and preload is not None and not cache.add(preload):
+            log.info("prompt cache: the prefix %r read from disk is larger than the RAM budget", preload.name)
+        saved, n = cache.best(seq.tokens) if cache is not None else (None, 0)
+        if preload is not None:
+            n_preload = common_prefix(preload.tokens, seq.tokens)
+            if n_preload > n:
+                saved, n = preload, n_preload
+        return saved, n
+
+    def _save_before_trim(self, slot: Slot, keep: int) -> None:
+        """Save ``slot``'s state in the RAM cache when trimming it to ``keep`` cells loses enough."""
+        if self.cache is not None and len(slot.cached) - keep >= MIN_SAVE_TOKENS:
+            self.cache.save(self.ctx, slot.id, slot.cached)
+
+    def _restore(self, saved: Saved, slot: Slot) -> bool:
+        """Copy a saved state into ``slot``'s cells (on failure the slot is left empty)."""
+        cache = self.cache
+        if cache.restore(self.ctx, saved, slot.id) if cache is not None else write_state(self.ctx, saved.state, slot.id):
+            return True
+        log.warning("prompt cache: llama.cpp could not restore a saved state (%d tokens)", len(saved.tokens))
+        llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+        slot.cached.clear()
+        return False
 
     def _step(self) -> None:
         batch, n = self._batch, 0
@@ -266,7 +348,13 @@ class Batcher:
                 seq.slot.last_used = now
 
     def _sample(self, seq: Sequence, row: int) -> None:
-        token = seq.chain.sample(self.ctx, row)
+        if seq.generated == 0 and seq.persist:
+            self._persist(seq)
+        if seq.generated < seq.min_tokens:
+            with suppressed(self.ctx, row, self.n_vocab, self._ends(seq)):
+                token = seq.chain.sample(self.ctx, row)
+        else:
+            token = seq.chain.sample(self.ctx, row)
         if llama_cpp.llama_vocab_is_eog(self.vocab, token) or token in seq.stop_ids:
             self._finish(seq, "stop")
             return
@@ -282,6 +370,28 @@ class Batcher:
             self._finish(seq, "length")
         else:
             seq.last = token
+
+    def _ends(self, seq: Sequence) -> list[int]:
+        """The tokens that would end ``seq``: the vocabulary's end-of-generation tokens (found
+        once) and the template's stop tokens."""
+        if seq.ends is None:
+            if self._end_ids is None:
+                self._end_ids = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
+            seq.ends = sorted(set(self._end_ids) | seq.stop_ids)
+        return seq.ends
+
+    def _persist(self, seq: Sequence) -> None:
+        """``seq``'s prompt is evaluated: keep its state under its name, in RAM and on disk."""
+        seq.persist = False
+        slot, store = seq.slot, self.store
+        if slot is None or store is None or seq.name is None:
+            return
+        state = read_state(self.ctx, slot.id)
+        if state is None:
+            return
+        if self.cache is not None:
+            self.cache.add(Saved(list(seq.tokens), state, seq.name))
+        store.write_later(seq.name, seq.tokens, memoryview(state).cast("B"))
 
     def _finish(self, seq: Sequence, reason: str, error: LoomError | None = None) -> None:
         slot = seq.slot
@@ -300,12 +410,3 @@ class Batcher:
                 llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
                 slot.cached.clear()
                 self._finish(seq, "stop", error)
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token lists."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n

@@ -23,6 +23,8 @@ from loom.sdk import InvalidRequest, OutOfMemory, ProviderError
 
 from .batching import Batcher, Sequence
 from .plan import Generation
+from .prefixstore import Fingerprint, PrefixStore, model_hash
+from .promptcache import PromptCache, Saved
 from .sampler import SamplerChain
 from .tuning import ThreadTuner
 
@@ -44,7 +46,17 @@ class Threads:
 class Runtime:
     """A loaded GGUF: the model, its batched context and the loop that decodes it."""
 
-    def __init__(self, model: Any, context: Any, *, parallel: int, n_batch: int, tune: Threads | None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        context: Any,
+        *,
+        parallel: int,
+        n_batch: int,
+        tune: Threads | None,
+        cache_bytes: int = 0,
+        store: PrefixStore | None = None,
+    ) -> None:
         self.model = model
         self.context = context
         self.vocab = model.vocab
@@ -68,7 +80,11 @@ class Runtime:
             n_ctx_slot=self.n_ctx_slot,
             n_batch=n_batch,
             tuner=tuner,
+            cache=PromptCache(cache_bytes) if cache_bytes > 0 else None,
+            store=store,
         )
+        #: The host-RAM prompt cache (None when options.cache_ram_mib is 0) and the named prefixes.
+        self.cache, self.store = self.batcher.cache, store
 
     def tokens(self, gen: Generation) -> list[int]:
         """The prompt's tokens, as ``Llama.create_completion`` made them."""
@@ -81,7 +97,11 @@ class Runtime:
         return self.model.tokenize(gen.text.encode("utf-8"), add_bos=True, special=True)
 
     def start(self, gen: Generation, tokens: list[int], *, reuse_prefix: bool) -> Sequence:
-        """Queue one generation; raises InvalidRequest when its prompt does not fit a slot."""
+        """Queue one generation; raises InvalidRequest when its prompt does not fit a slot.
+
+        A generation with a named prefix (``gen.cache_key``) brings its state from disk when the
+        RAM cache does not hold it (read here, on the request's thread), and has its prompt's
+        state written there once evaluated when the file is missing or holds another prompt."""
         room = self.n_ctx_slot - len(tokens)
         if room <= 0:
             raise InvalidRequest(
@@ -91,6 +111,14 @@ class Runtime:
                 code="context_length_exceeded",
             )
         max_tokens = room if not gen.max_tokens or gen.max_tokens <= 0 else min(gen.max_tokens, room)
+        name, preload, persist = gen.cache_key, None, False
+        if name is not None and self.store is not None and reuse_prefix:
+            if not self._holds(name):
+                stored = self.store.load(name)
+                if stored is not None:
+                    state = (ctypes.c_uint8 * len(stored.state)).from_buffer(stored.state)
+                    preload = Saved(stored.tokens, state, name)
+            persist = self.store.wants(name, tokens)
         chain = SamplerChain(self.vocab, self.n_vocab, gen.sampling, gen.grammar)
         seq = Sequence(
             tokens,
@@ -99,6 +127,11 @@ class Runtime:
             stop_ids=frozenset(gen.stop_token_ids),
             logprobs=gen.logprobs,
             reuse_prefix=reuse_prefix,
+            min_tokens=min(gen.min_tokens, max_tokens),
+            ignore_eos=gen.ignore_eos,
+            name=name,
+            preload=preload,
+            persist=persist,
         )
         try:
             self.batcher.submit(seq)
@@ -106,6 +139,11 @@ class Runtime:
             chain.close()
             raise
         return seq
+
+    def _holds(self, name: str) -> bool:
+        """Whether the RAM cache holds a state saved under ``name``."""
+        cache = self.cache
+        return cache is not None and any(e.name == name for e in list(cache.entries))
 
     def piece(self, token: int) -> bytes:
         """The bytes of one generated token (special tokens give none, as in llama-cpp-python)."""
@@ -135,10 +173,15 @@ def load(
     main_gpu: int,
     flash_attn: bool = True,
     tune: bool = False,
+    cache_bytes: int = 0,
+    prefix_dir: str | None = None,
+    prefix_bytes: int = 0,
 ) -> Runtime:
     """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each. ``tune``:
     the threads were chosen from the machine, so the batch loop may move to half as many when
-    they prove quicker (:mod:`.tuning`); never on a GPU, where the threads only feed it."""
+    they prove quicker (:mod:`.tuning`); never on a GPU, where the threads only feed it.
+    ``cache_bytes``: the host-RAM prompt cache's budget (0: none); ``prefix_dir``: where named
+    prefixes are kept, up to ``prefix_bytes`` (None: not kept)."""
     set_verbose(False)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
@@ -147,6 +190,8 @@ def load(
     if n_gpu_layers != 0:
         # The scheduler placed the model on one device; do not let llama.cpp spread it.
         params.split_mode = llama_cpp.LLAMA_SPLIT_MODE_NONE
+    if amx_in_build():
+        params.use_extra_bufts = False
     model = _loading(model_path, lambda: _internals.LlamaModel(path_model=model_path, params=params, verbose=False))
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx = n_ctx * parallel
@@ -165,10 +210,42 @@ def load(
     try:
         context = _loading(model_path, lambda: _internals.LlamaContext(model=model, params=cparams, verbose=False))
         tuned = threads if tune and n_gpu_layers == 0 else None
-        return Runtime(model, context, parallel=parallel, n_batch=n_batch, tune=tuned)
+        store = None
+        if prefix_dir is not None and prefix_bytes > 0:
+            fingerprint = Fingerprint(
+                model=model_hash(model_path),
+                n_ctx_slot=int(llama_cpp.llama_n_ctx_seq(context.ctx)),
+                type_k=int(cparams.type_k),
+                type_v=int(cparams.type_v),
+                flash_attn=flash_attn,
+                build=llama_build(),
+            )
+            store = PrefixStore(prefix_dir, fingerprint, prefix_bytes)
+        return Runtime(
+            model, context, parallel=parallel, n_batch=n_batch, tune=tuned, cache_bytes=cache_bytes, store=store
+        )
     except BaseException:
         model.close()
         raise
+
+
+def amx_in_build() -> bool:
+    """Whether this llama.cpp runs its Intel AMX kernels, which Loom keeps off.
+
+    On a CPU with AMX (Sapphire Rapids and later) a llama.cpp built for the machine puts the
+    weights of supported types in AMX buffers (an "extra buffer type"), and in llama-cpp-python
+    0.3.36's llama.cpp its ``ggml_backend_amx_mul_mat`` crashes the process (SIGSEGV) on the first
+    prompt of more than a few tokens (SmolLM2's Q4_1, 2 cores; ``Llama()`` crashes the same way).
+    Without the extra buffer types the weights stay as the file has them; on other CPUs they are
+    kept (they repack weights for faster AVX2/AVX-512 kernels)."""
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+def llama_build() -> str:
+    """The llama.cpp this process runs: llama-cpp-python's version (it vendors one llama.cpp
+    commit per release) and llama.cpp's build number where the binding exposes it."""
+    number = getattr(llama_cpp, "LLAMA_BUILD_NUMBER", None)
+    return f"llama-cpp-python {llama_cpp.__version__}" + (f" build {number}" if number is not None else "")
 
 
 def _loading(model_path: str, make: Any) -> Any:

@@ -59,6 +59,13 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     chat_template: str | None = None
     #: Serve embeddings (mean-pooled, unit length). Off: embed() refuses.
     embedding: bool = True
+    #: The host-RAM prompt cache (llama-server's ``--cache-ram``), MiB: slot states about to be
+    #: overwritten are kept there and restored for a prompt that shares their prefix. Counted in
+    #: the model's memory (the scheduler's ledger charges it from the load on); 0 turns it off.
+    cache_ram_mib: int = 512
+    #: Named prefixes (a request's ``prompt_cache_key``) kept on disk across restarts, in the
+    #: model's data folder (``<data_dir>/models/<id>/prompt-cache/``), MiB; 0 turns them off.
+    cache_disk_mib: int = 2048
 
     def __post_init__(self) -> None:
         by_path = self.path is not None
@@ -79,6 +86,9 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
                 f"llamacpp options: n_batch must be at least 32 and at least parallel ({self.parallel}), "
                 f"got {self.n_batch}"
             )
+        for name in ("cache_ram_mib", "cache_disk_mib"):
+            if getattr(self, name) < 0:
+                raise OptionsError(f"llamacpp options: {name} must be 0 (off) or more, got {getattr(self, name)}")
         for name in ("n_threads", "n_threads_batch"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+from loom.sdk import InvalidRequest
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 from msgspec import Struct
 
@@ -60,6 +61,12 @@ class Generation(Struct, frozen=True, kw_only=True):
     logprobs: int | None = None
     #: Parse tool calls out of the text.
     tools: bool = False
+    #: The end (end tokens, the template's stop tokens) cannot come before this many tokens;
+    #: ``ignore_eos``: not before ``max_tokens`` (vLLM's and llama-server's parameters).
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    #: The prompt's named prefix (``prompt_cache_key``): its state is kept on disk across restarts.
+    cache_key: str | None = None
 
 
 def sampling_seed(seed: int | None) -> int:
@@ -104,6 +111,13 @@ def plan_chat(template: ChatTemplate, request: ChatCompletionRequest) -> Generat
         # The model's own tool template taught it how to call; let it choose freely, and read
         # the calls from what it writes. A forced call is still sampled under the call grammar.
         grammar = None
+    min_tokens, ignore_eos = request.min_tokens or 0, bool(request.ignore_eos)
+    if (min_tokens or ignore_eos) and grammar is not None:
+        # A grammar ends where it is complete; holding the end off then leaves nothing to sample.
+        raise InvalidRequest(
+            "llamacpp: min_tokens and ignore_eos cannot be combined with response_format or a forced tool call",
+            param="min_tokens" if min_tokens else "ignore_eos",
+        )
     return Generation(
         text=prompt.text,
         chat=True,
@@ -115,6 +129,9 @@ def plan_chat(template: ChatTemplate, request: ChatCompletionRequest) -> Generat
         sampling=sampling(request),
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         tools=request.tool_mode() != "none",
+        min_tokens=min_tokens,
+        ignore_eos=ignore_eos,
+        cache_key=request.prompt_cache_key,
     )
 
 

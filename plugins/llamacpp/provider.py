@@ -9,6 +9,7 @@ import gc
 import secrets
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -60,6 +61,8 @@ class LlamaCppProvider(Provider):
             "top_k",
             "min_p",
             "repeat_penalty",
+            "min_tokens",
+            "ignore_eos",
         }
     )
 
@@ -89,16 +92,25 @@ class LlamaCppProvider(Provider):
 
     # --- memory ---------------------------------------------------------------------------------
 
+    # The host-RAM prompt cache may fill up to its budget at any time after the load, so the whole
+    # budget is part of what the model holds: the scheduler's ledger charges it from admission on,
+    # and the cache never holds more (it drops its least recently used states first).
+
+    def cache_bytes(self) -> int:
+        """The host-RAM prompt cache's budget (options.cache_ram_mib)."""
+        return self.options.cache_ram_mib * 2**20
+
     def estimate_bytes(self) -> int:
         size = resolve_gguf(self.options).stat().st_size
         per_token = max(_KV_PER_TOKEN_MIN, size // _KV_PER_TOKEN_DIVISOR)
-        return int(size * _WEIGHTS_OVERHEAD) + self.options.n_ctx * self.options.parallel * per_token
+        kv = self.options.n_ctx * self.options.parallel * per_token
+        return int(size * _WEIGHTS_OVERHEAD) + kv + self.cache_bytes()
 
     def memory_bytes(self) -> int:
         runtime, embedder = self._runtime, self._embedder
         if runtime is None:
             return self.estimate_bytes()
-        total = runtime.bytes()
+        total = runtime.bytes() + self.cache_bytes()
         if embedder is not None:
             # On CPU both mmap the same file, so the weights' pages are shared; on a GPU each
             # holds its own copy of the offloaded layers.
@@ -133,6 +145,9 @@ class LlamaCppProvider(Provider):
             main_gpu=self._main_gpu,
             flash_attn=o.flash_attn,
             tune=o.n_threads is None and o.n_threads_batch is None and self.spec.threads is None,
+            cache_bytes=self.cache_bytes(),
+            prefix_dir=str(Path(self.spec.data_dir) / "prompt-cache") if self.spec.data_dir else None,
+            prefix_bytes=o.cache_disk_mib * 2**20,
         )
         self._template = ChatTemplate.of_model(self._runtime.model, o.chat_format, o.chat_template)
 
@@ -145,6 +160,12 @@ class LlamaCppProvider(Provider):
             if embedder is not None:
                 embedder.close()
         gc.collect()
+
+    def prompt_cache(self) -> Any:
+        """The host-RAM prompt cache's counters (a ``promptcache.CacheStats``), None when it is off
+        or the model is not loaded."""
+        runtime = self._runtime
+        return None if runtime is None or runtime.cache is None else runtime.cache.stats()
 
     def _loaded(self) -> Any:
         runtime = self._runtime
@@ -215,7 +236,9 @@ class LlamaCppProvider(Provider):
         finally:
             remove()
             seq.stop()  # a no-op for a finished sequence
-        yield TextChunk(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=received)
+        yield TextChunk(
+            finish_reason=finish, prompt_tokens=len(tokens), cached_tokens=seq.cached, completion_tokens=received
+        )
 
     @staticmethod
     def _logprob(runtime: Any, token: Any) -> TokenLogprob:

@@ -17,6 +17,8 @@ Imported from ``load`` on (it imports llama_cpp).
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import llama_cpp
 import numpy as np
@@ -92,11 +94,31 @@ class SamplerChain:
             llama_cpp.llama_sampler_free(pointer)
 
 
+def _row(ctx, row: int, n_vocab: int) -> np.ndarray:
+    """Batch row ``row``'s logits, as an array over llama.cpp's buffer (writable)."""
+    pointer = llama_cpp.llama_get_logits_ith(ctx, row)
+    return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,))
+
+
+@contextmanager
+def suppressed(ctx, row: int, n_vocab: int, tokens: list[int]) -> Iterator[None]:
+    """Inside: ``tokens`` cannot be sampled from row ``row`` (their logits are -inf); after, the
+    row is as it was, so log probabilities are still reported from the raw logits. How
+    ``min_tokens`` and ``ignore_eos`` hold off the end (vLLM masks the end tokens the same way)."""
+    logits = _row(ctx, row, n_vocab)
+    ids = np.asarray(tokens, dtype=np.intp)
+    kept = logits[ids].copy()
+    logits[ids] = -np.inf
+    try:
+        yield
+    finally:
+        logits[ids] = kept
+
+
 def row_logprobs(ctx, row: int, n_vocab: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
     """(log probability of ``token``, the ``top`` most likely (token, log probability)) from the
     raw logits of batch row ``row``; read before the next decode overwrites them."""
-    pointer = llama_cpp.llama_get_logits_ith(ctx, row)
-    logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,))
+    logits = _row(ctx, row, n_vocab)
     shifted = logits.astype(np.float64) - logits.max()
     logprobs = shifted - np.log(np.exp(shifted).sum())
     best: list[tuple[int, float]] = []
