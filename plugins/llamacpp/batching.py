@@ -292,7 +292,11 @@ class Batcher:
     def _restore(self, saved: Saved, slot: Slot) -> bool:
         """Copy a saved state into ``slot``'s cells (on failure the slot is left empty)."""
         cache = self.cache
-        if cache.restore(self.ctx, saved, slot.id) if cache is not None else write_state(self.ctx, saved.state, slot.id):
+        if (
+            cache.restore(self.ctx, saved, slot.id)
+            if cache is not None
+            else write_state(self.ctx, saved.state, slot.id)
+        ):
             return True
         log.warning("prompt cache: llama.cpp could not restore a saved state (%d tokens)", len(saved.tokens))
         llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)

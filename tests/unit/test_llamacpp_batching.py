@@ -218,7 +218,10 @@ def test_the_estimate_and_the_measure_count_every_slot():
         from loom.plugins.llamacpp import engine
 
         model = p._runtime.model.model
-        assert p.memory_bytes() == engine.weights_bytes(model) + engine.kv_bytes(model, 3 * N_CTX)
+        # The host-RAM prompt cache's whole budget is counted from the load on (it may fill any time).
+        cache = p.options.cache_ram_mib * 2**20
+        assert cache > 0 and p.cache_bytes() == cache
+        assert p.memory_bytes() == engine.weights_bytes(model) + engine.kv_bytes(model, 3 * N_CTX) + cache
     finally:
         p.unload()
 
