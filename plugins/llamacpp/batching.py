@@ -233,19 +233,22 @@ class Batcher:
             self._place(seq, free)
 
     def _place(self, seq: Sequence, free: list[Slot]) -> None:
-        """Put ``seq`` in a free slot, keeping the longest prefix of its prompt that a slot holds
-        or a saved state does (restored into the free slot whose state is least worth keeping).
-        A slot's state that would be overwritten is saved in the RAM cache first."""
+        """Put ``seq`` in a free slot, keeping the longest prefix of its prompt that a slot holds or a
+        saved state does. A slot is weighed by the prompt tokens it would spare minus the tokens of
+        its state that would be lost (none when the state is short or saved already); a saved
+        state that spares more is restored into the free slot that would lose least. A slot's state
+        that would be overwritten is saved in the RAM cache first."""
         tokens = seq.tokens
         if not seq.reuse_prefix:
-            slot, keep = min(free, key=self._worth), 0
+            slot, keep = min(free, key=lambda s: (self._lost(s, 0), s.last_used)), 0
             self._save_before_trim(slot, 0)
         else:
-            slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -self._worth(s)[0], -s.last_used))
-            keep = common_prefix(slot.cached, tokens)
+            kept = {s.id: common_prefix(s.cached, tokens) for s in free}
+            slot = max(free, key=lambda s: (kept[s.id] - self._lost(s, kept[s.id]), -s.last_used))
+            keep = kept[slot.id]
             saved, saved_keep = self._saved_prefix(seq)
             if saved is not None and saved_keep >= keep + MIN_RESTORE_GAIN:
-                slot, keep = min(free, key=self._worth), saved_keep
+                slot, keep = min(free, key=lambda s: (self._lost(s, 0), s.last_used)), saved_keep
                 self._save_before_trim(slot, 0)
                 if self._restore(saved, slot):
                     slot.cached = list(saved.tokens)
@@ -261,15 +264,14 @@ class Batcher:
         seq.preload = None
         slot.seq, seq.slot, seq.fed, seq.order, seq.cached = seq, slot, keep, next(self._placed), keep
 
-    def _worth(self, slot: Slot) -> tuple[int, float]:
-        """How much is lost by overwriting ``slot`` (lower: less), for choosing which free slot a
-        restored state or an unrelated prompt goes to: an empty slot, or one whose state is short
-        or saved already, first; then the least recently used (its state is saved on the way)."""
-        cache = self.cache
-        tokens = slot.cached
-        if len(tokens) < MIN_SAVE_TOKENS or (cache is not None and cache.covers(tokens) is not None):
-            return 0, slot.last_used
-        return 1, slot.last_used
+    def _lost(self, slot: Slot, keep: int) -> int:
+        """Tokens of ``slot``'s state that trimming it to ``keep`` cells loses: none when a saved
+        state holds it all already, else those past ``keep`` (saved on the way when there are enough
+        of them and the cache has room, but the room is taken from other saved states)."""
+        cache, tokens = self.cache, slot.cached
+        if len(tokens) <= keep or (cache is not None and cache.covers(tokens) is not None):
+            return 0
+        return len(tokens) - keep
 
     def _saved_prefix(self, seq: Sequence) -> tuple[Saved | None, int]:
         """The saved state sharing the longest prefix with ``seq``'s prompt (the RAM cache's, or
