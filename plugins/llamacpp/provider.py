@@ -94,11 +94,15 @@ class LlamaCppProvider(Provider):
 
     # The host-RAM prompt cache may fill up to its budget at any time after the load, so the whole
     # budget is part of what the model holds: the scheduler's ledger charges it from admission on,
-    # and the cache never holds more (it drops its least recently used states first).
+    # and the cache never holds more (it drops its least recently used states first). A model on a
+    # GPU is charged to the GPU's ledger, which the cache (in host RAM) does not use: there it is
+    # left out (and no ledger counts it).
 
     def cache_bytes(self) -> int:
-        """The host-RAM prompt cache's budget (options.cache_ram_mib)."""
-        return self.options.cache_ram_mib * 2**20
+        """The host-RAM prompt cache's budget (options.cache_ram_mib) as the model's ledger counts
+        it: 0 for a model placed on a GPU."""
+        on_gpu = self._n_gpu_layers != 0 if self._runtime is not None else self.spec.device.startswith("cuda")
+        return 0 if on_gpu else self.options.cache_ram_mib * 2**20
 
     def estimate_bytes(self) -> int:
         size = resolve_gguf(self.options).stat().st_size
@@ -145,7 +149,7 @@ class LlamaCppProvider(Provider):
             main_gpu=self._main_gpu,
             flash_attn=o.flash_attn,
             tune=o.n_threads is None and o.n_threads_batch is None and self.spec.threads is None,
-            cache_bytes=self.cache_bytes(),
+            cache_bytes=self.options.cache_ram_mib * 2**20,
             prefix_dir=str(Path(self.spec.data_dir) / "prompt-cache") if self.spec.data_dir else None,
             prefix_bytes=o.cache_disk_mib * 2**20,
         )

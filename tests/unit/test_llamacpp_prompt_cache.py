@@ -349,3 +349,14 @@ def test_min_tokens_and_ignore_eos_hold_off_the_end():
         assert e.value.param == "min_tokens"
     finally:
         p.unload()
+
+
+def test_the_cache_budget_is_counted_where_the_model_is_charged():
+    def provider(device: str, mib: int) -> LlamaCppProvider:
+        options = Options(package=PACKAGE, file=GGUF, cache_ram_mib=mib)
+        return LlamaCppProvider(ModelSpec(id="m", provider="llamacpp", options=options, device=device))
+
+    # On the CPU the model's memory includes the whole budget; a GPU's ledger does not hold host RAM.
+    assert provider("cpu", 64).estimate_bytes() == provider("cpu", 0).estimate_bytes() + 64 * MIB
+    assert provider("cuda:0", 64).cache_bytes() == 0
+    assert provider("cuda:0", 64).estimate_bytes() == provider("cuda:0", 0).estimate_bytes()
