@@ -85,16 +85,26 @@ def ask(system: str, question: str, key: str | None = None) -> dict:
     return body
 
 
-def ttft(url: str, body: dict) -> float:
+#: Prompt tokens a cache served, as the server reported them (Loom's usage), per phase.
+CACHED: dict[str, list[int]] = {}
+
+
+def ttft(url: str, body: dict, phase: str | None = None) -> float:
     """Seconds from sending ``body`` to its first content chunk (the stream is read to its end)."""
     t0, first = time.perf_counter(), None
+    body = {**body, "stream_options": {"include_usage": True}}
     with httpx.Client(timeout=900) as client, client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         for line in r.iter_lines():
-            if first is None and line.startswith("data: {"):
-                choices = json.loads(line[6:]).get("choices") or []
-                if choices and choices[0].get("delta", {}).get("content"):
-                    first = time.perf_counter() - t0
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            choices = chunk.get("choices") or []
+            if first is None and choices and choices[0].get("delta", {}).get("content"):
+                first = time.perf_counter() - t0
+            usage = chunk.get("usage") or {}
+            if phase is not None and "prompt_tokens_details" in usage:
+                CACHED.setdefault(phase, []).append(usage["prompt_tokens_details"]["cached_tokens"])
     assert first is not None, "no content came"
     return first
 
@@ -139,13 +149,13 @@ def loom_round(data_dir: str, tag: str) -> dict[str, float]:
     config = loom_config()
     with loom_server(config, data_dir) as loom:
         ttft(loom.url, ask("Hi.", "Hello", None))  # the model loads
-        out["cold"] = ttft(loom.url, ask(system, "How many paintings are in room 3?", key))
-        out["warm"] = ttft(loom.url, ask(system, "How many statues are in room 5?", key))
+        out["cold"] = ttft(loom.url, ask(system, "How many paintings are in room 3?", key), "cold")
+        out["warm"] = ttft(loom.url, ask(system, "How many statues are in room 5?", key), "warm")
         at_once(loom.url, [ask(persona(f"{tag}-other{k}"), "Hello") for k in range(4)])
-        out["after four others"] = ttft(loom.url, ask(system, "Which room has 31 paintings?", key))
+        out["after four others"] = ttft(loom.url, ask(system, "Which room has 31 paintings?", key), "after four others")
     with loom_server(config, data_dir) as loom:
         ttft(loom.url, ask("Hi.", "Hello", None))
-        out["after a restart"] = ttft(loom.url, ask(system, "What is in room 12?", key))
+        out["after a restart"] = ttft(loom.url, ask(system, "What is in room 12?", key), "after a restart")
     return out
 
 
@@ -198,6 +208,9 @@ def main() -> None:
             f"| {phase} | {summary(results['loom'][phase])} | {lm / loom_cold:.3f} | {summary(results['peer'][phase])}"
             f" | {pm / peer_cold:.3f} | {lm / pm:.2f}x |"
         )
+    print("\nprompt tokens Loom served from a cache (usage.prompt_tokens_details.cached_tokens):")
+    for phase in PHASES:
+        print(f"  {phase}: {CACHED.get(phase)}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"\ncommand: .venv/bin/python bench/bench_prompt_cache.py {ROUNDS}   (commit {commit})")
 
