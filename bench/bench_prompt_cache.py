@@ -110,7 +110,13 @@ def ttft(url: str, body: dict, phase: str | None = None) -> float:
 
 
 def at_once(url: str, bodies: list[dict]) -> None:
-    threads = [threading.Thread(target=ttft, args=(url, b)) for b in bodies]
+    """The bodies at once, each read to its end (what they answer does not matter here)."""
+
+    def run(body: dict) -> None:
+        with httpx.Client(timeout=900) as client:
+            client.post(f"{url}/v1/chat/completions", json={**body, "stream": False}).raise_for_status()
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in bodies]
     for t in threads:
         t.start()
     for t in threads:
