@@ -79,7 +79,9 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.IG
 
 
 def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, Any]:
-    """A job as the API shows it."""
+    """A job as the API shows it: its file URLs (artefacts, and ``/v1/files/`` URLs in its result)
+    signed or presigned for ``[storage] url_ttl``; ``output_url`` names the folder."""
+    storage = runner.services.storage
     steps, step_seconds = runner.store.step_stats(job["id"])
     usage = job.get("usage") or {}
     timings = job.get("timings") or {}
@@ -108,7 +110,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
     end = job["finished_at"] or (now if runner.is_active(job["id"]) else job["updated_at"])
     view.update(
         params=job["params"],
-        result=job["result"],
+        result=storage.sign_tree(job["result"]),
         timings={
             "queued_seconds": round(started - job["created_at"], 4) if started else None,
             "elapsed_seconds": round(end - job["created_at"], 4),
@@ -123,7 +125,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
             "total_tokens": usage.get("total_tokens", 0),
             "by_model": usage.get("by_model", {}),
         },
-        artifacts=[{**a, "url": f"/v1/files/{a['path']}"} for a in runner.store.artifacts(job["id"])],
+        artifacts=[{**a, "url": storage.url(a["path"])} for a in runner.store.artifacts(job["id"])],
         last_event_id=runner.store.last_event_id(job["id"]),
     )
     return view
@@ -316,7 +318,7 @@ async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner])
         "nodes": nodes,
         "tree": tree["roots"],
     }
-    return json_response(body)
+    return json_response(runner.services.storage.sign_tree(body))
 
 
 # --- events -------------------------------------------------------------------------------------
