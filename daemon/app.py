@@ -109,7 +109,9 @@ def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
     signer = services.storage.signer  # signed /v1/files URLs stand in for the key
     v1 = Router(
-        path="/v1", route_handlers=V1_ROUTES, guards=key_guards(services.keys, services.tokens, admin=False, signer=signer)
+        path="/v1",
+        route_handlers=V1_ROUTES,
+        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer),
     )
     operator = Router(
         path="/",

@@ -86,9 +86,7 @@ async def accept(socket: WebSocket) -> None:
     await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
 
 
-def key_guards(
-    ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None
-) -> list[Guard]:
+def key_guards(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None) -> list[Guard]:
     """The guards for a Router: :func:`key_guard`, or none when no keys are configured. The key
     ring is fixed at start-up, so an open daemon's guard would let everything through; Litestar
     still copies the route handler for every guarded request, which is worth skipping (the files

@@ -29,9 +29,7 @@ class S3Store:
             import boto3
             from botocore.config import Config as BotoConfig
         except ImportError:
-            raise ConfigError(
-                '[storage] backend = "s3" needs boto3: pip install "loom-daemon[s3]"'
-            ) from None
+            raise ConfigError('[storage] backend = "s3" needs boto3: pip install "loom-daemon[s3]"') from None
         if not config.bucket:
             raise ConfigError('$.storage.bucket: backend = "s3" needs a bucket')
         self.bucket = config.bucket

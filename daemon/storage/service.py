@@ -59,7 +59,9 @@ class Storage:
         if not ttl or ttl <= 0:
             from loom.sdk.errors import ConfigError
 
-            raise ConfigError(f"$.storage.url_ttl: file URLs need a lifetime like '60s' or '1h', not {config.url_ttl!r}")
+            raise ConfigError(
+                f"$.storage.url_ttl: file URLs need a lifetime like '60s' or '1h', not {config.url_ttl!r}"
+            )
         return cls(Path(data_dir).resolve(), URLSigner(load_secret(data_dir), ttl), open_store(config))
 
     @property
@@ -113,7 +115,7 @@ class Storage:
         """Publish ``rel`` in the background; a failure is logged (a job's ``metadata.json``)."""
         future = self.submit(rel)
         if future is not None:
-            future.add_done_callback(lambda f: f.exception() and log.error("%s", f.exception()))
+            future.add_done_callback(_log_failure)
 
     def batch(self) -> Batch:
         return Batch(self)
@@ -161,6 +163,11 @@ class Batch:
                 raise
             except Exception as e:
                 raise _storage_error(e) from None
+
+
+def _log_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("%s", future.exception())
 
 
 def _storage_error(e: BaseException | None) -> StorageError:

@@ -66,7 +66,9 @@ class URLSigner:
         if exp is None and sig is None:
             return False
         if not exp or not sig or not (exp.isascii() and exp.isdigit()) or len(exp) > 12:
-            raise PermissionDenied("A signed file URL needs both 'exp' and 'sig'", param="sig", code="invalid_signature")
+            raise PermissionDenied(
+                "A signed file URL needs both 'exp' and 'sig'", param="sig", code="invalid_signature"
+            )
         if not hmac.compare_digest(sig.encode(), self._sig(path, int(exp)).encode()):
             raise PermissionDenied(
                 "The file URL's signature does not match its path and expiry", param="sig", code="invalid_signature"

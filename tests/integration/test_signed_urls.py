@@ -157,7 +157,9 @@ def test_cors_refuses_another_origin(daemon):
     )
     assert r.status_code == 400
     assert "access-control-allow-origin" not in r.headers
-    r = httpx.get(f"{daemon.url}/v1/models", headers={"Origin": "https://evil.example.net", "Authorization": f"Bearer {KEY}"})
+    r = httpx.get(
+        f"{daemon.url}/v1/models", headers={"Origin": "https://evil.example.net", "Authorization": f"Bearer {KEY}"}
+    )
     assert "access-control-allow-origin" not in r.headers  # the browser keeps the answer from the page
 
 
@@ -179,3 +181,16 @@ def test_signed_urls_work_on_a_daemon_without_keys(mock_daemon):
     assert httpx.get(url).status_code == 200
     q = query(url)
     assert_refused(httpx.get(url.split("?")[0], params={"exp": q["exp"], "sig": "x" + q["sig"]}), "invalid_signature")
+
+
+def test_a_signed_url_from_an_answer_is_an_image_input_again(keyed):
+    """A client passes back the URL it was given (query and all): pipelines read the file it names."""
+    job = keyed.post(
+        "/v1/pipelines/persona", params={"wait": 60}, json={"name": "Hedy", "prompt": "an inventor", "remember": False}
+    ).json()
+    url = job["result"]["image"]["url"]
+    assert "sig=" in url
+    described = keyed.post(
+        "/v1/pipelines/describe", params={"wait": 60}, json={"image": url, "detail": "brief", "remember": False}
+    ).json()
+    assert described["state"] == "succeeded", described

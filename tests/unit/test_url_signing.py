@@ -68,3 +68,10 @@ def test_another_secret_does_not_verify(tmp_path):
     b = URLSigner(load_secret(tmp_path / "b"), ttl=60)
     with pytest.raises(PermissionDenied):
         b.allows(*parts(a.sign("images/x.png")))
+
+
+def test_a_signed_url_names_its_file_to_pipelines():
+    from loom.sdk.storykit.media import file_path
+
+    assert file_path("/v1/files/output/d/ses-1/x.png?exp=1&sig=abc") == "output/d/ses-1/x.png"
+    assert file_path("http://127.0.0.1:1/v1/files/images/x.png?exp=1&sig=abc") == "images/x.png"
