@@ -22,7 +22,7 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from loom.sdk.errors import StorageError
+from loom.sdk.errors import ConfigError, StorageError
 
 from ..config import parse_duration
 from .base import OutputStore
@@ -57,8 +57,6 @@ class Storage:
     def open(cls, data_dir: Path, config: StorageConfig) -> Storage:
         ttl = parse_duration(config.url_ttl, "$.storage.url_ttl")
         if not ttl or ttl <= 0:
-            from loom.sdk.errors import ConfigError
-
             raise ConfigError(
                 f"$.storage.url_ttl: file URLs need a lifetime like '60s' or '1h', not {config.url_ttl!r}"
             )

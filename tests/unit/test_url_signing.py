@@ -75,3 +75,45 @@ def test_a_signed_url_names_its_file_to_pipelines():
 
     assert file_path("/v1/files/output/d/ses-1/x.png?exp=1&sig=abc") == "output/d/ses-1/x.png"
     assert file_path("http://127.0.0.1:1/v1/files/images/x.png?exp=1&sig=abc") == "images/x.png"
+
+
+def test_storage_settings_that_cannot_work_stop_start_up(tmp_path, monkeypatch):
+    from loom.daemon.storage.config import StorageConfig
+    from loom.daemon.storage.service import Storage
+    from loom.sdk.errors import ConfigError
+
+    for ttl in ("never", 0, "0s", -1):
+        with pytest.raises(ConfigError, match="url_ttl"):
+            Storage.open(tmp_path, StorageConfig(url_ttl=ttl))
+    with pytest.raises(ConfigError, match="bucket"):
+        Storage.open(tmp_path, StorageConfig(backend="s3"))
+    pytest.importorskip("boto3")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigError, match="AWS_ACCESS_KEY_ID"):
+        Storage.open(tmp_path, StorageConfig(backend="s3", bucket="b", region="us-east-1"))
+
+
+def test_a_local_storage_signs_urls_and_result_trees(tmp_path):
+    from loom.daemon.storage.config import StorageConfig
+    from loom.daemon.storage.service import Storage
+
+    storage = Storage.open(tmp_path, StorageConfig(url_ttl="60s"))
+    assert storage.ttl == 60 and not storage.remote
+    tree = {
+        "image": {"url": "/v1/files/images/a.png", "path": "images/a.png"},
+        "files": [{"url": "/v1/files/output/d/x.txt"}],
+        "output_url": "/v1/files/output/d/",
+        "n": 3,
+    }
+    signed = storage.sign_tree(tree)
+    for url in (signed["image"]["url"], signed["files"][0]["url"]):
+        path, exp, sig = parts(url)
+        assert storage.signer.allows(path, exp, sig)
+    assert signed["image"]["path"] == "images/a.png" and signed["n"] == 3
+    assert signed["output_url"] == "/v1/files/output/d/"  # a folder is not a file
+    assert storage.sign_tree(signed) == signed  # signed URLs are left as they are
+    assert storage.url("images/a.png", "http://h:1").startswith("http://h:1/v1/files/images/a.png?exp=")
