@@ -25,13 +25,15 @@ from .respond import json_response
 COLLECTION = "personas"
 
 
-def _with_url(item: Any, storage: Storage) -> Any:
+def _with_url(item: Any, storage: Storage | None) -> Any:
     if isinstance(item, dict) and item.get("path"):
-        return {**item, "url": storage.url(item["path"])}
+        url = storage.url(item["path"]) if storage is not None else f"/v1/files/{item['path']}"
+        return {**item, "url": url}
     return item
 
 
-def persona_view(record: dict, storage: Storage, *, detail: bool) -> dict[str, Any]:
+def persona_view(record: dict, *, detail: bool, storage: Storage | None = None) -> dict[str, Any]:
+    """A persona as the API shows it; with ``storage`` its image URLs are signed (or presigned)."""
     data = record["data"]
     images = [_with_url(i, storage) for i in data.get("images", [])]
     mottos = data.get("mottos", [])
@@ -62,7 +64,7 @@ async def list_personas(
     limit = _int(q.get("limit"), "limit", 100, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
     rows = records.list(COLLECTION, limit=limit + 1, offset=offset)
-    data = [persona_view(r, storage, detail=False) for r in rows[:limit]]
+    data = [persona_view(r, detail=False, storage=storage) for r in rows[:limit]]
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
 
@@ -75,7 +77,7 @@ async def get_persona(
     record = records.get(COLLECTION, persona)
     if record is None:
         raise NotFound(f"No persona named '{persona}'", param="name")
-    return json_response(persona_view(record, storage, detail=True))
+    return json_response(persona_view(record, detail=True, storage=storage))
 
 
 ROUTES = [list_personas, get_persona]

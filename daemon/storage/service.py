@@ -60,7 +60,10 @@ class Storage:
             raise ConfigError(
                 f"$.storage.url_ttl: file URLs need a lifetime like '60s' or '1h', not {config.url_ttl!r}"
             )
-        return cls(Path(data_dir).resolve(), URLSigner(load_secret(data_dir), ttl), open_store(config))
+        storage = cls(Path(data_dir).resolve(), URLSigner(load_secret(data_dir), ttl), open_store(config))
+        if storage.remote:
+            log.info("outputs are published to %s; file URLs last %gs", storage.store.name, ttl)
+        return storage
 
     @property
     def ttl(self) -> float:
