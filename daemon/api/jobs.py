@@ -328,6 +328,12 @@ def event_json(event: Event) -> bytes:
     return msgspec.json.encode(event)
 
 
+def signed_event(runner: JobRunner, event: Event) -> Event:
+    """``event`` with the ``/v1/files/`` URLs in its data signed as they are sent (a lineage
+    node's ``image_url``), so a page following a job can show its images in ``<img>``."""
+    return msgspec.structs.replace(event, data=runner.services.storage.sign_tree(event.data))
+
+
 def _is_final(event: Event) -> bool:
     return event.type == "state" and event.data.get("state") in TERMINAL
 
@@ -379,7 +385,8 @@ async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[Serv
                 return
             assert isinstance(events, list), "this subscriber queues no messages of its own (say)"
             for event in events:
-                yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
+                data = event_json(signed_event(runner, event)).decode()
+                yield ServerSentEventMessage(data=data, event=event.type, id=event.id)
                 # A final state ends the stream unless the job went on after it (a job resumed
                 # after it was interrupted, failed or cancelled): then its next run follows.
                 if _is_final(event) and event.id >= runner.store.last_event_id(job_id):
@@ -440,7 +447,7 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
                 await socket.send_json(delivery)
                 continue
             for event in delivery:
-                await socket.send_json({"op": "event", **msgspec.to_builtins(event)})
+                await socket.send_json({"op": "event", **msgspec.to_builtins(signed_event(runner, event))})
 
     tasks = [asyncio.create_task(receiver()), asyncio.create_task(sender())]
     try:

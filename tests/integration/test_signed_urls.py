@@ -6,6 +6,7 @@ OpenAI's error shape. ``[daemon.cors]`` lets the named origins call the API and 
 
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -194,3 +195,36 @@ def test_a_signed_url_from_an_answer_is_an_image_input_again(keyed):
         "/v1/pipelines/describe", params={"wait": 60}, json={"image": url, "detail": "brief", "remember": False}
     ).json()
     assert described["state"] == "succeeded", described
+
+
+def test_job_events_carry_signed_image_urls(daemon, keyed):
+    """A page following a job over SSE (or the WebSocket) shows each candidate's image in <img>."""
+    params = {
+        "prompt": "a red apple",
+        "width": 64,
+        "height": 64,
+        "seed": 7,
+        "beam_width": 2,
+        "iterations": 1,
+        "llm_model": "mock-chat",
+        "image_model": "mock-image",
+        "vision_model": "mock-vision",
+    }
+    job = keyed.post("/v1/pipelines/beam_search", params={"wait": 60}, json=params).json()
+    assert job["state"] == "succeeded", job
+    token = keyed.post("/v1/stream-tokens").json()["token"]
+    urls = []
+    with httpx.stream("GET", f"{daemon.url}/v1/jobs/{job['id']}/events", params={"token": token}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data:") and '"image_url"' in line:
+                node = json.loads(line[5:])["data"]
+                if node.get("image_url"):
+                    urls.append(node["image_url"])
+    assert urls
+    for url in urls:
+        assert "sig" in query(url)
+        assert httpx.get(daemon.url + url).status_code == 200  # no key, as an <img> asks
+    lineage = keyed.get(f"/v1/jobs/{job['id']}/lineage").json()
+    node_urls = [n["image_url"] for n in lineage["nodes"] if n.get("image_url")]
+    assert node_urls and all(httpx.get(daemon.url + u).status_code == 200 for u in node_urls)
