@@ -228,3 +228,21 @@ def test_job_events_carry_signed_image_urls(daemon, keyed):
     lineage = keyed.get(f"/v1/jobs/{job['id']}/lineage").json()
     node_urls = [n["image_url"] for n in lineage["nodes"] if n.get("image_url")]
     assert node_urls and all(httpx.get(daemon.url + u).status_code == 200 for u in node_urls)
+
+
+def test_evaluations_and_retrieval_hits_carry_signed_urls(daemon, keyed):
+    job = keyed.post(
+        "/v1/pipelines/persona", params={"wait": 60}, json={"name": "Alan", "prompt": "a codebreaker"}
+    ).json()  # remember: its image goes into the retrieval index
+    assert job["state"] == "succeeded", job
+    side = {"job_id": job["id"]}
+    made = keyed.post("/v1/evaluations", json={"a": side, "b": side, "choice": "tie"})
+    assert made.status_code == 201, made.text
+    listed = keyed.get("/v1/evaluations", params={"job_id": job["id"]}).json()["data"]
+    urls = [made.json()["a"]["image_url"], listed[0]["b"]["image_url"]]
+    hits = keyed.post("/v1/rag/search", json={"text": "a codebreaker", "collection": "images"}).json()["data"]
+    urls += [h["url"] for h in hits if h.get("url")]
+    assert len(urls) >= 3
+    for url in urls:
+        assert "sig" in query(url), url
+        assert httpx.get(daemon.url + url).status_code == 200
