@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from litestar import Litestar, MediaType, Router, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
@@ -41,6 +41,7 @@ from .api.allow import fix_allow
 from .api.auth import key_guards
 from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
+from .api.plugin_routes import DaemonRouteContext, collect_routes
 from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
@@ -90,6 +91,29 @@ def create_app(
     return app_for(build_services(config, extra_plugins, config_path))
 
 
+def plugin_router(services: Services) -> list[Router]:
+    """The routes plugins register (``register_routes``), behind the ``/v1`` key guard, with
+    the daemon's RouteContext injected as ``loom``; none when no plugin registers any. A handler
+    marked ``opt={"public": True}`` checks its own credential (a signed URL) and has no guard."""
+    loom = DaemonRouteContext(
+        runner=services.runner,
+        registry=services.registry,
+        router=services.router,
+        routes=services.routes,
+        files=services.files,
+        records=services.records,
+    )
+    handlers = collect_routes(services.pm, services.plugins, loom)
+    provide = {"loom": Provide(lambda: loom, use_cache=True, sync_to_thread=False)}
+    public = [h for h in handlers if not isinstance(h, Router) and h.opt.get("public")]
+    guarded = [h for h in handlers if not any(h is p for p in public)]
+    guards = key_guards(services.keys, services.tokens, admin=False)
+    routers = [Router(path="/", route_handlers=guarded, guards=guards, dependencies=provide)] if guarded else []
+    if public:
+        routers.append(Router(path="/", route_handlers=public, dependencies=provide))
+    return routers
+
+
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
     v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=key_guards(services.keys, services.tokens, admin=False))
@@ -100,7 +124,7 @@ def app_for(services: Services) -> Litestar:
     )
     ui = build_ui(services.sessions)
     app = Litestar(
-        route_handlers=[health, v1, operator, ui.router],
+        route_handlers=[health, v1, operator, ui.router, *plugin_router(services)],
         template_config=ui.template_config,
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],
