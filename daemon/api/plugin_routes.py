@@ -183,12 +183,13 @@ class DaemonRouteContext:
 
 def upstream_keys_of(keys: Mapping[str, str]) -> dict[str, str]:
     """Per-request upstream keys by header name, as the credentials middleware reads them."""
-    return upstream_keys.from_headers({name: value for name, value in keys.items()})
+    return upstream_keys.from_headers(dict(keys))
 
 
 def collect_routes(pm: pluggy.PluginManager, infos: dict[str, PluginInfo], loom: DaemonRouteContext) -> list[Any]:
     """Every plugin's route handlers; a bad path, or one two plugins claim, stops start-up."""
     by_plugin: dict[str, list[Any]] = {}
+
     def kwargs_for(plugin: str) -> dict[str, Any]:
         info = infos.get(plugin)
         return {"loom": loom, "options": info.options if info else None}

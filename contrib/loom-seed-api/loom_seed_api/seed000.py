@@ -26,6 +26,7 @@ import logging
 from typing import Any
 
 from litestar import Request, Response, asgi, post
+from litestar.params import FromPath
 from litestar.types import Receive, Scope, Send
 from loom.sdk.errors import LoomError
 from loom.sdk.routes import RouteContext
@@ -71,7 +72,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         if isinstance(room, str) and room:
             await sio.enter_room(sid, room)
 
-    @asgi("/socket.io", is_mount=True, opt={"browser": True}, include_in_schema=False)
+    @asgi("/socket.io", is_mount=True, copy_scope=True, opt={"browser": True}, include_in_schema=False)
     async def socket_io(scope: Scope, receive: Receive, send: Send) -> None:
         # The mount hands over the path below /socket.io; python-socketio matches the whole path.
         await sio_app({**scope, "path": "/socket.io" + scope["path"]}, receive, send)  # type: ignore[arg-type]
@@ -115,7 +116,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         await sio.emit(EVENT, payload, room=room)
 
     @post("/api/router_generator/{generator:str}", request_max_body_size=IMAGE_BODY, include_in_schema=False)
-    async def generator_route(request: Request, generator: str) -> Response:
+    async def generator_route(request: Request, generator: FromPath[str]) -> Response:
         if generator not in SYNC | ASYNC:
             return answer({"Status": False, "Response": f"Unknown generator {generator}"}, 404)
         try:

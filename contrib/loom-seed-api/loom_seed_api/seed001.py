@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from loom.sdk.errors import LoomError, NotFound
 from loom.sdk.routes import RouteContext
 
@@ -47,7 +48,9 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         try:
             job = await loom.start_job(pipeline, {field: value, "k": TOP_K})
         except LoomError as e:
-            return answer({"detail": [{"loc": ["body", e.param or field], "msg": e.message, "type": "value_error"}]}, 422)
+            return answer(
+                {"detail": [{"loc": ["body", e.param or field], "msg": e.message, "type": "value_error"}]}, 422
+            )
         return answer({"job_id": job["id"], "status": "pending"})
 
     @post("/generate-story", request_max_body_size=IMAGE_BODY, include_in_schema=False)
@@ -59,7 +62,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return await submit(request, "story", "story_to_image")
 
     @get("/job/{job_id:str}", include_in_schema=False)
-    async def job(job_id: str) -> Response:
+    async def job(job_id: FromPath[str]) -> Response:
         found = loom.get_job(job_id)
         if found is None or found["pipeline"] not in PIPELINES:
             return answer({"detail": "Job not found"}, 404)

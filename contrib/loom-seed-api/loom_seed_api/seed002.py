@@ -19,6 +19,7 @@ import mimetypes
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from loom.sdk.errors import LoomError, NotFound
 from loom.sdk.routes import RouteContext
 
@@ -110,7 +111,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer({"success": True, "session_id": job["id"], "status": "pending", "progress": 0})
 
     @get("/status/{session_id:str}/", include_in_schema=False)
-    async def status(session_id: str) -> Response:
+    async def status(session_id: FromPath[str]) -> Response:
         job = loom.get_job(session_id)
         if job is None or job["pipeline"] != PIPELINE:
             return answer({"error": "Session not found"}, 404)
@@ -123,7 +124,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer(body)
 
     @get("/story/{story_id:str}/", include_in_schema=False)
-    async def story(request: Request, story_id: str) -> Response:
+    async def story(request: Request, story_id: FromPath[str]) -> Response:
         job = loom.get_job(story_id)
         if job is None or job["pipeline"] != PIPELINE or job["state"] != "succeeded":
             if "application/json" in request.headers.get("accept", ""):
@@ -135,7 +136,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return Response(content=story_page(view), media_type="text/html")
 
     @get("/media/{path:path}", include_in_schema=False)
-    async def media(path: str) -> Response:
+    async def media(path: FromPath[str]) -> Response:
         rel = path.lstrip("/")
         try:
             data = loom.read_file(rel)

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from loom.sdk.errors import LoomError, NotFound
 from loom.sdk.routes import RouteContext
 
@@ -61,7 +62,12 @@ def persona_view(record: dict[str, Any], signer: Signer) -> dict[str, Any]:
     for item in data.get("images") or []:
         url, exp = signer.url(item["path"])
         images.append(
-            {"url": url, "expires_at": iso(exp), "created_at": iso(item.get("created_at")), "prompt": item.get("prompt")}
+            {
+                "url": url,
+                "expires_at": iso(exp),
+                "created_at": iso(item.get("created_at")),
+                "prompt": item.get("prompt"),
+            }
         )
     return {
         "name": data.get("name", record["key"]),
@@ -106,7 +112,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer(view, 201 if len(view["images"]) == 1 else 200)
 
     @get("/api/persona/{persona:str}", include_in_schema=False)
-    async def lookup(persona: str) -> Response:
+    async def lookup(persona: FromPath[str]) -> Response:
         try:
             record = loom.get_record(COLLECTION, persona)
         except LoomError as e:
@@ -116,7 +122,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer(persona_view(record, signer))
 
     @get("/api/persona-image/{path:path}", opt={"public": True}, include_in_schema=False)
-    async def image(request: Request, path: str) -> Response:
+    async def image(request: Request, path: FromPath[str]) -> Response:
         rel = path.lstrip("/")
         q = request.query_params
         if not signer.valid(rel, q.get("exp"), q.get("sig")):

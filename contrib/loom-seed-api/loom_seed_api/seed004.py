@@ -19,6 +19,7 @@ from typing import Any
 
 from litestar import Request, Response, WebSocket, get, post, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
 from loom.sdk.errors import LoomError, NotFound
 from loom.sdk.routes import RouteContext
 
@@ -105,7 +106,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer({"jobId": job["id"], "status": "started", "params": echo})
 
     @get("/api/job/{job_id:str}", include_in_schema=False)
-    async def job_status(job_id: str) -> Response:
+    async def job_status(job_id: FromPath[str]) -> Response:
         job = loom.get_job(job_id)
         if job is None or job["pipeline"] != PIPELINE:
             return answer({"error": "Job not found"}, 404)
@@ -123,7 +124,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer(status)
 
     @post("/api/jobs/{job_id:str}/cancel", request_max_body_size=SMALL_BODY, include_in_schema=False)
-    async def cancel(job_id: str) -> Response:
+    async def cancel(job_id: FromPath[str]) -> Response:
         job = loom.get_job(job_id)
         if job is None or job["pipeline"] != PIPELINE:
             return answer({"error": "Job not found"}, 404)
@@ -159,7 +160,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer({"sessions": sessions})
 
     @get("/api/jobs/{session_id:str}", include_in_schema=False)
-    async def session_metadata(session_id: str) -> Response:
+    async def session_metadata(session_id: FromPath[str]) -> Response:
         if not SESSION.match(session_id):
             return answer({"error": "Invalid session ID format"}, 400)
         job = job_of_session(loom, session_id)
@@ -168,7 +169,7 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         return answer({"sessionId": session_id, "date": date_of(job), "metadata": read_metadata(loom, job)})
 
     @get("/api/images/{session_id:str}/{filename:str}", include_in_schema=False)
-    async def image(session_id: str, filename: str) -> Response:
+    async def image(session_id: FromPath[str], filename: FromPath[str]) -> Response:
         if not SESSION.match(session_id):
             return answer({"error": "Invalid session ID"}, 400)
         if ".." in filename or "/" in filename or "\\" in filename:

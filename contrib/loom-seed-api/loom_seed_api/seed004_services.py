@@ -145,7 +145,11 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
             return answer({"detail": e.message}, 500)
         alignment = round(100.0 * clip, 2)
         return answer(
-            {"alignmentScore": alignment, "aestheticScore": round(aesthetic, 2), "analysis": analysis(alignment, aesthetic)}
+            {
+                "alignmentScore": alignment,
+                "aestheticScore": round(aesthetic, 2),
+                "analysis": analysis(alignment, aesthetic),
+            }
         )
 
     @get(f"{vision}/health", include_in_schema=False)
