@@ -40,3 +40,11 @@ class SeedApiOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     persona_url_seconds: Annotated[float, Meta(gt=0, le=86400)] = 60.0
     #: Seconds the synchronous routes (seed 000's GPT-2 and translator, seed 003) wait for their job.
     wait_seconds: Annotated[float, Meta(gt=0, le=3600)] = 300.0
+
+    def __post_init__(self) -> None:
+        if "002" in self.seeds and "004" in self.seeds and self.flux_prefix == "":
+            raise ValueError(
+                "flux_prefix = '' serves seed 004's /generate, which is seed 002's /generate/: set a prefix"
+            )
+        if "004" in self.seeds and self.flux_prefix == self.vision_prefix:
+            raise ValueError("flux_prefix and vision_prefix must differ")
