@@ -3,25 +3,28 @@
 A plugin contributes Litestar route handlers (``@get``, ``@post``, ``@websocket``, ``@asgi``
 mounts, or a ``Router`` of them) under paths it names, as datasette's ``register_routes`` does::
 
-    from litestar import post
+    from litestar import Request, post
     from loom.sdk import hookimpl
 
 
     @hookimpl
-    def register_routes(register, loom):
-        @post("/acme/start")
-        async def start(data: dict) -> dict:
-            job = await loom.start_job("story", {"prompt": data["prompt"]})
+    def register_routes(register, loom, options):
+        @post("/acme/start", include_in_schema=False)
+        async def start(request: Request) -> dict:
+            body = await request.json()
+            job = await loom.start_job("story", {"prompt": body["prompt"]})
             return {"id": job["id"]}
 
         register(start)
 
 ``loom`` is a :class:`RouteContext`: what a plugin's handlers may ask of the daemon (start jobs,
 read them and follow their events, read and save files, run an image or a score). It is also
-injected into every plugin handler that names a parameter ``loom``. Plugin routes sit behind the
-same key guard as ``/v1`` (any key; a handler with ``opt={"browser": True}`` also takes a stream
-token as ``?token=``), and they speak their own dialects: leave them out of Loom's OpenAPI
-document (``include_in_schema=False``) unless you document them.
+injected into every plugin handler that declares ``loom: NamedDependency[RouteContext]``.
+``options`` is the plugin's decoded ``PluginOptions`` (None without one). Plugin routes sit
+behind the same key guard as ``/v1`` (any key; a handler with ``opt={"browser": True}`` also
+takes a stream token as ``?token=``; one with ``opt={"public": True}`` has no guard and checks its
+own credential, e.g. a signed URL). They speak their own dialects: leave them out of Loom's
+OpenAPI document (``include_in_schema=False``) unless you document them.
 
 Start-up refuses a plugin route whose path is one of Loom's own (anything under
 :data:`RESERVED_PREFIXES`) or one another plugin already claimed, naming both.

@@ -1,6 +1,7 @@
 """loom-seed-api: the five seed systems' own APIs on Loom (``register_routes``), so each seed's
 existing front end talks to Loom unchanged. ``[plugins.seed_api] seeds = [...]`` picks which."""
 
+from litestar.static_files import create_static_files_router
 from loom.sdk import hookimpl
 
 from . import seed000, seed001, seed002, seed003, seed004, seed004_services
@@ -25,3 +26,5 @@ def register_routes(register, loom, options):
         for build in BUILDERS[seed]:
             for handler in build(loom, options):
                 register(handler)
+    for prefix, folder in sorted(options.static.items()):
+        register(create_static_files_router(path=prefix, directories=[folder], html_mode=True, include_in_schema=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
@@ -38,6 +39,10 @@ class SeedApiOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     )
     #: Seed 003: how long a persona image URL stays valid (the seed's S3 URLs: 60 s).
     persona_url_seconds: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    #: A seed's own front end (static files: seed 004's ``public/``, seed 000's pages) served by
+    #: Loom from the same origin as its API, as its relative URLs need: URL prefix -> folder,
+    #: e.g. ``{"/demo" = "/src/image-gen-pipe-v2/public"}`` serves ``/demo/demo.html``.
+    static: dict[Annotated[str, Meta(pattern=r"^(/[A-Za-z0-9._-]+)+$")], str] = field(default_factory=dict)
     #: Seconds the synchronous routes (seed 000's GPT-2 and translator, seed 003) wait for their job.
     wait_seconds: Annotated[float, Meta(gt=0, le=3600)] = 300.0
 
@@ -46,5 +51,8 @@ class SeedApiOptions(Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(
                 "flux_prefix = '' serves seed 004's /generate, which is seed 002's /generate/: set a prefix"
             )
+        for prefix, folder in self.static.items():
+            if not Path(folder).is_dir():
+                raise ValueError(f"static {prefix!r}: {folder!r} is not a folder")
         if "004" in self.seeds and self.flux_prefix == self.vision_prefix:
             raise ValueError("flux_prefix and vision_prefix must differ")

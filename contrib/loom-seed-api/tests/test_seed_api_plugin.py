@@ -39,3 +39,25 @@ def test_options_are_strict():
         msgspec.convert({"seed": ["004"]}, SeedApiOptions)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"seeds": ["005"]}, SeedApiOptions)
+
+
+def test_a_seeds_front_end_is_served_from_loom(tmp_path):
+    from conftest import CONFIG
+    from loom.sdk.testing import LoomServer
+
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "demo.html").write_text("<script src='demo.js'></script><p>Beam search demo</p>")
+    (public / "demo.js").write_text("const WS_URL = `ws://${window.location.host}`;")
+    config = CONFIG.replace(
+        "[plugins.seed_api.seed004]",
+        f'[plugins.seed_api]\nstatic = {{ "/demo" = "{public}" }}\n\n[plugins.seed_api.seed004]',
+    )
+    with LoomServer(config, tmp_path / "loom") as loom:
+        import httpx
+
+        page = httpx.get(f"{loom.url}/demo/demo.html")
+        assert page.status_code == 200 and "Beam search demo" in page.text
+        assert "window.location.host" in httpx.get(f"{loom.url}/demo/demo.js").text
+        assert httpx.get(f"{loom.url}/demo/").status_code in (200, 404)  # html_mode: index.html if any
+        assert httpx.get(f"{loom.url}/api/providers/status").status_code == 200  # the API beside it
