@@ -10,6 +10,7 @@ bestCandidate`` and ``metadata``), ``error`` or ``cancelled``. Loom's beam searc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,17 @@ SEED_PARAMS = {
     "alpha": "alpha",
     "temperature": "temperature",
 }
+
+
+#: A candidate's step key (``i1c0/refine-what``) and the seed's stage names for its steps.
+STEP_KEY = re.compile(r"^(i\d+c\d+)/([a-z-]+)$")
+STAGES = (
+    ("expand", "expand"),
+    ("refine", "refine"),
+    ("combine", "combine"),
+    ("image", "imageGen"),
+    ("score", "vision"),
+)
 
 
 def seed_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +87,8 @@ class SeedMessages:
             ]
         if event.type == "lineage":
             return self.candidate(data, ts)
+        if event.type == "step":
+            return self.step(data, ts)
         if event.type == "iteration":
             return [
                 {
@@ -87,6 +101,25 @@ class SeedMessages:
                 }
             ]
         return []
+
+    def step(self, data: dict[str, Any], ts: str) -> list[dict[str, Any]]:
+        """A candidate's finished step (``i0c1/image``) as the seed's ``step`` message."""
+        key = str(data.get("key") or "")
+        m = STEP_KEY.match(key)
+        if m is None:
+            return []
+        candidate, what = m.group(1), m.group(2)
+        stage = next((seed for prefix, seed in STAGES if what.startswith(prefix)), what)
+        return [
+            {
+                "type": "step",
+                "stage": stage,
+                "status": "complete",
+                "candidateId": candidate,
+                "message": f"{candidate}: {what} done in {data.get('seconds', 0):.1f}s",
+                "timestamp": ts,
+            }
+        ]
 
     def state(self, data: dict[str, Any], ts: str) -> list[dict[str, Any]]:
         state = data.get("state")

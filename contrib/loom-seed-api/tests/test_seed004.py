@@ -45,7 +45,11 @@ def test_beam_search_over_the_websocket(loom, client):
     for c in candidates:
         assert c["imageUrl"].startswith("/api/images/ses-") and c["whatPrompt"] and c["howPrompt"]
         assert isinstance(c["timestamp"], str) and c["timestamp"].endswith("Z")
-    assert any(c["iteration"] == 1 and c["parentId"] == 0 for c in candidates)
+    best0 = next(m["candidateId"] for m in messages if m["type"] == "ranked" and m["iteration"] == 0 and m["rank"] == 1)
+    assert {c["parentId"] for c in candidates if c["iteration"] == 1} == {best0}  # m = 1: one parent
+    steps = {(m["candidateId"], m["stage"]) for m in messages if m["type"] == "step"}
+    assert {("i0c0", "expand"), ("i0c0", "combine"), ("i0c0", "imageGen"), ("i0c0", "vision")} <= steps
+    assert ("i1c0", "refine") in steps
     iterations = [m for m in messages if m["type"] == "iteration"]
     assert [m["iteration"] for m in iterations] == [0, 1] and iterations[0]["totalIterations"] == 2
     done = messages[-1]
