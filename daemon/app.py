@@ -91,10 +91,11 @@ def create_app(
     return app_for(build_services(config, extra_plugins, config_path))
 
 
-def plugin_router(services: Services) -> list[Router]:
+def plugin_router(services: Services, own: list) -> list[Router]:
     """The routes plugins register (``register_routes``), behind the ``/v1`` key guard, with
     the daemon's RouteContext injected as ``loom``; none when no plugin registers any. A handler
-    marked ``opt={"public": True}`` checks its own credential (a signed URL) and has no guard."""
+    marked ``opt={"public": True}`` checks its own credential (a signed URL) and has no guard.
+    ``own`` are Loom's routes, which no plugin may claim."""
     loom = DaemonRouteContext(
         runner=services.runner,
         registry=services.registry,
@@ -103,7 +104,7 @@ def plugin_router(services: Services) -> list[Router]:
         files=services.files,
         records=services.records,
     )
-    handlers = collect_routes(services.pm, services.plugins, loom)
+    handlers = collect_routes(services.pm, services.plugins, loom, own)
     provide = {"loom": Provide(lambda: loom, use_cache=True, sync_to_thread=False)}
     public = [h for h in handlers if not isinstance(h, Router) and h.opt.get("public")]
     guarded = [h for h in handlers if not any(h is p for p in public)]
@@ -123,8 +124,9 @@ def app_for(services: Services) -> Litestar:
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
     ui = build_ui(services.sessions)
+    own = [health, v1, operator, ui.router]
     app = Litestar(
-        route_handlers=[health, v1, operator, ui.router, *plugin_router(services)],
+        route_handlers=[*own, *plugin_router(services, own)],
         template_config=ui.template_config,
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],

@@ -150,7 +150,7 @@ def reserved(path: str) -> str | None:
     return next((r for r in RESERVED_PREFIXES if p == r or p.startswith(r + "/")), None)
 
 
-def _handler_paths(item: Any) -> Iterable[str]:
+def handler_paths(item: Any) -> Iterable[str]:
     """The full paths a route handler or a Router serves."""
     from litestar import Router
     from litestar.handlers import BaseRouteHandler
@@ -169,7 +169,7 @@ def route_claims(items: Iterable[Any]) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     for item in items:
         try:
-            paths = _handler_paths(item)
+            paths = handler_paths(item)
         except TypeError as e:
             problems.append(str(e))
             continue

@@ -18,7 +18,7 @@ import pluggy
 from loom.sdk import calls
 from loom.sdk.errors import CapabilityNotSupported, InvalidRequest, NotFound, PluginError, ProviderError
 from loom.sdk.protocols import ImageJob, VisionScores
-from loom.sdk.routes import JobEvent, route_claims
+from loom.sdk.routes import JobEvent, handler_paths, normalize_path, route_claims
 from loom.sdk.types import Capability
 
 from .. import credentials as upstream_keys
@@ -186,8 +186,12 @@ def upstream_keys_of(keys: Mapping[str, str]) -> dict[str, str]:
     return upstream_keys.from_headers(dict(keys))
 
 
-def collect_routes(pm: pluggy.PluginManager, infos: dict[str, PluginInfo], loom: DaemonRouteContext) -> list[Any]:
-    """Every plugin's route handlers; a bad path, or one two plugins claim, stops start-up."""
+def collect_routes(
+    pm: pluggy.PluginManager, infos: dict[str, PluginInfo], loom: DaemonRouteContext, own: list[Any]
+) -> list[Any]:
+    """Every plugin's route handlers; a bad path, one of Loom's own routes (``own``: its route
+    handlers and Routers), or one two plugins claim, stops start-up."""
+    loom_paths = {normalize_path(path) for item in own for path in handler_paths(item)}
     by_plugin: dict[str, list[Any]] = {}
 
     def kwargs_for(plugin: str) -> dict[str, Any]:
@@ -203,6 +207,8 @@ def collect_routes(pm: pluggy.PluginManager, infos: dict[str, PluginInfo], loom:
         if problems:
             raise PluginError(f"plugin {plugin!r} registered routes Loom refuses: {'; '.join(problems)}")
         for path in claims:
+            if path in loom_paths:
+                raise PluginError(f"plugin {plugin!r} registered a route Loom serves itself: {path!r}")
             if path in owner:
                 raise PluginError(f"route {path!r} is registered by two plugins: {owner[path]!r} and {plugin!r}")
             owner[path] = plugin

@@ -124,6 +124,15 @@ def test_a_path_of_looms_own_stops_start_up(tmp_path, path):
         create_app(decode_config(raw_config(tmp_path)), extra_plugins={"bad": claiming(path)})
 
 
+def test_a_route_loom_serves_outside_the_reserved_prefixes_stops_start_up(tmp_path, monkeypatch):
+    import loom.sdk.routes as routes
+
+    # As if /health were not reserved: Loom's own /health still refuses the claim.
+    monkeypatch.setattr(routes, "RESERVED_PREFIXES", ("/v1",))
+    with pytest.raises(PluginError, match=r"plugin 'bad' registered a route Loom serves itself: '/health'"):
+        create_app(decode_config(raw_config(tmp_path)), extra_plugins={"bad": claiming("/health")})
+
+
 def test_the_conformance_check():
     assert route_problems(acme_plugin()) == []
     assert route_problems(claiming("/v1/chat/x")) == ["path '/v1/chat/x' is Loom's own (everything under /v1 is)"]
