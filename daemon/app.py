@@ -14,6 +14,7 @@ from pathlib import Path
 
 from litestar import Litestar, MediaType, Router, get
 from litestar.di import NamedDependency, Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
@@ -91,7 +92,7 @@ def create_app(
     return app_for(build_services(config, extra_plugins, config_path))
 
 
-def plugin_router(services: Services, own: list) -> list[Router]:
+def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> list[Router]:
     """The routes plugins register (``register_routes``), behind the ``/v1`` key guard, with
     the daemon's RouteContext injected as ``loom``; none when no plugin registers any. A handler
     marked ``opt={"public": True}`` checks its own credential (a signed URL) and has no guard.
@@ -124,7 +125,7 @@ def app_for(services: Services) -> Litestar:
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
     ui = build_ui(services.sessions)
-    own = [health, v1, operator, ui.router]
+    own: list[Router | HTTPRouteHandler] = [health, v1, operator, ui.router]
     app = Litestar(
         route_handlers=[*own, *plugin_router(services, own)],
         template_config=ui.template_config,
