@@ -9,8 +9,8 @@ import asyncio
 import httpx
 import pytest
 import socketio
-from conftest import CONFIG
 from loom.sdk.testing import LoomServer
+from seed_helpers import CONFIG
 
 KEY = "seed-user-key-1"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 
-from conftest import poll
 from loom.sdk.testing import make_png, png_size
+from seed_helpers import poll
 
 
 def finished(body: dict) -> bool:

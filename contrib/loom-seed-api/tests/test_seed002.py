@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from conftest import poll
 from loom.sdk.testing import png_size
+from seed_helpers import poll
 
 STATUSES = {"pending", "generating_story", "generating_images", "completed", "failed"}
 

@@ -42,8 +42,8 @@ def test_options_are_strict():
 
 
 def test_a_seeds_front_end_is_served_from_loom(tmp_path):
-    from conftest import CONFIG
     from loom.sdk.testing import LoomServer
+    from seed_helpers import CONFIG
 
     public = tmp_path / "public"
     public.mkdir()
