@@ -7,7 +7,9 @@
   the job's messages from its start (``seed004_messages``), ending with ``complete``.
 - ``GET /api/jobs`` (``{sessions: [...]}``), ``GET /api/jobs/{sessionId}``, ``GET /api/job/{jobId}``,
   ``POST /api/jobs/{jobId}/cancel``, ``GET /api/images/{sessionId}/{file}``.
-- ``GET /api/providers/status``, ``POST /api/providers/switch``.
+- ``GET /api/providers/status``, ``POST /api/providers/switch``, ``GET /api/providers/health``,
+  ``GET /api/providers/models/status``, ``GET /api/available-models``, ``POST /api/demo/cancel/{jobId}``
+  (the demo page's Stop button).
 """
 
 from __future__ import annotations
@@ -200,6 +202,53 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         status, reply = providers.switch(body)
         return answer(reply, status)
 
+    @post("/api/demo/cancel/{job_id:str}", request_max_body_size=SMALL_BODY, include_in_schema=False)
+    async def demo_cancel(job_id: FromPath[str]) -> Response:
+        job = loom.get_job(job_id)
+        if job is None or job["pipeline"] != PIPELINE or job["state"] not in ("queued", "running"):
+            return answer({"error": "Job not found or already complete", "jobId": job_id}, 404)
+        await loom.cancel_job(job_id)
+        return answer({"success": True, "message": f"Job {job_id} cancellation requested", "jobId": job_id})
+
+    @get("/api/available-models", include_in_schema=False)
+    async def available_models() -> Response:
+        models = loom.models()
+
+        def able(capability: str) -> list[str]:
+            return [m["id"] for m in models if capability in m["capabilities"]]
+
+        return answer(
+            {
+                "llm": {"default": providers.model("llm"), "options": able("chat")},
+                "imageGen": {"default": providers.model("image"), "options": able("image")},
+                "vision": {"default": providers.model("vision"), "options": able("vision")},
+            }
+        )
+
+    @get("/api/providers/health", include_in_schema=False)
+    async def providers_health() -> Response:
+        status = providers.status()["health"]
+        return answer(
+            {
+                "ollama": status["localLLM"],
+                "flux": status["flux"],
+                "localVision": status["localVision"],
+                "timestamp": iso(),
+            }
+        )
+
+    @get("/api/providers/models/status", include_in_schema=False)
+    async def models_status() -> Response:
+        llm, image = providers.model("llm", "local-llm"), providers.model("image", "flux")
+        vision = providers.model("vision", "local")
+        return answer(
+            {
+                "localLLM": {"installed": llm is not None, "model": llm},
+                "flux": {"installed": image is not None, "modelPath": image},
+                "localVision": {"installed": vision is not None, "models": [vision] if vision else []},
+            }
+        )
+
     @websocket("/", opt={"browser": True}, include_in_schema=False)
     async def progress(socket: WebSocket) -> None:
         await socket.accept()
@@ -250,6 +299,10 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         image,
         providers_status,
         providers_switch,
+        demo_cancel,
+        available_models,
+        providers_health,
+        models_status,
         progress,
     ]
 

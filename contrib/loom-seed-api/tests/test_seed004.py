@@ -161,3 +161,19 @@ def test_cancel_sends_cancelled(loom, client):
     assert asyncio.run(run())[-1]["type"] == "cancelled"
     again = client.post(f"/api/jobs/{job_id}/cancel")
     assert again.status_code == 400
+
+
+def test_the_demo_pages_other_calls(loom, client):
+    models = client.get("/api/available-models").json()
+    assert models["llm"]["default"] == "mock-chat" and "mock-chat" in models["llm"]["options"]
+    assert models["imageGen"]["options"] == ["mock-image"] and models["vision"]["default"] == "mock-vision"
+    health = client.get("/api/providers/health").json()
+    assert health["flux"]["available"] is True and health["timestamp"].endswith("Z")
+    installed = client.get("/api/providers/models/status").json()
+    assert installed["flux"] == {"installed": True, "modelPath": "mock-image"}
+    # The Stop button: POST /api/demo/cancel/{jobId}
+    job_id = client.post("/api/beam-search", json={**SMALL, "n": 4, "m": 2, "iterations": 10}).json()["jobId"]
+    stopped = client.post(f"/api/demo/cancel/{job_id}")
+    assert stopped.status_code == 200 and stopped.json()["success"] is True
+    again = client.post(f"/api/demo/cancel/{job_id}")
+    assert again.status_code == 404 and again.json()["error"] == "Job not found or already complete"
