@@ -42,6 +42,8 @@ def test_socket_io_takes_the_bearer_token(keyed):
         try:
             await sio.connect(keyed.url, headers=headers, transports=["websocket"], wait_timeout=10)
         except socketio.exceptions.ConnectionError:
+            if sio.eio.http is not None:  # the HTTP session the refused handshake opened
+                await sio.eio.http.close()
             return False
         await sio.disconnect()
         return True
@@ -58,3 +60,22 @@ def test_persona_image_urls_open_without_a_key(keyed):
         url = made.json()["images"][0]["url"]
         assert c.get(url).status_code == 200  # no key: the signature is the credential
         assert c.get("/api/persona/Ada").status_code == 401
+
+
+def test_seed004_websocket_takes_a_stream_token(keyed):
+    import json
+
+    import websockets
+
+    url = keyed.url.replace("http://", "ws://") + "/"
+    with httpx.Client(base_url=keyed.url) as c:
+        token = c.post("/v1/stream-tokens", headers={"Authorization": f"Bearer {KEY}"}).json()["token"]
+
+    async def subscribe(target: str) -> dict:
+        async with websockets.connect(target) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "jobId": "nope"}))
+            return json.loads(await ws.recv())
+
+    with pytest.raises(websockets.InvalidStatus):
+        asyncio.run(subscribe(url))
+    assert asyncio.run(subscribe(f"{url}?token={token}"))["type"] == "error"  # in: an unknown job's answer
