@@ -255,9 +255,10 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
         forwarding: set[asyncio.Task] = set()
         try:
             while True:
+                raw = await socket.receive_data(mode="text")
                 try:
-                    message = await socket.receive_json()
-                except (ValueError, TypeError):
+                    message = json.loads(raw)
+                except ValueError:
                     continue  # the seed ignored what it could not parse
                 if not (isinstance(message, dict) and message.get("type") == "subscribe" and message.get("jobId")):
                     continue
@@ -286,9 +287,12 @@ def build(loom: RouteContext, options: SeedApiOptions) -> list[Any]:
             job_now=lambda: loom.get_job(job["id"]),
             metadata_now=lambda: read_metadata(loom, job),
         )
-        async for event in loom.follow(job["id"]):
-            for message in translate.messages(event):
-                await socket.send_json(message)
+        try:
+            async for event in loom.follow(job["id"]):
+                for message in translate.messages(event):
+                    await socket.send_json(message)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the browser left (sending on a closed socket raises RuntimeError)
 
     return [
         beam_search,

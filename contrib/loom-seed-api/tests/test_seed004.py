@@ -91,6 +91,8 @@ def test_beam_search_over_the_websocket(loom, client):
 def test_unknown_job_subscription_and_images(loom, client):
     async def unknown() -> dict:
         async with websockets.connect(ws_url(loom)) as ws:
+            await ws.send("not json")  # ignored, as the seed's server ignored it
+            await ws.send(json.dumps({"type": "ping"}))
             await ws.send(json.dumps({"type": "subscribe", "jobId": "nope"}))
             return json.loads(await ws.recv())
 
