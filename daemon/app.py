@@ -14,7 +14,8 @@ from pathlib import Path
 
 from litestar import Litestar, MediaType, Router, get
 from litestar.config.cors import CORSConfig
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
@@ -42,6 +43,7 @@ from .api.allow import fix_allow
 from .api.auth import key_guards
 from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
+from .api.plugin_routes import DaemonRouteContext, collect_routes
 from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
@@ -105,6 +107,30 @@ def create_app(
     return app_for(build_services(config, extra_plugins, config_path))
 
 
+def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> list[Router]:
+    """The routes plugins register (``register_routes``), behind the ``/v1`` key guard, with
+    the daemon's RouteContext injected as ``loom``; none when no plugin registers any. A handler
+    marked ``opt={"public": True}`` checks its own credential (a signed URL) and has no guard.
+    ``own`` are Loom's routes, which no plugin may claim."""
+    loom = DaemonRouteContext(
+        runner=services.runner,
+        registry=services.registry,
+        router=services.router,
+        routes=services.routes,
+        files=services.files,
+        records=services.records,
+    )
+    handlers = collect_routes(services.pm, services.plugins, loom, own)
+    provide = {"loom": Provide(lambda: loom, use_cache=True, sync_to_thread=False)}
+    public = [h for h in handlers if not isinstance(h, Router) and h.opt.get("public")]
+    guarded = [h for h in handlers if not any(h is p for p in public)]
+    guards = key_guards(services.keys, services.tokens, admin=False)
+    routers = [Router(path="/", route_handlers=guarded, guards=guards, dependencies=provide)] if guarded else []
+    if public:
+        routers.append(Router(path="/", route_handlers=public, dependencies=provide))
+    return routers
+
+
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
     signer = services.storage.signer  # signed /v1/files URLs stand in for the key
@@ -119,8 +145,9 @@ def app_for(services: Services) -> Litestar:
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
     ui = build_ui(services.sessions)
+    own: list[Router | HTTPRouteHandler] = [health, v1, operator, ui.router]
     app = Litestar(
-        route_handlers=[health, v1, operator, ui.router],
+        route_handlers=[*own, *plugin_router(services, own)],
         template_config=ui.template_config,
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],
