@@ -82,6 +82,10 @@ class ToolParam(Struct, forbid_unknown_fields=True, omit_defaults=True):
     description: str | None = None
     type: Literal["custom"] | None = None
     cache_control: CacheControl | None = None
+    #: The input must follow the schema (a forced call is grammar-constrained on llama.cpp anyway).
+    strict: bool | None = None
+    #: Stream the input as it is generated: Loom always does.
+    eager_input_streaming: bool | None = None
 
 
 class ToolChoiceAuto(Struct, tag_field="type", tag="auto", forbid_unknown_fields=True, omit_defaults=True):
@@ -104,6 +108,18 @@ class ToolChoiceNone(Struct, tag_field="type", tag="none", forbid_unknown_fields
 ToolChoiceParam = ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone
 
 
+class JSONOutputFormat(Struct, tag_field="type", tag="json_schema", forbid_unknown_fields=True):
+    schema: dict[str, Any]
+
+
+class OutputConfigParam(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Structured output (``format``: the answer's text follows a JSON schema) and ``effort``
+    (a reasoning effort, served only where a provider can)."""
+
+    format: JSONOutputFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
 class MetadataParam(Struct, forbid_unknown_fields=True, omit_defaults=True):
     user_id: str | None = None
 
@@ -119,8 +135,12 @@ class CountTokensRequest(Request):
     system: str | list[TextBlockParam] | None = None
     tools: Annotated[list[ToolParam], Meta(max_length=128)] | None = None
     tool_choice: ToolChoiceParam | None = None
-    #: Extended thinking: ``{"type": "disabled"}`` passes; no Loom model thinks on request.
+    #: Extended thinking: ``disabled`` and ``adaptive`` pass (the model decides, and Loom's do
+    #: not think on request); ``enabled`` is refused by name.
     thinking: dict[str, Any] | None = None
+    output_config: OutputConfigParam | None = None
+    #: Automatic caching's breakpoint: accepted, ignored (Loom's prompt cache needs none).
+    cache_control: CacheControl | None = None
 
 
 class CreateMessageRequest(Request):
@@ -139,6 +159,8 @@ class CreateMessageRequest(Request):
     tool_choice: ToolChoiceParam | None = None
     metadata: MetadataParam | None = None
     thinking: dict[str, Any] | None = None
+    output_config: OutputConfigParam | None = None
+    cache_control: CacheControl | None = None
     #: Bookkeeping: accepted, changes nothing ("auto", "standard_only").
     service_tier: str | None = None
 

@@ -7,7 +7,9 @@ calls, and a user's ``tool_result`` blocks tool messages, put before the rest of
 message (images inside a result go into the user message after them: a tool message holds text).
 ``tools`` become functions, ``tool_choice`` its chat form (``any`` is ``required``, ``tool`` a
 named choice, so llama.cpp constrains a forced call by grammar exactly as for Chat Completions),
-``stop_sequences`` the stop strings, ``metadata.user_id`` the user. What chat cannot say is
+``stop_sequences`` the stop strings, ``output_config.format`` a JSON-schema response format
+(grammar-constrained on llama.cpp), ``output_config.effort`` the reasoning effort,
+``metadata.user_id`` the user. What chat cannot say is
 checked here, each a 400 naming the field in Anthropic's terms.
 """
 
@@ -44,6 +46,8 @@ from loom.sdk.types import (
     FunctionTool,
     ImagePart,
     ImageURL,
+    JSONSchemaFormat,
+    JSONSchemaSpec,
     NamedFunction,
     NamedToolChoice,
     SystemMessage,
@@ -63,6 +67,8 @@ _NAMES = {
     "stop": "stop_sequences",
     "user": "metadata.user_id",
     "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+    "response_format": "output_config.format",
+    "reasoning_effort": "output_config.effort",
 }
 
 
@@ -103,6 +109,12 @@ def to_chat(req: CreateMessageRequest | CountTokensRequest, compat: str) -> Tran
     _messages(req.messages, messages, images)
     tools = _tools(req)
     choice, parallel = _tool_choice(req.tool_choice, tools)
+    output = req.output_config
+    response_format = None
+    if output is not None and output.format is not None:
+        spec = JSONSchemaSpec(name="output", schema=output.format.schema, strict=True)
+        response_format = JSONSchemaFormat(json_schema=spec)
+    effort = output.effort if output is not None else None
     if isinstance(req, CreateMessageRequest):
         chat = ChatCompletionRequest(
             model=req.model,
@@ -116,6 +128,8 @@ def to_chat(req: CreateMessageRequest | CountTokensRequest, compat: str) -> Tran
             tools=tools or None,
             tool_choice=choice,
             parallel_tool_calls=parallel,
+            response_format=response_format,
+            reasoning_effort=effort,
             user=req.metadata.user_id if req.metadata is not None else None,
         )
     else:
@@ -126,13 +140,15 @@ def to_chat(req: CreateMessageRequest | CountTokensRequest, compat: str) -> Tran
             tools=tools or None,
             tool_choice=choice,
             parallel_tool_calls=parallel,
+            response_format=response_format,
+            reasoning_effort=effort,
         )
     return Translated(chat, ignored, images)
 
 
 def _thinking(req: CreateMessageRequest | CountTokensRequest, compat: str) -> list[str]:
     """Extended thinking: ``disabled`` asks for nothing; anything else no Loom model does."""
-    if req.thinking is None or req.thinking.get("type") == "disabled":
+    if req.thinking is None or req.thinking.get("type") in ("disabled", "adaptive"):
         return []
     if compat != "lenient":
         raise unsupported("thinking", None)
@@ -152,7 +168,9 @@ def _tools(req: CreateMessageRequest | CountTokensRequest) -> list[FunctionTool]
         check_parameters_schema(tool.input_schema, f"tools[{i}].input_schema")
         tools.append(
             FunctionTool(
-                function=FunctionDefinition(name=tool.name, description=tool.description, parameters=tool.input_schema)
+                function=FunctionDefinition(
+                    name=tool.name, description=tool.description, parameters=tool.input_schema, strict=tool.strict
+                )
             )
         )
     return tools
