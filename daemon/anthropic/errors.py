@@ -50,9 +50,7 @@ def error_response(error: E.LoomError, status: int | None = None, headers: dict 
     if isinstance(error, E.QueueFull):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     body = AnthropicErrorResponse(error=AnthropicError(type=kind, message=message_of(error)))
-    return Response(
-        content=msgspec.json.encode(body), status_code=status, media_type=MediaType.JSON, headers=headers
-    )
+    return Response(content=msgspec.json.encode(body), status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def _loom(request: Request, exc: E.LoomError) -> Response:

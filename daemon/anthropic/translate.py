@@ -53,6 +53,7 @@ from loom.sdk.types import (
     SystemMessage,
     TextPart,
     ToolCall,
+    ToolChoice,
     ToolMessage,
     UserMessage,
 )
@@ -178,7 +179,7 @@ def _tools(req: CreateMessageRequest | CountTokensRequest) -> list[FunctionTool]
 
 def _tool_choice(
     choice: ToolChoiceParam | None, tools: list[FunctionTool]
-) -> tuple[str | NamedToolChoice | None, bool | None]:
+) -> tuple[ToolChoice | None, bool | None]:
     """The chat ``tool_choice`` and ``parallel_tool_calls`` for Anthropic's ``tool_choice``."""
     if choice is None or (not tools and isinstance(choice, (ToolChoiceAuto, ToolChoiceNone))):
         return None, None  # clients send auto (or none) with no tools; it asks for nothing
@@ -264,9 +265,7 @@ def _assistant(blocks: list, where: str, calls: set[str]) -> AssistantMessage:
             arguments = json.dumps(block.input, ensure_ascii=False)
             tool_calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=arguments)))
         else:
-            raise InvalidRequest(
-                f"{at}.type: an assistant message takes text and tool_use blocks", param=f"{at}.type"
-            )
+            raise InvalidRequest(f"{at}.type: an assistant message takes text and tool_use blocks", param=f"{at}.type")
     text = "".join(texts)
     return AssistantMessage(content=text if text or not tool_calls else None, tool_calls=tool_calls or None)
 

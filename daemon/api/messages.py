@@ -50,8 +50,12 @@ _MISSING = re.compile(r"Object missing required field `(\w+)`(?: - at `\$\.?(.*)
 
 #: What Anthropic's clients send besides the key; accepted, and change nothing.
 HEADERS = (
-    Query("anthropic-version", {"type": "string"}, "Anthropic's API version (accepted; one version is served)", "header"),
-    Query("anthropic-beta", {"type": "string"}, "Anthropic's beta features (accepted; none change the answer)", "header"),
+    Query(
+        "anthropic-version", {"type": "string"}, "Anthropic's API version (accepted; one version is served)", "header"
+    ),
+    Query(
+        "anthropic-beta", {"type": "string"}, "Anthropic's beta features (accepted; none change the answer)", "header"
+    ),
 )
 BETA = Query("beta", {"type": "string"}, "Sent by the anthropic package's beta client; changes nothing")
 #: Errors of the Messages routes: a full queue is Anthropic's 529 (overloaded), not 429.
@@ -156,7 +160,9 @@ async def count_tokens(request: Request, text: NamedDependency[TextServices]) ->
     entry, results = await gens.collect()
     tokens = sum(chunk.prompt_tokens or 0 for chunk in results[0][1])
     ignored = translated.ignored + prepared.ignored
-    return json_response(MessageTokensCount(input_tokens=tokens), headers={**served_by(entry), **ignored_header(ignored)})
+    return json_response(
+        MessageTokensCount(input_tokens=tokens), headers={**served_by(entry), **ignored_header(ignored)}
+    )
 
 
 ROUTES = [create_message, count_tokens]

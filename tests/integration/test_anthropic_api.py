@@ -176,7 +176,9 @@ def test_claude_agent_style_system_blocks_with_cache_control(default_daemon):
         {"type": "text", "text": "You are a terse assistant.", "cache_control": {"type": "ephemeral"}},
         {"type": "text", "text": "Answer in one word.", "cache_control": {"type": "ephemeral", "ttl": "5m"}},
     ]
-    messages = [{"role": "user", "content": [{"type": "text", "text": "Sky colour?", "cache_control": {"type": "ephemeral"}}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "Sky colour?", "cache_control": {"type": "ephemeral"}}]}
+    ]
     message = c.messages.create(
         model=MODEL,
         max_tokens=8,
@@ -274,7 +276,9 @@ def test_image_blocks_go_to_the_vision_model(default_daemon):
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}},
         {"type": "text", "text": "What colour is this?"},
     ]
-    raw = c.messages.with_raw_response.create(model=MODEL, max_tokens=40, messages=[{"role": "user", "content": content}])
+    raw = c.messages.with_raw_response.create(
+        model=MODEL, max_tokens=40, messages=[{"role": "user", "content": content}]
+    )
     message = valid_message(raw.http_response.json())
     assert raw.headers["x-loom-model"] == "mock-vision"  # SmolLM2 cannot see: the vision route serves
     assert message.content[0].text
@@ -348,7 +352,9 @@ def test_bad_input_is_a_400_in_anthropics_shape_naming_the_field(default_daemon)
     assert "messages[0].content[0].tool_use_id" in e.value.message and "toolu_nope" in e.value.message
     assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "invalid_request_error"
     with pytest.raises(anthropic.BadRequestError) as e:
-        c.messages.create(model=MODEL, max_tokens=5, messages=ask("hi"), tools=[WEATHER], tool_choice={"type": "tool", "name": "nope"})
+        c.messages.create(
+            model=MODEL, max_tokens=5, messages=ask("hi"), tools=[WEATHER], tool_choice={"type": "tool", "name": "nope"}
+        )
     assert "tool_choice.name" in e.value.message
     with pytest.raises(anthropic.BadRequestError) as e:
         c.messages.create(model=MODEL, max_tokens=5, messages=[*ask("hi"), {"role": "assistant", "content": "Hel"}])
@@ -358,7 +364,9 @@ def test_bad_input_is_a_400_in_anthropics_shape_naming_the_field(default_daemon)
         c.messages.create(model=MODEL, max_tokens=5, messages=ask("hi"), tools=[bad_schema])
     assert "tools[0].input_schema" in e.value.message
     with pytest.raises(anthropic.BadRequestError) as e:
-        c.messages.create(model=MODEL, max_tokens=5, messages=ask("hi"), thinking={"type": "enabled", "budget_tokens": 1024})
+        c.messages.create(
+            model=MODEL, max_tokens=5, messages=ask("hi"), thinking={"type": "enabled", "budget_tokens": 1024}
+        )
     assert "thinking" in e.value.message
     with pytest.raises(anthropic.NotFoundError) as e:
         c.messages.create(model="no-such-model", max_tokens=5, messages=ask("hi"))
@@ -370,10 +378,12 @@ def test_bad_input_is_a_400_in_anthropics_shape_naming_the_field(default_daemon)
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
-SLOW_CONFIG = MOCK_CONFIG.replace(
-    '[daemon]\nhost = "127.0.0.1"\n',
-    '[daemon]\nhost = "127.0.0.1"\n\n[[daemon.api_keys]]\nkey = { env = "T_ANT_KEY" }\n',
-) + """
+SLOW_CONFIG = (
+    MOCK_CONFIG.replace(
+        '[daemon]\nhost = "127.0.0.1"\n',
+        '[daemon]\nhost = "127.0.0.1"\n\n[[daemon.api_keys]]\nkey = { env = "T_ANT_KEY" }\n',
+    )
+    + """
 [[models]]
 id = "mock-slow"
 provider = "mock"
@@ -381,6 +391,7 @@ capabilities = ["chat"]
 max_queue = 1
 options = { latency_ms = 1500 }
 """
+)
 
 
 @pytest.fixture(scope="module")
