@@ -267,6 +267,28 @@ def test_tool_choice_none_and_auto_answer_text(default_daemon):
     assert [b.type for b in m.content] == ["text"] and m.stop_reason != "tool_use"
 
 
+def test_output_config_format_is_a_grammar_constrained_json_answer(default_daemon):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    message = client(default_daemon).messages.create(
+        model=MODEL,
+        max_tokens=60,
+        messages=ask("Invent a person."),
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}, "top_k": 1},
+    )
+    jsonschema.validate(json.loads(message.content[0].text), schema)
+    # top_k is an optional parameter: the mock does not honour it, and says so by name.
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client(default_daemon).messages.create(
+            model="mock-vision", max_tokens=5, messages=ask("hi"), extra_body={"top_k": 5}
+        )
+    assert "top_k" in e.value.message
+
+
 # --- images --------------------------------------------------------------------------------------
 
 
