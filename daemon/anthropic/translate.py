@@ -177,9 +177,7 @@ def _tools(req: CreateMessageRequest | CountTokensRequest) -> list[FunctionTool]
     return tools
 
 
-def _tool_choice(
-    choice: ToolChoiceParam | None, tools: list[FunctionTool]
-) -> tuple[ToolChoice | None, bool | None]:
+def _tool_choice(choice: ToolChoiceParam | None, tools: list[FunctionTool]) -> tuple[ToolChoice | None, bool | None]:
     """The chat ``tool_choice`` and ``parallel_tool_calls`` for Anthropic's ``tool_choice``."""
     if choice is None or (not tools and isinstance(choice, (ToolChoiceAuto, ToolChoiceNone))):
         return None, None  # clients send auto (or none) with no tools; it asks for nothing
