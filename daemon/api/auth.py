@@ -71,7 +71,9 @@ def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSi
             role = ring.role_of(credential) or tokens.role_of(credential)
             role = role or tokens.role_of(connection.query_params.get("token"))
         if role is None:
-            raise AuthenticationFailed("Missing or incorrect API key: pass it as 'Authorization: Bearer <key>'")
+            raise AuthenticationFailed(
+                "Missing or incorrect API key: pass it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            )
         if admin and role != "admin":
             raise PermissionDenied("This route needs an admin key")
 

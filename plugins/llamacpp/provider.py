@@ -217,7 +217,10 @@ class LlamaCppProvider(Provider):
         finally:
             remove()
             seq.stop()  # a no-op for a finished sequence
-        yield TextChunk(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=received)
+        matched = text.matched if text.matched in gen.own_stop else None
+        yield TextChunk(
+            finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=received, stop_sequence=matched
+        )
 
     @staticmethod
     def _logprob(runtime: Any, token: Any) -> TokenLogprob:

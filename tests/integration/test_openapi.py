@@ -125,6 +125,8 @@ MODEL_ROUTES = {
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/embeddings",
     "/v1/images/generations",
     "/v1/images/edits",
@@ -151,6 +153,8 @@ def model_call(path: str, model: str) -> dict:
         "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
         "/v1/completions": {"prompt": "Once upon a time"},
         "/v1/responses": {"input": "hi"},
+        "/v1/messages": {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/messages/count_tokens": {"messages": [{"role": "user", "content": "hi"}]},
         "/v1/embeddings": {"input": "hi"},
         "/v1/images/generations": {"prompt": "a lighthouse", "size": "64x64"},
         "/v1/translations/text": {"text": "hello", "source": "en", "target": "fr"},
@@ -233,7 +237,7 @@ class Reach:
             return self.admin.post(path, json={"model": "x-ok", "no_such_field": 1})
         if status == 413:
             return self.too_big("POST", path)
-        if status == 429:
+        if status in (429, 529):  # 529: Anthropic's overloaded_error, on the Messages routes
             return self.concurrently(path, 3)[-1]
         if status == 499:
             return self.cancelled(path)
@@ -259,7 +263,7 @@ class Reach:
             time.sleep(0.15)
         for t in threads:
             t.join(60)
-        return sorted(out, key=lambda r: r.status_code != 429)[::-1]
+        return sorted(out, key=lambda r: r.status_code not in (429, 529))[::-1]
 
     def running_work(self) -> str:
         for _ in range(200):
@@ -467,6 +471,8 @@ def test_every_documented_status_is_answered(daemon):
         got = reach.send(method.upper(), path, status)
         if got.status_code != status:
             wrong.append(f"{method.upper()} {path}: documented {status}, got {got.status_code} {got.text[:200]}")
+        elif status >= 400 and path.startswith("/v1/messages"):  # Anthropic's shape
+            assert got.json()["type"] == "error" and set(got.json()["error"]) == {"type", "message"}
         elif status >= 400:
             assert set(got.json()["error"]) == {"message", "type", "param", "code"}
     assert not wrong, "\n".join(wrong)
