@@ -40,9 +40,23 @@ from .protocols import (
     ToolCallDelta,
     VisionScores,
 )
-from .types import Capability
+from .types import (
+    AssistantMessage,
+    Capability,
+    ChatCompletionRequest,
+    ChatMessage,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+)
 
 __all__ = [
+    "AssistantMessage",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "SystemMessage",
+    "ToolMessage",
+    "UserMessage",
     "AuthenticationFailed",
     "Cancelled",
     "Capability",

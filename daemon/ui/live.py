@@ -23,7 +23,7 @@ from ..jobs.runner import JobRunner
 from ..jobs.store import TERMINAL
 from ..questions import Questions
 from ..shutdown import Shutdown
-from .jobs import job_context, job_rows, lineage_context, list_filter
+from .jobs import job_context, job_rows, layout_of, lineage_context, list_filter
 from .render import fragment
 
 COALESCE_S = 0.2
@@ -58,6 +58,7 @@ async def jobs_live(
 ) -> ServerSentEvent:
     """The job list's rows, for every change of any job."""
     states = list_filter(request)
+    layout = layout_of(request)
     sub = runner.hub.subscriber()
     sub.watch_all()
 
@@ -88,7 +89,7 @@ async def job_live(
 
     def render() -> list[ServerSentEventMessage]:
         if view == "lineage":
-            ctx = lineage_context(runner, job_id)
+            ctx = lineage_context(runner, job_id, layout)
             parts = [("head", "_lineage_head.html"), ("lineage", "_lineage_tree.html")]
         else:
             ctx = job_context(runner, questions, job_id)
