@@ -44,7 +44,7 @@ def access_log(app: ASGIApp) -> ASGIApp:
             log.info(
                 '%s "%s %s" %s model=%s %.1f ms',
                 client[0] if client else "-",
-                scope["method"],
+                scope.get("method", "-"),
                 scope["path"],
                 status or "-",
                 model,

@@ -79,6 +79,6 @@ def key_hint(status: int | None, *, admin: bool = False) -> str:
     wanted = "an admin key" if admin else "a key"
     if os.environ.get("LOOM_API_KEY"):
         if status == 403 or admin:
-            return f"the daemon refused LOOM_API_KEY: this needs {wanted} (a [[daemon.api_keys]] entry with role = \"admin\")"
+            return f'the daemon refused LOOM_API_KEY: this needs {wanted} (a [[daemon.api_keys]] entry with role = "admin")'
         return "the daemon refused the key in LOOM_API_KEY: it is not one of its keys"
     return f"the daemon wants {wanted}: set LOOM_API_KEY"

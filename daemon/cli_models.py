@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tomllib
 from pathlib import Path
@@ -273,7 +272,9 @@ def reload_command(args: argparse.Namespace) -> int:
     path = _config(args)
     client = _client(args, path)
     if client is None:
-        return _fail(f"{daemon_address(args.url, args.config).unreachable()} (`loom serve` reads {path} when it starts)")
+        return _fail(
+            f"{daemon_address(args.url, args.config).unreachable()} (`loom serve` reads {path} when it starts)"
+        )
     try:
         with client:
             summary = client.reload_models()

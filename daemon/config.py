@@ -181,9 +181,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     ``overrides`` are ``host``, ``port`` and ``data_dir`` from the command line (None = keep),
     and ``ray``: a Ray cluster's address (``loom serve --ray``), which makes ``ray`` the executor.
     """
-    from .config_file import config_path
-
-    from .config_file import user_config_path
+    from .config_file import config_path, user_config_path
 
     path = config_path(path)
     try:
@@ -191,7 +189,9 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     except FileNotFoundError:
         user = user_config_path()
         where = f"the user config is {user}" + ("" if user.exists() else ", written by `loom serve` on its first run")
-        raise ConfigError(f"config file not found: {path} ({where}; Loom's default is `loom/daemon/plugins.toml`)") from None
+        raise ConfigError(
+            f"config file not found: {path} ({where}; Loom's default is `loom/daemon/plugins.toml`)"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     ray = overrides.pop("ray", None)

@@ -74,7 +74,6 @@ class LoomApp(App[None]):
 
     # --- life cycle ---
 
-
     def on_mount(self) -> None:
         if self.live:
             self.set_interval(1.0, lambda: self.signals.tick.publish(None))
@@ -257,5 +256,5 @@ def refused_key_message(status: int) -> str:
     if not os.environ.get("LOOM_API_KEY"):
         return "the daemon wants an API key: run `LOOM_API_KEY=<an admin key> loom tui`"
     if status == 403:
-        return "the key in LOOM_API_KEY is a user key; the TUI needs an admin key (role = \"admin\")"
+        return 'the key in LOOM_API_KEY is a user key; the TUI needs an admin key (role = "admin")'
     return "the daemon refused the key in LOOM_API_KEY: it is not one of its [[daemon.api_keys]]"

@@ -30,8 +30,8 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from loom.sdk.suggest import did_you_mean
 from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
+from loom.sdk.suggest import did_you_mean
 
 from .. import credentials as upstream_keys
 from ..jobs.hub import Subscriber

@@ -30,8 +30,21 @@ def log_event(event: dict) -> None:
         why = event.get("reason") or kind
         error = f": {event['error']}" if event.get("error") else ""
         level = logging.WARNING if why in ("crashed", "oom", "killed", "node_lost") else logging.INFO
-        log.log(level, "%s %s from %s (%s, %s freed)%s", kind, event["model"], event["device"], why,
-                _mib(event.get("footprint")), error)
+        log.log(
+            level,
+            "%s %s from %s (%s, %s freed)%s",
+            kind,
+            event["model"],
+            event["device"],
+            why,
+            _mib(event.get("footprint")),
+            error,
+        )
     elif kind == "failed":
-        log.warning("%s failed on %s (%s): %s", event.get("item"), event["model"], event.get("device"),
-                    event.get("error") or "?")
+        log.warning(
+            "%s failed on %s (%s): %s",
+            event.get("item"),
+            event["model"],
+            event.get("device"),
+            event.get("error") or "?",
+        )

@@ -7,6 +7,7 @@ view of a job); they are complete without JavaScript, and ``live.py`` keeps them
 
 from __future__ import annotations
 
+import itertools
 import mimetypes
 from typing import Any
 
@@ -87,7 +88,7 @@ def stages_of(runner: JobRunner, job_id: str, finished_at: float | None = None) 
             stages.append(row)
         row.update(last=event.created_at, progress=event.data.get("progress"))
         row["message"] = event.data.get("message") or row["message"]
-    for row, following in zip(stages, stages[1:]):
+    for row, following in itertools.pairwise(stages):
         row["took"] = following["started"] - row["started"]
     if stages:
         stages[-1]["took"] = None if finished_at is None else max(0.0, finished_at - stages[-1]["started"])

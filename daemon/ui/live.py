@@ -58,7 +58,6 @@ async def jobs_live(
 ) -> ServerSentEvent:
     """The job list's rows, for every change of any job."""
     states = list_filter(request)
-    layout = layout_of(request)
     sub = runner.hub.subscriber()
     sub.watch_all()
 
@@ -83,6 +82,7 @@ async def job_live(
     view = request.query_params.get("view", "job")
     if view not in ("job", "lineage"):
         raise InvalidRequest(f"view must be 'job' or 'lineage', got {view!r}", param="view")
+    layout = layout_of(request)
     sub = runner.hub.subscriber()
     # Before the first render, so nothing falls between the two; the events so far are in it.
     sub.watch(job_id, after=runner.store.last_event_id(job_id))

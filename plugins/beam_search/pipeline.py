@@ -254,7 +254,13 @@ class _Search:
                     todo = [c for c in live if not c.failed]
                     finished = 0
 
-                    async def one(c: Candidate, label: str = label, stage: Stage = stage, base: float = base) -> None:
+                    async def one(
+                        c: Candidate,
+                        label: str = label,
+                        stage: Stage = stage,
+                        base: float = base,
+                        todo: list[Candidate] = todo,
+                    ) -> None:
                         # Each candidate's end moves the bar: a stage of slow calls (iteration 0's
                         # prompts) would otherwise sit at its first value until all are done.
                         nonlocal finished

@@ -41,9 +41,20 @@ def test_every_command_finds_the_daemon_by_the_configs_port(tmp_path):
         env = sandbox(tmp_path, url="", LOOM_CONFIG=str(cli_config))
         listed = loom("models", "ls", env=env)
         assert f"daemon at {daemon.url}" in listed.stdout, listed.stdout + listed.stderr
-        ran = loom("run", "translate", "-p", "text=hello", "-p", "source=eng_Latn", "-p", "target=fra_Latn",
-                   "-p", "model=mock-translate",
-                   "-q", env=env)
+        ran = loom(
+            "run",
+            "translate",
+            "-p",
+            "text=hello",
+            "-p",
+            "source=eng_Latn",
+            "-p",
+            "target=fra_Latn",
+            "-p",
+            "model=mock-translate",
+            "-q",
+            env=env,
+        )
         assert ran.returncode == 0, ran.stderr
         assert f"{daemon.url}/ui/jobs/" in ran.stdout  # the job's page, a link that exists
     finally:
@@ -60,7 +71,9 @@ def test_a_misspelt_model_or_parameter_names_the_right_one(mock_daemon):
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="Mock-Chat", messages=[{"role": "user", "content": "hi"}])
     assert "did you mean 'mock-chat'?" in e.value.body["message"]
-    r = httpx.post(f"{mock_daemon.url}/v1/pipelines/translate", json={"text": "hi", "source": "eng_Latn", "targt": "fra_Latn"})
+    r = httpx.post(
+        f"{mock_daemon.url}/v1/pipelines/translate", json={"text": "hi", "source": "eng_Latn", "targt": "fra_Latn"}
+    )
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["param"] == "targt" and "did you mean 'target'?" in error["message"]
@@ -70,13 +83,15 @@ def test_a_misspelt_model_or_parameter_names_the_right_one(mock_daemon):
 def test_a_missing_required_field_names_its_path(mock_daemon):
     r = httpx.post(f"{mock_daemon.url}/v1/chat/completions", json={"model": "mock-chat"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
-    r = httpx.post(f"{mock_daemon.url}/v1/chat/completions", json={"model": "mock-chat", "messages": [{"content": "x"}]})
+    r = httpx.post(
+        f"{mock_daemon.url}/v1/chat/completions", json={"model": "mock-chat", "messages": [{"content": "x"}]}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] is not None
 
 
 def test_config_mistakes_are_explained(tmp_path):
     env = sandbox(tmp_path)
-    bad = write_config(tmp_path / "bad.toml", '[daemon]\nprot = 1\n')
+    bad = write_config(tmp_path / "bad.toml", "[daemon]\nprot = 1\n")
     r = loom("serve", "--config", str(bad), env=env, timeout=60)
     assert r.returncode == 2 and "did you mean 'port'?" in r.stderr
     r = loom("serve", "--config", str(tmp_path / "missing.toml"), env=env, timeout=60)
@@ -89,8 +104,10 @@ def test_the_log_says_what_an_operator_wants(tmp_path):
     try:
         client = openai_client(daemon)
         client.chat.completions.create(model="mock-chat", messages=[{"role": "user", "content": "hi"}])
-        job = httpx.post(f"{daemon.url}/v1/pipelines/translate?wait=30",
-                         json={"text": "hello", "source": "eng_Latn", "target": "fra_Latn", "model": "mock-translate"}).json()
+        job = httpx.post(
+            f"{daemon.url}/v1/pipelines/translate?wait=30",
+            json={"text": "hello", "source": "eng_Latn", "target": "fra_Latn", "model": "mock-translate"},
+        ).json()
         assert job["state"] == "succeeded"
         time.sleep(0.5)
     finally:

@@ -64,7 +64,7 @@ def test_one_rule_finds_the_daemon(tmp_path, monkeypatch):
     config = tmp_path / "loom.toml"
     config.write_text('[daemon]\nhost = "0.0.0.0"\nport = 18000\n')
     assert daemon_address("http://h:1/", config).url == "http://h:1"
-    assert daemon_address(None, config) .url == "http://127.0.0.1:18000"
+    assert daemon_address(None, config).url == "http://127.0.0.1:18000"
     assert "loom.toml" in daemon_address(None, config).source
     monkeypatch.setenv("LOOM_URL", "http://env:2")
     assert daemon_address(None, config).url == "http://env:2"
@@ -91,8 +91,7 @@ class _Events:
 
     def events_after(self, job_id, after):
         return [
-            SimpleNamespace(type="progress", created_at=t, data={"stage": s, "progress": p})
-            for t, s, p in self.times
+            SimpleNamespace(type="progress", created_at=t, data={"stage": s, "progress": p}) for t, s, p in self.times
         ]
 
 
@@ -109,9 +108,11 @@ def test_last_user_text_skips_tool_results():
             "model": "m",
             "messages": [
                 {"role": "user", "content": "weather in Paris?"},
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}
-                ]},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+                },
                 {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
             ],
         },
