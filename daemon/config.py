@@ -227,18 +227,19 @@ def explain(error: msgspec.ValidationError, raw: dict) -> str:
     if text.startswith("Object contains unknown field"):
         field = text.split("`")[1]
         hint = did_you_mean(field, _keys_at(Config, path)) or ""
-    return f"{text}{hint} - at `{_readable(path, raw)}`"
+    return f"{text}{hint} - at `{path}`{_which_model(path, raw)}"
 
 
-def _readable(path: str, raw: dict) -> str:
+def _which_model(path: str, raw: dict) -> str:
+    """`` (the [[models]] entry with id = 'x')`` for a path inside one, else ``""``."""
     match = re.match(r"\$\.models\[(\d+)\]", path)
     models = raw.get("models")
     if match and isinstance(models, list) and int(match[1]) < len(models):
         entry = models[int(match[1])]
         model_id = entry.get("id") if isinstance(entry, dict) else None
         if isinstance(model_id, str):
-            return f"[[models]] id = {model_id!r}" + path[match.end() :].replace("$", "")
-    return path
+            return f" (the [[models]] entry with id = {model_id!r})"
+    return ""
 
 
 def _keys_at(root: type, path: str) -> list[str]:

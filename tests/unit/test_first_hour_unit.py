@@ -36,7 +36,10 @@ def test_nothing_close_suggests_nothing():
 def test_config_errors_suggest_keys_and_name_models_by_id():
     with pytest.raises(ConfigError, match=r"unknown field `prot`; did you mean 'port'\? - at `\$\.daemon`"):
         decode_config({"daemon": {"prot": 8080}}, "x.toml")
-    with pytest.raises(ConfigError, match=r"`keepalive`; did you mean 'keep_alive'\? - at `\[\[models\]\] id = 'a'`"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`keepalive`; did you mean 'keep_alive'\? - at `\$\.models\[0\]` \(the \[\[models\]\] entry with id = 'a'\)",
+    ):
         decode_config({"models": [{"id": "a", "provider": "mock", "keepalive": "5m"}]}, "x.toml")
 
 
