@@ -65,7 +65,8 @@ def _admin_hint(e: LoomError) -> str:
 def human_size(n: int | None) -> str:
     if n is None:
         return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    # Binary units, as the TUI, the web UI and the scheduler's budgets show memory.
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"

@@ -130,3 +130,21 @@ def test_plugin_tracing_names_each_plugin(tmp_path):
     assert "<register for plugin 'mock'>" in r.stderr
     assert "plugin 'mock' registered MockProvider 'mock'" in r.stderr
     assert "<locals>" not in r.stderr
+
+
+def test_describe_takes_a_relative_files_url(mock_daemon):
+    image = httpx.post(
+        f"{mock_daemon.url}/v1/images/generations",
+        json={"model": "mock-image", "prompt": "a red fox", "size": "64x64", "response_format": "url"},
+    ).json()["data"][0]["url"]
+    relative = "/v1/files/" + image.split("/v1/files/", 1)[1]
+    r = httpx.post(f"{mock_daemon.url}/v1/vision/describe", json={"model": "mock-vision", "image": relative})
+    assert r.status_code == 200, r.text
+    assert r.json()["description"]
+
+
+def test_answers_name_the_model_that_served_not_the_alias(mock_daemon):
+    reply = openai_client(mock_daemon).chat.completions.create(
+        model="mock-alias", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.model == "mock-chat"

@@ -79,7 +79,7 @@ def test_a_gguf_added_to_a_running_daemon_serves_survives_a_restart_and_goes(liv
     assert record["size"] == gguf.stat().st_size and record["path"] == str(gguf)
     assert record["loaded"] is True and record["footprint"] > 0
     table = loom("models", "ls", env=env).stdout
-    assert "tiny-gguf" in table and "loaded (cpu" in table and "98.4 MB" in table
+    assert "tiny-gguf" in table and "loaded (cpu" in table and "93.8 MiB" in table
     show = loom("models", "show", "tiny", env=env)
     assert "llama, 135M parameters, Q4_1" in show.stdout and '"n_ctx": 512' in show.stdout
 
