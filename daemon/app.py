@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from litestar import Litestar, MediaType, Router, get
+from litestar.config.cors import CORSConfig
 from litestar.di import NamedDependency
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -82,6 +83,20 @@ V1_ROUTES = [
 ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES]
 
 
+#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits).
+EXPOSED = ["x-loom-model", "x-loom-provider", "x-loom-work-id", "x-loom-ignored", "retry-after"]
+
+
+def cors_config(config: Config) -> CORSConfig | None:
+    """``[daemon.cors]``: pages on the named origins may call the API from a browser (a
+    preflight from any other origin is refused); off while ``origins`` is empty. Credentials
+    travel as headers (``Authorization``), never cookies, so none are allowed."""
+    cors = config.daemon.cors
+    if not cors.origins:
+        return None
+    return CORSConfig(allow_origins=list(cors.origins), expose_headers=EXPOSED, max_age=cors.max_age)
+
+
 def create_app(
     config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
 ) -> Litestar:
@@ -93,7 +108,12 @@ def create_app(
 
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
-    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=key_guards(services.keys, services.tokens, admin=False))
+    signer = services.storage.signer  # signed /v1/files URLs stand in for the key
+    v1 = Router(
+        path="/v1",
+        route_handlers=V1_ROUTES,
+        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer),
+    )
     operator = Router(
         path="/",
         guards=key_guards(services.keys, services.tokens, admin=True),
@@ -106,6 +126,7 @@ def app_for(services: Services) -> Litestar:
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        cors_config=cors_config(services.config),
         middleware=[access_log, credentials.middleware, answer_when_cut(services.shutdown)],
         openapi_config=OpenAPIConfig(
             title="Loom",
