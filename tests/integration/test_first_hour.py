@@ -148,3 +148,29 @@ def test_answers_name_the_model_that_served_not_the_alias(mock_daemon):
         model="mock-alias", messages=[{"role": "user", "content": "hi"}]
     )
     assert reply.model == "mock-chat"
+
+
+def test_the_lineage_labels_its_ranks_and_has_a_grid(tmp_path):
+    from tests.integration.jobs_support import beam_config, small, start, wait
+
+    daemon = Daemon(write_config(tmp_path / "loom.toml", beam_config()), tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=daemon.url, timeout=30) as client:
+            job = start(client, small(beam_width=4, keep_top=2, iterations=2))
+            done = wait(client, job["id"])
+            assert done["state"] == "succeeded", done["error"]
+            nodes = client.get(f"/v1/jobs/{job['id']}/lineage").json()["nodes"]
+            assert all(n["ranked_in"] is not None for n in nodes if n["rank"] is not None)
+            tree = client.get(f"/ui/jobs/{job['id']}/lineage").text
+            assert re.search(r"#\d in iteration [01]&#39;s ranking|#\d in iteration [01]'s ranking", tree)
+            assert "of all</span>" in tree and "overall <" not in tree
+            grid = client.get(f"/ui/jobs/{job['id']}/lineage?layout=grid").text
+            assert 'class="lineage-grid"' in grid and grid.count('<li class="cell') == len(nodes)
+            assert client.get(f"/ui/jobs/{job['id']}/lineage?layout=huge").status_code == 400
+            page = client.get(f"/ui/jobs/{job['id']}").text
+            took = re.findall(r"<td>([0-9.]+ (?:ms|s|min)|running)</td></tr>", page)
+            assert took and any(t != "0 ms" for t in took), took
+            stages = client.get(f"/v1/jobs/{job['id']}/events").text
+            assert "1 of 4" in stages  # iteration 0's bar moves with each candidate
+    finally:
+        daemon.stop()
