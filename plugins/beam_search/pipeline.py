@@ -126,6 +126,8 @@ class _Search:
         self.units_total = 4 + 6 * (p.iterations - 1)
         self.units_done = 0.0
         self.winner: Candidate | None = None
+        #: Each candidate's node as last reported (see :meth:`report`).
+        self._reported: dict[str, dict[str, Any]] = {}
 
     # --- the search -----------------------------------------------------------------------
 
@@ -422,7 +424,13 @@ class _Search:
         self.ctx.progress(100.0 * units / self.units_total, stage, message)
 
     def report(self, c: Candidate) -> None:
-        self.ctx.emit("lineage", c.node())
+        """A lineage event, unless the candidate is as it was last reported (a round restores and
+        re-reports every candidate: the same "scored" line again is noise in the job's log)."""
+        node = c.node()
+        if self._reported.get(c.id) == node:
+            return
+        self._reported[c.id] = node
+        self.ctx.emit("lineage", node)
 
     def write_records(self, final: list[dict[str, Any]] | None = None) -> None:
         """The seed's records: metadata.json fields and rankings.json."""

@@ -146,3 +146,20 @@ def test_a_provider_bug_is_logged_with_its_traceback(caplog):
     assert len(caplog.records) == 2
     assert caplog.records[0].exc_info is not None
     assert "in buggy" in caplog.records[1].getMessage()  # the worker's traceback, in the line
+
+
+def test_streamed_tokens_count_as_they_come_and_end_exact():
+    from loom.daemon.scheduler.metrics import SchedulerMetrics
+    from loom.sdk import TextChunk
+
+    metrics = SchedulerMetrics({}, nodes=lambda: [])
+    count = metrics.stream_counter("m")
+
+    def total() -> float:
+        return metrics.tokens.labels("m")._value.get()
+
+    count(TextChunk(text="a"))
+    count(TextChunk(text="b"))
+    assert total() == 2  # seen while the stream runs
+    count(TextChunk(finish_reason="stop", prompt_tokens=3, completion_tokens=5))
+    assert total() == 5  # exact at its end
