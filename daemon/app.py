@@ -20,6 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from . import credentials
+from .access_log import access_log
 from .api import (
     admin,
     admin_models,
@@ -155,7 +156,7 @@ def app_for(services: Services) -> Litestar:
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=cors_config(services.config),
-        middleware=[credentials.middleware, answer_when_cut(services.shutdown)],
+        middleware=[access_log, credentials.middleware, answer_when_cut(services.shutdown)],
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

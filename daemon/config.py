@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+import msgspec.inspect
 from loom.sdk.config import EnvSecret, ModelConfig
 from loom.sdk.errors import ConfigError
+from loom.sdk.suggest import did_you_mean
 from msgspec import Struct, field
 
 from .storage.config import StorageConfig
@@ -192,13 +194,17 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     ``overrides`` are ``host``, ``port`` and ``data_dir`` from the command line (None = keep),
     and ``ray``: a Ray cluster's address (``loom serve --ray``), which makes ``ray`` the executor.
     """
-    from .config_file import config_path
+    from .config_file import config_path, user_config_path
 
     path = config_path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        user = user_config_path()
+        where = f"the user config is {user}" + ("" if user.exists() else ", written by `loom serve` on its first run")
+        raise ConfigError(
+            f"config file not found: {path} ({where}; Loom's default is `loom/daemon/plugins.toml`)"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     ray = overrides.pop("ray", None)
@@ -206,11 +212,13 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
         scheduler = raw.setdefault("scheduler", {})
         scheduler["executor"] = "ray"
         scheduler.setdefault("ray", {})["address"] = ray
-    daemon = raw.setdefault("daemon", {})
-    for key, value in overrides.items():
-        if value is not None:
-            daemon[key] = value
-    config = decode_config(raw, str(path))
+    config = decode_config(raw, str(path))  # the file as written: an override does not hide its errors
+    if any(value is not None for value in overrides.values()):
+        daemon = raw.setdefault("daemon", {})
+        for key, value in overrides.items():
+            if value is not None:
+                daemon[key] = value
+        config = decode_config(raw, f"{path} with the command line's options")
     check_config(config)
     return config
 
@@ -219,7 +227,61 @@ def decode_config(raw: dict, source: str = "config") -> Config:
     try:
         return msgspec.convert(raw, Config, strict=True)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{source}: {explain(e, raw)}") from None
+
+
+def explain(error: msgspec.ValidationError, raw: dict) -> str:
+    """msgspec's message for a config, for a person: a ``[[models]]`` entry named by its id rather
+    than ``$.models[0]``, and the nearest key for an unknown one (``prot`` → ``port``)."""
+    message = str(error)
+    text, _, at = message.partition(" - at `")
+    path = at.rstrip("`") or "$"
+    hint = ""
+    if text.startswith("Object contains unknown field"):
+        field = text.split("`")[1]
+        hint = did_you_mean(field, _keys_at(Config, path)) or ""
+    return f"{text}{hint} - at `{path}`{_which_model(path, raw)}"
+
+
+def _which_model(path: str, raw: dict) -> str:
+    """`` (the [[models]] entry with id = 'x')`` for a path inside one, else ``""``."""
+    match = re.match(r"\$\.models\[(\d+)\]", path)
+    models = raw.get("models")
+    if match and isinstance(models, list) and int(match[1]) < len(models):
+        entry = models[int(match[1])]
+        model_id = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(model_id, str):
+            return f" (the [[models]] entry with id = {model_id!r})"
+    return ""
+
+
+def _keys_at(root: type, path: str) -> list[str]:
+    """The keys the config accepts at ``path`` (``$.daemon``, ``$.models[0].options``)."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
+    for token in re.findall(r"\.([A-Za-z_][\w-]*)|\[\d+\]", path):
+        info = _unwrap(info)
+        if token == "":  # an index: the list's items
+            if isinstance(info, msgspec.inspect.ListType):
+                info = info.item_type
+            continue
+        if isinstance(info, msgspec.inspect.StructType):
+            found = next((f for f in info.fields if f.encode_name == token), None)
+            if found is None:
+                return []
+            info = found.type
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return []
+    info = _unwrap(info)
+    return [f.encode_name for f in info.fields] if isinstance(info, msgspec.inspect.StructType) else []
+
+
+def _unwrap(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    if isinstance(info, msgspec.inspect.UnionType):
+        structs = [t for t in info.types if isinstance(t, (msgspec.inspect.StructType, msgspec.inspect.ListType))]
+        return structs[0] if structs else info
+    return info
 
 
 def check_config(config: Config) -> None:

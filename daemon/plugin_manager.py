@@ -149,14 +149,32 @@ def collect(
     items: list[tuple[str, Any]] = []
     impls = getattr(pm.hook, hook_name).get_hookimpls()  # registration order
     plugins = [impl.plugin for impl in impls]
+    trace = bool(os.environ.get("LOOM_TRACE_PLUGINS"))
     for impl in impls:
         caller = pm.subset_hook_caller(hook_name, remove_plugins=[p for p in plugins if p is not impl.plugin])
-
-        def register(item, _plugin=impl.plugin_name):
-            items.append((_plugin, item))
-
-        caller(register=register, **(kwargs_for(impl.plugin_name) if kwargs_for else {}))
+        extra = kwargs_for(impl.plugin_name) if kwargs_for else {}
+        caller(register=Registrar(impl.plugin_name, items, trace), **extra)
     return items
+
+
+class Registrar:
+    """The ``register`` a ``register_*`` hook is called with, for one plugin: it collects what the
+    plugin registers. Its repr names the plugin, and under ``LOOM_TRACE_PLUGINS`` it says each item
+    registered, so the trace shows whose call it is and what it added."""
+
+    def __init__(self, plugin: str, items: list[tuple[str, Any]], trace: bool) -> None:
+        self.plugin, self.items, self.trace = plugin, items, trace
+
+    def __call__(self, item: Any) -> None:
+        self.items.append((self.plugin, item))
+        if self.trace:
+            kind = item.__name__ if isinstance(item, type) else type(item).__name__
+            name = getattr(item, "name", None) or getattr(item, "id", None)
+            what = f"{kind} {name!r}" if isinstance(name, str) else repr(item)
+            print(f"loom: plugin {self.plugin!r} registered {what}", file=sys.stderr)
+
+    def __repr__(self) -> str:
+        return f"<register for plugin {self.plugin!r}>"
 
 
 def collect_providers(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> dict[str, tuple[str, type[Provider]]]:

@@ -43,6 +43,7 @@ from .records import RecordStore
 from .responses import ResponseStore
 from .routing import STATE_FILE, ModelRouter
 from .scheduler import Scheduler
+from .scheduler.event_log import log_event
 from .shutdown import Shutdown
 from .storage.service import Storage
 from .timers import Timers
@@ -164,6 +165,7 @@ def build_services(
     timers = Timers()
     keys = KeyRing(config)
     scheduler = Scheduler(config, registry, timers=timers)
+    scheduler.events.listeners.append(log_event)  # loads, unloads, evictions, failures in the log
     router = ModelRouter(registry, scheduler)
     router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
     files = FileStore(data_dir)

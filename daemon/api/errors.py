@@ -67,6 +67,11 @@ def validation_error(e: msgspec.MsgspecError) -> E.InvalidRequest:
         return E.UnsupportedParameter(
             f"Unsupported parameter: '{where}{field}' is not supported by Loom", param=f"{where}{field}"
         )
+    if message.startswith("Object missing required field"):
+        # The path of the missing field itself, as for every other field error (messages[0].role).
+        field = message.split("`")[1]
+        param = f"{param}.{field}" if param else field
+        return E.InvalidRequest(f"Invalid request: missing required field '{param}'", param=param)
     if isinstance(e, msgspec.DecodeError) and not isinstance(e, msgspec.ValidationError):
         return E.InvalidRequest(f"Malformed JSON in request body: {message}", code="invalid_json")
     return E.InvalidRequest(f"Invalid request: {message}", param=param)

@@ -31,6 +31,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
+from loom.sdk.suggest import did_you_mean
 
 from .. import credentials as upstream_keys
 from ..jobs.hub import Subscriber
@@ -163,17 +164,20 @@ def check_models(registry, params) -> None:
 
 def decode_params(info: PipelineInfo, body: bytes) -> msgspec.Struct:
     """A pipeline's ``Params`` from a JSON body, strictly (the web UI's form decodes through here too)."""
+    fields = [f.encode_name for f in msgspec.structs.fields(info.cls.Params)]
     try:
         params = msgspec.json.decode(body, type=info.cls.Params)
         # Strict even for a third party's Params that forgot forbid_unknown_fields.
-        fields = {f.encode_name for f in msgspec.structs.fields(info.cls.Params)}
-        unknown = sorted(set(msgspec.json.decode(body)) - fields)
+        unknown = sorted(set(msgspec.json.decode(body)) - set(fields))
     except msgspec.MsgspecError as e:
-        raise validation_error(e) from None
+        error = validation_error(e)
+        if error.code != "unsupported_parameter" or not error.param or "." in error.param:
+            raise error from None
+        unknown = [error.param]
     if unknown:
-        raise UnsupportedParameter(
-            f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{info.name}'", param=unknown[0]
-        )
+        name = unknown[0]
+        hint = did_you_mean(name, fields) or f" (its parameters: {', '.join(sorted(fields))})"
+        raise UnsupportedParameter(f"Unknown parameter '{name}' for pipeline '{info.name}'{hint}", param=name)
     return params
 
 

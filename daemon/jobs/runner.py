@@ -356,6 +356,7 @@ class JobRunner:
         self._contexts[job_id] = ctx
         self._run_started[job_id] = time.monotonic()
         self.emit(job_id, "state", {"state": RUNNING, "attempt": attempt})
+        log.info("job %s (%s) started%s", job_id, info.name, f", attempt {attempt}" if attempt > 1 else "")
         try:
             params = msgspec.json.decode(msgspec.json.encode(job["params"]), type=info.cls.Params)
             result = await info.instance.run(params, ctx)
@@ -412,6 +413,16 @@ class JobRunner:
         if error is not None:
             data["error"] = error
         self.emit(job_id, "state", data)
+        why = f": {error['message']}" if error is not None else ""
+        log.log(
+            logging.WARNING if state == FAILED else logging.INFO,
+            "job %s (%s) %s after %.1f s%s",
+            job_id,
+            ctx.pipeline,
+            state,
+            timings["run_seconds"],
+            why,
+        )
 
     def _finish_idle(self, job_id: str, state: str) -> None:
         self.store.update_job(job_id, state=state, stage=state, finished_at=time.time())
