@@ -68,6 +68,8 @@ log = logging.getLogger("loom.jobs")
 CANCEL_GRACE_S = 10.0
 #: How often the end of a job the store could not record (a full disk) is tried again.
 RECORD_RETRY_S = 2.0
+#: How often, at most, a running job's progress rewrites its metadata.json.
+METADATA_INTERVAL_S = 2.0
 #: The owner of a job submitted without an API key (every such client is the same owner).
 ANONYMOUS = "anonymous"
 
@@ -135,6 +137,8 @@ class JobRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._background: set[asyncio.Task] = set()
+        #: job id -> when progress last wrote its metadata.json (monotonic; dropped at its end).
+        self._metadata_written: dict[str, float] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -338,7 +342,14 @@ class JobRunner:
             timings=self._timings(ctx.job_id),
         )
         self.emit(ctx.job_id, "progress", {"progress": round(percent, 2), "stage": stage, "message": message})
-        self._write_metadata(ctx.job_id)
+        # metadata.json follows progress at most every METADATA_INTERVAL_S from the run's start
+        # (the job's end always writes it, so a quick job writes it once): rewriting a file costs
+        # a flush on ext4 (a file renamed over another is flushed), and a quick job reports
+        # progress several times a second: a burst of jobs was bound by those flushes.
+        now = time.monotonic()
+        if now - self._metadata_written.get(ctx.job_id, float("-inf")) >= METADATA_INTERVAL_S:
+            self._metadata_written[ctx.job_id] = now
+            self._write_metadata(ctx.job_id)
 
     def step_finished(self, ctx: JobContext, key: str, seconds: float) -> None:
         self.store.update_job(ctx.job_id, usage=ctx.usage.to_dict(), timings=self._timings(ctx.job_id))
@@ -467,7 +478,7 @@ class JobRunner:
             self._cancel_before_start.discard(job_id)
             ctx.cancel()
         self._contexts[job_id] = ctx
-        self._run_started[job_id] = time.monotonic()
+        self._run_started[job_id] = self._metadata_written[job_id] = time.monotonic()
         self.emit(job_id, "state", {"state": RUNNING, "attempt": attempt})
         try:
             params = msgspec.json.decode(msgspec.json.encode(job["params"]), type=info.cls.Params)
@@ -517,6 +528,7 @@ class JobRunner:
         if error is not None:
             fields.update(error=error, message=error["message"])
         self.store.update_job(job_id, **fields)
+        self._metadata_written.pop(job_id, None)
         self._write_metadata(job_id)
         data: dict[str, Any] = {"state": state}
         if error is not None:
