@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import loom_server, percentile  # noqa: E402
+from _harness import loom_server, percentile
 
 CONFIG = """
 [daemon]
