@@ -99,6 +99,7 @@ class Admission:
         self._report_handle: asyncio.TimerHandle | None = None
         self._last_report = 0.0
         self._run_seconds = FIRST_RUN_S  # moving average of how long an admitted job runs
+        self._closed = False  # the daemon stops: nothing more starts
 
     # --- accepting ------------------------------------------------------------------------
 
@@ -190,7 +191,7 @@ class Admission:
     def admit(self) -> None:
         """Start queued jobs, best first, while the budget has room."""
         admitted = False
-        while len(self.running) < self.budget.max_running:
+        while not self._closed and len(self.running) < self.budget.max_running:
             best: tuple[tuple[int, float, int], Waiting] | None = None
             for pipeline, heap in self._heaps.items():
                 if self._running_by_pipeline[pipeline] >= self.budget.for_pipeline(pipeline):
@@ -245,6 +246,8 @@ class Admission:
                 self._report(w.job_id, pos)
 
     def close(self) -> None:
+        """The daemon stops: no queued job starts any more (they are left for the next start)."""
+        self._closed = True
         if self._report_handle is not None:
             self._report_handle.cancel()
             self._report_handle = None

@@ -435,7 +435,8 @@ class JobRunner:
         except asyncio.CancelledError:
             # Cancelled while queued (``cancel`` has recorded it), or the daemon stops: a job that
             # never started is left ``interrupted`` like a running one, and resumes the same way.
-            self.admission.remove(job_id)
+            if not self.admission.remove(job_id):
+                self.admission.release(job_id)  # admitted, then cancelled before it could start
             if self._stopping and self.get(job_id)["state"] == QUEUED:
                 message = "the daemon stopped before the job started"
                 self.store.update_job(job_id, state=INTERRUPTED, stage=INTERRUPTED, message=message)

@@ -132,9 +132,9 @@ def settle(c: httpx.Client, ids: list[str], timeout: float = 60) -> dict[str, di
 
 
 def test_a_burst_of_translate_jobs_from_many_clients_all_succeed(burst):
-    bodies = [{"text": f"burst text number {i}", "source": "en", "target": "fr"} for i in range(300)]
+    bodies = [{"text": f"burst text number {i}", "source": "en", "target": "fr"} for i in range(200)]
     responses = asyncio.run(submit_all(burst.url, "translate", bodies, clients=32))
-    assert [r.status_code for r in responses] == [202] * 300
+    assert [r.status_code for r in responses] == [202] * 200
     accepted = [r.json() for r in responses]
     # More jobs than the running budget: the rest wait queued, each told its place.
     queued = [j for j in accepted if j["state"] == "queued" and (j["position"] or 0) > 1]
@@ -142,7 +142,7 @@ def test_a_burst_of_translate_jobs_from_many_clients_all_succeed(burst):
     with httpx.Client(base_url=burst.url, timeout=30) as c:
         jobs = settle(c, [j["id"] for j in accepted])
         states = {s: sum(1 for j in jobs.values() if j["state"] == s) for s in FINAL}
-        assert states == {"succeeded": 300, "failed": 0, "cancelled": 0, "interrupted": 0}
+        assert states == {"succeeded": 200, "failed": 0, "cancelled": 0, "interrupted": 0}
         sample = c.get(f"/v1/jobs/{queued[-1]['id']}").json()
         assert sample["result"]["count"] == 1 and sample["position"] is None
         # The queued one was told its position when it was accepted, then ran.
@@ -160,7 +160,7 @@ def test_beam_searches_submitted_together_keep_every_candidate(burst):
         "prompt": "a red apple on a wooden table",
         "width": 64,
         "height": 64,
-        "beam_width": 6,
+        "beam_width": 4,
         "keep_top": 2,
         "iterations": 2,
     }
@@ -172,7 +172,7 @@ def test_beam_searches_submitted_together_keep_every_candidate(burst):
     assert [j["state"] for j in jobs] == ["succeeded"] * 20, [j["error"] for j in jobs if j["error"]]
     # A candidate's failure is tolerated by the search, so load could shrink a beam quietly: none did.
     assert [j["result"]["failed"] for j in jobs] == [0] * 20
-    assert all(j["result"]["candidates"] == 6 + 6 for j in jobs)
+    assert all(j["result"]["candidates"] == 4 + 4 for j in jobs)
 
 
 def test_a_job_call_waits_for_room_where_an_http_client_is_refused(burst):
@@ -273,3 +273,22 @@ def test_past_the_owners_queue_bound_a_submission_is_429_and_nothing_is_accepted
             a.post(f"/v1/jobs/{job_id}/cancel")
         a.close()
         b.close()
+
+
+def test_queued_jobs_resume_in_their_order_after_a_restart(queue):
+    """A stop leaves the queued jobs ``interrupted`` with the running one; the next start resumes
+    them all, in the order they were accepted. (A kill leaves them ``queued`` in the store, and
+    start-up marks queued and running jobs interrupted alike, as it always has.)"""
+    a = httpx.Client(base_url=queue.url, timeout=30, headers={"Authorization": f"Bearer {USER_A}"})
+    body = {"text": "slowly", "source": "en", "target": "fr"}
+    jobs = [a.post("/v1/pipelines/translate", json=body).json()["id"] for _ in range(3)]
+    wait(a, jobs[0], until=lambda j: j["state"] == "running", timeout=10)
+    assert [a.get(f"/v1/jobs/{j}").json()["position"] for j in jobs] == [None, 1, 2]
+    a.close()
+    queue.restart()
+    with httpx.Client(base_url=queue.url, timeout=30, headers={"Authorization": f"Bearer {USER_A}"}) as a:
+        done = [wait(a, j, timeout=30) for j in jobs]
+        assert [j["state"] for j in done] == ["succeeded"] * 3
+        # Each ran once after the restart, in the order they were accepted.
+        assert done[0]["started_at"] < done[1]["started_at"] < done[2]["started_at"]
+        assert done[1]["finished_at"] <= done[2]["started_at"]
