@@ -3,8 +3,9 @@
 Life of a job: ``queued`` (accepted, 202) -> ``running`` -> ``succeeded`` | ``failed`` |
 ``cancelled``. A job waits ``queued`` until the budget of running jobs has room for it (see
 :mod:`.admission`: by priority, then age, with its position in its JSON and in ``position``
-events); a queued job that is cancelled ends at once, having run nothing. A daemon that stops (or is killed) with jobs running leaves them ``interrupted``:
-at shutdown directly, after a SIGKILL when the next daemon starts. ``resume`` takes an
+events); a queued job that is cancelled ends at once, having run nothing. A daemon that stops
+(or is killed) with jobs queued or running leaves them ``interrupted``: at shutdown directly,
+after a SIGKILL when the next daemon starts. ``resume`` takes an
 interrupted, failed or cancelled job back to ``queued`` and runs its pipeline again from the top;
 finished steps return their stored results, so the work continues from the last finished step.
 
