@@ -12,9 +12,9 @@ can still wait instead of failing:
 - :class:`ModelRoom`, around each model call of a running job: the job's calls to one model that
   are queued or running in the scheduler are held to the model's slots plus half its queue limit
   (``max_queue``), so pipeline work never fills a model's queue and interactive clients keep
-  the other half. A call that still meets a full queue (interactive requests took the room)
-  waits for room and is tried again: woken when a job's call to that model ends, or after the
-  scheduler's ``Retry-After`` at the latest.
+  the other half. A call that still meets a full queue (interactive requests took the room), or
+  that waited in it past ``queue_timeout``, waits for room and is tried again: woken when a
+  job's call to that model ends, or after the scheduler's ``Retry-After`` at the latest.
 
 Why here and not in the scheduler: ``max_queue`` exists to push back on HTTP clients, who can
 retry, and the scheduler's admission is shared by every kind of work. A durable job is a client

@@ -35,6 +35,7 @@ from loom.sdk.errors import (
     ProviderError,
     QueueFull,
     RateLimited,
+    Unavailable,
 )
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import Capability, ChatCompletionRequest
@@ -328,9 +329,10 @@ class JobContext:
     async def _with_room(self, model: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` (one model call, crash retries included) under back-pressure: first a
         place among the jobs' calls to ``model`` (``JobRunner.room``), then, if the model's queue
-        is full anyway (interactive requests filled it), wait for room and try again, as long
-        as it takes: an accepted job fails for its own errors, never for load. An upstream's
-        429 (RateLimited) is the upstream's answer and fails the call as before."""
+        is full anyway (interactive requests filled it) or the call waited in it past
+        ``[daemon.limits] queue_timeout`` (a slow model, a deep queue), wait for room and try
+        again, as long as it takes: an accepted job fails for its own errors, never for load.
+        An upstream's 429 (RateLimited) is the upstream's answer and fails the call as before."""
         room = self.runner.room
         key = self._room_key(model)
         if not room.try_acquire(key):
@@ -344,11 +346,15 @@ class JobContext:
                 except QueueFull as e:
                     if isinstance(e, RateLimited):
                         raise
-                    retry_after = e.retry_after
+                    reason, retry_after = "queue_full", e.retry_after
+                except Unavailable as e:
+                    if e.code != "queue_timeout":
+                        raise  # out of memory, a device gone, shutting down: not a queue's length
+                    reason, retry_after = "queue_timeout", 0.0
                 if not told:  # once per call: why the job seems to stand still
                     told = True
-                    log.info("job %s: the queue of %s is full; waiting for room", self.job_id, model)
-                    self.emit("waiting", {"model": model, "reason": "queue_full", "retry_after": retry_after})
+                    log.info("job %s: %s for %s; waiting for room", self.job_id, reason, model)
+                    self.emit("waiting", {"model": model, "reason": reason, "retry_after": retry_after})
                 await self._interruptible(room.wait_for_room(key, retry_after))
         finally:
             room.release(key)

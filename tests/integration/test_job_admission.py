@@ -70,6 +70,10 @@ key = { env = "T_ADM_A" }
 [[daemon.api_keys]]
 key = { env = "T_ADM_B" }
 
+# A request waits at most a second in a model's queue (then 503 for an HTTP client).
+[daemon.limits]
+queue_timeout = 1
+
 [jobs]
 max_running = 1
 max_queued_per_owner = 3
@@ -202,6 +206,32 @@ def test_a_job_call_waits_for_room_where_an_http_client_is_refused(burst):
         events = list(sse_events(c.get(f"/v1/jobs/{job_id}/events")))
         waiting = [e["data"]["data"] for e in events if e["data"]["type"] == "waiting"]
         assert waiting and waiting[0]["reason"] == "queue_full" and waiting[0]["model"] == "narrow-translate"
+
+
+def test_a_job_call_that_waits_past_the_queue_timeout_is_tried_again(queue):
+    """An interactive request holds the model for 1.5 s; the job's call behind it waits past
+    ``queue_timeout`` (1 s), which fails an HTTP client with 503 and only delays the job."""
+    a = httpx.Client(base_url=queue.url, timeout=30, headers={"Authorization": f"Bearer {USER_A}"})
+    body = {"text": "hello", "source": "en", "target": "fr"}
+    try:
+
+        async def race() -> tuple[list[int], str]:
+            headers = {"Authorization": f"Bearer {USER_A}"}
+            async with httpx.AsyncClient(base_url=queue.url, timeout=30, headers=headers) as ac:
+                first = asyncio.create_task(ac.post("/v1/translations/text", json={**body, "model": "slow-translate"}))
+                await asyncio.sleep(0.3)  # running in the model's one slot
+                job = await ac.post("/v1/pipelines/translate", json=body)
+                return [(await first).status_code, job.status_code], job.json()["id"]
+
+        statuses, job_id = asyncio.run(race())
+        assert statuses == [200, 202]
+        job = wait(a, job_id, timeout=30)
+        assert job["state"] == "succeeded", job["error"]
+        events = list(sse_events(a.get(f"/v1/jobs/{job_id}/events")))
+        waiting = [e["data"]["data"] for e in events if e["data"]["type"] == "waiting"]
+        assert waiting and waiting[0]["reason"] == "queue_timeout"
+    finally:
+        a.close()
 
 
 def test_queued_jobs_show_their_position_and_cancel_at_once(queue):
