@@ -10,14 +10,14 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import msgspec.inspect
 from loom.sdk.config import EnvSecret, ModelConfig
 from loom.sdk.errors import ConfigError
 from loom.sdk.suggest import did_you_mean
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from .storage.config import StorageConfig
 
@@ -170,6 +170,21 @@ class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: SQLite ``synchronous`` for every store (jobs, records, responses, retrieval): "normal"
     #: survives a daemon crash or kill, "full" a power cut too (see ``loom.daemon.durability``).
     durability: Literal["normal", "full"] = "normal"
+    #: Jobs that run at once, all pipelines together; the rest wait ``queued`` (by priority, then
+    #: age). "auto": twice the slots of the configured models (a remote one counts as at most
+    #: 16), at least 2 and at most 64: enough to keep every model busy, not so many that their
+    #: calls only wait in the models' queues.
+    max_running: Annotated[int, Meta(ge=1)] | Literal["auto"] = "auto"
+    #: Jobs of one pipeline that run at once: "auto" is three quarters of ``max_running`` (at
+    #: least 1), so a burst of one pipeline leaves room for the jobs of others.
+    max_running_per_pipeline: Annotated[int, Meta(ge=1)] | Literal["auto"] = "auto"
+    #: Per-pipeline overrides of ``max_running_per_pipeline``: ``{ beam_search = 2 }``.
+    pipelines: dict[str, Annotated[int, Meta(ge=1)]] = field(default_factory=dict)
+    #: Queued jobs (accepted, not yet running) before a submission is answered 429 with
+    #: Retry-After, all owners together ...
+    max_queued: Annotated[int, Meta(ge=1)] = 10_000
+    #: ... and per owner (an API key; with no keys configured, every client is one owner).
+    max_queued_per_owner: Annotated[int, Meta(ge=1)] = 5_000
 
 
 class Config(Struct, forbid_unknown_fields=True, frozen=True):

@@ -5,6 +5,10 @@
   ``Prefer: wait=SECONDS``) holds the answer until the job ends, at most that long (and at most
   ``MAX_WAIT``): 200 with the finished job, else 202 with the job as it is. ``X-<name>-API-Key``
   headers are upstream keys for the job's own calls (see ``loom.daemon.credentials``).
+  ``?priority=N`` (-100..100, default 0): among queued jobs, a higher priority runs first. A job
+  waits ``queued`` (its ``position`` shown) until the budget of running jobs has room; when the
+  queued jobs of the caller's key (or of everyone) are at their bound (``[jobs] max_queued_per_owner``,
+  ``max_queued``), the answer is 429 with ``Retry-After`` and nothing is accepted.
 - ``GET /v1/pipelines``: every pipeline with the JSON schema of its parameters.
 - ``GET /v1/jobs`` (``state``, ``pipeline``, ``since``, ``until``, ``limit``, ``offset``),
   ``GET /v1/jobs/{id}``, ``POST /v1/jobs/{id}/cancel``, ``POST /v1/jobs/{id}/resume``,
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -41,7 +46,7 @@ from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
 from ..shutdown import Shutdown
 from . import shapes
-from .auth import accept
+from .auth import accept, presented_key
 from .body import BodyReader
 from .errors import validation_error
 from .openapi import BODY_ERRORS, TOKEN, Query, doc
@@ -73,6 +78,9 @@ class PipelineParams(msgspec.Struct):
     unknown field is refused naming it."""
 
 
+PRIORITY = Query(
+    "priority", {"type": "integer", "minimum": -100, "maximum": 100}, "Among queued jobs, higher runs first (default 0)"
+)
 KEEPALIVE_S = 15.0
 #: The longest a submission may wait for its job (``?wait=`` / ``Prefer: wait=``), seconds.
 MAX_WAIT = 600.0
@@ -104,6 +112,9 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
         "error": job["error"],
         # The names of the upstream key headers a resume needs again (never the keys).
         "upstream_keys": job.get("upstream_keys") or [],
+        "priority": job.get("priority") or 0,
+        # Where a queued job stands among the queued (1: it starts next); None once it runs.
+        "position": runner.position(job["id"]) if job["state"] == "queued" else None,
     }
     if not detail:
         return view
@@ -189,8 +200,9 @@ def decode_params(info: PipelineInfo, body: bytes) -> msgspec.Struct:
         body=PipelineParams,
         returns=shapes.Job,
         status=202,
-        errors=(*BODY_ERRORS, 404),
+        errors=(*BODY_ERRORS, 404, 429),
         headers={"Location": "The job's URL"},
+        query=(PRIORITY,),
     ),
 )
 async def start_pipeline(
@@ -205,7 +217,10 @@ async def start_pipeline(
     params = decode_params(info, body)
     check_models(registry, params)
     wait, preferred = requested_wait(request)
-    job = runner.submit(name, params, upstream_keys.from_headers(request.headers))
+    priority = _int(request.query_params.get("priority"), "priority", 0, -100, 100)
+    job = runner.submit(
+        name, params, upstream_keys.from_headers(request.headers), owner=owner_of(request), priority=priority
+    )
     headers = {"Location": f"/v1/jobs/{job['id']}"}
     if wait:
         job = await runner.wait(job["id"], wait)
@@ -213,6 +228,15 @@ async def start_pipeline(
             headers["Preference-Applied"] = f"wait={preferred}"
     status = 200 if job["state"] in TERMINAL else 202
     return json_response(job_view(runner, job), status_code=status, headers=headers)
+
+
+def owner_of(request: Request) -> str:
+    """Whose queued jobs a submission counts among: its API key, by a digest (the key itself is
+    never kept); every request without a key is the same owner."""
+    key = presented_key(request)
+    if not key:
+        return "anonymous"
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def requested_wait(request: Request) -> tuple[float, str | None]:

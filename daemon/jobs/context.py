@@ -2,7 +2,9 @@
 
 A job reaches only the services in :class:`PipelineServices`. Every model call goes through the
 router at ``Priority.PIPELINE`` with a ``RunContext`` the
-job can cancel; token usage and time per capability are added to the job's totals. ``step``
+job can cancel; token usage and time per capability are added to the job's totals. Load never
+fails a call: it waits for room among the jobs' calls to its model (``JobRunner.room``), and a
+call that meets the model's full queue waits for room and is tried again (see ``admission``). ``step``
 memoises results in the store, which is what makes ``resume`` continue from the last finished
 step: a resumed job runs ``Pipeline.run`` from the top and finished steps return at once.
 """
@@ -24,7 +26,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from loom.sdk import calls
-from loom.sdk.errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound, ProviderError
+from loom.sdk.errors import (
+    Cancelled,
+    CapabilityNotSupported,
+    InvalidRequest,
+    LoomError,
+    NotFound,
+    ProviderError,
+    QueueFull,
+    RateLimited,
+    Unavailable,
+)
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import Capability, ChatCompletionRequest
 
@@ -314,6 +326,60 @@ class JobContext:
     def _run_context(self) -> RunContext:
         return RunContext(credentials=self.credentials)
 
+    async def _interruptible(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` (a wait of the job's own), ended by ``cancel`` as Cancelled."""
+        wait = asyncio.ensure_future(awaitable)
+        self._waits.add(wait)
+        try:
+            return await wait
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # the job's task itself: stop waiting too
+                wait.cancel()
+                raise
+            raise Cancelled(f"job {self.job_id} was cancelled") from None
+        finally:
+            self._waits.discard(wait)
+
+    def _room_key(self, model: str) -> str:
+        try:
+            return self.services.registry.get(model).id  # an alias shares its model's room
+        except LoomError:
+            return model  # unknown: the router says so with its own error
+
+    async def _with_room(self, model: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` (one model call, crash retries included) under back-pressure: first a
+        place among the jobs' calls to ``model`` (``JobRunner.room``), then, if the model's queue
+        is full anyway (interactive requests filled it) or the call waited in it past
+        ``[daemon.limits] queue_timeout`` (a slow model, a deep queue), wait for room and try
+        again, as long as it takes: an accepted job fails for its own errors, never for load.
+        An upstream's 429 (RateLimited) is the upstream's answer and fails the call as before."""
+        room = self.runner.room
+        key = self._room_key(model)
+        if not room.try_acquire(key):
+            await self._interruptible(room.acquire(key))
+        told = False
+        try:
+            while True:
+                self.check()
+                try:
+                    return await call()
+                except QueueFull as e:
+                    if isinstance(e, RateLimited):
+                        raise
+                    reason, retry_after = "queue_full", e.retry_after
+                except Unavailable as e:
+                    if e.code != "queue_timeout":
+                        raise  # out of memory, a device gone, shutting down: not a queue's length
+                    reason, retry_after = "queue_timeout", 0.0
+                if not told:  # once per call: why the job seems to stand still
+                    told = True
+                    log.info("job %s: %s for %s; waiting for room", self.job_id, reason, model)
+                    self.emit("waiting", {"model": model, "reason": reason, "retry_after": retry_after})
+                await self._interruptible(room.wait_for_room(key, retry_after))
+        finally:
+            room.release(key)
+
     def _before_retry(self, model: str, attempt: int, error: Exception) -> None:
         self.check()
         log.warning("job %s: %s; running the call again (retry %d)", self.job_id, error, attempt)
@@ -331,7 +397,8 @@ class JobContext:
             finally:
                 self._calls.discard(rc)
 
-        entry, result = await retrying_crashes(once, self.crash_retries, functools.partial(self._before_retry, model))
+        retry = functools.partial(self._before_retry, model)
+        entry, result = await self._with_room(model, lambda: retrying_crashes(once, self.crash_retries, retry))
         self.usage.call(entry.id, capability.value, time.perf_counter() - started)
         return result
 
@@ -365,7 +432,9 @@ class JobContext:
             return entry, text, prompt_tokens, completion_tokens
 
         retry = functools.partial(self._before_retry, model)
-        entry, text, prompt_tokens, completion_tokens = await retrying_crashes(once, self.crash_retries, retry)
+        entry, text, prompt_tokens, completion_tokens = await self._with_room(
+            model, lambda: retrying_crashes(once, self.crash_retries, retry)
+        )
         self.usage.call(entry.id, capability.value, time.perf_counter() - started, prompt_tokens, completion_tokens)
         return "".join(text)
 

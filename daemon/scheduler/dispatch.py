@@ -174,7 +174,9 @@ class Dispatcher:
 
     def _timed_out(self, item: WorkItem, timeout: float) -> None:
         if item.state is State.QUEUED:
-            error = Unavailable(f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later")
+            error = Unavailable(
+                f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later", code="queue_timeout"
+            )
             self.drop(item, error, "failed", reason="queue_timeout")
 
     # --- ending work that did not run -------------------------------------------------------------

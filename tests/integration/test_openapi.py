@@ -65,6 +65,10 @@ role = "admin"
 [daemon.limits]
 max_body_bytes = 65536
 
+[jobs]
+pipelines = {{ translate = 1 }}
+max_queued_per_owner = 2
+
 [plugins.openai.instances.faulty]
 base_url = "{upstream}"
 api_key = {{ env = "T_OA_UPSTREAM" }}
@@ -373,6 +377,22 @@ class Reach:
 
     def r413(self, method: str, path: str) -> httpx.Response:
         return self.too_big(method, path)
+
+    def r429(self, method: str, path: str) -> httpx.Response:
+        """The job store's bound: one translate job runs ([jobs] pipelines), two wait
+        (max_queued_per_owner = 2), the fourth is refused; all are cancelled after."""
+        made: list[str] = []
+        body = {"text": "x", "source": "en", "target": "fr", "model": "x-slow"}
+        try:
+            for _ in range(4):
+                r = self.admin.post("/v1/pipelines/translate", json=body)
+                if r.status_code != 202:
+                    return r
+                made.append(r.json()["id"])
+            return r
+        finally:
+            for job_id in made:
+                self.admin.post(f"/v1/jobs/{job_id}/cancel")
 
     def r502(self, method: str, path: str) -> httpx.Response:
         body = {"json": {"pinned": True}} if path.endswith("/pin") else {}
