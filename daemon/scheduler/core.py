@@ -32,6 +32,7 @@ from ..models import ModelEntry, ModelRegistry
 from ..timers import Timers
 from ..workers import Executor, NodeInfo, Work, make_executors
 from . import images
+from .chunks import ChunkCheck
 from .devices import REMOTE, discover, normalize
 from .dispatch import Dispatcher
 from .events import EventBus
@@ -282,7 +283,11 @@ class Scheduler:
         whole answer (a chat completion that is not streamed). It runs as :meth:`stream` does (each
         chunk feeds the hung-call watchdog and the metrics as it comes), but the chunks are kept
         where they are made instead of crossing to the caller one by one."""
-        return await self.result(self._submit(entry, call, priority, ctx, stream=True, collect=True))
+        chunks = await self.result(self._submit(entry, call, priority, ctx, stream=True, collect=True))
+        check = ChunkCheck(entry.id, call)
+        for chunk in chunks:
+            check(chunk)
+        return chunks
 
     async def stream(
         self,
@@ -299,6 +304,7 @@ class Scheduler:
         item = self._submit(entry, call, priority, ctx, stream=True)
         chunks = item.chunks
         assert chunks is not None, "a stream's item has its channel"
+        check = ChunkCheck(entry.id, call)
         try:
             await self.dispatcher.wait_started(item)
             while True:
@@ -307,6 +313,7 @@ class Scheduler:
                     if value is not None:
                         raise value
                     return
+                check(value)
                 yield value
         finally:
             self.dispatcher.abandon(item)  # a no-op once the item is done
