@@ -31,6 +31,8 @@ from litestar.openapi.spec import (
 )
 from loom.sdk.types import ErrorResponse
 
+from ..ollama.wire import Error as OllamaError
+
 REF = "#/components/schemas/{name}"
 
 #: What each error status means on Loom's routes.
@@ -95,6 +97,10 @@ class Doc:
     form: type | None = None
     #: The Struct of each server-sent event's ``data`` when the route streams (``text/event-stream``).
     events: type | None = None
+    #: The Struct of each line when the route streams newline-delimited JSON (Ollama's routes).
+    lines: type | None = None
+    #: The Struct errors are answered with (None: OpenAI's ``ErrorResponse``).
+    error_body: type | None = None
     #: A success body that is not JSON: its media type ("text/plain", "*/*").
     media_type: str | None = None
     errors: tuple[int, ...] = ()
@@ -119,13 +125,13 @@ def ref(struct: type) -> Reference:
     return Reference(ref=REF.format(name=struct.__name__))
 
 
-def error_response(status: int) -> OpenAPIResponse:
+def error_response(status: int, body: type = ErrorResponse) -> OpenAPIResponse:
     headers: dict[str, OpenAPIHeader | Reference] | None = None
     if status == 429:
         headers = {"Retry-After": OpenAPIHeader(schema=RawSchema(raw={"type": "integer"}), description="Seconds")}
     return OpenAPIResponse(
         description=REASONS[status],
-        content={"application/json": OpenAPIMediaType(schema=ref(ErrorResponse))},
+        content={"application/json": OpenAPIMediaType(schema=ref(body))},
         headers=headers,
     )
 
@@ -139,6 +145,10 @@ def _success(d: Doc) -> OpenAPIResponse:
         ref(d.events)
         content["text/event-stream"] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string"}))
         description += f"; streamed as server-sent events whose `data` is a {d.events.__name__}"
+    if d.lines is not None:
+        ref(d.lines)
+        content["application/x-ndjson"] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string"}))
+        description += f"; streamed as newline-delimited JSON, a {d.lines.__name__} per line"
     if d.media_type is not None:
         content[d.media_type] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string", "format": "binary"}))
     headers: dict[str, OpenAPIHeader | Reference] = {
@@ -185,7 +195,7 @@ def doc(summary: str, **kw: Any) -> type[Operation]:
                 self.parameters = [*(self.parameters or []), *map(_parameter, d.query)]
             self.responses = {str(d.status): _success(d)}
             for status in sorted(set(d.errors)):
-                self.responses[str(status)] = error_response(status)
+                self.responses[str(status)] = error_response(status, d.error_body or ErrorResponse)
 
     Op.doc = d
     Op.__name__ = Op.__qualname__ = f"Doc_{summary.replace(' ', '_')[:40]}"
@@ -217,15 +227,16 @@ def finish(schema: Any, *, keys: bool) -> None:
             ),
         }
     for path, item in (schema.paths or {}).items():
-        guarded = path.startswith(("/v1/", "/admin/")) or path == "/metrics"
+        guarded = path.startswith(("/v1/", "/admin/", "/api/")) or path == "/metrics"
+        body = OllamaError if path.startswith("/api/") else ErrorResponse
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(item, method, None)
             if op is None or not guarded or not keys:
                 continue
             op.security = [{"bearer": []}, {"apiKey": []}]
-            op.responses["401"] = error_response(401)
-            if not path.startswith("/v1/"):
-                op.responses["403"] = error_response(403)
+            op.responses["401"] = error_response(401, body)
+            if not path.startswith(("/v1/", "/api/")):
+                op.responses["403"] = error_response(403, body)
             op.responses = dict(sorted(op.responses.items()))
 
 
