@@ -69,11 +69,18 @@ def odoc(summary: str, **kw):
     return doc(summary, error_body=Error, **kw)
 
 
+def message_of(error: E.LoomError) -> str:
+    """Ollama's error is one string: a bad request's field goes into it when it does not say it."""
+    if isinstance(error, E.InvalidRequest) and error.param and error.param not in error.message:
+        return f"{error.message} ({error.param})"
+    return error.message
+
+
 def error_response(error: E.LoomError) -> Response:
     status = 503 if isinstance(error, E.QueueFull) else status_of(error)
     headers = {"Retry-After": str(max(1, round(error.retry_after)))} if isinstance(error, E.QueueFull) else {}
     return Response(
-        content=msgspec.json.encode(Error(error.message)), status_code=status, media_type=MediaType.JSON, headers=headers
+        content=msgspec.json.encode(Error(message_of(error))), status_code=status, media_type=MediaType.JSON, headers=headers
     )
 
 

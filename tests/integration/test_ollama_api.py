@@ -174,19 +174,20 @@ def test_generate_plain_streamed_raw_and_system(client):
 def test_format_json_schema_constrains_the_answer(client):
     schema = {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
         "required": ["name", "age"],
+        "additionalProperties": False,
     }
     r = client.chat(
         SMOL,
         messages=[{"role": "user", "content": "Invent a person."}],
         format=schema,
-        options={**GREEDY, "num_predict": 60},
+        options={**GREEDY, "num_predict": 100},
     )
     person = json.loads(r.message.content)
-    assert isinstance(person["name"], str) and isinstance(person["age"], int)
-    r = client.generate(SMOL, "A JSON object:", format="json", options={**GREEDY, "num_predict": 40})
-    assert isinstance(json.loads(r.response), dict)
+    assert set(person) == {"name", "age"} and isinstance(person["age"], int)
+    r = client.generate(SMOL, "Reply with a JSON object.", format="json", options={**GREEDY, "num_predict": 200})
+    assert r.done_reason == "stop" and isinstance(json.loads(r.response), dict)
 
 
 def test_a_tool_call_and_its_result(client):
