@@ -345,7 +345,7 @@ def _truncate(vectors: list[list[float]], dimensions: int) -> list[list[float]]:
         body=PullRequest,
         returns=Progress,
         lines=Progress,
-        errors=(400, 403, 409, 413, 503),
+        errors=(400, 403, 413, 503),
     ),
 )
 async def pull(
@@ -370,7 +370,7 @@ async def pull(
 @delete(
     "/delete",
     status_code=200,
-    operation_class=odoc("Ollama: delete a model or one of its names", body=ModelRef, errors=(400, 403, 404, 409, 413)),
+    operation_class=odoc("Ollama: delete a model or one of its names", body=ModelRef, errors=(400, 403, 404, 413)),
 )
 async def delete_model(
     request: Request, text: NamedDependency[TextServices], catalog: NamedDependency[ModelCatalog]
@@ -384,7 +384,7 @@ async def delete_model(
 @post(
     "/copy",
     status_code=200,
-    operation_class=odoc("Ollama: copy a model (a new name for it)", body=CopyRequest, errors=(400, 403, 404, 409, 413)),
+    operation_class=odoc("Ollama: copy a model (a new name for it)", body=CopyRequest, errors=(400, 403, 404, 413)),
 )
 async def copy(
     request: Request, text: NamedDependency[TextServices], catalog: NamedDependency[ModelCatalog]

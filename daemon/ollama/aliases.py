@@ -8,7 +8,7 @@ model's id removes the model (``DELETE /admin/models/{id}``).
 
 from __future__ import annotations
 
-from loom.sdk.errors import Conflict, InvalidRequest
+from loom.sdk.errors import InvalidRequest
 
 from ..catalog.live import ModelCatalog
 from .names import alias_for
@@ -18,13 +18,13 @@ def _model_table(doc, model_id: str, source: str):
     for m in doc.get("models") or []:
         if hasattr(m, "get") and m.get("id") == model_id:
             return m
-    raise Conflict(f"{source} has no [[models]] entry with id '{model_id}'")
+    raise InvalidRequest(f"{source} has no [[models]] entry with id '{model_id}'")
 
 
 def _declared(catalog: ModelCatalog, name: str):
     entry = catalog.registry.get(name)
     if entry.source != "config":
-        raise Conflict(
+        raise InvalidRequest(
             f"model '{entry.id}' is registered by the plugin '{entry.source}', not the config, so its names "
             "cannot be changed here"
         )
