@@ -29,24 +29,24 @@ from ..ollama.options import chat_options, keep_alive
 from ..ollama.pull import Puller
 from ..ollama.running import Run, load_or_unload, running
 from ..ollama.wire import (
-    ChatAnswer,
-    ChatRequest,
-    CopyRequest,
-    EmbedAnswer,
-    EmbeddingAnswer,
-    EmbeddingsRequest,
-    EmbedRequest,
-    Error,
-    GenerateAnswer,
-    GenerateRequest,
-    ListedModel,
-    ModelList,
-    ModelRef,
-    Progress,
-    PullRequest,
-    RunningList,
-    Shown,
-    Version,
+    OllamaChatAnswer,
+    OllamaChatRequest,
+    OllamaCopyRequest,
+    OllamaEmbedAnswer,
+    OllamaEmbeddingAnswer,
+    OllamaEmbeddingsRequest,
+    OllamaEmbedRequest,
+    OllamaError,
+    OllamaGenerateAnswer,
+    OllamaGenerateRequest,
+    OllamaListedModel,
+    OllamaModelList,
+    OllamaModelRef,
+    OllamaProgress,
+    OllamaPullRequest,
+    OllamaRunningList,
+    OllamaShown,
+    OllamaVersion,
 )
 from ..routing import ModelRouter
 from ..scheduler import Scheduler
@@ -66,7 +66,7 @@ MODEL_ERRORS = (400, 404, 413, 499, 502, 503, 504)
 
 def odoc(summary: str, **kw):
     """``doc`` for an Ollama route: its errors are Ollama's ``{"error": ...}``."""
-    return doc(summary, error_body=Error, **kw)
+    return doc(summary, error_body=OllamaError, **kw)
 
 
 def message_of(error: E.LoomError) -> str:
@@ -80,7 +80,10 @@ def error_response(error: E.LoomError) -> Response:
     status = 503 if isinstance(error, E.QueueFull) else status_of(error)
     headers = {"Retry-After": str(max(1, round(error.retry_after)))} if isinstance(error, E.QueueFull) else {}
     return Response(
-        content=msgspec.json.encode(Error(message_of(error))), status_code=status, media_type=MediaType.JSON, headers=headers
+        content=msgspec.json.encode(OllamaError(message_of(error))),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
     )
 
 
@@ -98,7 +101,9 @@ def _handle_msgspec(request: Request, exc: msgspec.MsgspecError) -> Response:
 
 def _handle_http(request: Request, exc) -> Response:
     response = Response(
-        content=msgspec.json.encode(Error(str(exc.detail))), status_code=exc.status_code, media_type=MediaType.JSON
+        content=msgspec.json.encode(OllamaError(str(exc.detail))),
+        status_code=exc.status_code,
+        media_type=MediaType.JSON,
     )
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
@@ -127,12 +132,12 @@ def _answer(line, stream: bool, headers: dict[str, str]) -> Response:
     return json_response(line, headers=headers)
 
 
-@get("/version", operation_class=odoc("Ollama: the API version", returns=Version))
+@get("/version", operation_class=odoc("Ollama: the API version", returns=OllamaVersion))
 async def version() -> Response:
-    return json_response(Version(OLLAMA_VERSION))
+    return json_response(OllamaVersion(OLLAMA_VERSION))
 
 
-@get("/tags", operation_class=odoc("Ollama: the models", returns=ModelList))
+@get("/tags", operation_class=odoc("Ollama: the models", returns=OllamaModelList))
 async def tags(registry: NamedDependency[ModelRegistry]) -> Response:
     text = {Capability.CHAT, Capability.COMPLETION, Capability.EMBEDDING}
     models = []
@@ -142,16 +147,22 @@ async def tags(registry: NamedDependency[ModelRegistry]) -> Response:
         w = await info.weights(entry)
         details = info.details(entry, w)
         for name in names_of(entry):
-            models.append(ListedModel(name, name, info.modified(w), w.size, w.digest, details))
-    return json_response(ModelList(models))
+            models.append(OllamaListedModel(name, name, info.modified(w), w.size, w.digest, details))
+    return json_response(OllamaModelList(models))
 
 
-@post("/show", status_code=200, operation_class=odoc("Ollama: one model", body=ModelRef, returns=Shown, errors=(400, 404, 413)))
-async def show(request: Request, text: NamedDependency[TextServices], registry: NamedDependency[ModelRegistry]) -> Response:
-    req = await text.bodies.decode(request, ModelRef)
-    entry = entry_for(registry, _named(req.model, req.name))
+@post(
+    "/show",
+    status_code=200,
+    operation_class=odoc("Ollama: one model", body=OllamaModelRef, returns=OllamaShown, errors=(400, 404, 413)),
+)
+async def show(
+    request: Request, text: NamedDependency[TextServices], registry: NamedDependency[ModelRegistry]
+) -> Response:
+    req = await text.bodies.decode(request, OllamaModelRef)
+    entry = entry_for(registry, req.model)
     w = await info.weights(entry)
-    shown = Shown(
+    shown = OllamaShown(
         modelfile=info.modelfile(entry, w),
         parameters=info.parameters(entry, w),
         template=info.template(w),
@@ -164,28 +175,26 @@ async def show(request: Request, text: NamedDependency[TextServices], registry: 
     return json_response(shown)
 
 
-@get("/ps", operation_class=odoc("Ollama: the loaded models", returns=RunningList))
+@get("/ps", operation_class=odoc("Ollama: the loaded models", returns=OllamaRunningList))
 async def ps(scheduler: NamedDependency[Scheduler]) -> Response:
     return json_response(await running(scheduler))
-
-
-def _named(model: str | None, name: str | None) -> str:
-    value = model or name
-    if not value:
-        raise E.InvalidRequest("model is required", param="model")
-    return value
 
 
 @post(
     "/chat",
     status_code=200,
     operation_class=odoc(
-        "Ollama: chat", body=ChatRequest, returns=ChatAnswer, lines=ChatAnswer, errors=MODEL_ERRORS, headers=PROVENANCE
+        "Ollama: chat",
+        body=OllamaChatRequest,
+        returns=OllamaChatAnswer,
+        lines=OllamaChatAnswer,
+        errors=MODEL_ERRORS,
+        headers=PROVENANCE,
     ),
 )
 async def chat(request: Request, text: NamedDependency[TextServices]) -> Response:
     clock = Clock()
-    req = await text.bodies.decode(request, ChatRequest)
+    req = await text.bodies.decode(request, OllamaChatRequest)
     registry = text.intake.registry
     name = loom_name(registry, req.model)
     entry = registry.get(name)
@@ -216,16 +225,16 @@ async def _respond(run: Run, gens: Generations, answer: Answer, stream: bool) ->
     status_code=200,
     operation_class=odoc(
         "Ollama: generate",
-        body=GenerateRequest,
-        returns=GenerateAnswer,
-        lines=GenerateAnswer,
+        body=OllamaGenerateRequest,
+        returns=OllamaGenerateAnswer,
+        lines=OllamaGenerateAnswer,
         errors=MODEL_ERRORS,
         headers=PROVENANCE,
     ),
 )
 async def generate(request: Request, text: NamedDependency[TextServices]) -> Response:
     clock = Clock()
-    req = await text.bodies.decode(request, GenerateRequest)
+    req = await text.bodies.decode(request, OllamaGenerateRequest)
     registry = text.intake.registry
     name = loom_name(registry, req.model)
     entry = registry.get(name)
@@ -255,20 +264,22 @@ async def generate(request: Request, text: NamedDependency[TextServices]) -> Res
 @post(
     "/embed",
     status_code=200,
-    operation_class=odoc("Ollama: embed", body=EmbedRequest, returns=EmbedAnswer, errors=MODEL_ERRORS, headers=PROVENANCE),
+    operation_class=odoc(
+        "Ollama: embed", body=OllamaEmbedRequest, returns=OllamaEmbedAnswer, errors=MODEL_ERRORS, headers=PROVENANCE
+    ),
 )
 async def embed(
     request: Request, text: NamedDependency[TextServices], router: NamedDependency[ModelRouter]
 ) -> Response:
     clock = Clock()
-    req = await text.bodies.decode(request, EmbedRequest)
+    req = await text.bodies.decode(request, OllamaEmbedRequest)
     inputs = [req.input] if isinstance(req.input, str) else list(req.input)
     vectors, prompt_tokens, served = await _embed(text, router, req.model, inputs, req.options, req.keep_alive, clock)
     if req.dimensions is not None:
         vectors = _truncate(vectors, req.dimensions)
     clock.tick()
     stats = clock.stats(prompt_tokens, 0, 0)
-    answer = EmbedAnswer(
+    answer = OllamaEmbedAnswer(
         model=req.model,
         embeddings=vectors,
         total_duration=stats["total_duration"],
@@ -283,8 +294,8 @@ async def embed(
     status_code=200,
     operation_class=odoc(
         "Ollama: embed one prompt (the older route)",
-        body=EmbeddingsRequest,
-        returns=EmbeddingAnswer,
+        body=OllamaEmbeddingsRequest,
+        returns=OllamaEmbeddingAnswer,
         errors=MODEL_ERRORS,
         headers=PROVENANCE,
     ),
@@ -292,10 +303,10 @@ async def embed(
 async def embeddings(
     request: Request, text: NamedDependency[TextServices], router: NamedDependency[ModelRouter]
 ) -> Response:
-    req = await text.bodies.decode(request, EmbeddingsRequest)
+    req = await text.bodies.decode(request, OllamaEmbeddingsRequest)
     inputs = [req.prompt] if req.prompt else []
     vectors, _, served = await _embed(text, router, req.model, inputs, req.options, req.keep_alive, Clock())
-    answer = EmbeddingAnswer(embedding=vectors[0] if vectors else [])
+    answer = OllamaEmbeddingAnswer(embedding=vectors[0] if vectors else [])
     return json_response(answer, headers=served_by(served) if served is not None else {})
 
 
@@ -342,9 +353,9 @@ def _truncate(vectors: list[list[float]], dimensions: int) -> list[list[float]]:
     status_code=200,
     operation_class=odoc(
         "Ollama: pull a model from the Hugging Face hub",
-        body=PullRequest,
-        returns=Progress,
-        lines=Progress,
+        body=OllamaPullRequest,
+        returns=OllamaProgress,
+        lines=OllamaProgress,
         errors=(400, 403, 413, 503),
     ),
 )
@@ -353,12 +364,12 @@ async def pull(
     text: NamedDependency[TextServices],
     catalog: NamedDependency[ModelCatalog],
 ) -> Response:
-    req = await text.bodies.decode(request, PullRequest)
+    req = await text.bodies.decode(request, OllamaPullRequest)
     if req.insecure:
         raise E.UnsupportedParameter(
             "insecure is not supported: Loom pulls from the Hugging Face hub over HTTPS only", param="insecure"
         )
-    puller = Puller(catalog, _named(req.model, req.name))
+    puller = Puller(catalog, req.model)
     if req.stream:
         return Stream(puller.ndjson(), media_type=NDJSON, status_code=200)
     last = None
@@ -370,13 +381,15 @@ async def pull(
 @delete(
     "/delete",
     status_code=200,
-    operation_class=odoc("Ollama: delete a model or one of its names", body=ModelRef, errors=(400, 403, 404, 413)),
+    operation_class=odoc(
+        "Ollama: delete a model or one of its names", body=OllamaModelRef, errors=(400, 403, 404, 413)
+    ),
 )
 async def delete_model(
     request: Request, text: NamedDependency[TextServices], catalog: NamedDependency[ModelCatalog]
 ) -> Response:
-    req = await text.bodies.decode(request, ModelRef)
-    name = loom_name(catalog.registry, _named(req.model, req.name))
+    req = await text.bodies.decode(request, OllamaModelRef)
+    name = loom_name(catalog.registry, req.model)
     await aliases.delete(catalog, name)
     return Response(content=b"", status_code=200)
 
@@ -384,12 +397,14 @@ async def delete_model(
 @post(
     "/copy",
     status_code=200,
-    operation_class=odoc("Ollama: copy a model (a new name for it)", body=CopyRequest, errors=(400, 403, 404, 413)),
+    operation_class=odoc(
+        "Ollama: copy a model (a new name for it)", body=OllamaCopyRequest, errors=(400, 403, 404, 413)
+    ),
 )
 async def copy(
     request: Request, text: NamedDependency[TextServices], catalog: NamedDependency[ModelCatalog]
 ) -> Response:
-    req = await text.bodies.decode(request, CopyRequest)
+    req = await text.bodies.decode(request, OllamaCopyRequest)
     name = loom_name(catalog.registry, req.source)
     await aliases.copy(catalog, name, req.destination)
     return Response(content=b"", status_code=200)

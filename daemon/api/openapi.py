@@ -31,7 +31,7 @@ from litestar.openapi.spec import (
 )
 from loom.sdk.types import ErrorResponse
 
-from ..ollama.wire import Error as OllamaError
+from ..ollama.wire import OllamaError
 
 REF = "#/components/schemas/{name}"
 

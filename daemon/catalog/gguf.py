@@ -109,7 +109,11 @@ def _key_values(llama_cpp, model) -> dict[str, str]:
 def _fim(llama_cpp, model) -> tuple[str, str, str] | None:
     """The text of the prefix, suffix and middle tokens llama.cpp found in the vocabulary."""
     vocab = llama_cpp.llama_model_get_vocab(model)
-    ids = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab), llama_cpp.llama_vocab_fim_mid(vocab))
+    ids = (
+        llama_cpp.llama_vocab_fim_pre(vocab),
+        llama_cpp.llama_vocab_fim_suf(vocab),
+        llama_cpp.llama_vocab_fim_mid(vocab),
+    )
     if any(i < 0 for i in ids):
         return None
     pre, suf, mid = (llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace") for i in ids)

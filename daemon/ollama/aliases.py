@@ -38,7 +38,9 @@ async def copy(catalog: ModelCatalog, source: str, destination: str) -> None:
     if not alias:
         raise InvalidRequest("destination is required", param="destination")
     if alias in catalog.registry:
-        raise InvalidRequest(f"'{destination}' already names model '{catalog.registry.get(alias).id}'", param="destination")
+        raise InvalidRequest(
+            f"'{destination}' already names model '{catalog.registry.get(alias).id}'", param="destination"
+        )
 
     def change(text: str, where: str) -> str:
         import tomlkit

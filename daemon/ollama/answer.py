@@ -24,7 +24,15 @@ from loom.sdk.protocols import TextChunk
 from loom.sdk.types import TokenLogprob
 
 from ..api.chat_assemble import ChoiceBuilder
-from .wire import ChatAnswer, GenerateAnswer, Logprob, OutMessage, ToolCall, ToolFunction, TopLogprob
+from .wire import (
+    OllamaChatAnswer,
+    OllamaGenerateAnswer,
+    OllamaLogprob,
+    OllamaOutMessage,
+    OllamaToolCall,
+    OllamaToolFunction,
+    OllamaTopLogprob,
+)
 
 
 def now() -> str:
@@ -71,15 +79,15 @@ def done_reason(finish: str) -> str:
     return "stop" if finish in ("stop", "tool_calls") else finish
 
 
-def logprobs(items: Iterable[TokenLogprob] | None) -> list[Logprob] | None:
+def logprobs(items: Iterable[TokenLogprob] | None) -> list[OllamaLogprob] | None:
     if items is None:
         return None
     return [
-        Logprob(
+        OllamaLogprob(
             token=t.token,
             logprob=t.logprob,
             bytes=t.bytes,
-            top_logprobs=[TopLogprob(x.token, x.logprob, x.bytes) for x in t.top_logprobs] or None,
+            top_logprobs=[OllamaTopLogprob(x.token, x.logprob, x.bytes) for x in t.top_logprobs] or None,
         )
         for t in items
     ]
@@ -94,7 +102,7 @@ class Answer:
         self.prompt = self.cached = self.generated = 0
         self.with_logprobs = False
 
-    def add(self, chunk: TextChunk) -> ChatAnswer | GenerateAnswer | None:
+    def add(self, chunk: TextChunk) -> OllamaChatAnswer | OllamaGenerateAnswer | None:
         """The line for ``chunk`` (None when it carries no text)."""
         self.clock.tick()
         self.builder.add(chunk)
@@ -107,7 +115,7 @@ class Answer:
             return None
         return self._line(chunk.text, False, logprobs=logprobs(chunk.logprobs))
 
-    def tool_calls(self) -> list[ToolCall]:
+    def tool_calls(self) -> list[OllamaToolCall]:
         out = []
         for i, call in enumerate(self.builder.tool_calls()):
             try:
@@ -119,22 +127,26 @@ class Answer:
                 ) from None
             if not isinstance(arguments, dict):
                 raise ProviderError(f"the model's call of {call.function.name} has arguments that are not an object")
-            out.append(ToolCall(id=call.id, function=ToolFunction(name=call.function.name, arguments=arguments, index=i)))
+            out.append(
+                OllamaToolCall(
+                    id=call.id, function=OllamaToolFunction(name=call.function.name, arguments=arguments, index=i)
+                )
+            )
         return out
 
-    def calls_line(self) -> ChatAnswer | None:
+    def calls_line(self) -> OllamaChatAnswer | None:
         """The line with the tool calls, once they are whole (Ollama sends each call whole)."""
         calls = self.tool_calls() if self.chat else []
         if not calls:
             return None
-        return ChatAnswer(
+        return OllamaChatAnswer(
             model=self.model,
             created_at=now(),
-            message=OutMessage(role="assistant", content="", tool_calls=calls),
+            message=OllamaOutMessage(role="assistant", content="", tool_calls=calls),
             done=False,
         )
 
-    def final(self, whole: bool) -> ChatAnswer | GenerateAnswer:
+    def final(self, whole: bool) -> OllamaChatAnswer | OllamaGenerateAnswer:
         """The last line (``whole``: the only one, with all the text and tool calls)."""
         stats = self.clock.stats(self.prompt, self.cached, self.generated)
         reason = done_reason(self.builder.finish_reason())
@@ -144,8 +156,10 @@ class Answer:
         calls = self.tool_calls() if self.chat else []
         return self._line(self.builder.content, True, calls=calls or None, logprobs=lp, done_reason=reason, **stats)
 
-    def _line(self, text: str, done: bool, calls: list[ToolCall] | None = None, **kw) -> ChatAnswer | GenerateAnswer:
+    def _line(
+        self, text: str, done: bool, calls: list[OllamaToolCall] | None = None, **kw
+    ) -> OllamaChatAnswer | OllamaGenerateAnswer:
         if self.chat:
-            message = OutMessage(role="assistant", content=text, tool_calls=calls)
-            return ChatAnswer(model=self.model, created_at=now(), message=message, done=done, **kw)
-        return GenerateAnswer(model=self.model, created_at=now(), response=text, done=done, **kw)
+            message = OllamaOutMessage(role="assistant", content=text, tool_calls=calls)
+            return OllamaChatAnswer(model=self.model, created_at=now(), message=message, done=done, **kw)
+        return OllamaGenerateAnswer(model=self.model, created_at=now(), response=text, done=done, **kw)

@@ -26,7 +26,7 @@ from loom.sdk.types import Capability
 from ..catalog import gguf, listing
 from ..catalog.detect import _file_type, disk_size, quant_label
 from ..models import ModelEntry
-from .wire import Details
+from .wire import OllamaDetails
 
 #: Metadata left out of ``model_info`` unless ``verbose`` (the vocabulary: tens of thousands of
 #: entries), as Ollama leaves it out; the chat template is ``template``.
@@ -89,13 +89,13 @@ def _size_label(n: int) -> str:
     return str(n)
 
 
-def details(entry: ModelEntry, w: Weights) -> Details:
+def details(entry: ModelEntry, w: Weights) -> OllamaDetails:
     if w.facts is not None:
         meta = w.facts.meta
         arch = meta.get("general.architecture", "")
         quant = quant_label(w.path.name) if w.path is not None else None
         quant = quant if quant and quant != w.path.name else _file_type(meta)  # type: ignore[union-attr]
-        return Details(
+        return OllamaDetails(
             format="gguf",
             family=arch,
             families=[arch],
@@ -103,7 +103,7 @@ def details(entry: ModelEntry, w: Weights) -> Details:
             quantization_level=quant or "",
         )
     kind = "safetensors" if w.path is not None and entry.spec.provider != "llamacpp" else entry.spec.provider
-    return Details(format=kind, family=entry.spec.provider, families=[entry.spec.provider])
+    return OllamaDetails(format=kind, family=entry.spec.provider, families=[entry.spec.provider])
 
 
 def served_context(entry: ModelEntry, w: Weights | None = None) -> int | None:

@@ -107,7 +107,7 @@ def response_format(fmt: Format) -> JSONObjectFormat | JSONSchemaFormat | None:
         return JSONObjectFormat()
     if isinstance(fmt, dict):
         return JSONSchemaFormat(json_schema=JSONSchemaSpec(name="format", schema=fmt, strict=True))
-    raise InvalidRequest(f"format must be \"json\" or a JSON schema, got {fmt!r}", param="format")
+    raise InvalidRequest(f'format must be "json" or a JSON schema, got {fmt!r}', param="format")
 
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -24,7 +24,7 @@ from ..catalog import hub
 from ..catalog.edits import AddModel
 from ..catalog.live import ModelCatalog
 from .names import alias_for
-from .wire import Error, Progress
+from .wire import OllamaError, OllamaProgress
 
 _PREFIXES = ("https://hf.co/", "https://huggingface.co/", "hf.co/", "huggingface.co/")
 #: Seconds between progress lines while a download runs.
@@ -71,27 +71,25 @@ class Puller:
         except OSError:
             return 0
 
-    async def run(self) -> AsyncIterator[Progress]:
-        yield Progress(status="pulling manifest")
+    async def run(self) -> AsyncIterator[OllamaProgress]:
+        yield OllamaProgress(status="pulling manifest")
         before = self._cached_bytes()
-        task = asyncio.ensure_future(
-            asyncio.to_thread(hub.pull, self.repo, file=self.file, planned=self._planned)
-        )
+        task = asyncio.ensure_future(asyncio.to_thread(hub.pull, self.repo, file=self.file, planned=self._planned))
         label = f"pulling {self.digest[:12]}"
         digest = f"sha256:{self.digest}"
         while not task.done():
             await asyncio.wait([task], timeout=INTERVAL)
             if self.total is not None and not task.done():
                 done = min(self.total, max(0, self._cached_bytes() - before))
-                yield Progress(status=label, digest=digest, total=self.total, completed=done)
+                yield OllamaProgress(status=label, digest=digest, total=self.total, completed=done)
         pulled = task.result()
         total = self.total or 0
-        yield Progress(status=label, digest=digest, total=total, completed=total)
+        yield OllamaProgress(status=label, digest=digest, total=total, completed=total)
         if self.id not in self.catalog.registry:
             source = str(pulled.gguf) if pulled.gguf is not None else self.repo
-            yield Progress(status=f"adding {self.id} to the config")
+            yield OllamaProgress(status=f"adding {self.id} to the config")
             await self.catalog.add(AddModel(source=source, id=self.id))
-        yield Progress(status="success")
+        yield OllamaProgress(status="success")
 
     async def ndjson(self) -> AsyncIterator[bytes]:
         """The lines; a failure is a last ``{"error": ...}`` line, as Ollama streams one."""
@@ -99,4 +97,4 @@ class Puller:
             async for progress in self.run():
                 yield msgspec.json.encode(progress) + b"\n"
         except LoomError as e:
-            yield msgspec.json.encode(Error(e.message)) + b"\n"
+            yield msgspec.json.encode(OllamaError(e.message)) + b"\n"

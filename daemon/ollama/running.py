@@ -19,7 +19,14 @@ from ..scheduler import Scheduler
 from . import info
 from .answer import Answer, Clock, now
 from .names import names_of
-from .wire import ChatAnswer, Error, GenerateAnswer, OutMessage, RunningList, RunningModel
+from .wire import (
+    OllamaChatAnswer,
+    OllamaError,
+    OllamaGenerateAnswer,
+    OllamaOutMessage,
+    OllamaRunningList,
+    OllamaRunningModel,
+)
 
 _encode = msgspec.json.encode
 
@@ -40,7 +47,7 @@ class Run:
         self.entry = served
         return served
 
-    async def lines(self, gens: Generations, answer: Answer) -> AsyncIterator[ChatAnswer | GenerateAnswer]:
+    async def lines(self, gens: Generations, answer: Answer) -> AsyncIterator[OllamaChatAnswer | OllamaGenerateAnswer]:
         """The streamed lines: one per chunk with text, the tool calls, the final one."""
         async for _, chunks in gens:
             async for chunk in chunks:
@@ -58,11 +65,11 @@ class Run:
             async for line in self.lines(gens, answer):
                 yield _encode(line) + b"\n"
         except LoomError as e:
-            yield _encode(Error(e.message)) + b"\n"
+            yield _encode(OllamaError(e.message)) + b"\n"
         finally:
             await self.settle()
 
-    async def whole(self, gens: Generations, answer: Answer) -> ChatAnswer | GenerateAnswer:
+    async def whole(self, gens: Generations, answer: Answer) -> OllamaChatAnswer | OllamaGenerateAnswer:
         try:
             async for _ in self.lines(gens, answer):
                 pass
@@ -78,7 +85,7 @@ class Run:
 
 async def load_or_unload(
     scheduler: Scheduler, entry: ModelEntry, model: str, keep: float | None, chat: bool
-) -> ChatAnswer | GenerateAnswer:
+) -> OllamaChatAnswer | OllamaGenerateAnswer:
     """An empty request: load the model (``done_reason`` "load") or, with ``keep_alive`` 0,
     unload it ("unload"), as Ollama does."""
     if keep == 0:
@@ -90,12 +97,12 @@ async def load_or_unload(
             await scheduler.keep_alive(entry, keep)
         reason = "load"
     if chat:
-        message = OutMessage(role="assistant", content="")
-        return ChatAnswer(model=model, created_at=now(), message=message, done=True, done_reason=reason)
-    return GenerateAnswer(model=model, created_at=now(), response="", done=True, done_reason=reason)
+        message = OllamaOutMessage(role="assistant", content="")
+        return OllamaChatAnswer(model=model, created_at=now(), message=message, done=True, done_reason=reason)
+    return OllamaGenerateAnswer(model=model, created_at=now(), response="", done=True, done_reason=reason)
 
 
-async def running(scheduler: Scheduler) -> RunningList:
+async def running(scheduler: Scheduler) -> OllamaRunningList:
     """``/api/ps``: the resident models, their footprint, and when they unload."""
     out = []
     for device in scheduler.snapshot()["devices"]:
@@ -107,7 +114,7 @@ async def running(scheduler: Scheduler) -> RunningList:
             name = names_of(entry)[0]
             keep = None if r["pinned"] else r["keep_alive"]
             out.append(
-                RunningModel(
+                OllamaRunningModel(
                     name=name,
                     model=name,
                     size=r["footprint"],
@@ -118,4 +125,4 @@ async def running(scheduler: Scheduler) -> RunningList:
                     context_length=info.served_context(entry, w),
                 )
             )
-    return RunningList(models=out)
+    return OllamaRunningList(models=out)

@@ -44,7 +44,7 @@ from loom.sdk.types import (
 from ..api.chat_prepare import data_uri
 from ..media import check_image
 from . import options as opts
-from .wire import ChatRequest, GenerateRequest, Message
+from .wire import OllamaChatRequest, OllamaGenerateRequest, OllamaMessage
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Fields:
     names: dict[str, str] = field(default_factory=dict)
 
 
-def common(req: ChatRequest | GenerateRequest, model: str, context: int | None) -> Fields:
+def common(req: OllamaChatRequest | OllamaGenerateRequest, model: str, context: int | None) -> Fields:
     refuse_think(req.think, model)
     out = Fields()
     sampling = opts.chat_options(req.options, context)
@@ -106,7 +106,7 @@ def build(values: dict[str, Any], names: dict[str, str]) -> ChatCompletionReques
         raise InvalidRequest(f"Invalid {shown or 'request'}: {message.rsplit(' - at ', 1)[0]}", param=shown) from None
 
 
-def chat(req: ChatRequest, model: str, context: int | None) -> ChatCompletionRequest:
+def chat(req: OllamaChatRequest, model: str, context: int | None) -> ChatCompletionRequest:
     """``/api/chat`` as a chat request to ``model`` (the Loom name the Ollama name resolved to)."""
     fields = common(req, model, context)
     values: dict[str, Any] = {
@@ -120,7 +120,7 @@ def chat(req: ChatRequest, model: str, context: int | None) -> ChatCompletionReq
     return build(values, fields.names)
 
 
-def messages(items: list[Message]) -> list[ChatMessage]:
+def messages(items: list[OllamaMessage]) -> list[ChatMessage]:
     out: list[ChatMessage] = []
     unanswered: list[tuple[str, str]] = []  # (call id, function name), oldest first
     count = 0
@@ -142,14 +142,16 @@ def messages(items: list[Message]) -> list[ChatMessage]:
                     ToolCall(id=call_id, function=FunctionCall(call.function.name, json.dumps(call.function.arguments)))
                 )
                 unanswered.append((call_id, call.function.name))
-            out.append(AssistantMessage(content=m.content if m.content or not calls else None, tool_calls=calls or None))
+            out.append(
+                AssistantMessage(content=m.content if m.content or not calls else None, tool_calls=calls or None)
+            )
         else:
             call_id = _answered(m, unanswered, i)
             out.append(ToolMessage(content=m.content, tool_call_id=call_id))
     return out
 
 
-def _answered(m: Message, unanswered: list[tuple[str, str]], i: int) -> str:
+def _answered(m: OllamaMessage, unanswered: list[tuple[str, str]], i: int) -> str:
     """The id of the call a tool message answers (and it is no longer unanswered)."""
     if m.tool_call_id is not None:
         match = [c for c in unanswered if c[0] == m.tool_call_id]
@@ -190,7 +192,7 @@ def image_bytes(b64: str, param: str) -> bytes:
     return data
 
 
-def generate_chat(req: GenerateRequest, model: str, context: int | None) -> ChatCompletionRequest:
+def generate_chat(req: OllamaGenerateRequest, model: str, context: int | None) -> ChatCompletionRequest:
     """``/api/generate`` through the model's chat template: ``system`` then ``prompt``."""
     refuse_generate_only(req)
     fields = common(req, model, context)
@@ -210,7 +212,7 @@ _COMPLETION_FIELDS = ("max_tokens", "temperature", "top_p", "stop", "seed", "pre
 
 
 def completion(
-    req: GenerateRequest, model: str, context: int | None, fim: tuple[str, str, str] | None
+    req: OllamaGenerateRequest, model: str, context: int | None, fim: tuple[str, str, str] | None
 ) -> tuple[str, CompletionRequest]:
     """``/api/generate`` with ``raw`` or ``suffix``: the prompt as written (or the model's
     fill-in-the-middle prompt) and the completion request."""
@@ -245,7 +247,7 @@ def completion(
         raise InvalidRequest(f"Invalid request: {e}") from None
 
 
-def refuse_generate_only(req: GenerateRequest) -> None:
+def refuse_generate_only(req: OllamaGenerateRequest) -> None:
     if req.context:
         raise UnsupportedParameter(
             "context is not supported: Loom keeps no token context between calls; send the conversation "

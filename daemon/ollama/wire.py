@@ -9,50 +9,52 @@ a 400 naming it. Fields Ollama defines and Loom cannot serve are decoded and ref
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from loom.sdk.types import FunctionTool
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 #: ``format``: "json", "" (none) or a JSON schema.
 Format = str | dict[str, Any] | None
+#: A model's name (``name:tag``).
+Name = Annotated[str, Meta(min_length=1)]
 #: ``keep_alive``: seconds as a number, or a duration ("5m", "1h30m", "-1" for ever, "0").
 KeepAlive = float | int | str | None
 
 
-class Body(Struct, forbid_unknown_fields=True, omit_defaults=True):
+class OllamaBody(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Base of Ollama request bodies."""
 
 
-class ToolFunction(Struct, forbid_unknown_fields=True, omit_defaults=True):
+class OllamaToolFunction(Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     index: int | None = None
 
 
-class ToolCall(Struct, forbid_unknown_fields=True, omit_defaults=True):
-    function: ToolFunction
+class OllamaToolCall(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    function: OllamaToolFunction
     id: str | None = None
     type: Literal["function"] | None = None
 
 
-class Message(Struct, forbid_unknown_fields=True, omit_defaults=True):
+class OllamaMessage(Struct, forbid_unknown_fields=True, omit_defaults=True):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     #: Base64 images (no data: prefix), for a vision model.
     images: list[str] | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
     #: On a tool message: the function it answers (Ollama's), or the call's id (newer clients).
     tool_name: str | None = None
     tool_call_id: str | None = None
     thinking: str | None = None
 
 
-class ChatRequest(Body):
+class OllamaChatRequest(OllamaBody):
     """``POST /api/chat``."""
 
-    model: str
-    messages: list[Message] = field(default_factory=list)
+    model: Name
+    messages: list[OllamaMessage] = field(default_factory=list)
     tools: list[FunctionTool] | None = None
     format: Format = None
     options: dict[str, Any] | None = None
@@ -64,10 +66,10 @@ class ChatRequest(Body):
     top_logprobs: int | None = None
 
 
-class GenerateRequest(Body):
+class OllamaGenerateRequest(OllamaBody):
     """``POST /api/generate``."""
 
-    model: str
+    model: Name
     prompt: str = ""
     suffix: str | None = None
     system: str | None = None
@@ -88,10 +90,10 @@ class GenerateRequest(Body):
     steps: int | None = None
 
 
-class EmbedRequest(Body):
+class OllamaEmbedRequest(OllamaBody):
     """``POST /api/embed``."""
 
-    model: str
+    model: Name
     input: str | list[str]
     truncate: bool | None = None
     options: dict[str, Any] | None = None
@@ -99,54 +101,52 @@ class EmbedRequest(Body):
     dimensions: int | None = None
 
 
-class EmbeddingsRequest(Body):
+class OllamaEmbeddingsRequest(OllamaBody):
     """``POST /api/embeddings`` (Ollama's older embedding route)."""
 
-    model: str
+    model: Name
     prompt: str
     options: dict[str, Any] | None = None
     keep_alive: KeepAlive = None
 
 
-class ModelRef(Body):
-    """``POST /api/show``, ``DELETE /api/delete``: ``model`` (``name`` in older clients)."""
+class OllamaModelRef(OllamaBody):
+    """``POST /api/show``, ``DELETE /api/delete``."""
 
-    model: str | None = None
-    name: str | None = None
+    model: Name
     verbose: bool | None = None
 
 
-class PullRequest(Body):
+class OllamaPullRequest(OllamaBody):
     """``POST /api/pull``: a Hugging Face hub id, ``org/repo`` or ``hf.co/org/repo``, with the
     quantisation as its tag (``:Q4_K_M``)."""
 
-    model: str | None = None
-    name: str | None = None
+    model: Name
     insecure: bool | None = None
     stream: bool = True
 
 
-class CopyRequest(Body):
+class OllamaCopyRequest(OllamaBody):
     """``POST /api/copy``."""
 
-    source: str
-    destination: str
+    source: Name
+    destination: Name
 
 
 # --- answers -------------------------------------------------------------------------------------
 
 
-class Error(Struct):
+class OllamaError(Struct):
     """Every error Ollama answers: ``{"error": "..."}``."""
 
     error: str
 
 
-class Version(Struct):
+class OllamaVersion(Struct):
     version: str
 
 
-class Details(Struct, omit_defaults=True):
+class OllamaDetails(Struct, omit_defaults=True):
     format: str
     family: str
     families: list[str] | None = None
@@ -155,84 +155,73 @@ class Details(Struct, omit_defaults=True):
     parent_model: str = ""
 
 
-class ListedModel(Struct):
+class OllamaListedModel(Struct):
     name: str
     model: str
     modified_at: str
     size: int
     digest: str
-    details: Details
+    details: OllamaDetails
 
 
-class ModelList(Struct):
-    models: list[ListedModel]
+class OllamaModelList(Struct):
+    models: list[OllamaListedModel]
 
 
-class Shown(Struct, omit_defaults=True):
+class OllamaShown(Struct, omit_defaults=True):
     modelfile: str
     parameters: str
     template: str
-    details: Details
+    details: OllamaDetails
     model_info: dict[str, Any]
     capabilities: list[str]
     modified_at: str
     license: str = ""
 
 
-class RunningModel(Struct):
+class OllamaRunningModel(Struct):
     name: str
     model: str
     size: int
     digest: str
-    details: Details
+    details: OllamaDetails
     expires_at: str
     size_vram: int
     context_length: int | None = None
 
 
-class RunningList(Struct):
-    models: list[RunningModel]
+class OllamaRunningList(Struct):
+    models: list[OllamaRunningModel]
 
 
-class TopLogprob(Struct):
+class OllamaTopLogprob(Struct):
     token: str
     logprob: float
     bytes: list[int] | None = None
 
 
-class Logprob(Struct):
+class OllamaLogprob(Struct):
     token: str
     logprob: float
     bytes: list[int] | None = None
-    top_logprobs: list[TopLogprob] | None = None
+    top_logprobs: list[OllamaTopLogprob] | None = None
 
 
-class OutMessage(Struct, omit_defaults=True):
+class OllamaOutMessage(Struct, omit_defaults=True):
     role: str
     content: str
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
 
 
-class Stats(Struct, omit_defaults=True):
-    """The counts and durations (nanoseconds) of a finished answer."""
-
-    total_duration: int = 0
-    load_duration: int = 0
-    prompt_eval_count: int = 0
-    prompt_eval_duration: int = 0
-    eval_count: int = 0
-    eval_duration: int = 0
-
-
-class ChatAnswer(Struct, omit_defaults=True):
+class OllamaChatAnswer(Struct, omit_defaults=True):
     """One line of ``/api/chat`` (the last has ``done`` true, ``done_reason`` and the stats)."""
 
     model: str
     created_at: str
-    message: OutMessage
+    message: OllamaOutMessage
     done: bool
     done_reason: str | None = None
-    logprobs: list[Logprob] | None = None
+    logprobs: list[OllamaLogprob] | None = None
     total_duration: int | None = None
     load_duration: int | None = None
     prompt_eval_count: int | None = None
@@ -241,7 +230,7 @@ class ChatAnswer(Struct, omit_defaults=True):
     eval_duration: int | None = None
 
 
-class GenerateAnswer(Struct, omit_defaults=True):
+class OllamaGenerateAnswer(Struct, omit_defaults=True):
     """One line of ``/api/generate``."""
 
     model: str
@@ -249,7 +238,7 @@ class GenerateAnswer(Struct, omit_defaults=True):
     response: str
     done: bool
     done_reason: str | None = None
-    logprobs: list[Logprob] | None = None
+    logprobs: list[OllamaLogprob] | None = None
     total_duration: int | None = None
     load_duration: int | None = None
     prompt_eval_count: int | None = None
@@ -258,7 +247,7 @@ class GenerateAnswer(Struct, omit_defaults=True):
     eval_duration: int | None = None
 
 
-class EmbedAnswer(Struct):
+class OllamaEmbedAnswer(Struct):
     model: str
     embeddings: list[list[float]]
     total_duration: int
@@ -266,18 +255,14 @@ class EmbedAnswer(Struct):
     prompt_eval_count: int
 
 
-class EmbeddingAnswer(Struct):
+class OllamaEmbeddingAnswer(Struct):
     embedding: list[float]
 
 
-class Progress(Struct, omit_defaults=True):
+class OllamaProgress(Struct, omit_defaults=True):
     """One line of ``/api/pull``."""
 
     status: str
     digest: str | None = None
     total: int | None = None
     completed: int | None = None
-
-
-class Status(Struct):
-    status: str

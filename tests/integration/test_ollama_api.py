@@ -211,7 +211,10 @@ def test_a_tool_call_and_its_result(client):
     (with_calls,) = [p for p in parts if p.message.tool_calls]
     assert with_calls.message.tool_calls[0].function.arguments == call.function.arguments
     # The result goes back as a tool message naming the function; the model answers in text.
-    messages += [r.message.model_dump(exclude_none=True), {"role": "tool", "content": "22 C", "tool_name": "get_weather"}]
+    messages += [
+        r.message.model_dump(exclude_none=True),
+        {"role": "tool", "content": "22 C", "tool_name": "get_weather"},
+    ]
     answer = client.chat("mock-vision", messages=messages, tools=tools)
     assert answer.message.content and not answer.message.tool_calls
 
@@ -272,8 +275,18 @@ def test_options_that_map(client):
     r = client.chat(
         SMOL,
         messages=[{"role": "user", "content": "Count: one, two,"}],
-        options={"num_predict": 4, "top_k": 20, "top_p": 0.9, "min_p": 0.05, "repeat_penalty": 1.1, "seed": 3,
-                 "temperature": 0.7, "stop": ["\n\n"], "num_ctx": 1024, "num_batch": None},
+        options={
+            "num_predict": 4,
+            "top_k": 20,
+            "top_p": 0.9,
+            "min_p": 0.05,
+            "repeat_penalty": 1.1,
+            "seed": 3,
+            "temperature": 0.7,
+            "stop": ["\n\n"],
+            "num_ctx": 1024,
+            "num_batch": None,
+        },
     )
     assert r.eval_count <= 4 and r.done_reason in ("stop", "length")
     assert client.chat(SMOL, messages=[{"role": "user", "content": "Hi"}], think=False, options={"num_predict": 2}).done
@@ -283,7 +296,10 @@ def test_suffix_needs_fill_in_the_middle_tokens(client):
     with pytest.raises(ollama.ResponseError) as e:
         client.generate(SMOL, "def add(a, b):", suffix="    return c")
     assert e.value.status_code == 400 and "has no fill-in-the-middle tokens" in e.value.error
-    for kwargs, named in (({"context": [1, 2]}, "context is not supported"), ({"template": "{{ .Prompt }}"}, "template")):
+    for kwargs, named in (
+        ({"context": [1, 2]}, "context is not supported"),
+        ({"template": "{{ .Prompt }}"}, "template"),
+    ):
         with pytest.raises(ollama.ResponseError) as e:
             client.generate(SMOL, "hi", **kwargs)
         assert e.value.status_code == 400 and named in e.value.error
