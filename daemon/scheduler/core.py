@@ -324,9 +324,10 @@ class Scheduler:
     async def keep_alive(self, entry: ModelEntry, seconds: float) -> bool:
         """A request's keep-alive (Ollama's): keep ``entry`` resident ``seconds`` after its last
         use instead of its configured ``keep_alive`` (``math.inf``: until memory is needed), or
-        with 0 unload it once its running work is done. False when it is not resident."""
+        with 0 unload it once its running work is done (a pinned model stays). False when it is
+        not resident."""
         if seconds == 0:
-            return await self.unload(entry)
+            return entry.id not in self.pinned and await self.unload(entry)
         dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)
         return dev is not None and self.residents.set_keep_alive(dev, entry.id, seconds)
 
