@@ -15,13 +15,15 @@ import msgspec
 import numpy as np
 from litestar import MediaType, Request, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.response import Stream
+from litestar.types import ExceptionHandlersMap
 from loom.sdk import calls
 from loom.sdk import errors as E
 from loom.sdk.types import Capability
 
 from ..catalog.live import ModelCatalog
-from ..models import ModelRegistry
+from ..models import ModelEntry, ModelRegistry
 from ..ollama import aliases, info, translate
 from ..ollama.answer import Answer, Clock
 from ..ollama.names import entry_for, loom_name, names_of
@@ -51,7 +53,7 @@ from ..ollama.wire import (
 from ..routing import ModelRouter
 from ..scheduler import Scheduler
 from .chat import Generations, chat_generations
-from .errors import log, status_of
+from .errors import log, status_of, validation_error
 from .openapi import doc
 from .respond import PROVENANCE, json_response, served_by
 from .text_services import TextServices
@@ -94,12 +96,10 @@ def _handle_loom(request: Request, exc: E.LoomError) -> Response:
 
 
 def _handle_msgspec(request: Request, exc: msgspec.MsgspecError) -> Response:
-    from .errors import validation_error
-
     return error_response(validation_error(exc))
 
 
-def _handle_http(request: Request, exc) -> Response:
+def _handle_http(request: Request, exc: HTTPException) -> Response:
     response = Response(
         content=msgspec.json.encode(OllamaError(str(exc.detail))),
         status_code=exc.status_code,
@@ -115,15 +115,24 @@ def _handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(E.LoomError(f"Internal error: {type(exc).__name__}: {exc}"))
 
 
-def exception_handlers() -> dict:
-    from litestar.exceptions import HTTPException
-
+def exception_handlers() -> ExceptionHandlersMap:
+    """The ``/api`` Routers' handlers: every error in Ollama's shape."""
     return {
         E.LoomError: _handle_loom,
         msgspec.MsgspecError: _handle_msgspec,
         HTTPException: _handle_http,
         Exception: _handle_unexpected,
     }
+
+
+#: What a model chats or generates with.
+TEXT = {Capability.CHAT, Capability.COMPLETION}
+
+
+def _able(entry: ModelEntry, name: str, capabilities: set[Capability], what: str) -> None:
+    """Refuse to load or unload, for a request, a model that cannot serve it."""
+    if not entry.capabilities & capabilities:
+        raise E.CapabilityNotSupported(f"model '{name}' does not support {what}", param="model")
 
 
 def _answer(line, stream: bool, headers: dict[str, str]) -> Response:
@@ -201,6 +210,7 @@ async def chat(request: Request, text: NamedDependency[TextServices]) -> Respons
     keep = keep_alive(req.keep_alive)
     if not req.messages:
         translate.common(req, name, info.served_context(entry))  # checked all the same
+        _able(entry, name, TEXT, "chat")
         return _answer(await load_or_unload(text.scheduler, entry, req.model, keep, chat=True), req.stream, {})
     chat_req = translate.chat(req, name, info.served_context(entry))
     prepared = await text.intake.prepare(chat_req, own_host=None, shown=translate.shown)
@@ -243,6 +253,7 @@ async def generate(request: Request, text: NamedDependency[TextServices]) -> Res
     if not req.prompt and req.suffix is None and not req.images:
         translate.refuse_generate_only(req)
         translate.common(req, name, context)  # checked all the same
+        _able(entry, name, TEXT, "generate")
         return _answer(await load_or_unload(text.scheduler, entry, req.model, keep, chat=False), req.stream, {})
     answer = Answer(req.model, False, clock)
     run = Run(text.scheduler, entry, keep, clock)
@@ -322,6 +333,7 @@ async def _embed(text: TextServices, router: ModelRouter, model: str, inputs: li
             first = next(iter(options))
             raise E.UnsupportedParameter(f"options.{first} does not apply to embeddings", param=f"options.{first}")
     if not inputs:
+        _able(entry, name, {Capability.EMBEDDING}, "embeddings")
         await load_or_unload(text.scheduler, entry, model, seconds, chat=False)
         return [], 0, None
     resident = text.scheduler.is_loaded(entry)

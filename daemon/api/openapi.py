@@ -136,6 +136,18 @@ def error_response(status: int, body: type = ErrorResponse) -> OpenAPIResponse:
     )
 
 
+#: One server-sent event, as a client parses it (what schemathesis checks each event against).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 def _success(d: Doc) -> OpenAPIResponse:
     content: dict[str, OpenAPIMediaType] = {}
     if d.returns is not None:
@@ -143,7 +155,7 @@ def _success(d: Doc) -> OpenAPIResponse:
     description = {200: "OK", 201: "Created", 202: "Accepted"}[d.status]
     if d.events is not None:
         ref(d.events)
-        content["text/event-stream"] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string"}))
+        content["text/event-stream"] = OpenAPIMediaType(schema=RawSchema(raw=SSE_EVENT))
         description += f"; streamed as server-sent events whose `data` is a {d.events.__name__}"
     if d.lines is not None:
         ref(d.lines)

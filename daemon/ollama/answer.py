@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from loom.sdk.errors import ProviderError
 from loom.sdk.protocols import TextChunk
@@ -113,7 +114,7 @@ class Answer:
             self.with_logprobs = True
         if not chunk.text and chunk.logprobs is None:
             return None
-        return self._line(chunk.text, False, logprobs=logprobs(chunk.logprobs))
+        return self._line(chunk.text, False, fields={"logprobs": logprobs(chunk.logprobs)})
 
     def tool_calls(self) -> list[OllamaToolCall]:
         out = []
@@ -151,14 +152,16 @@ class Answer:
         stats = self.clock.stats(self.prompt, self.cached, self.generated)
         reason = done_reason(self.builder.finish_reason())
         if not whole:
-            return self._line("", True, done_reason=reason, **stats)
+            return self._line("", True, fields={"done_reason": reason, **stats})
         lp = logprobs(self.builder.logprobs) if self.with_logprobs else None
         calls = self.tool_calls() if self.chat else []
-        return self._line(self.builder.content, True, calls=calls or None, logprobs=lp, done_reason=reason, **stats)
+        fields = {"logprobs": lp, "done_reason": reason, **stats}
+        return self._line(self.builder.content, True, calls=calls or None, fields=fields)
 
     def _line(
-        self, text: str, done: bool, calls: list[OllamaToolCall] | None = None, **kw
+        self, text: str, done: bool, calls: list[OllamaToolCall] | None = None, fields: dict[str, Any] | None = None
     ) -> OllamaChatAnswer | OllamaGenerateAnswer:
+        kw = fields or {}
         if self.chat:
             message = OllamaOutMessage(role="assistant", content=text, tool_calls=calls)
             return OllamaChatAnswer(model=self.model, created_at=now(), message=message, done=done, **kw)

@@ -93,8 +93,9 @@ def details(entry: ModelEntry, w: Weights) -> OllamaDetails:
     if w.facts is not None:
         meta = w.facts.meta
         arch = meta.get("general.architecture", "")
-        quant = quant_label(w.path.name) if w.path is not None else None
-        quant = quant if quant and quant != w.path.name else _file_type(meta)  # type: ignore[union-attr]
+        name = w.path.name if w.path is not None else ""
+        label = quant_label(name) if name else ""
+        quant = label if label and label != name else _file_type(meta)
         return OllamaDetails(
             format="gguf",
             family=arch,

@@ -292,6 +292,18 @@ def test_options_that_map(client):
     assert client.chat(SMOL, messages=[{"role": "user", "content": "Hi"}], think=False, options={"num_predict": 2}).done
 
 
+def test_logprobs(client):
+    r = client.chat(
+        SMOL, messages=[{"role": "user", "content": "Hi"}], logprobs=True, top_logprobs=2, options={"num_predict": 3}
+    )
+    assert len(r.logprobs) == r.eval_count
+    first = r.logprobs[0]
+    assert first.logprob <= 0 and len(first.top_logprobs) == 2
+    assert "".join(lp.token for lp in r.logprobs) == r.message.content
+    parts = list(client.generate(SMOL, "Hi", logprobs=True, options={"num_predict": 3}, stream=True))
+    assert sum(len(p.logprobs or []) for p in parts) == parts[-1].eval_count
+
+
 def test_suffix_needs_fill_in_the_middle_tokens(client):
     with pytest.raises(ollama.ResponseError) as e:
         client.generate(SMOL, "def add(a, b):", suffix="    return c")
@@ -354,6 +366,9 @@ def test_keep_alive_and_ps(client):
     assert SMOL in loaded(client)
     r = client.chat(SMOL, messages=[], keep_alive=0)
     assert r.done_reason == "unload" and SMOL not in loaded(client)
+    with pytest.raises(ollama.ResponseError) as e:
+        client.generate("mock-image", keep_alive=0)  # not a text model: nothing to load or unload
+    assert e.value.status_code == 400 and "does not support generate" in e.value.error
     # Loaded by this request: its load is the load duration.
     fresh = client.chat(SMOL, messages=[{"role": "user", "content": "Hi"}], options={"num_predict": 2})
     warm = client.chat(SMOL, messages=[{"role": "user", "content": "Hi"}], options={"num_predict": 2})
