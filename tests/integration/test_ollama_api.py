@@ -153,6 +153,19 @@ def test_a_request_without_stream_streams_ndjson(daemon):
     assert r.headers["x-loom-model"] == "smollm2-135m"
 
 
+def test_an_error_after_the_first_line_is_a_last_error_line(daemon):
+    body = {"model": SMOL, "prompt": "Tell a long story.", "options": {"num_predict": 1000, "seed": 1}}
+    with httpx.stream("POST", f"{daemon.url}/api/generate", json=body, timeout=120) as r:
+        lines = r.iter_lines()
+        first = json.loads(next(lines))
+        assert first["done"] is False
+        cancel = httpx.post(f"{daemon.url}/admin/work/{r.headers['x-loom-work-id']}/cancel", timeout=30)
+        assert cancel.status_code == 200
+        rest = [json.loads(line) for line in lines if line]
+    assert set(rest[-1]) == {"error"} and "cancel" in rest[-1]["error"]
+    assert not any(line.get("done") for line in rest)
+
+
 def test_generate_plain_streamed_raw_and_system(client):
     plain = client.generate(SMOL, "Write one word.", options={**GREEDY, "num_predict": 8})
     assert isinstance(plain, ollama.GenerateResponse) and plain.response
