@@ -125,14 +125,15 @@ def messages(items: list[OllamaMessage]) -> list[ChatMessage]:
     unanswered: list[tuple[str, str]] = []  # (call id, function name), oldest first
     count = 0
     for i, m in enumerate(items):
+        content = m.content or ""
         if m.role != "user" and m.images:
             raise InvalidRequest("only user messages take images", param=f"messages[{i}].images")
         if m.role != "assistant" and m.tool_calls:
             raise InvalidRequest("only assistant messages make tool calls", param=f"messages[{i}].tool_calls")
         if m.role == "system":
-            out.append(SystemMessage(content=m.content))
+            out.append(SystemMessage(content=content))
         elif m.role == "user":
-            out.append(UserMessage(content=_user_content(m.content, m.images, f"messages[{i}].images")))
+            out.append(UserMessage(content=_user_content(content, m.images, f"messages[{i}].images")))
         elif m.role == "assistant":
             calls = []
             for call in m.tool_calls or []:
@@ -142,12 +143,10 @@ def messages(items: list[OllamaMessage]) -> list[ChatMessage]:
                     ToolCall(id=call_id, function=FunctionCall(call.function.name, json.dumps(call.function.arguments)))
                 )
                 unanswered.append((call_id, call.function.name))
-            out.append(
-                AssistantMessage(content=m.content if m.content or not calls else None, tool_calls=calls or None)
-            )
+            out.append(AssistantMessage(content=content if content or not calls else None, tool_calls=calls or None))
         else:
             call_id = _answered(m, unanswered, i)
-            out.append(ToolMessage(content=m.content, tool_call_id=call_id))
+            out.append(ToolMessage(content=content, tool_call_id=call_id))
     return out
 
 

@@ -40,7 +40,8 @@ class OllamaToolCall(Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 class OllamaMessage(Struct, forbid_unknown_fields=True, omit_defaults=True):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = ""
+    #: null is taken as "" (clients send it next to tool calls).
+    content: str | None = ""
     #: Base64 images (no data: prefix), for a vision model.
     images: list[str] | None = None
     tool_calls: list[OllamaToolCall] | None = None

@@ -74,7 +74,7 @@ def test_tool_results_answer_calls_by_id_then_name_then_order():
     items = msgspec.convert(
         [
             {"role": "user", "content": "go"},
-            {"role": "assistant", "tool_calls": [call("a"), call("b"), call("c", "mine")]},
+            {"role": "assistant", "content": None, "tool_calls": [call("a"), call("b"), call("c", "mine")]},
             {"role": "tool", "content": "B", "tool_name": "b"},
             {"role": "tool", "content": "C", "tool_call_id": "mine"},
             {"role": "tool", "content": "A"},
@@ -84,7 +84,7 @@ def test_tool_results_answer_calls_by_id_then_name_then_order():
     out = translate.messages(items)
     assistant = out[1]
     assert isinstance(assistant, AssistantMessage)
-    assert [c.id for c in assistant.tool_calls] == ["call_1", "call_2", "mine"]
+    assert assistant.content is None and [c.id for c in assistant.tool_calls] == ["call_1", "call_2", "mine"]
     assert assistant.tool_calls[0].function.arguments == '{"x": 1}'
     answers = [m for m in out if isinstance(m, ToolMessage)]
     assert [(m.content, m.tool_call_id) for m in answers] == [("B", "call_2"), ("C", "mine"), ("A", "call_1")]
