@@ -34,6 +34,7 @@ from .api import (
     loom_routes,
     messages,
     models,
+    ollama,
     openapi,
     personas,
     rag,
@@ -147,8 +148,19 @@ def app_for(services: Services) -> Litestar:
         guards=key_guards(services.keys, services.tokens, admin=True),
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
+    # Ollama's API (daemon/api/ollama.py): its own error shape; pulling and removing models
+    # takes an admin key, as /admin/models does.
+    ollama_api = [
+        Router(
+            path="/api",
+            route_handlers=routes,
+            guards=key_guards(services.keys, services.tokens, admin=admin),
+            exception_handlers=ollama.exception_handlers(),
+        )
+        for routes, admin in ((ollama.ROUTES, False), (ollama.ADMIN_ROUTES, True))
+    ]
     ui = build_ui(services.sessions)
-    own: list[Router | HTTPRouteHandler] = [health, v1, operator, ui.router]
+    own: list[Router | HTTPRouteHandler] = [health, v1, *ollama_api, operator, ui.router]
     app = Litestar(
         route_handlers=[*own, *plugin_router(services, own)],
         template_config=ui.template_config,

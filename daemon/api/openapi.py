@@ -31,6 +31,8 @@ from litestar.openapi.spec import (
 )
 from loom.sdk.types import ErrorResponse
 
+from ..ollama.wire import OllamaError
+
 REF = "#/components/schemas/{name}"
 
 #: What each error status means on Loom's routes.
@@ -96,13 +98,16 @@ class Doc:
     form: type | None = None
     #: The Struct of each server-sent event's ``data`` when the route streams (``text/event-stream``).
     events: type | None = None
+    #: The Struct of each line when the route streams newline-delimited JSON (Ollama's routes).
+    lines: type | None = None
     #: A success body that is not JSON: its media type ("text/plain", "*/*").
     media_type: str | None = None
     errors: tuple[int, ...] = ()
     query: tuple[Query, ...] = ()
     #: Response headers on success, name -> description.
     headers: dict[str, str] = field(default_factory=dict)
-    #: The Struct of the error bodies, where a route answers another API's shape (Anthropic's).
+    #: The Struct of the error bodies, where a route answers another API's shape (Anthropic's
+    #: ``{"type": "error", ...}``, Ollama's ``{"error": "..."}``).
     error_shape: type = ErrorResponse
 
 
@@ -133,6 +138,18 @@ def error_response(status: int, shape: type = ErrorResponse) -> OpenAPIResponse:
     )
 
 
+#: One server-sent event, as a client parses it (what schemathesis checks each event against).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 def _success(d: Doc) -> OpenAPIResponse:
     content: dict[str, OpenAPIMediaType] = {}
     if d.returns is not None:
@@ -140,8 +157,12 @@ def _success(d: Doc) -> OpenAPIResponse:
     description = {200: "OK", 201: "Created", 202: "Accepted"}[d.status]
     if d.events is not None:
         ref(d.events)
-        content["text/event-stream"] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string"}))
+        content["text/event-stream"] = OpenAPIMediaType(schema=RawSchema(raw=SSE_EVENT))
         description += f"; streamed as server-sent events whose `data` is a {d.events.__name__}"
+    if d.lines is not None:
+        ref(d.lines)
+        content["application/x-ndjson"] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string"}))
+        description += f"; streamed as newline-delimited JSON, a {d.lines.__name__} per line"
     if d.media_type is not None:
         content[d.media_type] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string", "format": "binary"}))
     headers: dict[str, OpenAPIHeader | Reference] = {
@@ -220,15 +241,16 @@ def finish(schema: Any, *, keys: bool) -> None:
             ),
         }
     for path, item in (schema.paths or {}).items():
-        guarded = path.startswith(("/v1/", "/admin/")) or path == "/metrics"
+        guarded = path.startswith(("/v1/", "/admin/", "/api/")) or path == "/metrics"
+        body = OllamaError if path.startswith("/api/") else ErrorResponse
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(item, method, None)
             if op is None or not guarded or not keys:
                 continue
             op.security = [{"bearer": []}, {"apiKey": []}]
-            shape = op.doc.error_shape if isinstance(op, Documented) else ErrorResponse
+            shape = op.doc.error_shape if isinstance(op, Documented) else body
             op.responses["401"] = error_response(401, shape)
-            if not path.startswith("/v1/"):
+            if not path.startswith(("/v1/", "/api/")):
                 op.responses["403"] = error_response(403, shape)
             op.responses = dict(sorted(op.responses.items()))
 

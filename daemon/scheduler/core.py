@@ -328,6 +328,16 @@ class Scheduler:
         dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)
         return dev is not None and await self.residents.unload(dev, entry.id)
 
+    async def keep_alive(self, entry: ModelEntry, seconds: float) -> bool:
+        """A request's keep-alive (Ollama's): keep ``entry`` resident ``seconds`` after its last
+        use instead of its configured ``keep_alive`` (``math.inf``: until memory is needed), or
+        with 0 unload it once its running work is done (a pinned model stays). False when it is
+        not resident."""
+        if seconds == 0:
+            return entry.id not in self.pinned and await self.unload(entry)
+        dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)
+        return dev is not None and self.residents.set_keep_alive(dev, entry.id, seconds)
+
     async def pin(self, entry: ModelEntry, pinned: bool = True) -> dict:
         """Pin (never evicted, no keep-alive; loaded now) or unpin a model."""
         dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)

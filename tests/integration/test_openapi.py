@@ -139,6 +139,10 @@ MODEL_ROUTES = {
     "/v1/vision/describe",
     "/v1/vision/score",
     "/v1/rag/search",
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
 }
 
 
@@ -165,6 +169,10 @@ def model_call(path: str, model: str) -> dict:
         "/v1/vision/describe": {"image": PNG_URI},
         "/v1/vision/score": {"image": PNG_URI, "text": "a blue square"},
         "/v1/rag/search": {"text": "a story"},
+        "/api/chat": {"messages": [{"role": "user", "content": "hi"}], "stream": False},
+        "/api/generate": {"prompt": "Once upon a time", "stream": False},
+        "/api/embed": {"input": "hi"},
+        "/api/embeddings": {"prompt": "hi"},
     }
     if path in ("/v1/images/edits", "/v1/images/variations"):
         data = {"model": model, "size": "64x64", **({"prompt": "at night"} if path.endswith("edits") else {})}
@@ -228,6 +236,8 @@ class Reach:
             )
         if path in MODEL_ROUTES:
             return self.model_route(path, status)
+        if path.startswith("/api/"):
+            return self.ollama(method, path, status)
         recipe = getattr(self, f"r{status}")
         return recipe(method, path)
 
@@ -246,6 +256,26 @@ class Reach:
         if status == 499:
             return self.cancelled(path)
         raise AssertionError(f"no recipe for {status} on {path}")
+
+    def ollama(self, method: str, path: str, status: int) -> httpx.Response:
+        """Ollama's routes (``/api``) that run no model."""
+        a = self.admin
+        if status == 413:
+            return self.too_big(method, path)
+        if status == 400:
+            body = {"model": "llama3.2", "stream": False} if path == "/api/pull" else {"no_such_field": 1}
+            return a.request(method, path, json=body)
+        bodies = {
+            "/api/show": {"model": "x-ok"},
+            # The hub is unreachable here: streamed, that is a last error line of a 200.
+            "/api/pull": {"model": "hf.co/acme/none:Q4_K_M", "stream": status == 200},
+            "/api/copy": {"source": "x-ok", "destination": "x-ok-copy:latest"},
+            "/api/delete": {"model": "x-ok-copy"},  # made by the copy (successes come first)
+        }
+        if status == 404:
+            bodies = {"/api/copy": {"source": "no-such-model", "destination": "x"}}
+            return a.request(method, path, json=bodies.get(path, {"model": "no-such-model"}))
+        return a.request(method, path, json=bodies.get(path))
 
     def too_big(self, method: str, path: str) -> httpx.Response:
         blob = b"x" * 70_000
@@ -416,7 +446,7 @@ def daemon(upstream, tmp_path_factory):
     corrupt = tmp / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + b"\x00" * 64)
     config = CONFIG.format(upstream=upstream.url, all=ALL, corrupt=corrupt)
-    env = {"T_OA_USER": USER, "T_OA_ADMIN": ADMIN, "T_OA_UPSTREAM": "sk-upstream"}
+    env = {"T_OA_USER": USER, "T_OA_ADMIN": ADMIN, "T_OA_UPSTREAM": "sk-upstream", "HF_ENDPOINT": "http://127.0.0.1:9"}
     d = Daemon(write_config(tmp / "loom.toml", config), tmp / "data", env=env).start()
     yield d
     d.stop()
@@ -493,6 +523,8 @@ def test_every_documented_status_is_answered(daemon):
             wrong.append(f"{method.upper()} {path}: documented {status}, got {got.status_code} {got.text[:200]}")
         elif status >= 400 and path.startswith("/v1/messages"):  # Anthropic's shape
             assert got.json()["type"] == "error" and set(got.json()["error"]) == {"type", "message"}
+        elif status >= 400 and path.startswith("/api/"):
+            assert set(got.json()) == {"error"} and isinstance(got.json()["error"], str)  # Ollama's shape
         elif status >= 400:
             assert set(got.json()["error"]) == {"message", "type", "param", "code"}
     assert not wrong, "\n".join(wrong)
