@@ -38,6 +38,7 @@ from ..records import RecordStore
 from ..routing import ModelRouter
 from ..scheduler import Priority
 from . import search
+from .previews import JOB_PREVIEWS, JobPreviews
 from .retry import DEFAULT_RETRIES, retrying_crashes
 from .usage import Usage
 
@@ -97,6 +98,8 @@ class JobContext:
         self.crash_retries: int = getattr(info.cls if info else None, "worker_crash_retries", DEFAULT_RETRIES)
         #: Waits on a person (``ask_preference``), cancelled with the job.
         self._waits: set[asyncio.Task] = set()
+        #: The previews of the images it makes (the latest shown on its page).
+        self.previews = JobPreviews(self)
 
     # --- durability -------------------------------------------------------------------------
 
@@ -298,12 +301,16 @@ class JobContext:
         log.warning("job %s: %s; running the call again (retry %d)", self.job_id, error, attempt)
         self.emit("retry", {"model": model, "attempt": attempt, "error": getattr(error, "message", str(error))})
 
-    async def _run(self, model: str, capability: Capability, call: calls.Call) -> Any:
+    async def _run(
+        self, model: str, capability: Capability, call: calls.Call, on_preview: Callable | None = None
+    ) -> Any:
         self.check()
         started = time.perf_counter()
 
         async def once() -> tuple[ModelEntry, Any]:
             rc = self._run_context()
+            if on_preview is not None:
+                rc.add_preview_callback(on_preview)
             self._calls.add(rc)
             try:
                 return await self.services.router.run(model, capability, call, priority=Priority.PIPELINE, ctx=rc)
@@ -373,8 +380,14 @@ class JobContext:
             init_image=init_image,
             mask=mask,
             strength=strength,
+            partial_images=JOB_PREVIEWS,
         )
-        images = await self._run(model, Capability.IMAGE, calls.GenerateImages(job=job))
+        try:
+            images = await self._run(
+                model, Capability.IMAGE, calls.GenerateImages(job=job), self.previews.listener(model)
+            )
+        finally:
+            await self.previews.settle()
         if not images:
             raise ProviderError(f"{model} returned no image")
         return images[0]
