@@ -32,8 +32,12 @@ class ImagesUsage(Struct, kw_only=True):
     input_tokens_details: ImageInputTokens = field(default_factory=ImageInputTokens)
 
 
-class ImageStreamEvent(Struct, kw_only=True, tag_field="type"):
-    """What every event of an image stream carries; ``type`` names the event."""
+class ImageStreamEvent(Struct, kw_only=True):
+    """What every event of a streamed image answer carries. Each event also has a ``type`` (its
+    SSE ``event`` name too): ``image_generation.partial_image`` / ``image_edit.partial_image``
+    (with ``partial_image_index``, 0-based) for each preview, then ``image_generation.completed``
+    / ``image_edit.completed`` (with ``usage``) for the image, as OpenAI's ``ImageGenStreamEvent``
+    and ``ImageEditStreamEvent``."""
 
     b64_json: str
     created_at: int
@@ -43,19 +47,19 @@ class ImageStreamEvent(Struct, kw_only=True, tag_field="type"):
     output_format: Literal["png", "webp", "jpeg"] = "png"
 
 
-class ImageGenPartialImageEvent(ImageStreamEvent, kw_only=True, tag="image_generation.partial_image"):
+class ImageGenPartialImageEvent(ImageStreamEvent, kw_only=True, tag_field="type", tag="image_generation.partial_image"):
     partial_image_index: int
 
 
-class ImageGenCompletedEvent(ImageStreamEvent, kw_only=True, tag="image_generation.completed"):
+class ImageGenCompletedEvent(ImageStreamEvent, kw_only=True, tag_field="type", tag="image_generation.completed"):
     usage: ImagesUsage
 
 
-class ImageEditPartialImageEvent(ImageStreamEvent, kw_only=True, tag="image_edit.partial_image"):
+class ImageEditPartialImageEvent(ImageStreamEvent, kw_only=True, tag_field="type", tag="image_edit.partial_image"):
     partial_image_index: int
 
 
-class ImageEditCompletedEvent(ImageStreamEvent, kw_only=True, tag="image_edit.completed"):
+class ImageEditCompletedEvent(ImageStreamEvent, kw_only=True, tag_field="type", tag="image_edit.completed"):
     usage: ImagesUsage
 
 
