@@ -107,8 +107,6 @@ def _child(parent: RunContext | None, index: int, count: int) -> RunContext:
     def report(done: int, total: int, message: str) -> None:
         parent.report(done, total, f"images {index + 1} of {count}: {message}" if message else message)
 
-    child = RunContext(
-        on_progress=report, on_preview=parent.show, device=parent.device, credentials=parent.credentials
-    )
+    child = RunContext(on_progress=report, on_preview=parent.show, device=parent.device, credentials=parent.credentials)
     parent.add_cancel_callback(child.cancel)
     return child

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import io
+import time
 
 from PIL import Image
 
@@ -18,12 +17,15 @@ def test_a_running_image_job_shows_its_latest_preview(page, ui_daemon, api):
     page.wait_for_selector("#job-preview img")
     # The thumbnail is served and loads, at most 192 px a side; the caption says what it is.
     deadline = time.monotonic() + 30
-    while not page.evaluate("(() => { const i = document.querySelector('#job-preview img'); "
-                            "return !!i && i.complete && i.naturalWidth > 0; })()"):
+    while not page.evaluate(
+        "(() => { const i = document.querySelector('#job-preview img'); "
+        "return !!i && i.complete && i.naturalWidth > 0; })()"
+    ):
         assert time.monotonic() < deadline, "the preview never loaded"
         time.sleep(0.05)
-    size = page.evaluate("(() => { const i = document.querySelector('#job-preview img'); "
-                         "return [i.naturalWidth, i.naturalHeight]; })()")
+    size = page.evaluate(
+        "(() => { const i = document.querySelector('#job-preview img'); return [i.naturalWidth, i.naturalHeight]; })()"
+    )
     assert size == [96, 96]
     caption = page.locator("#job-preview figcaption").inner_text()
     assert "bs-slow-image" in caption and "96×96" in caption and "of 2" in caption

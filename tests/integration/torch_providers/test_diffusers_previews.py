@@ -8,14 +8,17 @@ import base64
 import io
 
 import msgspec
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
 from loom.sdk import ImageJob, ModelSpec, RunContext
-from openai.types import ImageEditCompletedEvent, ImageEditPartialImageEvent
-from openai.types import ImageGenCompletedEvent, ImageGenPartialImageEvent
+from openai.types import (
+    ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
+    ImageGenCompletedEvent,
+    ImageGenPartialImageEvent,
+)
 from PIL import Image
 
 
@@ -69,8 +72,9 @@ class LinearVAE:
     show that the map is right; a trained VAE's is close to linear in this sense.)"""
 
     def __init__(self, weights, bias, scaling: float, shift: float) -> None:
-        import torch
         from types import SimpleNamespace
+
+        import torch
 
         self.torch = torch
         self.weights, self.bias = weights, bias  # (C, 3), (3,): latent pixel -> RGB
@@ -96,9 +100,9 @@ class LinearVAE:
 
 
 def test_the_preview_map_is_fitted_to_the_decoder():
-    import torch
     from types import SimpleNamespace
 
+    import torch
     from loom.plugins.diffusers.previews import fit
 
     g = torch.Generator().manual_seed(3)
