@@ -55,8 +55,12 @@ class ImageStream:
         self.size = f"{job.width}x{job.height}"
         self.previews: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        # Previews may come on a worker's thread (the in-process executor) or on the loop.
-        self.ctx = RunContext(on_preview=lambda image, index: loop.call_soon_threadsafe(self._preview, image, index))
+
+        def on_preview(image: bytes, index: int) -> None:
+            # On a worker's thread (the in-process executor) or on the loop.
+            loop.call_soon_threadsafe(self._preview, image, index)
+
+        self.ctx = RunContext(on_preview=on_preview)
         self.task: asyncio.Task[tuple[ModelEntry, list[bytes]]] | None = None
         self.sent = 0
         self.created = int(time.time())
@@ -139,7 +143,7 @@ class ImageStream:
 
     @staticmethod
     def _message(event: msgspec.Struct) -> ServerSentEventMessage:
-        return ServerSentEventMessage(data=msgspec.json.encode(event).decode(), event=event.__struct_config__.tag)
+        return ServerSentEventMessage(data=msgspec.json.encode(event).decode(), event=str(event.__struct_config__.tag))
 
     async def stop(self) -> None:
         """Cancel the call if it still runs (the client left) and wait for it to settle."""
