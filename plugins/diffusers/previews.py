@@ -44,9 +44,22 @@ def _fitting_images(scale: int) -> torch.Tensor:
 def fit(pipe: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W, b)``: W (channels, 3) and b (3,) mapping the pipeline's latents to RGB in [-1, 1],
     fitted to what the VAE's decoder makes of latents like those a denoising loop holds: the
-    encodings of colour images (where it ends) and smooth noise (where it starts)."""
-    vae = pipe.vae
+    encodings of colour images (where it ends) and smooth noise (where it starts). A half
+    precision VAE that overflows (SDXL's does; diffusers upcasts it to decode) is fitted again
+    on a float32 copy."""
     scale = int(getattr(pipe, "vae_scale_factor", 8) or 8)
+    found = _fit(pipe.vae, scale)
+    if found is None:
+        import copy
+
+        found = _fit(copy.deepcopy(pipe.vae).float(), scale)
+    if found is None:
+        raise ValueError("the VAE's outputs are not finite: no preview map can be fitted")
+    return found
+
+
+def _fit(vae: Any, scale: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The map for ``vae`` as it is, or None when its outputs are not finite."""
     param = next(vae.parameters())
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
     scaling = float(getattr(vae.config, "scaling_factor", None) or 1.0)
@@ -59,6 +72,8 @@ def fit(pipe: Any) -> tuple[torch.Tensor, torch.Tensor]:
         latents = torch.cat([encoded, noise])
         decoded = vae.decode(latents / scaling + shift).sample.float().cpu()
     latents = latents.float().cpu()
+    if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
+        return None
     # The colour each latent pixel becomes: the decoded images averaged over scale x scale blocks.
     target = torch.nn.functional.avg_pool2d(decoded, scale)
     h, w = latents.shape[-2:]

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+import torch
 from loom.sdk import ImageJob, ModelSpec, RunContext
 from openai.types import (
     ImageEditCompletedEvent,
@@ -74,9 +75,6 @@ class LinearVAE:
     def __init__(self, weights, bias, scaling: float, shift: float) -> None:
         from types import SimpleNamespace
 
-        import torch
-
-        self.torch = torch
         self.weights, self.bias = weights, bias  # (C, 3), (3,): latent pixel -> RGB
         self.config = SimpleNamespace(scaling_factor=scaling, shift_factor=shift)
         self._param = torch.zeros(1)
@@ -87,22 +85,20 @@ class LinearVAE:
     def encode(self, images):
         from types import SimpleNamespace
 
-        torch = self.torch
-        rgb = torch.nn.functional.avg_pool2d(images, 8) - self.bias.view(1, 3, 1, 1)
+        rgb = torch.nn.functional.avg_pool2d(images.float(), 8) - self.bias.view(1, 3, 1, 1)
         latents = torch.einsum("nkhw,kc->nchw", rgb, torch.linalg.pinv(self.weights))
         return SimpleNamespace(latent_dist=SimpleNamespace(mean=latents))
 
     def decode(self, z):
         from types import SimpleNamespace
 
-        rgb = self.torch.einsum("nchw,ck->nkhw", z, self.weights) + self.bias.view(1, 3, 1, 1)
+        rgb = torch.einsum("nchw,ck->nkhw", z.float(), self.weights) + self.bias.view(1, 3, 1, 1)
         return SimpleNamespace(sample=rgb.repeat_interleave(8, 2).repeat_interleave(8, 3))
 
 
 def test_the_preview_map_is_fitted_to_the_decoder():
     from types import SimpleNamespace
 
-    import torch
     from loom.plugins.diffusers.previews import fit
 
     g = torch.Generator().manual_seed(3)
@@ -115,8 +111,37 @@ def test_the_preview_map_is_fitted_to_the_decoder():
     assert torch.allclose(got_b, bias + shift * weights.sum(0), atol=1e-4)
 
 
+class HalfOverflowVAE(LinearVAE):
+    """A half-precision VAE whose decoder overflows in float16 (as SDXL's does) until upcast."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self._param = torch.zeros(1, dtype=torch.float16)
+
+    def float(self):
+        self._param = self._param.float()
+        return self
+
+    def decode(self, z):
+        out = super().decode(z)
+        if self._param.dtype == torch.float16:
+            out.sample = torch.full_like(out.sample, float("inf"))
+        return out
+
+
+def test_a_vae_that_overflows_in_half_precision_is_fitted_in_float32():
+    from types import SimpleNamespace
+
+    from loom.plugins.diffusers.previews import fit
+
+    weights, bias = torch.randn(4, 3, generator=torch.Generator().manual_seed(4)) * 0.3, torch.zeros(3)
+    vae = HalfOverflowVAE(weights, bias, 1.0, 0.0)
+    got_w, _ = fit(SimpleNamespace(vae=vae, vae_scale_factor=8))
+    assert torch.allclose(got_w, weights, atol=1e-3)
+    assert vae._param.dtype == torch.float16  # a copy was upcast, not the model
+
+
 def test_previews_show_the_latents_they_are_given(sd):
-    import torch
     from loom.plugins.diffusers.engine import previewer
 
     drawer = previewer(sd._pipes["text2image"])
