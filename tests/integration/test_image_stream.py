@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+import time
 
 import httpx
 import numpy as np
@@ -24,7 +26,7 @@ from openai.types import (
 )
 from PIL import Image
 
-from tests.conftest import openai_client
+from tests.conftest import Daemon, openai_client, write_config
 from tests.openai_schema import require_document, validate
 
 SEED = {"seed": 7}
@@ -184,3 +186,57 @@ def test_provider_error_before_any_event_keeps_its_status(client):
     with pytest.raises(openai.InternalServerError) as e:
         list(client.images.generate(model="mock-broken", prompt="x", size="32x32", stream=True, partial_images=2))
     assert e.value.status_code == 502
+
+
+SLOW_CONFIG = """
+[daemon]
+host = "127.0.0.1"
+
+[[models]]
+id = "slow-image"
+provider = "mock"
+capabilities = ["image"]
+options = { latency_ms = 4000 }
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_daemon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("slow-images")
+    d = Daemon(write_config(tmp / "loom.toml", SLOW_CONFIG), tmp / "data").start()
+    yield d
+    d.stop()
+
+
+def cancelled_items(daemon) -> float:
+    text = httpx.get(f"{daemon.url}/metrics", timeout=30).text
+    found = re.search(r'loom_work_items_total\{model="slow-image",outcome="cancelled"\} ([0-9.]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_client_that_leaves_mid_stream_cancels_the_image(slow_daemon):
+    # 4 steps of 1 s; previews after steps 1, 2 and 3. Leave after the first.
+    body = {"model": "slow-image", "prompt": "a kite", "size": "32x32", "stream": True, "partial_images": 3}
+    before = cancelled_items(slow_daemon)
+    started = time.monotonic()
+    with httpx.stream("POST", f"{slow_daemon.url}/v1/images/generations", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                assert line.split(":", 1)[1].strip() == "image_generation.partial_image"
+                break
+    while cancelled_items(slow_daemon) == before:
+        assert time.monotonic() - started < 3.5, "the image was not cancelled when its client left"
+        time.sleep(0.05)
+
+
+def test_an_error_after_the_first_event_is_an_error_event(slow_daemon):
+    client = openai_client(slow_daemon)
+    stream = client.images.generate(model="slow-image", prompt="a kite", size="32x32", stream=True, partial_images=3)
+    work_id = stream.response.headers["x-loom-work-id"]
+    events = iter(stream)
+    assert isinstance(next(events), ImageGenPartialImageEvent)
+    assert httpx.post(f"{slow_daemon.url}/admin/work/{work_id}/cancel", timeout=30).status_code == 200
+    with pytest.raises(openai.APIError) as e:
+        list(events)  # the status was 200: the error comes as an `error` event, in OpenAI's shape
+    assert "cancelled" in e.value.message and e.value.body["type"]
