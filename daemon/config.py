@@ -17,6 +17,8 @@ from loom.sdk.config import EnvSecret, ModelConfig
 from loom.sdk.errors import ConfigError
 from msgspec import Struct, field
 
+from .storage.config import StorageConfig
+
 #: The default shipped as package data: ``daemon/plugins.toml`` links to the root ``plugins.toml``
 #: in a checkout and is a copy of it in a wheel. The user's own config is ``config_file.user_config_path()``.
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "plugins.toml"
@@ -62,6 +64,15 @@ class ImageURLs(Struct, forbid_unknown_fields=True, frozen=True):
     max_redirects: int = 3
 
 
+class Cors(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.cors]``: browsers on these origins may call the API (off while empty)."""
+
+    #: Exact origins, e.g. ["https://app.example.com", "http://localhost:3000"]; "*" for any.
+    origins: list[str] = field(default_factory=list)
+    #: Seconds a browser may cache a preflight answer.
+    max_age: int = 600
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
@@ -76,6 +87,7 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: On SIGTERM, how long calls in flight get to finish before they are cut ("30s"); a second
     #: SIGTERM (or Ctrl-C) ends the wait at once. The stores are flushed either way.
     shutdown_grace: str | int | float = "30s"
+    cors: Cors = field(default_factory=Cors)
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):
@@ -163,6 +175,7 @@ class Config(Struct, forbid_unknown_fields=True, frozen=True):
     jobs: JobsConfig = field(default_factory=JobsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     routes: Routes = field(default_factory=Routes)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     #: ``[plugins.NAME]`` tables: ``enabled`` plus the plugin's own options.
     plugins: dict[str, dict] = field(default_factory=dict)
     models: list[ModelConfig] = field(default_factory=list)
@@ -232,6 +245,8 @@ def check_config(config: Config) -> None:
     parse_duration(config.jobs.retention, "$.jobs.retention")
     parse_duration(config.jobs.cleanup_interval, "$.jobs.cleanup_interval")
     parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
+    parse_duration(config.storage.url_ttl, "$.storage.url_ttl")
+    parse_duration(config.storage.timeout, "$.storage.timeout")
     for i, model in enumerate(config.models):
         parse_duration(model.keep_alive, f"$.models[{i}].keep_alive")
         if model.vram is not None:

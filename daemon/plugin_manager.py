@@ -36,6 +36,8 @@ class PluginInfo:
     providers: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     pipelines: list[str] = field(default_factory=list)
+    #: Paths of the HTTP routes it serves (``register_routes``).
+    routes: list[str] = field(default_factory=list)
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -132,12 +134,17 @@ def _decode_plugin_options(name: str, plugin: object, section: dict) -> Any:
         raise ConfigError(f"$.plugins.{name}: {e}".replace(" - at `$", f" - at `$.plugins.{name}")) from None
 
 
-def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
+def collect(
+    pm: pluggy.PluginManager,
+    hook_name: str,
+    kwargs_for: Callable[[str], dict[str, Any]] | None = None,
+) -> list[tuple[str, Any]]:
     """Call a ``register_*`` hook; return (plugin name, item) pairs in registration order.
 
     The hook is called through pluggy's hook relay one plugin at a time (a subset caller that
     leaves the others out), so ``LOOM_TRACE_PLUGINS`` traces every call and each registered item
-    is known to come from the plugin whose implementation registered it.
+    is known to come from the plugin whose implementation registered it. ``kwargs_for(plugin)``
+    gives the hook's other arguments for that plugin.
     """
     items: list[tuple[str, Any]] = []
     impls = getattr(pm.hook, hook_name).get_hookimpls()  # registration order
@@ -148,7 +155,7 @@ def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
         def register(item, _plugin=impl.plugin_name):
             items.append((_plugin, item))
 
-        caller(register=register)
+        caller(register=register, **(kwargs_for(impl.plugin_name) if kwargs_for else {}))
     return items
 
 

@@ -44,6 +44,7 @@ from .responses import ResponseStore
 from .routing import STATE_FILE, ModelRouter
 from .scheduler import Scheduler
 from .shutdown import Shutdown
+from .storage.service import Storage
 from .timers import Timers
 from .ui.session import Sessions
 
@@ -69,6 +70,8 @@ class Services:
     #: Short-lived tokens for browsers' event streams and WebSockets (``POST /v1/stream-tokens``).
     tokens: StreamTokens
     files: FileStore
+    #: File URLs (signed, or presigned by the output store) and publishing to the output store.
+    storage: Storage
     bodies: BodyReader
     routes: Routes
     health: ProviderHealth
@@ -115,6 +118,7 @@ class Services:
     async def running(self) -> AsyncIterator[Services]:
         """Open what needs the event loop, in order; close everything in reverse on the way out."""
         async with AsyncExitStack() as stack:
+            stack.callback(self.storage.close)  # after the jobs stopped: their uploads are done
             stack.callback(self.runner.store.close)
             stack.callback(self.records.close)
             stack.callback(self.responses.close)
@@ -163,6 +167,7 @@ def build_services(
     router = ModelRouter(registry, scheduler)
     router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
     files = FileStore(data_dir)
+    storage = Storage.open(data_dir, config.storage)
     catalog = ModelCatalog(
         config, config_path, registry=registry, scheduler=scheduler, router=router, providers=providers, plugins=infos
     )
@@ -179,6 +184,7 @@ def build_services(
         registry=registry,
         routes=config.routes,
         files=files,
+        storage=storage,
         rag=rag,
         records=records,
         questions=questions,
@@ -200,6 +206,7 @@ def build_services(
         keys=keys,
         tokens=StreamTokens(),
         files=files,
+        storage=storage,
         bodies=bodies,
         routes=config.routes,
         health=health,

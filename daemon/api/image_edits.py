@@ -43,6 +43,7 @@ from ..files import FileStore
 from ..media import check_image, image_bytes
 from ..models import ModelRegistry
 from ..routing import ModelRouter
+from ..storage.service import Storage
 from .body import BodyReader
 from .image_stream import check_stream, stream_response
 from .images import base_url, parse_size, render
@@ -116,6 +117,7 @@ async def edits(
     router: NamedDependency[ModelRouter],
     routes: NamedDependency[Routes],
     files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
 ) -> Response:
     form = await read_form(request, bodies, files, EDIT_FIELDS)
     stream = form.flag("stream")
@@ -131,7 +133,7 @@ async def edits(
     width, height = check_image(image, "image")
     mask = repaint_mask(masks[0], (width, height)) if masks else mask_from_alpha(image)
     return await image_to_image(
-        request, Models(registry, router, routes), files, form, prompt, image, mask, stream=stream
+        request, Models(registry, router, routes), files, storage, form, prompt, image, mask, stream=stream
     )
 
 
@@ -153,11 +155,12 @@ async def variations(
     router: NamedDependency[ModelRouter],
     routes: NamedDependency[Routes],
     files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
 ) -> Response:
     form = await read_form(request, bodies, files, VARIATION_FIELDS)
     image = await form.one_image("image", required=True)
     # A variation is image-to-image with no prompt: the picture itself is what is kept.
-    return await image_to_image(request, Models(registry, router, routes), files, form, "", image, None)
+    return await image_to_image(request, Models(registry, router, routes), files, storage, form, "", image, None)
 
 
 class Models(NamedTuple):
@@ -170,6 +173,7 @@ async def image_to_image(
     request: Request,
     models: Models,
     files: FileStore,
+    storage: Storage,
     form: Form,
     prompt: str,
     image: bytes,
@@ -209,7 +213,7 @@ async def image_to_image(
     )
     if stream:
         return await stream_response(models.router, model, job, edit=True)
-    entry, body = await render(models.router, files, model, job, response_format, base_url(request))
+    entry, body = await render(models.router, files, storage, model, job, response_format, base_url(request))
     return json_response(body, headers=served_by(entry))
 
 

@@ -79,7 +79,9 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.IG
 
 
 def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, Any]:
-    """A job as the API shows it."""
+    """A job as the API shows it: its file URLs (artefacts, and ``/v1/files/`` URLs in its result)
+    signed or presigned for ``[storage] url_ttl``; ``output_url`` names the folder."""
+    storage = runner.services.storage
     steps, step_seconds = runner.store.step_stats(job["id"])
     usage = job.get("usage") or {}
     timings = job.get("timings") or {}
@@ -108,7 +110,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
     end = job["finished_at"] or (now if runner.is_active(job["id"]) else job["updated_at"])
     view.update(
         params=job["params"],
-        result=job["result"],
+        result=storage.sign_tree(job["result"]),
         timings={
             "queued_seconds": round(started - job["created_at"], 4) if started else None,
             "elapsed_seconds": round(end - job["created_at"], 4),
@@ -123,7 +125,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
             "total_tokens": usage.get("total_tokens", 0),
             "by_model": usage.get("by_model", {}),
         },
-        artifacts=[{**a, "url": f"/v1/files/{a['path']}"} for a in runner.store.artifacts(job["id"])],
+        artifacts=[{**a, "url": storage.url(a["path"])} for a in runner.store.artifacts(job["id"])],
         last_event_id=runner.store.last_event_id(job["id"]),
     )
     return view
@@ -316,7 +318,7 @@ async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner])
         "nodes": nodes,
         "tree": tree["roots"],
     }
-    return json_response(body)
+    return json_response(runner.services.storage.sign_tree(body))
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -324,6 +326,12 @@ async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner])
 
 def event_json(event: Event) -> bytes:
     return msgspec.json.encode(event)
+
+
+def signed_event(runner: JobRunner, event: Event) -> Event:
+    """``event`` with the ``/v1/files/`` URLs in its data signed as they are sent (a lineage
+    node's ``image_url``), so a page following a job can show its images in ``<img>``."""
+    return msgspec.structs.replace(event, data=runner.services.storage.sign_tree(event.data))
 
 
 def _is_final(event: Event) -> bool:
@@ -377,7 +385,8 @@ async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[Serv
                 return
             assert isinstance(events, list), "this subscriber queues no messages of its own (say)"
             for event in events:
-                yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
+                data = event_json(signed_event(runner, event)).decode()
+                yield ServerSentEventMessage(data=data, event=event.type, id=event.id)
                 # A final state ends the stream unless the job went on after it (a job resumed
                 # after it was interrupted, failed or cancelled): then its next run follows.
                 if _is_final(event) and event.id >= runner.store.last_event_id(job_id):
@@ -438,7 +447,7 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
                 await socket.send_json(delivery)
                 continue
             for event in delivery:
-                await socket.send_json({"op": "event", **msgspec.to_builtins(event)})
+                await socket.send_json({"op": "event", **msgspec.to_builtins(signed_event(runner, event))})
 
     tasks = [asyncio.create_task(receiver()), asyncio.create_task(sender())]
     try:

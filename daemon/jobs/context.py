@@ -37,6 +37,7 @@ from ..rag import RagStore
 from ..records import RecordStore
 from ..routing import ModelRouter
 from ..scheduler import Priority
+from ..storage.service import Storage
 from . import search
 from .previews import JOB_PREVIEWS, JobPreviews
 from .retry import DEFAULT_RETRIES, retrying_crashes
@@ -61,6 +62,8 @@ class PipelineServices:
     registry: ModelRegistry
     routes: Routes
     files: FileStore
+    #: The output store the job's artefacts are published to (and the URLs of its files).
+    storage: Storage
     rag: RagStore
     records: RecordStore
     #: Questions for a person (``ask_preference``), answered on the web UI or the API.
@@ -98,6 +101,8 @@ class JobContext:
         self.crash_retries: int = getattr(info.cls if info else None, "worker_crash_retries", DEFAULT_RETRIES)
         #: Waits on a person (``ask_preference``), cancelled with the job.
         self._waits: set[asyncio.Task] = set()
+        #: This run's uploads to the output store (none with the local store).
+        self.outputs = services.storage.batch()
         #: The previews of the images it makes (the latest shown on its page).
         self.previews = JobPreviews(self)
 
@@ -164,6 +169,7 @@ class JobContext:
             raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
         rel = f"{self.output_dir}/{name}"
         path = self.services.files.root / rel
+        self.outputs.check()  # an earlier upload failed: the job fails now, with storage_error
         write_atomic(path, data)  # a reader (or a SIGKILL) never sees half a file
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         digest = hashlib.sha256(data).hexdigest()
@@ -173,6 +179,7 @@ class JobContext:
             search.index_artifact(self.store, self.job_id, rel, body)
         except Exception:
             log.exception("could not index artefact %s for search", rel)
+        self.outputs.add(rel)  # published in the background; the job's end waits for it
         return rel
 
     def read_artifact(self, path: str) -> bytes:
@@ -193,7 +200,21 @@ class JobContext:
                 os.link(source, target)
             except OSError:
                 shutil.copyfile(source, target)
+        self.outputs.add(rel)
         return rel
+
+    async def publish_outputs(self) -> None:
+        """Wait for this run's uploads to the output store (StorageError when one failed). A
+        resumed run also publishes what earlier runs saved (their uploads may be what failed):
+        the job's artefacts and the files it kept."""
+        if self.attempt > 1 and self.services.storage.remote:
+            root = self.services.files.root
+            earlier = [a["path"] for a in self.store.artifacts(self.job_id)]
+            earlier += [p.relative_to(root).as_posix() for p in root.glob(f"images/*/{self.job_id}-*")]
+            for rel in earlier:
+                if rel not in self.outputs and not rel.endswith("/metadata.json") and (root / rel).is_file():
+                    self.outputs.add(rel)
+        await self.outputs.wait()
 
     # --- retrieval and records --------------------------------------------------------------
 

@@ -360,6 +360,7 @@ class JobRunner:
             params = msgspec.json.decode(msgspec.json.encode(job["params"]), type=info.cls.Params)
             result = await info.instance.run(params, ctx)
             result = msgspec.json.decode(msgspec.json.encode(result))
+            await ctx.publish_outputs()  # an output store that cannot take them fails the job
         except asyncio.CancelledError:
             self._finish(ctx, CANCELLED if ctx.cancel_requested and not self._stopping else INTERRUPTED)
         except BaseException as exc:
@@ -404,7 +405,9 @@ class JobRunner:
         if error is not None:
             fields.update(error=error, message=error["message"])
         self.store.update_job(job_id, **fields)
-        self._write_metadata(job_id)
+        metadata_rel = self._write_metadata(job_id)
+        if metadata_rel is not None and state in FINISHED:
+            self.services.storage.publish_quietly(metadata_rel)  # its final state, best effort
         data: dict[str, Any] = {"state": state}
         if error is not None:
             data["error"] = error
@@ -415,10 +418,10 @@ class JobRunner:
         self._write_metadata(job_id)
         self.emit(job_id, "state", {"state": state})
 
-    def _write_metadata(self, job_id: str) -> None:
+    def _write_metadata(self, job_id: str) -> str | None:
         job = self.store.get_job(job_id)
         if job is None:
-            return
+            return None
         try:
             meta = metadata.build(
                 job, self.store.lineage(job_id), self.store.artifacts(job_id), self.store.step_stats(job_id)
@@ -426,7 +429,7 @@ class JobRunner:
             rel, data = metadata.write(self.services.files.root, job, meta)
         except (OSError, StorageError) as e:  # the job's state is in the store all the same
             log.error("could not write metadata.json for job %s: %s", job_id, e)
-            return
+            return None
         self.store.put_artifact(
             job_id,
             rel,
@@ -436,6 +439,7 @@ class JobRunner:
             hashlib.sha256(data).hexdigest(),
             {"kind": "metadata"},
         )
+        return rel
 
 
 def _leaves(exc: BaseException):

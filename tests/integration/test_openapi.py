@@ -179,7 +179,7 @@ class Reach:
         r = a.post("/v1/responses", json={"model": "x-ok", "input": "hi"})
         self.ids["response_id"] = r.json()["id"]
         url = a.post("/v1/images/generations", json={"model": "x-ok", "prompt": "x", "response_format": "url"})
-        self.ids["path"] = url.json()["data"][0]["url"].split("/v1/files/", 1)[1]
+        self.ids["path"] = url.json()["data"][0]["url"].split("/v1/files/", 1)[1].split("?")[0]
         persona = a.post("/v1/pipelines/persona", json={"name": "Ada", "prompt": "a mathematician"}).json()
         self.wait_job(persona["id"])
         self.ids["persona"] = "Ada"
@@ -212,6 +212,8 @@ class Reach:
     def send(self, method: str, path: str, status: int) -> httpx.Response:
         if status == 401:
             return httpx.request(method, f"{self.daemon.url}{self.fill(path)}", timeout=30)
+        if status == 403 and path == "/v1/files/{path}":  # a signed URL whose signature does not hold
+            return httpx.get(f"{self.daemon.url}{self.fill(path)}", params={"exp": "1", "sig": "forged"})
         if status == 403:
             return httpx.request(
                 method, f"{self.daemon.url}{self.fill(path)}", headers={"Authorization": f"Bearer {USER}"}
@@ -417,6 +419,8 @@ def test_every_route_is_documented_with_the_status_it_answers():
                     continue  # the document itself and its viewer
                 if plain.startswith("/ui"):
                     continue  # the web UI's pages: HTML for people, not part of the API
+                if not handler.fn.__module__.startswith("loom.daemon."):
+                    continue  # a plugin's routes (register_routes) speak their own dialects
                 op = getattr(paths[plain], method.lower())
                 assert isinstance(op, Documented), f"{method} {route.path} has no doc(...)"
                 assert op.doc.status == handler.status_code, f"{method} {route.path}: documented {op.doc.status}"
