@@ -18,7 +18,7 @@ peer is ``python -m llama_cpp.server`` with its prompt cache on (``--cache true`
 for phases 1-3, its disk cache (``--cache_type disk``, which survives a restart) for phase 4. Same
 threads (1 for a token, 2 for a prompt: the peer's defaults on two cores) and flash attention on
 both sides. On a CPU with Intel AMX both sides run without llama.cpp's extra buffer types (this
-llama.cpp's AMX kernels crash; see ``engine.amx_in_build``): the peer through a launcher that
+llama.cpp's AMX kernels crash; see ``loom.plugins.llamacpp.cpu``): the peer through a launcher that
 sets ``use_extra_bufts = False`` on the model parameters it asks for.
 
 TTFT is from sending a streamed request to its first content chunk, measured by the same client.

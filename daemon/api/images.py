@@ -9,13 +9,16 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from loom.sdk import calls, types
 from loom.sdk.errors import ProviderError
+from loom.sdk.image_events import ImageStreamEvent
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
 from ..files import FileStore
 from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
+from ..storage.service import Storage
 from .body import BodyReader
+from .image_stream import check_stream, stream_response
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 
@@ -25,8 +28,20 @@ def parse_size(size: str, entry: ModelEntry) -> tuple[int, int]:
     return types.parse_size(size) or entry.provider_cls.default_size
 
 
-async def render(router: ModelRouter, files: FileStore, name: str, job: ImageJob, response_format: str, base_url: str):
-    """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body."""
+async def render(
+    router: ModelRouter,
+    files: FileStore,
+    storage: Storage,
+    name: str,
+    job: ImageJob,
+    response_format: str,
+    base_url: str,
+):
+    """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body.
+
+    A ``url`` answer is a signed, expiring ``/v1/files/`` URL, or with an output store a
+    presigned URL to the image there; the image is written to the data dir first, so a store
+    that cannot take it (507 ``storage_error``) loses nothing."""
     entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
     if len(images) != job.n:
         raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
@@ -34,7 +49,8 @@ async def render(router: ModelRouter, files: FileStore, name: str, job: ImageJob
     for png in images:
         if response_format == "url":
             rel = files.save(png, ".png")
-            data.append(ImageData(url=f"{base_url}/v1/files/{rel}"))
+            await storage.publish(rel)
+            data.append(ImageData(url=storage.url(rel, base_url)))
         else:
             data.append(ImageData(b64_json=base64.b64encode(png).decode()))
     return entry, ImagesResponse(created=int(time.time()), data=data)
@@ -51,6 +67,7 @@ def base_url(request: Request) -> str:
         "Generate images",
         body=ImageGenerationRequest,
         returns=ImagesResponse,
+        events=ImageStreamEvent,
         errors=BODY_ERRORS + MODEL_ERRORS + STORAGE_ERRORS,
         headers=PROVENANCE,
     ),
@@ -61,8 +78,11 @@ async def generations(
     registry: NamedDependency[ModelRegistry],
     router: NamedDependency[ModelRouter],
     files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
 ) -> Response:
     req = await bodies.decode(request, ImageGenerationRequest)
+    if req.stream:
+        check_stream(req.n, req.response_format)
     entry = registry.for_capability(req.model, Capability.IMAGE)
     width, height = parse_size(req.size, entry)
     job = ImageJob(
@@ -74,6 +94,9 @@ async def generations(
         negative_prompt=req.negative_prompt,
         steps=req.steps,
         guidance_scale=req.guidance_scale,
+        partial_images=(req.partial_images or 0) if req.stream else 0,
     )
-    entry, body = await render(router, files, req.model, job, req.response_format, base_url(request))
+    if req.stream:
+        return await stream_response(router, req.model, job, edit=False)
+    entry, body = await render(router, files, storage, req.model, job, req.response_format, base_url(request))
     return json_response(body, headers=served_by(entry))

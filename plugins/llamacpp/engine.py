@@ -22,6 +22,7 @@ from llama_cpp._logger import set_verbose
 from loom.sdk import InvalidRequest, OutOfMemory, ProviderError
 
 from .batching import Batcher, Sequence
+from .cpu import model_params
 from .plan import Generation
 from .prefixstore import Fingerprint, PrefixStore, model_hash
 from .promptcache import PromptCache, Saved
@@ -176,6 +177,7 @@ def load(
     cache_bytes: int = 0,
     prefix_dir: str | None = None,
     prefix_bytes: int = 0,
+    repack: bool = True,
 ) -> Runtime:
     """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each. ``tune``:
     the threads were chosen from the machine, so the batch loop may move to half as many when
@@ -187,11 +189,10 @@ def load(
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers == -1 else n_gpu_layers  # as Llama() does
     params.main_gpu = main_gpu
+    params.use_extra_bufts = repack  # see .cpu
     if n_gpu_layers != 0:
         # The scheduler placed the model on one device; do not let llama.cpp spread it.
         params.split_mode = llama_cpp.LLAMA_SPLIT_MODE_NONE
-    if amx_in_build():
-        params.use_extra_bufts = False
     model = _loading(model_path, lambda: _internals.LlamaModel(path_model=model_path, params=params, verbose=False))
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx = n_ctx * parallel
@@ -229,18 +230,6 @@ def load(
         raise
 
 
-def amx_in_build() -> bool:
-    """Whether this llama.cpp runs its Intel AMX kernels, which Loom keeps off.
-
-    On a CPU with AMX (Sapphire Rapids and later) a llama.cpp built for the machine puts the
-    weights of supported types in AMX buffers (an "extra buffer type"), and in llama-cpp-python
-    0.3.36's llama.cpp its ``ggml_backend_amx_mul_mat`` crashes the process (SIGSEGV) on the first
-    prompt of more than a few tokens (SmolLM2's Q4_1, 2 cores; ``Llama()`` crashes the same way).
-    Without the extra buffer types the weights stay as the file has them; on other CPUs they are
-    kept (they repack weights for faster AVX2/AVX-512 kernels)."""
-    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
-
-
 def llama_build() -> str:
     """The llama.cpp this process runs: llama-cpp-python's version (it vendors one llama.cpp
     commit per release) and llama.cpp's build number where the binding exposes it."""
@@ -261,7 +250,9 @@ def _loading(model_path: str, make: Any) -> Any:
         raise ProviderError(f"llamacpp: could not load {model_path}: {message}") from e
 
 
-def build_embedder(model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layers: int, main_gpu: int) -> Any:
+def build_embedder(
+    model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layers: int, main_gpu: int, repack: bool = True
+) -> Any:
     """A ``Llama`` with ``embedding=True`` and mean pooling: one vector per input."""
     kwargs: dict[str, Any] = {
         "model_path": model_path,
@@ -280,7 +271,8 @@ def build_embedder(model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layer
     }
     if n_gpu_layers != 0:
         kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
-    return _loading(model_path, lambda: llama_cpp.Llama(**kwargs))
+    with model_params(repack):
+        return _loading(model_path, lambda: llama_cpp.Llama(**kwargs))
 
 
 def token_piece(vocab: Any, token: int) -> bytes:

@@ -66,6 +66,10 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     #: Named prefixes (a request's ``prompt_cache_key``) kept on disk across restarts, in the
     #: model's data folder (``<data_dir>/models/<id>/prompt-cache/``), MiB; 0 turns them off.
     cache_disk_mib: int = 2048
+    #: llama.cpp's weight repacking into CPU "extra buffer types" (AMX, interleaved Q4_0/Q4_K;
+    #: its server's ``--no-repack`` is false). None: on, unless the CPU advertises AMX, whose
+    #: kernels crashed on the VMs Loom is tested on (see ``loom.plugins.llamacpp.cpu``).
+    repack: bool | None = None
 
     def __post_init__(self) -> None:
         by_path = self.path is not None

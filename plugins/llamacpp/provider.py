@@ -28,6 +28,7 @@ from loom.sdk import (
 from loom.sdk.toolcalls import parse_stream
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest, TokenLogprob, TopLogprob
 
+from .cpu import repack_enabled
 from .options import Options, resolve_gguf
 
 #: Inputs per llama_cpp embed() call; cancellation is checked between groups.
@@ -148,6 +149,7 @@ class LlamaCppProvider(Provider):
             n_gpu_layers=self._n_gpu_layers,
             main_gpu=self._main_gpu,
             flash_attn=o.flash_attn,
+            repack=repack_enabled(o.repack),
             tune=o.n_threads is None and o.n_threads_batch is None and self.spec.threads is None,
             cache_bytes=self.options.cache_ram_mib * 2**20,
             prefix_dir=str(Path(self.spec.data_dir) / "prompt-cache") if self.spec.data_dir else None,
@@ -240,8 +242,13 @@ class LlamaCppProvider(Provider):
         finally:
             remove()
             seq.stop()  # a no-op for a finished sequence
+        matched = text.matched if text.matched in gen.own_stop else None
         yield TextChunk(
-            finish_reason=finish, prompt_tokens=len(tokens), cached_tokens=seq.cached, completion_tokens=received
+            finish_reason=finish,
+            prompt_tokens=len(tokens),
+            cached_tokens=seq.cached,
+            completion_tokens=received,
+            stop_sequence=matched,
         )
 
     @staticmethod
@@ -280,6 +287,7 @@ class LlamaCppProvider(Provider):
                         threads=self._threads,
                         n_gpu_layers=self._n_gpu_layers,
                         main_gpu=self._main_gpu,
+                        repack=repack_enabled(self.options.repack),
                     )
                 try:
                     raw, count = self._embedder.embed(
