@@ -152,6 +152,7 @@ class SchedulerMetrics:
             nonlocal seen
             final = getattr(chunk, "completion_tokens", None)
             if isinstance(final, int):
+                self.count_prompt(model, chunk)
                 if final > seen:
                     tokens.inc(final - seen)
                 seen = max(seen, final)
@@ -163,9 +164,8 @@ class SchedulerMetrics:
 
         return count
 
-    def count_output(self, model: str, value: object) -> None:
-        """Tokens from text chunks and images from lists of PNG bytes, whatever call made them."""
-        tokens = getattr(value, "completion_tokens", None)
+    def count_prompt(self, model: str, value: object) -> None:
+        """A final text chunk's prompt tokens, as served by a prompt cache or evaluated."""
         prompt = getattr(value, "prompt_tokens", None)
         if isinstance(prompt, int) and prompt > 0 and isinstance(value, TextChunk):
             cached = min(prompt, value.cached_tokens or 0)
@@ -173,6 +173,11 @@ class SchedulerMetrics:
                 self.prompt_tokens.labels(model, "cached").inc(cached)
             if prompt > cached:
                 self.prompt_tokens.labels(model, "evaluated").inc(prompt - cached)
+
+    def count_output(self, model: str, value: object) -> None:
+        """Tokens from text chunks and images from lists of PNG bytes, whatever call made them."""
+        tokens = getattr(value, "completion_tokens", None)
+        self.count_prompt(model, value)
         if isinstance(tokens, int) and tokens > 0:
             self.tokens.labels(model).inc(tokens)
         elif isinstance(value, list) and value:
