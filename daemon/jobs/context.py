@@ -291,7 +291,7 @@ class JobContext:
         return entry.id
 
     def _run_context(self) -> RunContext:
-        return RunContext(credentials=self.credentials)
+        return RunContext(credentials=self.credentials, job_id=self.job_id)
 
     def _before_retry(self, model: str, attempt: int, error: Exception) -> None:
         self.check()

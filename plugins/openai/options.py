@@ -11,6 +11,8 @@ from loom.sdk.config import UPSTREAM_KEY_HEADER, EnvSecret
 from loom.sdk.errors import ConfigError
 from msgspec import Meta, Struct, field
 
+from .profiles import ParameterOptions, ProfileName
+
 _SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 
 
@@ -87,6 +89,12 @@ class ModelOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     send_n: bool = True
     #: Most images one request may ask for (DALL-E 3: 1); more are asked for in several requests.
     max_n: Annotated[int, Meta(ge=1, le=128)] = 10
+    #: The model's parameter profile (:mod:`.profiles`): "auto" picks the family by the service's
+    #: model id (gpt-5* -> "gpt-5", o1/o3/o4* -> "o-series", else "standard").
+    profile: ProfileName = "auto"
+    #: Overrides of the profile: ``{ token_limit, refuses, accepts, reasoning_effort, verbosity,
+    #: reasoning_tokens }``.
+    parameters: ParameterOptions | None = None
 
     def __post_init__(self) -> None:
         for size in self.image_sizes or ():

@@ -24,6 +24,7 @@ from loom.sdk import (
     ConfigError,
     Embeddings,
     ImageJob,
+    InvalidRequest,
     ModelSpec,
     Provider,
     ProviderError,
@@ -40,6 +41,7 @@ from . import prompts
 from .clients import Client, client_for
 from .errors import Upstream, attempts_of, from_exception, missing_key, safe_url
 from .options import Instance, ModelOptions, PluginOptions
+from .profiles import ModelParameters, resolve
 
 log = logging.getLogger("loom.plugins.openai")
 T = TypeVar("T")
@@ -152,6 +154,8 @@ class OpenAIProvider(Provider):
         self.instance: Instance = instance
         #: The service's id for this model.
         self.remote_model = self.options.model or instance.model_map.get(spec.id, spec.id)
+        #: What the model takes (its parameter profile), and what its service refused since.
+        self.params = ModelParameters(spec.id, *resolve(self.options.profile, self.remote_model, self.options.parameters))
         self.health_interval = plugin.health_interval
         self.upstream = Upstream(
             model=spec.id,
@@ -296,9 +300,31 @@ class OpenAIProvider(Provider):
         usage = {"stream_options": {"include_usage": True}} if self.instance.stream_usage else {}
         return {"stream": True, **usage, **session.opts}
 
+    async def _adapted(
+        self,
+        body: dict[str, Any],
+        own: bool,
+        send: Callable[[dict[str, Any]], Awaitable[T]],
+        added: frozenset[str] = frozenset(),
+    ) -> T:
+        """``send(body)`` with ``body`` adapted to the model's profile; a refusal of a parameter
+        the profile did not foresee is learnt and the call sent once more without it, unless a
+        client asked for that parameter (``own`` False and not one of Loom's ``added``): then
+        the service's 400 stands."""
+        sent = self.params.adapt(body, own=own)
+        try:
+            return await send(sent)
+        except InvalidRequest as e:
+            explicit = frozenset() if own else frozenset(body) - added
+            retry = self.params.learn(e, sent, explicit)
+            if retry is None:
+                raise
+        return await send(retry)
+
     async def _chat_text(self, messages: list[dict], session: _Session, **params) -> str:
+        """One of Loom's own chat calls (describe, score, translate): plain, adapted to the model."""
         body = {"model": self.remote_model, "messages": messages, **params}
-        answer = await self._post("/chat/completions", body, _TextAnswer, session)
+        answer = await self._adapted(body, True, lambda b: self._post("/chat/completions", b, _TextAnswer, session))
         if not answer.choices or answer.choices[0].message is None:
             raise ProviderError(f"{self._who()} answered model '{self.spec.id}' with no choices")
         return (answer.choices[0].message.content or "").strip()
@@ -329,19 +355,35 @@ class OpenAIProvider(Provider):
         return params
 
     async def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> AsyncIterator[TextChunk]:
-        """Image parts go to the service as they came (data URIs)."""
+        """Image parts go to the service as they came (data URIs). A pipeline's call (``ctx.job_id``)
+        is adapted to the model's profile; a client's goes as sent (a ``max_tokens`` renamed where
+        the model takes ``max_completion_tokens``)."""
         ctx.check()
         params = self._chat_params(request)
         session = self.session(ctx)
+        own = ctx.job_id is not None
         if not request.stream:
             # A plain answer is one chunk: one upstream response instead of an event per token.
-            yield self._single(await self._post("/chat/completions", params, _TextAnswer, session), chat=True)
+            answer = await self._adapted(
+                params, own, lambda b: self._post("/chat/completions", b, _TextAnswer, session)
+            )
+            yield self._single(answer, chat=True)
             return
         client = session.client
-        extra = {k: params.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in params}
+        # Loom's own additions (stream_options) are left out once the service refused them.
+        stream_args = {k: v for k, v in self._stream_args(session).items() if k not in self.params.learnt}
 
-        def create():
-            return client.chat.completions.create(**params, **self._stream_args(session), extra_body=extra or None)
+        async def opened(body: dict[str, Any]):
+            body = dict(body)
+            extra = {k: body.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in body}
+            return await self._request(
+                lambda: client.chat.completions.create(**body, extra_body=extra or None), session
+            )
+
+        stream = await self._adapted({**params, **stream_args}, own, opened, frozenset(stream_args))
+
+        async def create():
+            return stream
 
         async for chunk in self._stream(create, _chat_piece, session):
             ctx.check()
