@@ -20,6 +20,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from . import credentials
 from .api import (
     admin,
+    admin_jobs,
     admin_models,
     admin_providers,
     artifacts,
@@ -78,7 +79,7 @@ V1_ROUTES = [
 ]
 
 #: Under ``/admin``: the scheduler, the providers and the configured models.
-ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES]
+ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES, *admin_jobs.ROUTES]
 
 
 def create_app(

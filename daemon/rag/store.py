@@ -379,6 +379,12 @@ class RagStore:
         self._maybe_save(st)
         return [{"id": i, "collection": collection, "model": model, "count": st.count} for i in ids]
 
+    def count_job(self, job_id: str) -> int:
+        """How many items a job stored."""
+        with self._lock:
+            (count,) = self._db.execute("select count(*) from items where job_id = ?", [job_id]).fetchone()
+        return int(count)
+
     def remove_job(self, job_id: str) -> int:
         """Delete every item a job stored (job retention calls this with the job's folder);
         returns how many. Each index that lost items is renumbered and rebuilt from its rows:
