@@ -33,6 +33,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     prune.add_argument("--json", action="store_true", help="print the answer as JSON")
     prune.add_argument("--config", help="config file (default: $LOOM_CONFIG, else the user config)")
     prune.add_argument("--url", help="daemon URL (default: $LOOM_URL, else the config's host and port)")
+    prune.add_argument("--data-dir", help="with no daemon running: the data dir (default: the config's)")
     prune.set_defaults(func=prune_command)
 
 
@@ -47,7 +48,7 @@ def prune_command(args: argparse.Namespace) -> int:
             with client:
                 answer = client.prune_jobs(args.older_than, dry_run=args.dry_run, rag=args.rag)
         else:
-            answer = _offline(path, body)
+            answer = _offline(path, body, args.data_dir)
     except (ConfigError, PluginError) as e:
         return cli_models._fail(str(e))
     except LoomError as e:
@@ -67,7 +68,7 @@ def prune_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline(path, body: dict[str, Any]) -> dict[str, Any]:
+def _offline(path, body: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
     """Prune the store of the config's data dir directly (no daemon is running)."""
     from .api.admin_jobs import parse_older_than
     from .config import load_config
@@ -76,7 +77,7 @@ def _offline(path, body: dict[str, Any]) -> dict[str, Any]:
     from .rag import RagStore
     from .services import JOBS_DB, RAG_DIR
 
-    config = load_config(path)
+    config = load_config(path, data_dir=data_dir)
     older_than = parse_older_than(body["older_than"])
     mode = body.get("rag") or config.jobs.rag
     data_dir = config.data_dir

@@ -287,6 +287,8 @@ class Reach:
             return r
         if path == "/admin/models/{model_id}/pin":
             return self.admin.post("/admin/models/x-ok/pin", json={"pinned": False})
+        if path == "/admin/jobs/prune":
+            return self.admin.post(path, json={"older_than": "3650d", "dry_run": True})
         if path == "/admin/providers/switch":
             return self.admin.post(path, json={"model": "x-spare", "to": None})
         if path == "/admin/models/{model_id}" and method == "DELETE":
