@@ -34,6 +34,7 @@ from .api import (
     openapi,
     personas,
     rag,
+    rag_items,
     responses,
     tokens,
 )
@@ -73,6 +74,7 @@ V1_ROUTES = [
     *job_api.ROUTES,
     *artifacts.ROUTES,
     *rag.ROUTES,
+    *rag_items.ROUTES,
     *personas.ROUTES,
     *evaluations.ROUTES,
     tokens.mint_stream_token,

@@ -133,6 +133,7 @@ MODEL_ROUTES = {
     "/v1/vision/describe",
     "/v1/vision/score",
     "/v1/rag/search",
+    "/v1/rag/items",
 }
 
 
@@ -157,6 +158,7 @@ def model_call(path: str, model: str) -> dict:
         "/v1/vision/describe": {"image": PNG_URI},
         "/v1/vision/score": {"image": PNG_URI, "text": "a blue square"},
         "/v1/rag/search": {"text": "a story"},
+        "/v1/rag/items": {"text": "a story"},
     }
     if path in ("/v1/images/edits", "/v1/images/variations"):
         data = {"model": model, "size": "64x64", **({"prompt": "at night"} if path.endswith("edits") else {})}
@@ -187,6 +189,8 @@ class Reach:
         haiku = a.post("/v1/pipelines/haiku", json={"topic": "the sea", "chat_model": "x-ok"}).json()
         self.ids["job_id"] = haiku["id"]
         self.wait_job(haiku["id"])
+        item = a.post("/v1/rag/items", json={"text": "an example story", "model": "x-ok"}).json()
+        self.ids["item_id"] = str(item["data"][0]["id"])
 
     def wait_job(self, job_id: str) -> dict:
         for _ in range(600):
@@ -222,7 +226,7 @@ class Reach:
         return recipe(method, path)
 
     def model_route(self, path: str, status: int) -> httpx.Response:
-        by_status = {200: "x-ok", 404: "no-such-model", 502: "x-broken", 503: "x-gone", 504: "x-hang"}
+        by_status = {200: "x-ok", 201: "x-ok", 404: "no-such-model", 502: "x-broken", 503: "x-gone", 504: "x-hang"}
         if status in by_status:
             return self.admin.post(path, **model_call(path, by_status[status]))
         if status == 400:
@@ -352,6 +356,7 @@ class Reach:
         names = dict.fromkeys(
             ("model_id", "job_id", "response_id", "persona", "path", "name", "work_id"), "no-such-thing"
         )
+        names["item_id"] = "987654321"
         return self.admin.request(method, self.fill(path, **names))
 
     def r409(self, method: str, path: str) -> httpx.Response:
