@@ -50,6 +50,11 @@ id = "strict-llm"
 provider = "openai"
 capabilities = ["chat"]
 
+[[models]]
+id = "gpt-4o-mini"
+provider = "openai"
+capabilities = ["chat"]
+
 # The profile says "standard": the service's refusal of max_tokens is learnt.
 [[models]]
 id = "nano-as-standard"
@@ -237,3 +242,24 @@ def test_a_refused_max_tokens_is_learnt_as_the_other_name(daemon, fake, client):
     assert sent[-1].body["max_completion_tokens"] == 900 and "max_tokens" not in sent[-1].body
     client.chat.completions.create(model="nano-as-standard", messages=[{"role": "user", "content": "hi"}], max_tokens=900)
     assert last_chat(fake, "gpt-5-nano").status == 200
+
+
+# --- image_to_story: a chat model with vision sees the picture -----------------------------------
+
+
+def test_image_to_story_gives_a_vision_model_the_picture_and_a_text_model_the_description(daemon, fake):
+    image = "data:image/png;base64," + base64.b64encode(png(64, 64, "a harbour")).decode()
+    params = {"image": image, "k": 0, "remember": False}
+    seeing = run_job(daemon, "image_to_story", {**params, "llm_model": "gpt-5-mini"})
+    assert seeing["state"] == "succeeded", seeing["error"]
+    assert seeing["result"]["saw_image"] is True
+    story = last_chat(fake, "gpt-5-mini").body
+    parts = story["messages"][1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url"] and "storyteller" in story["messages"][0]["content"]
+    assert seeing["result"]["description"] not in parts[0]["text"]
+
+    reading = run_job(daemon, "image_to_story", {**params, "llm_model": "gpt-4o-mini"})
+    assert reading["state"] == "succeeded", reading["error"]
+    assert reading["result"]["saw_image"] is False
+    user = last_chat(fake, "gpt-4o-mini").body["messages"][1]["content"]
+    assert isinstance(user, str) and reading["result"]["description"] in user
