@@ -33,11 +33,14 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 
 from .. import credentials as upstream_keys
+from ..config import Routes
 from ..jobs.hub import Subscriber
+from ..jobs.keys_needed import require_keys
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner, PipelineInfo
 from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
+from ..routing import ModelRouter
 from ..shutdown import Shutdown
 from . import shapes
 from .auth import accept
@@ -183,7 +186,7 @@ def decode_params(info: PipelineInfo, body: bytes) -> msgspec.Struct:
         body=PipelineParams,
         returns=shapes.Job,
         status=202,
-        errors=(*BODY_ERRORS, 404),
+        errors=(*BODY_ERRORS, 401, 404),
         headers={"Location": "The job's URL"},
     ),
 )
@@ -193,13 +196,17 @@ async def start_pipeline(
     runner: NamedDependency[JobRunner],
     registry: NamedDependency[ModelRegistry],
     bodies: NamedDependency[BodyReader],
+    router: NamedDependency[ModelRouter],
+    routes: NamedDependency[Routes],
 ) -> Response:
     info = runner.pipeline(name)
     body = (await bodies.read(request)).strip() or b"{}"
     params = decode_params(info, body)
     check_models(registry, params)
+    keys = upstream_keys.from_headers(request.headers)
+    require_keys(info.cls, params, keys, registry, router, routes)  # seed 004: 401 missing, 400 malformed
     wait, preferred = requested_wait(request)
-    job = runner.submit(name, params, upstream_keys.from_headers(request.headers))
+    job = runner.submit(name, params, keys)
     headers = {"Location": f"/v1/jobs/{job['id']}"}
     if wait:
         job = await runner.wait(job["id"], wait)

@@ -46,6 +46,10 @@ class Instance(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, we
     #: its own calls, instead of ``api_key``; without it, ``api_key`` is used. The key is never
     #: logged, stored or shown. The name must look like ``X-<name>-API-Key``. None: not allowed.
     user_key_header: str | None = None
+    #: What a user's own key starts with; a job submitted with a key that does not is refused
+    #: (400), as seed 004's server refuses one without OpenAI's "sk-". Default: "sk-" for the
+    #: ``X-OpenAI-API-Key`` header, no check for others; "" turns the check off.
+    user_key_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if self.user_key_header is not None and not UPSTREAM_KEY_HEADER.match(self.user_key_header):

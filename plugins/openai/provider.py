@@ -199,6 +199,20 @@ class OpenAIProvider(Provider):
         secrets = (*shared.secrets, user_key)
         return _Session(shared.openai.with_options(api_key=user_key), {}, {}, secrets, user_key, upstream)
 
+    def upstream_key(self) -> dict[str, Any] | None:
+        """The per-request key this model takes (read by the daemon when a job is submitted):
+        ``{"header", "prefix", "required"}`` (``required``: the instance has no key of its own,
+        or its variable is unset, so a job of this model cannot run without the client's), or
+        None when the instance takes no keys per request."""
+        header = self.instance.user_key_header
+        if header is None:
+            return None
+        prefix = self.instance.user_key_prefix
+        if prefix is None:
+            prefix = "sk-" if header.lower() == "x-openai-api-key" else ""
+        own = self.instance.api_key.get() if self.instance.api_key is not None else None
+        return {"header": header, "prefix": prefix or None, "required": not own}
+
     def _missing_key(self) -> AuthenticationFailed:
         header = self.instance.user_key_header
         if header is None:
