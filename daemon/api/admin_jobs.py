@@ -9,12 +9,12 @@ would go and removes nothing.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Annotated, Literal
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from loom.sdk.errors import ConfigError, InvalidRequest
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from ..config import Config, parse_duration
 from ..files import FileStore
@@ -26,9 +26,13 @@ from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 
 
+#: A duration as the config writes one ("30d", "12h", "90m", "45s").
+Duration = Annotated[str, Meta(pattern=r"^\s*[0-9]*\.?[0-9]+\s*(ms|s|m|h|d)?\s*$")]
+
+
 class PruneRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     #: A duration: "30d", "12h", "90m", or seconds.
-    older_than: str | int
+    older_than: Duration | Annotated[float, Meta(ge=0)]
     #: List what would be removed; remove nothing.
     dry_run: bool = False
     #: The removed jobs' retrieval entries: "keep" or "delete"; default ``[jobs] rag``.
@@ -85,7 +89,7 @@ async def prune_jobs(
     )
 
 
-def parse_older_than(value: str | int) -> float:
+def parse_older_than(value: str | float) -> float:
     """Seconds from a duration; "never" or a negative one is refused (it would remove nothing)."""
     try:
         seconds = parse_duration(value, "older_than")

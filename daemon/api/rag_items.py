@@ -224,7 +224,7 @@ async def add_items(
     operation_class=doc("Delete an item of the retrieval store", returns=RagItemDeleted, errors=(404,)),
 )
 async def delete_item(item_id: FromPath[int], rag: NamedDependency[RagStore], files: NamedDependency[FileStore]) -> Response:
-    item = await asyncio.to_thread(rag.get_item, item_id)
+    item = await asyncio.to_thread(rag.get_item, item_id) if 0 <= item_id < 2**63 else None
     if item is None or not await asyncio.to_thread(rag.remove_item, item_id):
         raise NotFound(f"No retrieval item with id {item_id}", param="item_id")
     path = item.get("path")
