@@ -80,11 +80,11 @@ def _offline(path, body: dict[str, Any], data_dir: str | None) -> dict[str, Any]
     config = load_config(path, data_dir=data_dir)
     older_than = parse_older_than(body["older_than"])
     mode = body.get("rag") or config.jobs.rag
-    data_dir = config.data_dir
-    store = JobStore(data_dir / JOBS_DB, config.jobs.durability)
-    rag = RagStore(data_dir / RAG_DIR, durability=config.jobs.durability) if mode == "delete" else None
+    root = config.data_dir
+    store = JobStore(root / JOBS_DB, config.jobs.durability)
+    rag = RagStore(root / RAG_DIR, durability=config.jobs.durability) if mode == "delete" else None
     try:
-        removed = prune(store, data_dir, older_than, rag=rag, dry_run=body["dry_run"])
+        removed = prune(store, root, older_than, rag=rag, dry_run=body["dry_run"])
     finally:
         store.close()
         if rag is not None:
@@ -97,4 +97,3 @@ def _offline(path, body: dict[str, Any], data_dir: str | None) -> dict[str, Any]
         "count": len(removed),
         "data": removed,
     }
-

@@ -25,7 +25,6 @@ from .body import BodyReader
 from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 
-
 #: A duration as the config writes one ("30d", "12h", "90m", "45s").
 Duration = Annotated[str, Meta(pattern=r"^\s*[0-9]*\.?[0-9]+\s*(ms|s|m|h|d)?\s*$")]
 

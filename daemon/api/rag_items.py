@@ -22,7 +22,7 @@ from litestar import Request, Response, delete, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from loom.sdk import calls
-from loom.sdk.errors import InvalidRequest, NotFound
+from loom.sdk.errors import InvalidRequest, NotFound, ProviderError
 from loom.sdk.types import Capability
 from msgspec import Meta, Struct
 
@@ -127,7 +127,9 @@ def default_model(registry: ModelRegistry, router: ModelRouter, routes: Routes) 
         return route
     entry = registry.first_with(Capability.EMBEDDING)
     if entry is None:
-        raise InvalidRequest("no configured model can embed: name one in 'model' or set [routes].embedding", param="model")
+        raise InvalidRequest(
+            "no configured model can embed: name one in 'model' or set [routes].embedding", param="model"
+        )
     return entry.id
 
 
@@ -171,34 +173,32 @@ async def add_items(
             inputs = [_data_uri(p["image"]) if p["image"] is not None else p["item"].text for p in chunk]
             _, result = await router.run(model, Capability.EMBEDDING, calls.Embed(inputs=inputs))
             if len(result.vectors) != len(inputs):
-                raise InvalidRequest(f"model {model!r} returned {len(result.vectors)} vectors for {len(inputs)} inputs")
+                raise ProviderError(f"model {model!r} returned {len(result.vectors)} vectors for {len(inputs)} inputs")
             for p, vector in zip(chunk, result.vectors):
                 vectors[p["n"]] = vector
     # Store the images, then the items, per (collection, model).
     rows: dict[int, dict[str, Any]] = {}
     for p in prepared:
-        item: RagItem = p["item"]
+        given: RagItem = p["item"]
         path = None
         if p["image"] is not None:
-            path = _served_path(item.image or "") or await asyncio.to_thread(
+            path = _served_path(given.image or "") or await asyncio.to_thread(
                 files.save, p["image"], _suffix(p["image"]), "images/rag"
             )
         kind = "image" if p["image"] is not None else "text"
-        collection = item.collection or ("images" if kind == "image" else "stories")
+        collection = given.collection or ("images" if kind == "image" else "stories")
         rows[p["n"]] = {
             "collection": collection,
             "model": p["model"],
             "kind": kind,
-            "text": item.text or "",
+            "text": given.text or "",
             "path": path,
-            "meta": item.meta or {},
+            "meta": given.meta or {},
         }
     added: dict[int, dict[str, Any]] = {}
     for key in dict.fromkeys((r["collection"], r["model"]) for r in rows.values()):
         ns = [n for n, r in rows.items() if (r["collection"], r["model"]) == key]
-        stored = await asyncio.to_thread(
-            rag.add, key[0], [vectors[n] for n in ns], [rows[n] for n in ns], model=key[1]
-        )
+        stored = await asyncio.to_thread(rag.add, key[0], [vectors[n] for n in ns], [rows[n] for n in ns], model=key[1])
         for n, s in zip(ns, stored):
             added[n] = s
     data = []
@@ -223,7 +223,9 @@ async def add_items(
     status_code=200,
     operation_class=doc("Delete an item of the retrieval store", returns=RagItemDeleted, errors=(404,)),
 )
-async def delete_item(item_id: FromPath[int], rag: NamedDependency[RagStore], files: NamedDependency[FileStore]) -> Response:
+async def delete_item(
+    item_id: FromPath[int], rag: NamedDependency[RagStore], files: NamedDependency[FileStore]
+) -> Response:
     item = await asyncio.to_thread(rag.get_item, item_id) if 0 <= item_id < 2**63 else None
     if item is None or not await asyncio.to_thread(rag.remove_item, item_id):
         raise NotFound(f"No retrieval item with id {item_id}", param="item_id")

@@ -62,7 +62,9 @@ def clean_up(
     when the policy says so); return their ids."""
     if policy.retention is None:
         return []
-    removed = [row["id"] for row in prune(store, root, policy.retention, now=now, rag=rag if policy.delete_rag else None)]
+    removed = [
+        row["id"] for row in prune(store, root, policy.retention, now=now, rag=rag if policy.delete_rag else None)
+    ]
     if removed:
         log.info("retention: deleted %d finished job(s) older than %s", len(removed), _span(policy.retention))
     return removed

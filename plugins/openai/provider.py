@@ -155,7 +155,9 @@ class OpenAIProvider(Provider):
         #: The service's id for this model.
         self.remote_model = self.options.model or instance.model_map.get(spec.id, spec.id)
         #: What the model takes (its parameter profile), and what its service refused since.
-        self.params = ModelParameters(spec.id, *resolve(self.options.profile, self.remote_model, self.options.parameters))
+        self.params = ModelParameters(
+            spec.id, *resolve(self.options.profile, self.remote_model, self.options.parameters)
+        )
         self.health_interval = plugin.health_interval
         self.upstream = Upstream(
             model=spec.id,

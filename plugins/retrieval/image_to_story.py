@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from loom.sdk.errors import CapabilityNotSupported, Cancelled, LoomError
+from loom.sdk.errors import Cancelled, CapabilityNotSupported, LoomError
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import media, memory, writing
 from loom.sdk.storykit.params import Audience, Detail, ImageRef, MaxTokens, Seed, TargetWords, Temperature, TopK

@@ -194,7 +194,9 @@ class FakeServices:
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": body.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                    ],
                     "usage": usage,
                 }
             )

@@ -102,7 +102,9 @@ def test_loom_jobs_prune_through_the_daemon_and_without_it(daemon):
 
 
 def test_retention_when_configured_is_announced_at_start_up(tmp_path):
-    config = MOCK_CONFIG.replace('[daemon]\nhost = "127.0.0.1"\n', '[daemon]\nhost = "127.0.0.1"\n\n[jobs]\nretention = "30d"\n')
+    config = MOCK_CONFIG.replace(
+        '[daemon]\nhost = "127.0.0.1"\n', '[daemon]\nhost = "127.0.0.1"\n\n[jobs]\nretention = "30d"\n'
+    )
     d = Daemon(write_config(tmp_path / "loom.toml", config), tmp_path / "data").start()
     try:
         assert "job retention is on: finished jobs older than 30d are deleted" in d.output()

@@ -186,7 +186,9 @@ def test_a_job_uses_the_key_it_was_started_with_and_needs_it_again_after_a_resta
         assert r.json()["error"]["param"] == HEADER and "user-Secret" not in r.text
         assert len(http.get("/v1/jobs").json()["data"]) == before
         # A job whose models need no key of the user's needs none.
-        r = http.post("/v1/pipelines/beam_search", json={**params, "image_model": "dalle3", "width": 1024, "height": 1024})
+        r = http.post(
+            "/v1/pipelines/beam_search", json={**params, "image_model": "dalle3", "width": 1024, "height": 1024}
+        )
         assert r.status_code == 202, r.text
         assert wait(http, r.json()["id"], timeout=60)["state"] == "succeeded"
 

@@ -201,9 +201,10 @@ def test_an_unforeseen_refusal_is_retried_once_learnt_and_logged(daemon, fake, c
     assert "model strict-llm: the service refused 'seed'" in daemon.output()
     # Learnt: the next own call leaves it out at once.
     before = len(fake.requests("/chat/completions"))
-    assert run_job(daemon, "story", {"prompt": "an owl", "model": "strict-llm", "seed": 12, "remember": False})[
-        "state"
-    ] == "succeeded"
+    assert (
+        run_job(daemon, "story", {"prompt": "an owl", "model": "strict-llm", "seed": 12, "remember": False})["state"]
+        == "succeeded"
+    )
     (again,) = chats_since(fake, before)
     assert again.status == 200 and "seed" not in again.body
     # A client that asks for it gets the service's 400, unretried.
@@ -217,9 +218,7 @@ def test_an_unforeseen_refusal_is_retried_once_learnt_and_logged(daemon, fake, c
 def test_loom_additions_to_a_clients_stream_are_dropped_when_refused(client, fake):
     before = len(fake.requests("/chat/completions"))
     chunks = list(
-        client.chat.completions.create(
-            model="strict-llm", messages=[{"role": "user", "content": "hello"}], stream=True
-        )
+        client.chat.completions.create(model="strict-llm", messages=[{"role": "user", "content": "hello"}], stream=True)
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     first, retry = chats_since(fake, before)
@@ -240,7 +239,9 @@ def test_a_refused_max_tokens_is_learnt_as_the_other_name(daemon, fake, client):
     sent = chats_since(fake, before)
     assert [s.status for s in sent][-2:] == [400, 200]
     assert sent[-1].body["max_completion_tokens"] == 900 and "max_tokens" not in sent[-1].body
-    client.chat.completions.create(model="nano-as-standard", messages=[{"role": "user", "content": "hi"}], max_tokens=900)
+    client.chat.completions.create(
+        model="nano-as-standard", messages=[{"role": "user", "content": "hi"}], max_tokens=900
+    )
     assert last_chat(fake, "gpt-5-nano").status == 200
 
 
