@@ -50,8 +50,8 @@ _ESSENTIAL = frozenset({"model", "messages", "prompt", "input"})
 class Profile(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What one model takes."""
 
-    #: The name of the output limit the model takes.
-    token_limit: TokenLimit = "max_tokens"
+    #: The name of the output limit the model takes; None: either, as the call names it.
+    token_limit: TokenLimit | None = None
     #: Parameters the model refuses: never in Loom's own calls.
     refuses: frozenset[str] = frozenset()
     #: Sent with Loom's own calls when the call sets none (None: the model's default).
@@ -123,7 +123,7 @@ class ModelParameters:
 
     def __init__(self, model: str, family: str, profile: Profile) -> None:
         self.model, self.family, self.profile = model, family, profile
-        self.token_limit: str = profile.token_limit
+        self.token_limit: str | None = profile.token_limit
         #: Refused by the service although the profile did not say so (learnt from its 400s).
         self.learnt: set[str] = set()
 
@@ -134,17 +134,19 @@ class ModelParameters:
     def adapt(self, body: dict[str, Any], *, own: bool) -> dict[str, Any]:
         """The body to send for ``body`` (a new dict); ``own``: Loom's own call, not a client's."""
         out = dict(body)
-        other = LIMITS[1] if self.token_limit == LIMITS[0] else LIMITS[0]
-        if other in out:
-            value = out.pop(other)
-            out.setdefault(self.token_limit, value)
+        if self.token_limit is not None:
+            other = LIMITS[1] if self.token_limit == LIMITS[0] else LIMITS[0]
+            if other in out:
+                value = out.pop(other)
+                out.setdefault(self.token_limit, value)
         if not own:
             return out
         for name in self.refuses:
             out.pop(name, None)
         p = self.profile
-        if p.reasoning_tokens and isinstance(out.get(self.token_limit), int):
-            out[self.token_limit] += p.reasoning_tokens
+        limit = next((name for name in LIMITS if isinstance(out.get(name), int)), None)
+        if p.reasoning_tokens and limit is not None:
+            out[limit] += p.reasoning_tokens
         if p.reasoning_effort and "reasoning_effort" not in self.refuses:
             out.setdefault("reasoning_effort", p.reasoning_effort)
         if p.verbosity and "verbosity" not in self.refuses:

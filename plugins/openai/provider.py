@@ -201,6 +201,11 @@ class OpenAIProvider(Provider):
         secrets = (*shared.secrets, user_key)
         return _Session(shared.openai.with_options(api_key=user_key), {}, {}, secrets, user_key, upstream)
 
+    def parameter_profile(self) -> dict[str, Any]:
+        """The model's parameter profile and what its service refused since start-up (shown by
+        ``GET /admin/providers``)."""
+        return self.params.describe()
+
     def upstream_key(self) -> dict[str, Any] | None:
         """The per-request key this model takes (read by the daemon when a job is submitted):
         ``{"header", "prefix", "required"}`` (``required``: the instance has no key of its own,

@@ -207,6 +207,10 @@ def test_an_unforeseen_refusal_is_retried_once_learnt_and_logged(daemon, fake, c
     )
     (again,) = chats_since(fake, before)
     assert again.status == 200 and "seed" not in again.body
+    models = {m["id"]: m for m in httpx.get(f"{daemon.url}/admin/providers").json()["models"]}
+    assert models["strict-llm"]["parameters"]["learnt"] == ["seed"]
+    assert models["gpt-5-mini"]["parameters"]["family"] == "gpt-5"
+    assert "temperature" in models["gpt-5-mini"]["parameters"]["refuses"]
     # A client that asks for it gets the service's 400, unretried.
     before = len(fake.requests("/chat/completions"))
     with pytest.raises(openai.BadRequestError) as e:
