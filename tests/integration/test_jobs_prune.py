@@ -61,6 +61,11 @@ def test_prune_on_request_keeps_retrieval_entries(daemon):
         assert not folder.exists()
         assert http.get("/v1/rag/stats").json()["items"] == items  # seed 001's memory stays
 
+        from loom.sdk.client import LoomClient
+
+        with LoomClient(daemon.url) as client:
+            assert client.prune_jobs("1d", dry_run=True)["count"] == 0
+
         r = http.post("/admin/jobs/prune", json={"older_than": "never"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "older_than"
         r = http.post("/admin/jobs/prune", json={"older_than": "soon"})

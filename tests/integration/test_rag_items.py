@@ -112,3 +112,15 @@ def test_bad_items_are_refused_by_name(http, body, headers, param):
 def test_an_unknown_model_is_a_404(http):
     r = http.post("/v1/rag/items", json={"text": "x", "model": "no-such-model"})
     assert r.status_code == 404
+
+
+def test_the_sdk_client_adds_and_deletes(daemon):
+    from loom.sdk.client import LoomClient
+
+    with LoomClient(daemon.url) as client:
+        added = client.rag_add([{"text": "a heron at dawn", "collection": "sdk"}, {"text": "a crow at dusk"}])
+        first, second = added["data"]
+        assert first["collection"] == "sdk" and second["collection"] == "stories"
+        assert client.rag_delete(first["id"])["deleted"] is True
+        found = client.request("POST", "/v1/rag/search", json={"text": "a heron at dawn", "collection": "sdk"})
+        assert found["data"] == []
