@@ -35,13 +35,13 @@ def job_models(
     for f in msgspec.structs.fields(type(params)):
         value = getattr(params, f.name)
         if (f.name == "model" or f.name.endswith("_model")) and isinstance(value, str) and value in registry:
-            out.append(value)
+            out.append(registry.get(value).id)  # an alias names its model
     for role, overrides in model_roles.items():
         if any(getattr(params, name, None) for name in overrides):
             continue
         model = _route(role, registry, router, routes)
-        if model is not None:
-            out.append(model)
+        if model is not None and model in registry:
+            out.append(registry.get(model).id)
     return list(dict.fromkeys(out))
 
 
