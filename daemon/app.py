@@ -13,11 +13,14 @@ import logging
 from pathlib import Path
 
 from litestar import Litestar, MediaType, Router, get
-from litestar.di import NamedDependency
+from litestar.config.cors import CORSConfig
+from litestar.di import NamedDependency, Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from . import credentials
+from .access_log import access_log
 from .api import (
     admin,
     admin_jobs,
@@ -30,7 +33,9 @@ from .api import (
     image_edits,
     images,
     loom_routes,
+    messages,
     models,
+    ollama,
     openapi,
     personas,
     rag,
@@ -43,6 +48,7 @@ from .api.allow import fix_allow
 from .api.auth import key_guards
 from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
+from .api.plugin_routes import DaemonRouteContext, collect_routes
 from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
@@ -61,6 +67,7 @@ V1_ROUTES = [
     chat.chat_completions,
     chat.completions,
     *responses.ROUTES,
+    *messages.ROUTES,
     embeddings.embeddings,
     images.generations,
     image_edits.edits,
@@ -84,6 +91,20 @@ V1_ROUTES = [
 ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES, *admin_jobs.ROUTES]
 
 
+#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits).
+EXPOSED = ["x-loom-model", "x-loom-provider", "x-loom-work-id", "x-loom-ignored", "retry-after"]
+
+
+def cors_config(config: Config) -> CORSConfig | None:
+    """``[daemon.cors]``: pages on the named origins may call the API from a browser (a
+    preflight from any other origin is refused); off while ``origins`` is empty. Credentials
+    travel as headers (``Authorization``), never cookies, so none are allowed."""
+    cors = config.daemon.cors
+    if not cors.origins:
+        return None
+    return CORSConfig(allow_origins=list(cors.origins), expose_headers=EXPOSED, max_age=cors.max_age)
+
+
 def create_app(
     config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
 ) -> Litestar:
@@ -93,22 +114,64 @@ def create_app(
     return app_for(build_services(config, extra_plugins, config_path))
 
 
+def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> list[Router]:
+    """The routes plugins register (``register_routes``), behind the ``/v1`` key guard, with
+    the daemon's RouteContext injected as ``loom``; none when no plugin registers any. A handler
+    marked ``opt={"public": True}`` checks its own credential (a signed URL) and has no guard.
+    ``own`` are Loom's routes, which no plugin may claim."""
+    loom = DaemonRouteContext(
+        runner=services.runner,
+        registry=services.registry,
+        router=services.router,
+        routes=services.routes,
+        files=services.files,
+        records=services.records,
+    )
+    handlers = collect_routes(services.pm, services.plugins, loom, own)
+    provide = {"loom": Provide(lambda: loom, use_cache=True, sync_to_thread=False)}
+    public = [h for h in handlers if not isinstance(h, Router) and h.opt.get("public")]
+    guarded = [h for h in handlers if not any(h is p for p in public)]
+    guards = key_guards(services.keys, services.tokens, admin=False)
+    routers = [Router(path="/", route_handlers=guarded, guards=guards, dependencies=provide)] if guarded else []
+    if public:
+        routers.append(Router(path="/", route_handlers=public, dependencies=provide))
+    return routers
+
+
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
-    v1 = Router(path="/v1", route_handlers=V1_ROUTES, guards=key_guards(services.keys, services.tokens, admin=False))
+    signer = services.storage.signer  # signed /v1/files URLs stand in for the key
+    v1 = Router(
+        path="/v1",
+        route_handlers=V1_ROUTES,
+        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer),
+    )
     operator = Router(
         path="/",
         guards=key_guards(services.keys, services.tokens, admin=True),
         route_handlers=[Router(path="/admin", route_handlers=ADMIN_ROUTES), admin.metrics],
     )
+    # Ollama's API (daemon/api/ollama.py): its own error shape; pulling and removing models
+    # takes an admin key, as /admin/models does.
+    ollama_api = [
+        Router(
+            path="/api",
+            route_handlers=routes,
+            guards=key_guards(services.keys, services.tokens, admin=admin),
+            exception_handlers=ollama.exception_handlers(),
+        )
+        for routes, admin in ((ollama.ROUTES, False), (ollama.ADMIN_ROUTES, True))
+    ]
     ui = build_ui(services.sessions)
+    own: list[Router | HTTPRouteHandler] = [health, v1, *ollama_api, operator, ui.router]
     app = Litestar(
-        route_handlers=[health, v1, operator, ui.router],
+        route_handlers=[*own, *plugin_router(services, own)],
         template_config=ui.template_config,
         dependencies=services.dependencies(),
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[credentials.middleware, answer_when_cut(services.shutdown)],
+        cors_config=cors_config(services.config),
+        middleware=[access_log, credentials.middleware, answer_when_cut(services.shutdown)],
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

@@ -34,6 +34,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     level = config.daemon.log_level
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .banner import startup_banner
+
+    log = logging.getLogger("loom")
+    for line in startup_banner(services, path.resolve(), _version()):
+        log.info("%s", line)
     _say_retention(config)
     grace = parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
     serve(
@@ -82,18 +87,31 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
+    from .cli_address import daemon_address
+
+    url = daemon_address(args.url, args.config).url
     if args.web:
         from loom.tui.web import DEFAULT_PORT, serve
 
-        return serve(args.url, args.host, args.port or DEFAULT_PORT, public_url=args.public_url)
+        return serve(url, args.host, args.port or DEFAULT_PORT, public_url=args.public_url)
     from loom.tui import run
 
-    return run(url=args.url)
+    return run(url=url)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("loom-daemon")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loom", description="Loom: one local daemon for generative AI")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"loom {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the daemon")
     serve.add_argument(
@@ -114,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     spec.set_defaults(func=_openapi)
 
     tui = sub.add_parser("tui", help="the terminal UI, a client of a running daemon (key: $LOOM_API_KEY)")
-    tui.add_argument("--url", help="daemon URL (default: $LOOM_URL or http://127.0.0.1:11435)")
+    tui.add_argument("--url", help="daemon URL (default: $LOOM_URL, else the config's [daemon] host and port)")
+    tui.add_argument("--config", help="config whose [daemon] address to use (default: $LOOM_CONFIG or the user config)")
     tui.add_argument("--web", action="store_true", help="serve the TUI to a browser (textual-serve) instead")
     tui.add_argument("--host", default="127.0.0.1", help="with --web: address to listen on (default 127.0.0.1)")
     tui.add_argument("--port", type=int, help="with --web: port (default 11436)")
@@ -127,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     cli_jobs.add_subcommands(sub)  # jobs prune
 
     args = parser.parse_args(argv)
+    if args.command is None:  # a bare `loom`: the help, not an error
+        parser.print_help()
+        return 0
     return args.func(args)
 
 

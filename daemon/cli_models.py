@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tomllib
 from pathlib import Path
@@ -20,9 +19,7 @@ from typing import Any
 from loom.sdk.errors import ConfigError, LoomError, PluginError
 
 from . import config_file
-
-LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-
+from .cli_address import config_text, daemon_address, key_hint
 
 # --- where the config and the daemon are ------------------------------------------------------
 
@@ -34,17 +31,8 @@ def _config(args: argparse.Namespace) -> Path:
     return path
 
 
-def _daemon_url(args: argparse.Namespace, path: Path) -> str:
-    if args.url or os.environ.get("LOOM_URL"):
-        return (args.url or os.environ["LOOM_URL"]).rstrip("/")
-    host, port = "127.0.0.1", 11435
-    try:
-        daemon = tomllib.loads(path.read_text()).get("daemon", {})
-        host, port = daemon.get("host", host), daemon.get("port", port)
-    except (OSError, tomllib.TOMLDecodeError):
-        pass
-    host = LOOPBACK_FOR.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _daemon_url(args: argparse.Namespace, path: Path | None = None) -> str:
+    return daemon_address(args.url, args.config).url
 
 
 def _client(args: argparse.Namespace, path: Path):
@@ -67,9 +55,8 @@ def _fail(message: str) -> int:
 
 
 def _admin_hint(e: LoomError) -> str:
-    if e.status_code in (401, 403):
-        return f"{e} (the daemon wants an admin key: set LOOM_API_KEY)"
-    return str(e)
+    hint = key_hint(e.status_code, admin=True)
+    return f"{e} ({hint})" if hint else str(e)
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -78,7 +65,8 @@ def _admin_hint(e: LoomError) -> str:
 def human_size(n: int | None) -> str:
     if n is None:
         return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    # Binary units, as the TUI, the web UI and the scheduler's budgets show memory.
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
@@ -106,30 +94,46 @@ def toml_entry(model: dict[str, Any]) -> str:
 # --- ls / show --------------------------------------------------------------------------------
 
 
-def _records(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path, str | None]:
-    """(model records, config path, the URL of the daemon they came from or None)."""
-    path = _config(args)
-    client = _client(args, path)
+def _records(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | None, str | None, str]:
+    """(model records, config path, the URL of the daemon they came from or None, a note).
+
+    Looking writes nothing: with no user config yet, the shipped default is listed. The daemon's
+    listing (with each model's state) needs an admin key; with a user key the config is listed
+    and the note says why the state is missing."""
+    from .config_file import config_path
+
+    note = ""
+    client = _client(args, config_path(args.config))
     if client is not None:
         with client:
-            listing = client.configured_models()
-        return listing["data"], Path(listing["config"] or path), client.url
+            try:
+                listing = client.configured_models()
+            except LoomError as e:
+                if e.status_code not in (401, 403):
+                    raise
+                note = f"state not shown: {key_hint(e.status_code, admin=True)}"
+            else:
+                return listing["data"], Path(listing["config"]) if listing["config"] else None, client.url, note
     from .catalog.edits import registry_offline
     from .catalog.listing import record
 
-    registry = registry_offline(path.read_text(encoding="utf-8"), str(path))
-    return [record(entry) for entry in registry], path, None
+    text, path = config_text(args.config)
+    if text is None:
+        raise ConfigError(f"no config at {config_file.config_path(args.config)}")
+    registry = registry_offline(text, str(path or "Loom's default config"))
+    url = client.url if client is not None else None
+    return [record(entry) for entry in registry], path, url, note
 
 
 def ls_command(args: argparse.Namespace) -> int:
     try:
-        records, path, url = _records(args)
+        records, path, url, note = _records(args)
     except (ConfigError, PluginError) as e:
         return _fail(str(e))
     except LoomError as e:
         return _fail(_admin_hint(e))
     if args.json:
-        print(json.dumps({"config": str(path), "daemon": url, "models": records}, indent=2))
+        print(json.dumps({"config": str(path) if path else None, "daemon": url, "models": records}, indent=2))
         return 0
     rows = [["ID", "PROVIDER", "CAPABILITIES", "SIZE", "STATE", "FROM"]]
     for r in records:
@@ -138,14 +142,16 @@ def ls_command(args: argparse.Namespace) -> int:
             [r["id"], r["provider"], ",".join(r["capabilities"]), human_size(r["size"]), _state(r), str(origin)]
         )
     print(format_table(rows))
-    running = f"daemon at {url}" if url else "no daemon running (STATE shows once `loom serve` runs)"
-    print(f"\nconfig: {path}\n{running}")
+    address = daemon_address(args.url, args.config)
+    running = f"daemon at {url}" if url else f"no daemon running at {address.url} (from {address.source})"
+    where = path or "none yet: `loom serve` writes the user config from Loom's default (listed above)"
+    print(f"\nconfig: {where}\n{running}" + (f"\n{note}" if note else ""))
     return 0
 
 
 def show_command(args: argparse.Namespace) -> int:
     try:
-        records, path, url = _records(args)
+        records, path, url, _note = _records(args)
     except (ConfigError, PluginError) as e:
         return _fail(str(e))
     except LoomError as e:
@@ -267,7 +273,9 @@ def reload_command(args: argparse.Namespace) -> int:
     path = _config(args)
     client = _client(args, path)
     if client is None:
-        return _fail(f"no daemon answered at {_daemon_url(args, path)}; `loom serve` reads {path} when it starts")
+        return _fail(
+            f"{daemon_address(args.url, args.config).unreachable()} (`loom serve` reads {path} when it starts)"
+        )
     try:
         with client:
             summary = client.reload_models()

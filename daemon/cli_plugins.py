@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.sdk.errors import ConfigError, PluginError
+from loom.sdk.routes import route_claims
 
 from .plugin_manager import ENTRY_POINT_GROUP, collect, collect_providers, make_plugin_manager
 
@@ -32,8 +33,8 @@ def _qualname(obj: Any) -> str:
 def inventory(
     plugin_sections: dict[str, dict] | None = None, extra_plugins: dict[str, object] | None = None
 ) -> list[dict[str, Any]]:
-    """One record per loaded plugin, by name: version, hooks, providers (with capabilities), models
-    and pipelines.
+    """One record per loaded plugin, by name: version, hooks, providers (with capabilities), models,
+    pipelines and the paths of its routes.
 
     Raises PluginError / ConfigError as start-up would (a duplicate name, a bad options section).
     """
@@ -41,6 +42,8 @@ def inventory(
     providers = collect_providers(pm, infos)
     models = collect(pm, "register_models")
     pipelines = collect(pm, "register_pipelines")
+    # Routes are registered without a daemon here (no RouteContext): only their paths are read.
+    routes = collect(pm, "register_routes", lambda plugin: {"loom": None, "options": infos[plugin].options})
     distributions = {
         ep.name: ep.dist.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.dist
     }
@@ -84,6 +87,7 @@ def inventory(
                     for plugin_name, p in pipelines
                     if plugin_name == name
                 ],
+                "routes": route_claims([item for plugin_name, item in routes if plugin_name == name])[0],
             }
         )
     return sorted(records, key=lambda r: r["name"])
@@ -103,7 +107,9 @@ def format_inventory(records: list[dict[str, Any]]) -> str:
             lines.append(f"  model     {m['id']} (provider {m['provider']})")
         for p in r["pipelines"]:
             lines.append(f"  pipeline  {p['name']}" + (f": {p['description']}" if p["description"] else ""))
-        if not (r["providers"] or r["models"] or r["pipelines"]):
+        if r["routes"]:
+            lines.append(f"  routes    {', '.join(r['routes'])}")
+        if not (r["providers"] or r["models"] or r["pipelines"] or r["routes"]):
             lines.append(f"  registers nothing (hooks: {', '.join(r['hooks']) or 'none'})")
     return "\n".join(lines)
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Self
 from loom.sdk.client import LoomClient, ServerEvent, describe_error
 from loom.sdk.errors import LoomError
 
+from .cli_address import daemon_address, key_hint
+
 if TYPE_CHECKING:  # rich is imported when a progress bar is made
     from rich.progress import TaskID
 
@@ -69,7 +71,8 @@ class ProgressView:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-        self.console = Console(stderr=True)
+        # No path column: the event lines are the job's, not this file's.
+        self.console = Console(stderr=True, log_path=False)
         self.quiet = quiet
         self.progress = Progress(
             TextColumn("[bold]{task.fields[job]}"),
@@ -81,6 +84,7 @@ class ProgressView:
             transient=False,
         )
         self.task: TaskID | None = None
+        self.job_id: str | None = None
         self.failed_seen: set[str] = set()
 
     def __enter__(self) -> Self:
@@ -94,7 +98,8 @@ class ProgressView:
         e = event.data if isinstance(event.data, dict) else {}
         kind, data = e.get("type"), e.get("data") or {}
         if self.task is None:
-            self.task = self.progress.add_task("queued", total=100, job=e.get("job_id", "job"))
+            self.job_id = e.get("job_id")
+            self.task = self.progress.add_task("queued", total=100, job=self.job_id or "job")
         if kind == "progress":
             stage = data.get("stage", "")
             message = f" · {data['message']}" if data.get("message") else ""
@@ -119,29 +124,32 @@ def run_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"loom run: {e}", file=sys.stderr)
         return 2
-    client = LoomClient(url=args.url, timeout=60.0)
+    address = daemon_address(args.url, getattr(args, "config", None))
+    client = LoomClient(url=address.url, timeout=60.0)
+    view = ProgressView(args.quiet)
     try:
-        with ProgressView(args.quiet) as view:
+        with view:
             result = client.run(args.pipeline, params, on_event=view.on_event, upstream_keys=keys)
     except LoomError as e:
         job = e.job
-        print(f"loom run: {e}", file=sys.stderr)
+        hint = key_hint(e.status_code)
+        print(f"loom run: {e}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         if job is not None and args.json_output:
             print(json.dumps(job, indent=2))
         return 1 if job is not None or e.status_code is None else 2
     except Exception as e:
-        print(f"loom run: cannot reach the daemon at {client.url}: {describe_error(e)}", file=sys.stderr)
+        print(f"loom run: {address.unreachable(describe_error(e))}", file=sys.stderr)
         return 2
     finally:
         client.close()
     if args.json_output:
         print(json.dumps(result, indent=2))
     else:
-        print(summary(result, client.url))
+        print(summary(result, client.url, view.job_id))
     return 0
 
 
-def summary(result: Any, url: str) -> str:
+def summary(result: Any, url: str, job_id: str | None = None) -> str:
     """A few lines for a person; ``--json-output`` prints everything."""
     if not isinstance(result, dict):
         return json.dumps(result, indent=2)
@@ -161,7 +169,10 @@ def summary(result: Any, url: str) -> str:
     if isinstance(result.get("comparisons"), dict):
         lines.append(f"{result['comparisons']['total']} pairwise comparisons")
     if result.get("output_dir"):
-        lines.append(f"output: {url}/v1/files/{result['output_dir']}/")
+        # The folder itself is no file: its index (JSON, every file's URL) and the job's page.
+        lines.append(f"output: {url}/v1/files/{result['output_dir']}/ (an index of its files)")
+    if job_id:
+        lines.append(f"job:    {url}/ui/jobs/{job_id}")
     return "\n".join(lines) or json.dumps(result, indent=2)
 
 
@@ -177,7 +188,8 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
         metavar="HEADER=ENV",
         help="send the key in environment variable ENV as HEADER (e.g. X-OpenAI-API-Key=OPENAI_API_KEY)",
     )
-    run.add_argument("--url", help="daemon URL (default: $LOOM_URL or http://127.0.0.1:11435)")
+    run.add_argument("--url", help="daemon URL (default: $LOOM_URL, else the config's [daemon] host and port)")
+    run.add_argument("--config", help="config whose [daemon] address to use (default: $LOOM_CONFIG or the user config)")
     run.add_argument("--json-output", action="store_true", help="print the whole result as JSON")
     run.add_argument("-q", "--quiet", action="store_true", help="only the progress bar, no event lines")
     run.set_defaults(func=run_command)

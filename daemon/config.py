@@ -10,12 +10,16 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+import msgspec.inspect
 from loom.sdk.config import EnvSecret, ModelConfig
 from loom.sdk.errors import ConfigError
-from msgspec import Struct, field
+from loom.sdk.suggest import did_you_mean
+from msgspec import Meta, Struct, field
+
+from .storage.config import StorageConfig
 
 #: The default shipped as package data: ``daemon/plugins.toml`` links to the root ``plugins.toml``
 #: in a checkout and is a copy of it in a wheel. The user's own config is ``config_file.user_config_path()``.
@@ -62,6 +66,15 @@ class ImageURLs(Struct, forbid_unknown_fields=True, frozen=True):
     max_redirects: int = 3
 
 
+class Cors(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.cors]``: browsers on these origins may call the API (off while empty)."""
+
+    #: Exact origins, e.g. ["https://app.example.com", "http://localhost:3000"]; "*" for any.
+    origins: list[str] = field(default_factory=list)
+    #: Seconds a browser may cache a preflight answer.
+    max_age: int = 600
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
@@ -76,6 +89,7 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: On SIGTERM, how long calls in flight get to finish before they are cut ("30s"); a second
     #: SIGTERM (or Ctrl-C) ends the wait at once. The stores are flushed either way.
     shutdown_grace: str | int | float = "30s"
+    cors: Cors = field(default_factory=Cors)
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):
@@ -159,6 +173,21 @@ class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: SQLite ``synchronous`` for every store (jobs, records, responses, retrieval): "normal"
     #: survives a daemon crash or kill, "full" a power cut too (see ``loom.daemon.durability``).
     durability: Literal["normal", "full"] = "normal"
+    #: Jobs that run at once, all pipelines together; the rest wait ``queued`` (by priority, then
+    #: age). "auto": twice the slots of the configured models (a remote one counts as at most
+    #: 16), at least 2 and at most 64: enough to keep every model busy, not so many that their
+    #: calls only wait in the models' queues.
+    max_running: Annotated[int, Meta(ge=1)] | Literal["auto"] = "auto"
+    #: Jobs of one pipeline that run at once: "auto" is three quarters of ``max_running`` (at
+    #: least 1), so a burst of one pipeline leaves room for the jobs of others.
+    max_running_per_pipeline: Annotated[int, Meta(ge=1)] | Literal["auto"] = "auto"
+    #: Per-pipeline overrides of ``max_running_per_pipeline``: ``{ beam_search = 2 }``.
+    pipelines: dict[str, Annotated[int, Meta(ge=1)]] = field(default_factory=dict)
+    #: Queued jobs (accepted, not yet running) before a submission is answered 429 with
+    #: Retry-After, all owners together ...
+    max_queued: Annotated[int, Meta(ge=1)] = 10_000
+    #: ... and per owner (an API key; with no keys configured, every client is one owner).
+    max_queued_per_owner: Annotated[int, Meta(ge=1)] = 5_000
 
 
 class Config(Struct, forbid_unknown_fields=True, frozen=True):
@@ -166,6 +195,7 @@ class Config(Struct, forbid_unknown_fields=True, frozen=True):
     jobs: JobsConfig = field(default_factory=JobsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     routes: Routes = field(default_factory=Routes)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     #: ``[plugins.NAME]`` tables: ``enabled`` plus the plugin's own options.
     plugins: dict[str, dict] = field(default_factory=dict)
     models: list[ModelConfig] = field(default_factory=list)
@@ -182,13 +212,17 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     ``overrides`` are ``host``, ``port`` and ``data_dir`` from the command line (None = keep),
     and ``ray``: a Ray cluster's address (``loom serve --ray``), which makes ``ray`` the executor.
     """
-    from .config_file import config_path
+    from .config_file import config_path, user_config_path
 
     path = config_path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        user = user_config_path()
+        where = f"the user config is {user}" + ("" if user.exists() else ", written by `loom serve` on its first run")
+        raise ConfigError(
+            f"config file not found: {path} ({where}; Loom's default is `loom/daemon/plugins.toml`)"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     ray = overrides.pop("ray", None)
@@ -196,11 +230,13 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
         scheduler = raw.setdefault("scheduler", {})
         scheduler["executor"] = "ray"
         scheduler.setdefault("ray", {})["address"] = ray
-    daemon = raw.setdefault("daemon", {})
-    for key, value in overrides.items():
-        if value is not None:
-            daemon[key] = value
-    config = decode_config(raw, str(path))
+    config = decode_config(raw, str(path))  # the file as written: an override does not hide its errors
+    if any(value is not None for value in overrides.values()):
+        daemon = raw.setdefault("daemon", {})
+        for key, value in overrides.items():
+            if value is not None:
+                daemon[key] = value
+        config = decode_config(raw, f"{path} with the command line's options")
     check_config(config)
     return config
 
@@ -209,7 +245,61 @@ def decode_config(raw: dict, source: str = "config") -> Config:
     try:
         return msgspec.convert(raw, Config, strict=True)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{source}: {explain(e, raw)}") from None
+
+
+def explain(error: msgspec.ValidationError, raw: dict) -> str:
+    """msgspec's message for a config, for a person: a ``[[models]]`` entry named by its id rather
+    than ``$.models[0]``, and the nearest key for an unknown one (``prot`` → ``port``)."""
+    message = str(error)
+    text, _, at = message.partition(" - at `")
+    path = at.rstrip("`") or "$"
+    hint = ""
+    if text.startswith("Object contains unknown field"):
+        field = text.split("`")[1]
+        hint = did_you_mean(field, _keys_at(Config, path)) or ""
+    return f"{text}{hint} - at `{path}`{_which_model(path, raw)}"
+
+
+def _which_model(path: str, raw: dict) -> str:
+    """`` (the [[models]] entry with id = 'x')`` for a path inside one, else ``""``."""
+    match = re.match(r"\$\.models\[(\d+)\]", path)
+    models = raw.get("models")
+    if match and isinstance(models, list) and int(match[1]) < len(models):
+        entry = models[int(match[1])]
+        model_id = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(model_id, str):
+            return f" (the [[models]] entry with id = {model_id!r})"
+    return ""
+
+
+def _keys_at(root: type, path: str) -> list[str]:
+    """The keys the config accepts at ``path`` (``$.daemon``, ``$.models[0].options``)."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
+    for token in re.findall(r"\.([A-Za-z_][\w-]*)|\[\d+\]", path):
+        info = _unwrap(info)
+        if token == "":  # an index: the list's items
+            if isinstance(info, msgspec.inspect.ListType):
+                info = info.item_type
+            continue
+        if isinstance(info, msgspec.inspect.StructType):
+            found = next((f for f in info.fields if f.encode_name == token), None)
+            if found is None:
+                return []
+            info = found.type
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return []
+    info = _unwrap(info)
+    return [f.encode_name for f in info.fields] if isinstance(info, msgspec.inspect.StructType) else []
+
+
+def _unwrap(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    if isinstance(info, msgspec.inspect.UnionType):
+        structs = [t for t in info.types if isinstance(t, (msgspec.inspect.StructType, msgspec.inspect.ListType))]
+        return structs[0] if structs else info
+    return info
 
 
 def check_config(config: Config) -> None:
@@ -235,6 +325,8 @@ def check_config(config: Config) -> None:
     parse_duration(config.jobs.retention, "$.jobs.retention")
     parse_duration(config.jobs.cleanup_interval, "$.jobs.cleanup_interval")
     parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
+    parse_duration(config.storage.url_ttl, "$.storage.url_ttl")
+    parse_duration(config.storage.timeout, "$.storage.timeout")
     for i, model in enumerate(config.models):
         parse_duration(model.keep_alive, f"$.models[{i}].keep_alive")
         if model.vram is not None:

@@ -19,7 +19,8 @@ def image_bytes(ref: str, files: FileStore, param: str = "image") -> bytes:
         if ";base64" not in header:
             raise InvalidRequest("Image data URIs must be base64-encoded", param=param)
         data = _b64(payload, param)
-    elif ref.startswith(("http://", "https://")):
+    elif ref.startswith(("http://", "https://", "/v1/files/")):
+        # A URL of this daemon's files, absolute or as the answers give it (``/v1/files/...``).
         path = urlparse(ref).path
         marker = "/v1/files/"
         if marker not in path:
@@ -30,16 +31,17 @@ def image_bytes(ref: str, files: FileStore, param: str = "image") -> bytes:
             )
         data = files.resolve(path.split(marker, 1)[1]).read_bytes()
     else:
-        data = _b64(ref, param)
+        data = _b64(ref, param, hint=True)
     check_image(data, param)
     return data
 
 
-def _b64(payload: str, param: str) -> bytes:
+def _b64(payload: str, param: str, hint: bool = False) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest("Image is not valid base64", param=param) from None
+        said = " (an image is a data URI, bare base64, or a /v1/files/... URL of this daemon)" if hint else ""
+        raise InvalidRequest(f"Image is not valid base64{said}", param=param) from None
 
 
 def check_image(data: bytes, param: str = "image") -> tuple[int, int]:

@@ -9,6 +9,7 @@ import msgspec
 from loom.sdk.config import ModelConfig
 from loom.sdk.errors import CapabilityNotSupported, ConfigError, ModelNotFound, PluginError
 from loom.sdk.protocols import ModelSpec, Provider
+from loom.sdk.suggest import did_you_mean
 from loom.sdk.types import Capability, ModelCard
 
 from .config import VISION_ROLES, Config, SchedulerConfig, parse_duration, parse_size
@@ -89,7 +90,9 @@ class ModelRegistry:
     def get(self, name: str) -> ModelEntry:
         entry = self._names.get(name)
         if entry is None:
-            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+            # Ids and aliases match exactly, case included, as OpenAI's do; the nearest are named.
+            hint = did_you_mean(name, self._names) or " (GET /v1/models lists them)"
+            raise ModelNotFound(f"The model '{name}' does not exist{hint}", param="model")
         return entry
 
     def for_capability(self, name: str, capability: Capability) -> ModelEntry:

@@ -36,6 +36,8 @@ class PluginInfo:
     providers: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     pipelines: list[str] = field(default_factory=list)
+    #: Paths of the HTTP routes it serves (``register_routes``).
+    routes: list[str] = field(default_factory=list)
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -132,24 +134,47 @@ def _decode_plugin_options(name: str, plugin: object, section: dict) -> Any:
         raise ConfigError(f"$.plugins.{name}: {e}".replace(" - at `$", f" - at `$.plugins.{name}")) from None
 
 
-def collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
+def collect(
+    pm: pluggy.PluginManager,
+    hook_name: str,
+    kwargs_for: Callable[[str], dict[str, Any]] | None = None,
+) -> list[tuple[str, Any]]:
     """Call a ``register_*`` hook; return (plugin name, item) pairs in registration order.
 
     The hook is called through pluggy's hook relay one plugin at a time (a subset caller that
     leaves the others out), so ``LOOM_TRACE_PLUGINS`` traces every call and each registered item
-    is known to come from the plugin whose implementation registered it.
+    is known to come from the plugin whose implementation registered it. ``kwargs_for(plugin)``
+    gives the hook's other arguments for that plugin.
     """
     items: list[tuple[str, Any]] = []
     impls = getattr(pm.hook, hook_name).get_hookimpls()  # registration order
     plugins = [impl.plugin for impl in impls]
+    trace = bool(os.environ.get("LOOM_TRACE_PLUGINS"))
     for impl in impls:
         caller = pm.subset_hook_caller(hook_name, remove_plugins=[p for p in plugins if p is not impl.plugin])
-
-        def register(item, _plugin=impl.plugin_name):
-            items.append((_plugin, item))
-
-        caller(register=register)
+        extra = kwargs_for(impl.plugin_name) if kwargs_for else {}
+        caller(register=Registrar(impl.plugin_name, items, trace), **extra)
     return items
+
+
+class Registrar:
+    """The ``register`` a ``register_*`` hook is called with, for one plugin: it collects what the
+    plugin registers. Its repr names the plugin, and under ``LOOM_TRACE_PLUGINS`` it says each item
+    registered, so the trace shows whose call it is and what it added."""
+
+    def __init__(self, plugin: str, items: list[tuple[str, Any]], trace: bool) -> None:
+        self.plugin, self.items, self.trace = plugin, items, trace
+
+    def __call__(self, item: Any) -> None:
+        self.items.append((self.plugin, item))
+        if self.trace:
+            kind = item.__name__ if isinstance(item, type) else type(item).__name__
+            name = getattr(item, "name", None) or getattr(item, "id", None)
+            what = f"{kind} {name!r}" if isinstance(name, str) else repr(item)
+            print(f"loom: plugin {self.plugin!r} registered {what}", file=sys.stderr)
+
+    def __repr__(self) -> str:
+        return f"<register for plugin {self.plugin!r}>"
 
 
 def collect_providers(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> dict[str, tuple[str, type[Provider]]]:

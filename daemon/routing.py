@@ -227,8 +227,8 @@ class ModelRouter:
     def _target(self, to: str) -> ModelEntry:
         try:
             return self.registry.get(to)
-        except ModelNotFound:
-            raise ModelNotFound(f"The model '{to}' does not exist", param="to") from None
+        except ModelNotFound as e:
+            raise ModelNotFound(e.message, param="to") from None
 
     def describe_model(self, entry: ModelEntry) -> dict:
         """Which model serves each capability of ``entry`` now (itself unless switched)."""

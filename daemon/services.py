@@ -43,7 +43,9 @@ from .records import RecordStore
 from .responses import ResponseStore
 from .routing import STATE_FILE, ModelRouter
 from .scheduler import Scheduler
+from .scheduler.event_log import log_event
 from .shutdown import Shutdown
+from .storage.service import Storage
 from .timers import Timers
 from .ui.session import Sessions
 
@@ -69,6 +71,8 @@ class Services:
     #: Short-lived tokens for browsers' event streams and WebSockets (``POST /v1/stream-tokens``).
     tokens: StreamTokens
     files: FileStore
+    #: File URLs (signed, or presigned by the output store) and publishing to the output store.
+    storage: Storage
     bodies: BodyReader
     routes: Routes
     health: ProviderHealth
@@ -115,6 +119,7 @@ class Services:
     async def running(self) -> AsyncIterator[Services]:
         """Open what needs the event loop, in order; close everything in reverse on the way out."""
         async with AsyncExitStack() as stack:
+            stack.callback(self.storage.close)  # after the jobs stopped: their uploads are done
             stack.callback(self.runner.store.close)
             stack.callback(self.records.close)
             stack.callback(self.responses.close)
@@ -160,9 +165,11 @@ def build_services(
     timers = Timers()
     keys = KeyRing(config)
     scheduler = Scheduler(config, registry, timers=timers)
+    scheduler.events.listeners.append(log_event)  # loads, unloads, evictions, failures in the log
     router = ModelRouter(registry, scheduler)
     router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
     files = FileStore(data_dir)
+    storage = Storage.open(data_dir, config.storage)
     catalog = ModelCatalog(
         config, config_path, registry=registry, scheduler=scheduler, router=router, providers=providers, plugins=infos
     )
@@ -179,6 +186,7 @@ def build_services(
         registry=registry,
         routes=config.routes,
         files=files,
+        storage=storage,
         rag=rag,
         records=records,
         questions=questions,
@@ -200,6 +208,7 @@ def build_services(
         keys=keys,
         tokens=StreamTokens(),
         files=files,
+        storage=storage,
         bodies=bodies,
         routes=config.routes,
         health=health,

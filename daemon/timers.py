@@ -70,8 +70,8 @@ class Timers:
             return
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-        # APScheduler logs every run at INFO: one line per interval is noise in the daemon's log.
-        quiet = logging.getLogger("apscheduler.executors")
+        # APScheduler logs every run (and "Adding job tentatively") at INFO: noise in the daemon's log.
+        quiet = logging.getLogger("apscheduler")
         if quiet.level == logging.NOTSET:
             quiet.setLevel(logging.WARNING)
         self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)

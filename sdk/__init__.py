@@ -40,13 +40,24 @@ from .protocols import (
     ToolCallDelta,
     VisionScores,
 )
-from .types import Capability
+from .types import (
+    AssistantMessage,
+    Capability,
+    ChatCompletionRequest,
+    ChatMessage,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+)
 
 __all__ = [
+    "AssistantMessage",
     "AuthenticationFailed",
     "Cancelled",
     "Capability",
     "CapabilityNotSupported",
+    "ChatCompletionRequest",
+    "ChatMessage",
     "ConfigError",
     "Conflict",
     "Embeddings",
@@ -69,10 +80,13 @@ __all__ = [
     "QueueFull",
     "RateLimited",
     "RunContext",
+    "SystemMessage",
     "TextChunk",
     "ToolCallDelta",
+    "ToolMessage",
     "Unavailable",
     "UnsupportedParameter",
+    "UserMessage",
     "VisionScores",
     "WorkerCrashed",
     "hookimpl",

@@ -2,6 +2,15 @@
 
 Providers and pipelines raise these; the daemon maps each class to an HTTP status and an
 OpenAI-shaped body in one table (``loom.daemon.api.errors``). Nothing here knows about HTTP.
+
+What a provider raises (:data:`PROVIDER_ERRORS`): ``InvalidRequest`` (and its
+``UnsupportedParameter``, ``CapabilityNotSupported``), ``NotFound``, ``RateLimited``,
+``Unavailable``, ``OutOfMemory``, ``ProviderError``, ``ProviderTimeout``, ``Cancelled`` (from
+``ctx.check()``), ``AuthenticationFailed`` / ``PermissionDenied`` (an upstream refused its key), and
+``OptionsError`` from its ``Options``. The rest are the daemon's own: ``ModelNotFound``,
+``PayloadTooLarge``, ``Conflict``, ``QueueFull``, ``StorageError``, ``WorkerCrashed``,
+``ConfigError``, ``PluginError``; a plugin catches them (a pipeline's step may), it does not raise
+them.
 """
 
 from __future__ import annotations
@@ -168,3 +177,18 @@ class OptionsError(ConfigError, ValueError):
 
 class PluginError(Exception):
     """A plugin could not be registered (e.g. a duplicate provider or model name)."""
+
+
+#: The errors a provider raises for its own failures (the module docstring says which are the
+#: daemon's own).
+PROVIDER_ERRORS: tuple[type[Exception], ...] = (
+    InvalidRequest,
+    NotFound,
+    AuthenticationFailed,
+    PermissionDenied,
+    RateLimited,
+    Unavailable,
+    ProviderError,
+    Cancelled,
+    OptionsError,
+)

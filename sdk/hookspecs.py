@@ -43,3 +43,16 @@ def register_pipelines(register):
     A pipeline has a ``name``, a ``Params`` msgspec Struct and an async ``run(params, ctx)``; see
     :mod:`loom.sdk.pipelines`. Every plugin's implementation is called; returns nothing.
     """
+
+
+@hookspec
+def register_routes(register, loom, options):
+    """Called once at start-up, after pipelines. Call ``register(handler)`` for each Litestar route
+    handler (or ``Router``) the plugin serves, under paths it names (see :mod:`loom.sdk.routes`).
+
+    ``loom`` is a :class:`loom.sdk.routes.RouteContext`: start jobs, read them and follow their
+    events, read and save files. ``options`` is the plugin's ``PluginOptions`` decoded from its
+    ``[plugins.NAME]`` section (None without one). Plugin routes sit behind the ``/v1`` key guard.
+    A path of Loom's own, or one another plugin claimed, stops start-up naming both. Returns
+    nothing.
+    """

@@ -166,6 +166,9 @@ class TextChunk(Struct, kw_only=True, omit_defaults=True):
     #: (the final chunk carries it, with the counts; ``None`` where the provider does not know).
     cached_tokens: int | None = None
     completion_tokens: int | None = None
+    #: The request's own stop string the generation ended at (the final chunk carries it; ``None``
+    #: where it ended otherwise, or the provider cannot say which).
+    stop_sequence: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
     logprobs: list[TokenLogprob] | None = None
 

@@ -286,6 +286,14 @@ class ChatCompletionRequest(Request):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    def last_user_text(self) -> str:
+        """The text of the last user message ("" when there is none): what most providers answer.
+        ``messages[-1]`` may be a tool result or an assistant turn."""
+        for message in reversed(self.messages):
+            if isinstance(message, UserMessage):
+                return message.text()
+        return ""
+
     def has_images(self) -> bool:
         return any(m.images() for m in self.messages)
 

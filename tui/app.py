@@ -108,8 +108,9 @@ class LoomApp(App[None]):
                 if isinstance(event.data, dict):
                     self._scheduler_event(event.data)
         except LoomError as e:  # 401, 403: retrying will not help
-            hint = " (LOOM_API_KEY must be an admin key)" if e.status_code in (401, 403) else ""
-            self._connection(False, f"{e}{hint}")
+            if e.status_code in (401, 403):
+                self.state.refused = refused_key_message(e.status_code)
+            self._connection(False, self.state.refused or str(e))
 
     def _connection(self, up: bool, error: str | None) -> None:
         state = self.state
@@ -246,3 +247,14 @@ class LoomApp(App[None]):
 
     def open_lineage(self, job_id: str) -> None:
         self.push_screen(LineageScreen(job_id))
+
+
+def refused_key_message(status: int) -> str:
+    """What to do when the daemon refuses the TUI's key: it reads /admin, so it needs an admin key."""
+    import os
+
+    if not os.environ.get("LOOM_API_KEY"):
+        return "the daemon wants an API key: run `LOOM_API_KEY=<an admin key> loom tui`"
+    if status == 403:
+        return 'the key in LOOM_API_KEY is a user key; the TUI needs an admin key (role = "admin")'
+    return "the daemon refused the key in LOOM_API_KEY: it is not one of its [[daemon.api_keys]]"

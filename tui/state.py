@@ -129,6 +129,8 @@ class DaemonState:
         self.connected = False
         self.ever_connected = False
         self.error: str | None = None
+        #: Set when the daemon refused the key (401/403): what to do about it. Retrying won't help.
+        self.refused: str | None = None
         self.scheduler: dict[str, Any] | None = None
         self.scheduler_at = 0.0  # when the snapshot was taken (fmt.now())
         self.jobs: dict[str, dict[str, Any]] = {}

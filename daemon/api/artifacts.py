@@ -52,6 +52,7 @@ async def list_artifacts(request: Request, runner: NamedDependency[JobRunner]) -
     )
     for r in rows:
         r["object"] = "artifact"
+        r["url"] = runner.services.storage.url(r["path"])
     return json_response({"object": "list", "data": rows[:limit], "has_more": len(rows) > limit})
 
 

@@ -6,7 +6,9 @@ or ``X-API-Key``. The stream routes a browser opens (``EventSource`` and ``WebSo
 headers of their own) are marked ``opt={"browser": True}``; they also take a short-lived token
 (:class:`~loom.daemon.keys.StreamTokens`, minted by ``POST /v1/stream-tokens``) as ``?token=``,
 and a WebSocket takes a key or a token as the subprotocol ``loom.bearer.<credential>`` (offered
-with ``loom``, which the server then accepts).
+with ``loom``, which the server then accepts). The files route (``opt={"signed": True}``) takes a
+signed URL instead of a key (``?exp=...&sig=...``, :mod:`loom.daemon.storage.signing`): an
+``<img src>`` sends no header either.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from litestar.types import Guard
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
 from ..keys import KeyRing, StreamTokens
+from ..storage.signing import URLSigner
 
 #: The WebSocket subprotocol a browser offers alongside its credential (and the server accepts).
 SUBPROTOCOL = "loom"
@@ -42,7 +45,15 @@ def subprotocol_credential(connection: ASGIConnection) -> str | None:
     return None
 
 
-def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool) -> Guard:
+def signed(connection: ASGIConnection, signer: URLSigner | None) -> bool:
+    """Whether the request's own signature lets it in (a 403 when it carries a bad one)."""
+    if signer is None:
+        return False
+    q = connection.query_params
+    return signer.allows(connection.scope["path"], q.get("exp"), q.get("sig"))
+
+
+def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None) -> Guard:
     """A guard that lets a request through with any key (``admin=False``) or an admin key; with
     no keys configured, everything is open.
 
@@ -52,13 +63,17 @@ def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool) -> Guard:
     async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         if not ring.enabled:
             return
+        if handler.opt.get("signed") and signed(connection, signer):
+            return
         role = ring.role_of(presented_key(connection))
         if role is None and handler.opt.get("browser"):
             credential = subprotocol_credential(connection)
             role = ring.role_of(credential) or tokens.role_of(credential)
             role = role or tokens.role_of(connection.query_params.get("token"))
         if role is None:
-            raise AuthenticationFailed("Missing or incorrect API key: pass it as 'Authorization: Bearer <key>'")
+            raise AuthenticationFailed(
+                "Missing or incorrect API key: pass it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            )
         if admin and role != "admin":
             raise PermissionDenied("This route needs an admin key")
 
@@ -73,8 +88,9 @@ async def accept(socket: WebSocket) -> None:
     await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
 
 
-def key_guards(ring: KeyRing, tokens: StreamTokens, *, admin: bool) -> list[Guard]:
+def key_guards(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None) -> list[Guard]:
     """The guards for a Router: :func:`key_guard`, or none when no keys are configured. The key
     ring is fixed at start-up, so an open daemon's guard would let everything through; Litestar
-    still copies the route handler for every guarded request, which is worth skipping."""
-    return [key_guard(ring, tokens, admin=admin)] if ring.enabled else []
+    still copies the route handler for every guarded request, which is worth skipping (the files
+    route checks a signature it is sent itself, keys or not)."""
+    return [key_guard(ring, tokens, admin=admin, signer=signer)] if ring.enabled else []

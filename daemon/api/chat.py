@@ -125,7 +125,8 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         entry = await gens.start()
         headers = {**served_by(entry), **ignored_header(prepared.ignored)}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _chat_events(gens, req.model, rid, created, include_usage)
+        # `model` names the model that served, as OpenAI's answers do (not the alias asked for).
+        events = _chat_events(gens, entry.id, rid, created, include_usage)
         return ServerSentEvent(events, headers=headers, status_code=200)
 
     choices, usage = [], Usage()
@@ -138,7 +139,7 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         choices.append(builder.choice(index))
     headers = {**served_by(entry), **ignored_header(prepared.ignored)}
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    answer = ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
+    answer = ChatCompletion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
     return json_response(answer, headers=headers)
 
 
@@ -218,14 +219,14 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
             try:
                 async for index, chunks in gens:
                     if req.echo:
-                        yield _piece(rid, created, req.model, index, prompt_of(index), None)
+                        yield _piece(rid, created, entry.id, index, prompt_of(index), None)
                     async for c in chunks:
                         count(usage, c, prompt=index % req.n == 0)
                         if c.text or c.finish_reason:
-                            yield _piece(rid, created, req.model, index, c.text, c.finish_reason)
+                            yield _piece(rid, created, entry.id, index, c.text, c.finish_reason)
                 if include_usage:
                     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-                    yield _encode(Completion(id=rid, created=created, model=req.model, choices=[], usage=usage))
+                    yield _encode(Completion(id=rid, created=created, model=entry.id, choices=[], usage=usage))
             except LoomError as e:
                 yield error_body(e)
             yield b"[DONE]"
@@ -242,7 +243,7 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
             count(usage, c, prompt=index % req.n == 0)
         choices.append(CompletionChoice(index, "".join(pieces), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    answer = Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage)
+    answer = Completion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
     return json_response(answer, headers=served_by(entry))
 
 

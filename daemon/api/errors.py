@@ -67,6 +67,11 @@ def validation_error(e: msgspec.MsgspecError) -> E.InvalidRequest:
         return E.UnsupportedParameter(
             f"Unsupported parameter: '{where}{field}' is not supported by Loom", param=f"{where}{field}"
         )
+    if message.startswith("Object missing required field"):
+        # The path of the missing field itself, as for every other field error (messages[0].role).
+        field = message.split("`")[1]
+        param = f"{param}.{field}" if param else field
+        return E.InvalidRequest(f"Invalid request: missing required field '{param}'", param=param)
     if isinstance(e, msgspec.DecodeError) and not isinstance(e, msgspec.ValidationError):
         return E.InvalidRequest(f"Malformed JSON in request body: {message}", code="invalid_json")
     return E.InvalidRequest(f"Invalid request: {message}", param=param)
@@ -82,7 +87,8 @@ def handle_msgspec_error(request: Request, exc: msgspec.MsgspecError) -> Respons
     return error_response(validation_error(exc))
 
 
-def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+def from_http_exception(exc: HTTPException) -> E.LoomError:
+    """Litestar's HTTP exception (a 405, a 404 for no route...) as the Loom error of its status."""
     status = exc.status_code
     kinds = {
         401: E.AuthenticationFailed,
@@ -92,9 +98,12 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
         429: E.QueueFull,
     }
     cls = kinds.get(status, E.InvalidRequest if status < 500 else E.LoomError)
-    error = cls(str(exc.detail))
-    response = error_response(error)
-    response.status_code = status
+    return cls(str(exc.detail))
+
+
+def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+    response = error_response(from_http_exception(exc))
+    response.status_code = exc.status_code
     # 405 carries Allow (the route's methods), as HTTP asks; Litestar puts it on the exception.
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value

@@ -20,6 +20,7 @@ from loom.sdk.errors import InvalidRequest
 from ..evaluations import EvaluationRequest, EvaluationStore, Side, export_jsonl, resolve_side
 from ..jobs.runner import JobRunner
 from ..questions import Questions
+from ..storage.service import Storage
 from . import shapes
 from .body import BodyReader
 from .jobs import PAGE, _int
@@ -61,12 +62,14 @@ JOB_ID = Query("job_id", {"type": "string"}, "Only those about images of this jo
     "/evaluations",
     operation_class=doc("List A/B preferences", returns=shapes.EvaluationList, errors=(400,), query=(JOB_ID, *PAGE)),
 )
-async def list_evaluations(request: Request, evaluations: NamedDependency[EvaluationStore]) -> Response:
+async def list_evaluations(
+    request: Request, evaluations: NamedDependency[EvaluationStore], storage: NamedDependency[Storage]
+) -> Response:
     q = request.query_params
     limit = _int(q.get("limit"), "limit", 50, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
     rows = evaluations.list(job_id=q.get("job_id") or None, limit=limit + 1, offset=offset)
-    return json_response({"object": "list", "data": rows[:limit], "has_more": len(rows) > limit})
+    return json_response({"object": "list", "data": storage.sign_tree(rows[:limit]), "has_more": len(rows) > limit})
 
 
 @post(
@@ -88,16 +91,19 @@ async def create_evaluation(
     questions: NamedDependency[Questions],
 ) -> Response:
     req = await bodies.decode(request, EvaluationRequest)
-    return json_response(record(runner, evaluations, questions, req, "api"), status_code=201)
+    body = record(runner, evaluations, questions, req, "api")
+    return json_response(runner.services.storage.sign_tree(body), status_code=201)
 
 
 @get(
     "/evaluations/questions",
     operation_class=doc("Pairs running jobs wait on a person for", returns=shapes.QuestionList, query=(JOB_ID,)),
 )
-async def list_questions(request: Request, questions: NamedDependency[Questions]) -> Response:
+async def list_questions(
+    request: Request, questions: NamedDependency[Questions], storage: NamedDependency[Storage]
+) -> Response:
     job_id = request.query_params.get("job_id") or None
-    data = [q.view() for q in questions.pending(job_id)]
+    data = storage.sign_tree([q.view() for q in questions.pending(job_id)])
     return json_response({"object": "list", "data": data})
 
 

@@ -39,6 +39,7 @@ from ..files import FileStore
 from ..media import check_image, image_bytes
 from ..models import ModelRegistry
 from ..routing import ModelRouter
+from ..storage.service import Storage
 from .body import BodyReader
 from .images import base_url, parse_size, render
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
@@ -107,6 +108,7 @@ async def edits(
     router: NamedDependency[ModelRouter],
     routes: NamedDependency[Routes],
     files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
 ) -> Response:
     form = await read_form(request, bodies, files, EDIT_FIELDS)
     prompt = form.text("prompt")
@@ -118,7 +120,7 @@ async def edits(
         raise InvalidRequest("send at most one mask", param="mask")
     width, height = check_image(image, "image")
     mask = repaint_mask(masks[0], (width, height)) if masks else mask_from_alpha(image)
-    return await image_to_image(request, Models(registry, router, routes), files, form, prompt, image, mask)
+    return await image_to_image(request, Models(registry, router, routes), files, storage, form, prompt, image, mask)
 
 
 @post(
@@ -139,11 +141,12 @@ async def variations(
     router: NamedDependency[ModelRouter],
     routes: NamedDependency[Routes],
     files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
 ) -> Response:
     form = await read_form(request, bodies, files, VARIATION_FIELDS)
     image = await form.one_image("image", required=True)
     # A variation is image-to-image with no prompt: the picture itself is what is kept.
-    return await image_to_image(request, Models(registry, router, routes), files, form, "", image, None)
+    return await image_to_image(request, Models(registry, router, routes), files, storage, form, "", image, None)
 
 
 class Models(NamedTuple):
@@ -153,7 +156,14 @@ class Models(NamedTuple):
 
 
 async def image_to_image(
-    request: Request, models: Models, files: FileStore, form: Form, prompt: str, image: bytes, mask: bytes | None
+    request: Request,
+    models: Models,
+    files: FileStore,
+    storage: Storage,
+    form: Form,
+    prompt: str,
+    image: bytes,
+    mask: bytes | None,
 ) -> Response:
     model = form.text("model") or models.routes.image
     if not model:
@@ -184,7 +194,7 @@ async def image_to_image(
         mask=mask,
         **({} if strength is None else {"strength": strength}),  # else ImageJob's default
     )
-    entry, body = await render(models.router, files, model, job, response_format, base_url(request))
+    entry, body = await render(models.router, files, storage, model, job, response_format, base_url(request))
     return json_response(body, headers=served_by(entry))
 
 

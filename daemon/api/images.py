@@ -15,6 +15,7 @@ from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, Images
 from ..files import FileStore
 from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
+from ..storage.service import Storage
 from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
@@ -25,8 +26,20 @@ def parse_size(size: str, entry: ModelEntry) -> tuple[int, int]:
     return types.parse_size(size) or entry.provider_cls.default_size
 
 
-async def render(router: ModelRouter, files: FileStore, name: str, job: ImageJob, response_format: str, base_url: str):
-    """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body."""
+async def render(
+    router: ModelRouter,
+    files: FileStore,
+    storage: Storage,
+    name: str,
+    job: ImageJob,
+    response_format: str,
+    base_url: str,
+):
+    """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body.
+
+    A ``url`` answer is a signed, expiring ``/v1/files/`` URL, or with an output store a
+    presigned URL to the image there; the image is written to the data dir first, so a store
+    that cannot take it (507 ``storage_error``) loses nothing."""
     entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
     if len(images) != job.n:
         raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
@@ -34,7 +47,8 @@ async def render(router: ModelRouter, files: FileStore, name: str, job: ImageJob
     for png in images:
         if response_format == "url":
             rel = files.save(png, ".png")
-            data.append(ImageData(url=f"{base_url}/v1/files/{rel}"))
+            await storage.publish(rel)
+            data.append(ImageData(url=storage.url(rel, base_url)))
         else:
             data.append(ImageData(b64_json=base64.b64encode(png).decode()))
     return entry, ImagesResponse(created=int(time.time()), data=data)
@@ -61,6 +75,7 @@ async def generations(
     registry: NamedDependency[ModelRegistry],
     router: NamedDependency[ModelRouter],
     files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
 ) -> Response:
     req = await bodies.decode(request, ImageGenerationRequest)
     entry = registry.for_capability(req.model, Capability.IMAGE)
@@ -75,5 +90,5 @@ async def generations(
         steps=req.steps,
         guidance_scale=req.guidance_scale,
     )
-    entry, body = await render(router, files, req.model, job, req.response_format, base_url(request))
+    entry, body = await render(router, files, storage, req.model, job, req.response_format, base_url(request))
     return json_response(body, headers=served_by(entry))

@@ -5,6 +5,10 @@
   ``Prefer: wait=SECONDS``) holds the answer until the job ends, at most that long (and at most
   ``MAX_WAIT``): 200 with the finished job, else 202 with the job as it is. ``X-<name>-API-Key``
   headers are upstream keys for the job's own calls (see ``loom.daemon.credentials``).
+  ``?priority=N`` (-100..100, default 0): among queued jobs, a higher priority runs first. A job
+  waits ``queued`` (its ``position`` shown) until the budget of running jobs has room; when the
+  queued jobs of the caller's key (or of everyone) are at their bound (``[jobs] max_queued_per_owner``,
+  ``max_queued``), the answer is 429 with ``Retry-After`` and nothing is accepted.
 - ``GET /v1/pipelines``: every pipeline with the JSON schema of its parameters.
 - ``GET /v1/jobs`` (``state``, ``pipeline``, ``since``, ``until``, ``limit``, ``offset``),
   ``GET /v1/jobs/{id}``, ``POST /v1/jobs/{id}/cancel``, ``POST /v1/jobs/{id}/resume``,
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +36,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
+from loom.sdk.suggest import did_you_mean
 
 from .. import credentials as upstream_keys
 from ..config import Routes
@@ -43,7 +49,7 @@ from ..models import ModelRegistry
 from ..routing import ModelRouter
 from ..shutdown import Shutdown
 from . import shapes
-from .auth import accept
+from .auth import accept, presented_key
 from .body import BodyReader
 from .errors import validation_error
 from .openapi import BODY_ERRORS, TOKEN, Query, doc
@@ -75,6 +81,9 @@ class PipelineParams(msgspec.Struct):
     unknown field is refused naming it."""
 
 
+PRIORITY = Query(
+    "priority", {"type": "integer", "minimum": -100, "maximum": 100}, "Among queued jobs, higher runs first (default 0)"
+)
 KEEPALIVE_S = 15.0
 #: The longest a submission may wait for its job (``?wait=`` / ``Prefer: wait=``), seconds.
 MAX_WAIT = 600.0
@@ -82,7 +91,9 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.IG
 
 
 def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, Any]:
-    """A job as the API shows it."""
+    """A job as the API shows it: its file URLs (artefacts, and ``/v1/files/`` URLs in its result)
+    signed or presigned for ``[storage] url_ttl``; ``output_url`` names the folder."""
+    storage = runner.services.storage
     steps, step_seconds = runner.store.step_stats(job["id"])
     usage = job.get("usage") or {}
     timings = job.get("timings") or {}
@@ -104,6 +115,9 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
         "error": job["error"],
         # The names of the upstream key headers a resume needs again (never the keys).
         "upstream_keys": job.get("upstream_keys") or [],
+        "priority": job.get("priority") or 0,
+        # Where a queued job stands among the queued (1: it starts next); None once it runs.
+        "position": runner.position(job["id"]) if job["state"] == "queued" else None,
     }
     if not detail:
         return view
@@ -111,7 +125,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
     end = job["finished_at"] or (now if runner.is_active(job["id"]) else job["updated_at"])
     view.update(
         params=job["params"],
-        result=job["result"],
+        result=storage.sign_tree(job["result"]),
         timings={
             "queued_seconds": round(started - job["created_at"], 4) if started else None,
             "elapsed_seconds": round(end - job["created_at"], 4),
@@ -126,7 +140,7 @@ def job_view(runner: JobRunner, job: dict, *, detail: bool = True) -> dict[str, 
             "total_tokens": usage.get("total_tokens", 0),
             "by_model": usage.get("by_model", {}),
         },
-        artifacts=[{**a, "url": f"/v1/files/{a['path']}"} for a in runner.store.artifacts(job["id"])],
+        artifacts=[{**a, "url": storage.url(a["path"])} for a in runner.store.artifacts(job["id"])],
         last_event_id=runner.store.last_event_id(job["id"]),
     )
     return view
@@ -164,17 +178,20 @@ def check_models(registry, params) -> None:
 
 def decode_params(info: PipelineInfo, body: bytes) -> msgspec.Struct:
     """A pipeline's ``Params`` from a JSON body, strictly (the web UI's form decodes through here too)."""
+    fields = [f.encode_name for f in msgspec.structs.fields(info.cls.Params)]
     try:
         params = msgspec.json.decode(body, type=info.cls.Params)
         # Strict even for a third party's Params that forgot forbid_unknown_fields.
-        fields = {f.encode_name for f in msgspec.structs.fields(info.cls.Params)}
-        unknown = sorted(set(msgspec.json.decode(body)) - fields)
+        unknown = sorted(set(msgspec.json.decode(body)) - set(fields))
     except msgspec.MsgspecError as e:
-        raise validation_error(e) from None
+        error = validation_error(e)
+        if error.code != "unsupported_parameter" or not error.param or "." in error.param:
+            raise error from None
+        unknown = [error.param]
     if unknown:
-        raise UnsupportedParameter(
-            f"Unsupported parameter: '{unknown[0]}' is not a parameter of pipeline '{info.name}'", param=unknown[0]
-        )
+        name = unknown[0]
+        hint = did_you_mean(name, fields) or f" (its parameters: {', '.join(sorted(fields))})"
+        raise UnsupportedParameter(f"Unknown parameter '{name}' for pipeline '{info.name}'{hint}", param=name)
     return params
 
 
@@ -186,8 +203,9 @@ def decode_params(info: PipelineInfo, body: bytes) -> msgspec.Struct:
         body=PipelineParams,
         returns=shapes.Job,
         status=202,
-        errors=(*BODY_ERRORS, 401, 404),
+        errors=(*BODY_ERRORS, 401, 404, 429),
         headers={"Location": "The job's URL"},
+        query=(PRIORITY,),
     ),
 )
 async def start_pipeline(
@@ -206,7 +224,8 @@ async def start_pipeline(
     keys = upstream_keys.from_headers(request.headers)
     require_keys(info.cls, params, keys, registry, router, routes)  # seed 004: 401 missing, 400 malformed
     wait, preferred = requested_wait(request)
-    job = runner.submit(name, params, keys)
+    priority = _int(request.query_params.get("priority"), "priority", 0, -100, 100)
+    job = runner.submit(name, params, keys, owner=owner_of(request), priority=priority)
     headers = {"Location": f"/v1/jobs/{job['id']}"}
     if wait:
         job = await runner.wait(job["id"], wait)
@@ -214,6 +233,15 @@ async def start_pipeline(
             headers["Preference-Applied"] = f"wait={preferred}"
     status = 200 if job["state"] in TERMINAL else 202
     return json_response(job_view(runner, job), status_code=status, headers=headers)
+
+
+def owner_of(request: Request) -> str:
+    """Whose queued jobs a submission counts among: its API key, by a digest (the key itself is
+    never kept); every request without a key is the same owner."""
+    key = presented_key(request)
+    if not key:
+        return "anonymous"
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def requested_wait(request: Request) -> tuple[float, str | None]:
@@ -323,7 +351,7 @@ async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner])
         "nodes": nodes,
         "tree": tree["roots"],
     }
-    return json_response(body)
+    return json_response(runner.services.storage.sign_tree(body))
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -331,6 +359,12 @@ async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner])
 
 def event_json(event: Event) -> bytes:
     return msgspec.json.encode(event)
+
+
+def signed_event(runner: JobRunner, event: Event) -> Event:
+    """``event`` with the ``/v1/files/`` URLs in its data signed as they are sent (a lineage
+    node's ``image_url``), so a page following a job can show its images in ``<img>``."""
+    return msgspec.structs.replace(event, data=runner.services.storage.sign_tree(event.data))
 
 
 def _is_final(event: Event) -> bool:
@@ -384,7 +418,8 @@ async def _sse(runner: JobRunner, job_id: str, after: int) -> AsyncIterator[Serv
                 return
             assert isinstance(events, list), "this subscriber queues no messages of its own (say)"
             for event in events:
-                yield ServerSentEventMessage(data=event_json(event).decode(), event=event.type, id=event.id)
+                data = event_json(signed_event(runner, event)).decode()
+                yield ServerSentEventMessage(data=data, event=event.type, id=event.id)
                 # A final state ends the stream unless the job went on after it (a job resumed
                 # after it was interrupted, failed or cancelled): then its next run follows.
                 if _is_final(event) and event.id >= runner.store.last_event_id(job_id):
@@ -445,7 +480,7 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
                 await socket.send_json(delivery)
                 continue
             for event in delivery:
-                await socket.send_json({"op": "event", **msgspec.to_builtins(event)})
+                await socket.send_json({"op": "event", **msgspec.to_builtins(signed_event(runner, event))})
 
     tasks = [asyncio.create_task(receiver()), asyncio.create_task(sender())]
     try:

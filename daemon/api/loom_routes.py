@@ -24,8 +24,10 @@ from ..files import FileStore
 from ..media import image_bytes
 from ..models import ModelRegistry
 from ..routing import ModelRouter
+from ..storage.service import Storage
+from .auth import signed
 from .body import BodyReader
-from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
+from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
 from .respond import PROVENANCE, json_response, served_by
 
 
@@ -112,8 +114,24 @@ async def score(
     return json_response(body, headers=served_by(entry))
 
 
-@get("/files/{path:path}", operation_class=doc("A file Loom made", media_type="*/*", errors=(404,)))
-async def serve_file(path: FromPath[str], files: NamedDependency[FileStore]) -> File:
+SIGNED = (
+    Query("exp", {"type": "string", "pattern": "^[0-9]{1,12}$"}, "A signed URL's expiry (unix seconds)"),
+    Query("sig", {"type": "string"}, "A signed URL's signature: with 'exp' it stands in for the key"),
+)
+
+
+@get(
+    "/files/{path:path}",
+    operation_class=doc("A file Loom made", media_type="*/*", errors=(403, 404), query=SIGNED),
+    opt={"signed": True},
+)
+async def serve_file(
+    request: Request, path: FromPath[str], files: NamedDependency[FileStore], storage: NamedDependency[Storage]
+) -> File:
+    """The URLs answers carry are signed (``?exp=&sig=``) and need no key until they expire; a
+    signature that does not hold is a 403 with or without a key (the key guard has judged it
+    already where keys are configured)."""
+    signed(request, storage.signer)
     file = files.resolve(path.lstrip("/"))
     media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     return File(path=file, media_type=media_type, content_disposition_type="inline")

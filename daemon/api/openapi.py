@@ -7,8 +7,8 @@ with ``operation_class=doc(...)``: the request body (a msgspec Struct as JSON, o
 where the route streams), and the errors it can answer. :func:`finish` then adds what every
 route of a Router shares (the key's 401 and the admin key's 403 when keys are configured, the
 security schemes) and msgspec's JSON schema of every Struct named. Every error is OpenAI's shape,
-``ErrorResponse``. ``tests/integration/test_openapi.py`` keeps the document in step with the
-routes, and ``tests/integration/test_openapi_fuzz.py`` fuzzes a live daemon against it.
+``ErrorResponse``, except on the routes of another API (``error_shape``: Anthropic's Messages
+API). ``tests/integration/test_openapi.py`` keeps the document in step with the routes, and ``tests/integration/test_openapi_fuzz.py`` fuzzes a live daemon against it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from litestar.openapi.spec import (
 )
 from loom.sdk.types import ErrorResponse
 
+from ..ollama.wire import OllamaError
+
 REF = "#/components/schemas/{name}"
 
 #: What each error status means on Loom's routes.
@@ -47,6 +49,7 @@ REASONS: dict[int, str] = {
     503: "Loom cannot serve this now: out of memory, queue wait exceeded, device unavailable, shutting down",
     504: "A remote provider did not answer in time",
     507: "The output could not be written: the disk is full or the data dir is not writable",
+    529: "The model's queue is full (Anthropic's `overloaded_error`); retry after `Retry-After` seconds",
 }
 #: Errors of a route that runs a model: it does not exist, its queue is full, the work was
 #: cancelled by id, the provider failed, it cannot run now, a remote one timed out.
@@ -95,12 +98,17 @@ class Doc:
     form: type | None = None
     #: The Struct of each server-sent event's ``data`` when the route streams (``text/event-stream``).
     events: type | None = None
+    #: The Struct of each line when the route streams newline-delimited JSON (Ollama's routes).
+    lines: type | None = None
     #: A success body that is not JSON: its media type ("text/plain", "*/*").
     media_type: str | None = None
     errors: tuple[int, ...] = ()
     query: tuple[Query, ...] = ()
     #: Response headers on success, name -> description.
     headers: dict[str, str] = field(default_factory=dict)
+    #: The Struct of the error bodies, where a route answers another API's shape (Anthropic's
+    #: ``{"type": "error", ...}``, Ollama's ``{"error": "..."}``).
+    error_shape: type = ErrorResponse
 
 
 class Documented(Operation):
@@ -119,15 +127,27 @@ def ref(struct: type) -> Reference:
     return Reference(ref=REF.format(name=struct.__name__))
 
 
-def error_response(status: int) -> OpenAPIResponse:
+def error_response(status: int, shape: type = ErrorResponse) -> OpenAPIResponse:
     headers: dict[str, OpenAPIHeader | Reference] | None = None
-    if status == 429:
+    if status in (429, 529):
         headers = {"Retry-After": OpenAPIHeader(schema=RawSchema(raw={"type": "integer"}), description="Seconds")}
     return OpenAPIResponse(
         description=REASONS[status],
-        content={"application/json": OpenAPIMediaType(schema=ref(ErrorResponse))},
+        content={"application/json": OpenAPIMediaType(schema=ref(shape))},
         headers=headers,
     )
+
+
+#: One server-sent event, as a client parses it (what schemathesis checks each event against).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 def _success(d: Doc) -> OpenAPIResponse:
@@ -137,8 +157,12 @@ def _success(d: Doc) -> OpenAPIResponse:
     description = {200: "OK", 201: "Created", 202: "Accepted"}[d.status]
     if d.events is not None:
         ref(d.events)
-        content["text/event-stream"] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string"}))
+        content["text/event-stream"] = OpenAPIMediaType(schema=RawSchema(raw=SSE_EVENT))
         description += f"; streamed as server-sent events whose `data` is a {d.events.__name__}"
+    if d.lines is not None:
+        ref(d.lines)
+        content["application/x-ndjson"] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string"}))
+        description += f"; streamed as newline-delimited JSON, a {d.lines.__name__} per line"
     if d.media_type is not None:
         content[d.media_type] = OpenAPIMediaType(schema=RawSchema(raw={"type": "string", "format": "binary"}))
     headers: dict[str, OpenAPIHeader | Reference] = {
@@ -185,7 +209,7 @@ def doc(summary: str, **kw: Any) -> type[Operation]:
                 self.parameters = [*(self.parameters or []), *map(_parameter, d.query)]
             self.responses = {str(d.status): _success(d)}
             for status in sorted(set(d.errors)):
-                self.responses[str(status)] = error_response(status)
+                self.responses[str(status)] = error_response(status, d.error_shape)
 
     Op.doc = d
     Op.__name__ = Op.__qualname__ = f"Doc_{summary.replace(' ', '_')[:40]}"
@@ -217,15 +241,17 @@ def finish(schema: Any, *, keys: bool) -> None:
             ),
         }
     for path, item in (schema.paths or {}).items():
-        guarded = path.startswith(("/v1/", "/admin/")) or path == "/metrics"
+        guarded = path.startswith(("/v1/", "/admin/", "/api/")) or path == "/metrics"
+        body = OllamaError if path.startswith("/api/") else ErrorResponse
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(item, method, None)
             if op is None or not guarded or not keys:
                 continue
             op.security = [{"bearer": []}, {"apiKey": []}]
-            op.responses["401"] = error_response(401)
-            if not path.startswith("/v1/"):
-                op.responses["403"] = error_response(403)
+            shape = op.doc.error_shape if isinstance(op, Documented) else body
+            op.responses["401"] = error_response(401, shape)
+            if not path.startswith(("/v1/", "/api/")):
+                op.responses["403"] = error_response(403, shape)
             op.responses = dict(sorted(op.responses.items()))
 
 

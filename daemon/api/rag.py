@@ -26,6 +26,7 @@ from ..media import image_bytes
 from ..models import ModelRegistry
 from ..rag import RagStore
 from ..routing import ModelRouter
+from ..storage.service import Storage
 from . import shapes
 from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
@@ -74,6 +75,7 @@ async def rag_search(
     registry: NamedDependency[ModelRegistry],
     router: NamedDependency[ModelRouter],
     files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
 ) -> Response:
     store = rag
     req = await bodies.decode(request, RagSearchRequest)
@@ -106,7 +108,7 @@ async def rag_search(
         "models": models,
         "data": hits[: req.k],
     }
-    return json_response(body)
+    return json_response(storage.sign_tree(body))
 
 
 ROUTES = [rag_stats, rag_search]

@@ -63,6 +63,10 @@ class JobSummary(Struct):
     output_dir: str
     output_url: str
     error: JobError | None
+    #: Among queued jobs, a higher priority runs first.
+    priority: int
+    #: A queued job's place among the queued (1: it starts next); null once it runs.
+    position: int | None
 
 
 class JobArtifact(Struct):

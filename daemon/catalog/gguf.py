@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from loom.sdk.errors import InvalidRequest
@@ -29,11 +30,29 @@ def is_gguf(path: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What a GGUF file says about its model."""
+
+    #: The key/value metadata, values as llama.cpp writes them as strings.
+    meta: dict[str, str]
+    n_params: int
+    #: Fill-in-the-middle tokens as text (prefix, suffix, middle), where the vocabulary has them.
+    fim: tuple[str, str, str] | None
+
+
 def read_metadata(path: Path) -> tuple[dict[str, str], int]:
     """(key/value metadata as strings, parameter count) of the GGUF model at ``path``.
 
     Raises InvalidRequest naming the path and llama.cpp's reason when it cannot be loaded.
     """
+    facts = read_facts(path)
+    return facts.meta, facts.n_params
+
+
+def read_facts(path: Path) -> Facts:
+    """The metadata, parameter count and fill-in-the-middle tokens of the GGUF model at ``path``
+    (InvalidRequest as :func:`read_metadata`)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -65,7 +84,7 @@ def read_metadata(path: Path) -> tuple[dict[str, str], int]:
             param="source",
         )
     try:
-        return _key_values(llama_cpp, model), int(llama_cpp.llama_model_n_params(model))
+        return Facts(_key_values(llama_cpp, model), int(llama_cpp.llama_model_n_params(model)), _fim(llama_cpp, model))
     finally:
         llama_cpp.llama_model_free(model)
 
@@ -85,6 +104,20 @@ def _key_values(llama_cpp, model) -> dict[str, str]:
             values.append(buffer.value.decode("utf-8", errors="replace"))
         out[values[0]] = values[1]
     return out
+
+
+def _fim(llama_cpp, model) -> tuple[str, str, str] | None:
+    """The text of the prefix, suffix and middle tokens llama.cpp found in the vocabulary."""
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    ids = (
+        llama_cpp.llama_vocab_fim_pre(vocab),
+        llama_cpp.llama_vocab_fim_suf(vocab),
+        llama_cpp.llama_vocab_fim_mid(vocab),
+    )
+    if any(i < 0 for i in ids):
+        return None
+    pre, suf, mid = (llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace") for i in ids)
+    return pre, suf, mid
 
 
 def _capture_log(messages: list[str]):

@@ -9,6 +9,7 @@ quantisations; ``pull`` fetches one (named, or chosen from the list), not all of
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,11 +154,13 @@ def pull(
     revision: str | None = None,
     cache_dir: str | Path | None = None,
     choose: Callable[[list[Quantisation]], Quantisation] | None = None,
+    planned: Callable[[list[str], int], None] | None = None,
 ) -> Pulled:
     """Download ``repo_id`` into the hub cache (one quantisation of a GGUF repository).
 
     ``choose`` picks among several quantisations when ``file`` names none (the CLI asks the
-    user); without it, several are an InvalidRequest that lists them.
+    user); without it, several are an InvalidRequest that lists them. ``planned`` hears the
+    files about to be fetched and their size in bytes, before the download starts.
     """
     if not is_hub_id(repo_id):
         raise InvalidRequest(f"{repo_id!r} is not a Hugging Face hub id (org/name)", param="source")
@@ -183,6 +186,9 @@ def pull(
             ignore = list(OTHER_FRAMEWORKS)
             if any(name.endswith(".safetensors") for name in files):
                 ignore += ["*.bin", "*.pth", "*.pt"]  # the libraries load the safetensors copy
+        if planned is not None:
+            wanted = [name for name in files if _allowed(name, allow, ignore)]
+            planned(wanted, sum(files[name] or 0 for name in wanted))
         snapshot = Path(
             snapshot_download(
                 repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=allow, ignore_patterns=ignore
@@ -199,6 +205,13 @@ def pull(
         pulled.gguf = snapshot / chosen.files[0]
         pulled.quantisation = chosen.label
     return pulled
+
+
+def _allowed(name: str, allow: list[str] | None, ignore: list[str] | None) -> bool:
+    """Whether ``snapshot_download`` fetches ``name`` with these patterns."""
+    if allow is not None and not any(fnmatch.fnmatch(name, p) for p in allow):
+        return False
+    return not (ignore and any(fnmatch.fnmatch(name, p) for p in ignore))
 
 
 def _hub_error(repo_id: str, e: Exception) -> Exception:

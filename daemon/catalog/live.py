@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,16 @@ class ModelCatalog:
             self._write(new)
             await self.apply(plan)
             log.info("removed model %s", entry.id)
+            return plan.summary()
+
+    async def edit(self, change: Callable[[str, str], str]) -> dict[str, Any]:
+        """Apply ``change(text, source)`` to the config file's text, as an add or a remove is
+        applied: planned, written, then taken in (``POST /api/copy`` adds an alias this way)."""
+        async with self._lock:
+            new = change(self._read(), str(self.config_path))
+            plan = self.plan(new)
+            self._write(new)
+            await self.apply(plan)
             return plan.summary()
 
     async def reload(self) -> dict[str, Any]:

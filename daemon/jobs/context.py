@@ -2,7 +2,9 @@
 
 A job reaches only the services in :class:`PipelineServices`. Every model call goes through the
 router at ``Priority.PIPELINE`` with a ``RunContext`` the
-job can cancel; token usage and time per capability are added to the job's totals. ``step``
+job can cancel; token usage and time per capability are added to the job's totals. Load never
+fails a call: it waits for room among the jobs' calls to its model (``JobRunner.room``), and a
+call that meets the model's full queue waits for room and is tried again (see ``admission``). ``step``
 memoises results in the store, which is what makes ``resume`` continue from the last finished
 step: a resumed job runs ``Pipeline.run`` from the top and finished steps return at once.
 """
@@ -24,7 +26,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from loom.sdk import calls
-from loom.sdk.errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound, ProviderError
+from loom.sdk.errors import (
+    Cancelled,
+    CapabilityNotSupported,
+    InvalidRequest,
+    LoomError,
+    NotFound,
+    ProviderError,
+    QueueFull,
+    RateLimited,
+    Unavailable,
+)
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import Capability, ChatCompletionRequest
 
@@ -37,6 +49,7 @@ from ..rag import RagStore
 from ..records import RecordStore
 from ..routing import ModelRouter
 from ..scheduler import Priority
+from ..storage.service import Storage
 from . import search
 from .retry import DEFAULT_RETRIES, retrying_crashes
 from .usage import Usage
@@ -60,6 +73,8 @@ class PipelineServices:
     registry: ModelRegistry
     routes: Routes
     files: FileStore
+    #: The output store the job's artefacts are published to (and the URLs of its files).
+    storage: Storage
     rag: RagStore
     records: RecordStore
     #: Questions for a person (``ask_preference``), answered on the web UI or the API.
@@ -97,6 +112,8 @@ class JobContext:
         self.crash_retries: int = getattr(info.cls if info else None, "worker_crash_retries", DEFAULT_RETRIES)
         #: Waits on a person (``ask_preference``), cancelled with the job.
         self._waits: set[asyncio.Task] = set()
+        #: This run's uploads to the output store (none with the local store).
+        self.outputs = services.storage.batch()
 
     # --- durability -------------------------------------------------------------------------
 
@@ -161,6 +178,7 @@ class JobContext:
             raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
         rel = f"{self.output_dir}/{name}"
         path = self.services.files.root / rel
+        self.outputs.check()  # an earlier upload failed: the job fails now, with storage_error
         write_atomic(path, data)  # a reader (or a SIGKILL) never sees half a file
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         digest = hashlib.sha256(data).hexdigest()
@@ -170,6 +188,7 @@ class JobContext:
             search.index_artifact(self.store, self.job_id, rel, body)
         except Exception:
             log.exception("could not index artefact %s for search", rel)
+        self.outputs.add(rel)  # published in the background; the job's end waits for it
         return rel
 
     def read_artifact(self, path: str) -> bytes:
@@ -190,7 +209,21 @@ class JobContext:
                 os.link(source, target)
             except OSError:
                 shutil.copyfile(source, target)
+        self.outputs.add(rel)
         return rel
+
+    async def publish_outputs(self) -> None:
+        """Wait for this run's uploads to the output store (StorageError when one failed). A
+        resumed run also publishes what earlier runs saved (their uploads may be what failed):
+        the job's artefacts and the files it kept."""
+        if self.attempt > 1 and self.services.storage.remote:
+            root = self.services.files.root
+            earlier = [a["path"] for a in self.store.artifacts(self.job_id)]
+            earlier += [p.relative_to(root).as_posix() for p in root.glob(f"images/*/{self.job_id}-*")]
+            for rel in earlier:
+                if rel not in self.outputs and not rel.endswith("/metadata.json") and (root / rel).is_file():
+                    self.outputs.add(rel)
+        await self.outputs.wait()
 
     # --- retrieval and records --------------------------------------------------------------
 
@@ -293,6 +326,60 @@ class JobContext:
     def _run_context(self) -> RunContext:
         return RunContext(credentials=self.credentials, job_id=self.job_id)
 
+    async def _interruptible(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` (a wait of the job's own), ended by ``cancel`` as Cancelled."""
+        wait = asyncio.ensure_future(awaitable)
+        self._waits.add(wait)
+        try:
+            return await wait
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # the job's task itself: stop waiting too
+                wait.cancel()
+                raise
+            raise Cancelled(f"job {self.job_id} was cancelled") from None
+        finally:
+            self._waits.discard(wait)
+
+    def _room_key(self, model: str) -> str:
+        try:
+            return self.services.registry.get(model).id  # an alias shares its model's room
+        except LoomError:
+            return model  # unknown: the router says so with its own error
+
+    async def _with_room(self, model: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` (one model call, crash retries included) under back-pressure: first a
+        place among the jobs' calls to ``model`` (``JobRunner.room``), then, if the model's queue
+        is full anyway (interactive requests filled it) or the call waited in it past
+        ``[daemon.limits] queue_timeout`` (a slow model, a deep queue), wait for room and try
+        again, as long as it takes: an accepted job fails for its own errors, never for load.
+        An upstream's 429 (RateLimited) is the upstream's answer and fails the call as before."""
+        room = self.runner.room
+        key = self._room_key(model)
+        if not room.try_acquire(key):
+            await self._interruptible(room.acquire(key))
+        told = False
+        try:
+            while True:
+                self.check()
+                try:
+                    return await call()
+                except QueueFull as e:
+                    if isinstance(e, RateLimited):
+                        raise
+                    reason, retry_after = "queue_full", e.retry_after
+                except Unavailable as e:
+                    if e.code != "queue_timeout":
+                        raise  # out of memory, a device gone, shutting down: not a queue's length
+                    reason, retry_after = "queue_timeout", 0.0
+                if not told:  # once per call: why the job seems to stand still
+                    told = True
+                    log.info("job %s: %s for %s; waiting for room", self.job_id, reason, model)
+                    self.emit("waiting", {"model": model, "reason": reason, "retry_after": retry_after})
+                await self._interruptible(room.wait_for_room(key, retry_after))
+        finally:
+            room.release(key)
+
     def _before_retry(self, model: str, attempt: int, error: Exception) -> None:
         self.check()
         log.warning("job %s: %s; running the call again (retry %d)", self.job_id, error, attempt)
@@ -310,7 +397,8 @@ class JobContext:
             finally:
                 self._calls.discard(rc)
 
-        entry, result = await retrying_crashes(once, self.crash_retries, functools.partial(self._before_retry, model))
+        retry = functools.partial(self._before_retry, model)
+        entry, result = await self._with_room(model, lambda: retrying_crashes(once, self.crash_retries, retry))
         self.usage.call(entry.id, capability.value, time.perf_counter() - started)
         return result
 
@@ -344,7 +432,9 @@ class JobContext:
             return entry, text, prompt_tokens, completion_tokens
 
         retry = functools.partial(self._before_retry, model)
-        entry, text, prompt_tokens, completion_tokens = await retrying_crashes(once, self.crash_retries, retry)
+        entry, text, prompt_tokens, completion_tokens = await self._with_room(
+            model, lambda: retrying_crashes(once, self.crash_retries, retry)
+        )
         self.usage.call(entry.id, capability.value, time.perf_counter() - started, prompt_tokens, completion_tokens)
         return "".join(text)
 

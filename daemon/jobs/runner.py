@@ -1,8 +1,11 @@
 """The job runner: accepts pipeline jobs, runs each as an asyncio task, cancels and resumes them.
 
 Life of a job: ``queued`` (accepted, 202) -> ``running`` -> ``succeeded`` | ``failed`` |
-``cancelled``. A daemon that stops (or is killed) with jobs running leaves them ``interrupted``:
-at shutdown directly, after a SIGKILL when the next daemon starts. ``resume`` takes an
+``cancelled``. A job waits ``queued`` until the budget of running jobs has room for it (see
+:mod:`.admission`: by priority, then age, with its position in its JSON and in ``position``
+events); a queued job that is cancelled ends at once, having run nothing. A daemon that stops
+(or is killed) with jobs queued or running leaves them ``interrupted``: at shutdown directly,
+after a SIGKILL when the next daemon starts. ``resume`` takes an
 interrupted, failed or cancelled job back to ``queued`` and runs its pipeline again from the top;
 finished steps return their stored results, so the work continues from the last finished step.
 
@@ -41,8 +44,10 @@ from loom.sdk.pipelines import Pipeline
 
 from .. import credentials as upstream_keys
 from ..atomic import storage_error
+from ..config import JobsConfig
 from ..plugin_manager import PluginInfo, collect
 from . import metadata
+from .admission import Admission, Budget, ModelRoom
 from .context import JobContext, PipelineServices
 from .hub import EventHub
 from .store import (
@@ -64,6 +69,10 @@ log = logging.getLogger("loom.jobs")
 CANCEL_GRACE_S = 10.0
 #: How often the end of a job the store could not record (a full disk) is tried again.
 RECORD_RETRY_S = 2.0
+#: How often, at most, a running job's progress rewrites its metadata.json.
+METADATA_INTERVAL_S = 2.0
+#: The owner of a job submitted without an API key (every such client is the same owner).
+ANONYMOUS = "anonymous"
 
 
 @dataclass
@@ -101,10 +110,22 @@ def collect_pipelines(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) ->
 
 
 class JobRunner:
-    def __init__(self, services: PipelineServices, store: JobStore, pipelines: dict[str, PipelineInfo]) -> None:
+    def __init__(
+        self,
+        services: PipelineServices,
+        store: JobStore,
+        pipelines: dict[str, PipelineInfo],
+        config: JobsConfig | None = None,
+    ) -> None:
         self.services = services
         self.store = store
         self.pipelines = pipelines
+        #: ``[jobs]``: by default the daemon's own (the scheduler holds the whole config).
+        self.config = config if config is not None else services.router.scheduler.config.jobs
+        #: Which accepted jobs run now (sized from the models' slots in ``start``).
+        self.admission = Admission(self._budget(), report=self._report_position)
+        #: Back-pressure for running jobs' model calls (see ``admission``).
+        self.room = ModelRoom(self._room_limit)
         self.hub = EventHub(store)
         self._tasks: dict[str, asyncio.Task] = {}
         self._contexts: dict[str, JobContext] = {}
@@ -117,6 +138,8 @@ class JobRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._background: set[asyncio.Task] = set()
+        #: job id -> when progress last wrote its metadata.json (monotonic; dropped at its end).
+        self._metadata_written: dict[str, float] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -125,6 +148,7 @@ class JobRunner:
         interrupted job that can be (see the module's docstring). Returns the resumed ids."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self.admission.budget = self._budget()  # models added since __init__ count too
         for job_id in self.store.mark_interrupted():
             log.warning("job %s was interrupted by a daemon stop", job_id)
             self.emit(job_id, "state", {"state": INTERRUPTED})
@@ -151,6 +175,7 @@ class JobRunner:
     async def stop(self) -> None:
         """Stop running jobs; they are left ``interrupted`` with their finished steps."""
         self._stopping = True
+        self.admission.close()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -170,14 +195,28 @@ class JobRunner:
             raise NotFound(f"No pipeline named '{name}' (available: {have})", param="name")
         return info
 
-    def submit(self, name: str, params: msgspec.Struct, credentials: dict[str, str] | None = None) -> dict:
-        """Accept a job whose ``params`` were already decoded strictly; it starts at once.
+    def submit(
+        self,
+        name: str,
+        params: msgspec.Struct,
+        credentials: dict[str, str] | None = None,
+        *,
+        owner: str = ANONYMOUS,
+        priority: int = 0,
+    ) -> dict:
+        """Accept a job whose ``params`` were already decoded strictly; it runs as soon as the
+        budget of running jobs has room (at once when it has).
 
         ``credentials``: the request's upstream keys (``X-...-API-Key`` headers), used by this
-        job's calls while it runs and never stored; the job records only their header names."""
+        job's calls while it runs and never stored; the job records only their header names.
+        ``owner`` (who submitted it: an API key's digest) bounds how many jobs one client may
+        have queued: past ``[jobs] max_queued_per_owner`` (or ``max_queued`` for everyone) this
+        raises QueueFull (429 with Retry-After) before anything is stored. Among queued jobs a
+        higher ``priority`` runs first, then the older."""
         if self._stopping:
             raise Unavailable("the daemon is shutting down")
         info = self.pipeline(name)
+        self.admission.check_room(owner)
         job_id = secrets.token_hex(6)
         created = time.localtime()
         output_dir = time.strftime("output/%Y-%m-%d/ses-%H%M%S-", created) + job_id
@@ -187,9 +226,17 @@ class JobRunner:
         except OSError as e:
             raise storage_error(e, folder) from None
         keys = dict(credentials or {})
-        self.store.create_job(job_id, name, info.plugin, msgspec.json.encode(params), output_dir, sorted(keys))
-        self.emit(job_id, "state", {"state": QUEUED})
-        self._start_task(job_id, keys)
+        job = self.store.create_job(
+            job_id,
+            name,
+            info.plugin,
+            msgspec.json.encode(params),
+            output_dir,
+            sorted(keys),
+            owner=owner,
+            priority=priority,
+        )
+        self._queue(job, keys)
         return self.get(job_id)
 
     def resume(self, job_id: str, credentials: dict[str, str] | None = None, *, message: str = "resumed") -> dict:
@@ -213,8 +260,7 @@ class JobRunner:
             raise Unavailable("the daemon is shutting down")
         self.store.update_job(job_id, state=QUEUED, stage="queued", message=message, error=None, finished_at=None)
         steps, _ = self.store.step_stats(job_id)
-        self.emit(job_id, "state", {"state": QUEUED, "resumed": True, "finished_steps": steps})
-        self._start_task(job_id, keys)
+        self._queue(self.get(job_id), keys, {"resumed": True, "finished_steps": steps})
         return self.get(job_id)
 
     async def wait(self, job_id: str, timeout: float) -> dict:
@@ -240,6 +286,10 @@ class JobRunner:
             raise Conflict(f"job {job_id} is already {job['state']}")
         task = self._tasks.get(job_id)
         if task is None:  # interrupted: nothing runs, it just will not be resumed
+            self._finish_idle(job_id, CANCELLED)
+            return self.get(job_id)
+        if self.admission.remove(job_id):  # queued: it never started, so it ends now
+            task.cancel()
             self._finish_idle(job_id, CANCELLED)
             return self.get(job_id)
         ctx = self._contexts.get(job_id)
@@ -293,20 +343,82 @@ class JobRunner:
             timings=self._timings(ctx.job_id),
         )
         self.emit(ctx.job_id, "progress", {"progress": round(percent, 2), "stage": stage, "message": message})
-        self._write_metadata(ctx.job_id)
+        # metadata.json follows progress at most every METADATA_INTERVAL_S from the run's start
+        # (the job's end always writes it, so a quick job writes it once): rewriting a file costs
+        # a flush on ext4 (a file renamed over another is flushed), and a quick job reports
+        # progress several times a second: a burst of jobs was bound by those flushes.
+        now = time.monotonic()
+        if now - self._metadata_written.get(ctx.job_id, float("-inf")) >= METADATA_INTERVAL_S:
+            self._metadata_written[ctx.job_id] = now
+            self._write_metadata(ctx.job_id)
 
     def step_finished(self, ctx: JobContext, key: str, seconds: float) -> None:
         self.store.update_job(ctx.job_id, usage=ctx.usage.to_dict(), timings=self._timings(ctx.job_id))
         self.emit(ctx.job_id, "step", {"key": key, "seconds": round(seconds, 4), "attempt": ctx.attempt})
 
+    def position(self, job_id: str) -> int | None:
+        """Where a queued job stands among the queued (1: it starts next); None if not queued."""
+        return self.admission.position(job_id)
+
+    # --- admission --------------------------------------------------------------------------
+
+    def _budget(self) -> Budget:
+        """``[jobs]``'s bounds, "auto" sized from the configured models' slots."""
+        c = self.config
+        if c.max_running == "auto":
+            slots = 0
+            scheduler = self.services.router.scheduler
+            for entry in self.services.registry:
+                try:
+                    slots += min(16, scheduler.slots(entry))
+                except Exception:  # a provider that cannot say: it serves one at a time
+                    slots += 1
+            max_running = min(64, max(2, 2 * slots))
+        else:
+            max_running = c.max_running
+        if c.max_running_per_pipeline == "auto":
+            per_pipeline = max(1, max_running * 3 // 4)
+        else:
+            per_pipeline = c.max_running_per_pipeline
+        return Budget(
+            max_running=max_running,
+            per_pipeline=dict(c.pipelines),
+            pipeline_default=per_pipeline,
+            max_queued=c.max_queued,
+            max_queued_per_owner=c.max_queued_per_owner,
+        )
+
+    def _room_limit(self, model: str) -> int:
+        """How many of the jobs' calls to ``model`` may be in the scheduler at once: its slots
+        plus half its queue limit (the other half is left to interactive requests)."""
+        scheduler = self.services.router.scheduler
+        try:
+            entry = self.services.registry.get(model)
+        except LoomError:
+            return 1  # an unknown model: its call fails with the router's own error
+        max_queue = entry.config.max_queue or scheduler.config.daemon.limits.max_queue
+        return scheduler.slots(entry) + max_queue // 2
+
+    def _queue(self, job: dict, credentials: dict[str, str], extra: dict[str, Any] | None = None) -> None:
+        """Put an accepted (or resumed) job in the queue and start its task, which waits there."""
+        job_id = job["id"]
+        waiting = self.admission.enqueue(
+            job_id, job["pipeline"], job.get("owner") or ANONYMOUS, job.get("priority") or 0, job["created_at"]
+        )
+        self.emit(job_id, "state", {"state": QUEUED, "position": waiting.reported, **(extra or {})})
+        self._start_task(job_id, credentials, waiting.admitted)
+
+    def _report_position(self, job_id: str, position: int) -> None:
+        self.emit(job_id, "position", {"position": position, "queued": len(self.admission.waiting)})
+
     # --- running ----------------------------------------------------------------------------
 
-    def _start_task(self, job_id: str, credentials: dict[str, str]) -> None:
+    def _start_task(self, job_id: str, credentials: dict[str, str], admitted: asyncio.Future[None]) -> None:
         # The task starts without the submitting request's context: its calls get the keys it was
         # handed, explicitly, and nothing else from the request.
         loop = asyncio.get_running_loop()
         task = loop.create_task(
-            self._execute(job_id), name=f"loom-job-{job_id}", context=upstream_keys.detached_context()
+            self._execute(job_id, admitted), name=f"loom-job-{job_id}", context=upstream_keys.detached_context()
         )
         self._tasks[job_id] = task
         self._credentials[job_id] = credentials
@@ -318,7 +430,19 @@ class JobRunner:
 
         task.add_done_callback(done)
 
-    async def _execute(self, job_id: str) -> None:
+    async def _execute(self, job_id: str, admitted: asyncio.Future[None]) -> None:
+        try:
+            await admitted
+        except asyncio.CancelledError:
+            # Cancelled while queued (``cancel`` has recorded it), or the daemon stops: a job that
+            # never started is left ``interrupted`` like a running one, and resumes the same way.
+            if not self.admission.remove(job_id):
+                self.admission.release(job_id)  # admitted, then cancelled before it could start
+            if self._stopping and self.get(job_id)["state"] == QUEUED:
+                message = "the daemon stopped before the job started"
+                self.store.update_job(job_id, state=INTERRUPTED, stage=INTERRUPTED, message=message)
+                self.emit(job_id, "state", {"state": INTERRUPTED})
+            return
         try:
             await self._run(job_id)
         except sqlite3.Error as e:
@@ -327,6 +451,8 @@ class JobRunner:
             log.error("job %s: the job store could not record it (%s); recording it failed when it can", job_id, e)
             error = StorageError(f"No space left to record job {job_id} ({e}): free some space in the data dir")
             await self._record_failure(job_id, _error_body(error, None))
+        finally:
+            self.admission.release(job_id)
 
     async def _record_failure(self, job_id: str, error: dict[str, Any]) -> None:
         while not self._stopping:
@@ -354,12 +480,14 @@ class JobRunner:
             self._cancel_before_start.discard(job_id)
             ctx.cancel()
         self._contexts[job_id] = ctx
-        self._run_started[job_id] = time.monotonic()
+        self._run_started[job_id] = self._metadata_written[job_id] = time.monotonic()
         self.emit(job_id, "state", {"state": RUNNING, "attempt": attempt})
+        log.info("job %s (%s) started%s", job_id, info.name, f", attempt {attempt}" if attempt > 1 else "")
         try:
             params = msgspec.json.decode(msgspec.json.encode(job["params"]), type=info.cls.Params)
             result = await info.instance.run(params, ctx)
             result = msgspec.json.decode(msgspec.json.encode(result))
+            await ctx.publish_outputs()  # an output store that cannot take them fails the job
         except asyncio.CancelledError:
             self._finish(ctx, CANCELLED if ctx.cancel_requested and not self._stopping else INTERRUPTED)
         except BaseException as exc:
@@ -404,21 +532,34 @@ class JobRunner:
         if error is not None:
             fields.update(error=error, message=error["message"])
         self.store.update_job(job_id, **fields)
-        self._write_metadata(job_id)
+        self._metadata_written.pop(job_id, None)
+        metadata_rel = self._write_metadata(job_id)
+        if metadata_rel is not None and state in FINISHED:
+            self.services.storage.publish_quietly(metadata_rel)  # its final state, best effort
         data: dict[str, Any] = {"state": state}
         if error is not None:
             data["error"] = error
         self.emit(job_id, "state", data)
+        why = f": {error['message']}" if error is not None else ""
+        log.log(
+            logging.WARNING if state == FAILED else logging.INFO,
+            "job %s (%s) %s after %.1f s%s",
+            job_id,
+            ctx.pipeline,
+            state,
+            timings["run_seconds"],
+            why,
+        )
 
     def _finish_idle(self, job_id: str, state: str) -> None:
         self.store.update_job(job_id, state=state, stage=state, finished_at=time.time())
         self._write_metadata(job_id)
         self.emit(job_id, "state", {"state": state})
 
-    def _write_metadata(self, job_id: str) -> None:
+    def _write_metadata(self, job_id: str) -> str | None:
         job = self.store.get_job(job_id)
         if job is None:
-            return
+            return None
         try:
             meta = metadata.build(
                 job, self.store.lineage(job_id), self.store.artifacts(job_id), self.store.step_stats(job_id)
@@ -426,7 +567,7 @@ class JobRunner:
             rel, data = metadata.write(self.services.files.root, job, meta)
         except (OSError, StorageError) as e:  # the job's state is in the store all the same
             log.error("could not write metadata.json for job %s: %s", job_id, e)
-            return
+            return None
         self.store.put_artifact(
             job_id,
             rel,
@@ -436,6 +577,7 @@ class JobRunner:
             hashlib.sha256(data).hexdigest(),
             {"kind": "metadata"},
         )
+        return rel
 
 
 def _leaves(exc: BaseException):

@@ -3,8 +3,9 @@
 Tables:
 
 - ``jobs``: one row per accepted job (state, stage, progress, params, result, error, usage,
-  timings, the output folder, the fields the pipeline adds to ``metadata.json``, and the *names*
-  of the per-request upstream key headers it was started with; never the keys).
+  timings, the output folder, the fields the pipeline adds to ``metadata.json``, the *names*
+  of the per-request upstream key headers it was started with (never the keys), and its owner
+  and priority, which order it among queued jobs).
 - ``job_events``: every event of every job, in order; ``seq`` counts from 1 per job and is the
   SSE event id, so ``Last-Event-ID`` resumes a stream exactly.
 - ``job_steps``: the stored result of every finished ``ctx.step`` (what makes resume work).
@@ -104,15 +105,18 @@ class JobStore:
                 "timings": str,
                 "metadata": str,
                 "upstream_keys": str,
+                "owner": str,
+                "priority": int,
             },
             pk="id",
             not_null={"pipeline", "state", "created_at"},
             defaults={"progress": 0.0, "attempts": 0, "stage": "", "message": ""},
             if_not_exists=True,
         )
-        for column in ("metadata", "upstream_keys"):  # added after the first release of the schema
+        # Added after the first release of the schema.
+        for column, kind in (("metadata", str), ("upstream_keys", str), ("owner", str), ("priority", int)):
             if column not in db.table("jobs").columns_dict:
-                db.table("jobs").add_column(column, str)
+                db.table("jobs").add_column(column, kind)
         db.table("jobs").create_index(["state"], if_not_exists=True)
         db.table("jobs").create_index(["pipeline", "created_at"], if_not_exists=True)
         db.table("jobs").create_index(["created_at"], if_not_exists=True)
@@ -171,8 +175,13 @@ class JobStore:
         params: bytes,
         output_dir: str,
         upstream_keys: list[str] | None = None,
+        *,
+        owner: str = "",
+        priority: int = 0,
     ) -> dict:
-        """``upstream_keys``: the names of the key headers the job was started with (not the keys)."""
+        """``upstream_keys``: the names of the key headers the job was started with (not the keys);
+        ``owner``: whose queued jobs it counts among (see ``admission``); ``priority``: higher
+        runs first among queued jobs."""
         now = time.time()
         row = {
             "id": job_id,
@@ -188,6 +197,8 @@ class JobStore:
             "updated_at": now,
             "attempts": 0,
             "upstream_keys": _encode(sorted(upstream_keys or [])).decode(),
+            "owner": owner,
+            "priority": priority,
         }
         with self._lock:
             self.db.table("jobs").insert(row)

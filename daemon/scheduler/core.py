@@ -32,6 +32,7 @@ from ..models import ModelEntry, ModelRegistry
 from ..timers import Timers
 from ..workers import Executor, NodeInfo, Work, make_executors
 from . import images
+from .chunks import ChunkCheck
 from .devices import REMOTE, discover, normalize
 from .dispatch import Dispatcher
 from .events import EventBus
@@ -282,7 +283,11 @@ class Scheduler:
         whole answer (a chat completion that is not streamed). It runs as :meth:`stream` does (each
         chunk feeds the hung-call watchdog and the metrics as it comes), but the chunks are kept
         where they are made instead of crossing to the caller one by one."""
-        return await self.result(self._submit(entry, call, priority, ctx, stream=True, collect=True))
+        chunks = await self.result(self._submit(entry, call, priority, ctx, stream=True, collect=True))
+        check = ChunkCheck(entry.id, call)
+        for chunk in chunks:
+            check(chunk)
+        return chunks
 
     async def stream(
         self,
@@ -299,6 +304,7 @@ class Scheduler:
         item = self._submit(entry, call, priority, ctx, stream=True)
         chunks = item.chunks
         assert chunks is not None, "a stream's item has its channel"
+        check = ChunkCheck(entry.id, call)
         try:
             await self.dispatcher.wait_started(item)
             while True:
@@ -307,6 +313,7 @@ class Scheduler:
                     if value is not None:
                         raise value
                     return
+                check(value)
                 yield value
         finally:
             self.dispatcher.abandon(item)  # a no-op once the item is done
@@ -320,6 +327,16 @@ class Scheduler:
         """Unload ``entry`` once its running work is done; False when it was not resident."""
         dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)
         return dev is not None and await self.residents.unload(dev, entry.id)
+
+    async def keep_alive(self, entry: ModelEntry, seconds: float) -> bool:
+        """A request's keep-alive (Ollama's): keep ``entry`` resident ``seconds`` after its last
+        use instead of its configured ``keep_alive`` (``math.inf``: until memory is needed), or
+        with 0 unload it once its running work is done (a pinned model stays). False when it is
+        not resident."""
+        if seconds == 0:
+            return entry.id not in self.pinned and await self.unload(entry)
+        dev = self.where(entry) if self.placement.clustered(entry) else self.device(entry)
+        return dev is not None and self.residents.set_keep_alive(dev, entry.id, seconds)
 
     async def pin(self, entry: ModelEntry, pinned: bool = True) -> dict:
         """Pin (never evicted, no keep-alive; loaded now) or unpin a model."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from loom.sdk.errors import Cancelled, OutOfMemory, ProviderTimeout, QueueFull, Unavailable, WorkerCrashed
+from loom.sdk.errors import Cancelled, LoomError, OutOfMemory, ProviderTimeout, QueueFull, Unavailable, WorkerCrashed
 from loom.sdk.protocols import RunContext
 
 from .. import credentials
@@ -25,7 +25,7 @@ from ..models import ModelEntry
 from .events import PRIORITY_NAMES, EventBus
 from .execution import END, Execution
 from .metrics import SchedulerMetrics
-from .oom import as_loom_error
+from .oom import as_loom_error, is_oom
 from .policy import Decision, Policy
 from .queues import Priority, State, WorkItem, fail, succeed
 from .residency import Residents
@@ -174,7 +174,9 @@ class Dispatcher:
 
     def _timed_out(self, item: WorkItem, timeout: float) -> None:
         if item.state is State.QUEUED:
-            error = Unavailable(f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later")
+            error = Unavailable(
+                f"Waited {timeout:g}s in the queue for model '{item.model}'; try again later", code="queue_timeout"
+            )
             self.drop(item, error, "failed", reason="queue_timeout")
 
     # --- ending work that did not run -------------------------------------------------------------
@@ -416,6 +418,8 @@ class Dispatcher:
             error = error if isinstance(error, Cancelled) else Cancelled("cancelled")
         else:
             outcome = "failed"
+            if not isinstance(error, LoomError) and not is_oom(error):
+                log_provider_bug(m, error)
             error = as_loom_error(error, m, dev.name, "run")
         item.outcome = outcome
         self.metrics.run.labels(m).observe(seconds)
@@ -435,6 +439,17 @@ class Dispatcher:
         # A pass soon, not now: what the end of this item sets off (the done callbacks of its
         # future, an unload) runs first.
         self.kick(dev)
+
+
+def log_provider_bug(model: str, error: BaseException) -> None:
+    """A provider raised something that is not a ``loom.sdk.errors`` class: a bug in the plugin.
+    The client gets a 502 ``provider_error``; the log gets the traceback, the worker's own when the
+    call ran in another process."""
+    remote = getattr(error, "remote_traceback", "")
+    if remote:
+        log.error("model %s: the provider raised %s (traceback from its worker):\n%s", model, error, remote.rstrip())
+    else:
+        log.error("model %s: the provider raised %s: %s", model, type(error).__name__, error, exc_info=error)
 
 
 def _is_failure(error: BaseException) -> bool:

@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .queues import Priority
@@ -82,6 +83,8 @@ class EventBus:
         self._queue_size = queue_size
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
+        #: Called with each event as it is delivered, on the loop (the daemon's log is one).
+        self.listeners: list[Callable[[dict], None]] = []
 
     def subscribe(self) -> Subscription:
         """Start receiving events now (before anything is awaited, so none are missed)."""
@@ -127,6 +130,8 @@ class EventBus:
 
     def _deliver(self, event: dict) -> None:
         self._history.append(event)
+        for listener in self.listeners:
+            listener(event)
         for sub in list(self._subscribers):
             sub._put(event)
 

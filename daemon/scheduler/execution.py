@@ -68,13 +68,13 @@ class Execution:
     async def _collect(self, worker: Worker, item: WorkItem, watchdog: Watchdog) -> list:
         """A stream's chunks kept where they are made and returned together, each counted and
         feeding the watchdog as it comes (an item that collects: :meth:`Scheduler.collect`)."""
-        model, count, clock = item.model, self.metrics.count_output, time.monotonic
+        count, clock = self.metrics.stream_counter(item.model), time.monotonic
         kept: list = []
 
         def keep(chunk: Any) -> None:
             item.yielded = True
             watchdog.last = clock()
-            count(model, chunk)
+            count(chunk)
             kept.append(chunk)
 
         await worker.feed(item.call, item.ctx, keep)
@@ -82,12 +82,12 @@ class Execution:
 
     async def _pump(self, worker: Worker, item: WorkItem, chunks: Channel, watchdog: Watchdog) -> None:
         """Pass a stream's chunks from the worker into ``chunks`` (``item.chunks``) as they come."""
-        model, count, clock = item.model, self.metrics.count_output, time.monotonic
+        count, clock = self.metrics.stream_counter(item.model), time.monotonic
 
         def sink(chunk: Any) -> None:
             item.yielded = True
             watchdog.last = clock()
-            count(model, chunk)
+            count(chunk)
             chunks.put_nowait((CHUNK, chunk))
 
         await worker.feed(item.call, item.ctx, sink)

@@ -29,6 +29,9 @@ class Residency:
     last_priority: int = 0
     pinned: bool = False
     evicting: bool = False  # chosen as a victim; nothing new starts on it
+    #: Seconds idle before it unloads, set by a request (Ollama's ``keep_alive``; ``math.inf``:
+    #: never); None: the model's own ``keep_alive``.
+    keep_alive: float | None = None
 
 
 class Ledger:

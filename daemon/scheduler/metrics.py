@@ -131,6 +131,28 @@ class SchedulerMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def stream_counter(self, model: str) -> Callable[[object], None]:
+        """Counts one stream's chunks as they come: a text chunk is a token at once (a dashboard
+        reading the counter sees a long pipeline stream move, not a jump at its end), and the
+        final chunk's ``completion_tokens`` makes the total exact."""
+        tokens = self.tokens.labels(model)
+        seen = 0
+
+        def count(chunk: object) -> None:
+            nonlocal seen
+            final = getattr(chunk, "completion_tokens", None)
+            if isinstance(final, int):
+                if final > seen:
+                    tokens.inc(final - seen)
+                seen = max(seen, final)
+            elif getattr(chunk, "text", None):
+                seen += 1
+                tokens.inc(1)
+            else:
+                self.count_output(model, chunk)
+
+        return count
+
     def count_output(self, model: str, value: object) -> None:
         """Tokens from text chunks and images from lists of PNG bytes, whatever call made them."""
         tokens = getattr(value, "completion_tokens", None)

@@ -366,11 +366,20 @@ class Residents:
     def expired(self, dev: DeviceState, m: str, now: float) -> bool:
         r = dev.ledger.resident.get(m)
         entry = self.registry.entries.get(m)
-        if r is None or entry is None or entry.keep_alive is None:
+        if r is None or entry is None:
             return False
-        if r.pinned or r.evicting or dev.busy.get(m) or dev.queue.count(m) or m in dev.draining:
+        limit = r.keep_alive if r.keep_alive is not None else entry.keep_alive
+        if limit is None or r.pinned or r.evicting or dev.busy.get(m) or dev.queue.count(m) or m in dev.draining:
             return False
-        return now - r.last_used >= entry.keep_alive
+        return now - r.last_used >= limit
+
+    def set_keep_alive(self, dev: DeviceState, m: str, seconds: float) -> bool:
+        """Keep ``m`` for ``seconds`` idle from now on (until it unloads); False: not resident."""
+        r = dev.ledger.resident.get(m)
+        if r is None:
+            return False
+        r.keep_alive = seconds
+        return True
 
     async def expire(self, dev: DeviceState, m: str, now: float | None = None) -> bool:
         async with dev.op_lock:

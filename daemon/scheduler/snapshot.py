@@ -59,7 +59,7 @@ def snapshot(scheduler: Scheduler) -> dict:
                     "last_used": wall - (now - r.last_used),
                     "idle_seconds": round(now - r.last_used, 3),
                     "pinned": r.pinned,
-                    "keep_alive": entry.keep_alive if entry else None,
+                    "keep_alive": r.keep_alive if r.keep_alive is not None else entry.keep_alive if entry else None,
                     "running": dev.busy.get(r.model, 0),
                     "slots": scheduler.slots(entry) if entry else None,
                     "queued": dev.queue.count(r.model),

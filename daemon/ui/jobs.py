@@ -7,6 +7,7 @@ view of a job); they are complete without JavaScript, and ``live.py`` keeps them
 
 from __future__ import annotations
 
+import itertools
 import mimetypes
 from typing import Any
 
@@ -31,6 +32,7 @@ NODE_FIELDS = frozenset(
         "id",
         "parent",
         "iteration",
+        "ranked_in",
         "index",
         "dimension",
         "what",
@@ -69,9 +71,11 @@ def job_rows(runner: JobRunner, states: list[str] | None) -> list[dict[str, Any]
     return [job_view(runner, r, detail=False) for r in runner.store.list_jobs(states=states, limit=LIST_LIMIT)]
 
 
-def stages_of(runner: JobRunner, job_id: str) -> list[dict[str, Any]]:
+def stages_of(runner: JobRunner, job_id: str, finished_at: float | None = None) -> list[dict[str, Any]]:
     """The stages a job went through, from its progress events: consecutive reports of one stage
-    are one row (first and last time, the last message and progress)."""
+    are one row (the last message and progress). A stage runs from its first report until the next
+    stage's first report, the last one until the job finished (``took`` is None while it runs):
+    a pipeline often reports a stage once, when it starts, so first-to-last report would be 0."""
     stages: list[dict[str, Any]] = []
     for event in runner.store.events_after(job_id, 0):
         if event.type != "progress":
@@ -84,6 +88,10 @@ def stages_of(runner: JobRunner, job_id: str) -> list[dict[str, Any]]:
             stages.append(row)
         row.update(last=event.created_at, progress=event.data.get("progress"))
         row["message"] = event.data.get("message") or row["message"]
+    for row, following in itertools.pairwise(stages):
+        row["took"] = following["started"] - row["started"]
+    if stages:
+        stages[-1]["took"] = None if finished_at is None else max(0.0, finished_at - stages[-1]["started"])
     return stages
 
 
@@ -96,7 +104,7 @@ def job_context(runner: JobRunner, questions: Questions, job_id: str) -> dict[st
         "job": job,
         "active": runner.is_active(job_id) or job["state"] not in TERMINAL,
         "resumable": job["state"] in RESUMABLE and not runner.is_active(job_id),
-        "stages": stages_of(runner, job_id),
+        "stages": stages_of(runner, job_id, job.get("finished_at")),
         "steps": runner.store.steps(job_id),
         "images": images,
         "files": others,
@@ -105,7 +113,18 @@ def job_context(runner: JobRunner, questions: Questions, job_id: str) -> dict[st
     }
 
 
-def lineage_context(runner: JobRunner, job_id: str) -> dict[str, Any]:
+#: How the lineage page lays candidates out: the detailed tree, or a compact grid per iteration.
+LAYOUTS = ("tree", "grid")
+
+
+def layout_of(request: Request) -> str:
+    layout = request.query_params.get("layout") or "tree"
+    if layout not in LAYOUTS:
+        raise InvalidRequest(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}", param="layout")
+    return layout
+
+
+def lineage_context(runner: JobRunner, job_id: str, layout: str = "tree") -> dict[str, Any]:
     raw = runner.get(job_id)
     job = job_view(runner, raw, detail=False)
     given = raw.get("params")
@@ -123,6 +142,11 @@ def lineage_context(runner: JobRunner, job_id: str) -> dict[str, Any]:
         "iterations": iterations,
         "node_fields": NODE_FIELDS,
         "prompt": params.get("prompt"),
+        "layout": layout,
+        "by_iteration": [
+            (k, sorted((n for n in nodes if n.get("iteration") == k), key=lambda n: n.get("index") or 0))
+            for k in iterations
+        ],
     }
 
 
@@ -148,7 +172,7 @@ async def job_page(
 
 @get("/jobs/{job_id:str}/lineage")
 async def lineage_page(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
-    return page(request, "lineage.html", **lineage_context(runner, job_id))
+    return page(request, "lineage.html", **lineage_context(runner, job_id, layout_of(request)))
 
 
 @post("/jobs/{job_id:str}/cancel")

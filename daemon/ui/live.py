@@ -23,7 +23,7 @@ from ..jobs.runner import JobRunner
 from ..jobs.store import TERMINAL
 from ..questions import Questions
 from ..shutdown import Shutdown
-from .jobs import job_context, job_rows, lineage_context, list_filter
+from .jobs import job_context, job_rows, layout_of, lineage_context, list_filter
 from .render import fragment
 
 COALESCE_S = 0.2
@@ -82,13 +82,14 @@ async def job_live(
     view = request.query_params.get("view", "job")
     if view not in ("job", "lineage"):
         raise InvalidRequest(f"view must be 'job' or 'lineage', got {view!r}", param="view")
+    layout = layout_of(request)
     sub = runner.hub.subscriber()
     # Before the first render, so nothing falls between the two; the events so far are in it.
     sub.watch(job_id, after=runner.store.last_event_id(job_id))
 
     def render() -> list[ServerSentEventMessage]:
         if view == "lineage":
-            ctx = lineage_context(runner, job_id)
+            ctx = lineage_context(runner, job_id, layout)
             parts = [("head", "_lineage_head.html"), ("lineage", "_lineage_tree.html")]
         else:
             ctx = job_context(runner, questions, job_id)

@@ -88,7 +88,10 @@ class PendingCalls:
                 try:
                     pending.sink(pending.decoder.decode(message.value))
                 except msgspec.DecodeError as e:
-                    pending.fail(ProviderError(f"model '{self.model}' sent a chunk that does not decode: {e}"))
+                    expected = getattr(pending.decoder.type, "__name__", pending.decoder.type)
+                    pending.fail(
+                        ProviderError(f"model '{self.model}' sent a chunk that is no loom.sdk.{expected}: {e}")
+                    )
         elif isinstance(message, Result):
             if pending.future.done():
                 return

@@ -57,7 +57,9 @@ class Candidate:
     #: Why the candidate failed: {"stage", "type", "code", "message"}.
     error: dict[str, Any] | None = None
     kept_in: list[int] = field(default_factory=list)
+    #: Its place in the last ranking it took part in, and that ranking's iteration.
     rank: int | None = None
+    ranked_in: int | None = None
     global_rank: int | None = None
     global_rank_note: str | None = None
     #: Pairwise verdicts this candidate took part in (see :meth:`record_comparison`).
@@ -131,6 +133,7 @@ class Candidate:
             "error": self.error,
             "kept_in": list(self.kept_in),
             "rank": self.rank,
+            "ranked_in": self.ranked_in,
             "global_rank": self.global_rank,
             "comparisons": list(self.comparisons),
             "winner": self.winner,

@@ -133,6 +133,8 @@ class _Search:
         self.units_total = 4 + 6 * (p.iterations - 1)
         self.units_done = 0.0
         self.winner: Candidate | None = None
+        #: Each candidate's node as last reported (see :meth:`report`).
+        self._reported: dict[str, dict[str, Any]] = {}
 
     # --- the search -----------------------------------------------------------------------
 
@@ -255,12 +257,33 @@ class _Search:
 
         async def work() -> dict[str, Any]:
             if self.p.schedule == "phased":
-                for label, stage in stages:
-                    self.progress(self.units_done, f"iteration {k}: {label}")
+                for position, (label, stage) in enumerate(stages):
+                    base = self.units_done + position
+                    self.progress(base, f"iteration {k}: {label}", f"0 of {len(live)}")
+                    todo = [c for c in live if not c.failed]
+                    finished = 0
+
+                    async def one(
+                        c: Candidate,
+                        label: str = label,
+                        stage: Stage = stage,
+                        base: float = base,
+                        todo: list[Candidate] = todo,
+                    ) -> None:
+                        # Each candidate's end moves the bar: a stage of slow calls (iteration 0's
+                        # prompts) would otherwise sit at its first value until all are done.
+                        nonlocal finished
+                        await self.attempt(c, label, stage)
+                        finished += 1
+                        self.progress(
+                            base + finished / max(1, len(todo)),
+                            f"iteration {k}: {label}",
+                            f"{finished} of {len(todo)}",
+                        )
+
                     async with asyncio.TaskGroup() as tg:
-                        for c in live:
-                            if not c.failed:
-                                tg.create_task(self.attempt(c, label, stage))
+                        for c in todo:
+                            tg.create_task(one(c))
             else:
                 for n, c in enumerate(live):
                     self.progress(self.units_done + len(stages) * n / max(1, len(live)), f"iteration {k}: {c.id}")
@@ -318,7 +341,7 @@ class _Search:
         kept = ranked[: self.p.keep_top]
         ranks = global_ranks([c.id for c in ranked], [c.id for c in parents], self.p.beam_width)
         for position, c in enumerate(ranked, 1):
-            c.rank = position
+            c.rank, c.ranked_in = position, k
             c.global_rank, c.global_rank_note = ranks[c.id]
             if c in kept:
                 c.kept_in.append(k)
@@ -408,7 +431,13 @@ class _Search:
         self.ctx.progress(100.0 * units / self.units_total, stage, message)
 
     def report(self, c: Candidate) -> None:
-        self.ctx.emit("lineage", c.node())
+        """A lineage event, unless the candidate is as it was last reported (a round restores and
+        re-reports every candidate: the same "scored" line again is noise in the job's log)."""
+        node = c.node()
+        if self._reported.get(c.id) == node:
+            return
+        self._reported[c.id] = node
+        self.ctx.emit("lineage", node)
 
     def write_records(self, final: list[dict[str, Any]] | None = None) -> None:
         """The seed's records: metadata.json fields and rankings.json."""

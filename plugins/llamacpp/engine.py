@@ -22,6 +22,7 @@ from llama_cpp._logger import set_verbose
 from loom.sdk import InvalidRequest, OutOfMemory, ProviderError
 
 from .batching import Batcher, Sequence
+from .cpu import model_params
 from .plan import Generation
 from .sampler import SamplerChain
 from .tuning import ThreadTuner
@@ -135,6 +136,7 @@ def load(
     main_gpu: int,
     flash_attn: bool = True,
     tune: bool = False,
+    repack: bool = True,
 ) -> Runtime:
     """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each. ``tune``:
     the threads were chosen from the machine, so the batch loop may move to half as many when
@@ -144,6 +146,7 @@ def load(
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers == -1 else n_gpu_layers  # as Llama() does
     params.main_gpu = main_gpu
+    params.use_extra_bufts = repack  # see .cpu
     if n_gpu_layers != 0:
         # The scheduler placed the model on one device; do not let llama.cpp spread it.
         params.split_mode = llama_cpp.LLAMA_SPLIT_MODE_NONE
@@ -184,7 +187,9 @@ def _loading(model_path: str, make: Any) -> Any:
         raise ProviderError(f"llamacpp: could not load {model_path}: {message}") from e
 
 
-def build_embedder(model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layers: int, main_gpu: int) -> Any:
+def build_embedder(
+    model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layers: int, main_gpu: int, repack: bool = True
+) -> Any:
     """A ``Llama`` with ``embedding=True`` and mean pooling: one vector per input."""
     kwargs: dict[str, Any] = {
         "model_path": model_path,
@@ -203,7 +208,8 @@ def build_embedder(model_path: str, *, n_ctx: int, threads: Threads, n_gpu_layer
     }
     if n_gpu_layers != 0:
         kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
-    return _loading(model_path, lambda: llama_cpp.Llama(**kwargs))
+    with model_params(repack):
+        return _loading(model_path, lambda: llama_cpp.Llama(**kwargs))
 
 
 def token_piece(vocab: Any, token: int) -> bytes:

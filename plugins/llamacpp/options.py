@@ -59,6 +59,10 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     chat_template: str | None = None
     #: Serve embeddings (mean-pooled, unit length). Off: embed() refuses.
     embedding: bool = True
+    #: llama.cpp's weight repacking into CPU "extra buffer types" (AMX, interleaved Q4_0/Q4_K;
+    #: its server's ``--no-repack`` is false). None: on, unless the CPU advertises AMX, whose
+    #: kernels crashed on the VMs Loom is tested on (see ``loom.plugins.llamacpp.cpu``).
+    repack: bool | None = None
 
     def __post_init__(self) -> None:
         by_path = self.path is not None

@@ -52,6 +52,8 @@ class Generation(Struct, frozen=True, kw_only=True):
     add_bos: bool = True
     max_tokens: int | None = None
     stop: list[str] = []
+    #: Of ``stop``, the request's own stop strings (the others are the chat template's).
+    own_stop: list[str] = []
     stop_token_ids: list[int] = []
     #: GBNF the sampled text must follow, or None.
     grammar: str | None = None
@@ -110,6 +112,7 @@ def plan_chat(template: ChatTemplate, request: ChatCompletionRequest) -> Generat
         add_bos=prompt.add_bos,
         max_tokens=request.token_limit(),
         stop=request.stop_list() + prompt.stop,
+        own_stop=request.stop_list(),
         stop_token_ids=prompt.stop_token_ids,
         grammar=grammar,
         sampling=sampling(request),
@@ -124,5 +127,6 @@ def plan_completion(prompt: str, request: CompletionRequest) -> Generation:
         chat=False,
         max_tokens=request.max_tokens,
         stop=request.stop_list(),
+        own_stop=request.stop_list(),
         sampling=sampling(request),
     )

@@ -27,6 +27,7 @@ from loom.sdk import (
 from loom.sdk.toolcalls import parse_stream
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest, TokenLogprob, TopLogprob
 
+from .cpu import repack_enabled
 from .options import Options, resolve_gguf
 
 #: Inputs per llama_cpp embed() call; cancellation is checked between groups.
@@ -132,6 +133,7 @@ class LlamaCppProvider(Provider):
             n_gpu_layers=self._n_gpu_layers,
             main_gpu=self._main_gpu,
             flash_attn=o.flash_attn,
+            repack=repack_enabled(o.repack),
             tune=o.n_threads is None and o.n_threads_batch is None and self.spec.threads is None,
         )
         self._template = ChatTemplate.of_model(self._runtime.model, o.chat_format, o.chat_template)
@@ -215,7 +217,10 @@ class LlamaCppProvider(Provider):
         finally:
             remove()
             seq.stop()  # a no-op for a finished sequence
-        yield TextChunk(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=received)
+        matched = text.matched if text.matched in gen.own_stop else None
+        yield TextChunk(
+            finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=received, stop_sequence=matched
+        )
 
     @staticmethod
     def _logprob(runtime: Any, token: Any) -> TokenLogprob:
@@ -253,6 +258,7 @@ class LlamaCppProvider(Provider):
                         threads=self._threads,
                         n_gpu_layers=self._n_gpu_layers,
                         main_gpu=self._main_gpu,
+                        repack=repack_enabled(self.options.repack),
                     )
                 try:
                     raw, count = self._embedder.embed(

@@ -20,6 +20,8 @@ class TextStream:
         self._held = ""
         #: True once a stop string was seen: nothing more is returned.
         self.stopped = False
+        #: The stop string the text ended at, once seen.
+        self.matched: str | None = None
 
     def push(self, piece: bytes) -> str:
         """Add one token's bytes; return the text that can be sent now."""
@@ -43,8 +45,9 @@ class TextStream:
         if not self._stop:
             self._held = ""
             return held
-        cut = min((i for i in (held.find(s) for s in self._stop) if i >= 0), default=-1)
-        if cut >= 0:
+        hits = [(i, s) for s in self._stop if (i := held.find(s)) >= 0]
+        if hits:
+            cut, self.matched = min(hits, key=lambda hit: hit[0])
             self.stopped = True
             self._held = ""
             return held[:cut]

@@ -37,7 +37,7 @@ from . import drawing, jsongen, tools
 from .determinism import bucket, rng, seed_part
 from .images import decode_image, decode_image_uri, image_stats, is_image_data_uri, summary
 from .options import MockOptions
-from .text import chat_reply, continuation, cut, word_count
+from .text import chat_reply, continuation, cut, cut_at, word_count
 from .vectors import image_vector, text_vector
 from .vision import description, scores
 
@@ -120,7 +120,9 @@ class MockProvider(Provider):
         if every and next(self._call_count) % every == 0:  # next() on a count is atomic under the GIL
             raise ProviderError(self.options.fail_message)
 
-    def _stream(self, tokens: list[str], finish: str, prompt_tokens: int, ctx: RunContext) -> Iterator[TextChunk]:
+    def _stream(
+        self, tokens: list[str], finish: str, prompt_tokens: int, ctx: RunContext, stop: str | None = None
+    ) -> Iterator[TextChunk]:
         delay = self.options.token_latency_ms / 1000
         for token in tokens:
             if delay:
@@ -129,7 +131,9 @@ class MockProvider(Provider):
                 ctx.check()
             yield TextChunk(text=token)
         ctx.check()
-        yield TextChunk(finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
+        yield TextChunk(
+            finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(tokens), stop_sequence=stop
+        )
 
     # --- text ---------------------------------------------------------------------------------
 
@@ -158,8 +162,8 @@ class MockProvider(Provider):
             reply = jsongen.dumps(jsongen.free_object(question, rng(*key)))
         else:
             reply = chat_reply(question, images, rng(*key))
-        tokens, finish = cut(reply, request.token_limit(), request.stop_list())
-        yield from self._stream(tokens, finish, prompt_tokens, ctx)
+        tokens, finish, stop = cut_at(reply, request.token_limit(), request.stop_list())
+        yield from self._stream(tokens, finish, prompt_tokens, ctx, stop)
 
     def _calls(self, request: ChatCompletionRequest, key: tuple, prompt_tokens: int, ctx: RunContext):
         """Tool calls streamed piece by piece; each piece counts as a token."""
@@ -182,8 +186,8 @@ class MockProvider(Provider):
         # ``echo`` is the daemon's job: only the continuation is produced here.
         key = ("complete", prompt, seed_part(request.seed))
         self._begin(ctx, key)
-        tokens, finish = cut(continuation(rng(*key)), request.max_tokens, request.stop_list())
-        yield from self._stream(tokens, finish, word_count(prompt), ctx)
+        tokens, finish, stop = cut_at(continuation(rng(*key)), request.max_tokens, request.stop_list())
+        yield from self._stream(tokens, finish, word_count(prompt), ctx, stop)
 
     # --- embeddings ---------------------------------------------------------------------------
 

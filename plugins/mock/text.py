@@ -124,13 +124,20 @@ def continuation(r: random.Random) -> str:
 def cut(text: str, max_tokens: int | None, stops: list[str]) -> tuple[list[str], str]:
     """The tokens a model would emit for ``text`` under ``max_tokens`` and ``stops``, and why it
     stopped: "stop" (end of text or a stop string, which is not emitted) or "length"."""
+    tokens, finish, _ = cut_at(text, max_tokens, stops)
+    return tokens, finish
+
+
+def cut_at(text: str, max_tokens: int | None, stops: list[str]) -> tuple[list[str], str, str | None]:
+    """:func:`cut`, and the stop string the text ended at (None: it ended otherwise)."""
     tokens = pieces(text)
     finish = "stop"
     if max_tokens is not None and len(tokens) > max_tokens:
         tokens, finish = tokens[:max_tokens], "length"
     emitted = "".join(tokens)
     # A stop string only counts if it appears in what was generated before the limit hit.
-    hits = [emitted.find(s) for s in stops if s and s in emitted]
+    hits = [(emitted.find(s), s) for s in stops if s and s in emitted]
     if hits:
-        return pieces(emitted[: min(hits)]), "stop"
-    return tokens, finish
+        at, stop = min(hits, key=lambda hit: hit[0])
+        return pieces(emitted[:at]), "stop", stop
+    return tokens, finish, None

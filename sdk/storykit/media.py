@@ -52,7 +52,7 @@ def file_path(ref: str) -> str | None:
         path = urlparse(ref).path
         return path.split(FILES, 1)[1] if FILES in path else None
     if ref.startswith(FILES):
-        return ref[len(FILES) :]
+        return urlparse(ref).path[len(FILES) :]  # a signed URL's ?exp=&sig= is not part of the path
     ref = ref.lstrip("/")
     return ref if ref.startswith(PUBLIC) and ".." not in ref.split("/") else None
 

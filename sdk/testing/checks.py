@@ -365,6 +365,14 @@ def _text_checks(kind: str, capability: Capability) -> None:
         assert chunks[-1].finish_reason == "stop", (
             f"{name}() cut by a stop string must end with finish_reason='stop', got {chunks[-1].finish_reason!r}"
         )
+        # Up to four stop strings: each one counts, not only the first.
+        decoy = "§never generated§"
+        name, args = _text_call(s, kind, max_tokens=limit, stop=[decoy, word])
+        again = _joined(s.stream(name, *args))
+        assert again == cut, (
+            f"{name}() with stop=[{decoy!r}, {word!r}] gave {again!r}, with stop=[{word!r}] {cut!r}: "
+            "every stop string must be honoured, not only the first"
+        )
 
     @check(f"{kind}.cancel", capability)
     def cancel(s: Subject) -> None:

@@ -4,7 +4,7 @@ The daemon runs plain methods and generators on a worker's thread and ``async`` 
 loop (see :mod:`loom.sdk.protocols`); the subject does the same from a test: sync calls directly,
 async ones on one event loop it keeps for the provider's lifetime (so clients a provider opens stay on one loop). Every exception a
 provider raises that is not a :class:`~loom.sdk.LoomError` fails the check that caused it: the
-daemon could only report it as a 500.
+daemon could only report it as a 502 ``provider_error`` (and log its traceback as a plugin bug).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..types import Capability
 
 
 class ProviderRaisedForeignError(AssertionError):
-    """A provider raised something other than a Loom error (the daemon would answer 500)."""
+    """A provider raised something other than a Loom error (the daemon would answer 502)."""
 
 
 def decode_options(provider_cls: type, options: Any) -> Any:
@@ -171,7 +171,7 @@ class foreign_errors_fail:
             return  # not swallowed: the exception (if any) goes on
         raise ProviderRaisedForeignError(
             f"{self.what} raised {type(error).__name__}: {error} -- providers raise loom.sdk errors "
-            "(InvalidRequest, ProviderError, ...); anything else reaches the client as a 500"
+            "(InvalidRequest, ProviderError, ...); anything else reaches the client as a 502 provider_error"
         ) from error
 
 

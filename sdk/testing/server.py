@@ -35,10 +35,12 @@ class LoomServer:
         env: dict[str, str] | None = None,
         data_dir: str | os.PathLike | None = None,
         args: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
         """``config`` is TOML text (written to ``workdir/loom.toml``) or the path of a config
-        file; the data dir defaults to ``workdir/data`` and the log goes to ``workdir``; ``args``
-        are more ``loom serve`` options (``["--ray", address]``)."""
+        file; the data dir defaults to ``workdir/data`` and the log goes to ``workdir``; ``port``
+        defaults to a free one; ``args`` are more ``loom serve`` options (``["--ray", address]``;
+        the port is ``port=``, not ``--port`` there, so the server is waited for where it listens)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if isinstance(config, str):
@@ -47,7 +49,10 @@ class LoomServer:
         else:
             self.config_path = Path(config)
         self.data_dir = Path(data_dir) if data_dir is not None else self.workdir / "data"
-        self.port = free_port()
+        for flag in ("--port", "--host"):
+            if flag in (args or []) or any(a.startswith(f"{flag}=") for a in args or []):
+                raise ValueError(f"LoomServer: give the port as port=, not {flag} in args (it serves on 127.0.0.1)")
+        self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
         self.args = list(args or [])

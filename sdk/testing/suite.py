@@ -84,20 +84,24 @@ class ProviderConformance:
             checks = type(self).loom_checks()
             metafunc.parametrize("loom_check", checks, ids=[c.id for c in checks])
 
+    # Class-scoped fixtures are classmethods: pytest 9.2 deprecates them as instance methods (an
+    # instance's attributes would not reach the tests), and overrides should follow suit.
     @pytest.fixture(scope="class")
-    def loom_options(self) -> Any:
+    @classmethod
+    def loom_options(cls) -> Any:
         """The provider's options; override this fixture to build them from other fixtures."""
-        return type(self).options
+        return cls.options
 
     @pytest.fixture(scope="class")
-    def loom_plugin_options(self) -> Any:
+    @classmethod
+    def loom_plugin_options(cls) -> Any:
         """The plugin's options; override this fixture to build them from other fixtures."""
-        return type(self).plugin_options
+        return cls.plugin_options
 
     @pytest.fixture(scope="class")
-    def loom_subject(self, loom_options: Any, loom_plugin_options: Any, tmp_path_factory: pytest.TempPathFactory):
+    @classmethod
+    def loom_subject(cls, loom_options: Any, loom_plugin_options: Any, tmp_path_factory: pytest.TempPathFactory):
         """The provider, built from a ModelSpec and loaded once for the class."""
-        cls = type(self)
         subject = Subject(
             cls._provider_class(),
             loom_options,

@@ -65,6 +65,10 @@ role = "admin"
 [daemon.limits]
 max_body_bytes = 65536
 
+[jobs]
+pipelines = {{ translate = 1 }}
+max_queued_per_owner = 2
+
 [plugins.openai.instances.faulty]
 base_url = "{upstream}"
 api_key = {{ env = "T_OA_UPSTREAM" }}
@@ -125,6 +129,8 @@ MODEL_ROUTES = {
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/embeddings",
     "/v1/images/generations",
     "/v1/images/edits",
@@ -134,6 +140,10 @@ MODEL_ROUTES = {
     "/v1/vision/score",
     "/v1/rag/search",
     "/v1/rag/items",
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
 }
 
 
@@ -152,6 +162,8 @@ def model_call(path: str, model: str) -> dict:
         "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
         "/v1/completions": {"prompt": "Once upon a time"},
         "/v1/responses": {"input": "hi"},
+        "/v1/messages": {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/messages/count_tokens": {"messages": [{"role": "user", "content": "hi"}]},
         "/v1/embeddings": {"input": "hi"},
         "/v1/images/generations": {"prompt": "a lighthouse", "size": "64x64"},
         "/v1/translations/text": {"text": "hello", "source": "en", "target": "fr"},
@@ -159,6 +171,10 @@ def model_call(path: str, model: str) -> dict:
         "/v1/vision/score": {"image": PNG_URI, "text": "a blue square"},
         "/v1/rag/search": {"text": "a story"},
         "/v1/rag/items": {"text": "a story"},
+        "/api/chat": {"messages": [{"role": "user", "content": "hi"}], "stream": False},
+        "/api/generate": {"prompt": "Once upon a time", "stream": False},
+        "/api/embed": {"input": "hi"},
+        "/api/embeddings": {"prompt": "hi"},
     }
     if path in ("/v1/images/edits", "/v1/images/variations"):
         data = {"model": model, "size": "64x64", **({"prompt": "at night"} if path.endswith("edits") else {})}
@@ -181,7 +197,7 @@ class Reach:
         r = a.post("/v1/responses", json={"model": "x-ok", "input": "hi"})
         self.ids["response_id"] = r.json()["id"]
         url = a.post("/v1/images/generations", json={"model": "x-ok", "prompt": "x", "response_format": "url"})
-        self.ids["path"] = url.json()["data"][0]["url"].split("/v1/files/", 1)[1]
+        self.ids["path"] = url.json()["data"][0]["url"].split("/v1/files/", 1)[1].split("?")[0]
         persona = a.post("/v1/pipelines/persona", json={"name": "Ada", "prompt": "a mathematician"}).json()
         self.wait_job(persona["id"])
         self.ids["persona"] = "Ada"
@@ -216,12 +232,16 @@ class Reach:
     def send(self, method: str, path: str, status: int) -> httpx.Response:
         if status == 401:
             return httpx.request(method, f"{self.daemon.url}{self.fill(path)}", timeout=30)
+        if status == 403 and path == "/v1/files/{path}":  # a signed URL whose signature does not hold
+            return httpx.get(f"{self.daemon.url}{self.fill(path)}", params={"exp": "1", "sig": "forged"})
         if status == 403:
             return httpx.request(
                 method, f"{self.daemon.url}{self.fill(path)}", headers={"Authorization": f"Bearer {USER}"}
             )
         if path in MODEL_ROUTES:
             return self.model_route(path, status)
+        if path.startswith("/api/"):
+            return self.ollama(method, path, status)
         recipe = getattr(self, f"r{status}")
         return recipe(method, path)
 
@@ -235,11 +255,31 @@ class Reach:
             return self.admin.post(path, json={"model": "x-ok", "no_such_field": 1})
         if status == 413:
             return self.too_big("POST", path)
-        if status == 429:
+        if status in (429, 529):  # 529: Anthropic's overloaded_error, on the Messages routes
             return self.concurrently(path, 3)[-1]
         if status == 499:
             return self.cancelled(path)
         raise AssertionError(f"no recipe for {status} on {path}")
+
+    def ollama(self, method: str, path: str, status: int) -> httpx.Response:
+        """Ollama's routes (``/api``) that run no model."""
+        a = self.admin
+        if status == 413:
+            return self.too_big(method, path)
+        if status == 400:
+            body = {"model": "llama3.2", "stream": False} if path == "/api/pull" else {"no_such_field": 1}
+            return a.request(method, path, json=body)
+        bodies = {
+            "/api/show": {"model": "x-ok"},
+            # The hub is unreachable here: streamed, that is a last error line of a 200.
+            "/api/pull": {"model": "hf.co/acme/none:Q4_K_M", "stream": status == 200},
+            "/api/copy": {"source": "x-ok", "destination": "x-ok-copy:latest"},
+            "/api/delete": {"model": "x-ok-copy"},  # made by the copy (successes come first)
+        }
+        if status == 404:
+            bodies = {"/api/copy": {"source": "no-such-model", "destination": "x"}}
+            return a.request(method, path, json=bodies.get(path, {"model": "no-such-model"}))
+        return a.request(method, path, json=bodies.get(path))
 
     def too_big(self, method: str, path: str) -> httpx.Response:
         blob = b"x" * 70_000
@@ -261,7 +301,7 @@ class Reach:
             time.sleep(0.15)
         for t in threads:
             t.join(60)
-        return sorted(out, key=lambda r: r.status_code != 429)[::-1]
+        return sorted(out, key=lambda r: r.status_code not in (429, 529))[::-1]
 
     def running_work(self) -> str:
         for _ in range(200):
@@ -375,6 +415,22 @@ class Reach:
     def r413(self, method: str, path: str) -> httpx.Response:
         return self.too_big(method, path)
 
+    def r429(self, method: str, path: str) -> httpx.Response:
+        """The job store's bound: one translate job runs ([jobs] pipelines), two wait
+        (max_queued_per_owner = 2), the fourth is refused; all are cancelled after."""
+        made: list[str] = []
+        body = {"text": "x", "source": "en", "target": "fr", "model": "x-slow"}
+        try:
+            for _ in range(4):
+                r = self.admin.post("/v1/pipelines/translate", json=body)
+                if r.status_code != 202:
+                    return r
+                made.append(r.json()["id"])
+            return r
+        finally:
+            for job_id in made:
+                self.admin.post(f"/v1/jobs/{job_id}/cancel")
+
     def r502(self, method: str, path: str) -> httpx.Response:
         body = {"json": {"pinned": True}} if path.endswith("/pin") else {}
         return self.admin.request(method, self.fill(path, model_id="x-corrupt"), **body)
@@ -397,7 +453,7 @@ def daemon(upstream, tmp_path_factory):
     corrupt = tmp / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + b"\x00" * 64)
     config = CONFIG.format(upstream=upstream.url, all=ALL, corrupt=corrupt)
-    env = {"T_OA_USER": USER, "T_OA_ADMIN": ADMIN, "T_OA_UPSTREAM": "sk-upstream"}
+    env = {"T_OA_USER": USER, "T_OA_ADMIN": ADMIN, "T_OA_UPSTREAM": "sk-upstream", "HF_ENDPOINT": "http://127.0.0.1:9"}
     d = Daemon(write_config(tmp / "loom.toml", config), tmp / "data", env=env).start()
     yield d
     d.stop()
@@ -424,6 +480,8 @@ def test_every_route_is_documented_with_the_status_it_answers():
                     continue  # the document itself and its viewer
                 if plain.startswith("/ui"):
                     continue  # the web UI's pages: HTML for people, not part of the API
+                if not handler.fn.__module__.startswith("loom.daemon."):
+                    continue  # a plugin's routes (register_routes) speak their own dialects
                 op = getattr(paths[plain], method.lower())
                 assert isinstance(op, Documented), f"{method} {route.path} has no doc(...)"
                 assert op.doc.status == handler.status_code, f"{method} {route.path}: documented {op.doc.status}"
@@ -470,6 +528,10 @@ def test_every_documented_status_is_answered(daemon):
         got = reach.send(method.upper(), path, status)
         if got.status_code != status:
             wrong.append(f"{method.upper()} {path}: documented {status}, got {got.status_code} {got.text[:200]}")
+        elif status >= 400 and path.startswith("/v1/messages"):  # Anthropic's shape
+            assert got.json()["type"] == "error" and set(got.json()["error"]) == {"type", "message"}
+        elif status >= 400 and path.startswith("/api/"):
+            assert set(got.json()) == {"error"} and isinstance(got.json()["error"], str)  # Ollama's shape
         elif status >= 400:
             assert set(got.json()["error"]) == {"message", "type", "param", "code"}
     assert not wrong, "\n".join(wrong)

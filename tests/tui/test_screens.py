@@ -179,3 +179,28 @@ async def test_the_dashboard_shows_each_node_above_its_devices():
         app.screen.redraw()
         await pilot.pause()
         assert order() == ["device cpu", "node gpu-a", "device gpu-a/cpu", "device gpu-a/cuda:0"]
+
+
+async def test_a_refused_key_is_said_with_what_to_do(monkeypatch):
+    """Not "cannot reach ... waiting for the daemon": the daemon answered and refused the key."""
+    from loom.sdk.errors import AuthenticationFailed
+    from loom.tui.app import LoomApp
+
+    from .fakes import FakeClient
+
+    class Refusing(FakeClient):
+        async def events(self, path: str = "/admin/events", *, on_status=None, **kw):
+            error = AuthenticationFailed("Invalid API key")
+            error.status_code = 401
+            raise error
+            yield  # pragma: no cover
+
+    monkeypatch.delenv("LOOM_API_KEY", raising=False)
+    app = LoomApp(Refusing())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.state.refused is not None, what="the refusal")
+        await pilot.pause(1.2)
+        status = app.screen.query_one("StatusBar")
+        assert "refused the key" in status.text and "cannot reach" not in status.text
+        placeholder = app.screen.query_one("#devices .placeholder")
+        assert "LOOM_API_KEY=<an admin key> loom tui" in str(placeholder.render())

@@ -43,11 +43,13 @@ def _openai_options(model: str):
     from loom.plugins.openai import Instance, PluginOptions
 
     @pytest.fixture(scope="class")
-    def loom_options(self):
+    @classmethod
+    def loom_options(cls):
         return {"instance": "upstream", "model": model}
 
     @pytest.fixture(scope="class")
-    def loom_plugin_options(self, mock_daemon):
+    @classmethod
+    def loom_plugin_options(cls, mock_daemon):
         return PluginOptions(instances={"upstream": Instance(base_url=f"{mock_daemon.url}/v1", retries=0)})
 
     return loom_options, loom_plugin_options

@@ -26,7 +26,7 @@ def test_package_is_complete_and_discovered(package):
     for name in entry_points:
         assert name in listed, f"{project['name']} is not installed: pip install -e {package.relative_to(ROOT)}"
         assert listed[name]["distribution"] == project["name"] and not listed[name]["builtin"]
-        assert listed[name]["providers"] or listed[name]["pipelines"]
+        assert listed[name]["providers"] or listed[name]["pipelines"] or listed[name]["routes"]
 
 
 def test_test_file_names_are_unique_across_the_suite():

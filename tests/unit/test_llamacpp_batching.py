@@ -321,7 +321,10 @@ def test_without_flash_attention_a_request_gives_llama_cpp_pythons_text():
         chat("Write a poem about rain.", max_tokens=40, temperature=0.8, seed=7),
     ]
     threads = llama_cpp.llama_n_threads(p._runtime.context.ctx)
-    llm = llama_cpp.Llama(str(resolve_gguf(p.options)), n_ctx=N_CTX, n_threads=threads, verbose=False)
+    from loom.plugins.llamacpp.cpu import model_params, repack_enabled
+
+    with model_params(repack_enabled(None)):  # the weights laid out as the provider has them
+        llm = llama_cpp.Llama(str(resolve_gguf(p.options)), n_ctx=N_CTX, n_threads=threads, verbose=False)
     try:
         expected = []
         for request in requests:

@@ -342,3 +342,17 @@ def test_memory_after_load_counts_weights_and_cache(provider):
     provider.embed(["x"], RunContext())  # the embedding context exists now
     size = resolve_gguf(provider.options).stat().st_size
     assert size * 0.8 < provider.memory_bytes() < size * 4
+
+
+def test_repack_is_off_where_the_cpu_advertises_amx(tmp_path):
+    """llama.cpp's AMX weight buffers crashed the first batched decode on AMX-advertising VMs."""
+    from loom.plugins.llamacpp.cpu import amx_advertised, repack_enabled
+
+    amx = tmp_path / "amx"
+    amx.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    plain = tmp_path / "plain"
+    plain.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert amx_advertised(str(amx)) and not amx_advertised(str(plain))
+    assert not amx_advertised(str(tmp_path / "missing"))
+    assert repack_enabled(True) and not repack_enabled(False)
+    assert repack_enabled(None) is not amx_advertised()

@@ -24,6 +24,12 @@ def test_text_is_cut_before_the_stop_string_even_across_tokens():
     assert s.push(b"more") == "" and s.finish() == ""
 
 
+def test_the_earliest_stop_string_is_the_one_matched():
+    s = TextStream(["two", "one"])
+    assert s.matched is None
+    assert "".join(feed(s, [b"zero one two"])) == "zero " and s.matched == "one"
+
+
 def test_held_text_that_is_not_a_stop_is_released():
     s = TextStream(["ab"])
     assert feed(s, [b"xa", b"c"]) == ["x", "ac"]

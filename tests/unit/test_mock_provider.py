@@ -202,6 +202,9 @@ def test_chat_stops_before_a_stop_string():
     text, chunks = run_chat(make(), chat_request(seed=5, stop=["never-there", stop]))
     assert text == full[: full.index(stop)]
     assert stop not in text and chunks[-1].finish_reason == "stop"
+    assert chunks[-1].stop_sequence == stop  # which one matched (the Messages API reports it)
+    _, plain = run_chat(make(), chat_request(seed=5))
+    assert plain[-1].stop_sequence is None
 
 
 def test_fixed_reply_option():

@@ -153,4 +153,4 @@ def test_trace_plugins_prints_every_hook_call(monkeypatch, capsys):
     err = capsys.readouterr().err
     # One call per implementing plugin (mock and thirdparty), each traced with its arguments.
     assert err.count("register_providers [hook]") == 2, err
-    assert "register_models [hook]" in err and "register: <function" in err, err
+    assert "register_models [hook]" in err and "register: <register for plugin" in err, err

@@ -361,3 +361,21 @@ async def test_snapshot_shows_each_resident_models_worker():
         assert s.model_state(a)["pid"] == 4242
     finally:
         await s.stop()
+
+
+def test_a_streams_chunks_are_checked_where_they_reach_the_daemon():
+    """A dict instead of a TextChunk, or text after the finish_reason chunk: a 502 naming the rule."""
+    from loom.daemon.scheduler.chunks import ChunkCheck
+    from loom.sdk import TextChunk, calls
+    from loom.sdk.errors import ProviderError
+    from loom.sdk.types import ChatCompletionRequest
+
+    call = calls.Chat(request=ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}]))
+    check = ChunkCheck("m", call)
+    check(TextChunk(text="a"))
+    with pytest.raises(ProviderError, match=r"chat\(\) yielded a dict; a stream yields loom.sdk.TextChunk"):
+        check({"text": "b"})
+    check(TextChunk(finish_reason="stop", prompt_tokens=1, completion_tokens=1))
+    with pytest.raises(ProviderError, match="after the one with finish_reason"):
+        check(TextChunk(text="late"))
+    ChunkCheck("m", lambda provider, ctx: None)("anything")  # an in-process function: not a stream call

@@ -71,8 +71,13 @@ class DashboardScreen(LoomScreen):
                 widget.row_key = key
                 box.mount(widget)
         if not devices:
-            if not box.query(".placeholder"):
-                box.mount(Static("waiting for the daemon…", classes="placeholder"))
+            # A refused key is said in full here (the status line has no room for it).
+            text = self.loom.state.refused or "waiting for the daemon…"
+            placeholder = box.query(".placeholder")
+            if not placeholder:
+                box.mount(Static(text, classes="placeholder"))
+            else:
+                placeholder.first(Static).update(text)
         else:
             box.query(".placeholder").remove()
 

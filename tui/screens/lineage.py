@@ -28,12 +28,13 @@ def candidate_text(n: dict[str, Any]) -> Text:
     if n.get("winner"):
         t.append("  ★ winner", style="bold yellow")
     if n.get("rank") is not None:
-        t.append(f"  rank {n['rank']}")
+        ranked_in = n.get("ranked_in", n.get("iteration"))
+        t.append(f"  #{n['rank']} in iteration {ranked_in}'s ranking")
     if n.get("kept_in"):
         t.append(f"  kept in {', '.join(map(str, n['kept_in']))}", style="green")
     t.append(f"\niteration {n.get('iteration')} · {n.get('status', '')}")
     if n.get("global_rank") is not None:
-        t.append(f" · global rank {n['global_rank']}")
+        t.append(f" · #{n['global_rank']} of all")
     if n.get("parent"):
         t.append(f" · from {n['parent']}")
         if n.get("dimension"):

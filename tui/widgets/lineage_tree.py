@@ -1,6 +1,7 @@
 """The beam-search lineage as a tree: by iteration (each candidate with its parent), or by descent.
 
-Labels carry the score and marks: ★ the winner, ✓ kept by a ranking, ✗ dropped, ✖ failed (its
+Labels carry the score and marks: ★ the winner, ✓ kept by a ranking, · not kept (scored, dropped
+by the ranking: not a failure), ✖ failed (its
 error is in the details), … not scored yet. An iteration's label counts its failed ones (✖2).
 """
 
@@ -34,7 +35,7 @@ def label(n: Node, *, with_parent: bool) -> Text:
     elif score is None:
         mark = ("…", "dim")
     else:
-        mark = ("✗", "grey50")
+        mark = ("·", "grey50")  # not kept; ✗ read as "failed"
     text = Text.assemble(mark, " ", (str(n["id"]), "bold" if n.get("winner") else ""))
     if failed:
         text.append(f" failed at {(n.get('error') or {}).get('stage', '?')}", style="red")

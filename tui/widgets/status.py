@@ -36,6 +36,9 @@ class StatusBar(Static):
         if state.connected:
             right = Text.assemble(("● ", "green"), state.url)
             self.remove_class("-down")
+        elif state.refused:
+            right = Text(f"✖ {state.url} refused the key (see below) ", style="bold")
+            self.add_class("-down")
         elif state.error:
             verb = "lost" if state.ever_connected else "cannot reach"
             right = Text(f"✖ {verb} {state.url}: {state.error} · retrying ", style="bold")

@@ -14,5 +14,6 @@ class TestOllamaConformance(ProviderConformance):
     entry_point = "ollama"
 
     @pytest.fixture(scope="class")
-    def loom_options(self, fake_ollama):
+    @classmethod
+    def loom_options(cls, fake_ollama):
         return {"model": "tiny", "host": fake_ollama.url, "keep_alive": "5m"}

@@ -26,7 +26,8 @@ CLIP_CANNOT_DESCRIBE = "a CLIP model scores and embeds images; describing is a c
 
 def options_for(key: str, **extra):
     @pytest.fixture(scope="class")
-    def loom_options(self, tiny_models):
+    @classmethod
+    def loom_options(cls, tiny_models):
         return {"model": str(tiny_models[key]), **extra}
 
     return loom_options
@@ -97,5 +98,6 @@ class TestOpenClipConformance(ProviderConformance):
     skip_checks = {"vision.describe": CLIP_CANNOT_DESCRIBE, "vision.looks": CLIP_CANNOT_DESCRIBE}
 
     @pytest.fixture(scope="class")
-    def loom_options(self, tiny_models):
+    @classmethod
+    def loom_options(cls, tiny_models):
         return {"model": str(tiny_models["clip"]), "aesthetic_head": str(tiny_models["aesthetic_head"])}
