@@ -43,17 +43,17 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
 
 
 class RunContext:
-    """Handed to every provider call: cancellation, progress, the device, and the upstream keys
-    the client sent with its request.
+    """Handed to every provider call: cancellation, progress, previews of an image being made, the
+    device, and the upstream keys the client sent with its request.
 
     ``credentials`` maps a lower-case request header name (``x-openai-api-key``) to the key a
     client sent in it, for remote providers whose instance accepts a per-request key. They
     live only as long as the request (or the job it started) in this process: never logged,
     stored, shown, or sent to a model worker process.
 
-    The daemon may listen too (``add_cancel_callback``, ``add_progress_callback``): that is how a
-    cancellation crosses to a model worker in another process, and how a report made there comes
-    back. Callbacks may run on any thread and must not block.
+    The daemon may listen too (``add_cancel_callback``, ``add_progress_callback``,
+    ``add_preview_callback``): that is how a cancellation crosses to a model worker in another
+    process, and how a report or a preview made there comes back. Callbacks may run on any thread and must not block.
     """
 
     def __init__(
@@ -63,6 +63,7 @@ class RunContext:
         device: str = "cpu",
         credentials: Mapping[str, str] | None = None,
         job_id: str | None = None,
+        on_preview: Callable[[bytes, int], None] | None = None,
     ) -> None:
         # A flag, not a threading.Event: nothing waits on it, and an Event (a Condition and its
         # lock) is most of the cost of a context, which every call of every request makes.
@@ -73,6 +74,9 @@ class RunContext:
         self._progress_callbacks: list[Callable[[int, int, str], None]] = []
         if on_progress is not None:
             self._progress_callbacks.append(on_progress)
+        self._preview_callbacks: list[Callable[[bytes, int], None]] = []
+        if on_preview is not None:
+            self._preview_callbacks.append(on_preview)
         self.device = device
         self.credentials: dict[str, str] = dict(credentials or {})
         #: The scheduler's id of this call (``wk_...``), set by the daemon when it queues the call:
@@ -111,6 +115,31 @@ class RunContext:
         for fn in self._progress_callbacks:
             fn(done, total, message)
 
+    def preview(self, image: bytes, index: int) -> None:
+        """Show a partial result of an image call: ``image`` is an encoded picture (PNG) of what
+        the generation looks like so far, ``index`` counts the call's previews from 0.
+
+        A provider sends at most ``ImageJob.partial_images`` of them, spread evenly over the work
+        (``loom.sdk.previews.preview_steps``), and none when it is 0: each costs a decode, so
+        nothing is drawn that nobody asked for. Fewer are fine (a fast generation, a remote
+        service that sends none). ``POST /v1/images/generations`` with ``stream`` sends each one
+        as an ``image_generation.partial_image`` event; a job shows the latest on its page. Like
+        :meth:`progress` it checks for cancellation after delivering."""
+        self.show(image, index)
+        self.check()
+
+    def show(self, image: bytes, index: int) -> None:
+        """Deliver a preview to the listeners without the cancellation check (the daemon relaying
+        a preview that a model worker made)."""
+        for fn in self._preview_callbacks:
+            fn(image, index)
+
+    def add_preview_callback(self, fn: Callable[[bytes, int], None]) -> Callable[[], None]:
+        """Also call ``fn(image, index)`` on every preview; returns a remover."""
+        with self._lock:
+            self._preview_callbacks = [*self._preview_callbacks, fn]  # copied: show() iterates
+        return lambda: self._discard_preview(fn)
+
     def add_cancel_callback(self, fn: Callable[[], object]) -> Callable[[], None]:
         """Call ``fn`` once when the work is cancelled (at once if it is already); returns a
         function that removes it again."""
@@ -135,6 +164,10 @@ class RunContext:
     def _discard_progress(self, fn: Callable) -> None:
         with self._lock:
             self._progress_callbacks = [f for f in self._progress_callbacks if f is not fn]
+
+    def _discard_preview(self, fn: Callable) -> None:
+        with self._lock:
+            self._preview_callbacks = [f for f in self._preview_callbacks if f is not fn]
 
 
 class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
@@ -192,6 +225,9 @@ class ImageJob(Struct, kw_only=True):
     init_image: bytes | None = None  # PNG/JPEG bytes for image-to-image
     mask: bytes | None = None  # white = repaint
     strength: float = 0.75
+    #: Previews the caller wants (0..3): the provider sends up to this many with
+    #: ``RunContext.preview`` while it works; 0, none.
+    partial_images: int = 0
 
 
 class VisionScores(Struct, kw_only=True):

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta, Struct, field
 
 from .errors import InvalidRequest
+from .previews import MAX_PARTIAL_IMAGES
 
 
 class Capability(str, enum.Enum):
@@ -509,6 +510,8 @@ Steps = Annotated[int, Meta(ge=1, le=MAX_STEPS)]
 GuidanceScale = Annotated[float, Meta(ge=0.0, le=MAX_GUIDANCE)]
 #: How much image-to-image changes the input: above 0, at most 1.
 Strength = Annotated[float, Meta(gt=0.0, le=1.0)]
+#: Previews a streamed image request asks for (OpenAI's ``partial_images``).
+PartialImages = Annotated[int, Meta(ge=0, le=MAX_PARTIAL_IMAGES)]
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
@@ -529,6 +532,10 @@ class ImageGenerationRequest(Request):
     n: ImageCount = 1
     size: Size = "auto"
     response_format: Literal["b64_json", "url"] = "b64_json"
+    #: Answer with server-sent events (``loom.sdk.image_events``): ``partial_images`` previews,
+    #: then the image.
+    stream: bool | None = None
+    partial_images: PartialImages | None = None
     # Loom extensions (pass with extra_body): what diffusion users expect to control.
     seed: int | None = None
     negative_prompt: str | None = None

@@ -70,6 +70,9 @@ def describe_job_event(e: dict[str, Any]) -> str:
     if kind == "lineage":
         score = f" score {data['score']:.2f}" if isinstance(data.get("score"), (int, float)) else ""
         return f"job {job} candidate {data.get('id')} {data.get('status', '')}{score}"
+    if kind == "preview":
+        size = f" of a {data.get('width')}x{data.get('height')} image" if data.get("width") else ""
+        return f"job {job} preview {data.get('index', 0) + 1}/{data.get('of', '?')} from {data.get('model')}{size}"
     if kind == "iteration":
         return f"job {job} iteration {data.get('iteration')}: kept {', '.join(data.get('kept') or [])}"
     return f"job {job} {kind} {data}"

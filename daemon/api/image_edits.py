@@ -1,7 +1,8 @@
 """/v1/images/edits and /v1/images/variations: image-to-image from a multipart form, as OpenAI.
 
 Fields as in OpenAI's API: ``image`` (or ``image[]``), ``mask``, ``prompt``, ``model``, ``n``,
-``size``, ``response_format``, ``user``; Loom's extras: ``seed``, ``strength``, ``steps``,
+``size``, ``response_format``, ``user``, and on edits ``stream`` and ``partial_images`` (server-sent
+``image_edit.*`` events, see ``image_stream``); Loom's extras: ``seed``, ``strength``, ``steps``,
 ``negative_prompt``, ``guidance_scale``. Other fields are refused with a 400 naming them.
 
 Masks follow OpenAI: transparent pixels (alpha 0) mark where to paint; a mask without an alpha
@@ -19,6 +20,8 @@ from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from loom.sdk.errors import InvalidRequest, UnsupportedParameter
+from loom.sdk.image_events import ImageStreamEvent
+from loom.sdk.previews import MAX_PARTIAL_IMAGES
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import (
     MAX_GUIDANCE,
@@ -28,6 +31,7 @@ from loom.sdk.types import (
     GuidanceScale,
     ImageCount,
     ImagesResponse,
+    PartialImages,
     Size,
     Steps,
     Strength,
@@ -41,6 +45,7 @@ from ..models import ModelRegistry
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from .body import BodyReader
+from .image_stream import check_stream, stream_response
 from .images import base_url, parse_size, render
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
@@ -58,7 +63,7 @@ COMMON = {
     "negative_prompt",
     "guidance_scale",
 }
-EDIT_FIELDS = COMMON | {"prompt", "mask"}
+EDIT_FIELDS = COMMON | {"prompt", "mask", "stream", "partial_images"}
 VARIATION_FIELDS = COMMON
 _SIZE = re.compile(get_args(Size)[1].pattern)  # Annotated[str, Meta(pattern=...)]
 #: size=auto: the input's size, the longer side at most this, each side a multiple of 16 (what
@@ -88,6 +93,9 @@ class EditForm(VariationForm, kw_only=True):
 
     prompt: Annotated[str, Meta(min_length=1, pattern=r"\S")]
     mask: bytes | None = None
+    #: Answer with server-sent ``image_edit.*`` events: ``partial_images`` previews, then the image.
+    stream: bool = False
+    partial_images: PartialImages = 0
 
 
 @post(
@@ -97,6 +105,7 @@ class EditForm(VariationForm, kw_only=True):
         "Edit an image",
         form=EditForm,
         returns=ImagesResponse,
+        events=ImageStreamEvent,
         errors=BODY_ERRORS + MODEL_ERRORS + STORAGE_ERRORS,
         headers=PROVENANCE,
     ),
@@ -111,6 +120,9 @@ async def edits(
     storage: NamedDependency[Storage],
 ) -> Response:
     form = await read_form(request, bodies, files, EDIT_FIELDS)
+    stream = form.flag("stream")
+    if stream:
+        check_stream(form.number("n", int, 1, MAX_IMAGES) or 1, form.text("response_format") or "b64_json")
     prompt = form.text("prompt")
     if not prompt or not prompt.strip():
         raise InvalidRequest("prompt is required: say what the edited image should show", param="prompt")
@@ -120,7 +132,9 @@ async def edits(
         raise InvalidRequest("send at most one mask", param="mask")
     width, height = check_image(image, "image")
     mask = repaint_mask(masks[0], (width, height)) if masks else mask_from_alpha(image)
-    return await image_to_image(request, Models(registry, router, routes), files, storage, form, prompt, image, mask)
+    return await image_to_image(
+        request, Models(registry, router, routes), files, storage, form, prompt, image, mask, stream=stream
+    )
 
 
 @post(
@@ -164,6 +178,8 @@ async def image_to_image(
     prompt: str,
     image: bytes,
     mask: bytes | None,
+    *,
+    stream: bool = False,
 ) -> Response:
     model = form.text("model") or models.routes.image
     if not model:
@@ -192,8 +208,11 @@ async def image_to_image(
         guidance_scale=form.number("guidance_scale", float, 0.0, MAX_GUIDANCE),
         init_image=image,
         mask=mask,
+        partial_images=(form.number("partial_images", int, 0, MAX_PARTIAL_IMAGES) or 0) if stream else 0,
         **({} if strength is None else {"strength": strength}),  # else ImageJob's default
     )
+    if stream:
+        return await stream_response(models.router, model, job, edit=True)
     entry, body = await render(models.router, files, storage, model, job, response_format, base_url(request))
     return json_response(body, headers=served_by(entry))
 
@@ -216,6 +235,16 @@ class Form:
         if isinstance(values[0], UploadFile):
             raise InvalidRequest(f"{name} must be a text field, not a file", param=name)
         return str(values[0])
+
+    def flag(self, name: str) -> bool:
+        """A boolean field as the ``openai`` package sends one (``true``/``false``; 1/0 too)."""
+        text = self.text(name)
+        if text is None or text == "":
+            return False
+        value = text.strip().lower()
+        if value not in ("true", "false", "1", "0"):
+            raise InvalidRequest(f"{name} must be true or false, got {text!r}", param=name)
+        return value in ("true", "1")
 
     def number(self, name: str, kind: type, low: float | None = None, high: float | None = None):
         text = self.text(name)

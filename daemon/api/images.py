@@ -9,6 +9,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from loom.sdk import calls, types
 from loom.sdk.errors import ProviderError
+from loom.sdk.image_events import ImageStreamEvent
 from loom.sdk.protocols import ImageJob
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
@@ -17,6 +18,7 @@ from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from .body import BodyReader
+from .image_stream import check_stream, stream_response
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 
@@ -65,6 +67,7 @@ def base_url(request: Request) -> str:
         "Generate images",
         body=ImageGenerationRequest,
         returns=ImagesResponse,
+        events=ImageStreamEvent,
         errors=BODY_ERRORS + MODEL_ERRORS + STORAGE_ERRORS,
         headers=PROVENANCE,
     ),
@@ -78,6 +81,8 @@ async def generations(
     storage: NamedDependency[Storage],
 ) -> Response:
     req = await bodies.decode(request, ImageGenerationRequest)
+    if req.stream:
+        check_stream(req.n, req.response_format)
     entry = registry.for_capability(req.model, Capability.IMAGE)
     width, height = parse_size(req.size, entry)
     job = ImageJob(
@@ -89,6 +94,9 @@ async def generations(
         negative_prompt=req.negative_prompt,
         steps=req.steps,
         guidance_scale=req.guidance_scale,
+        partial_images=(req.partial_images or 0) if req.stream else 0,
     )
+    if req.stream:
+        return await stream_response(router, req.model, job, edit=False)
     entry, body = await render(router, files, storage, req.model, job, req.response_format, base_url(request))
     return json_response(body, headers=served_by(entry))

@@ -51,6 +51,7 @@ from ..routing import ModelRouter
 from ..scheduler import Priority
 from ..storage.service import Storage
 from . import search
+from .previews import JOB_PREVIEWS, JobPreviews
 from .retry import DEFAULT_RETRIES, retrying_crashes
 from .usage import Usage
 
@@ -114,6 +115,8 @@ class JobContext:
         self._waits: set[asyncio.Task] = set()
         #: This run's uploads to the output store (none with the local store).
         self.outputs = services.storage.batch()
+        #: The previews of the images it makes (the latest shown on its page).
+        self.previews = JobPreviews(self)
 
     # --- durability -------------------------------------------------------------------------
 
@@ -385,12 +388,16 @@ class JobContext:
         log.warning("job %s: %s; running the call again (retry %d)", self.job_id, error, attempt)
         self.emit("retry", {"model": model, "attempt": attempt, "error": getattr(error, "message", str(error))})
 
-    async def _run(self, model: str, capability: Capability, call: calls.Call) -> Any:
+    async def _run(
+        self, model: str, capability: Capability, call: calls.Call, on_preview: Callable | None = None
+    ) -> Any:
         self.check()
         started = time.perf_counter()
 
         async def once() -> tuple[ModelEntry, Any]:
             rc = self._run_context()
+            if on_preview is not None:
+                rc.add_preview_callback(on_preview)
             self._calls.add(rc)
             try:
                 return await self.services.router.run(model, capability, call, priority=Priority.PIPELINE, ctx=rc)
@@ -463,8 +470,14 @@ class JobContext:
             init_image=init_image,
             mask=mask,
             strength=strength,
+            partial_images=JOB_PREVIEWS,
         )
-        images = await self._run(model, Capability.IMAGE, calls.GenerateImages(job=job))
+        try:
+            images = await self._run(
+                model, Capability.IMAGE, calls.GenerateImages(job=job), self.previews.listener(model)
+            )
+        finally:
+            await self.previews.settle()
         if not images:
             raise ProviderError(f"{model} returned no image")
         return images[0]

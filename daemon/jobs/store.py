@@ -298,6 +298,16 @@ class JobStore:
             )
         return [Event(job_id, r["seq"], r["type"], _decode(r["data"]), r["created_at"]) for r in rows]
 
+    def last_event_of(self, job_id: str, type: str) -> Event | None:
+        """The job's latest event of ``type`` (``preview``: what its page shows), or None."""
+        with self._lock:
+            rows = list(
+                self.db.query(
+                    "select * from job_events where job_id = ? and type = ? order by seq desc limit 1", [job_id, type]
+                )
+            )
+        return next((Event(job_id, r["seq"], r["type"], _decode(r["data"]), r["created_at"]) for r in rows), None)
+
     def last_event_id(self, job_id: str) -> int:
         with self._lock:
             if job_id in self._seq:

@@ -100,13 +100,13 @@ async def run_split(
 
 
 def _child(parent: RunContext | None, index: int, count: int) -> RunContext:
-    """A context for one item: cancelled with the call's, reporting progress to it."""
+    """A context for one item: cancelled with the call's, reporting progress and previews to it."""
     if parent is None:
         return RunContext()
 
     def report(done: int, total: int, message: str) -> None:
         parent.report(done, total, f"images {index + 1} of {count}: {message}" if message else message)
 
-    child = RunContext(on_progress=report, device=parent.device, credentials=parent.credentials)
+    child = RunContext(on_progress=report, on_preview=parent.show, device=parent.device, credentials=parent.credentials)
     parent.add_cancel_callback(child.cancel)
     return child

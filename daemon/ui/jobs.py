@@ -95,14 +95,22 @@ def stages_of(runner: JobRunner, job_id: str, finished_at: float | None = None) 
     return stages
 
 
+def latest_preview(runner: JobRunner, job_id: str) -> dict[str, Any] | None:
+    """The job's latest image preview (a ``preview`` event's data and its id), or None."""
+    event = runner.store.last_event_of(job_id, "preview")
+    return None if event is None else {**event.data, "id": event.id}
+
+
 def job_context(runner: JobRunner, questions: Questions, job_id: str) -> dict[str, Any]:
     """Everything the job page and its live fragments show."""
     job = job_view(runner, runner.get(job_id))
     images = [a for a in job["artifacts"] if a["media_type"].startswith("image/")]
     others = [a for a in job["artifacts"] if not a["media_type"].startswith("image/")]
+    active = runner.is_active(job_id) or job["state"] not in TERMINAL
     return {
         "job": job,
-        "active": runner.is_active(job_id) or job["state"] not in TERMINAL,
+        "active": active,
+        "preview": latest_preview(runner, job_id) if active else None,
         "resumable": job["state"] in RESUMABLE and not runner.is_active(job_id),
         "stages": stages_of(runner, job_id, job.get("finished_at")),
         "steps": runner.store.steps(job_id),

@@ -36,6 +36,7 @@ from .wire import (
     Loaded,
     MemoryQuery,
     MemoryReport,
+    Preview,
     Progress,
     Result,
     Run,
@@ -79,7 +80,9 @@ class WorkerServer:
                 return 0  # the daemon is gone: nothing to answer to
             if isinstance(message, Run):
                 ctx = self.contexts[message.id] = RunContext(
-                    on_progress=functools.partial(self.progress, message.id), device=self.host.device
+                    on_progress=functools.partial(self.progress, message.id),
+                    on_preview=functools.partial(self.preview, message.id),
+                    device=self.host.device,
                 )
                 self.pool.submit(self.run, message, ctx)
             elif isinstance(message, Cancel):
@@ -94,6 +97,9 @@ class WorkerServer:
 
     def progress(self, call_id: int, done: int, total: int, text: str) -> None:
         self.send(Progress(call_id, done, total, text))
+
+    def preview(self, call_id: int, image: bytes, index: int) -> None:
+        self.send(Preview(call_id, index, image))
 
     # --- load, run, stop ------------------------------------------------------------------------
 

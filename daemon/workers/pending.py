@@ -3,7 +3,7 @@ process, a Ray actor): each call's context, how its values decode, where its chu
 future its end settles.
 
 A worker opens a call here, sends ``Run`` its own way, and hands every ``Chunk``, ``Result``,
-``Progress`` and ``Failed`` it gets back to :meth:`PendingCalls.deliver`; when the worker dies,
+``Progress``, ``Preview`` and ``Failed`` it gets back to :meth:`PendingCalls.deliver`; when the worker dies,
 :meth:`PendingCalls.fail_all` ends every call with the same error.
 """
 
@@ -20,7 +20,7 @@ from loom.sdk.calls import Call
 from loom.sdk.errors import ProviderError
 from loom.sdk.protocols import RunContext
 
-from .wire import Chunk, Failed, Progress, Result, rebuild_error
+from .wire import Chunk, Failed, Preview, Progress, Result, rebuild_error
 
 
 class Pending:
@@ -78,7 +78,7 @@ class PendingCalls:
         if pending is not None:
             pending.remove()
 
-    def deliver(self, message: Chunk | Result | Progress | Failed) -> None:
+    def deliver(self, message: Chunk | Result | Progress | Preview | Failed) -> None:
         """What the worker said about one call."""
         pending = self.calls.get(message.id)
         if pending is None:
@@ -104,6 +104,8 @@ class PendingCalls:
                     pending.fail(ProviderError(f"model '{self.model}' answered a value that does not decode: {e}"))
         elif isinstance(message, Progress):
             pending.ctx.report(message.done, message.total, message.message)
+        elif isinstance(message, Preview):
+            pending.ctx.show(message.image, message.index)
         else:
             pending.fail(rebuild_error(message.error))
 

@@ -38,6 +38,7 @@ from .wire import (
     Loaded,
     MemoryQuery,
     MemoryReport,
+    Preview,
     Progress,
     Result,
     Run,
@@ -195,7 +196,7 @@ class ProcessWorker:
             self.kill(f"it sent an unreadable message: {e}")
             return
         for message in messages:
-            if isinstance(message, (Chunk, Result, Progress)):
+            if isinstance(message, (Chunk, Result, Progress, Preview)):
                 self._calls.deliver(message)
             elif isinstance(message, Failed):
                 if message.id == 0:

@@ -35,7 +35,7 @@ from .base import WorkerSpec
 from .host import ModelHost
 from .memory import total_memory
 from .nvml import Nvml
-from .wire import Chunk, Failed, Framer, Loaded, Progress, Result, Run, Stopped, error_info
+from .wire import Chunk, Failed, Framer, Loaded, Preview, Progress, Result, Run, Stopped, error_info
 
 #: Threads beyond the model's slots, for ``cancel``, ``memory``, ``stop`` and ``until_stopped``.
 CONTROL_THREADS = 4
@@ -72,6 +72,7 @@ class ModelActor:
         out: queue.SimpleQueue = queue.SimpleQueue()
         ctx = RunContext(
             on_progress=lambda done, total, text: out.put(Progress(call_id, done, total, text)),
+            on_preview=lambda image, index: out.put(Preview(call_id, index, image)),
             device=self.host.device,
         )
         with self.lock:

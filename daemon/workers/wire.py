@@ -6,7 +6,7 @@ Each frame is a 4-byte big-endian length and one msgspec-encoded message. The da
 
 A call goes out as ``Run`` (its :class:`~loom.sdk.calls.Call` struct); a stream answers with a
 ``Chunk`` per chunk as it is produced, then ``Result``; a call answers with one ``Result``; either
-may send ``Progress`` meanwhile, or end with ``Failed`` (the error as data, rebuilt as the same
+may send ``Progress`` (and an image call ``Preview``) meanwhile, or end with ``Failed`` (the error as data, rebuilt as the same
 ``loom.sdk.errors`` class on the daemon's side). ``Cancel`` makes the call's ``RunContext``
 cancelled, so the provider stops at its next step or token. Values travel as ``Raw`` msgpack and
 are decoded with the call's ``returns`` type by the side that knows it.
@@ -96,6 +96,14 @@ class Progress(Struct, tag="progress", frozen=True):
     message: str = ""
 
 
+class Preview(Struct, tag="preview", frozen=True):
+    """A picture of an image call's work so far (``RunContext.preview``)."""
+
+    id: int
+    index: int
+    image: bytes
+
+
 class Result(Struct, tag="result", frozen=True):
     id: int
     value: Raw = Raw(b"\xc0")  # nil
@@ -116,7 +124,7 @@ class Stopped(Struct, tag="stopped", frozen=True):
     freed: int | None = None
 
 
-FromWorker = Loaded | Chunk | Progress | Result | Failed | MemoryReport | Stopped
+FromWorker = Loaded | Chunk | Progress | Preview | Result | Failed | MemoryReport | Stopped
 
 
 # --- framing ------------------------------------------------------------------------------------

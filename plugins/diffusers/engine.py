@@ -17,6 +17,7 @@ from loom.sdk import CapabilityNotSupported, InvalidRequest, LoomError, OutOfMem
 from loom.sdk.torchutil.sources import Source
 
 from .options import DiffusersOptions
+from .previews import Previewer
 
 #: Image-to-image and inpainting pipelines are made from the text-to-image one with
 #: ``from_pipe``: they share its modules, so they cost no extra memory.
@@ -103,15 +104,24 @@ def generators(seed: int, n: int) -> list[Any]:
     return [torch.Generator(device="cpu").manual_seed((seed + i) % 2**63) for i in range(n)]
 
 
-def run(pipe: Any, kwargs: dict[str, Any], on_step: Callable[[int, int], bool], model_id: str) -> list[Any]:
-    """Call ``pipe`` with a step callback; ``on_step(done, total)`` returns False to stop it.
+def previewer(pipe: Any) -> Previewer:
+    """The pipeline's preview drawer (made once per pipeline: its latent-to-RGB map is fitted
+    on first use)."""
+    found = getattr(pipe, "_loom_previewer", None)
+    if found is None:
+        found = pipe._loom_previewer = Previewer(pipe)
+    return found
+
+
+def run(pipe: Any, kwargs: dict[str, Any], on_step: Callable[[int, int, Any], bool], model_id: str) -> list[Any]:
+    """Call ``pipe`` with a step callback; ``on_step(done, total, latents)`` returns False to stop it.
 
     Stopping sets ``pipe._interrupt``, which diffusers checks at the top of each step.
     """
 
     def callback(p: Any, step: int, timestep: Any, tensors: dict) -> dict:
         total = getattr(p, "_num_timesteps", None) or kwargs.get("num_inference_steps") or step + 1
-        if not on_step(step + 1, int(total)):
+        if not on_step(step + 1, int(total), tensors.get("latents")):
             p._interrupt = True
         return tensors
 

@@ -2,12 +2,15 @@
 
 Text-to-image loads through ``AutoPipelineForText2Image`` (SD 1.5, SDXL, SD 3.5, Flux, ...);
 image-to-image and inpainting pipelines are made from it with ``from_pipe`` on first use. Each
-denoising step reports progress, and a cancelled generation stops at the next step. torch and
+denoising step reports progress, and a cancelled generation stops at the next step. A job that
+asks for ``partial_images`` gets previews of its first image at evenly spaced steps, decoded from
+the latents by a linear map fitted to the model's VAE (``previews``). torch and
 diffusers are imported by ``load``.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any, ClassVar
 
@@ -20,12 +23,14 @@ from loom.sdk import (
     RunContext,
     UnsupportedParameter,
 )
+from loom.sdk.previews import preview_steps
 from loom.sdk.torchutil import TorchProvider
 from loom.sdk.torchutil.images import open_image, png_bytes
 
 from .options import DiffusersOptions
 
 MAX_IMAGES = 10
+log = logging.getLogger("loom.plugins.diffusers")
 
 
 class DiffusersProvider(TorchProvider):
@@ -93,10 +98,12 @@ class DiffusersProvider(TorchProvider):
             if init is None or "height" in params:
                 kwargs.update(width=job.width, height=job.height)
             stopped = []
+            previews = Previews(self._engine, pipe, job, ctx, self.spec.id)
 
-            def on_step(done: int, total: int) -> bool:
+            def on_step(done: int, total: int, latents: Any) -> bool:
                 try:
                     ctx.progress(done, total, "denoising")
+                    previews.step(done, total, latents)
                 except Cancelled:
                     stopped.append(done)
                     return False
@@ -138,3 +145,24 @@ class DiffusersProvider(TorchProvider):
         if guidance is not None:
             kwargs["guidance_scale"] = guidance
         return kwargs
+
+
+class Previews:
+    """Sends the previews a job asks for (``ImageJob.partial_images``) at evenly spaced steps."""
+
+    def __init__(self, engine: Any, pipe: Any, job: ImageJob, ctx: RunContext, model_id: str) -> None:
+        self.engine, self.pipe, self.job, self.ctx, self.model_id = engine, pipe, job, ctx, model_id
+        self.steps: list[int] | None = None if job.partial_images else []
+
+    def step(self, done: int, total: int, latents: Any) -> None:
+        if self.steps is None:
+            self.steps = preview_steps(total, self.job.partial_images)
+        if done not in self.steps or latents is None:
+            return
+        try:
+            png = self.engine.previewer(self.pipe).png(latents, self.job.width, self.job.height)
+        except Exception as e:  # a preview is never worth the image: the caller gets fewer
+            log.warning("no previews from model %r: %s: %s", self.model_id, type(e).__name__, e)
+            self.steps = []
+            return
+        self.ctx.preview(png, self.steps.index(done))

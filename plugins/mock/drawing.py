@@ -90,6 +90,14 @@ def blend(drawing: Image.Image, init: Image.Image, strength: float, mask: Image.
     return out
 
 
+def unfocused(img: Image.Image, done: float) -> Image.Image:
+    """A preview of ``img`` with ``done`` (0..1) of the work made: a coarse, blocky copy fading
+    into the picture as ``done`` grows, as an image coming into focus."""
+    block = max(2, min(img.size) // 4)
+    small = img.resize((max(1, img.width // block), max(1, img.height // block)), Image.Resampling.BOX)
+    return Image.blend(small.resize(img.size, Image.Resampling.NEAREST), img, max(0.0, min(1.0, done)))
+
+
 def to_png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from loom.sdk import (
     Capability,
@@ -26,6 +26,7 @@ from loom.sdk import (
     VisionScores,
 )
 from loom.sdk.calls import Chat, Complete
+from loom.sdk.previews import preview_steps
 from loom.sdk.types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -40,6 +41,9 @@ from .options import MockOptions
 from .text import chat_reply, continuation, cut, cut_at, word_count
 from .vectors import image_vector, text_vector
 from .vision import description, scores
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 _SLICE_S = 0.01  # sleeps are cut into slices this long so cancellation lands quickly
 
@@ -216,18 +220,26 @@ class MockProvider(Provider):
         key = ("image", job.prompt, job.negative_prompt, job.width, job.height, job.init_image, job.mask, job.strength)
         self._begin(ctx, (*key, seed_part(job.seed)), latency=False)  # the latency is spread over the steps
         steps = job.steps or 4
-        for step in range(steps):
-            _sleep(self.options.latency_ms / 1000 / steps, ctx)
-            ctx.progress(step + 1, steps, "denoising")
-        images: list[bytes] = []
-        for index in range(job.n):
-            ctx.check()
+
+        def picture(index: int) -> Image:
             # Image i of seed s is image 0 of seed s + i, as in diffusers: the daemon may split an
             # n-image request into items with consecutive seeds and gets the same images.
             r = rng(*key, seed_part(None), index) if job.seed is None else rng(*key, seed_part(job.seed + index), 0)
             img = drawing.draw(job.prompt, job.width, job.height, r)
-            if init is not None:
-                img = drawing.blend(img, init, job.strength, mask)
+            return drawing.blend(img, init, job.strength, mask) if init is not None else img
+
+        # Previews (of the first image) show it coming into focus at evenly spaced steps.
+        shown = preview_steps(steps, job.partial_images)
+        first = picture(0) if shown else None
+        for step in range(steps):
+            _sleep(self.options.latency_ms / 1000 / steps, ctx)
+            ctx.progress(step + 1, steps, "denoising")
+            if first is not None and step + 1 in shown:
+                ctx.preview(drawing.to_png(drawing.unfocused(first, (step + 1) / steps)), shown.index(step + 1))
+        images: list[bytes] = []
+        for index in range(job.n):
+            ctx.check()
+            img = first if index == 0 and first is not None else picture(index)
             images.append(drawing.to_png(img))
         return images
 

@@ -99,6 +99,11 @@ class ModelOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     #: Overrides of the profile: ``{ token_limit, refuses, accepts, reasoning_effort, verbosity,
     #: reasoning_tokens }``.
     parameters: ParameterOptions | None = None
+    #: When a caller wants previews (``partial_images``, one image), ask the service for a
+    #: streamed image (``stream`` with ``partial_images``) and pass each partial image on as a
+    #: preview: for services that stream images (OpenAI's GPT image models, another Loom). Off:
+    #: the service is asked for the final image only, and no previews are sent.
+    stream_images: bool = False
 
     def __post_init__(self) -> None:
         for size in self.image_sizes or ():

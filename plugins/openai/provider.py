@@ -25,6 +25,7 @@ from loom.sdk import (
     Embeddings,
     ImageJob,
     InvalidRequest,
+    LoomError,
     ModelSpec,
     Provider,
     ProviderError,
@@ -477,6 +478,8 @@ class OpenAIProvider(Provider):
         # ``seed`` only where the model takes it.
         names = ("seed", *_EXTRAS_BUT_SEED) if o.send_seed else _EXTRAS_BUT_SEED
         extra = {k: getattr(job, k) for k in names if getattr(job, k) is not None}
+        if o.stream_images and job.partial_images and job.n == 1:
+            return [_as_png(await self._streamed_image(job, params, extra, session, ctx), self.spec.id)]
         per_request = o.max_n if o.send_n else 1
         batches = [min(per_request, job.n - start) for start in range(0, job.n, per_request)]
         answers = await asyncio.gather(
@@ -496,6 +499,40 @@ class OpenAIProvider(Provider):
         edit = session.client.images.with_raw_response.edit
         raw = await self._request(lambda: edit(**files, **params, extra_body=extra or None, **session.opts), session)
         return self._decode(raw, _ImagesAnswer)
+
+    async def _streamed_image(
+        self, job: ImageJob, params: dict, extra: dict, session: _Session, ctx: RunContext
+    ) -> bytes:
+        """One image from the service's streamed answer (``stream_images``): each partial image
+        it sends is passed on as a preview, the completed one is the image."""
+        images = session.client.images
+        args = {**params, "stream": True, "partial_images": job.partial_images, "extra_body": extra or None}
+        if job.init_image is None:
+            stream = await self._request(lambda: images.generate(**args, **session.opts), session)
+        else:
+            files = {"image": ("image.png", job.init_image, prompts.mime_of(job.init_image))}
+            if job.mask is not None:
+                files["mask"] = ("mask.png", job.mask, prompts.mime_of(job.mask))
+            stream = await self._request(lambda: images.edit(**files, **args, **session.opts), session)
+        final = None
+        try:
+            async for event in stream:
+                if event.type.endswith(".partial_image"):
+                    ctx.preview(base64.b64decode(event.b64_json), event.partial_image_index)
+                elif event.type.endswith(".completed"):
+                    final = base64.b64decode(event.b64_json)
+        except LoomError:
+            raise
+        except Exception as e:
+            raise self._error(e, session) from None
+        finally:
+            await stream.close()
+        if final is None:
+            raise ProviderError(
+                f"instance '{self.instance_name}' ({self.upstream.url}) ended the image stream of model "
+                f"'{self.spec.id}' before its completed event"
+            )
+        return final
 
     async def _image_bytes(self, item: _Image, session: _Session) -> bytes:
         if item.b64_json:

@@ -756,6 +756,31 @@ def _image_seeds(s: Subject) -> None:
     assert pair[0] != pair[1], "the two images of a job with n=2 are the same; each must have its own noise"
 
 
+@check("image.previews", Capability.IMAGE)
+def _image_previews(s: Subject) -> None:
+    """Previews (ctx.preview) only when job.partial_images asks, at most that many, numbered 0, 1, ...
+    in order, each a PNG of the requested size; none at all is fine."""
+    seen: list[tuple[bytes, int]] = []
+
+    def ctx() -> RunContext:
+        return RunContext(on_preview=lambda image, index: seen.append((image, index)))
+
+    steps = max(4, settings_of(s).image_steps)
+    _images(s, _job(s, steps=steps), ctx())
+    assert not seen, f"generate_images() sent {len(seen)} previews with partial_images=0; send none"
+    job = _job(s, steps=steps, partial_images=2)
+    _images(s, job, ctx())
+    assert len(seen) <= 2, f"generate_images() sent {len(seen)} previews with partial_images=2"
+    assert [index for _, index in seen] == list(range(len(seen))), f"preview indices {[i for _, i in seen]}"
+    for image, index in seen:
+        assert isinstance(image, bytes), f"preview {index} must be bytes (PNG), got {type(image).__name__}"
+        try:
+            size = png_size(image)
+        except ValueError as e:
+            raise AssertionError(f"preview {index}: {e}") from None
+        assert size == (job.width, job.height), f"preview {index} is {size[0]}x{size[1]}"
+
+
 @check("image.errors", Capability.IMAGE)
 def _image_errors(s: Subject) -> None:
     """A 3x5 image and an init_image that is not an image raise InvalidRequest."""

@@ -536,3 +536,45 @@ def test_every_documented_status_is_answered(daemon):
             assert set(got.json()["error"]) == {"message", "type", "param", "code"}
     assert not wrong, "\n".join(wrong)
     assert len(order) > 200
+
+
+def streamed_image_call(path: str, model: str, partial_images: int = 2) -> dict:
+    """The httpx arguments of a streamed request to an image route (generations or edits)."""
+    call = model_call(path, model)
+    if "json" in call:
+        call["json"].update(stream=True, partial_images=partial_images)
+    else:
+        call["data"].update(stream="true", partial_images=str(partial_images))
+    return call
+
+
+def test_streamed_image_routes_answer_their_documented_statuses(daemon):
+    """``stream: true`` on the image routes: the documented ``text/event-stream`` answer, each
+    event's data fitting the document's ``ImageStreamEvent``, and the error statuses kept."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    from tests.integration.jobs_support import sse_events
+
+    doc = httpx.get(f"{daemon.url}/docs/openapi.json").json()
+    registry = Registry().with_resource("urn:loom", Resource.from_contents(doc, default_specification=DRAFT202012))
+    schema = {"$ref": "urn:loom#/components/schemas/ImageStreamEvent"}
+    admin = Reach(daemon).admin
+    for path in ("/v1/images/generations", "/v1/images/edits"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert "text/event-stream" in responses["200"]["content"]
+        with admin.stream("POST", path, **streamed_image_call(path, "x-ok")) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            events = list(sse_events(r))
+        kind = "image_generation" if path.endswith("generations") else "image_edit"
+        assert [e["event"] for e in events] == [f"{kind}.partial_image"] * 2 + [f"{kind}.completed"]
+        for e in events:
+            jsonschema.Draft202012Validator(schema, registry=registry).validate(e["data"])
+        for status, model in {404: "no-such-model", 502: "x-broken", 503: "x-gone", 504: "x-hang"}.items():
+            assert str(status) in responses
+            r = admin.post(path, **streamed_image_call(path, model))
+            assert r.status_code == status, (path, status, r.text[:200])
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        r = admin.post(path, **streamed_image_call(path, "x-ok", partial_images=4))
+        assert r.status_code == 400 and r.json()["error"]["param"] == "partial_images"

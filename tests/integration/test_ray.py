@@ -224,6 +224,12 @@ async def test_a_ray_worker_loads_serves_and_stops(executor):
         images = await w.call(calls.GenerateImages(job=ImageJob(prompt="x", width=8, height=8, n=2, steps=4)), ctx)
         assert images == [b"\x89PNG\x00", b"\x89PNG\x01"]
         assert progress == [(i, 4, "denoising") for i in range(1, 5)]
+        # Previews come back as they are made, over the worker's own wire.
+        previews = []
+        ctx = RunContext(on_preview=lambda image, index: previews.append((image, index)))
+        job = ImageJob(prompt="x", width=8, height=8, steps=4, partial_images=3)
+        assert len(await w.call(calls.GenerateImages(job=job), ctx)) == 1
+        assert previews == [(b"preview 1/4", 0), (b"preview 2/4", 1), (b"preview 3/4", 2)]
         with pytest.raises(InvalidRequest) as info:
             await w.call(calls.Embed(inputs=["raise:InvalidRequest"]), RunContext())
         assert (info.value.param, info.value.code) == ("input", "bad_code")

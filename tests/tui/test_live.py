@@ -202,3 +202,19 @@ async def test_reconnects_when_the_daemon_restarts(tui_daemon, http):
         assert not status.has_class("-down")
         http.post("/admin/models/tui-a/load")
         await until(pilot, lambda: "tui-a" in resident(app), what="events flow again")
+
+
+async def test_job_detail_shows_the_latest_preview_while_the_job_runs(tui_daemon, http):
+    job_id = start(http, SLOW)
+    app = LoomApp(url=tui_daemon.url)
+    async with app.run_test(size=(80, 30)) as pilot:
+        await until(pilot, lambda: app.state.connected, what="connected")
+        app.open_job(job_id)
+        await until(pilot, lambda: app.screen.query("#job-preview"), what="the job screen")
+        view = app.screen.query_one("#job-preview")
+        picture = view.query_one(HalfBlockImage)
+        await until(pilot, lambda: view.display and picture.image is not None, what="a preview")
+        assert picture.image.size == (64, 64)  # the thumbnail of a 64x64 image
+        assert "bs-slow-image" in str(view.border_subtitle)
+        http.post(f"/v1/jobs/{job_id}/cancel")
+        await until(pilot, lambda: not view.display, what="the preview hidden once the job ended")

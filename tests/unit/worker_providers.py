@@ -13,6 +13,7 @@ import time
 from typing import ClassVar
 
 from loom.sdk import errors
+from loom.sdk.previews import preview_steps
 from loom.sdk.protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk
 from loom.sdk.types import Capability, ChatCompletionRequest
 from msgspec import Struct
@@ -79,9 +80,12 @@ class Probe(Provider):
 
     def generate_images(self, job: ImageJob, ctx: RunContext) -> list[bytes]:
         steps = job.steps or 3
+        shown = preview_steps(steps, job.partial_images)
         for i in range(steps):
             time.sleep(0.01)
             ctx.progress(i + 1, steps, "denoising")
+            if i + 1 in shown:
+                ctx.preview(f"preview {i + 1}/{steps}".encode(), shown.index(i + 1))
         return [b"\x89PNG" + bytes([i]) for i in range(job.n)]
 
     def translate(self, texts: list[str], source: str, target: str, ctx: RunContext) -> list[str]:

@@ -1,10 +1,13 @@
-"""One job: its state, progress, events as they happen, and its result; cancel, resume, lineage."""
+"""One job: its state, progress, events as they happen, the latest preview of the image it is
+making, and its result; cancel, resume, lineage."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from loom.sdk.client import describe_error
+from PIL import Image
 from rich.json import JSON
 from rich.text import Text
 from textual import work
@@ -15,7 +18,7 @@ from textual.widgets import Footer, ProgressBar, RichLog, Static
 
 from .. import format as fmt
 from ..state import FINAL, describe_job_event
-from ..widgets import StatusBar
+from ..widgets import ImageView, StatusBar
 from .base import LoomScreen
 
 
@@ -36,6 +39,10 @@ class JobDetailScreen(LoomScreen):
         yield StatusBar(f"Job {self.job_id}")
         yield Static(id="job-summary")
         yield ProgressBar(total=100, show_eta=False, id="job-progress")
+        preview = ImageView(id="job-preview", classes="box")
+        preview.border_title = "Preview"
+        preview.display = False  # until the job sends one
+        yield preview
         events = RichLog(id="job-events", classes="box", max_lines=1000, wrap=False)
         events.border_title = "Events"
         yield events
@@ -80,7 +87,20 @@ class JobDetailScreen(LoomScreen):
                         pass
             elif e.get("type") == "progress":
                 self.job.update(progress=data.get("progress"), stage=data.get("stage"), message=data.get("message"))
+            elif e.get("type") == "preview" and data.get("path"):
+                self.show_preview(data)
             self.redraw()
+
+    @work(exclusive=True, group="job-preview", exit_on_error=False)
+    async def show_preview(self, data: dict[str, Any]) -> None:
+        """Fetch a preview's thumbnail and show it while the job runs (the latest wins)."""
+        raw = await self.loom.client.file(data["path"])
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+        view = self.query_one("#job-preview", ImageView)
+        view.border_subtitle = f"{data.get('model', '')} · {data.get('index', 0) + 1}/{data.get('of', '?')}"
+        view.set_image(image)
+        view.display = self.job.get("state") not in FINAL
 
     def redraw(self) -> None:
         j = self.job
@@ -100,6 +120,8 @@ class JobDetailScreen(LoomScreen):
         if usage or timings:
             lines.append(f"\n{usage.get('total_tokens', 0)} tokens · {timings.get('steps', 0)} steps", style="dim")
             lines.append(f" · {len(j.get('artifacts') or [])} files", style="dim")
+        if j.get("state") in FINAL:
+            self.query_one("#job-preview", ImageView).display = False
         if j.get("error"):
             err = j["error"]
             lines.append(f"\nerror: {err.get('message', err) if isinstance(err, dict) else err}", style="bold red")
