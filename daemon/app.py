@@ -126,6 +126,7 @@ def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> l
         routes=services.routes,
         files=services.files,
         records=services.records,
+        signer=services.storage.signer,
     )
     handlers = collect_routes(services.pm, services.plugins, loom, own)
     provide = {"loom": Provide(lambda: loom, use_cache=True, sync_to_thread=False)}
