@@ -23,6 +23,7 @@ from . import credentials
 from .access_log import access_log
 from .api import (
     admin,
+    admin_jobs,
     admin_models,
     admin_providers,
     artifacts,
@@ -38,6 +39,7 @@ from .api import (
     openapi,
     personas,
     rag,
+    rag_items,
     responses,
     tokens,
 )
@@ -79,13 +81,14 @@ V1_ROUTES = [
     *job_api.ROUTES,
     *artifacts.ROUTES,
     *rag.ROUTES,
+    *rag_items.ROUTES,
     *personas.ROUTES,
     *evaluations.ROUTES,
     tokens.mint_stream_token,
 ]
 
 #: Under ``/admin``: the scheduler, the providers and the configured models.
-ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES]
+ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES, *admin_jobs.ROUTES]
 
 
 #: Response headers a cross-origin page may read (provenance, lenient drops, rate limits).
@@ -123,6 +126,7 @@ def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> l
         routes=services.routes,
         files=services.files,
         records=services.records,
+        signer=services.storage.signer,
     )
     handlers = collect_routes(services.pm, services.plugins, loom, own)
     provide = {"loom": Provide(lambda: loom, use_cache=True, sync_to_thread=False)}

@@ -1,4 +1,4 @@
-"""The ``loom`` command: serve, tui, run, models, pull, service, plugins, new-plugin."""
+"""The ``loom`` command: serve, tui, run, models, pull, service, plugins, new-plugin, jobs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 from loom.sdk.errors import ConfigError, PluginError
 
-from . import cli_models, cli_plugins, cli_run, cli_service
+from . import cli_jobs, cli_models, cli_plugins, cli_run, cli_service
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("loom")
     for line in startup_banner(services, path.resolve(), _version()):
         log.info("%s", line)
+    _say_retention(config)
     grace = parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
     serve(
         app,
@@ -49,6 +50,15 @@ def _serve(args: argparse.Namespace) -> int:
         grace=3600.0 if grace is None else grace,
     )
     return 0
+
+
+def _say_retention(config) -> None:
+    """Retention deletes what users generated: when it is on, say so at start-up."""
+    from .jobs.retention import RetentionPolicy
+
+    said = RetentionPolicy.from_config(config.jobs).describe()
+    if said:
+        logging.getLogger("loom.jobs").warning(said)
 
 
 def _openapi(args: argparse.Namespace) -> int:
@@ -133,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_models.add_subcommands(sub)  # models, pull
     cli_service.add_subcommands(sub)  # service
     cli_plugins.add_subcommands(sub)  # plugins, new-plugin
+    cli_jobs.add_subcommands(sub)  # jobs prune
 
     args = parser.parse_args(argv)
     if args.command is None:  # a bare `loom`: the help, not an error

@@ -158,10 +158,13 @@ VISION_ROLES = {"score": "vision", "describe": "vision", "judge": "vision"}
 
 
 class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
-    """Durable jobs: finished jobs older than ``retention`` are deleted with their folders."""
+    """Durable jobs. What a user generated is kept: ``retention`` ("never" by default) may delete
+    finished jobs older than it, with their folders, every ``cleanup_interval``."""
 
-    retention: str | int = "30d"  # "never" / -1 keeps everything
+    retention: str | int = "never"  # e.g. "30d"; "never" / -1 keeps everything
     cleanup_interval: str | int = "1h"
+    #: What retention (and ``loom jobs prune``) does with a removed job's retrieval entries.
+    rag: Literal["keep", "delete"] = "keep"
     #: Jobs a crash or a stop left ``interrupted`` are resumed when the daemon starts (a job
     #: that was started with a per-request upstream key is not: the key is gone; see docs/beam-search.md).
     resume_interrupted: bool = True

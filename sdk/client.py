@@ -219,6 +219,21 @@ class _Routes(Generic[R]):
     def lineage(self, job_id: str) -> R:
         return self._send(_Call("GET", f"/v1/jobs/{_seg(job_id)}/lineage"))
 
+    def prune_jobs(self, older_than: str | int, *, dry_run: bool = False, rag: str | None = None) -> R:
+        """``POST /admin/jobs/prune``: remove finished jobs older than ``older_than`` ("30d")."""
+        body: dict[str, Any] = {"older_than": older_than, "dry_run": dry_run}
+        if rag is not None:
+            body["rag"] = rag
+        return self._send(_Call("POST", "/admin/jobs/prune", body))
+
+    def rag_add(self, items: dict[str, Any] | list[dict[str, Any]]) -> R:
+        """``POST /v1/rag/items``: one item (``text`` and/or ``image``, ``collection``, ``meta``)
+        or a list of them, embedded and stored in the retrieval indices."""
+        return self._send(_Call("POST", "/v1/rag/items", items))
+
+    def rag_delete(self, item_id: int) -> R:
+        return self._send(_Call("DELETE", f"/v1/rag/items/{int(item_id)}"))
+
 
 def _seg(value: str) -> str:
     return quote(str(value), safe="")

@@ -170,6 +170,11 @@ class Pipeline(abc.ABC):
     #: A model call whose worker process crashed (``WorkerCrashed``) is run again this many times
     #: before the step fails: the crash took the model down and the next call reloads it.
     worker_crash_retries: ClassVar[int] = 2
+    #: The model roles a job uses (``model_for`` roles), each with the parameters that may name
+    #: its model instead of the role's route, first given first: the daemon checks at submit that
+    #: the request brings the upstream keys those models need (seed 004's 401 / 400). Models
+    #: named in ``model`` / ``*_model`` parameters are checked whether listed here or not.
+    model_roles: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @abc.abstractmethod
     async def run(self, params: Any, ctx: PipelineContext) -> Any:

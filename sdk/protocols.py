@@ -62,6 +62,7 @@ class RunContext:
         on_progress: Callable[[int, int, str], None] | None = None,
         device: str = "cpu",
         credentials: Mapping[str, str] | None = None,
+        job_id: str | None = None,
         on_preview: Callable[[bytes, int], None] | None = None,
     ) -> None:
         # A flag, not a threading.Event: nothing waits on it, and an Event (a Condition and its
@@ -81,6 +82,10 @@ class RunContext:
         #: The scheduler's id of this call (``wk_...``), set by the daemon when it queues the call:
         #: ``POST /admin/work/{id}/cancel`` takes it. None until then.
         self.work_id: str | None = None
+        #: The job whose step makes this call; None for a client's own request. A remote provider
+        #: adapts the parameters of Loom's own calls to what its model takes, and sends a client's
+        #: as the client asked.
+        self.job_id = job_id
 
     def cancel(self) -> None:
         with self._lock:

@@ -48,6 +48,9 @@ def overview(registry: ModelRegistry, router: ModelRouter, routes: Routes, healt
                 "served_by": view["served_by"],
             }
         )
+        profile = getattr(entry.provider, "parameter_profile", None)  # what a remote model takes
+        if callable(profile):
+            models[-1]["parameters"] = profile()
     served = {}
     for role in ("chat", "embedding", "image", "vision", "translation"):
         served[role] = router.route_for(role, getattr(routes, role))

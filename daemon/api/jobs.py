@@ -39,11 +39,14 @@ from loom.sdk.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from loom.sdk.suggest import did_you_mean
 
 from .. import credentials as upstream_keys
+from ..config import Routes
 from ..jobs.hub import Subscriber
+from ..jobs.keys_needed import require_keys
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner, PipelineInfo
 from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
+from ..routing import ModelRouter
 from ..shutdown import Shutdown
 from . import shapes
 from .auth import accept, presented_key
@@ -200,7 +203,7 @@ def decode_params(info: PipelineInfo, body: bytes) -> msgspec.Struct:
         body=PipelineParams,
         returns=shapes.Job,
         status=202,
-        errors=(*BODY_ERRORS, 404, 429),
+        errors=(*BODY_ERRORS, 401, 404, 429),
         headers={"Location": "The job's URL"},
         query=(PRIORITY,),
     ),
@@ -211,16 +214,18 @@ async def start_pipeline(
     runner: NamedDependency[JobRunner],
     registry: NamedDependency[ModelRegistry],
     bodies: NamedDependency[BodyReader],
+    router: NamedDependency[ModelRouter],
+    routes: NamedDependency[Routes],
 ) -> Response:
     info = runner.pipeline(name)
     body = (await bodies.read(request)).strip() or b"{}"
     params = decode_params(info, body)
     check_models(registry, params)
+    keys = upstream_keys.from_headers(request.headers)
+    require_keys(info.cls, params, keys, registry, router, routes)  # seed 004: 401 missing, 400 malformed
     wait, preferred = requested_wait(request)
     priority = _int(request.query_params.get("priority"), "priority", 0, -100, 100)
-    job = runner.submit(
-        name, params, upstream_keys.from_headers(request.headers), owner=owner_of(request), priority=priority
-    )
+    job = runner.submit(name, params, keys, owner=owner_of(request), priority=priority)
     headers = {"Location": f"/v1/jobs/{job['id']}"}
     if wait:
         job = await runner.wait(job["id"], wait)

@@ -30,6 +30,7 @@ from ..models import ModelRegistry
 from ..plugin_manager import PluginInfo, collect
 from ..records import RecordStore
 from ..routing import ModelRouter
+from ..storage.signing import URLSigner
 from .jobs import check_models, decode_params, job_view
 
 
@@ -45,9 +46,11 @@ class DaemonRouteContext:
         routes: Routes,
         files: FileStore,
         records: RecordStore,
+        signer: URLSigner | None = None,
     ) -> None:
         self._runner, self._registry, self._router = runner, registry, router
         self._routes, self._files, self._records = routes, files, records
+        self._signer = signer
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -119,6 +122,8 @@ class DaemonRouteContext:
 
     def file_url(self, path: str, *, expires_in: float | None = None) -> str:
         self.file_path(path)  # NotFound for what Loom does not serve
+        if expires_in is not None and self._signer is not None:
+            return self._signer.sign(path, ttl=expires_in)  # opens without a key until it expires
         return f"/v1/files/{path}"
 
     def get_record(self, collection: str, key: str) -> dict[str, Any] | None:

@@ -327,7 +327,7 @@ class JobContext:
         return entry.id
 
     def _run_context(self) -> RunContext:
-        return RunContext(credentials=self.credentials)
+        return RunContext(credentials=self.credentials, job_id=self.job_id)
 
     async def _interruptible(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` (a wait of the job's own), ended by ``cancel`` as Cancelled."""

@@ -1,11 +1,17 @@
-"""Retention: finished jobs older than the retention period are deleted, with their folders.
+"""Retention and pruning: finished jobs older than a period are deleted, with their folders.
 
-Runs on the daemon's timer service (:mod:`loom.daemon.timers`), once shortly after start-up and
-then every ``interval``, in a worker thread. A deleted job's retrieval entries go with it. Only finished jobs (succeeded, failed, cancelled) are removed:
-``interrupted`` ones wait to be resumed, so an accepted job is never lost to clean-up.
+What a user generated is kept until the user deletes it: by default (``[jobs] retention =
+"never"``) nothing is removed on a schedule. Retention is an explicit setting: with ``retention =
+"30d"`` it runs on the daemon's timer service (:mod:`loom.daemon.timers`), once shortly after
+start-up and then every ``cleanup_interval``, in a worker thread, and ``loom serve`` says so at
+start-up. ``loom jobs prune --older-than 30d`` and ``POST /admin/jobs/prune`` do the same once,
+on request (``dry_run`` lists what would go).
 
-Settings come from the config's ``[jobs]`` section: ``retention`` (default "30d"; "never" keeps
-everything) and ``cleanup_interval`` (default "1h").
+Only finished jobs (succeeded, failed, cancelled) are removed: ``interrupted`` ones wait to be
+resumed, so an accepted job is never lost to clean-up. A removed job's retrieval entries stay
+(seed 001's memory only grows) unless ``[jobs] rag = "delete"`` (or a prune's ``rag``) says
+otherwise; a kept entry whose file is gone is searched as before and answered with
+``file_missing``.
 """
 
 from __future__ import annotations
@@ -26,38 +32,82 @@ log = logging.getLogger("loom.jobs")
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    retention: float | None = 30 * 86400.0  # seconds; None keeps every job
+    retention: float | None = None  # seconds; None keeps every job
     interval: float = 3600.0
+    #: Whether a removed job's retrieval entries go with it.
+    delete_rag: bool = False
 
     @classmethod
     def from_config(cls, jobs: JobsConfig) -> RetentionPolicy:
         keep = parse_duration(jobs.retention, "$.jobs.retention")
         every = parse_duration(jobs.cleanup_interval, "$.jobs.cleanup_interval")
-        return cls(retention=keep, interval=max(1.0, every or 3600.0))
+        return cls(retention=keep, interval=max(1.0, every or 3600.0), delete_rag=jobs.rag == "delete")
+
+    def describe(self) -> str | None:
+        """What ``loom serve`` says at start-up when retention is on (None when it is off)."""
+        if self.retention is None:
+            return None
+        entries = "deleted with them" if self.delete_rag else "kept"
+        return (
+            f"job retention is on: finished jobs older than {_span(self.retention)} are deleted with their "
+            f"outputs every {_span(self.interval)} (retrieval entries: {entries}); "
+            '[jobs] retention = "never" keeps them'
+        )
 
 
 def clean_up(
     store: JobStore, root: Path, policy: RetentionPolicy, now: float | None = None, rag: RagStore | None = None
 ) -> list[str]:
-    """Delete finished jobs past retention (rows, output folders and the retrieval entries they
-    stored, which would otherwise point at deleted files); return their ids."""
+    """Delete finished jobs past retention (rows and output folders; their retrieval entries only
+    when the policy says so); return their ids."""
     if policy.retention is None:
         return []
-    cutoff = (now if now is not None else time.time()) - policy.retention
-    output = (root / "output").resolve()
-    removed = []
-    for row in store.expired(cutoff):
-        folder = (root / row["output_dir"]).resolve() if row["output_dir"] else None
-        if folder is not None and folder.is_relative_to(output) and folder != output and folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            _prune_empty(folder.parent, output)
-        if rag is not None:
-            rag.remove_job(row["id"])
-        store.delete_job(row["id"])
-        removed.append(row["id"])
+    removed = [
+        row["id"] for row in prune(store, root, policy.retention, now=now, rag=rag if policy.delete_rag else None)
+    ]
     if removed:
-        log.info("retention: deleted %d finished job(s) older than %ss", len(removed), policy.retention)
+        log.info("retention: deleted %d finished job(s) older than %s", len(removed), _span(policy.retention))
     return removed
+
+
+def prune(
+    store: JobStore,
+    root: Path,
+    older_than: float,
+    *,
+    now: float | None = None,
+    rag: RagStore | None = None,
+    dry_run: bool = False,
+) -> list[dict]:
+    """Remove finished jobs that finished more than ``older_than`` seconds ago: their rows, output
+    folders and (when ``rag`` is given) retrieval entries. Returns what was (with ``dry_run``:
+    would be) removed, oldest first: ``{id, pipeline, state, finished_at, output_dir,
+    rag_entries}`` (the entries removed; None when they are kept)."""
+    cutoff = (now if now is not None else time.time()) - older_than
+    output = (root / "output").resolve()
+    rows = sorted(store.expired(cutoff), key=lambda r: r["finished_at"] or 0.0)
+    out = []
+    for row in rows:
+        entries: int | None = None
+        if dry_run:
+            entries = rag.count_job(row["id"]) if rag is not None else None
+        else:
+            folder = (root / row["output_dir"]).resolve() if row["output_dir"] else None
+            if folder is not None and folder.is_relative_to(output) and folder != output and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                _prune_empty(folder.parent, output)
+            if rag is not None:
+                entries = rag.remove_job(row["id"])
+            store.delete_job(row["id"])
+        out.append({**row, "rag_entries": entries})
+    return out
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:
@@ -80,6 +130,8 @@ class Retention:
         self.store, self.root, self.policy, self.rag = store, root, policy, rag
 
     def schedule(self, timers: Timers) -> None:
+        if self.policy.retention is None:
+            return  # kept until the user deletes it: nothing to run
         # A plain function: the timers run it in a thread, off the loop.
         timers.every(self.policy.interval, self.run_once, id=self.TIMER_ID, first=self.FIRST_RUN_S)
 

@@ -419,7 +419,8 @@ class JobStore:
         with self._lock:
             rows = list(
                 self.db.query(
-                    f"select id, output_dir from jobs where state in ({', '.join('?' for _ in states)}) "
+                    "select id, output_dir, pipeline, state, coalesce(finished_at, updated_at) as finished_at "
+                    f"from jobs where state in ({', '.join('?' for _ in states)}) "
                     "and coalesce(finished_at, updated_at) < ?",
                     [*states, cutoff],
                 )

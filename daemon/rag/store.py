@@ -379,19 +379,49 @@ class RagStore:
         self._maybe_save(st)
         return [{"id": i, "collection": collection, "model": model, "count": st.count} for i in ids]
 
-    def remove_job(self, job_id: str) -> int:
-        """Delete every item a job stored (job retention calls this with the job's folder);
-        returns how many. Each index that lost items is renumbered and rebuilt from its rows:
-        an index position is a row's ``seq``, so the rows left close up. Searches of such an
-        index wait for the rebuild (as for a load) instead of reading shifted positions."""
+    def count_job(self, job_id: str) -> int:
+        """How many items a job stored."""
         with self._lock:
-            names = [r[0] for r in self._db.execute("select distinct index_name from items where job_id = ?", [job_id])]
+            (count,) = self._db.execute("select count(*) from items where job_id = ?", [job_id]).fetchone()
+        return int(count)
+
+    def remove_job(self, job_id: str) -> int:
+        """Delete every item a job stored (job pruning calls this when told to); returns how many.
+        Each index that lost items is renumbered and rebuilt from its rows: an index position is a
+        row's ``seq``, so the rows left close up. Searches of such an index wait for the rebuild
+        (as for a load) instead of reading shifted positions."""
+        removed = self._remove("job_id = ?", [job_id])
+        if removed:
+            log.info("retrieval: removed %d item(s) of job %s", removed, job_id)
+        return removed
+
+    def remove_item(self, item_id: int) -> bool:
+        """Delete one item by id (``DELETE /v1/rag/items/{id}``); False if there is none."""
+        return self._remove("id = ?", [item_id]) > 0
+
+    def get_item(self, item_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "select i.id, x.collection, x.model, i.kind, i.text, i.path, i.job_id, i.pipeline, i.meta, "
+                "i.created_at from items i join indices x on x.name = i.index_name where i.id = ?",
+                [item_id],
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "collection", "model", "kind", "text", "path", "job_id", "pipeline", "meta", "created_at")
+        item = dict(zip(keys, row))
+        item["meta"] = json.loads(item["meta"])
+        return item
+
+    def _remove(self, where: str, args: list[Any]) -> int:
+        with self._lock:
+            names = [r[0] for r in self._db.execute(f"select distinct index_name from items where {where}", args)]
             if not names:
                 return 0
             self._db.execute("begin")
             try:
-                (removed,) = self._db.execute("select count(*) from items where job_id = ?", [job_id]).fetchone()
-                self._db.execute("delete from items where job_id = ?", [job_id])
+                (removed,) = self._db.execute(f"select count(*) from items where {where}", args).fetchone()
+                self._db.execute(f"delete from items where {where}", args)
                 for name in names:
                     # Through negative values, so no two rows hold one seq midway (a unique index).
                     ids = [
@@ -416,8 +446,7 @@ class RagStore:
                     st.file.unlink(missing_ok=True)  # a cache of the old positions
         for st in stale:
             self._load(st)  # builds from the rows; searches wait on ``ready``
-        log.info("retrieval: removed %d item(s) of job %s from %d index(es)", removed, job_id, len(stale))
-        return removed
+        return int(removed)
 
     def _index(self, collection: str, model: str, dim: int) -> _Index:
         st = self._indices.get((collection, model))

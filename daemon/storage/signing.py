@@ -51,10 +51,12 @@ class URLSigner:
         mac = hmac.new(self._key, f"{exp}\n{path}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def sign(self, rel: str, now: float | None = None) -> str:
-        """The signed URL (path and query) of the data-dir-relative ``rel``."""
+    def sign(self, rel: str, now: float | None = None, ttl: float | None = None) -> str:
+        """The signed URL (path and query) of the data-dir-relative ``rel``, valid ``ttl`` seconds
+        (default: the configured lifetime)."""
         path = PREFIX + rel.lstrip("/")
-        exp = int((time.time() if now is None else now) + self.ttl) + 1  # never shorter than ttl
+        life = self.ttl if ttl is None else ttl
+        exp = int((time.time() if now is None else now) + life) + 1  # never shorter than its life
         return f"{quote(path, safe='/')}?exp={exp}&sig={self._sig(path, exp)}"
 
     def allows(self, path: str, exp: str | None, sig: str | None) -> bool:

@@ -3,6 +3,12 @@
 ``POST /ui/pipelines/{name}`` decodes through the API's own ``decode_params`` and
 ``check_models`` and submits to the same runner, then sends the browser to the job's page. A
 refused form comes back filled in, with the API's message next to the field it names.
+
+Where a configured remote model takes a user's own key (seed 004's demo: the user's OpenAI key),
+the form has a password field per such header. The key goes to the job as that header would
+(``RunContext.credentials``, in memory for the job's run only): never stored, logged, or shown
+again (a refused form comes back with the field empty). A pipeline whose models need a key
+checks it at submit as the API does: missing (401) or malformed (400).
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from loom.sdk.errors import LoomError
 
 from ..api.errors import status_of
 from ..api.jobs import check_models, decode_params
+from ..config import Routes
+from ..jobs.keys_needed import keys_taken, require_keys
 from ..jobs.runner import JobRunner, PipelineInfo
 from ..models import ModelRegistry
+from ..routing import ModelRouter
 from .forms import Field, fields_of, params_from_form
 from .render import page
 
@@ -56,7 +65,25 @@ async def pipeline_form(
     registry: NamedDependency[ModelRegistry],
 ) -> Response:
     info, fields = _fields(runner, registry, name)
-    return page(request, "pipeline_form.html", pipeline=info, fields=fields, error=None)
+    return page(request, "pipeline_form.html", pipeline=info, fields=fields, keys=_key_fields(registry), error=None)
+
+
+#: The form field of a user's key for a header: "upstream_key:x-openai-api-key".
+KEY_FIELD = "upstream_key:"
+
+
+def _key_fields(registry: ModelRegistry) -> list[dict]:
+    """A password field per header in which configured models take a user's own key."""
+    return [
+        {
+            "name": KEY_FIELD + name,
+            "id": "key-" + name,
+            "header": spec["header"],
+            "required": spec["required"],
+            "models": spec["models"],
+        }
+        for name, spec in sorted(keys_taken(registry).items())
+    ]
 
 
 @post("/pipelines/{name:str}")
@@ -65,16 +92,29 @@ async def start_pipeline(
     name: FromPath[str],
     runner: NamedDependency[JobRunner],
     registry: NamedDependency[ModelRegistry],
+    router: NamedDependency[ModelRouter],
+    routes: NamedDependency[Routes],
 ) -> Response:
     info, fields = _fields(runner, registry, name)
     form = await request.form()
+    taken = {k["name"] for k in _key_fields(registry)}
+    keys = {k[len(KEY_FIELD) :]: v.strip() for k, v in form.items() if k in taken and isinstance(v, str) and v.strip()}
     try:
         body = msgspec.json.encode(params_from_form(fields, form))
         params = decode_params(info, body)
         check_models(registry, params)
-        job = runner.submit(name, params)
+        require_keys(info.cls, params, keys, registry, router, routes)
+        job = runner.submit(name, params, keys)
     except LoomError as e:
-        return page(request, "pipeline_form.html", status_code=status_of(e), pipeline=info, fields=fields, error=e)
+        return page(
+            request,
+            "pipeline_form.html",
+            status_code=status_of(e),
+            pipeline=info,
+            fields=fields,
+            keys=_key_fields(registry),
+            error=e,
+        )
     return Redirect(f"/ui/jobs/{job['id']}", status_code=303)
 
 

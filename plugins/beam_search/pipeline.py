@@ -105,6 +105,13 @@ class BeamSearch(Pipeline):
         "(1-alpha)*aesthetic or ranked pairwise by a judge, the top M critiqued and refined; "
         "lineage of every candidate, failed ones included."
     )
+    #: What a job uses (a pairwise judge only sometimes: it is checked when it is named).
+    model_roles = {
+        "chat": ("llm_model",),
+        "image": ("image_model",),
+        "score": ("scorer_model", "vision_model"),
+        "describe": ("describer_model", "vision_model"),
+    }
 
     async def run(self, params: BeamSearchParams, ctx: PipelineContext) -> dict[str, Any]:
         return await _Search(params, ctx).run()

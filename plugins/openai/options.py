@@ -11,6 +11,8 @@ from loom.sdk.config import UPSTREAM_KEY_HEADER, EnvSecret
 from loom.sdk.errors import ConfigError
 from msgspec import Meta, Struct, field
 
+from .profiles import ParameterOptions, ProfileName
+
 _SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 
 
@@ -44,6 +46,10 @@ class Instance(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, we
     #: its own calls, instead of ``api_key``; without it, ``api_key`` is used. The key is never
     #: logged, stored or shown. The name must look like ``X-<name>-API-Key``. None: not allowed.
     user_key_header: str | None = None
+    #: What a user's own key starts with; a job submitted with a key that does not is refused
+    #: (400), as seed 004's server refuses one without OpenAI's "sk-". Default: "sk-" for the
+    #: ``X-OpenAI-API-Key`` header, no check for others; "" turns the check off.
+    user_key_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if self.user_key_header is not None and not UPSTREAM_KEY_HEADER.match(self.user_key_header):
@@ -87,6 +93,12 @@ class ModelOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     send_n: bool = True
     #: Most images one request may ask for (DALL-E 3: 1); more are asked for in several requests.
     max_n: Annotated[int, Meta(ge=1, le=128)] = 10
+    #: The model's parameter profile (:mod:`.profiles`): "auto" picks the family by the service's
+    #: model id (gpt-5* -> "gpt-5", o1/o3/o4* -> "o-series", else "standard").
+    profile: ProfileName = "auto"
+    #: Overrides of the profile: ``{ token_limit, refuses, accepts, reasoning_effort, verbosity,
+    #: reasoning_tokens }``.
+    parameters: ParameterOptions | None = None
     #: When a caller wants previews (``partial_images``, one image), ask the service for a
     #: streamed image (``stream`` with ``partial_images``) and pass each partial image on as a
     #: preview: for services that stream images (OpenAI's GPT image models, another Loom). Off:

@@ -24,6 +24,7 @@ from loom.sdk import (
     ConfigError,
     Embeddings,
     ImageJob,
+    InvalidRequest,
     LoomError,
     ModelSpec,
     Provider,
@@ -41,6 +42,7 @@ from . import prompts
 from .clients import Client, client_for
 from .errors import Upstream, attempts_of, from_exception, missing_key, safe_url
 from .options import Instance, ModelOptions, PluginOptions
+from .profiles import ModelParameters, resolve
 
 log = logging.getLogger("loom.plugins.openai")
 T = TypeVar("T")
@@ -153,6 +155,10 @@ class OpenAIProvider(Provider):
         self.instance: Instance = instance
         #: The service's id for this model.
         self.remote_model = self.options.model or instance.model_map.get(spec.id, spec.id)
+        #: What the model takes (its parameter profile), and what its service refused since.
+        self.params = ModelParameters(
+            spec.id, *resolve(self.options.profile, self.remote_model, self.options.parameters)
+        )
         self.health_interval = plugin.health_interval
         self.upstream = Upstream(
             model=spec.id,
@@ -195,6 +201,25 @@ class OpenAIProvider(Provider):
         upstream = dataclasses.replace(self.upstream, key_env=f"the {header} header")
         secrets = (*shared.secrets, user_key)
         return _Session(shared.openai.with_options(api_key=user_key), {}, {}, secrets, user_key, upstream)
+
+    def parameter_profile(self) -> dict[str, Any]:
+        """The model's parameter profile and what its service refused since start-up (shown by
+        ``GET /admin/providers``)."""
+        return self.params.describe()
+
+    def upstream_key(self) -> dict[str, Any] | None:
+        """The per-request key this model takes (read by the daemon when a job is submitted):
+        ``{"header", "prefix", "required"}`` (``required``: the instance has no key of its own,
+        or its variable is unset, so a job of this model cannot run without the client's), or
+        None when the instance takes no keys per request."""
+        header = self.instance.user_key_header
+        if header is None:
+            return None
+        prefix = self.instance.user_key_prefix
+        if prefix is None:
+            prefix = "sk-" if header.lower() == "x-openai-api-key" else ""
+        own = self.instance.api_key.get() if self.instance.api_key is not None else None
+        return {"header": header, "prefix": prefix or None, "required": not own}
 
     def _missing_key(self) -> AuthenticationFailed:
         header = self.instance.user_key_header
@@ -297,9 +322,31 @@ class OpenAIProvider(Provider):
         usage = {"stream_options": {"include_usage": True}} if self.instance.stream_usage else {}
         return {"stream": True, **usage, **session.opts}
 
+    async def _adapted(
+        self,
+        body: dict[str, Any],
+        own: bool,
+        send: Callable[[dict[str, Any]], Awaitable[T]],
+        added: frozenset[str] = frozenset(),
+    ) -> T:
+        """``send(body)`` with ``body`` adapted to the model's profile; a refusal of a parameter
+        the profile did not foresee is learnt and the call sent once more without it, unless a
+        client asked for that parameter (``own`` False and not one of Loom's ``added``): then
+        the service's 400 stands."""
+        sent = self.params.adapt(body, own=own)
+        try:
+            return await send(sent)
+        except InvalidRequest as e:
+            explicit = frozenset() if own else frozenset(body) - added
+            retry = self.params.learn(e, sent, explicit)
+            if retry is None:
+                raise
+        return await send(retry)
+
     async def _chat_text(self, messages: list[dict], session: _Session, **params) -> str:
+        """One of Loom's own chat calls (describe, score, translate): plain, adapted to the model."""
         body = {"model": self.remote_model, "messages": messages, **params}
-        answer = await self._post("/chat/completions", body, _TextAnswer, session)
+        answer = await self._adapted(body, True, lambda b: self._post("/chat/completions", b, _TextAnswer, session))
         if not answer.choices or answer.choices[0].message is None:
             raise ProviderError(f"{self._who()} answered model '{self.spec.id}' with no choices")
         return (answer.choices[0].message.content or "").strip()
@@ -330,19 +377,35 @@ class OpenAIProvider(Provider):
         return params
 
     async def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> AsyncIterator[TextChunk]:
-        """Image parts go to the service as they came (data URIs)."""
+        """Image parts go to the service as they came (data URIs). A pipeline's call (``ctx.job_id``)
+        is adapted to the model's profile; a client's goes as sent (a ``max_tokens`` renamed where
+        the model takes ``max_completion_tokens``)."""
         ctx.check()
         params = self._chat_params(request)
         session = self.session(ctx)
+        own = ctx.job_id is not None
         if not request.stream:
             # A plain answer is one chunk: one upstream response instead of an event per token.
-            yield self._single(await self._post("/chat/completions", params, _TextAnswer, session), chat=True)
+            answer = await self._adapted(
+                params, own, lambda b: self._post("/chat/completions", b, _TextAnswer, session)
+            )
+            yield self._single(answer, chat=True)
             return
         client = session.client
-        extra = {k: params.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in params}
+        # Loom's own additions (stream_options) are left out once the service refused them.
+        stream_args = {k: v for k, v in self._stream_args(session).items() if k not in self.params.learnt}
 
-        def create():
-            return client.chat.completions.create(**params, **self._stream_args(session), extra_body=extra or None)
+        async def opened(body: dict[str, Any]):
+            body = dict(body)
+            extra = {k: body.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in body}
+            return await self._request(
+                lambda: client.chat.completions.create(**body, extra_body=extra or None), session
+            )
+
+        stream = await self._adapted({**params, **stream_args}, own, opened, frozenset(stream_args))
+
+        async def create():
+            return stream
 
         async for chunk in self._stream(create, _chat_piece, session):
             ctx.check()

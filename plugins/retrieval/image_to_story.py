@@ -1,9 +1,11 @@
 """The ``image_to_story`` pipeline (seed 001): a picture into a story, with retrieval.
 
 The image is embedded (a CLIP image embedding), the most similar past stories and images are
-retrieved, the vision model describes the picture, and the chat model writes the story from the
-description with the retrieved stories as context. The result lists what was retrieved. The new
-story and the picture are then stored in the indices for the jobs after this one.
+retrieved, the vision model describes the picture, and the chat model writes the story with the
+retrieved stories as context. A chat model that has vision is given the picture itself (an image
+content part), as the seed's LLaVA-NeXT sees it; a text-only one is given the description. The
+result lists what was retrieved and says which (``saw_image``). The new story and the picture
+(with its description) are then stored in the indices for the jobs after this one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from loom.sdk.errors import Cancelled, LoomError
+from loom.sdk.errors import Cancelled, CapabilityNotSupported, LoomError
 from loom.sdk.pipelines import Pipeline, PipelineContext
 from loom.sdk.storykit import media, memory, writing
 from loom.sdk.storykit.params import Audience, Detail, ImageRef, MaxTokens, Seed, TargetWords, Temperature, TopK
@@ -81,11 +83,19 @@ class ImageToStory(Pipeline):
 
         description = await ctx.step("describe", describe)
 
-        ctx.progress(60, "writing", f"{llm} writes with {len(hits)} retrieved item(s) as context")
+        sees = _has_vision(ctx, llm)
+        how = "looking at the picture" if sees else "from the description"
+        ctx.progress(60, "writing", f"{llm} writes {how}, with {len(hits)} retrieved item(s) as context")
         prompt = p.prompt or "Write a story about this picture."
         messages = writing.story_messages(
-            prompt, p.audience, p.target_words, description=description, context=story_context(hits)
+            prompt,
+            p.audience,
+            p.target_words,
+            description=None if sees else description,
+            context=story_context(hits),
         )
+        if sees:
+            messages = _with_picture(messages, media.data_uri(png))
         written = await writing.write_story(
             ctx,
             "write",
@@ -110,6 +120,7 @@ class ImageToStory(Pipeline):
                 "image": image["path"],
                 "retrieved": hits,
                 "audience": label,
+                "saw_image": sees,
                 "models": {"llm": llm, "vision": vision, "embedding": emb},
             }
             return {
@@ -149,6 +160,7 @@ class ImageToStory(Pipeline):
             "story": written["story"],
             "words": written["words"],
             "description": description,
+            "saw_image": sees,
             "retrieved": hits,
             "retrieval_error": retrieval_error,
             "image": {**image, "url": media.url(image["path"])},
@@ -158,3 +170,20 @@ class ImageToStory(Pipeline):
             "memory": memory_result,
             "output_dir": ctx.output_dir,
         }
+
+
+def _has_vision(ctx: PipelineContext, model: str) -> bool:
+    """Whether the chat model can look at images itself (it serves the vision capability)."""
+    try:
+        ctx.model_for("vision", model)
+    except CapabilityNotSupported:
+        return False
+    return True
+
+
+def _with_picture(messages: list[dict], uri: str) -> list[dict]:
+    """The story request with the picture attached to its user message, as a vision model takes it."""
+    system, user = messages
+    text = f"The story is inspired by the attached picture: follow what it shows.\n\n{user['content']}"
+    content = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": uri}}]
+    return [system, {"role": "user", "content": content}]

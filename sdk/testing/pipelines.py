@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..errors import Cancelled, InvalidRequest, NotFound
+from ..errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound
 from ..protocols import VisionScores
 from ..types import Capability, ChatCompletionRequest
 from .images import make_png
@@ -45,8 +45,12 @@ class FakePipelineContext:
         job_id: str = "job-test",
         output_dir: str = "output/test/ses-000000-test",
         person: Callable[[str, dict, dict], dict | None] | None = None,
+        capabilities: dict[str, set[str]] | None = None,
     ) -> None:
         self.job_id = job_id
+        #: model -> the capabilities it has, for ``model_for(role, requested)`` to check as the
+        #: daemon does; a model not listed (or no table at all) can do anything.
+        self.capabilities = {m: set(c) for m, c in (capabilities or {}).items()}
         self.output_dir = output_dir
         self.replies: list[Reply] = list(replies or [])
         self.default_reply = default_reply
@@ -103,6 +107,7 @@ class FakePipelineContext:
             job_id=self.job_id,
             output_dir=self.output_dir,
             person=self.person,
+            capabilities=self.capabilities,
         )
         again.replies, again.steps, again.artifacts, again.artifact_meta = (
             self.replies,
@@ -266,6 +271,10 @@ class FakePipelineContext:
                 roles = ", ".join([*(c.value for c in Capability), *VISION_USES])
                 raise InvalidRequest(f"unknown model role {role!r} (roles: {roles})") from None
         fallback = self.routes.get("vision") if role in VISION_USES else None
+        if requested and requested in self.capabilities:
+            capability = "vision" if role in VISION_USES else role
+            if capability not in self.capabilities[requested]:
+                raise CapabilityNotSupported(f"The model '{requested}' does not support {capability}", param="model")
         return requested or self.routes.get(role) or fallback or f"fake-{role}"
 
     async def chat(self, model: str, messages: list[dict], **params: Any) -> str:

@@ -7,10 +7,20 @@ Served by uvicorn on a thread (a Litestar app), so a Loom under test talks to it
   ``gpt-image-1`` takes 1024x1024 / 1536x1024 / 1024x1536 / auto and refuses
   ``response_format``; ``grok-imagine-image`` refuses ``size`` ("Argument not supported: size");
   none of them takes ``seed``. Images are solid PNGs of the size made, coloured by the prompt.
-- ``POST /v1/chat/completions`` (plain answers only) is a *judge* when a message holds two
-  images: it prefers the brighter one, so a test knows its preferences; it rates one image for
-  ``score`` prompts, describes one, and answers the beam search's JSON prompts.
-- Every request is recorded with the Authorization header it came with.
+- ``POST /v1/chat/completions`` is a *judge* when a message holds two images: it prefers the
+  brighter one, so a test knows its preferences; it rates one image for ``score`` prompts,
+  describes one, and answers the beam search's JSON prompts. Streams are one content chunk, the
+  finish and (with ``stream_options.include_usage``) the usage.
+- Chat models of OpenAI's GPT-5 family and o-series follow the rules OpenAI documents for
+  reasoning models (``reasoning_rules``): ``max_tokens`` is refused (``unsupported_parameter``,
+  "Use 'max_completion_tokens' instead"), so are a ``temperature`` or ``top_p`` other than the
+  default 1 (``unsupported_value``), the penalties, ``logprobs`` and ``logit_bias``; the
+  reasoning spends tokens of ``max_completion_tokens`` before the answer (by
+  ``reasoning_effort``, default "medium"), and an answer that does not fit is empty with
+  ``finish_reason: "length"``, as the real ones do.
+- ``strict-llm`` refuses what no profile foresees: ``seed`` and ``stream_options``
+  (``unsupported_parameter``).
+- Every request is recorded with the Authorization header it came with and the status answered.
 """
 
 from __future__ import annotations
@@ -37,9 +47,71 @@ OPENAI_SIZES = {
 XAI_MODELS = {"grok-imagine-image", "grok-2-image"}
 
 
-def _error(status: int, message: str, param: str | None = None) -> Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
     return Response(body, status_code=status)
+
+
+REASONING_TOKENS = {"minimal": 0, "low": 96, "medium": 384, "high": 1536}
+GPT5_EFFORTS = {"minimal", "low", "medium", "high"}
+O_EFFORTS = {"low", "medium", "high"}
+
+
+def family(model: str) -> str | None:
+    if model.startswith("gpt-5") and "-chat" not in model:
+        return "gpt-5"
+    if len(model) >= 2 and model[0] == "o" and model[1].isdigit():
+        return "o-series"
+    return None
+
+
+def reasoning_rules(body: dict) -> Response | None:
+    """The 400 a GPT-5-family or o-series model answers ``body`` with, or None."""
+    kind = family(body.get("model", ""))
+    if kind is None:
+        return None
+    if "max_tokens" in body:
+        return _error(
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
+    for name in ("temperature", "top_p"):
+        if name in body and body[name] != 1:
+            return _error(
+                400,
+                f"Unsupported value: '{name}' does not support {body[name]} with this model. "
+                "Only the default (1) value is supported.",
+                name,
+                "unsupported_value",
+            )
+    refused = ["presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias"]
+    if kind == "o-series":
+        refused.append("verbosity")
+    for name in refused:
+        if name in body:
+            return _error(
+                400, f"Unsupported parameter: '{name}' is not supported with this model.", name, "unsupported_parameter"
+            )
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in (GPT5_EFFORTS if kind == "gpt-5" else O_EFFORTS):
+        return _error(
+            400,
+            f"Unsupported value: 'reasoning_effort' does not support '{effort}' with this model.",
+            "reasoning_effort",
+            "unsupported_value",
+        )
+    return None
+
+
+def strict_rules(body: dict) -> Response | None:
+    if body.get("model") != "strict-llm":
+        return None
+    for name in ("seed", "stream_options"):
+        if name in body:
+            return _error(400, f"Unrecognized request argument supplied: {name}", name, "unsupported_parameter")
+    return None
 
 
 def png(width: int, height: int, seed: str) -> bytes:
@@ -69,6 +141,7 @@ class Seen:
     path: str
     auth: str | None
     body: dict[str, Any]
+    status: int = 200
 
 
 @dataclass
@@ -103,12 +176,18 @@ class FakeServices:
         @post("/v1/chat/completions")
         async def chat(request: Request) -> Response:
             body = await request.json()
-            self.seen.append(Seen("/chat/completions", request.headers.get("authorization"), body))
+            seen = Seen("/chat/completions", request.headers.get("authorization"), body)
+            self.seen.append(seen)
             if not request.headers.get("authorization"):
+                seen.status = 401
                 return _error(401, "You didn't provide an API key.")
+            refusal = reasoning_rules(body) or strict_rules(body)
+            if refusal is not None:
+                seen.status = refusal.status_code
+                return refusal
+            text, finish, usage = self._answer(body)
             if body.get("stream"):
-                return _error(400, "this fake answers plain requests only", "stream")
-            text = self._chat(body)
+                return self._sse(body, text, finish, usage)
             return Response(
                 {
                     "id": "chatcmpl-fake",
@@ -116,9 +195,9 @@ class FakeServices:
                     "created": int(time.time()),
                     "model": body.get("model"),
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                     ],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                    "usage": usage,
                 }
             )
 
@@ -151,6 +230,37 @@ class FakeServices:
             raw = png(width, height, f"{body.get('prompt')}|{i}")
             data.append({"b64_json": base64.b64encode(raw).decode()})
         return Response({"created": int(time.time()), "data": data})
+
+    def _answer(self, body: dict) -> tuple[str, str, dict]:
+        """(content, finish_reason, usage): a reasoning model spends its reasoning tokens first."""
+        text = self._chat(body)
+        answer_tokens = max(1, len(text) // 4)
+        reasoning = 0
+        if family(body.get("model", "")) is not None:
+            reasoning = REASONING_TOKENS[body.get("reasoning_effort") or "medium"]
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        finish = "stop"
+        if limit is not None and reasoning + answer_tokens > limit:
+            text, finish, answer_tokens = "", "length", max(0, limit - reasoning)
+        usage = {
+            "prompt_tokens": 10,
+            "completion_tokens": reasoning + answer_tokens,
+            "total_tokens": 10 + reasoning + answer_tokens,
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
+        return text, finish, usage
+
+    def _sse(self, body: dict, text: str, finish: str, usage: dict) -> Response:
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time())}
+        base["model"] = body.get("model")
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]},
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]},
+        ]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": usage})
+        lines = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return Response(lines.encode(), media_type="text/event-stream")
 
     def _chat(self, body: dict) -> str:
         messages = body.get("messages", [])

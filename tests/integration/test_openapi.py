@@ -139,6 +139,7 @@ MODEL_ROUTES = {
     "/v1/vision/describe",
     "/v1/vision/score",
     "/v1/rag/search",
+    "/v1/rag/items",
     "/api/chat",
     "/api/generate",
     "/api/embed",
@@ -169,6 +170,7 @@ def model_call(path: str, model: str) -> dict:
         "/v1/vision/describe": {"image": PNG_URI},
         "/v1/vision/score": {"image": PNG_URI, "text": "a blue square"},
         "/v1/rag/search": {"text": "a story"},
+        "/v1/rag/items": {"text": "a story"},
         "/api/chat": {"messages": [{"role": "user", "content": "hi"}], "stream": False},
         "/api/generate": {"prompt": "Once upon a time", "stream": False},
         "/api/embed": {"input": "hi"},
@@ -203,6 +205,8 @@ class Reach:
         haiku = a.post("/v1/pipelines/haiku", json={"topic": "the sea", "chat_model": "x-ok"}).json()
         self.ids["job_id"] = haiku["id"]
         self.wait_job(haiku["id"])
+        item = a.post("/v1/rag/items", json={"text": "an example story", "model": "x-ok"}).json()
+        self.ids["item_id"] = str(item["data"][0]["id"])
 
     def wait_job(self, job_id: str) -> dict:
         for _ in range(600):
@@ -242,7 +246,7 @@ class Reach:
         return recipe(method, path)
 
     def model_route(self, path: str, status: int) -> httpx.Response:
-        by_status = {200: "x-ok", 404: "no-such-model", 502: "x-broken", 503: "x-gone", 504: "x-hang"}
+        by_status = {200: "x-ok", 201: "x-ok", 404: "no-such-model", 502: "x-broken", 503: "x-gone", 504: "x-hang"}
         if status in by_status:
             return self.admin.post(path, **model_call(path, by_status[status]))
         if status == 400:
@@ -327,6 +331,8 @@ class Reach:
             return r
         if path == "/admin/models/{model_id}/pin":
             return self.admin.post("/admin/models/x-ok/pin", json={"pinned": False})
+        if path == "/admin/jobs/prune":
+            return self.admin.post(path, json={"older_than": "3650d", "dry_run": True})
         if path == "/admin/providers/switch":
             return self.admin.post(path, json={"model": "x-spare", "to": None})
         if path == "/admin/models/{model_id}" and method == "DELETE":
@@ -390,6 +396,7 @@ class Reach:
         names = dict.fromkeys(
             ("model_id", "job_id", "response_id", "persona", "path", "name", "work_id"), "no-such-thing"
         )
+        names["item_id"] = "987654321"
         return self.admin.request(method, self.fill(path, **names))
 
     def r409(self, method: str, path: str) -> httpx.Response:

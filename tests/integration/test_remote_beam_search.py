@@ -175,9 +175,22 @@ def test_a_requests_own_key_is_used_for_its_calls_only(client, fake, front):
 def test_a_job_uses_the_key_it_was_started_with_and_needs_it_again_after_a_restart(front, fake):
     params = small(beam_width=2, keep_top=1, iterations=2)
     with httpx.Client(base_url=front.url, timeout=30) as http:
-        refused = wait(http, start(http, params)["id"])
-        assert refused["state"] == "failed" and refused["error"]["type"] == "authentication_error"
-        assert HEADER in refused["error"]["message"]
+        # Checked at submit, as seed 004's server checks: 401 without the key, 400 for one that
+        # is not an OpenAI key; no job is made either way.
+        before = len(http.get("/v1/jobs").json()["data"])
+        r = http.post("/v1/pipelines/beam_search", json=params)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "upstream_key_missing"
+        assert HEADER in r.json()["error"]["message"] and "byok-image" in r.json()["error"]["message"]
+        r = http.post("/v1/pipelines/beam_search", json=params, headers={HEADER: "user-Secret9876543210abc"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_key_malformed"
+        assert r.json()["error"]["param"] == HEADER and "user-Secret" not in r.text
+        assert len(http.get("/v1/jobs").json()["data"]) == before
+        # A job whose models need no key of the user's needs none.
+        r = http.post(
+            "/v1/pipelines/beam_search", json={**params, "image_model": "dalle3", "width": 1024, "height": 1024}
+        )
+        assert r.status_code == 202, r.text
+        assert wait(http, r.json()["id"], timeout=60)["state"] == "succeeded"
 
         r = http.post("/v1/pipelines/beam_search", json=params, headers={HEADER: USER_KEY})
         assert r.status_code == 202
@@ -208,9 +221,12 @@ def test_a_job_uses_the_key_it_was_started_with_and_needs_it_again_after_a_resta
 
 
 def test_the_documented_remote_setup_runs_a_beam_search(fake, tmp_path):
+    """The seed's own models (gpt-5-mini, gpt-5-nano, gpt-image-1), on an upstream that refuses
+    what OpenAI's GPT-5 family refuses: every candidate succeeds, and no call is refused."""
     config = (ROOT / "docs" / "beam-search-remote.toml").read_text()
     config = config.replace("https://api.openai.com/v1", fake.url).replace("https://api.x.ai/v1", fake.url)
     env = {"OPENAI_API_KEY": OWN_KEY, "XAI_API_KEY": OWN_KEY}
+    before = len(fake.seen)
     d = Daemon(write_config(tmp_path / "remote.toml", config), tmp_path / "data", env=env).start()
     try:
         with httpx.Client(base_url=d.url, timeout=30) as http:
@@ -219,6 +235,13 @@ def test_the_documented_remote_setup_runs_a_beam_search(fake, tmp_path):
                 done = wait(http, start(http, params)["id"], timeout=60)
                 assert done["state"] == "succeeded", (image_model, done["error"])
                 assert done["result"]["failed"] == 0
-            assert done["result"]["models"]["scorer"] == "gpt-4o-mini"
+            models = done["result"]["models"]
+            assert models["scorer"] == "gpt-5-nano" and models["llm"] == "gpt-5-mini", models
     finally:
         d.stop()
+    chats = [s for s in fake.seen[before:] if s.path == "/chat/completions"]
+    assert {s.body["model"] for s in chats} == {"gpt-5-mini", "gpt-5-nano"}
+    assert all(s.status == 200 for s in chats), [(s.body.get("model"), s.status) for s in chats if s.status != 200]
+    for s in chats:
+        assert not {"max_tokens", "temperature", "top_p"} & set(s.body), s.body
+    assert "refused" not in d.output()

@@ -145,6 +145,40 @@ def test_retention_policy_reads_the_config():
 
     assert RetentionPolicy.from_config(JobsConfig("7d", "10m")) == RetentionPolicy(retention=7 * 86400, interval=600)
     assert RetentionPolicy.from_config(JobsConfig(retention="never")).retention is None
+    # What users generated is kept unless the config says otherwise.
+    default = RetentionPolicy.from_config(JobsConfig())
+    assert default.retention is None and not default.delete_rag and default.describe() is None
+    on = RetentionPolicy.from_config(JobsConfig(retention="30d", rag="delete"))
+    assert on.delete_rag and "older than 30d" in on.describe() and "deleted with them" in on.describe()
+
+
+def test_prune_lists_on_a_dry_run_and_removes_otherwise(store, tmp_path):
+    from loom.daemon.jobs.retention import prune
+
+    for job_id, age in (("a", 40), ("b", 50), ("c", 1)):
+        out = f"output/2020-01-01/ses-000000-{job_id}"
+        (tmp_path / out).mkdir(parents=True)
+        make(store, job_id, output_dir=out)
+        store.update_job(job_id, state="succeeded", finished_at=time.time() - age * 86400)
+    listed = prune(store, tmp_path, 30 * 86400, dry_run=True)
+    assert [j["id"] for j in listed] == ["b", "a"] and listed[0]["pipeline"] and listed[0]["rag_entries"] is None
+    assert store.get_job("a") is not None and (tmp_path / "output/2020-01-01/ses-000000-a").exists()
+    assert [j["id"] for j in prune(store, tmp_path, 30 * 86400)] == ["b", "a"]
+    assert store.get_job("a") is None and not (tmp_path / "output/2020-01-01/ses-000000-a").exists()
+    assert store.get_job("c") is not None
+
+
+def test_retention_off_schedules_nothing(store, tmp_path):
+    async def main():
+        timers = Timers()
+        Retention(store, tmp_path, RetentionPolicy()).schedule(timers)
+        timers.start()
+        try:
+            assert timers.job("loom-job-retention") is None
+        finally:
+            timers.stop()
+
+    asyncio.run(main())
 
 
 def test_retention_runs_on_an_apscheduler_schedule(store, tmp_path):
@@ -227,7 +261,12 @@ def test_retention_removes_a_deleted_jobs_retrieval_entries(store, tmp_path):
         store.update_job(job_id, state="succeeded", finished_at=time.time() - age)
     rag.add("stories", vectors[:2], [{"text": "old story", "job_id": "old"}] * 2, model="m")
     rag.add("stories", vectors[2:], [{"text": "new story", "job_id": "new"}] * 2, model="m")
+    # Kept by default: the memory only grows.
     assert clean_up(store, tmp_path, RetentionPolicy(retention=30 * 86400), rag=rag) == ["old"]
+    assert rag.stats()["items"] == 4
+    make(store, "old", output_dir="output/2020-01-01/ses-000000-old")
+    store.update_job("old", state="succeeded", finished_at=time.time() - 100 * 86400)
+    assert clean_up(store, tmp_path, RetentionPolicy(retention=30 * 86400, delete_rag=True), rag=rag) == ["old"]
     rag.wait_idle()
     assert rag.stats()["items"] == 2
     assert {h["job_id"] for h in rag.search("stories", vectors[0], model="m", k=4)} == {"new"}

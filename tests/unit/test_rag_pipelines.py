@@ -67,7 +67,7 @@ def test_story_to_image_uses_retrieved_prompts_as_style_guidance_and_lists_them(
 
 
 def test_image_to_story_writes_from_the_description_with_retrieved_stories_as_context():
-    ctx = FakePipelineContext(default_reply=STORY)
+    ctx = FakePipelineContext(default_reply=STORY, capabilities={"fake-chat": {"chat"}})  # text only
     seed_memory(ctx)
     result = run(ImageToStory(), ctx, image=PICTURE, k=3, audience="young adult")
     assert {h["collection"] for h in result["retrieved"]} == {"stories", "images"}
@@ -82,6 +82,19 @@ def test_image_to_story_writes_from_the_description_with_retrieved_stories_as_co
     assert embedded["inputs"] == [result["story"]]
     picture = ctx.rag[("images", "fake-vision")][-1][1]
     assert picture["meta"]["story"] == result["story"] and picture["path"] == result["image"]["path"]
+
+
+def test_a_chat_model_with_vision_is_given_the_picture_itself():
+    ctx = FakePipelineContext(default_reply=STORY, capabilities={"fake-chat": {"chat", "vision"}})
+    seed_memory(ctx)
+    result = run(ImageToStory(), ctx, image=PICTURE, k=3)
+    assert result["saw_image"] is True
+    text, picture = ctx.calls_to("chat")[0]["messages"][1]["content"]
+    assert picture["type"] == "image_url" and picture["image_url"]["url"].startswith("data:image/png;base64,")
+    assert "attached picture" in text["text"] and "An old lantern glowed in the attic." in text["text"]
+    assert "A fake description of the image." not in text["text"]
+    # The description is still made: the picture is remembered with it.
+    assert result["description"] and ctx.rag[("images", "fake-vision")][-1][1]["text"] == result["description"]
 
 
 def test_k_zero_retrieves_nothing_but_still_remembers():

@@ -117,3 +117,16 @@ def test_a_local_storage_signs_urls_and_result_trees(tmp_path):
     assert signed["output_url"] == "/v1/files/output/d/"  # a folder is not a file
     assert storage.sign_tree(signed) == signed  # signed URLs are left as they are
     assert storage.url("images/a.png", "http://h:1").startswith("http://h:1/v1/files/images/a.png?exp=")
+
+
+def test_a_url_signed_for_its_own_lifetime(tmp_path):
+    """RouteContext.file_url(expires_in=60): seed 003's one-minute URLs, whatever url_ttl says."""
+    from loom.daemon.storage.signing import PREFIX, URLSigner
+
+    signer = URLSigner(b"s" * 32, ttl=3600)
+    url = signer.sign("images/x.png", now=1000.0, ttl=60)
+    query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))
+    assert int(query["exp"]) == 1061  # 60 s, not the configured hour
+    fresh = signer.sign("images/x.png", ttl=60)
+    query = dict(part.split("=", 1) for part in fresh.split("?", 1)[1].split("&"))
+    assert signer.allows(PREFIX + "images/x.png", query["exp"], query["sig"])
