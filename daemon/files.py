@@ -43,6 +43,15 @@ class FileStore:
         write_atomic(self.root / rel, data)  # StorageError when the disk is full; never half a file
         return rel.as_posix()
 
+    def listing(self, rel: str) -> list[tuple[str, int]]:
+        """The files under the public folder ``rel`` (relative path, bytes), sorted: a job's output
+        folder as its ``output_url`` shows it. NotFound for anything that is not such a folder."""
+        path = (self.root / rel).resolve()
+        public = any(path.is_relative_to(self.root / folder) for folder in PUBLIC_FOLDERS)
+        if not public or not path.is_dir() or path == self.root:
+            raise NotFound(f"No folder at '{rel}'", param="path")
+        return sorted((f.relative_to(self.root).as_posix(), f.stat().st_size) for f in path.rglob("*") if f.is_file())
+
     def resolve(self, rel: str) -> Path:
         path = (self.root / rel).resolve()
         public = any(path.is_relative_to(self.root / folder) for folder in PUBLIC_FOLDERS)

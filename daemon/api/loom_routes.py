@@ -127,11 +127,16 @@ SIGNED = (
 )
 async def serve_file(
     request: Request, path: FromPath[str], files: NamedDependency[FileStore], storage: NamedDependency[Storage]
-) -> File:
+) -> File | Response:
     """The URLs answers carry are signed (``?exp=&sig=``) and need no key until they expire; a
     signature that does not hold is a 403 with or without a key (the key guard has judged it
-    already where keys are configured)."""
+    already where keys are configured). A folder's URL (a job's ``output_url``, ending in ``/``)
+    answers its index: every file in it with its URL and size."""
     signed(request, storage.signer)
-    file = files.resolve(path.lstrip("/"))
+    rel = path.strip("/")
+    if rel and (files.root / rel).is_dir():  # Litestar drops the trailing slash: ask the disk
+        data = [{"path": p, "url": storage.url(p), "bytes": n} for p, n in files.listing(rel)]
+        return json_response({"object": "list", "path": rel, "data": data})
+    file = files.resolve(rel)
     media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     return File(path=file, media_type=media_type, content_disposition_type="inline")

@@ -174,3 +174,19 @@ def test_the_lineage_labels_its_ranks_and_has_a_grid(tmp_path):
             assert "1 of 4" in stages  # iteration 0's bar moves with each candidate
     finally:
         daemon.stop()
+
+
+def test_a_jobs_output_folder_answers_its_index(mock_daemon):
+    job = httpx.post(
+        f"{mock_daemon.url}/v1/pipelines/translate?wait=30",
+        json={"text": "hello", "source": "eng_Latn", "target": "fra_Latn", "model": "mock-translate"},
+    ).json()
+    assert job["state"] == "succeeded"
+    index = httpx.get(f"{mock_daemon.url}{job['output_url']}")
+    assert index.status_code == 200, index.text
+    files = index.json()["data"]
+    assert any(f["path"].endswith("metadata.json") for f in files)
+    first = httpx.get(mock_daemon.url + files[0]["url"])
+    assert first.status_code == 200 and len(first.content) == files[0]["bytes"]
+    assert httpx.get(f"{mock_daemon.url}/v1/files/output/no-such-folder/").status_code == 404
+    assert httpx.get(f"{mock_daemon.url}/v1/files/../").status_code == 404
