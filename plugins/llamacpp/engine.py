@@ -19,6 +19,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 from llama_cpp._logger import set_verbose
+from llama_cpp._utils import suppress_stdout_stderr
 from loom.sdk import InvalidRequest, OutOfMemory, ProviderError
 
 from .batching import Batcher, Sequence
@@ -271,7 +272,9 @@ def build_embedder(
     }
     if n_gpu_layers != 0:
         kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
-    with model_params(repack):
+    # llama.cpp prints "model default pooling_type is [-1], but [1] was specified" to stderr
+    # whatever the verbosity (mean pooling is asked for on purpose): keep it out of the log.
+    with model_params(repack), suppress_stdout_stderr(disable=False):
         return _loading(model_path, lambda: llama_cpp.Llama(**kwargs))
 
 
