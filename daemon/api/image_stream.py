@@ -54,6 +54,9 @@ class ImageStream:
         self.partial, self.completed = events
         self.size = f"{job.width}x{job.height}"
         self.previews: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+        #: The preview start() waited for, sent first by events(): putting it back in the queue
+        #: would put it behind the ones that came meanwhile (a fast provider sends them at once).
+        self.first: tuple[bytes, int] | None = None
         loop = asyncio.get_running_loop()
 
         def on_preview(image: bytes, index: int) -> None:
@@ -82,7 +85,7 @@ class ImageStream:
             await self.stop()
             raise
         if waiter.done():
-            self.previews.put_nowait(waiter.result())  # back in front: the queue was empty
+            self.first = waiter.result()
             return self.router.candidates(self.model, Capability.IMAGE)[0]
         waiter.cancel()
         entry, _ = self.task.result()  # raises the call's error with its status
@@ -97,6 +100,11 @@ class ImageStream:
     async def events(self) -> AsyncIterator[ServerSentEventMessage]:
         assert self.task is not None
         try:
+            if self.first is not None:
+                message = self._partial(*self.first)
+                self.first = None
+                if message is not None:
+                    yield message
             while not self.task.done():
                 getter = asyncio.ensure_future(self.previews.get())
                 await asyncio.wait({self.task, getter}, return_when=asyncio.FIRST_COMPLETED)

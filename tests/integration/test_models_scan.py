@@ -110,7 +110,7 @@ def test_scan_finds_the_three_stores_with_entries_that_add(stores):
 
     # The text form shows each entry as it goes in the config, and the add commands work as printed.
     text = loom("models", "scan", env=env).stdout
-    assert "ollama  smollm2:135m  98.4 MB  gguf (" in text
+    assert "ollama  smollm2:135m  93.8 MiB  gguf (" in text
     assert '  [[models]]\n  id = "smollm2-135m-2"\n  provider = "llamacpp"' in text
     for key in [
         ("ollama", "smollm2:135m"),

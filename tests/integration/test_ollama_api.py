@@ -141,7 +141,9 @@ def test_chat_plain_and_streamed_agree(client):
     assert "".join(p.message.content for p in parts) == plain.message.content
     last = parts[-1]
     assert_measured(last)
-    assert (last.eval_count, last.prompt_eval_count) == (plain.eval_count, plain.prompt_eval_count)
+    assert last.eval_count == plain.eval_count
+    # The second asking found the prompt in the slot's cache: Ollama counts only what it evaluated.
+    assert 1 <= last.prompt_eval_count <= plain.prompt_eval_count
 
 
 def test_a_request_without_stream_streams_ndjson(daemon):
