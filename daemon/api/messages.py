@@ -37,7 +37,7 @@ from ..anthropic.errors import EXCEPTION_HANDLERS
 from ..anthropic.stream import MessageBuilder
 from ..anthropic.translate import shown, to_chat
 from .body import BodyReader
-from .chat import chat_generations
+from .chat import Generations, chat_generations
 from .errors import validation_error
 from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
 from .policy import ignored_header
@@ -95,14 +95,8 @@ async def _decode(bodies: BodyReader, request: Request, type_: type[T]) -> T:
 )
 async def create_message(request: Request, text: NamedDependency[TextServices]) -> Response:
     req = await _decode(text.bodies, request, CreateMessageRequest)
-    translated = to_chat(req, text.intake.compat)
-    own_host = request.url.netloc if translated.chat.has_images() else None
-    prepared = await text.intake.prepare(
-        translated.chat, own_host=own_host, shown=shown, image_param=translated.image_param
-    )
-    gens = chat_generations(text.router, text.scheduler, prepared.route, prepared.request)
+    gens, ignored = await _generations(request, text, req)
     builder = MessageBuilder(req.model)
-    ignored = translated.ignored + prepared.ignored
 
     if req.stream:
         entry = await gens.start()
@@ -151,18 +145,26 @@ async def create_message(request: Request, text: NamedDependency[TextServices]) 
 )
 async def count_tokens(request: Request, text: NamedDependency[TextServices]) -> Response:
     req = await _decode(text.bodies, request, CountTokensRequest)
-    translated = to_chat(req, text.intake.compat)
-    own_host = request.url.netloc if translated.chat.has_images() else None
-    prepared = await text.intake.prepare(
-        translated.chat, own_host=own_host, shown=shown, image_param=translated.image_param
-    )
-    gens = chat_generations(text.router, text.scheduler, prepared.route, prepared.request)
+    gens, ignored = await _generations(request, text, req)
     entry, results = await gens.collect()
     tokens = sum(chunk.prompt_tokens or 0 for chunk in results[0][1])
-    ignored = translated.ignored + prepared.ignored
     return json_response(
         MessageTokensCount(input_tokens=tokens), headers={**served_by(entry), **ignored_header(ignored)}
     )
 
 
 ROUTES = [create_message, count_tokens]
+
+
+async def _generations(
+    request: Request, text: TextServices, req: CreateMessageRequest | CountTokensRequest
+) -> tuple[Generations, list[str]]:
+    """A Messages request through the same intake as Chat Completions: its generations, and the
+    parameters left out (the translation's and the policy's, for ``x-loom-ignored``)."""
+    translated = to_chat(req, text.intake.compat)
+    own_host = request.url.netloc if translated.chat.has_images() else None
+    prepared = await text.intake.prepare(
+        translated.chat, own_host=own_host, shown=shown, image_param=translated.image_param
+    )
+    gens = chat_generations(text.router, text.scheduler, prepared.route, prepared.request)
+    return gens, translated.ignored + prepared.ignored
