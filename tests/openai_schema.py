@@ -34,7 +34,6 @@ CANDIDATES = [
         os.environ.get("LOOM_OPENAI_OPENAPI", ""),
         str(ROOT / "tests" / "openai-openapi.yaml"),
         str(ROOT.parent / "shared" / "openai-openapi" / "openapi.yaml"),
-        "/work/shared/openai-openapi/openapi.yaml",
     )
     if p
 ]
