@@ -336,3 +336,26 @@ def test_live_beam_search(live):
     candidates = [s for name, found in spans.items() if name.startswith("candidate ") for s in found]
     assert candidates and all(c.parent_span_id in {s.span_id for s in rounds} for c in candidates)
     assert job.parent_span_id == spans["POST /v1/pipelines/{name}"][0].span_id
+
+
+def test_what_turns_tracing_on(monkeypatch):
+    from loom.daemon.config import decode_config
+    from loom.daemon.tracing import Tracing
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    assert Tracing.from_config(decode_config({})) is None  # the default: off
+
+    def endpoint(tracing: Tracing) -> str:
+        (processor,) = tracing.provider._active_span_processor._span_processors
+        return processor.span_exporter._endpoint
+
+    configured = Tracing.from_config(decode_config({"daemon": {"tracing": {"otlp_endpoint": "http://collector:4318"}}}))
+    assert configured is not None and endpoint(configured) == "http://collector:4318/v1/traces"
+    configured.close()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://from-env:4318")
+    from_env = Tracing.from_config(decode_config({}))
+    assert from_env is not None and endpoint(from_env) == "http://from-env:4318/v1/traces"
+    from_env.close()
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert Tracing.from_config(decode_config({})) is None
