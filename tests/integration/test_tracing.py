@@ -359,3 +359,28 @@ def test_what_turns_tracing_on(monkeypatch):
     from_env.close()
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert Tracing.from_config(decode_config({})) is None
+
+
+def test_the_sdk_helper_does_nothing_untraced(exporter):
+    from loom.sdk import tracing
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    assert not tracing.tracing()
+    with tracing.span("nobody looks", {"a": 1}) as s:
+        s.set_attribute("b", 2)
+    assert s is tracing.NO_SPAN
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    token = tracing.use_tracer(provider.get_tracer("test"))
+    try:
+        assert tracing.tracing()
+        with tracing.span("outer", {"a": 1}) as outer:
+            outer.set_attribute("b", 2)
+            with tracing.span("inner"):
+                pass
+    finally:
+        tracing.reset_tracer(token)
+    tree = Tree(exporter.get_finished_spans())
+    assert tree.parent(tree.one("inner")) is tree.one("outer")
+    assert dict(tree.one("outer").attributes) == {"a": 1, "b": 2}
