@@ -11,6 +11,7 @@ import pytest
 from loom.daemon.scheduler import Priority, current_principal
 from loom.daemon.scheduler.policy import FairShare
 
+from tests.unit.test_queue_app import concurrent_client, keyed_app
 from tests.unit.test_scheduler import entry, gated, make, running, until
 
 
@@ -83,3 +84,21 @@ def test_turns_alternate_and_a_returning_principal_has_no_credit():
     for item in batch[:6]:
         fair.started(item)
     assert stamp("carol").turn == 5  # after what started, not ahead of it
+
+
+async def test_two_keys_through_the_api(tmp_path, monkeypatch):
+    """user-one sends six chats to a one-slot model at once; user-two's one chat, sent while the
+    first runs, is answered right after it, before user-one's other five."""
+    app = keyed_app(tmp_path, monkeypatch, "concurrency = 1\noptions = { latency_ms = 400 }")
+    answered: list[str] = []
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with concurrent_client(app) as client:
+
+        async def chat(key: str, name: str, delay: float) -> None:
+            await asyncio.sleep(delay)
+            r = await client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200, r.text
+            answered.append(name)
+
+        await asyncio.gather(*(chat("user-one", f"one-{i}", 0.01 * i) for i in range(6)), chat("user-two", "two", 0.1))
+    assert answered == ["one-0", "two", "one-1", "one-2", "one-3", "one-4", "one-5"]

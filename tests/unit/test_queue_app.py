@@ -43,10 +43,10 @@ def mock_app(tmp_path: Path, model: str = "", daemon: str = "", extra: str = "",
     return create_app(decode_config(raw), span_exporter=span_exporter)
 
 
-def keyed_app(tmp_path: Path, monkeypatch):
+def keyed_app(tmp_path: Path, monkeypatch, model: str = ""):
     for name, value in KEY_ENV.items():
         monkeypatch.setenv(name, value)
-    return mock_app(tmp_path, daemon=KEYS)
+    return mock_app(tmp_path, model, daemon=KEYS)
 
 
 @asynccontextmanager
