@@ -50,6 +50,7 @@ def in_line(scheduler: Scheduler, queued: list[WorkItem], now: float) -> list[di
     for position, item in enumerate(queued, 1):
         seen = item.describe(now)
         seen["position"] = position
+        seen["principal"] = item.principal  # whose turn (fair share); the admin sees it
         per_call = scheduler.dispatcher.run_seconds(item.model)
         if eta is not None and per_call is None:
             eta = None

@@ -37,7 +37,7 @@ async def test_a_chat_waits_for_one_item_of_a_batch_not_all(policy):
         chat = asyncio.create_task(submit_as(s, model, "bob", order, "chat"))
         await until(lambda: len(s.devices["cpu"].queue) == 21)
         queued = next(d for d in s.snapshot()["devices"] if d["name"] == "cpu")["queued"]
-        assert [q["position"] for q in queued][:3] == [1, 2, 3]
+        assert [(q["position"], q["principal"]) for q in queued][:3] == [(1, "alice"), (2, "bob"), (3, "alice")]
         gate.set()
         await asyncio.gather(busy, chat, *batch)
     # alice's first turn, then bob's, then the rest of alice's in arrival order.
