@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 from tests.conftest import Daemon, free_port, openai_client, write_config
 from tests.integration.fake_services import FakeServices
 from tests.integration.jobs_support import BEAM_CONFIG, small, wait
-from tests.unit.test_queue_app import mock_app
+from tests.unit.mock_apps import mock_app
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -11,7 +11,7 @@ import pytest
 from loom.daemon.scheduler import Priority, current_principal
 from loom.daemon.scheduler.policy import FairShare
 
-from tests.unit.test_queue_app import concurrent_client, keyed_app
+from tests.unit.mock_apps import concurrent_client, keyed_app
 from tests.unit.test_scheduler import entry, gated, make, running, until
 
 

@@ -12,7 +12,7 @@ from loom.daemon.api.respond import QUEUE_POSITION
 from loom.daemon.scheduler import Priority, current_principal, current_queue_position
 from loom.daemon.scheduler.metrics import OTHER, BoundedLabels
 
-from tests.unit.test_queue_app import concurrent_client, keyed_app, mock_app
+from tests.unit.mock_apps import concurrent_client, keyed_app, mock_app
 from tests.unit.test_scheduler import entry, gated, make, ok, running, until
 
 

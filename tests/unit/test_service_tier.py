@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from loom.daemon.scheduler import Priority
 from loom.daemon.service_tier import PRIORITIES, priority_of, tier_used
 
-from tests.unit.test_queue_app import concurrent_client, mock_app
+from tests.unit.mock_apps import concurrent_client, mock_app
 from tests.unit.test_scheduler import entry, gated, make, running, until
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
