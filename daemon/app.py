@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, MediaType, Router, get
 from litestar.config.cors import CORSConfig
@@ -46,6 +47,7 @@ from .api import (
 from .api import jobs as job_api
 from .api.allow import fix_allow
 from .api.auth import key_guards
+from .api.caller import principal_middleware
 from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
 from .api.plugin_routes import DaemonRouteContext, collect_routes
@@ -91,8 +93,17 @@ V1_ROUTES = [
 ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES, *admin_jobs.ROUTES]
 
 
-#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits).
-EXPOSED = ["x-loom-model", "x-loom-provider", "x-loom-work-id", "x-loom-ignored", "retry-after"]
+#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits, the
+#: place in the queue, the trace).
+EXPOSED = [
+    "x-loom-model",
+    "x-loom-provider",
+    "x-loom-work-id",
+    "x-loom-ignored",
+    "retry-after",
+    "x-loom-queue-position",
+    "x-loom-trace-id",
+]
 
 
 def cors_config(config: Config) -> CORSConfig | None:
@@ -106,12 +117,16 @@ def cors_config(config: Config) -> CORSConfig | None:
 
 
 def create_app(
-    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+    config: Config,
+    extra_plugins: dict[str, object] | None = None,
+    config_path: Path | None = None,
+    span_exporter: Any = None,
 ) -> Litestar:
     """Build the services from ``config`` and the app that serves them (ConfigError / PluginError
     stop start-up). ``config_path`` is the file ``config`` came from: models added while running
-    are written there."""
-    return app_for(build_services(config, extra_plugins, config_path))
+    are written there. ``span_exporter`` (a test's in-memory OpenTelemetry exporter) turns
+    traces on."""
+    return app_for(build_services(config, extra_plugins, config_path, span_exporter))
 
 
 def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> list[Router]:
@@ -137,6 +152,20 @@ def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> l
     if public:
         routers.append(Router(path="/", route_handlers=public, dependencies=provide))
     return routers
+
+
+def middleware(services: Services) -> list:
+    """The ASGI middleware, outermost first: the access log, the request's span (only when
+    traces are on: off, it is not there at all), upstream keys, the caller's principal (only
+    with keys), and answering requests cut by shutdown."""
+    out: list = [access_log]
+    if services.tracing is not None:
+        out.append(services.tracing.middleware())
+    out.append(credentials.middleware)
+    if services.keys.enabled:
+        out.append(principal_middleware)
+    out.append(answer_when_cut(services.shutdown))
+    return out
 
 
 def app_for(services: Services) -> Litestar:
@@ -172,7 +201,7 @@ def app_for(services: Services) -> Litestar:
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=cors_config(services.config),
-        middleware=[access_log, credentials.middleware, answer_when_cut(services.shutdown)],
+        middleware=middleware(services),
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

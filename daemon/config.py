@@ -75,6 +75,16 @@ class Cors(Struct, forbid_unknown_fields=True, frozen=True):
     max_age: int = 600
 
 
+class Tracing(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.tracing]``: OpenTelemetry traces over OTLP/HTTP (the ``otel`` extra); off while
+    ``otlp_endpoint`` is empty and no ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+
+    #: The collector's OTLP/HTTP address, e.g. "http://localhost:4318" (``/v1/traces`` is added).
+    otlp_endpoint: str = ""
+    #: The ``service.name`` the spans carry.
+    service_name: str = "loom"
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
@@ -90,6 +100,7 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: SIGTERM (or Ctrl-C) ends the wait at once. The stores are flushed either way.
     shutdown_grace: str | int | float = "30s"
     cors: Cors = field(default_factory=Cors)
+    tracing: Tracing = field(default_factory=Tracing)
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):
