@@ -109,7 +109,7 @@ def test_capabilities_per_provider():
         "nllb": ["translation"],
         "blip": ["chat", "vision"],
         "sd": ["image"],
-        "clip": ["embedding", "vision"],
+        "clip": ["embedding", "rerank", "vision"],
     }
 
 
