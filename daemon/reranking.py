@@ -18,11 +18,15 @@ def rerank_model(requested: str | None, router: ModelRouter, routes: Routes, par
     """The model named, else what ``[routes] rerank`` (or a runtime switch) routes to."""
     model = requested or router.route_for(Capability.RERANK, routes.rerank)
     if not model:
-        raise InvalidRequest(f"{param} is required (no rerank model is routed by default: [routes] rerank)", param=param)
+        raise InvalidRequest(
+            f"{param} is required (no rerank model is routed by default: [routes] rerank)", param=param
+        )
     return model
 
 
-async def rank(router: ModelRouter, model: str, query: str, documents: list[str]) -> tuple[ModelEntry, list[float], int]:
+async def rank(
+    router: ModelRouter, model: str, query: str, documents: list[str]
+) -> tuple[ModelEntry, list[float], int]:
     """(the model that served, one score per document in order, the tokens it read)."""
     entry, result = await router.run(model, Capability.RERANK, calls.Rerank(query=query, documents=documents))
     if len(result.scores) != len(documents):

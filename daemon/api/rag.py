@@ -25,12 +25,12 @@ from loom.sdk.errors import InvalidRequest, LoomError
 from loom.sdk.types import Capability
 from msgspec import Meta
 
+from ..config import Routes
 from ..files import FileStore
 from ..media import image_bytes
 from ..models import ModelRegistry
-from ..config import Routes
 from ..rag import RagStore
-from ..reranking import rank, rerank_model, reorder
+from ..reranking import rank, reorder, rerank_model
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from . import shapes

@@ -1009,7 +1009,11 @@ def _rerank_errors(s: Subject) -> None:
 @check("rerank.cancel", Capability.RERANK)
 def _rerank_cancel(s: Subject) -> None:
     """rerank() with a cancelled RunContext raises Cancelled."""
-    expect(Cancelled, lambda: _rerank(s, "a query", ["a document"], cancelled_ctx()), "rerank() with a cancelled RunContext")
+    expect(
+        Cancelled,
+        lambda: _rerank(s, "a query", ["a document"], cancelled_ctx()),
+        "rerank() with a cancelled RunContext",
+    )
 
 
 def applicable(capabilities: frozenset[Capability], *, plugin: bool) -> list[Check]:

@@ -114,7 +114,9 @@ def test_default_mock_models_cover_other_capabilities(client):
     img = client.images.generate(model="mock-image", prompt="a lighthouse", size="64x64")
     assert img.data[0].b64_json
     # Rerank with no model: the shipped [routes] rerank answers.
-    ranked = client.post("/rerank", body={"query": "calm sea", "documents": ["stocks", "the sea is calm"]}, cast_to=object)
+    ranked = client.post(
+        "/rerank", body={"query": "calm sea", "documents": ["stocks", "the sea is calm"]}, cast_to=object
+    )
     assert ranked["model"] == "mock-rerank" and [r["index"] for r in ranked["results"]] == [1, 0]
 
 

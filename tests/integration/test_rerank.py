@@ -267,7 +267,7 @@ class PictureServer:
 
     def __init__(self, pictures: dict[str, bytes]) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 data = pictures.get(self.path.strip("/").removesuffix(".png"))
                 self.send_response(200 if data else 404)
                 self.send_header("content-type", "image/png")

@@ -136,7 +136,13 @@ TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
             ["rerank"],
         ),
         (
-            {"config.json": {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "num_labels": 1}},
+            {
+                "config.json": {
+                    "architectures": ["BertForSequenceClassification"],
+                    "model_type": "bert",
+                    "num_labels": 1,
+                }
+            },
             "transformers-rerank",
             ["rerank"],
         ),
