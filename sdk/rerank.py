@@ -74,7 +74,7 @@ class RerankResponse(Response, kw_only=True):
 TextOrTexts = str | Annotated[list[str], Meta(min_length=1, max_length=MAX_DOCUMENTS)]
 
 
-class ScoreRequest(Request, kw_only=True):
+class TextScoreRequest(Request, kw_only=True):
     """vLLM's score API: ``text_1`` against each of ``text_2`` (one to many), or pair by pair when
     both are lists of one length."""
 
@@ -95,17 +95,17 @@ class ScoreRequest(Request, kw_only=True):
         return list(zip(left, right, strict=True))
 
 
-class ScoreData(Struct):
+class TextScore(Struct):
     index: int
     score: float
     object: Literal["score"] = "score"
 
 
-class ScoreResponse(Response, kw_only=True):
+class TextScoreResponse(Response, kw_only=True):
     id: str
     model: str
     created: int
-    data: list[ScoreData]
+    data: list[TextScore]
     usage: RerankUsage
     object: Literal["list"] = "list"
 
@@ -117,7 +117,7 @@ __all__ = [
     "RerankResponse",
     "RerankResult",
     "RerankUsage",
-    "ScoreData",
-    "ScoreRequest",
-    "ScoreResponse",
+    "TextScore",
+    "TextScoreRequest",
+    "TextScoreResponse",
 ]

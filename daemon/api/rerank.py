@@ -21,9 +21,9 @@ from loom.sdk.rerank import (
     RerankResponse,
     RerankResult,
     RerankUsage,
-    ScoreData,
-    ScoreRequest,
-    ScoreResponse,
+    TextScore,
+    TextScoreRequest,
+    TextScoreResponse,
 )
 
 from ..config import Routes
@@ -129,8 +129,8 @@ async def rerank_unversioned(
     status_code=200,
     operation_class=doc(
         "Score text pairs (vLLM's score API)",
-        body=ScoreRequest,
-        returns=ScoreResponse,
+        body=TextScoreRequest,
+        returns=TextScoreResponse,
         errors=BODY_ERRORS + MODEL_ERRORS,
         headers=PROVENANCE,
     ),
@@ -141,7 +141,7 @@ async def score(
     router: NamedDependency[ModelRouter],
     routes: NamedDependency[Routes],
 ) -> Response:
-    req = await bodies.decode(request, ScoreRequest)
+    req = await bodies.decode(request, TextScoreRequest)
     pairs = req.pairs()
     model = rerank_model(req.model, router, routes)
     # One call per distinct first text (usually one): a reranker scores documents against a query.
@@ -155,11 +155,11 @@ async def score(
     for indices, (_, out, _) in zip(groups.values(), ranked, strict=True):
         scores.update(zip(indices, out, strict=True))
     tokens = sum(t for _, _, t in ranked)
-    body = ScoreResponse(
+    body = TextScoreResponse(
         id=f"score-{uuid.uuid4().hex}",
         model=model,
         created=int(time.time()),
-        data=[ScoreData(index=i, score=scores[i]) for i in range(len(pairs))],
+        data=[TextScore(index=i, score=scores[i]) for i in range(len(pairs))],
         usage=RerankUsage(tokens, tokens),
     )
     return json_response(body, headers=served_by(ranked[0][0]))
