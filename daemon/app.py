@@ -41,6 +41,7 @@ from .api import (
     personas,
     rag,
     rag_items,
+    rerank,
     responses,
     tokens,
 )
@@ -86,6 +87,7 @@ V1_ROUTES = [
     *rag_items.ROUTES,
     *personas.ROUTES,
     *evaluations.ROUTES,
+    *rerank.ROUTES,
     tokens.mint_stream_token,
 ]
 
@@ -192,8 +194,12 @@ def app_for(services: Services) -> Litestar:
         )
         for routes, admin in ((ollama.ROUTES, False), (ollama.ADMIN_ROUTES, True))
     ]
+    # Rerank where Cohere's and Jina's clients look too (a base URL without /v1), guarded as /v1.
+    unversioned = Router(
+        path="/", route_handlers=rerank.UNVERSIONED, guards=key_guards(services.keys, services.tokens, admin=False)
+    )
     ui = build_ui(services.sessions)
-    own: list[Router | HTTPRouteHandler] = [health, v1, *ollama_api, operator, ui.router]
+    own: list[Router | HTTPRouteHandler] = [health, v1, unversioned, *ollama_api, operator, ui.router]
     app = Litestar(
         route_handlers=[*own, *plugin_router(services, own)],
         template_config=ui.template_config,

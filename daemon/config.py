@@ -159,6 +159,7 @@ class Routes(Struct, forbid_unknown_fields=True, frozen=True):
     image: str | None = None
     vision: str | None = None
     translation: str | None = None
+    rerank: str | None = None
     score: str | None = None
     describe: str | None = None
     judge: str | None = None

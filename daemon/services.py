@@ -81,6 +81,9 @@ class Services:
     rag: RagStore
     records: RecordStore
     runner: JobRunner
+    #: Fetches image URLs under ``[daemon.image_urls]`` (the SSRF guard); the intake and the
+    #: rerank routes share it, and the intake closes it.
+    fetcher: ImageFetcher
     #: What a chat request goes through before a model sees it (rules, route, parameter policy,
     #: image URLs), for /v1/chat/completions and /v1/responses.
     intake: ChatIntake
@@ -206,9 +209,8 @@ def build_services(
     runner = JobRunner(pipeline_services, job_store, pipelines)
     Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs), rag).schedule(timers)
     bodies = BodyReader(config.daemon.limits.max_body_bytes)
-    intake = ChatIntake(
-        registry, router, config.routes, files, ImageFetcher(config.daemon.image_urls), config.daemon.compat
-    )
+    fetcher = ImageFetcher(config.daemon.image_urls)
+    intake = ChatIntake(registry, router, config.routes, files, fetcher, config.daemon.compat)
     return Services(
         config=config,
         pm=pm,
@@ -227,6 +229,7 @@ def build_services(
         rag=rag,
         records=records,
         runner=runner,
+        fetcher=fetcher,
         intake=intake,
         responses=ResponseStore(data_dir / RESPONSES_DB, durability),
         text=TextServices(bodies, intake, router, scheduler),

@@ -70,7 +70,7 @@ class PipelineContext(Protocol):
 
     def model_for(self, role: str, requested: str | None = None) -> str:
         """The model id to use for a role: a capability ("chat", "image", "vision", "embedding",
-        "translation") or a use of a vision model ("score", "describe", "judge", whose routes
+        "translation", "rerank") or a use of a vision model ("score", "describe", "judge", whose routes
         fall back to the "vision" route): ``requested`` if given, else the config's route, else
         the first model with that capability."""
 
@@ -105,6 +105,10 @@ class PipelineContext(Protocol):
 
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
         """Unit-length embeddings of texts (or image data URIs, for CLIP models)."""
+
+    async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
+        """How relevant each document is to ``query`` (higher is more relevant), in the documents'
+        order; images as data URIs for models that read them (CLIP)."""
 
     # --- retrieval (RAG) and records: memory that outlives the job --------------------------
 

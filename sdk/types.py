@@ -25,6 +25,7 @@ class Capability(str, enum.Enum):
     IMAGE = "image"
     VISION = "vision"
     TRANSLATION = "translation"
+    RERANK = "rerank"
 
 
 class Request(Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -498,6 +498,13 @@ class JobContext:
             raise ProviderError(f"{model} returned {len(out)} translations for {len(texts)} texts")
         return out
 
+    async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
+        result = await self._run(model, Capability.RERANK, calls.Rerank(query=query, documents=documents))
+        if len(result.scores) != len(documents):
+            raise ProviderError(f"{model} returned {len(result.scores)} scores for {len(documents)} documents")
+        self.usage.tokens(result.prompt_tokens)
+        return result.scores
+
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
         result = await self._run(model, Capability.EMBEDDING, calls.Embed(inputs=inputs))
         self.usage.tokens(result.prompt_tokens)

@@ -29,6 +29,7 @@ from loom.sdk import (
     ModelSpec,
     Provider,
     ProviderError,
+    RerankScores,
     RunContext,
     TextChunk,
     VisionScores,
@@ -97,6 +98,22 @@ class _Vector(Struct):
 class _EmbeddingAnswer(Struct):
     data: list[_Vector]
     usage: _Usage | None = None
+
+
+class _Ranked(Struct):
+    index: int
+    relevance_score: float
+
+
+class _RerankUsage(Struct):
+    total_tokens: int | None = None
+
+
+class _RerankAnswer(Struct):
+    """What vLLM, llama-server, Jina, Cohere and Loom answer ``POST /rerank`` with."""
+
+    results: list[_Ranked]
+    usage: _RerankUsage | None = None
 
 
 class _Image(Struct):
@@ -468,6 +485,25 @@ class OpenAIProvider(Provider):
         vectors = [_floats(v.embedding) for v in sorted(answer.data, key=lambda v: v.index)]
         tokens = answer.usage.prompt_tokens if answer.usage and answer.usage.prompt_tokens else 0
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+    # --- rerank -------------------------------------------------------------------------------
+
+    async def rerank(self, query: str, documents: list[str], ctx: RunContext) -> RerankScores:
+        """``POST /rerank`` in the shape vLLM, llama-server, Jina and Cohere share; the answer's
+        results (sorted by score there) are put back in the documents' order."""
+        ctx.check()
+        if not documents:
+            raise InvalidRequest("documents must hold at least one document", param="documents")
+        body = {"model": self.remote_model, "query": query, "documents": documents}
+        answer = await self._post("/rerank", body, _RerankAnswer, self.session(ctx))
+        scores: dict[int, float] = {r.index: r.relevance_score for r in answer.results}
+        if sorted(scores) != list(range(len(documents))):
+            raise ProviderError(
+                f"instance '{self.instance_name}' ranked documents {sorted(scores)} of {len(documents)} "
+                f"for model '{self.spec.id}'"
+            )
+        tokens = answer.usage.total_tokens if answer.usage and answer.usage.total_tokens else 0
+        return RerankScores(scores=[scores[i] for i in range(len(documents))], prompt_tokens=tokens)
 
     # --- images -------------------------------------------------------------------------------
 

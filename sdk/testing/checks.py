@@ -21,7 +21,16 @@ import msgspec
 
 from ..calls import missing_methods
 from ..errors import Cancelled, InvalidRequest, LoomError, UnsupportedParameter
-from ..protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk, ToolCallDelta, VisionScores
+from ..protocols import (
+    Embeddings,
+    ImageJob,
+    Provider,
+    RerankScores,
+    RunContext,
+    TextChunk,
+    ToolCallDelta,
+    VisionScores,
+)
 from ..types import (
     AssistantMessage,
     Capability,
@@ -77,6 +86,8 @@ class Settings:
     #: targets give two translations); None skips that part.
     third_language: str | None = "de"
     bad_language: str = "xx-NOT-A-LANGUAGE"
+    #: What the rerank checks rank ``texts`` against (it shares words with the first one).
+    rerank_query: str = "Is the sea calm tonight?"
     plugin: Any = None
     entry_point: str | None = None
 
@@ -255,6 +266,8 @@ def _reload(s: Subject) -> None:
         assert s.stream("chat", _chat_request(s, max_tokens=2)), "chat() produced nothing after a reload"
     elif Capability.EMBEDDING in s.capabilities:
         assert s.call(s.method("embed"), ["hello"], RunContext()).vectors, "embed() returned nothing after a reload"
+    elif Capability.RERANK in s.capabilities:
+        assert _rerank(s, "hello", ["hello there"]), "rerank() returned nothing after a reload"
 
 
 # --- chat and completions ---------------------------------------------------------------------
@@ -933,6 +946,77 @@ def _translation_cancel(s: Subject) -> None:
         Cancelled,
         lambda: _translate(s, ["Hello."], source, target, cancelled_ctx()),
         "translate() with a cancelled RunContext",
+    )
+
+
+# --- rerank -----------------------------------------------------------------------------------
+
+
+def _rerank(s: Subject, query: str, documents: list[str], ctx: RunContext | None = None) -> list[float]:
+    result = s.call(s.method("rerank"), query, documents, ctx or RunContext())
+    assert isinstance(result, RerankScores), f"rerank() must return loom.sdk.RerankScores, got {type(result).__name__}"
+    return result.scores
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-4 * max(1.0, abs(a), abs(b))
+
+
+@check("rerank.scores", Capability.RERANK)
+def _rerank_scores(s: Subject) -> None:
+    """One finite float per document, in the documents' order, and prompt_tokens an int >= 0."""
+    texts = list(settings_of(s).texts)
+    result = s.call(s.method("rerank"), settings_of(s).rerank_query, texts, RunContext())
+    assert isinstance(result, RerankScores), f"rerank() must return loom.sdk.RerankScores, got {type(result).__name__}"
+    assert len(result.scores) == len(texts), f"rerank() of {len(texts)} documents returned {len(result.scores)} scores"
+    for i, score in enumerate(result.scores):
+        assert isinstance(score, float) and math.isfinite(score), (
+            f"score {i} must be a finite Python float (convert tensors with .tolist()), got {score!r}"
+        )
+    tokens = result.prompt_tokens
+    assert isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0, (
+        f"RerankScores.prompt_tokens must count the input tokens (>= 0), got {tokens!r}"
+    )
+
+
+@check("rerank.stable", Capability.RERANK)
+def _rerank_stable(s: Subject) -> None:
+    """A document scores the same alone, among others and in another order: the daemon may split a list."""
+    query, texts = settings_of(s).rerank_query, list(settings_of(s).texts)
+    together = _rerank(s, query, texts)
+    backwards = _rerank(s, query, texts[::-1])[::-1]
+    for i, text in enumerate(texts):
+        alone = _rerank(s, query, [text])[0]
+        assert _same(together[i], alone), f"{text!r} scores {together[i]} among others but {alone} alone"
+        assert _same(together[i], backwards[i]), (
+            f"{text!r} scores {together[i]} in one order and {backwards[i]} in another; a score is the document's own"
+        )
+
+
+@check("rerank.reads", Capability.RERANK)
+def _rerank_reads(s: Subject) -> None:
+    """Different documents get different scores, and another query changes them: both are read."""
+    query, texts = settings_of(s).rerank_query, list(settings_of(s).texts)
+    scores = _rerank(s, query, texts)
+    assert len({round(x, 6) for x in scores}) > 1, f"every document scored {scores[0]}; rerank() must read them"
+    other = _rerank(s, "Quarterly revenue and profit figures", texts)
+    assert other != scores, f"two different queries gave the same scores {scores}; rerank() must read the query"
+
+
+@check("rerank.errors", Capability.RERANK)
+def _rerank_errors(s: Subject) -> None:
+    """An empty document list raises InvalidRequest with param 'documents'."""
+    error = expect(InvalidRequest, lambda: _rerank(s, "a query", []), "rerank() of no documents")
+    assert error.param == "documents", f"the error for no documents must have param='documents', got {error.param!r}"
+
+
+@check("rerank.cancel", Capability.RERANK)
+def _rerank_cancel(s: Subject) -> None:
+    """rerank() with a cancelled RunContext raises Cancelled."""
+    expect(
+        Cancelled,
+        lambda: _rerank(s, "a query", ["a document"], cancelled_ctx()),
+        "rerank() with a cancelled RunContext",
     )
 
 
