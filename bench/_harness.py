@@ -16,6 +16,22 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Runs llama-cpp-python's server with use_extra_bufts off where llama.cpp has AMX kernels.
+LLAMA_CPP_PYTHON_SERVER = """
+import sys, llama_cpp
+from llama_cpp import llama_cpp as low
+if b"AMX_INT8 = 1" in low.llama_print_system_info():
+    make = low.llama_model_default_params
+    def without_extra_buffers():
+        params = make()
+        params.use_extra_bufts = False
+        return params
+    low.llama_model_default_params = without_extra_buffers
+from llama_cpp.server.__main__ import main
+sys.argv[0] = "llama_cpp.server"
+main()
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
