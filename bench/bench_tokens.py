@@ -26,12 +26,14 @@ The four concurrent streams of the last check are four different requests: two s
 JSON-schema answer (grammar) and a greedy answer with a stop string. The bench checks that each
 got its own constraint and says whether each seeded/greedy answer is the same text as alone.
 
-Run: .venv/bin/python bench/bench_tokens.py [ROUNDS]   (default 3; ``make bench`` installs the peers)
+Run: .venv/bin/python bench/bench_tokens.py [ROUNDS] [--threads 2] [--max-tokens 200]
+(default 3 rounds; ``make bench`` builds and installs the peers)
 Targets (issue 25): one stream and four streams >= 0.95x llama-server.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -47,9 +49,12 @@ from build_llama_cpp import binary
 from loom.plugins.llamacpp.cpu import amx_advertised
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-THREADS = 2
-MAX_TOKENS = 200
+ARGS = argparse.ArgumentParser(description="Streamed tokens/s: Loom vs llama-server vs llama-cpp-python's server")
+ARGS.add_argument("rounds", nargs="?", type=int, default=3)
+ARGS.add_argument("--threads", type=int, default=2, help="on every side (-t and -tb)")
+ARGS.add_argument("--max-tokens", type=int, default=200, help="per request")
+OPTS = ARGS.parse_args()
+ROUNDS, THREADS, MAX_TOKENS = OPTS.rounds, OPTS.threads, OPTS.max_tokens
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 PERSON = {
     "type": "object",
@@ -163,7 +168,17 @@ def honoured(results: list[dict], alone: list[dict], stop: str) -> list[str]:
 def batched_ceiling(path: str, repeats: int = 3) -> list[float]:
     """llama-batched-bench's text-generation tokens/s at four sequences over one, ``repeats``
     times: what batching four streams can give on this machine, before any server."""
-    cmd = [str(binary("llama-batched-bench")), "-m", path, "-c", "8192", "-npp", "32", "-ntg", "128"]
+    cmd = [
+        str(binary("llama-batched-bench")),
+        "-m",
+        path,
+        "-c",
+        "8192",
+        "-npp",
+        "32",
+        "-ntg",
+        str(min(MAX_TOKENS, 128)),
+    ]
     cmd += ["-npl", "1,4", "-t", str(THREADS), "-tb", str(THREADS), "-fa", "on", *no_repack()]
     ratios = []
     for _ in range(repeats):
@@ -253,7 +268,7 @@ def main() -> None:
         f"{med[EQUAL][1] / med[EQUAL][0]:.2f}x, llama-server {med[CPP][1] / med[CPP][0]:.2f}x"
     )
     print(f"four constrained requests at once on Loom ({mixed_rate:.1f} tok/s): " + "; ".join(notes))
-    print(f"command: .venv/bin/python bench/bench_tokens.py {ROUNDS}")
+    print(f"command: .venv/bin/python bench/bench_tokens.py {ROUNDS} --threads {THREADS} --max-tokens {MAX_TOKENS}")
 
 
 if __name__ == "__main__":
