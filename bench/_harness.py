@@ -33,6 +33,28 @@ main()
 """
 
 
+def baseline_tree(rev: str) -> str:
+    """The baseline's packages under a temporary folder, as a PYTHONPATH (like .shim)."""
+    root = Path(tempfile.mkdtemp(prefix="loom-baseline-"))
+    src = root / "src"
+    src.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "daemon", "plugins", "sdk", "tui"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    shim = root / "shim" / "loom"
+    shim.mkdir(parents=True)
+    for name in ("daemon", "plugins", "sdk", "tui"):
+        (shim / name).symlink_to(src / name)
+    return str(root / "shim")
+
+
+def this_tree() -> str:
+    """This checkout as a PYTHONPATH: its .shim when there is one (a worktree), else nothing."""
+    shim = ROOT / ".shim"
+    return str(shim) if shim.exists() else os.environ.get("PYTHONPATH", "")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

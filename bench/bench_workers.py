@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 import openai
-from _harness import ROOT, Server, ms, percentile
+from _harness import Server, baseline_tree, ms, percentile, this_tree
 from bench_gateway import Load, ensure_wrk
 
 #: The last revision before model workers (the scheduler ran every provider in process).
@@ -67,28 +67,6 @@ def daemon(config: str, pythonpath: str | None = None) -> Server:
     env = {"PYTHONPATH": pythonpath} if pythonpath is not None else None
     cmd = [sys.executable, "-m", "loom.daemon.cli", "serve", "--config", str(tmp / "loom.toml")]
     return Server([*cmd, "--port", "{port}", "--data-dir", str(tmp / "data")], env=env)
-
-
-def baseline_tree(rev: str) -> str:
-    """The baseline's packages under a temporary folder, as a PYTHONPATH (like .shim)."""
-    root = Path(tempfile.mkdtemp(prefix="loom-baseline-"))
-    src = root / "src"
-    src.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "daemon", "plugins", "sdk", "tui"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    shim = root / "shim" / "loom"
-    shim.mkdir(parents=True)
-    for name in ("daemon", "plugins", "sdk", "tui"):
-        (shim / name).symlink_to(src / name)
-    return str(root / "shim")
-
-
-def this_tree() -> str:
-    """This checkout as a PYTHONPATH: its .shim when there is one (a worktree), else nothing."""
-    shim = ROOT / ".shim"
-    return str(shim) if shim.exists() else os.environ.get("PYTHONPATH", "")
 
 
 def rss(pid: int) -> int:
