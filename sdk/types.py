@@ -450,6 +450,9 @@ class CompletionRequest(Request):
     echo: bool = False
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    # Load tools' extras, as on chat (the parameter policy applies them the same way).
+    min_tokens: Annotated[int, Meta(ge=0)] | None = None
+    ignore_eos: bool | None = None
     user: str | None = None
 
     def prompts(self) -> list[str]:

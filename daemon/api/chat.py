@@ -42,9 +42,10 @@ from ..scheduler import Priority, Scheduler
 from ..service_tier import priority_of, tier_used
 from .chat_assemble import ChoiceBuilder, count
 from .chat_prepare import Route
+from .chat_rules import check_completion
 from .errors import error_body
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
-from .policy import ignored_header
+from .policy import apply_policy, ignored_header
 from .respond import PROVENANCE, json_response, served_by
 from .text_services import TextServices
 
@@ -213,6 +214,13 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage, ti
 )
 async def completions(request: Request, text: NamedDependency[TextServices]) -> Response:
     req = await text.bodies.decode(request, CompletionRequest)
+    check_completion(req)
+    ignored: list[str] = []
+    if req.min_tokens or req.ignore_eos:
+        # The only optional parameters a completion takes: the parameter policy for the model
+        # that will serve it, as chat applies it (refused by name, or left out when lenient).
+        entry = text.router.candidates(req.model, Capability.COMPLETION)[0]
+        req, ignored = apply_policy(req, entry, text.intake.compat)
     prompts = req.prompts()
 
     def call(prompt: str, i: int):
@@ -246,7 +254,7 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
                 yield error_body(e)
             yield b"[DONE]"
 
-        return ServerSentEvent(events(), headers=served_by(entry), status_code=200)
+        return ServerSentEvent(events(), headers={**served_by(entry), **ignored_header(ignored)}, status_code=200)
 
     choices, usage = [], Usage()
     entry, results = await gens.collect()
@@ -259,7 +267,7 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
         choices.append(CompletionChoice(index, "".join(pieces), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     answer = Completion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
-    return json_response(answer, headers=served_by(entry))
+    return json_response(answer, headers={**served_by(entry), **ignored_header(ignored)})
 
 
 def _piece(rid, created, model, index, text, finish) -> bytes:

@@ -446,12 +446,19 @@ class OpenAIProvider(Provider):
         params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt}
         params["max_tokens"] = request.max_tokens
         _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user")
+        # Load tools' extras go as sent (vLLM and llama-server take them; a service that does not
+        # refuses them); the typed client takes them only as extra_body.
+        extra: dict[str, Any] = {}
+        _copy(extra, request, "min_tokens", "ignore_eos")
         session = self.session(ctx)
         if not request.stream:
-            yield self._single(await self._post("/completions", params, _TextAnswer, session), chat=False)
+            answer = await self._post("/completions", {**params, **extra}, _TextAnswer, session)
+            yield self._single(answer, chat=False)
             return
         client = session.client
-        create = lambda: client.completions.create(**params, **self._stream_args(session))  # noqa: E731
+        create = lambda: client.completions.create(  # noqa: E731
+            **params, **self._stream_args(session), extra_body=extra or None
+        )
         async for chunk in self._stream(create, lambda c: TextChunk(text=c.text) if c.text else None, session):
             ctx.check()
             yield chunk
