@@ -52,6 +52,7 @@ from .api.plugin_routes import DaemonRouteContext, collect_routes
 from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
+from .principals import single_user
 from .services import Services, build_services
 from .ui import build_ui
 
@@ -172,7 +173,13 @@ def app_for(services: Services) -> Litestar:
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=cors_config(services.config),
-        middleware=[access_log, credentials.middleware, answer_when_cut(services.shutdown)],
+        # Without keys no guard runs: every request is the one local principal's (principals.py).
+        middleware=[
+            access_log,
+            credentials.middleware,
+            answer_when_cut(services.shutdown),
+            *([] if services.keys.enabled else [single_user]),
+        ],
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

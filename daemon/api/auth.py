@@ -1,4 +1,7 @@
-"""The key guards: any configured key for /v1, an admin key for /admin and /metrics.
+"""The key guards: any configured key (or JWT) for /v1, an admin's for /admin and /metrics.
+
+The guard resolves the request's :class:`~loom.daemon.principals.Principal` once and leaves it
+on the connection, where routes read it with ``principal_of(request)`` (what is theirs to see).
 
 Each guard is made once from the :class:`~loom.daemon.keys.KeyRing` and declared once, on its
 Router (``app.py``), so no handler can forget it. A key comes as ``Authorization: Bearer <key>``
@@ -13,6 +16,8 @@ signed URL instead of a key (``?exp=...&sig=...``, :mod:`loom.daemon.storage.sig
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import WebSocket
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
@@ -20,7 +25,9 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
+from ..jwts import looks_like_jwt
 from ..keys import KeyRing, StreamTokens
+from ..principals import Principal, set_principal
 from ..storage.signing import URLSigner
 
 #: The WebSocket subprotocol a browser offers alongside its credential (and the server accepts).
@@ -64,21 +71,30 @@ def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSi
         if not ring.enabled:
             return
         if handler.opt.get("signed") and signed(connection, signer):
-            return
-        role = ring.role_of(presented_key(connection))
-        if role is None and handler.opt.get("browser"):
+            return  # a capability URL: the route serves it to whoever holds it
+        principal = await resolve(ring, presented_key(connection))
+        if principal is None and handler.opt.get("browser"):
             credential = subprotocol_credential(connection)
-            role = ring.role_of(credential) or tokens.role_of(credential)
-            role = role or tokens.role_of(connection.query_params.get("token"))
-        if role is None:
+            principal = await resolve(ring, credential) or tokens.principal_of(credential)
+            principal = principal or tokens.principal_of(connection.query_params.get("token"))
+        if principal is None:
             raise AuthenticationFailed(
                 "Missing or incorrect API key: pass it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
-        if admin and role != "admin":
+        if admin and not principal.is_admin:
             raise PermissionDenied("This route needs an admin key")
+        set_principal(connection, principal)
 
     guard.__name__ = "require_admin_key" if admin else "require_key"
     return guard
+
+
+async def resolve(ring: KeyRing, credential: str | None) -> Principal | None:
+    """The principal of a key or JWT; a JWT whose key set is fetched from a URL is checked off
+    the event loop (PyJWKClient may fetch it)."""
+    if credential and ring.jwt is not None and ring.jwt.remote and looks_like_jwt(credential):
+        return await asyncio.to_thread(ring.principal, credential)
+    return ring.principal(credential)
 
 
 async def accept(socket: WebSocket) -> None:

@@ -24,6 +24,7 @@ from msgspec import Meta
 from ..files import FileStore
 from ..media import image_bytes
 from ..models import ModelRegistry
+from ..principals import principal_of
 from ..rag import RagStore
 from ..routing import ModelRouter
 from ..storage.service import Storage
@@ -78,6 +79,7 @@ async def rag_search(
     storage: NamedDependency[Storage],
 ) -> Response:
     store = rag
+    scope = principal_of(request).scope  # a user searches its own items only
     req = await bodies.decode(request, RagSearchRequest)
     if req.text is not None and req.image is None:
         query = req.text
@@ -97,7 +99,8 @@ async def rag_search(
         _, result = await router.run(model, Capability.EMBEDDING, calls.Embed(inputs=[query]))
         vector = result.vectors[0]
         for collection in collections:
-            hits.extend(await asyncio.to_thread(store.search, collection, vector, model=model, k=req.k))
+            found = await asyncio.to_thread(store.search, collection, vector, model=model, k=req.k, owner=scope)
+            hits.extend(found)
     hits.sort(key=lambda h: -h["score"])
     for hit in hits:  # job retention may have deleted the file since: say so rather than link to a 404
         if hit["path"] and not (files.root / hit["path"]).is_file():

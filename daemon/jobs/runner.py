@@ -46,6 +46,7 @@ from .. import credentials as upstream_keys
 from ..atomic import storage_error
 from ..config import JobsConfig
 from ..plugin_manager import PluginInfo, collect
+from ..principals import UNOWNED
 from . import metadata
 from .admission import Admission, Budget, ModelRoom
 from .context import JobContext, PipelineServices
@@ -71,8 +72,8 @@ CANCEL_GRACE_S = 10.0
 RECORD_RETRY_S = 2.0
 #: How often, at most, a running job's progress rewrites its metadata.json.
 METADATA_INTERVAL_S = 2.0
-#: The owner of a job submitted without an API key (every such client is the same owner).
-ANONYMOUS = "anonymous"
+#: The owner of a job no principal submitted (a daemon without keys: every client is the same owner).
+ANONYMOUS = UNOWNED
 
 
 @dataclass
@@ -209,8 +210,8 @@ class JobRunner:
 
         ``credentials``: the request's upstream keys (``X-...-API-Key`` headers), used by this
         job's calls while it runs and never stored; the job records only their header names.
-        ``owner`` (who submitted it: an API key's digest) bounds how many jobs one client may
-        have queued: past ``[jobs] max_queued_per_owner`` (or ``max_queued`` for everyone) this
+        ``owner`` (the principal that submitted it, :mod:`loom.daemon.principals`) owns it: a
+        user sees only its own jobs. It also bounds how many jobs one client may have queued: past ``[jobs] max_queued_per_owner`` (or ``max_queued`` for everyone) this
         raises QueueFull (429 with Retry-After) before anything is stored. Among queued jobs a
         higher ``priority`` runs first, then the older."""
         if self._stopping:
@@ -313,9 +314,11 @@ class JobRunner:
             pass
         return self.get(job_id)
 
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str, owner: str | None = None) -> dict:
+        """The job; NotFound if there is none, or (``owner`` given: a user's scope) if it is
+        another's: the same answer, so a guessed id tells nothing."""
         job = self.store.get_job(job_id)
-        if job is None:
+        if job is None or (owner is not None and (job.get("owner") or UNOWNED) != owner):
             raise NotFound(f"No job with id '{job_id}'", param="id")
         return job
 
