@@ -29,11 +29,6 @@ from .principals import Principal
 REQUIRED = ["exp", "sub"]
 
 
-def looks_like_jwt(credential: str) -> bool:
-    """A compact JWS: three base64url parts (a static key rarely has two dots)."""
-    return credential.count(".") == 2 and credential.startswith("eyJ")
-
-
 class JWTVerifier:
     def __init__(self, config: JwtConfig) -> None:
         self.config = config

@@ -11,10 +11,18 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 from .config import Config, Role
-from .jwts import JWTVerifier, looks_like_jwt
 from .principals import Principal, key_principal
+
+if TYPE_CHECKING:
+    from .jwts import JWTVerifier
+
+
+def looks_like_jwt(credential: str) -> bool:
+    """A compact JWS: three base64url parts, the first a JSON object (a static key rarely is)."""
+    return credential.count(".") == 2 and credential.startswith("eyJ")
 
 
 class KeyRing:
@@ -25,8 +33,11 @@ class KeyRing:
         for k in config.daemon.api_keys:
             key = k.key.resolve()
             self.keys.append((key.encode(), Principal(key_principal(key, k.principal or k.name), k.role)))
-        jwt_config = config.daemon.jwt
-        self.jwt = JWTVerifier(jwt_config) if jwt_config is not None else None
+        self.jwt: JWTVerifier | None = None
+        if config.daemon.jwt is not None:
+            from .jwts import JWTVerifier  # PyJWT (and cryptography) only for a daemon that takes tokens
+
+            self.jwt = JWTVerifier(config.daemon.jwt)
 
     @property
     def enabled(self) -> bool:

@@ -25,8 +25,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
-from ..jwts import looks_like_jwt
-from ..keys import KeyRing, StreamTokens
+from ..keys import KeyRing, StreamTokens, looks_like_jwt
 from ..principals import Principal, set_principal
 from ..storage.signing import URLSigner
 
