@@ -261,6 +261,34 @@ def test_the_web_ui_lists_the_callers_own_jobs(team, made):
     assert made["alice"]["job_id"] in admin and made["bob"]["job_id"] in admin
 
 
+CSRF = re.compile(r'name="_csrf_token" value="([0-9a-f]+)"')
+
+
+def ui_session(daemon: Daemon, key: str) -> tuple[httpx.Client, str]:
+    """A client signed in through the UI's form (a session cookie, no key), and a CSRF token."""
+    c = httpx.Client(base_url=daemon.url, timeout=60)
+    token = CSRF.search(c.get("/ui/login").text).group(1)
+    assert c.post("/ui/login", data={"key": key, "next": "/ui/", "_csrf_token": token}).status_code == 303
+    return c, CSRF.search(c.get("/ui/pipelines/persona").text).group(1)
+
+
+def test_a_job_started_from_the_web_ui_is_the_signed_in_principals(team):
+    alice, token = ui_session(team, ALICE)
+    bob, _ = ui_session(team, BOB)
+    try:
+        r = alice.post("/ui/pipelines/persona", data={"name": "Lin", "prompt": "a painter", "_csrf_token": token})
+        assert r.status_code == 303, r.text
+        job_id = r.headers["location"].rsplit("/", 1)[1]
+        assert wait_job(client(team, ALICE), job_id)["state"] == "succeeded"
+        assert client(team, BOB).get(f"/v1/jobs/{job_id}").status_code == 404
+        assert alice.get(f"/ui/jobs/{job_id}").status_code == 200
+        assert bob.get(f"/ui/jobs/{job_id}").status_code == 404
+        assert job_id in alice.get("/ui/").text and job_id not in bob.get("/ui/").text
+    finally:
+        alice.close()
+        bob.close()
+
+
 def test_data_from_before_keys_is_the_admins(tmp_path):
     """A daemon run without keys, then with them: what was made before is the admin's."""
     data = tmp_path / "data"
