@@ -53,6 +53,7 @@ from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
 from .principals import single_user
+from .quotas import middleware as quota_middleware
 from .services import Services, build_services
 from .ui import build_ui
 
@@ -93,7 +94,16 @@ ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES, *a
 
 
 #: Response headers a cross-origin page may read (provenance, lenient drops, rate limits).
-EXPOSED = ["x-loom-model", "x-loom-provider", "x-loom-work-id", "x-loom-ignored", "retry-after"]
+EXPOSED = [
+    "x-loom-model",
+    "x-loom-provider",
+    "x-loom-work-id",
+    "x-loom-ignored",
+    "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+]
 
 
 def cors_config(config: Config) -> CORSConfig | None:
@@ -143,10 +153,11 @@ def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> l
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
     signer = services.storage.signer  # signed /v1/files URLs stand in for the key
+    quotas = services.quotas  # per principal, on /v1 and /api (not /admin)
     v1 = Router(
         path="/v1",
         route_handlers=V1_ROUTES,
-        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer),
+        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer, quotas=quotas),
     )
     operator = Router(
         path="/",
@@ -159,7 +170,7 @@ def app_for(services: Services) -> Litestar:
         Router(
             path="/api",
             route_handlers=routes,
-            guards=key_guards(services.keys, services.tokens, admin=admin),
+            guards=key_guards(services.keys, services.tokens, admin=admin, quotas=quotas),
             exception_handlers=ollama.exception_handlers(),
         )
         for routes, admin in ((ollama.ROUTES, False), (ollama.ADMIN_ROUTES, True))
@@ -179,6 +190,7 @@ def app_for(services: Services) -> Litestar:
             credentials.middleware,
             answer_when_cut(services.shutdown),
             *([] if services.keys.enabled else [single_user]),
+            *([quota_middleware] if services.quotas.enabled and services.keys.enabled else []),
         ],
         openapi_config=OpenAPIConfig(
             title="Loom",

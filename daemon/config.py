@@ -102,6 +102,25 @@ class Cors(Struct, forbid_unknown_fields=True, frozen=True):
     max_age: int = 600
 
 
+class QuotaOverride(Struct, forbid_unknown_fields=True, frozen=True):
+    """One principal's own limits in ``[daemon.quotas.principals.<name>]`` (unset: the default)."""
+
+    requests_per_minute: Annotated[int, Meta(ge=0)] | None = None
+    max_concurrent: Annotated[int, Meta(ge=0)] | None = None
+
+
+class QuotasConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.quotas]``: per-principal limits on the requests that make work (every POST under
+    /v1 and /api), 0 for none (:mod:`loom.daemon.quotas`)."""
+
+    #: Such requests a principal may start in any 60 seconds.
+    requests_per_minute: Annotated[int, Meta(ge=0)] = 0
+    #: Such requests of a principal in flight at once (a stream counts until it ends).
+    max_concurrent: Annotated[int, Meta(ge=0)] = 0
+    #: Per principal (by name) overrides.
+    principals: dict[str, QuotaOverride] = field(default_factory=dict)
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
@@ -119,6 +138,8 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     cors: Cors = field(default_factory=Cors)
     #: JWT bearer tokens (off unless configured).
     jwt: JwtConfig | None = None
+    #: Per-principal request quotas (off unless configured).
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):

@@ -27,6 +27,7 @@ from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
 from ..keys import KeyRing, StreamTokens, looks_like_jwt
 from ..principals import Principal, set_principal
+from ..quotas import Quotas, Refused, counts, hold, refused
 from ..storage.signing import URLSigner
 
 #: The WebSocket subprotocol a browser offers alongside its credential (and the server accepts).
@@ -59,9 +60,17 @@ def signed(connection: ASGIConnection, signer: URLSigner | None) -> bool:
     return signer.allows(connection.scope["path"], q.get("exp"), q.get("sig"))
 
 
-def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None) -> Guard:
+def key_guard(
+    ring: KeyRing,
+    tokens: StreamTokens,
+    *,
+    admin: bool,
+    signer: URLSigner | None = None,
+    quotas: Quotas | None = None,
+) -> Guard:
     """A guard that lets a request through with any key (``admin=False``) or an admin key; with
-    no keys configured, everything is open.
+    no keys configured, everything is open. With ``quotas``, a request that makes work takes a
+    place in its principal's quota (:mod:`loom.daemon.quotas`) or is refused with a 429.
 
     The guard is ``async`` though it awaits nothing: Litestar runs a sync guard on a worker
     thread (``sync_to_thread``), a thread hop on every request for a few dictionary lookups."""
@@ -83,6 +92,12 @@ def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSi
         if admin and not principal.is_admin:
             raise PermissionDenied("This route needs an admin key")
         set_principal(connection, principal)
+        if quotas is not None and counts(connection):
+            try:
+                hold(connection, quotas.admit(principal.name))
+            except Refused as e:
+                refused(connection, e)
+                raise
 
     guard.__name__ = "require_admin_key" if admin else "require_key"
     return guard
@@ -103,9 +118,18 @@ async def accept(socket: WebSocket) -> None:
     await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
 
 
-def key_guards(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None) -> list[Guard]:
+def key_guards(
+    ring: KeyRing,
+    tokens: StreamTokens,
+    *,
+    admin: bool,
+    signer: URLSigner | None = None,
+    quotas: Quotas | None = None,
+) -> list[Guard]:
     """The guards for a Router: :func:`key_guard`, or none when no keys are configured. The key
     ring is fixed at start-up, so an open daemon's guard would let everything through; Litestar
     still copies the route handler for every guarded request, which is worth skipping (the files
     route checks a signature it is sent itself, keys or not)."""
-    return [key_guard(ring, tokens, admin=admin, signer=signer)] if ring.enabled else []
+    if not ring.enabled:
+        return []
+    return [key_guard(ring, tokens, admin=admin, signer=signer, quotas=quotas if quotas and quotas.enabled else None)]
