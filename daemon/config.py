@@ -106,6 +106,7 @@ class QuotaOverride(Struct, forbid_unknown_fields=True, frozen=True):
     """One principal's own limits in ``[daemon.quotas.principals.<name>]`` (unset: the default)."""
 
     requests_per_minute: Annotated[int, Meta(ge=0)] | None = None
+    tokens_per_minute: Annotated[int, Meta(ge=0)] | None = None
     max_concurrent: Annotated[int, Meta(ge=0)] | None = None
 
 
@@ -115,6 +116,9 @@ class QuotasConfig(Struct, forbid_unknown_fields=True, frozen=True):
 
     #: Such requests a principal may start in any 60 seconds.
     requests_per_minute: Annotated[int, Meta(ge=0)] = 0
+    #: Tokens (prompt and completion, as the models report them) a principal's requests may use
+    #: in any 60 seconds; a request is refused while the window holds this many.
+    tokens_per_minute: Annotated[int, Meta(ge=0)] = 0
     #: Such requests of a principal in flight at once (a stream counts until it ends).
     max_concurrent: Annotated[int, Meta(ge=0)] = 0
     #: Per principal (by name) overrides.

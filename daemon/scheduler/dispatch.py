@@ -19,7 +19,7 @@ from typing import Any
 from loom.sdk.errors import Cancelled, LoomError, OutOfMemory, ProviderTimeout, QueueFull, Unavailable, WorkerCrashed
 from loom.sdk.protocols import RunContext
 
-from .. import credentials
+from .. import credentials, quotas
 from ..config import Config
 from ..models import ModelEntry
 from .events import PRIORITY_NAMES, EventBus
@@ -104,6 +104,7 @@ class Dispatcher:
             stream=stream,
             collect=collect,
             kind=kind,
+            meter=quotas.current_meter(),  # the submitting request's principal's tokens
         )
         ctx.work_id = item.id
         if kind == "run":
@@ -413,6 +414,8 @@ class Dispatcher:
             self._run_seconds[m] = seconds if avg is None else 0.8 * avg + 0.2 * seconds
             if not item.stream:
                 self.metrics.count_output(m, result)
+                if item.meter is not None:
+                    item.meter(result)
         elif isinstance(error, Cancelled) or (item.ctx.cancelled and not _is_failure(error)):
             outcome = "cancelled"
             error = error if isinstance(error, Cancelled) else Cancelled("cancelled")

@@ -12,7 +12,7 @@ import enum
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,8 @@ class WorkItem:
     collect: bool = False
     #: "run" for provider calls; "load" for an explicit load (completes once the model is resident)
     kind: str = "run"
+    #: Counts the call's tokens against its principal's quota (``quotas.current_meter``), if any.
+    meter: Callable[[Any], None] | None = None
     id: str = field(default_factory=new_id)
     enqueued: float = field(default_factory=time.monotonic)
     started_at: float | None = None

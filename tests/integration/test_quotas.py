@@ -14,7 +14,14 @@ import pytest
 
 from tests.conftest import Daemon, openai_client, write_config
 
-KEYS = {"alice": "quota-alice", "bob": "quota-bob", "carol": "quota-carol", "slow": "quota-slow", "one": "quota-one"}
+KEYS = {
+    "alice": "quota-alice",
+    "bob": "quota-bob",
+    "carol": "quota-carol",
+    "slow": "quota-slow",
+    "one": "quota-one",
+    "dave": "quota-dave",
+}
 CONFIG = """
 [daemon]
 host = "127.0.0.1"
@@ -28,6 +35,10 @@ requests_per_minute = 5
 [daemon.quotas.principals.slow]
 requests_per_minute = 0
 max_concurrent = 2
+
+[daemon.quotas.principals.dave]
+requests_per_minute = 0
+tokens_per_minute = 200
 
 [daemon.quotas.principals.one]
 requests_per_minute = 0
@@ -155,3 +166,27 @@ def test_quota_overrides_are_checked_at_start(tmp_path):
     d = Daemon(write_config(tmp_path / "loom.toml", bad), tmp_path / "data")
     with pytest.raises(Exception, match="max_concurrent"):
         d.start()
+
+
+def test_tokens_per_minute_count_streams_and_every_choice(quota_daemon):
+    d = quota_daemon
+    # What one answer costs, asked by a principal with no token or request quota.
+    one = openai_client(d, key=KEYS["slow"]).chat.completions.create(model="x-ok", messages=HI, max_tokens=8).usage
+    dave = openai_client(d, key=KEYS["dave"])
+    first = dave.chat.completions.with_raw_response.create(model="x-ok", messages=HI, n=4, max_tokens=8)
+    assert first.headers["x-ratelimit-limit-tokens"] == "200"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "200"
+    # Four choices are four answers' tokens: the next request's headers say so.
+    second = dave.chat.completions.with_raw_response.create(model="x-ok", messages=HI, max_tokens=8, stream=True)
+    used = 200 - int(second.headers["x-ratelimit-remaining-tokens"])
+    assert used >= 4 * one.completion_tokens + one.prompt_tokens, (used, one)
+    list(second.parse())  # a stream that asked for no usage is counted all the same
+    third = dave.chat.completions.with_raw_response.create(model="x-ok", messages=HI, max_tokens=8)
+    assert 200 - int(third.headers["x-ratelimit-remaining-tokens"]) >= used + one.total_tokens
+    # Streams until the window is full; then a 429 that says so.
+    with pytest.raises(openai.RateLimitError) as raised:
+        for _ in range(200 // one.total_tokens + 2):
+            list(dave.chat.completions.create(model="x-ok", messages=HI, max_tokens=8, stream=True))
+    assert "200 tokens per minute" in raised.value.message
+    headers = raised.value.response.headers
+    assert headers["x-ratelimit-remaining-tokens"] == "0" and int(headers["retry-after"]) >= 1
