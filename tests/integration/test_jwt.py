@@ -212,3 +212,53 @@ def test_rs256_with_a_jwks_file(rs):
         r = httpx.get(f"{d.url}/v1/models", headers=bearer(token))
         assert r.status_code == 401, case
         assert r.json()["error"]["type"] == "authentication_error", case
+
+
+# --- ES256 with a JWKS URL ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jwks_server(tmp_path_factory):
+    """A JWKS served over HTTP by the test (PyJWKClient fetches and caches it)."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    root = tmp_path_factory.mktemp("jwks-site")
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    (root / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "e1", "use": "sig", "alg": "ES256"}]}))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", key
+    server.shutdown()
+
+
+def test_es256_with_a_jwks_url(tmp_path, jwks_server):
+    url, key = jwks_server
+    cfg = (
+        f"""
+[daemon]
+host = "127.0.0.1"
+
+[daemon.jwt]
+algorithm = "ES256"
+jwks = "{url}"
+"""
+        + MODELS
+    )
+    d = Daemon(write_config(tmp_path / "loom.toml", cfg), tmp_path / "data").start()
+    try:
+        now = int(time.time())
+        good = jwt.encode({"sub": "gina", "exp": now + 300}, key, algorithm="ES256", headers={"kid": "e1"})
+        assert openai_client(d, key=good).models.list().data
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        other = ec.generate_private_key(ec.SECP256R1())
+        forged = jwt.encode({"sub": "gina", "exp": now + 300}, other, algorithm="ES256", headers={"kid": "e1"})
+        with pytest.raises(openai.AuthenticationError):
+            openai_client(d, key=forged).models.list()
+    finally:
+        d.stop()

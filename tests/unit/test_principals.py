@@ -79,3 +79,24 @@ def test_records_from_before_owners_become_the_admins(tmp_path):
     assert store.get("personas", "Ada")["data"] == {"name": "Ada"}  # two records of one name
     assert len(store.list("personas")) == 2 and len(store.list("personas", owner="alice")) == 1
     store.close()
+
+
+def test_a_jwt_config_that_cannot_check_tokens_stops_start_up(tmp_path, monkeypatch):
+    import pytest
+    from loom.daemon.config import JwtConfig
+    from loom.daemon.jwts import JWTVerifier
+    from loom.sdk.config import EnvSecret
+    from loom.sdk.errors import ConfigError
+
+    monkeypatch.delenv("LOOM_T_NO_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="'secret'"):
+        JWTVerifier(JwtConfig(algorithm="HS256"))
+    with pytest.raises(ConfigError, match="LOOM_T_NO_SECRET"):
+        JWTVerifier(JwtConfig(secret=EnvSecret("LOOM_T_NO_SECRET")))
+    with pytest.raises(ConfigError, match="'jwks'"):
+        JWTVerifier(JwtConfig(algorithm="RS256"))
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    with pytest.raises(ConfigError, match="is not a JWKS"):
+        JWTVerifier(JwtConfig(algorithm="RS256", jwks=str(tmp_path / "jwks.json")))
+    with pytest.raises(ConfigError, match="cannot read"):
+        JWTVerifier(JwtConfig(algorithm="ES256", jwks=str(tmp_path / "missing.json")))
