@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, MediaType, Router, get
 from litestar.config.cors import CORSConfig
@@ -93,7 +94,8 @@ V1_ROUTES = [
 ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES, *admin_jobs.ROUTES]
 
 
-#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits).
+#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits, the
+#: place in the queue, the trace).
 EXPOSED = [
     "x-loom-model",
     "x-loom-provider",
@@ -103,6 +105,11 @@ EXPOSED = [
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-loom-queue-position",
+    "x-loom-trace-id",
 ]
 
 
@@ -117,12 +124,16 @@ def cors_config(config: Config) -> CORSConfig | None:
 
 
 def create_app(
-    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+    config: Config,
+    extra_plugins: dict[str, object] | None = None,
+    config_path: Path | None = None,
+    span_exporter: Any = None,
 ) -> Litestar:
     """Build the services from ``config`` and the app that serves them (ConfigError / PluginError
     stop start-up). ``config_path`` is the file ``config`` came from: models added while running
-    are written there."""
-    return app_for(build_services(config, extra_plugins, config_path))
+    are written there. ``span_exporter`` (a test's in-memory OpenTelemetry exporter) turns
+    traces on."""
+    return app_for(build_services(config, extra_plugins, config_path, span_exporter))
 
 
 def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> list[Router]:
@@ -148,6 +159,25 @@ def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> l
     if public:
         routers.append(Router(path="/", route_handlers=public, dependencies=provide))
     return routers
+
+
+def middleware(services: Services) -> list:
+    """The ASGI middleware, outermost first: the access log, the request's span (only when
+    traces are on: off, it is not there at all), upstream keys, answering requests cut by
+    shutdown, and the caller's principal: with keys the key guard resolves it (and names it to
+    the scheduler, ``current_principal``), and the quotas' headers and in-flight places are
+    settled around the request (only when quotas are set); without keys every request is the
+    one local principal's (principals.py)."""
+    out: list = [access_log]
+    if services.tracing is not None:
+        out.append(services.tracing.middleware())
+    out.append(credentials.middleware)
+    out.append(answer_when_cut(services.shutdown))
+    if not services.keys.enabled:
+        out.append(single_user)
+    elif services.quotas.enabled:
+        out.append(quota_middleware)
+    return out
 
 
 def app_for(services: Services) -> Litestar:
@@ -184,14 +214,7 @@ def app_for(services: Services) -> Litestar:
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=cors_config(services.config),
-        # Without keys no guard runs: every request is the one local principal's (principals.py).
-        middleware=[
-            access_log,
-            credentials.middleware,
-            answer_when_cut(services.shutdown),
-            *([] if services.keys.enabled else [single_user]),
-            *([quota_middleware] if services.quotas.enabled and services.keys.enabled else []),
-        ],
+        middleware=middleware(services),
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

@@ -125,6 +125,16 @@ class QuotasConfig(Struct, forbid_unknown_fields=True, frozen=True):
     principals: dict[str, QuotaOverride] = field(default_factory=dict)
 
 
+class Tracing(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.tracing]``: OpenTelemetry traces over OTLP/HTTP (the ``otel`` extra); off while
+    ``otlp_endpoint`` is empty and no ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+
+    #: The collector's OTLP/HTTP address, e.g. "http://localhost:4318" (``/v1/traces`` is added).
+    otlp_endpoint: str = ""
+    #: The ``service.name`` the spans carry.
+    service_name: str = "loom"
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
@@ -144,6 +154,7 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     jwt: JwtConfig | None = None
     #: Per-principal request quotas (off unless configured).
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
+    tracing: Tracing = field(default_factory=Tracing)
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):

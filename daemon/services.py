@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import pluggy
 from litestar.di import Provide
@@ -48,6 +49,7 @@ from .scheduler.event_log import log_event
 from .shutdown import Shutdown
 from .storage.service import Storage
 from .timers import Timers
+from .tracing import Tracing
 from .ui.session import Sessions
 
 JOBS_DB = "loom.db"
@@ -100,6 +102,8 @@ class Services:
     questions: Questions
     #: Who is signed in to the web UI (``/ui``): its cookies, checked against ``keys``.
     sessions: Sessions
+    #: OpenTelemetry traces (``[daemon.tracing]``); None when off.
+    tracing: Tracing | None
 
     def dependencies(self) -> dict[str, Provide]:
         """One provider per service, by field name: a handler asks for ``registry:
@@ -121,6 +125,8 @@ class Services:
     async def running(self) -> AsyncIterator[Services]:
         """Open what needs the event loop, in order; close everything in reverse on the way out."""
         async with AsyncExitStack() as stack:
+            if self.tracing is not None:
+                stack.callback(self.tracing.close)  # last: the spans of the shutdown get out too
             stack.callback(self.storage.close)  # after the jobs stopped: their uploads are done
             stack.callback(self.runner.store.close)
             stack.callback(self.records.close)
@@ -140,7 +146,7 @@ class Services:
 
 
 #: Services only the app factory uses (the plugin manager is wiring).
-_NOT_FOR_ROUTES = {"pm", "timers"}
+_NOT_FOR_ROUTES = {"pm", "timers", "tracing"}
 
 
 def _constant(value: object) -> Provide:
@@ -151,11 +157,15 @@ def _constant(value: object) -> Provide:
 
 
 def build_services(
-    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+    config: Config,
+    extra_plugins: dict[str, object] | None = None,
+    config_path: Path | None = None,
+    span_exporter: Any = None,
 ) -> Services:
     """Build every service from the config. Raises ConfigError / PluginError (start-up stops).
 
     ``config_path`` is the file ``config`` came from: models added while running are written there.
+    ``span_exporter`` (an OpenTelemetry exporter: a test's in-memory one) turns traces on.
     """
     pm, infos = make_plugin_manager(config.plugins, extra_plugins)
     providers = collect_providers(pm, infos)
@@ -166,7 +176,8 @@ def build_services(
     check_writable(data_dir)
     timers = Timers()
     keys = KeyRing(config)
-    scheduler = Scheduler(config, registry, timers=timers)
+    tracing = Tracing.from_config(config, span_exporter)
+    scheduler = Scheduler(config, registry, timers=timers, tracing=tracing)
     scheduler.events.listeners.append(log_event)  # loads, unloads, evictions, failures in the log
     router = ModelRouter(registry, scheduler)
     router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
@@ -192,6 +203,7 @@ def build_services(
         rag=rag,
         records=records,
         questions=questions,
+        tracing=tracing,
     )
     runner = JobRunner(pipeline_services, job_store, pipelines)
     Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs), rag).schedule(timers)
@@ -226,4 +238,5 @@ def build_services(
         evaluations=evaluations,
         questions=questions,
         sessions=Sessions.open(data_dir, keys),
+        tracing=tracing,
     )

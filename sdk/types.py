@@ -31,6 +31,10 @@ class Request(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Base of request bodies: unknown fields are an error."""
 
 
+#: OpenAI's service tiers, which map onto Loom's scheduling priorities.
+ServiceTier = Literal["auto", "default", "flex", "priority"]
+
+
 class Response(Struct, omit_defaults=False):
     """Base of response bodies."""
 
@@ -273,7 +277,8 @@ class ChatCompletionRequest(Request):
     user: str | None = None
     metadata: Metadata | None = None
     store: bool | None = None
-    service_tier: str | None = None
+    #: The scheduler priority the request runs at (``loom.daemon.service_tier``).
+    service_tier: ServiceTier | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
     safety_identifier: str | None = None
@@ -385,6 +390,8 @@ class ChatCompletion(Response):
     choices: list[ChatChoice]
     usage: Usage
     object: str = "chat.completion"
+    #: The tier it ran at (``auto`` runs at ``default``), as OpenAI's answers say.
+    service_tier: str | None = None
 
 
 class ChunkFunction(Struct, omit_defaults=True):
@@ -422,6 +429,7 @@ class ChatCompletionChunk(Response):
     choices: list[ChunkChoice]
     object: str = "chat.completion.chunk"
     usage: Usage | None = None
+    service_tier: str | None = None
 
 
 # --- completions ------------------------------------------------------------------------------

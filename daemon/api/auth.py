@@ -28,6 +28,7 @@ from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 from ..keys import KeyRing, StreamTokens, looks_like_jwt
 from ..principals import Principal, set_principal
 from ..quotas import Quotas, Refused, counts, hold, refused
+from ..scheduler import current_principal
 from ..storage.signing import URLSigner
 
 #: The WebSocket subprotocol a browser offers alongside its credential (and the server accepts).
@@ -92,6 +93,9 @@ def key_guard(
         if admin and not principal.is_admin:
             raise PermissionDenied("This route needs an admin key")
         set_principal(connection, principal)
+        # The calls this request queues are this principal's (fair share, per-principal metrics):
+        # the guard runs in the request's own task, so the value lives as long as the request.
+        current_principal.set(principal.name)
         if quotas is not None and counts(connection):
             try:
                 hold(connection, quotas.admit(principal.name))

@@ -38,7 +38,8 @@ from loom.sdk.types import (
 
 from ..models import ModelEntry
 from ..routing import ModelRouter
-from ..scheduler import Scheduler
+from ..scheduler import Priority, Scheduler
+from ..service_tier import priority_of, tier_used
 from .chat_assemble import ChoiceBuilder, count
 from .chat_prepare import Route
 from .errors import error_body
@@ -55,14 +56,23 @@ class Generations:
     first is started eagerly) or each run to its end (:meth:`collect`)."""
 
     def __init__(
-        self, router: ModelRouter, scheduler: Scheduler, route: Route, runs: list[tuple[int, calls.Call]]
+        self,
+        router: ModelRouter,
+        scheduler: Scheduler,
+        route: Route,
+        runs: list[tuple[int, calls.Call]],
+        priority: Priority = Priority.INTERACTIVE,
     ) -> None:
         self.router, self.scheduler, self.route, self.runs = router, scheduler, route, runs
+        #: The scheduling priority of its calls (a chat request's ``service_tier``).
+        self.priority = priority
         self.entry: ModelEntry | None = None
         self._first: AsyncIterator[TextChunk] | None = None
 
     async def start(self) -> ModelEntry:
-        self.entry, self._first = await self.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
+        self.entry, self._first = await self.router.stream(
+            *self.route, self.runs[0][1], priority=self.priority, ctx=RunContext()
+        )
         return self.entry
 
     async def collect(self) -> tuple[ModelEntry, list[tuple[int, list[TextChunk]]]]:
@@ -70,11 +80,11 @@ class Generations:
         its end: for an answer that is not streamed, whose chunks need not cross to this task one
         at a time. Later choices stay on the model that served the first."""
         (_, first), *rest = self.runs
-        entry, chunks = await self.router.collect(*self.route, first, ctx=RunContext())
+        entry, chunks = await self.router.collect(*self.route, first, priority=self.priority, ctx=RunContext())
         self.entry = entry
         out = [(self.runs[0][0], chunks)]
         for index, call in rest:
-            out.append((index, await self.scheduler.collect(entry, call, ctx=RunContext())))
+            out.append((index, await self.scheduler.collect(entry, call, priority=self.priority, ctx=RunContext())))
         return entry, out
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
@@ -85,7 +95,7 @@ class Generations:
                 chunks = self._first
             else:
                 # Later choices stay on the model that served the first.
-                chunks = self.scheduler.stream(self.entry, call, ctx=RunContext())
+                chunks = self.scheduler.stream(self.entry, call, priority=self.priority, ctx=RunContext())
             yield index, chunks
 
 
@@ -96,7 +106,8 @@ def with_seed(req, i: int):
 def chat_generations(
     router: ModelRouter, scheduler: Scheduler, route: Route, req: ChatCompletionRequest
 ) -> Generations:
-    return Generations(router, scheduler, route, [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)])
+    runs: list[tuple[int, calls.Call]] = [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)]
+    return Generations(router, scheduler, route, runs, priority_of(req.service_tier))
 
 
 @post(
@@ -126,7 +137,7 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         headers = {**served_by(entry), **ignored_header(prepared.ignored)}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         # `model` names the model that served, as OpenAI's answers do (not the alias asked for).
-        events = _chat_events(gens, entry.id, rid, created, include_usage)
+        events = _chat_events(gens, entry.id, rid, created, include_usage, tier_used(req.service_tier))
         return ServerSentEvent(events, headers=headers, status_code=200)
 
     choices, usage = [], Usage()
@@ -139,7 +150,9 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         choices.append(builder.choice(index))
     headers = {**served_by(entry), **ignored_header(prepared.ignored)}
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    answer = ChatCompletion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
+    answer = ChatCompletion(
+        id=rid, created=created, model=entry.id, choices=choices, usage=usage, service_tier=tier_used(req.service_tier)
+    )
     return json_response(answer, headers=headers)
 
 
@@ -159,9 +172,11 @@ def chunk_delta(c: TextChunk) -> ChunkDelta | None:
     return ChunkDelta(content=c.text if c.text or c.logprobs is not None else None, tool_calls=calls_ or None)
 
 
-async def _chat_events(gens: Generations, model, rid, created, include_usage) -> AsyncIterator[bytes]:
+async def _chat_events(gens: Generations, model, rid, created, include_usage, tier) -> AsyncIterator[bytes]:
     def chunk(choices, usage=None) -> bytes:
-        return _encode(ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, usage=usage))
+        return _encode(
+            ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, usage=usage, service_tier=tier)
+        )
 
     usage = Usage()
     try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-from loom.sdk import calls
+from loom.sdk import calls, tracing
 from loom.sdk.errors import (
     Cancelled,
     CapabilityNotSupported,
@@ -56,6 +56,7 @@ from .retry import DEFAULT_RETRIES, retrying_crashes
 from .usage import Usage
 
 if TYPE_CHECKING:
+    from ..tracing import Tracing
     from .runner import JobRunner
 
 T = TypeVar("T")
@@ -80,6 +81,8 @@ class PipelineServices:
     records: RecordStore
     #: Questions for a person (``ask_preference``), answered on the web UI or the API.
     questions: Questions
+    #: The daemon's tracer when traces are on: a job's run is a span, its steps its children.
+    tracing: Tracing | None = None
 
 
 class JobContext:
@@ -135,7 +138,8 @@ class JobContext:
             return msgspec.json.decode(stored)
         started = time.time()
         try:
-            result = await fn()
+            with tracing.span(f"step {key}", {"loom.step": key}):
+                result = await fn()
         except BaseException:
             if self.failed_step is None:
                 self.failed_step = key

@@ -47,6 +47,7 @@ from ..atomic import storage_error
 from ..config import JobsConfig
 from ..plugin_manager import PluginInfo, collect
 from ..principals import UNOWNED
+from ..scheduler import current_principal
 from . import metadata
 from .admission import Admission, Budget, ModelRoom
 from .context import JobContext, PipelineServices
@@ -471,6 +472,18 @@ class JobRunner:
             return
 
     async def _run(self, job_id: str) -> None:
+        job = self.get(job_id)
+        # Its model calls count for its owner in the per-principal metrics (a job resumed at
+        # start-up has no request to say whose it is). The task has a context of its own.
+        current_principal.set(job.get("owner") or "anonymous")  # the metrics' label for no principal
+        tracing = self.services.tracing
+        if tracing is None:
+            await self._run_job(job_id)
+            return
+        with tracing.job(job_id, job["pipeline"], job["attempts"] + 1):
+            await self._run_job(job_id)
+
+    async def _run_job(self, job_id: str) -> None:
         job = self.get(job_id)
         info = self.pipelines[job["pipeline"]]
         attempt = job["attempts"] + 1

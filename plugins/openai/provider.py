@@ -32,6 +32,7 @@ from loom.sdk import (
     RunContext,
     TextChunk,
     VisionScores,
+    tracing,
 )
 from loom.sdk import params as policy
 from loom.sdk.protocols import ToolCallDelta
@@ -169,6 +170,13 @@ class OpenAIProvider(Provider):
         )
         self._clients = client_for(self.instance_name, instance)
         self._current: Client | None = None
+        #: What the upstream call's span says (when the daemon traces it).
+        self._span_attributes = {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": self.remote_model,
+            "server.address": urlsplit(self.upstream.url).hostname or "",
+            "loom.instance": self.instance_name,
+        }
 
     # --- the client ---------------------------------------------------------------------------
 
@@ -258,11 +266,16 @@ class OpenAIProvider(Provider):
         return mapped if mapped is not None else e
 
     async def _request(self, make: Callable[[], Awaitable[T]], session: _Session) -> T:
-        """``make()``, its errors as Loom's (the client has done its retries)."""
-        try:
-            return await make()
-        except Exception as e:
-            raise self._error(e, session) from None
+        """``make()``, its errors as Loom's (the client has done its retries). When the daemon
+        traces the call, the request is a span of its own: until the service answered (for a
+        stream, until its headers came)."""
+        with tracing.span("upstream call", self._span_attributes) as span:
+            try:
+                return await make()
+            except Exception as e:
+                error = self._error(e, session)
+                span.set_attribute("error.type", type(error).__name__)
+                raise error from None
 
     async def _post(self, path: str, body: dict, type_: type[T], session: _Session) -> T:
         """POST ``body`` as JSON to ``path`` of the service; decode what Loom reads of the answer.
