@@ -48,13 +48,14 @@ from .api import (
 from .api import jobs as job_api
 from .api.allow import fix_allow
 from .api.auth import key_guards
-from .api.caller import principal_middleware
 from .api.cut import answer_when_cut
 from .api.errors import EXCEPTION_HANDLERS
 from .api.plugin_routes import DaemonRouteContext, collect_routes
 from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
+from .principals import single_user
+from .quotas import middleware as quota_middleware
 from .services import Services, build_services
 from .ui import build_ui
 
@@ -103,6 +104,12 @@ EXPOSED = [
     "x-loom-work-id",
     "x-loom-ignored",
     "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
     "x-loom-queue-position",
     "x-loom-trace-id",
 ]
@@ -158,25 +165,31 @@ def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> l
 
 def middleware(services: Services) -> list:
     """The ASGI middleware, outermost first: the access log, the request's span (only when
-    traces are on: off, it is not there at all), upstream keys, the caller's principal (only
-    with keys), and answering requests cut by shutdown."""
+    traces are on: off, it is not there at all), upstream keys, answering requests cut by
+    shutdown, and the caller's principal: with keys the key guard resolves it (and names it to
+    the scheduler, ``current_principal``), and the quotas' headers and in-flight places are
+    settled around the request (only when quotas are set); without keys every request is the
+    one local principal's (principals.py)."""
     out: list = [access_log]
     if services.tracing is not None:
         out.append(services.tracing.middleware())
     out.append(credentials.middleware)
-    if services.keys.enabled:
-        out.append(principal_middleware)
     out.append(answer_when_cut(services.shutdown))
+    if not services.keys.enabled:
+        out.append(single_user)
+    elif services.quotas.enabled:
+        out.append(quota_middleware)
     return out
 
 
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
     signer = services.storage.signer  # signed /v1/files URLs stand in for the key
+    quotas = services.quotas  # per principal, on /v1 and /api (not /admin)
     v1 = Router(
         path="/v1",
         route_handlers=V1_ROUTES,
-        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer),
+        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer, quotas=quotas),
     )
     operator = Router(
         path="/",
@@ -189,7 +202,7 @@ def app_for(services: Services) -> Litestar:
         Router(
             path="/api",
             route_handlers=routes,
-            guards=key_guards(services.keys, services.tokens, admin=admin),
+            guards=key_guards(services.keys, services.tokens, admin=admin, quotas=quotas),
             exception_handlers=ollama.exception_handlers(),
         )
         for routes, admin in ((ollama.ROUTES, False), (ollama.ADMIN_ROUTES, True))

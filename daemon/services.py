@@ -39,6 +39,7 @@ from .models import ModelRegistry, build_registry
 from .plugin_manager import PluginInfo, collect, collect_providers, make_plugin_manager
 from .provider_health import ProviderHealth
 from .questions import Questions
+from .quotas import Quotas
 from .rag import RagStore
 from .records import RecordStore
 from .responses import ResponseStore
@@ -72,6 +73,7 @@ class Services:
     keys: KeyRing
     #: Short-lived tokens for browsers' event streams and WebSockets (``POST /v1/stream-tokens``).
     tokens: StreamTokens
+    quotas: Quotas
     files: FileStore
     #: File URLs (signed, or presigned by the output store) and publishing to the output store.
     storage: Storage
@@ -221,6 +223,7 @@ def build_services(
         timers=timers,
         keys=keys,
         tokens=StreamTokens(),
+        quotas=Quotas(config.daemon.quotas),
         files=files,
         storage=storage,
         bodies=bodies,

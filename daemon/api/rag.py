@@ -29,6 +29,7 @@ from ..config import Routes
 from ..files import FileStore
 from ..media import image_bytes
 from ..models import ModelRegistry
+from ..principals import principal_of
 from ..rag import RagStore
 from ..reranking import rank, reorder, rerank_model
 from ..routing import ModelRouter
@@ -91,6 +92,7 @@ async def rag_search(
     routes: NamedDependency[Routes],
 ) -> Response:
     store = rag
+    scope = principal_of(request).scope  # a user searches its own items only
     req = await bodies.decode(request, RagSearchRequest)
     if req.text is not None and req.image is None:
         query = req.text
@@ -119,7 +121,8 @@ async def rag_search(
         _, result = await router.run(model, Capability.EMBEDDING, calls.Embed(inputs=[query]))
         vector = result.vectors[0]
         for collection in collections:
-            hits.extend(await asyncio.to_thread(store.search, collection, vector, model=model, k=depth))
+            found = await asyncio.to_thread(store.search, collection, vector, model=model, k=depth, owner=scope)
+            hits.extend(found)
     hits.sort(key=lambda h: -h["score"])
     if reranker is not None and hits:
         hits = hits[:depth]

@@ -101,6 +101,8 @@ class JobContext:
         self.pipeline: str = job["pipeline"]
         self.params: Any = job.get("params")
         self.output_dir: str = job["output_dir"]
+        #: The principal whose job it is: what it stores (records, retrieval items) is theirs.
+        self.owner: str = job.get("owner") or ""
         self.attempt: int = job["attempts"]
         self.usage = usage
         #: The per-request upstream keys the job was started (or resumed) with: in memory only,
@@ -253,16 +255,21 @@ class JobContext:
             "meta": meta,
             "job_id": self.job_id,
             "pipeline": self.pipeline,
+            "owner": self.owner,
         }
         added = await asyncio.to_thread(self.services.rag.add, collection, [vector], [item], model=model)
         return added[0]
 
     async def rag_search(self, collection: str, vector: list[float], *, model: str, k: int = 5) -> list[dict[str, Any]]:
         self.check()
-        return await asyncio.to_thread(self.services.rag.search, collection, vector, model=model, k=k)
+        # A principal's job retrieves among that principal's items; a job no principal owns (a
+        # daemon without keys) among all of them, through the index.
+        owner = self.owner or None
+        return await asyncio.to_thread(self.services.rag.search, collection, vector, model=model, k=k, owner=owner)
 
     def record_get(self, collection: str, key: str) -> dict[str, Any] | None:
-        return self.services.records.get(collection, key)
+        # The job's owner's records: each principal names its own (principals.py).
+        return self.services.records.get(collection, key, self.owner)
 
     def record_upsert(
         self,
@@ -272,7 +279,7 @@ class JobContext:
         fields: dict[str, Any] | None = None,
         append: dict[str, list[Any]] | None = None,
     ) -> dict[str, Any]:
-        return self.services.records.upsert(collection, key, fields=fields, append=append)
+        return self.services.records.upsert(collection, key, fields=fields, append=append, owner=self.owner)
 
     # --- a person in the loop ---------------------------------------------------------------
 

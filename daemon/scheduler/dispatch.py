@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from loom.sdk.errors import Cancelled, LoomError, OutOfMemory, ProviderTimeout, QueueFull, Unavailable, WorkerCrashed
 from loom.sdk.protocols import RunContext
 
-from .. import credentials
+from .. import credentials, quotas
 from ..config import Config
 from ..models import ModelEntry
 from .events import PRIORITY_NAMES, EventBus
@@ -120,6 +120,7 @@ class Dispatcher:
             kind=kind,
             position=position,
             principal=self.metrics.principal(current_principal.get()),
+            meter=quotas.current_meter(),  # the submitting request's principal's tokens
         )
         ctx.work_id = item.id
         self.fair.stamp(item)
@@ -455,6 +456,8 @@ class Dispatcher:
             self._run_seconds[m] = seconds if avg is None else 0.8 * avg + 0.2 * seconds
             if not item.stream:
                 self.metrics.count_output(m, result, item.principal)
+                if item.meter is not None:
+                    item.meter(result)
         elif isinstance(error, Cancelled) or (item.ctx.cancelled and not _is_failure(error)):
             outcome = "cancelled"
             error = error if isinstance(error, Cancelled) else Cancelled("cancelled")

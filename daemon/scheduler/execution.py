@@ -71,10 +71,13 @@ class Execution:
         count, clock = self.metrics.stream_counter(item.model, item.principal), time.monotonic
         kept: list = []
 
+        meter = item.meter or _ignore
+
         def keep(chunk: Any) -> None:
             item.yielded = True
             watchdog.last = clock()
             count(chunk)
+            meter(chunk)
             kept.append(chunk)
 
         await worker.feed(item.call, item.ctx, keep if item.trace is None else item.trace.watch(keep))
@@ -84,13 +87,20 @@ class Execution:
         """Pass a stream's chunks from the worker into ``chunks`` (``item.chunks``) as they come."""
         count, clock = self.metrics.stream_counter(item.model, item.principal), time.monotonic
 
+        meter = item.meter or _ignore
+
         def sink(chunk: Any) -> None:
             item.yielded = True
             watchdog.last = clock()
             count(chunk)
+            meter(chunk)
             chunks.put_nowait((CHUNK, chunk))
 
         await worker.feed(item.call, item.ctx, sink if item.trace is None else item.trace.watch(sink))
+
+
+def _ignore(chunk: Any) -> None:
+    pass
 
 
 class Watchdog:

@@ -12,7 +12,7 @@ import enum
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,8 @@ class WorkItem:
     principal: str = "anonymous"
     #: Its principal's turn at its priority (fair share: :class:`~.policy.FairShare`).
     turn: int = 0
+    #: Counts the call's tokens against its principal's quota (``quotas.current_meter``), if any.
+    meter: Callable[[Any], None] | None = None
     id: str = field(default_factory=new_id)
     enqueued: float = field(default_factory=time.monotonic)
     started_at: float | None = None

@@ -23,7 +23,7 @@ from litestar.response import Redirect
 from loom.sdk.errors import LoomError
 
 from ..api.errors import status_of
-from ..api.jobs import check_models, decode_params
+from ..api.jobs import check_models, decode_params, owner_of
 from ..config import Routes
 from ..jobs.keys_needed import keys_taken, require_keys
 from ..jobs.runner import JobRunner, PipelineInfo
@@ -104,7 +104,7 @@ async def start_pipeline(
         params = decode_params(info, body)
         check_models(registry, params)
         require_keys(info.cls, params, keys, registry, router, routes)
-        job = runner.submit(name, params, keys)
+        job = runner.submit(name, params, keys, owner=owner_of(request))  # the signed-in principal's
     except LoomError as e:
         return page(
             request,
