@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom.sdk.protocols import RunContext
+from loom.sdk.protocols import Priority, RunContext
 
 from ..models import ModelEntry
 from ..workers.channel import Channel
@@ -24,12 +24,6 @@ from ..workers.channel import Channel
 #: The id of the work item most recently submitted from this context (the API's response header;
 #: for an n-image call split into items, the first item's).
 current_work_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("loom_work_id", default=None)
-
-
-class Priority(enum.IntEnum):
-    INTERACTIVE = 0  # the /v1 endpoints
-    PIPELINE = 1  # steps of a pipeline job
-    BATCH = 2
 
 
 class State(enum.Enum):
