@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 import llama_cpp
-from loom.sdk import LoomError, ProviderError
+from loom.sdk import LoomError, Priority, ProviderError
 
 from . import preemption
 from .prefixstore import PrefixStore
@@ -45,6 +45,13 @@ from .sampler import SamplerChain, row_logprobs, suppressed
 from .tuning import ThreadTuner
 
 log = logging.getLogger("loom.llamacpp")
+
+#: ``loom.sdk.Priority.INTERACTIVE``: a client's request.
+INTERACTIVE = int(Priority.INTERACTIVE)
+#: With ``preempt``: prompt tokens of calls less urgent than a client's fed in one step. A step of
+#: 128 prompt tokens costs about a quarter of one of 512 (prompt evaluation is linear in tokens at
+#: these sizes on a CPU) and evaluates them nearly as fast per token.
+BACKGROUND_PROMPT_TOKENS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,10 +421,15 @@ class Batcher:
                 seq.slot.cached.append(seq.last)
                 rows.append((seq, n - 1))
         generating = n
-        # Prompts are fed the most urgent first, then in the order they were placed.
-        for seq in sorted((s for s in running if s.last < 0), key=lambda s: (s.priority, s.order)):
+        prompting = sorted((s for s in running if s.last < 0), key=lambda s: (s.priority, s.order))
+        room = self._prompt_room(prompting)
+        for seq in prompting:
             assert seq.slot is not None
-            take = min(self.n_batch - n, len(seq.tokens) - seq.fed)
+            left = room.get(seq.priority, 0)
+            if left <= 0:
+                continue
+            take = min(self.n_batch - n, len(seq.tokens) - seq.fed, left)
+            room[seq.priority] = left - take
             for token in seq.tokens[seq.fed : seq.fed + take]:
                 add(token, len(seq.slot.cached), seq.slot.id, False)
                 seq.slot.cached.append(token)
@@ -444,6 +456,22 @@ class Batcher:
             self._sample(seq, row)
             if seq.slot is not None:
                 seq.slot.last_used = now
+
+    def _prompt_room(self, prompting: list[Sequence]) -> dict[int, int]:
+        """Prompt tokens this step takes, by priority. Prompts are fed the most urgent first, then
+        in the order they were placed. With ``preempt``, a request's time to first token is what
+        it is for: a step that feeds a more urgent prompt feeds no less urgent one (a prompt
+        costs the step time in proportion), and less urgent prompts than a client's go at most
+        :data:`BACKGROUND_PROMPT_TOKENS` a step, so a request that arrives meanwhile waits for a
+        short step, not a long prefill."""
+        if not self.preempt:
+            return {seq.priority: self.n_batch for seq in prompting}
+        top = prompting[0].priority if prompting else 0
+        return {
+            seq.priority: self.n_batch if seq.priority <= INTERACTIVE else BACKGROUND_PROMPT_TOKENS
+            for seq in prompting
+            if seq.priority == top
+        }
 
     def _sample(self, seq: Sequence, row: int) -> None:
         if seq.generated == 0 and seq.persist:
