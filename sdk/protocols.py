@@ -17,6 +17,7 @@ called on several threads at once when the model's ``concurrency`` allows it. Lo
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -42,9 +43,20 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
     threads: int | None = None  # CPU threads for the runtime; None: loom.sdk.threads decides
 
 
+class Priority(enum.IntEnum):
+    """How urgent a call is; lower comes first. The scheduler serves its queues in this order, and
+    a provider that pauses work (llamacpp's ``options.preempt``) may pause a call of a lower
+    priority to run one of a higher."""
+
+    URGENT = -1  # OpenAI's service_tier "priority"
+    INTERACTIVE = 0  # a client's request (the /v1 endpoints)
+    PIPELINE = 1  # a step of a pipeline job
+    BATCH = 2
+
+
 class RunContext:
     """Handed to every provider call: cancellation, progress, previews of an image being made, the
-    device, and the upstream keys the client sent with its request.
+    device, the call's priority, and the upstream keys the client sent with its request.
 
     ``credentials`` maps a lower-case request header name (``x-openai-api-key``) to the key a
     client sent in it, for remote providers whose instance accepts a per-request key. They
@@ -64,6 +76,7 @@ class RunContext:
         credentials: Mapping[str, str] | None = None,
         job_id: str | None = None,
         on_preview: Callable[[bytes, int], None] | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> None:
         # A flag, not a threading.Event: nothing waits on it, and an Event (a Condition and its
         # lock) is most of the cost of a context, which every call of every request makes.
@@ -86,6 +99,9 @@ class RunContext:
         #: adapts the parameters of Loom's own calls to what its model takes, and sends a client's
         #: as the client asked.
         self.job_id = job_id
+        #: The priority the daemon queued the call at (set when it queues it; a worker process
+        #: gets it with the call).
+        self.priority = priority
 
     def cancel(self) -> None:
         with self._lock:
@@ -202,6 +218,9 @@ class TextChunk(Struct, kw_only=True, omit_defaults=True):
     #: The request's own stop string the generation ended at (the final chunk carries it; ``None``
     #: where it ended otherwise, or the provider cannot say which).
     stop_sequence: str | None = None
+    #: Calls of a lower priority this generation paused to take their slot (the final chunk
+    #: carries it; see :meth:`Provider.preemption`).
+    preempted: int | None = None
     tool_calls: list[ToolCallDelta] | None = None
     logprobs: list[TokenLogprob] | None = None
 
@@ -305,6 +324,14 @@ class Provider:
         decoded together); the scheduler starts that many. None (the default) leaves it to the
         model's ``concurrency`` setting, else 1 for local models and 16 for remote ones."""
         return None
+
+    def preemption(self) -> int:
+        """Calls beyond :meth:`concurrency` this model takes at once when they outrank running
+        ones: it pauses a call of a lower :class:`Priority` to give its slot to one of a higher,
+        and resumes it when a slot frees (llamacpp's ``options.preempt``). The scheduler then
+        starts a call over the slots only while more running calls rank below it than calls run
+        over the slots already. 0 (the default): never more than the slots."""
+        return 0
 
     def blocking(self, call: Any) -> bool:
         """Whether ``call`` (a :mod:`loom.sdk.calls` struct) may wait or compute for a while. In

@@ -100,7 +100,7 @@ class Scheduler:
             events=self.events,
             metrics=self.metrics,
             pinned=self.pinned,
-            slots=self.slots,
+            slots=lambda entry: self.slots(entry) + self.preemptible(entry),
             changed=lambda dev: self.dispatcher.kick(dev),
         )
         self.dispatcher = Dispatcher(
@@ -114,6 +114,7 @@ class Scheduler:
             tasks=self.tasks,
             slots=self.slots,
             tracing=tracing,
+            preemptible=self.preemptible,
         )
         self.placement = Placement(
             config=config, devices=self.devices, residents=self.residents, executors=self.executors
@@ -231,6 +232,14 @@ class Scheduler:
         if entry.local:
             return entry.instance().concurrency() or 1
         return 16
+
+    def preemptible(self, entry: ModelEntry) -> int:
+        """Runs beyond its slots a model takes by pausing ones of a lower priority
+        (``Provider.preemption()``). None when the config sets ``concurrency``: the scheduler's
+        slots are then not the provider's, and the provider orders what it queues itself."""
+        if entry.config.concurrency or not entry.local:
+            return 0
+        return max(0, entry.instance().preemption())
 
     def is_loaded(self, entry: ModelEntry) -> bool:
         dev = self.where(entry)

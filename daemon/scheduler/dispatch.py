@@ -52,6 +52,7 @@ class Dispatcher:
         tasks: TaskSet,
         slots: Callable[[ModelEntry], int],
         tracing: Tracing | None = None,
+        preemptible: Callable[[ModelEntry], int] = lambda entry: 0,
     ) -> None:
         """``tracing``: the daemon's tracer when traces are on (each item then carries a
         :class:`~loom.daemon.tracing.work.WorkTrace`); None costs an ``is None`` check per stage."""
@@ -66,6 +67,9 @@ class Dispatcher:
         self.slots = slots
         self.tracing = tracing
         self.fair = FairShare()
+        #: Runs a model takes beyond its slots by pausing ones of a lower priority
+        #: (``Provider.preemption``); see :meth:`_room`.
+        self.preemptible = preemptible
         self.items: dict[str, WorkItem] = {}
         self.closed = False
         self._seq = itertools.count()
@@ -126,6 +130,7 @@ class Dispatcher:
         self.fair.stamp(item)
         if self.tracing is not None:
             item.trace = self.tracing.work(item, position)
+        ctx.priority = item.priority
         if kind == "run":
             self.policy.arrived(entry.id, item.enqueued)
             self.metrics.principal_requests.labels(item.principal).inc()
@@ -133,16 +138,31 @@ class Dispatcher:
         self.items[item.id] = item
         if not item.internal:
             self.events.emit("queued", item, depth=dev.queue.count(entry.id))
-        if not (kind == "run" and self._busy_in_every_slot(dev, entry)):
+        if not (kind == "run" and self._busy_in_every_slot(dev, item)):
             # A run of a model busy in every slot can start nothing by arriving (it frees nothing
             # and waits itself): the pass after the next run ends picks it up.
             self.kick(dev)
         return item
 
-    def _busy_in_every_slot(self, dev: DeviceState, entry: ModelEntry) -> bool:
-        m = entry.id
+    def _busy_in_every_slot(self, dev: DeviceState, item: WorkItem) -> bool:
+        m = item.model
         r = dev.ledger.resident.get(m)
-        return r is not None and not r.evicting and m not in dev.draining and dev.busy.get(m, 0) >= self.slots(entry)
+        return r is not None and not r.evicting and m not in dev.draining and not self._room(dev, item)
+
+    def _room(self, dev: DeviceState, item: WorkItem) -> bool:
+        """Whether a run of ``item``'s model may start now: a slot is free, or (a model that
+        preempts) a run of a lower priority holds one. Each run over the slots has paused one
+        ranked below it, so a new one may start while more running runs rank below it than runs
+        are over the slots already, up to ``preemption()`` over them."""
+        entry = item.entry
+        busy, slots = dev.busy.get(item.model, 0), self.slots(entry)
+        if busy < slots:
+            return True
+        over = busy - slots
+        if over >= self.preemptible(entry):
+            return False
+        below = sum(1 for r in dev.running.values() if r.model == item.model and r.priority > item.priority)
+        return below > over
 
     def waiting(self, dev: DeviceState, entry: ModelEntry) -> int:
         """Queued items of ``entry`` beyond its free slots (those will start as soon as it is
@@ -318,11 +338,14 @@ class Dispatcher:
             if r is None or r.evicting:
                 out.extend(runs.values())
                 continue
-            free = self.slots(next(iter(runs.values())).entry) - dev.busy.get(m, 0)
+            entry = next(iter(runs.values())).entry
+            free = self.slots(entry) - dev.busy.get(m, 0)
             if free >= len(runs):
                 out.extend(runs.values())
             elif free > 0:
                 out.extend(self.policy.best(list(runs.values()), free, resident, now))
+            elif self.preemptible(entry):
+                out.extend(item for item in runs.values() if self._room(dev, item))
         return out
 
     def _decide(self, dev: DeviceState, item: WorkItem, now: float) -> Decision:
@@ -334,7 +357,7 @@ class Dispatcher:
             if item.kind == "load":
                 self._settle(dev, item)
                 return Decision.DONE
-            if dev.busy.get(m, 0) >= self.slots(entry):
+            if not self._room(dev, item):
                 return Decision.WAIT_MODEL
             if not dev.parallel and dev.active() - {m}:
                 return Decision.WAIT_DEVICE
@@ -399,6 +422,7 @@ class Dispatcher:
 
     def _start(self, dev: DeviceState, item: WorkItem, now: float) -> None:
         m = item.model
+        over = dev.busy.get(m, 0) >= self.slots(item.entry)  # it pauses a run of a lower priority
         dev.queue.remove(item)
         item.state = State.RUNNING
         item.started_at = now
@@ -414,7 +438,10 @@ class Dispatcher:
         self.metrics.principal_wait.labels(item.principal).inc(waited)
         if item.trace is not None:
             item.trace.started(waited)
-        self.events.emit("started", item, waited=round(waited, 4))
+        if over:
+            self.events.emit("started", item, waited=round(waited, 4), over_slots=True)
+        else:
+            self.events.emit("started", item, waited=round(waited, 4))
         self.tasks.spawn(self._run(dev, item))
 
     async def _run(self, dev: DeviceState, item: WorkItem) -> None:

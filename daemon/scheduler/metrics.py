@@ -158,6 +158,13 @@ class SchedulerMetrics:
                 registry=r,
             )
         )
+        self.preemptions = Counter(
+            "loom_preemptions",
+            "Calls paused so that a call of a higher priority took their slot (counted when the "
+            "call that took it ends)",
+            ["model"],
+            registry=r,
+        )
         self.images = Counter("loom_images", "Images produced", ["model"], registry=r)
         # Per principal (the caller's key or token; a job's owner), its label set bounded.
         self.principal = BoundedLabels()
@@ -216,7 +223,10 @@ class SchedulerMetrics:
         return count
 
     def count_prompt(self, model: str, value: object) -> None:
-        """A final text chunk's prompt tokens, as served by a prompt cache or evaluated."""
+        """A final text chunk's prompt tokens, as served by a prompt cache or evaluated, and the
+        calls it paused to take their slot."""
+        if isinstance(value, TextChunk) and value.preempted:
+            self.preemptions.labels(model).inc(value.preempted)
         prompt = getattr(value, "prompt_tokens", None)
         if isinstance(prompt, int) and prompt > 0 and isinstance(value, TextChunk):
             cached = min(prompt, value.cached_tokens or 0)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom.sdk.protocols import RunContext
+from loom.sdk.protocols import Priority, RunContext
 
 from ..models import ModelEntry
 from ..workers.channel import Channel
@@ -30,13 +30,6 @@ current_queue_position: contextvars.ContextVar[int] = contextvars.ContextVar("lo
 #: Who the work this context submits is for (the caller's principal; a job's owner), for the
 #: per-principal metrics. Set by the API for each request that carries a key.
 current_principal: contextvars.ContextVar[str] = contextvars.ContextVar("loom_principal", default="anonymous")
-
-
-class Priority(enum.IntEnum):
-    URGENT = -1  # OpenAI's service_tier "priority"
-    INTERACTIVE = 0  # the /v1 endpoints
-    PIPELINE = 1  # steps of a pipeline job
-    BATCH = 2
 
 
 class State(enum.Enum):

@@ -68,6 +68,7 @@ class Residents:
         events: EventBus,
         metrics: SchedulerMetrics,
         pinned: set[str],
+        #: Calls a model's worker runs at once (its slots, and those it may preempt).
         slots: Callable[[ModelEntry], int],
         changed: Callable[[DeviceState], None],
     ) -> None:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
-from loom.sdk.protocols import RunContext
+from loom.sdk.protocols import Priority, RunContext
 
 from .base import WorkerSpec
 from .host import ModelHost
@@ -83,6 +83,7 @@ class WorkerServer:
                     on_progress=functools.partial(self.progress, message.id),
                     on_preview=functools.partial(self.preview, message.id),
                     device=self.host.device,
+                    priority=Priority(message.priority),
                 )
                 self.pool.submit(self.run, message, ctx)
             elif isinstance(message, Cancel):

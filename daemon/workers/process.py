@@ -225,7 +225,7 @@ class ProcessWorker:
             raise WorkerCrashed(f"model '{self.model}': {self.exited.result().detail}")
         call_id, pending = self._calls.open(work, ctx, sink)
         try:
-            self._send(Run(call_id, work, sink is not None))
+            self._send(Run(call_id, work, sink is not None, int(ctx.priority)))
         except BaseException:
             self._calls.close(call_id)
             raise

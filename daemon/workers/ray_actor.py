@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
-from loom.sdk.protocols import RunContext
+from loom.sdk.protocols import Priority, RunContext
 from msgspec import Raw
 
 from .base import WorkerSpec
@@ -74,6 +74,7 @@ class ModelActor:
             on_progress=lambda done, total, text: out.put(Progress(call_id, done, total, text)),
             on_preview=lambda image, index: out.put(Preview(call_id, index, image)),
             device=self.host.device,
+            priority=Priority(message.priority),
         )
         with self.lock:
             self.contexts[call_id] = ctx

@@ -260,7 +260,7 @@ class RayWorker:
             raise WorkerCrashed(f"model '{self.model}': {self.exited.result().detail or 'its actor ended'}")
         call_id, pending = self._calls.open(work, ctx, sink)
         try:
-            request = self._encoder.encode(Run(call_id, work, sink is not None))
+            request = self._encoder.encode(Run(call_id, work, sink is not None, int(ctx.priority)))
             items = self._actor.run.options(num_returns="streaming").remote(request)
             loop = self._loop
             pending.remove = ctx.add_cancel_callback(lambda: loop.call_soon_threadsafe(self._cancel, call_id))

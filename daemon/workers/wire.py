@@ -45,6 +45,8 @@ class Run(Struct, tag="run", frozen=True):
     call: ProviderCall
     #: Send chunks as they come (a stream); else drain a generator and send the list.
     stream: bool = False
+    #: The call's ``RunContext.priority`` (``loom.sdk.Priority``), for a provider that pauses work.
+    priority: int = 0
 
 
 class Cancel(Struct, tag="cancel", frozen=True):

@@ -5,10 +5,14 @@ The context holds ``parallel`` sequences (slots), each with its own share of the
 ``n_parallel``). One thread, the batch loop, owns the context. Each step it
 
 1. retires the sequences their requests stopped (a stop string, a cancelled client) and starts
-   waiting ones in free slots (first come, first served; the slot whose cache shares the
-   longest prefix with the new prompt is taken, and only the rest of the prompt is evaluated;
-   when a state saved in the host-RAM prompt cache (:mod:`.promptcache`) shares more, it is
-   restored into a free slot instead, and a slot's state about to be overwritten is saved there);
+   waiting ones in free slots (the most urgent first, then first come, first served:
+   :mod:`.preemption`; the slot whose cache shares the longest prefix with the new prompt is
+   taken, and only the rest of the prompt is evaluated; when a state saved in the host-RAM prompt
+   cache (:mod:`.promptcache`) shares more, it is restored into a free slot instead, and a slot's
+   state about to be overwritten is saved there). With every slot taken, a waiting sequence of a
+   higher priority than an occupant pauses it (``preempt``): the occupant's state is held in the
+   RAM cache and it waits, with its sampler and its last token, until a slot frees and its state
+   is copied back; its reader sees nothing but a pause, and its text is what it would have been;
 2. builds one ``llama_batch``: the last sampled token of every generating sequence, then as much
    of the starting sequences' prompts as fits in ``n_batch`` (a long prompt is fed over several
    steps while the others keep generating);
@@ -29,18 +33,25 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import llama_cpp
-from loom.sdk import LoomError, ProviderError
+from loom.sdk import LoomError, Priority, ProviderError
 
+from . import preemption
 from .prefixstore import PrefixStore
 from .promptcache import MIN_RESTORE_GAIN, MIN_SAVE_TOKENS, PromptCache, Saved, common_prefix, read_state, write_state
 from .sampler import SamplerChain, row_logprobs, suppressed
 from .tuning import ThreadTuner
 
 log = logging.getLogger("loom.llamacpp")
+
+#: ``loom.sdk.Priority.INTERACTIVE``: a client's request.
+INTERACTIVE = int(Priority.INTERACTIVE)
+#: With ``preempt``: prompt tokens of calls less urgent than a client's fed in one step. A step of
+#: 128 prompt tokens costs about a quarter of one of 512 (prompt evaluation is linear in tokens at
+#: these sizes on a CPU) and evaluates them nearly as fast per token.
+BACKGROUND_PROMPT_TOKENS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,7 @@ class Sequence:
         name: str | None = None,
         preload: Saved | None = None,
         persist: bool = False,
+        priority: int = 0,
     ) -> None:
         self.tokens = tokens
         self.max_tokens = max_tokens
@@ -97,6 +109,10 @@ class Sequence:
         self.name, self.preload, self.persist = name, preload, persist
         #: Prompt tokens whose state a cache held (a slot's cells or a restored state): not evaluated.
         self.cached = 0
+        #: The call's priority (``loom.sdk.Priority``: lower is more urgent), and the sequences it
+        #: paused to take their slot.
+        self.priority = priority
+        self.preempted = 0
         self.ends: list[int] | None = None  # the tokens held off while min_tokens is not reached
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.stopped = False
@@ -106,6 +122,10 @@ class Sequence:
         self.last = -1  # the token sampled last, decoded at the next step
         self.generated = 0
         self.order = 0  # when it was placed in a slot (prompts are fed in that order)
+        self.arrival = 0  # when it was submitted (equals in priority are served in that order)
+        #: While paused: its state, held in the RAM cache (None: it had nothing in its cells yet).
+        self.paused: Saved | None = None
+        self.pauses = 0
         #: The batch step (``Batcher.steps``) that produced its first token; -1 before.
         self.first_step = -1
 
@@ -118,6 +138,10 @@ class Sequence:
         it at its next step."""
         self.stopped = True
         self.events.put(WAKE)
+
+    def held(self) -> int:
+        """Cells its state fills: what pausing it would copy out (:mod:`.preemption`)."""
+        return len(self.slot.cached) if self.slot is not None else 0
 
 
 @dataclass(eq=False)
@@ -144,6 +168,7 @@ class Batcher:
         tuner: ThreadTuner | None = None,
         cache: PromptCache | None = None,
         store: PrefixStore | None = None,
+        preempt: bool = False,
     ) -> None:
         self.ctx, self.vocab, self.n_vocab = ctx, vocab, n_vocab
         #: Moves the context between two thread counts by measuring both (None: fixed threads).
@@ -153,11 +178,18 @@ class Batcher:
         self.slots = [Slot(i) for i in range(n_slots)]
         #: Slot states saved in host RAM (None: options.cache_ram_mib = 0), and named prefixes on disk.
         self.cache, self.store = cache, store
+        #: Pause an occupant for a waiting sequence of a higher priority (needs the RAM cache,
+        #: which holds the paused states).
+        self.preempt = preempt and cache is not None
+        #: Sequences paused so far.
+        self.preemptions = 0
         self._end_ids: list[int] | None = None
-        self._pending: deque[Sequence] = deque()
+        #: New and paused sequences waiting for a slot (served in :func:`preemption.first`'s order).
+        self._pending: list[Sequence] = []
         self._cond = threading.Condition()
         self._closed = False
         self._placed = itertools.count()
+        self._arrived = itertools.count()
         #: Decode steps run so far.
         self.steps = 0
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
@@ -170,6 +202,7 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise ProviderError("llamacpp: the model was unloaded")
+            seq.arrival = next(self._arrived)
             self._pending.append(seq)
             self._cond.notify()
 
@@ -192,10 +225,10 @@ class Batcher:
         for slot in self.slots:
             if slot.seq is not None:
                 self._finish(slot.seq, "stop", gone)
-        while self._pending:
-            seq = self._pending.popleft()
+        for seq in self._pending:
             seq.chain.close()
-            seq.events.put(Finish("stop", 0, gone))
+            seq.events.put(Finish("stop", seq.generated, gone))
+        self._pending.clear()
         llama_cpp.llama_batch_free(self._batch)
         if self.cache is not None:
             self.cache.clear()
@@ -220,17 +253,82 @@ class Batcher:
                 self._finish(slot.seq, "stop")
 
     def _admit(self) -> None:
+        for seq in [s for s in self._pending if s.stopped]:
+            self._pending.remove(seq)
+            self._unhold(seq)
+            seq.chain.close()
         while self._pending:
-            seq = self._pending[0]
-            if seq.stopped:
-                self._pending.popleft()
-                seq.chain.close()
-                continue
+            seq = preemption.first(self._pending)
+            assert seq is not None
             free = [s for s in self.slots if s.seq is None]
             if not free:
-                return  # every slot is taken: it waits for one (first come, first served)
-            self._pending.popleft()
-            self._place(seq, free)
+                occupant = preemption.victim(seq, [s.seq for s in self.slots if s.seq]) if self.preempt else None
+                if occupant is None or not self._pause(occupant, seq):
+                    return  # every slot is taken: it waits for one
+                seq.preempted += 1
+                free = [s for s in self.slots if s.seq is None]
+            self._pending.remove(seq)
+            if seq.pauses and seq.slot is None and seq.paused is not None:
+                self._resume(seq, free)
+            else:
+                self._place(seq, free)
+
+    def _pause(self, seq: Sequence, newcomer: Sequence) -> bool:
+        """Take ``seq`` out of its slot for ``newcomer``: its state is held in the RAM cache and it
+        waits with the others, its sampler and its last sampled token kept. False when the cache
+        cannot hold its state (it keeps its slot)."""
+        slot = seq.slot
+        assert slot is not None and self.cache is not None
+        held = None
+        if slot.cached:
+            held = self.cache.hold(self.ctx, slot.id, slot.cached)
+            if held is None:
+                return False
+        else:
+            seq.fed = 0  # nothing evaluated yet: it starts over
+        slot.seq, seq.slot, seq.paused = None, None, held
+        slot.last_used = time.monotonic()
+        seq.pauses += 1
+        self.preemptions += 1
+        self._pending.append(seq)
+        log.debug(
+            "preempt: paused a priority %d sequence (%d tokens, %d generated) in slot %d for a priority %d one",
+            seq.priority,
+            len(held.tokens) if held is not None else 0,
+            seq.generated,
+            slot.id,
+            newcomer.priority,
+        )
+        return True
+
+    def _resume(self, seq: Sequence, free: list[Slot]) -> None:
+        """Put a paused ``seq`` back in a free slot with its state: the slot that still holds all
+        of it when one does, else the one that would lose least, its state copied in."""
+        held = seq.paused
+        assert held is not None and self.cache is not None
+        n = len(held.tokens)
+        holding = [s for s in free if common_prefix(s.cached, held.tokens) == n]
+        if holding:
+            slot = holding[0]
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.id, n, -1)
+            del slot.cached[n:]
+        else:
+            slot = min(free, key=lambda s: (self._lost(s, 0), s.last_used))
+            self._save_before_trim(slot, 0)
+            if not self._restore(held, slot):
+                self._unhold(seq)
+                self._finish(seq, "stop", ProviderError("llamacpp: a paused generation could not be resumed"))
+                return
+            slot.cached = list(held.tokens)
+        self._unhold(seq)
+        slot.seq, seq.slot = seq, slot
+        log.debug("preempt: resumed a priority %d sequence (%d tokens) in slot %d", seq.priority, n, slot.id)
+
+    def _unhold(self, seq: Sequence) -> None:
+        """Let the RAM cache drop a paused sequence's state as it drops any saved one."""
+        held, seq.paused = seq.paused, None
+        if held is not None and self.cache is not None:
+            self.cache.release(held)
 
     def _place(self, seq: Sequence, free: list[Slot]) -> None:
         """Put ``seq`` in a free slot, keeping the longest prefix of its prompt that a slot holds or a
@@ -323,9 +421,15 @@ class Batcher:
                 seq.slot.cached.append(seq.last)
                 rows.append((seq, n - 1))
         generating = n
-        for seq in sorted((s for s in running if s.last < 0), key=lambda s: s.order):
+        prompting = sorted((s for s in running if s.last < 0), key=lambda s: (s.priority, s.order))
+        room = self._prompt_room(prompting)
+        for seq in prompting:
             assert seq.slot is not None
-            take = min(self.n_batch - n, len(seq.tokens) - seq.fed)
+            left = room.get(seq.priority, 0)
+            if left <= 0:
+                continue
+            take = min(self.n_batch - n, len(seq.tokens) - seq.fed, left)
+            room[seq.priority] = left - take
             for token in seq.tokens[seq.fed : seq.fed + take]:
                 add(token, len(seq.slot.cached), seq.slot.id, False)
                 seq.slot.cached.append(token)
@@ -352,6 +456,22 @@ class Batcher:
             self._sample(seq, row)
             if seq.slot is not None:
                 seq.slot.last_used = now
+
+    def _prompt_room(self, prompting: list[Sequence]) -> dict[int, int]:
+        """Prompt tokens this step takes, by priority. Prompts are fed the most urgent first, then
+        in the order they were placed. With ``preempt``, a request's time to first token is what
+        it is for: a step that feeds a more urgent prompt feeds no less urgent one (a prompt
+        costs the step time in proportion), and less urgent prompts than a client's go at most
+        :data:`BACKGROUND_PROMPT_TOKENS` a step, so a request that arrives meanwhile waits for a
+        short step, not a long prefill."""
+        if not self.preempt:
+            return {seq.priority: self.n_batch for seq in prompting}
+        top = prompting[0].priority if prompting else 0
+        return {
+            seq.priority: self.n_batch if seq.priority <= INTERACTIVE else BACKGROUND_PROMPT_TOKENS
+            for seq in prompting
+            if seq.priority == top
+        }
 
     def _sample(self, seq: Sequence, row: int) -> None:
         if seq.generated == 0 and seq.persist:

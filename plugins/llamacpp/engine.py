@@ -58,6 +58,7 @@ class Runtime:
         tune: Threads | None,
         cache_bytes: int = 0,
         store: PrefixStore | None = None,
+        preempt: bool = False,
     ) -> None:
         self.model = model
         self.context = context
@@ -84,6 +85,7 @@ class Runtime:
             tuner=tuner,
             cache=PromptCache(cache_bytes) if cache_bytes > 0 else None,
             store=store,
+            preempt=preempt,
         )
         #: The host-RAM prompt cache (None when options.cache_ram_mib is 0) and the named prefixes.
         self.cache, self.store = self.batcher.cache, store
@@ -98,8 +100,9 @@ class Runtime:
             return [self.model.token_bos()]
         return self.model.tokenize(gen.text.encode("utf-8"), add_bos=True, special=True)
 
-    def start(self, gen: Generation, tokens: list[int], *, reuse_prefix: bool) -> Sequence:
-        """Queue one generation; raises InvalidRequest when its prompt does not fit a slot.
+    def start(self, gen: Generation, tokens: list[int], *, reuse_prefix: bool, priority: int = 0) -> Sequence:
+        """Queue one generation at ``priority`` (``loom.sdk.Priority``); raises InvalidRequest when
+        its prompt does not fit a slot.
 
         A generation with a named prefix (``gen.cache_key``) brings its state from disk when the
         RAM cache does not hold it (read here, on the request's thread), and has its prompt's
@@ -134,6 +137,7 @@ class Runtime:
             name=name,
             preload=preload,
             persist=persist,
+            priority=priority,
         )
         try:
             self.batcher.submit(seq)
@@ -179,12 +183,14 @@ def load(
     prefix_dir: str | None = None,
     prefix_bytes: int = 0,
     repack: bool = True,
+    preempt: bool = False,
 ) -> Runtime:
     """The model and one context of ``parallel`` sequences of ``n_ctx`` cells each. ``tune``:
     the threads were chosen from the machine, so the batch loop may move to half as many when
     they prove quicker (:mod:`.tuning`); never on a GPU, where the threads only feed it.
     ``cache_bytes``: the host-RAM prompt cache's budget (0: none); ``prefix_dir``: where named
-    prefixes are kept, up to ``prefix_bytes`` (None: not kept)."""
+    prefixes are kept, up to ``prefix_bytes`` (None: not kept). ``preempt``: a sequence of a higher
+    priority may pause one of a lower (see :mod:`.batching`)."""
     set_verbose(False)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
@@ -224,7 +230,14 @@ def load(
             )
             store = PrefixStore(prefix_dir, fingerprint, prefix_bytes)
         return Runtime(
-            model, context, parallel=parallel, n_batch=n_batch, tune=tuned, cache_bytes=cache_bytes, store=store
+            model,
+            context,
+            parallel=parallel,
+            n_batch=n_batch,
+            tune=tuned,
+            cache_bytes=cache_bytes,
+            store=store,
+            preempt=preempt,
         )
     except BaseException:
         model.close()

@@ -63,6 +63,11 @@ class Options(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     #: overwritten are kept there and restored for a prompt that shares their prefix. Counted in
     #: the model's memory (the scheduler's ledger charges it from the load on); 0 turns it off.
     cache_ram_mib: int = 512
+    #: With every slot taken, a request of a higher priority (a client's, over a pipeline's step;
+    #: a step over batch work) pauses a lower one and takes its slot; the paused one's state waits
+    #: in the RAM cache above (so ``cache_ram_mib = 0`` turns this off too) and it resumes where it
+    #: stopped, with the text it would have had. Off: a request waits for a slot to free.
+    preempt: bool = True
     #: Named prefixes (a request's ``prompt_cache_key``) kept on disk across restarts, in the
     #: model's data folder (``<data_dir>/models/<id>/prompt-cache/``), MiB; 0 turns them off.
     cache_disk_mib: int = 2048

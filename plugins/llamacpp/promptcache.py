@@ -8,7 +8,9 @@ which also moves it between sequence ids) and evaluates only the rest.
 
 The cache holds at most ``budget`` bytes (``options.cache_ram_mib``; the provider reports the
 whole budget as memory it holds, so the scheduler's ledger counts it from the load on) and drops
-the least recently used states to make room. Only the batch loop's thread touches it, except
+the least recently used states to make room. A paused sequence's state (``options.preempt``: its
+slot went to a request of a higher priority) is held here too, pinned: never dropped until the
+sequence resumes and :meth:`PromptCache.release` makes it an ordinary saved state. Only the batch loop's thread touches it, except
 :meth:`PromptCache.stats`, which reads counters.
 
 A state is saved whole: llama.cpp copies a sequence, not a range of it. Restoring one and trimming
@@ -43,6 +45,8 @@ class Saved:
     #: The named prefix (a request's ``prompt_cache_key``) it was saved or loaded for, if any.
     name: str | None = None
     last_used: float = field(default_factory=time.monotonic)
+    #: A paused sequence's state: kept whatever the budget asks until released.
+    pinned: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -62,6 +66,8 @@ class CacheStats:
     evicted_bytes: int = 0
     #: States not kept because one state alone was larger than the budget.
     too_large: int = 0
+    #: States of paused sequences held (pinned) now.
+    held: int = 0
 
 
 class PromptCache:
@@ -78,7 +84,8 @@ class PromptCache:
 
     def stats(self) -> CacheStats:
         s = self._stats
-        return CacheStats(**{**s.__dict__, "entries": len(self.entries)})
+        held = sum(1 for e in list(self.entries) if e.pinned)
+        return CacheStats(**{**s.__dict__, "entries": len(self.entries), "held": held})
 
     def best(self, tokens: list[int]) -> tuple[Saved | None, int]:
         """The saved state sharing the longest prefix with ``tokens``, and that prefix's length."""
@@ -102,18 +109,23 @@ class PromptCache:
 
     def add(self, entry: Saved) -> bool:
         """Keep ``entry``, dropping states it makes redundant, then the least recently used ones
-        until it fits. False (and nothing dropped) when it alone is over the budget."""
+        until it fits (never a pinned one). False (and nothing dropped) when it does not fit
+        beside the pinned states."""
         size = entry.nbytes
         if size > self.budget:
             self._stats.too_large += 1
             return False
+        if size + sum(e.nbytes for e in self.entries if e.pinned) > self.budget:
+            return False
         n = len(entry.tokens)
-        for old in [e for e in self.entries if len(e.tokens) <= n and entry.tokens[: len(e.tokens)] == e.tokens]:
+        for old in [
+            e for e in self.entries if not e.pinned and len(e.tokens) <= n and entry.tokens[: len(e.tokens)] == e.tokens
+        ]:
             if entry.name is None:
                 entry.name = old.name  # a longer state of the same named prefix keeps its name
             self._drop(old)
-        while self.entries and self._stats.bytes + size > self.budget:
-            victim = min(self.entries, key=lambda e: e.last_used)
+        while self._stats.bytes + size > self.budget:
+            victim = min((e for e in self.entries if not e.pinned), key=lambda e: e.last_used)
             self._drop(victim)
             self._stats.evictions += 1
             self._stats.evicted_bytes += victim.nbytes
@@ -144,6 +156,21 @@ class PromptCache:
             return None
         entry = Saved(list(tokens), state, name)
         return entry if self.add(entry) else None
+
+    def hold(self, ctx, seq_id: int, tokens: list[int]) -> Saved | None:
+        """Copy the state of sequence ``seq_id`` (a sequence being paused; its cells hold
+        ``tokens``) in, pinned; None when it does not fit beside the other pinned states (or
+        llama.cpp could not copy it): the sequence is then not paused."""
+        state = read_state(ctx, seq_id)
+        if state is None:
+            return None
+        entry = Saved(list(tokens), state, pinned=True)
+        return entry if self.add(entry) else None
+
+    def release(self, entry: Saved) -> None:
+        """A held state's sequence resumed (or ended): the state stays as an ordinary saved one."""
+        entry.pinned = False
+        self.touch(entry)
 
     def restore(self, ctx, entry: Saved, seq_id: int) -> bool:
         """Put ``entry``'s state into sequence ``seq_id`` (whatever it held is dropped)."""

@@ -91,6 +91,12 @@ class LlamaCppProvider(Provider):
         """Requests decode together in ``parallel`` slots: that many calls run at once."""
         return self.options.parallel
 
+    def preemption(self) -> int:
+        """With ``options.preempt`` (and the RAM cache that holds paused states), each slot may be
+        taken by a call of a higher priority than its own: up to ``parallel`` more calls."""
+        o = self.options
+        return o.parallel if o.preempt and o.cache_ram_mib > 0 else 0
+
     # --- memory ---------------------------------------------------------------------------------
 
     # The host-RAM prompt cache may fill up to its budget at any time after the load, so the whole
@@ -154,6 +160,7 @@ class LlamaCppProvider(Provider):
             cache_bytes=self.options.cache_ram_mib * 2**20,
             prefix_dir=str(Path(self.spec.data_dir) / "prompt-cache") if self.spec.data_dir else None,
             prefix_bytes=o.cache_disk_mib * 2**20,
+            preempt=o.preempt,
         )
         self._template = ChatTemplate.of_model(self._runtime.model, o.chat_format, o.chat_template)
 
@@ -212,7 +219,7 @@ class LlamaCppProvider(Provider):
         # batch; GPU kernels pick by batch shape and their rounding can tip a sampled token. The
         # CPU build gave identical text either way, so on CPU the prefix cache stays.
         reuse = not (gen.sampling.seeded and self._n_gpu_layers != 0)
-        seq = runtime.start(gen, tokens, reuse_prefix=reuse)
+        seq = runtime.start(gen, tokens, reuse_prefix=reuse, priority=int(ctx.priority))
         remove = ctx.add_cancel_callback(seq.stop)
         text = TextStream(gen.stop)
         logprobs: list[TokenLogprob] = []
@@ -249,6 +256,7 @@ class LlamaCppProvider(Provider):
             cached_tokens=seq.cached,
             completion_tokens=received,
             stop_sequence=matched,
+            preempted=seq.preempted or None,
         )
 
     @staticmethod

@@ -414,6 +414,56 @@ async def test_a_provider_that_batches_gets_its_slots():
         await asyncio.gather(*tasks)
 
 
+class PreemptingProvider(SlottedProvider):
+    """Also serves a call over its slots for each running one of a lower priority that it pauses
+    (llamacpp with ``options.preempt``)."""
+
+    def preemption(self) -> int:
+        return self.concurrency()
+
+
+async def test_a_call_that_outranks_a_running_one_starts_over_the_slots_of_a_model_that_preempts():
+    m = entry("p", cls=PreemptingProvider, slots=2)
+    s = make([m])
+    dev = s.devices["cpu"]
+    steps, chats = threading.Event(), threading.Event()
+    seen: list[int] = []
+    async with running(s):
+        pipeline = [asyncio.create_task(s.run(m, gated(steps), priority=Priority.PIPELINE)) for _ in range(3)]
+        await until(lambda: dev.busy.get("p") == 2)
+        assert dev.queue.count("p") == 1  # equals wait for a slot
+        # A client's call starts at once, and the provider sees its priority.
+        answer = await asyncio.wait_for(s.run(m, lambda provider, ctx: seen.append(ctx.priority) or "hi"), 10)
+        assert answer == "hi" and seen == [Priority.INTERACTIVE]
+        # Two calls over the slots while two running ones rank below them; a third waits.
+        interactive = [asyncio.create_task(s.run(m, gated(chats))) for _ in range(3)]
+        await until(lambda: dev.busy.get("p") == 4)
+        for _ in range(5):
+            await asyncio.sleep(0)  # dispatch passes that could start more
+        assert dev.busy.get("p") == 4 and dev.queue.count("p") == 2
+        chats.set()
+        await asyncio.gather(*interactive)
+        steps.set()
+        await asyncio.gather(*pipeline)
+
+
+async def test_a_model_that_does_not_preempt_keeps_to_its_slots():
+    m = entry("q", cls=SlottedProvider, slots=2)
+    s = make([m])
+    dev = s.devices["cpu"]
+    gate = threading.Event()
+    async with running(s):
+        pipeline = [asyncio.create_task(s.run(m, gated(gate), priority=Priority.PIPELINE)) for _ in range(2)]
+        await until(lambda: dev.busy.get("q") == 2)
+        chat = asyncio.create_task(s.run(m, ok()))
+        await until(lambda: dev.queue.count("q") == 1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert dev.busy.get("q") == 2 and not chat.done()
+        gate.set()
+        await asyncio.gather(chat, *pipeline)
+
+
 # --- cancellation ----------------------------------------------------------------------------------
 
 
