@@ -10,12 +10,13 @@ from litestar.di import NamedDependency
 from loom.sdk import calls, types
 from loom.sdk.errors import ProviderError
 from loom.sdk.image_events import ImageStreamEvent
-from loom.sdk.protocols import ImageJob
+from loom.sdk.protocols import ImageJob, RunContext
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
 from ..files import FileStore
 from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
+from ..scheduler import Priority
 from ..storage.service import Storage
 from .body import BodyReader
 from .image_stream import check_stream, stream_response
@@ -36,13 +37,16 @@ async def render(
     job: ImageJob,
     response_format: str,
     base_url: str,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
 ):
     """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body.
 
     A ``url`` answer is a signed, expiring ``/v1/files/`` URL, or with an output store a
     presigned URL to the image there; the image is written to the data dir first, so a store
     that cannot take it (507 ``storage_error``) loses nothing."""
-    entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
+    entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job), priority=priority, ctx=ctx)
     if len(images) != job.n:
         raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
     data = []
@@ -83,9 +87,16 @@ async def generations(
     req = await bodies.decode(request, ImageGenerationRequest)
     if req.stream:
         check_stream(req.n, req.response_format)
+        return await stream_response(router, req.model, image_job(registry, req), edit=False)
+    entry, body = await generate(req, registry, router, files, storage, base_url(request))
+    return json_response(body, headers=served_by(entry))
+
+
+def image_job(registry: ModelRegistry, req: ImageGenerationRequest) -> ImageJob:
+    """What the request asks the model for (``size=auto``: the serving provider's default)."""
     entry = registry.for_capability(req.model, Capability.IMAGE)
     width, height = parse_size(req.size, entry)
-    job = ImageJob(
+    return ImageJob(
         prompt=req.prompt,
         width=width,
         height=height,
@@ -96,7 +107,21 @@ async def generations(
         guidance_scale=req.guidance_scale,
         partial_images=(req.partial_images or 0) if req.stream else 0,
     )
-    if req.stream:
-        return await stream_response(router, req.model, job, edit=False)
-    entry, body = await render(router, files, storage, req.model, job, req.response_format, base_url(request))
-    return json_response(body, headers=served_by(entry))
+
+
+async def generate(
+    req: ImageGenerationRequest,
+    registry: ModelRegistry,
+    router: ModelRouter,
+    files: FileStore,
+    storage: Storage,
+    base_url: str,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
+) -> tuple[ModelEntry, ImagesResponse]:
+    """A generation request's answer, not streamed (the route's, and a batch line's)."""
+    job = image_job(registry, req)
+    return await render(
+        router, files, storage, req.model, job, req.response_format, base_url, priority=priority, ctx=ctx
+    )
