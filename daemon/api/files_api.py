@@ -82,7 +82,7 @@ def _expires_in(fields: dict[str, object]) -> int | None:
     return int(seconds)
 
 
-@get("/files", operation_class=doc("List files", returns=FileList, errors=(400,), query=LIST_QUERY))
+@get("/files", operation_class=doc("List files", returns=FileList, errors=(400, 404), query=LIST_QUERY))
 async def list_files(request: Request, uploads: NamedDependency[UploadStore]) -> Response:
     q = request.query_params
     limit = q.get("limit", "10000")
