@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.integration.batch_support import check_output, create, embedding_line, wait  # noqa: E402
-from tests.openai_schema import require_document  # noqa: E402
+from tests.integration.batch_support import check_output, create, embedding_line, wait
+from tests.openai_schema import require_document
 
 
 def test_embeddings_batch_on_the_tiny_torch_embedder(torch_client):
