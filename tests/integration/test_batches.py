@@ -181,10 +181,10 @@ def test_a_batch_is_a_lowest_priority_job_of_a_hidden_pipeline(daemon, client):
     batch = create(client, "/v1/embeddings", [embedding_line("e", "mock-embed", "hi")])
     wait(client, batch.id)
     jobs = httpx.get(f"{daemon.url}/v1/jobs", params={"pipeline": "openai_batch"}).json()["data"]
-    job = next(j for j in jobs if j["params"] == {"batch_id": batch.id}) if "params" in jobs[0] else None
-    mine = [j for j in jobs if j["priority"] == -100]
-    assert mine, jobs
-    assert job is None or job["state"] == "succeeded"
+    assert jobs and {j["priority"] for j in jobs} == {-100}
+    job = httpx.get(f"{daemon.url}/v1/jobs/{jobs[0]['id']}").json()
+    assert job["params"] == {"batch_id": batch.id} and job["state"] == "succeeded"
+    assert job["result"]["status"] == "completed"
     names = [p["name"] for p in httpx.get(f"{daemon.url}/v1/pipelines").json()["data"]]
     assert "openai_batch" not in names
     r = httpx.post(f"{daemon.url}/v1/pipelines/openai_batch", json={"batch_id": batch.id})
