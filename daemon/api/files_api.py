@@ -96,14 +96,13 @@ async def list_files(request: Request, uploads: NamedDependency[UploadStore]) ->
 
 
 @delete(
-    "/files/{file_id:str}",
+    "/files/{path:path}",
     status_code=200,
-    operation_class=doc("Delete a file", returns=FileDeleted, errors=(404,)),
+    operation_class=doc("Delete an uploaded file (its id: file-...)", returns=FileDeleted, errors=(404,)),
 )
-async def delete_file(request: Request, file_id: FromPath[str], uploads: NamedDependency[UploadStore]) -> Response:
-    # Litestar hands this route the path the way it hands GET /v1/files/{path:path} its own
-    # (one route tree for both), with its leading slash.
-    return json_response(uploads.delete(file_id.strip("/"), owner_of(request)))
+async def delete_file(request: Request, path: FromPath[str], uploads: NamedDependency[UploadStore]) -> Response:
+    # The same path as GET /v1/files/{path} (one Litestar route, so OPTIONS names both methods).
+    return json_response(uploads.delete(path.strip("/"), owner_of(request)))
 
 
 def retrieve(request: Request, uploads: UploadStore, file_id: str) -> Response:

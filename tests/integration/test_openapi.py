@@ -364,6 +364,8 @@ class Reach:
             with self.admin.stream("GET", path) as r:
                 next(r.iter_lines())
                 return r
+        if path == "/v1/files/{path}" and method == "DELETE":
+            return self.admin.delete(f"/v1/files/{self.ids['file_id']}")
         if path == "/v1/files" and method == "POST":
             return self.admin.post(path, data={"purpose": "batch"}, files={"file": ("in.jsonl", b"{}")})
         if path == "/v1/batches" and method == "POST":
