@@ -256,12 +256,32 @@ class JobsConfig(Struct, forbid_unknown_fields=True, frozen=True):
     max_queued_per_owner: Annotated[int, Meta(ge=1)] = 5_000
 
 
+class FilesConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[files]``: files uploaded through the Files API (``/v1/files``), a batch's input among them."""
+
+    #: The largest file a client may upload: "200MB", "1GiB" or a number of bytes. A bigger one
+    #: is refused with 413 before it is stored.
+    max_bytes: str | int = "200MB"
+
+
+class BatchesConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[batches]``: OpenAI's Batch API (``/v1/batches``), run as lowest-priority jobs."""
+
+    #: Requests one input file may hold (OpenAI's bound); a longer file fails validation.
+    max_lines: Annotated[int, Meta(ge=1)] = 50_000
+    #: Requests of one batch in flight at once (per model, which is run one after the other);
+    #: the model's share for jobs (its slots plus half its queue) bounds them too.
+    concurrency: Annotated[int, Meta(ge=1, le=256)] = 8
+
+
 class Config(Struct, forbid_unknown_fields=True, frozen=True):
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     routes: Routes = field(default_factory=Routes)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
+    batches: BatchesConfig = field(default_factory=BatchesConfig)
     #: ``[plugins.NAME]`` tables: ``enabled`` plus the plugin's own options.
     plugins: dict[str, dict] = field(default_factory=dict)
     models: list[ModelConfig] = field(default_factory=list)
@@ -394,6 +414,7 @@ def check_config(config: Config) -> None:
     parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
     parse_duration(config.storage.url_ttl, "$.storage.url_ttl")
     parse_duration(config.storage.timeout, "$.storage.timeout")
+    max_upload_bytes(config.files)
     for i, model in enumerate(config.models):
         parse_duration(model.keep_alive, f"$.models[{i}].keep_alive")
         if model.vram is not None:
@@ -423,6 +444,13 @@ def parse_size(text: str, where: str = "size", *, allow_percent: bool = False, t
     base = unit[:1] if unit not in ("b", "") else ""
     factor = 1024 ** "bkmgt".index(base) if binary and base else _UNITS[base]
     return int(number * factor)
+
+
+def max_upload_bytes(files: FilesConfig) -> int:
+    """``[files] max_bytes`` in bytes (ConfigError when it is not a size)."""
+    if isinstance(files.max_bytes, int):
+        return files.max_bytes
+    return parse_size(files.max_bytes, "$.files.max_bytes")
 
 
 _DURATION = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")

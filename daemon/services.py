@@ -22,12 +22,16 @@ from typing import Any
 import pluggy
 from litestar.di import Provide
 from loom.sdk.config import ModelConfig
+from loom.sdk.errors import PluginError
 
+from .api.batch_lines import BatchLines
 from .api.body import BodyReader
 from .api.chat_prepare import ChatIntake
 from .api.text_services import TextServices
+from .batches import Batches, BatchPipeline, BatchStore
+from .batches.work import PIPELINE as BATCH_PIPELINE
 from .catalog.live import ModelCatalog
-from .config import Config, Routes
+from .config import Config, Routes, max_upload_bytes
 from .evaluations import EvaluationStore
 from .files import FileStore, check_writable
 from .image_fetch import ImageFetcher
@@ -51,12 +55,17 @@ from .storage.service import Storage
 from .timers import Timers
 from .tracing import Tracing
 from .ui.session import Sessions
+from .uploads import UploadStore
 
 JOBS_DB = "loom.db"
 RECORDS_DB = "records.db"
 RESPONSES_DB = "responses.db"
 RAG_DIR = "rag"
 EVALUATIONS_DB = "evaluations.db"
+FILES_DB = "files.db"
+BATCHES_DB = "batches.db"
+#: How often files past their ``expires_at`` are removed.
+PURGE_FILES_S = 3600.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,6 +116,10 @@ class Services:
     sessions: Sessions
     #: OpenTelemetry traces (``[daemon.tracing]``); None when off.
     tracing: Tracing | None
+    #: Files uploaded through the Files API (``/v1/files``) and those batches write.
+    uploads: UploadStore
+    #: OpenAI's Batch API (``/v1/batches``): batches run as lowest-priority jobs.
+    batches: Batches
 
     def dependencies(self) -> dict[str, Provide]:
         """One provider per service, by field name: a handler asks for ``registry:
@@ -135,6 +148,8 @@ class Services:
             stack.callback(self.records.close)
             stack.callback(self.responses.close)
             stack.callback(self.evaluations.close)
+            stack.callback(self.uploads.close)
+            stack.callback(self.batches.store.close)
             stack.push_async_callback(self.intake.aclose)
             stack.push_async_callback(asyncio.to_thread, self.rag.close)  # saving an index takes a moment
             await self.scheduler.start()
@@ -213,6 +228,18 @@ def build_services(
     bodies = BodyReader(config.daemon.limits.max_body_bytes)
     fetcher = ImageFetcher(config.daemon.image_urls)
     intake = ChatIntake(registry, router, config.routes, files, fetcher, config.daemon.compat)
+    text = TextServices(bodies, intake, router, scheduler)
+    responses = ResponseStore(data_dir / RESPONSES_DB, durability)
+    uploads = UploadStore(data_dir, data_dir / FILES_DB, max_upload_bytes(config.files), durability)
+    timers.every(PURGE_FILES_S, uploads.purge_expired, id="purge-expired-files", first=60.0)
+    batches = Batches(BatchStore(data_dir / BATCHES_DB, durability), uploads, runner, config.batches)
+    # A batch is a job of a pipeline the daemon registers for itself (hidden from the lists).
+    if BATCH_PIPELINE in pipelines:
+        raise PluginError(
+            f"pipeline {BATCH_PIPELINE!r} (plugin {pipelines[BATCH_PIPELINE].plugin!r}) takes the name of Loom's batches"
+        )
+    lines = BatchLines(text, registry, files, storage, responses)
+    pipelines[BATCH_PIPELINE] = BatchPipeline(batches, lines).info()
     return Services(
         config=config,
         pm=pm,
@@ -234,12 +261,14 @@ def build_services(
         runner=runner,
         fetcher=fetcher,
         intake=intake,
-        responses=ResponseStore(data_dir / RESPONSES_DB, durability),
-        text=TextServices(bodies, intake, router, scheduler),
+        responses=responses,
+        text=text,
         catalog=catalog,
         shutdown=Shutdown(),
         evaluations=evaluations,
         questions=questions,
         sessions=Sessions.open(data_dir, keys),
         tracing=tracing,
+        uploads=uploads,
+        batches=batches,
     )

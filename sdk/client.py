@@ -226,6 +226,17 @@ class _Routes(Generic[R]):
             body["rag"] = rag
         return self._send(_Call("POST", "/admin/jobs/prune", body))
 
+    # --- batches (OpenAI's Batch API; the openai package creates them) ---
+
+    def batches(self, limit: int = 20, after: str | None = None) -> R:
+        query: dict[str, Any] = {"limit": limit}
+        if after:
+            query["after"] = after
+        return self._send(_Call("GET", "/v1/batches", query=query))
+
+    def cancel_batch(self, batch_id: str) -> R:
+        return self._send(_Call("POST", f"/v1/batches/{_seg(batch_id)}/cancel"))
+
     def rag_add(self, items: dict[str, Any] | list[dict[str, Any]]) -> R:
         """``POST /v1/rag/items``: one item (``text`` and/or ``image``, ``collection``, ``meta``)
         or a list of them, embedded and stored in the retrieval indices."""

@@ -22,7 +22,15 @@ from textual.timer import Timer
 
 from . import format as fmt
 from .commands import LoomCommands
-from .screens import DashboardScreen, JobDetailScreen, JobsScreen, LineageScreen, LogScreen, ModelsScreen
+from .screens import (
+    BatchesScreen,
+    DashboardScreen,
+    JobDetailScreen,
+    JobsScreen,
+    LineageScreen,
+    LogScreen,
+    ModelsScreen,
+)
 from .state import FINAL, DaemonState, LogLine, describe_job_event, describe_scheduler_event, output_counters
 from .widgets.status import NAV
 
@@ -50,11 +58,19 @@ class LoomApp(App[None]):
     CSS_PATH = "loom.tcss"
     TITLE = "Loom"
     COMMANDS = App.COMMANDS | {LoomCommands}
-    MODES = {"dashboard": DashboardScreen, "jobs": JobsScreen, "models": ModelsScreen, "log": LogScreen}
+    MODES = {
+        "dashboard": DashboardScreen,
+        "jobs": JobsScreen,
+        "models": ModelsScreen,
+        "log": LogScreen,
+        "batches": BatchesScreen,
+    }
     DEFAULT_MODE = "dashboard"
     # The number keys are one group in the footer; the status line names each screen.
     BINDINGS = [
         *(Binding(key, f"switch_mode('{mode}')", label, group=SCREENS) for key, mode, label in NAV),
+        # Batches are a screen of their own, not (yet) in the status line's numbered list.
+        Binding("5", "switch_mode('batches')", "Batches", show=False),
         Binding("q", "quit", "Quit"),
     ]
 

@@ -21,6 +21,7 @@ class LoomCommands(Provider):
             ("jobs", "Jobs"),
             ("models", "Models & providers"),
             ("log", "Log"),
+            ("batches", "Batches"),
         ):
             yield f"Go to {title}", partial(app.switch_mode, mode), f"show the {title.lower()} screen"
         for job in app.state.job_list()[:30]:

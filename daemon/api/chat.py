@@ -62,17 +62,22 @@ class Generations:
         scheduler: Scheduler,
         route: Route,
         runs: list[tuple[int, calls.Call]],
+        *,
         priority: Priority = Priority.INTERACTIVE,
+        ctx: RunContext | None = None,
     ) -> None:
         self.router, self.scheduler, self.route, self.runs = router, scheduler, route, runs
-        #: The scheduling priority of its calls (a chat request's ``service_tier``).
-        self.priority = priority
+        #: A batch's line runs at ``Priority.BATCH`` with its job's context (which cancels it).
+        self.priority, self.ctx = priority, ctx
         self.entry: ModelEntry | None = None
         self._first: AsyncIterator[TextChunk] | None = None
 
+    def _ctx(self) -> RunContext:
+        return self.ctx if self.ctx is not None else RunContext()
+
     async def start(self) -> ModelEntry:
         self.entry, self._first = await self.router.stream(
-            *self.route, self.runs[0][1], priority=self.priority, ctx=RunContext()
+            *self.route, self.runs[0][1], priority=self.priority, ctx=self._ctx()
         )
         return self.entry
 
@@ -81,11 +86,11 @@ class Generations:
         its end: for an answer that is not streamed, whose chunks need not cross to this task one
         at a time. Later choices stay on the model that served the first."""
         (_, first), *rest = self.runs
-        entry, chunks = await self.router.collect(*self.route, first, priority=self.priority, ctx=RunContext())
+        entry, chunks = await self.router.collect(*self.route, first, priority=self.priority, ctx=self._ctx())
         self.entry = entry
         out = [(self.runs[0][0], chunks)]
         for index, call in rest:
-            out.append((index, await self.scheduler.collect(entry, call, priority=self.priority, ctx=RunContext())))
+            out.append((index, await self.scheduler.collect(entry, call, priority=self.priority, ctx=self._ctx())))
         return entry, out
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
@@ -96,7 +101,7 @@ class Generations:
                 chunks = self._first
             else:
                 # Later choices stay on the model that served the first.
-                chunks = self.scheduler.stream(self.entry, call, priority=self.priority, ctx=RunContext())
+                chunks = self.scheduler.stream(self.entry, call, priority=self.priority, ctx=self._ctx())
             yield index, chunks
 
 
@@ -105,10 +110,45 @@ def with_seed(req, i: int):
 
 
 def chat_generations(
-    router: ModelRouter, scheduler: Scheduler, route: Route, req: ChatCompletionRequest
+    router: ModelRouter,
+    scheduler: Scheduler,
+    route: Route,
+    req: ChatCompletionRequest,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
 ) -> Generations:
     runs: list[tuple[int, calls.Call]] = [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)]
-    return Generations(router, scheduler, route, runs, priority_of(req.service_tier))
+    if priority is Priority.INTERACTIVE:  # a batch line passes its own; a client's request its tier
+        priority = priority_of(req.service_tier)
+    return Generations(router, scheduler, route, runs, priority=priority, ctx=ctx)
+
+
+async def complete_chat(
+    text: TextServices,
+    route: Route,
+    req: ChatCompletionRequest,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
+) -> tuple[ModelEntry, ChatCompletion]:
+    """A prepared chat request's answer, not streamed: every choice run to its end (the route's
+    answer, and a batch line's)."""
+    gens = chat_generations(text.router, text.scheduler, route, req, priority=priority, ctx=ctx)
+    choices, usage = [], Usage()
+    entry, results = await gens.collect()
+    for index, chunks in results:
+        builder = ChoiceBuilder()
+        for chunk in chunks:
+            builder.add(chunk)
+            count(usage, chunk, prompt=index == 0)
+        choices.append(builder.choice(index))
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+    rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
+    answer = ChatCompletion(
+        id=rid, created=created, model=entry.id, choices=choices, usage=usage, service_tier=tier_used(req.service_tier)
+    )
+    return entry, answer
 
 
 @post(
@@ -130,10 +170,10 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
     own_host = request.url.netloc if req.has_images() else None
     prepared = await text.intake.prepare(req, own_host=own_host)
     req = prepared.request
-    gens = chat_generations(text.router, text.scheduler, prepared.route, req)
-    rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
 
     if req.stream:
+        gens = chat_generations(text.router, text.scheduler, prepared.route, req)
+        rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
         entry = await gens.start()
         headers = {**served_by(entry), **ignored_header(prepared.ignored)}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -141,19 +181,8 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         events = _chat_events(gens, entry.id, rid, created, include_usage, tier_used(req.service_tier))
         return ServerSentEvent(events, headers=headers, status_code=200)
 
-    choices, usage = [], Usage()
-    entry, results = await gens.collect()
-    for index, chunks in results:
-        builder = ChoiceBuilder()
-        for chunk in chunks:
-            builder.add(chunk)
-            count(usage, chunk, prompt=index == 0)
-        choices.append(builder.choice(index))
+    entry, answer = await complete_chat(text, prepared.route, req)
     headers = {**served_by(entry), **ignored_header(prepared.ignored)}
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    answer = ChatCompletion(
-        id=rid, created=created, model=entry.id, choices=choices, usage=usage, service_tier=tier_used(req.service_tier)
-    )
     return json_response(answer, headers=headers)
 
 
@@ -221,53 +250,78 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
         # that will serve it, as chat applies it (refused by name, or left out when lenient).
         entry = text.router.candidates(req.model, Capability.COMPLETION)[0]
         req, ignored = apply_policy(req, entry, text.intake.compat)
+    if not req.stream:
+        entry, answer = await complete_text(text, req)
+        return json_response(answer, headers={**served_by(entry), **ignored_header(ignored)})
     prompts = req.prompts()
-
-    def call(prompt: str, i: int):
-        return calls.Complete(prompt=prompt, request=with_seed(req, i))
-
-    runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
-    gens = Generations(text.router, text.scheduler, (req.model, Capability.COMPLETION), runs)
+    gens = completion_generations(text, req)
     rid, created = f"cmpl-{random.getrandbits(96):024x}", int(time.time())
 
     def prompt_of(index: int) -> str:
         return prompts[index // req.n]
 
-    if req.stream:
-        entry = await gens.start()
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    entry = await gens.start()
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
-        async def events():
-            usage = Usage()
-            try:
-                async for index, chunks in gens:
-                    if req.echo:
-                        yield _piece(rid, created, entry.id, index, prompt_of(index), None)
-                    async for c in chunks:
-                        count(usage, c, prompt=index % req.n == 0)
-                        if c.text or c.finish_reason:
-                            yield _piece(rid, created, entry.id, index, c.text, c.finish_reason)
-                if include_usage:
-                    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-                    yield _encode(Completion(id=rid, created=created, model=entry.id, choices=[], usage=usage))
-            except LoomError as e:
-                yield error_body(e)
-            yield b"[DONE]"
+    async def events():
+        usage = Usage()
+        try:
+            async for index, chunks in gens:
+                if req.echo:
+                    yield _piece(rid, created, entry.id, index, prompt_of(index), None)
+                async for c in chunks:
+                    count(usage, c, prompt=index % req.n == 0)
+                    if c.text or c.finish_reason:
+                        yield _piece(rid, created, entry.id, index, c.text, c.finish_reason)
+            if include_usage:
+                usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+                yield _encode(Completion(id=rid, created=created, model=entry.id, choices=[], usage=usage))
+        except LoomError as e:
+            yield error_body(e)
+        yield b"[DONE]"
 
-        return ServerSentEvent(events(), headers={**served_by(entry), **ignored_header(ignored)}, status_code=200)
+    return ServerSentEvent(events(), headers={**served_by(entry), **ignored_header(ignored)}, status_code=200)
 
+
+def completion_generations(
+    text: TextServices,
+    req: CompletionRequest,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
+) -> Generations:
+    """One generation per prompt and choice, indexed as OpenAI numbers the choices."""
+
+    def call(prompt: str, i: int):
+        return calls.Complete(prompt=prompt, request=with_seed(req, i))
+
+    runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(req.prompts()) for i in range(req.n)]
+    return Generations(
+        text.router, text.scheduler, (req.model, Capability.COMPLETION), runs, priority=priority, ctx=ctx
+    )
+
+
+async def complete_text(
+    text: TextServices,
+    req: CompletionRequest,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
+) -> tuple[ModelEntry, Completion]:
+    """A completion request's answer, not streamed (the route's, and a batch line's)."""
+    prompts = req.prompts()
     choices, usage = [], Usage()
-    entry, results = await gens.collect()
+    entry, results = await completion_generations(text, req, priority=priority, ctx=ctx).collect()
     for index, chunks in results:
-        pieces, finish = [prompt_of(index)] if req.echo else [], None
+        pieces, finish = [prompts[index // req.n]] if req.echo else [], None
         for c in chunks:
             pieces.append(c.text)
             finish = c.finish_reason or finish
             count(usage, c, prompt=index % req.n == 0)
         choices.append(CompletionChoice(index, "".join(pieces), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    answer = Completion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
-    return json_response(answer, headers={**served_by(entry), **ignored_header(ignored)})
+    rid, created = f"cmpl-{random.getrandbits(96):024x}", int(time.time())
+    return entry, Completion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
 
 
 def _piece(rid, created, model, index, text, finish) -> bytes:

@@ -9,9 +9,12 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from loom.sdk import calls
 from loom.sdk.errors import ProviderError, UnsupportedParameter
+from loom.sdk.protocols import RunContext
 from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
+from ..models import ModelEntry
 from ..routing import ModelRouter
+from ..scheduler import Priority
 from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
@@ -32,8 +35,22 @@ async def embeddings(
     request: Request, bodies: NamedDependency[BodyReader], router: NamedDependency[ModelRouter]
 ) -> Response:
     req = await bodies.decode(request, EmbeddingRequest)
+    entry, answer = await embed(router, req)
+    return json_response(answer, headers=served_by(entry))
+
+
+async def embed(
+    router: ModelRouter,
+    req: EmbeddingRequest,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
+) -> tuple[ModelEntry, EmbeddingList]:
+    """An embeddings request's answer (the route's, and a batch line's)."""
     inputs = req.inputs()
-    entry, result = await router.run(req.model, Capability.EMBEDDING, calls.Embed(inputs=inputs))
+    entry, result = await router.run(
+        req.model, Capability.EMBEDDING, calls.Embed(inputs=inputs), priority=priority, ctx=ctx
+    )
     if len(result.vectors) != len(inputs):
         raise ProviderError(f"{entry.id} returned {len(result.vectors)} vectors for {len(inputs)} inputs")
     vectors = np.asarray(result.vectors, dtype=np.float32)
@@ -48,4 +65,4 @@ async def embeddings(
     else:
         data = [Embedding(i, v.tolist()) for i, v in enumerate(vectors)]
     usage = EmbeddingUsage(result.prompt_tokens, result.prompt_tokens)
-    return json_response(EmbeddingList(data=data, model=req.model, usage=usage), headers=served_by(entry))
+    return entry, EmbeddingList(data=data, model=req.model, usage=usage)

@@ -10,13 +10,14 @@ from litestar.di import NamedDependency
 from loom.sdk import calls, types
 from loom.sdk.errors import ProviderError
 from loom.sdk.image_events import ImageStreamEvent
-from loom.sdk.protocols import ImageJob
+from loom.sdk.protocols import ImageJob, RunContext
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
 from ..files import FileStore
 from ..models import ModelEntry, ModelRegistry
 from ..principals import owner_folder, principal_of
 from ..routing import ModelRouter
+from ..scheduler import Priority
 from ..storage.service import Storage
 from .body import BodyReader
 from .image_stream import check_stream, stream_response
@@ -38,6 +39,9 @@ async def render(
     response_format: str,
     base_url: str,
     folder: str = "images",
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
 ):
     """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body.
 
@@ -45,7 +49,7 @@ async def render(
     presigned URL to the image there; the image is written to the data dir first, so a store
     that cannot take it (507 ``storage_error``) loses nothing. ``folder``: where it is written
     (:func:`image_folder`: the principal's own, so the file is theirs)."""
-    entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
+    entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job), priority=priority, ctx=ctx)
     if len(images) != job.n:
         raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
     data = []
@@ -91,9 +95,16 @@ async def generations(
     req = await bodies.decode(request, ImageGenerationRequest)
     if req.stream:
         check_stream(req.n, req.response_format)
+        return await stream_response(router, req.model, image_job(registry, req), edit=False)
+    entry, body = await generate(req, registry, router, files, storage, base_url(request), image_folder(request))
+    return json_response(body, headers=served_by(entry))
+
+
+def image_job(registry: ModelRegistry, req: ImageGenerationRequest) -> ImageJob:
+    """What the request asks the model for (``size=auto``: the serving provider's default)."""
     entry = registry.for_capability(req.model, Capability.IMAGE)
     width, height = parse_size(req.size, entry)
-    job = ImageJob(
+    return ImageJob(
         prompt=req.prompt,
         width=width,
         height=height,
@@ -104,9 +115,22 @@ async def generations(
         guidance_scale=req.guidance_scale,
         partial_images=(req.partial_images or 0) if req.stream else 0,
     )
-    if req.stream:
-        return await stream_response(router, req.model, job, edit=False)
-    entry, body = await render(
-        router, files, storage, req.model, job, req.response_format, base_url(request), image_folder(request)
+
+
+async def generate(
+    req: ImageGenerationRequest,
+    registry: ModelRegistry,
+    router: ModelRouter,
+    files: FileStore,
+    storage: Storage,
+    base_url: str,
+    folder: str = "images",
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
+) -> tuple[ModelEntry, ImagesResponse]:
+    """A generation request's answer, not streamed (the route's, and a batch line's)."""
+    job = image_job(registry, req)
+    return await render(
+        router, files, storage, req.model, job, req.response_format, base_url, folder, priority=priority, ctx=ctx
     )
-    return json_response(body, headers=served_by(entry))

@@ -163,6 +163,7 @@ async def list_pipelines(runner: NamedDependency[JobRunner]) -> Response:
             "params_schema": msgspec.json.schema(p.cls.Params),
         }
         for p in sorted(runner.pipelines.values(), key=lambda p: p.name)
+        if not p.hidden
     ]
     return json_response({"object": "list", "data": data})
 

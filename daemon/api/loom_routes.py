@@ -27,6 +27,8 @@ from ..models import ModelRegistry
 from ..principals import may_read_file, principal_of
 from ..routing import ModelRouter
 from ..storage.service import Storage
+from ..uploads import UploadStore, is_file_id
+from . import files_api
 from .auth import signed
 from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
@@ -124,7 +126,12 @@ SIGNED = (
 
 @get(
     "/files/{path:path}",
-    operation_class=doc("A file Loom made", media_type="*/*", errors=(403, 404), query=SIGNED),
+    operation_class=doc(
+        "A file Loom made, or an uploaded file (OpenAI's files/{file_id} and files/{file_id}/content)",
+        media_type="*/*",
+        errors=(403, 404),
+        query=SIGNED,
+    ),
     opt={"signed": True},
 )
 async def serve_file(
@@ -133,13 +140,22 @@ async def serve_file(
     files: NamedDependency[FileStore],
     storage: NamedDependency[Storage],
     runner: NamedDependency[JobRunner],
+    uploads: NamedDependency[UploadStore],
 ) -> File | Response:
     """The URLs answers carry are signed (``?exp=&sig=``) and need no key until they expire; a
     signature that does not hold is a 403 with or without a key (the key guard has judged it
     already where keys are configured). A folder's URL (a job's ``output_url``, ending in ``/``)
     answers its index: every file in it with its URL and size. Without a signature a user reads
-    its own jobs' and requests' files only (:func:`~loom.daemon.principals.may_read_file`)."""
+    its own jobs' and requests' files only (:func:`~loom.daemon.principals.may_read_file`).
+
+    Litestar routes every ``GET /v1/files/...`` here (a ``path`` parameter takes the whole
+    rest), so an OpenAI file id (``file-...``, no slash), and an id followed by ``/content``,
+    are answered from the Files API's store (:mod:`.files_api`, which keeps its own owners);
+    Loom's own paths always start with a public folder, so the two cannot be confused."""
     rel = path.strip("/")
+    file_id, _, rest = rel.partition("/")
+    if is_file_id(file_id) and rest in ("", "content"):
+        return files_api.content(request, uploads, file_id) if rest else files_api.retrieve(request, uploads, file_id)
     if not signed(request, storage.signer) and not may_read_file(
         principal_of(request), rel, runner.store.owner_of_output
     ):

@@ -18,15 +18,16 @@ from litestar.params import FromPath
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from loom.sdk.errors import InvalidRequest, LoomError
+from loom.sdk.protocols import RunContext
 from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted, ResponseItemList, ResponseObject
 
-from ..principals import principal_of
+from ..principals import Principal, principal_of
 from ..responses import ResponseStore
 from ..responses.items import page, resources
 from ..responses.stream import ResponseBuilder, new_id
 from ..responses.translate import shown, to_chat
 from ..routing import ModelRouter
-from ..scheduler import Scheduler
+from ..scheduler import Priority, Scheduler
 from .body import BodyReader
 from .chat import chat_generations
 from .chat_prepare import ChatIntake
@@ -58,30 +59,35 @@ async def create_response(
     responses: NamedDependency[ResponseStore],
 ) -> Response:
     req = await bodies.decode(request, CreateResponseRequest)
-    principal = principal_of(request)
-    scope = principal.scope  # a user continues its own responses only
-    history = []
-    if req.previous_response_id is not None:
-        history = responses.get(req.previous_response_id, param="previous_response_id", owner=scope).conversation
-    translated = to_chat(req, history, intake.compat)
-    prepared = await intake.prepare(
-        translated.chat, own_host=request.url.netloc, shown=shown, image_param=translated.image_param
+    run = await start(
+        req, intake, router, scheduler, responses, own_host=request.url.netloc, owner=principal_of(request)
     )
-    gens = chat_generations(router, scheduler, prepared.route, prepared.request)
-    entry = await gens.start()
-    headers = {**served_by(entry), **ignored_header(translated.ignored + prepared.ignored)}
-    builder = ResponseBuilder(req, new_id("resp"), req.model)
+    if req.stream:
 
-    def keep() -> None:
-        if req.store is not False and builder.final is not None:
-            conversation = [*translated.conversation, builder.answer()]
-            responses.put(builder.final, conversation, resources(translated.items), principal.name)
+        async def sse() -> AsyncIterator[ServerSentEventMessage]:
+            async for event in run.events():
+                tag = type(event).__struct_config__.tag
+                assert isinstance(tag, str), "a stream event is tagged with its type name"
+                yield ServerSentEventMessage(data=_encode(event).decode(), event=tag)
 
-    async def events() -> AsyncIterator[Event]:
+        return ServerSentEvent(sse(), headers=run.headers, status_code=200)
+
+    return json_response(await run.final(), headers=run.headers)
+
+
+class ResponseRun:
+    """A started response: its events as they come, or its final object (stored unless
+    ``store`` is false, once it has finished)."""
+
+    def __init__(self, req, gens, headers, builder, keep) -> None:
+        self.req, self.gens, self.headers, self.builder, self._keep = req, gens, headers, builder, keep
+
+    async def events(self) -> AsyncIterator[Event]:
+        builder = self.builder
         for event in builder.start():
             yield event
         try:
-            async for _, chunks in gens:
+            async for _, chunks in self.gens:
                 async for chunk in chunks:
                     for event in builder.chunk(chunk):
                         yield event
@@ -91,23 +97,49 @@ async def create_response(
             return
         for event in builder.finish_events():
             yield event
-        keep()
+        self._keep()
 
-    if req.stream:
+    async def final(self) -> ResponseObject:
+        """The finished response (its failure raised as the route would answer it)."""
+        async for _ in self.events():
+            pass
+        if self.builder.failure is not None:
+            raise self.builder.failure
+        assert self.builder.final is not None, "a response that did not fail has finished"
+        return self.builder.final
 
-        async def sse() -> AsyncIterator[ServerSentEventMessage]:
-            async for event in events():
-                tag = type(event).__struct_config__.tag
-                assert isinstance(tag, str), "a stream event is tagged with its type name"
-                yield ServerSentEventMessage(data=_encode(event).decode(), event=tag)
 
-        return ServerSentEvent(sse(), headers=headers, status_code=200)
+async def start(
+    req: CreateResponseRequest,
+    intake: ChatIntake,
+    router: ModelRouter,
+    scheduler: Scheduler,
+    responses: ResponseStore,
+    *,
+    own_host: str | None,
+    owner: Principal,
+    priority: Priority = Priority.INTERACTIVE,
+    ctx: RunContext | None = None,
+) -> ResponseRun:
+    """Translate, prepare and start a response (the route's, and a batch line's) for ``owner``:
+    it continues ``owner``'s own responses only, and the stored answer is theirs."""
+    history = []
+    if req.previous_response_id is not None:
+        previous = responses.get(req.previous_response_id, param="previous_response_id", owner=owner.scope)
+        history = previous.conversation
+    translated = to_chat(req, history, intake.compat)
+    prepared = await intake.prepare(translated.chat, own_host=own_host, shown=shown, image_param=translated.image_param)
+    gens = chat_generations(router, scheduler, prepared.route, prepared.request, priority=priority, ctx=ctx)
+    entry = await gens.start()
+    headers = {**served_by(entry), **ignored_header(translated.ignored + prepared.ignored)}
+    builder = ResponseBuilder(req, new_id("resp"), req.model)
 
-    async for _ in events():
-        pass
-    if builder.failure is not None:
-        raise builder.failure
-    return json_response(builder.final, headers=headers)
+    def keep() -> None:
+        if req.store is not False and builder.final is not None:
+            conversation = [*translated.conversation, builder.answer()]
+            responses.put(builder.final, conversation, resources(translated.items), owner.name)
+
+    return ResponseRun(req, gens, headers, builder, keep)
 
 
 @get("/responses/{response_id:str}", operation_class=doc("A stored response", returns=ResponseObject, errors=(404,)))

@@ -394,6 +394,24 @@ class JobContext:
         finally:
             room.release(key)
 
+    async def call_model(self, model: str, fn: Callable[[RunContext], Awaitable[T]]) -> T:
+        """Run ``fn``, one call to ``model`` that the pipeline makes through a service path of its
+        own (a batch's line, through its endpoint's code), as the job's other calls run: with a
+        RunContext that :meth:`cancel` stops, under back-pressure (see ``_with_room``), and run
+        again when its worker crashed."""
+        self.check()
+
+        async def once() -> T:
+            rc = self._run_context()
+            self._calls.add(rc)
+            try:
+                return await fn(rc)
+            finally:
+                self._calls.discard(rc)
+
+        retry = functools.partial(self._before_retry, model)
+        return await self._with_room(model, lambda: retrying_crashes(once, self.crash_retries, retry))
+
     def _before_retry(self, model: str, attempt: int, error: Exception) -> None:
         self.check()
         log.warning("job %s: %s; running the call again (retry %d)", self.job_id, error, attempt)

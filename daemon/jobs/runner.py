@@ -83,6 +83,9 @@ class PipelineInfo:
     plugin: str
     cls: type[Pipeline]
     instance: Pipeline
+    #: Run by the daemon for an API of its own (a batch), not started by name: left out of the
+    #: pipeline lists and refused by ``POST /v1/pipelines/{name}``.
+    hidden: bool = False
 
     @property
     def description(self) -> str:
@@ -190,12 +193,17 @@ class JobRunner:
 
     # --- submitting -------------------------------------------------------------------------
 
-    def pipeline(self, name: str) -> PipelineInfo:
+    def pipeline(self, name: str, *, hidden: bool = False) -> PipelineInfo:
+        """The pipeline ``name``; one the daemon runs for itself only with ``hidden``."""
         info = self.pipelines.get(name)
-        if info is None:
-            have = ", ".join(sorted(self.pipelines)) or "none"
+        if info is None or (info.hidden and not hidden):
+            have = ", ".join(self.public_pipelines()) or "none"
             raise NotFound(f"No pipeline named '{name}' (available: {have})", param="name")
         return info
+
+    def public_pipelines(self) -> list[str]:
+        """The names of the pipelines a client may start, sorted."""
+        return sorted(name for name, info in self.pipelines.items() if not info.hidden)
 
     def submit(
         self,
@@ -217,7 +225,7 @@ class JobRunner:
         higher ``priority`` runs first, then the older."""
         if self._stopping:
             raise Unavailable("the daemon is shutting down")
-        info = self.pipeline(name)
+        info = self.pipeline(name, hidden=True)
         self.admission.check_room(owner)
         job_id = secrets.token_hex(6)
         created = time.localtime()

@@ -6,6 +6,7 @@ services in-process and call the same functions as the API's routes.
 
 - ``/ui/``: jobs, live; ``/ui/jobs/{id}``: stages, steps, outputs; ``/ui/jobs/{id}/lineage``:
   the beam search's tree with every candidate's image, prompts, scores, critique and reasons.
+- ``/ui/batches``: OpenAI batches with their status and request counts, each linked to its job.
 - ``/ui/pipelines/{name}``: a form from the pipeline's parameter schema.
 - ``/ui/models``: models and providers, with load, unload and switch (admin).
 - ``/ui/evaluate``: A/B preferences, stored for ``GET /v1/evaluations``.
@@ -31,7 +32,7 @@ from litestar.middleware.csrf import CSRFMiddleware
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from . import evaluate, jobs, live, login, models, pipelines
+from . import batches, evaluate, jobs, live, login, models, pipelines
 from .render import EXCEPTION_HANDLERS, template_config
 from .session import Sessions, session_guard
 
@@ -66,6 +67,7 @@ def build_ui(sessions: Sessions) -> WebUI:
             *login.ROUTES,
             *live.ROUTES,
             *jobs.ROUTES,
+            *batches.ROUTES,
             *pipelines.ROUTES,
             *models.ROUTES,
             *evaluate.ROUTES,

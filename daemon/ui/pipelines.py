@@ -53,6 +53,7 @@ async def pipelines_page(request: Request, runner: NamedDependency[JobRunner]) -
     pipelines = [
         {"name": p.name, "plugin": p.plugin, "description": p.description}
         for p in sorted(runner.pipelines.values(), key=lambda p: p.name)
+        if not p.hidden
     ]
     return page(request, "pipelines.html", pipelines=pipelines)
 

@@ -69,6 +69,9 @@ max_body_bytes = 65536
 pipelines = {{ translate = 1 }}
 max_queued_per_owner = 2
 
+[files]
+max_bytes = 65536
+
 [plugins.openai.instances.faulty]
 base_url = "{upstream}"
 api_key = {{ env = "T_OA_UPSTREAM" }}
@@ -215,6 +218,22 @@ class Reach:
         self.wait_job(haiku["id"])
         item = a.post("/v1/rag/items", json={"text": "an example story", "model": "x-ok"}).json()
         self.ids["item_id"] = str(item["data"][0]["id"])
+        self.ids["file_id"] = self.upload()
+        batch = self.batch("x-ok")
+        self.ids["batch_id"] = batch["id"]
+        for _ in range(600):  # finished: it can no longer be cancelled (409)
+            if self.admin.get(f"/v1/batches/{batch['id']}").json()["status"] == "completed":
+                break
+            time.sleep(0.05)
+
+    def upload(self, data: bytes = b"hello", purpose: str = "user_data") -> str:
+        return self.admin.post("/v1/files", data={"purpose": purpose}, files={"file": ("f.txt", data)}).json()["id"]
+
+    def batch(self, model: str) -> dict:
+        line = {"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": model, "input": "x"}}
+        file_id = self.upload(json.dumps(line).encode(), "batch")
+        body = {"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+        return self.admin.post("/v1/batches", json=body).json()
 
     def wait_job(self, job_id: str) -> dict:
         for _ in range(600):
@@ -291,6 +310,8 @@ class Reach:
 
     def too_big(self, method: str, path: str) -> httpx.Response:
         blob = b"x" * 70_000
+        if path == "/v1/files":  # over [files] max_bytes
+            return self.admin.post(path, data={"purpose": "batch"}, files={"file": ("big.jsonl", blob)})
         if path.startswith("/v1/images/") and not path.endswith("generations"):
             return self.admin.request(method, path, files={"image": ("in.png", blob, "image/png")})
         return self.admin.request(
@@ -351,12 +372,23 @@ class Reach:
             with self.admin.stream("GET", path) as r:
                 next(r.iter_lines())
                 return r
+        if path == "/v1/files/{path}" and method == "DELETE":
+            return self.admin.delete(f"/v1/files/{self.ids['file_id']}")
+        if path == "/v1/files" and method == "POST":
+            return self.admin.post(path, data={"purpose": "batch"}, files={"file": ("in.jsonl", b"{}")})
+        if path == "/v1/batches" and method == "POST":
+            return self.admin.post(path, json=self.batch_body())
+        if path == "/v1/batches/{batch_id}/cancel":  # a batch whose line is running
+            return self.admin.post(f"/v1/batches/{self.batch('x-slow')['id']}/cancel")
         if path == "/v1/jobs/{job_id}/cancel":  # cancelling a job that is running
             job = self.admin.post("/v1/pipelines/haiku", json={"topic": "x", "chat_model": "x-slow"}).json()
             r = self.admin.post(f"/v1/jobs/{job['id']}/cancel")
             self.ids["cancelled"] = job["id"]
             return r
         return self.admin.request(method, self.fill(path))
+
+    def batch_body(self) -> dict:
+        return {"input_file_id": self.upload(b"{}", "batch"), "endpoint": "/v1/embeddings", "completion_window": "24h"}
 
     def r201(self, method: str, path: str) -> httpx.Response:
         if path == "/v1/stream-tokens":
@@ -375,7 +407,10 @@ class Reach:
 
     def r400(self, method: str, path: str) -> httpx.Response:
         a = self.admin
-        if path in ("/v1/jobs", "/v1/artifacts", "/v1/personas") or (path, method) == ("/v1/evaluations", "GET"):
+        if path in ("/v1/jobs", "/v1/artifacts", "/v1/personas", "/v1/batches") or (path, method) in (
+            ("/v1/evaluations", "GET"),
+            ("/v1/files", "GET"),
+        ):
             return a.get(path, params={"limit": "many"})
         if path == "/v1/jobs/{job_id}/events":
             return a.get(self.fill(path), headers={"Last-Event-ID": "soon"})
@@ -396,13 +431,18 @@ class Reach:
         return a.request(method, self.fill(path), json={"no_such_field": 1})
 
     def r404(self, method: str, path: str) -> httpx.Response:
+        if path == "/v1/batches" and method == "POST":
+            return self.admin.post(path, json={**self.batch_body(), "input_file_id": "file-nosuch"})
+        if path in ("/v1/batches", "/v1/files") and method == "GET":
+            return self.admin.get(path, params={"after": "file-nosuch" if "files" in path else "batch_nosuch"})
         if path == "/admin/providers/switch":
             return self.admin.post(path, json={"model": "no-such-model", "to": "x-ok"})
         if path == "/v1/evaluations":
             side = {"job_id": "no-such-job"}
             return self.admin.post(path, json={"a": side, "b": side, "choice": "a"})
         names = dict.fromkeys(
-            ("model_id", "job_id", "response_id", "persona", "path", "name", "work_id"), "no-such-thing"
+            ("model_id", "job_id", "response_id", "persona", "path", "name", "work_id", "file_id", "batch_id"),
+            "no-such-thing",
         )
         names["item_id"] = "987654321"
         return self.admin.request(method, self.fill(path, **names))
@@ -429,11 +469,13 @@ class Reach:
         made: list[str] = []
         body = {"text": "x", "source": "en", "target": "fr", "model": "x-slow"}
         try:
-            for _ in range(4):
+            for _ in range(3 if path == "/v1/batches" else 4):
                 r = self.admin.post("/v1/pipelines/translate", json=body)
                 if r.status_code != 202:
                     return r
                 made.append(r.json()["id"])
+            if path == "/v1/batches":  # a batch is a job: the same bound refuses it
+                return self.admin.post(path, json=self.batch_body())
             return r
         finally:
             for job_id in made:

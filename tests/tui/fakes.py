@@ -384,6 +384,26 @@ def png(seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+BATCHES = [
+    {
+        "id": "batch_running1",
+        "object": "batch",
+        "endpoint": "/v1/embeddings",
+        "status": "in_progress",
+        "created_at": NOW - 30,
+        "request_counts": {"total": 1000, "completed": 400, "failed": 2},
+    },
+    {
+        "id": "batch_done0001",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "status": "completed",
+        "created_at": NOW - 300,
+        "request_counts": {"total": 200, "completed": 200, "failed": 0},
+    },
+]
+
+
 class FakeClient:
     """The AsyncLoomClient methods the TUI calls, answering with the data above."""
 
@@ -440,6 +460,12 @@ class FakeClient:
     async def _record(self, name: str, *args) -> dict:
         self.calls.append((name, args))
         return {"id": args[0] if args else None, "state": "cancelled"}
+
+    async def batches(self, **kw) -> dict:
+        return {"object": "list", "data": BATCHES, "has_more": False}
+
+    async def cancel_batch(self, batch_id: str) -> dict:
+        return await self._record("cancel_batch", batch_id)
 
     async def cancel_job(self, job_id: str) -> dict:
         return await self._record("cancel_job", job_id)

@@ -3,7 +3,7 @@ filters, the command palette opens things, and the pieces the screens are drawn 
 
 from __future__ import annotations
 
-from loom.tui.screens import JobDetailScreen, JobsScreen, LineageScreen, LogScreen, ModelsScreen
+from loom.tui.screens import BatchesScreen, JobDetailScreen, JobsScreen, LineageScreen, LogScreen, ModelsScreen
 from loom.tui.screens.models import SwitchProviderScreen
 from loom.tui.state import DaemonState, Throughput, describe_scheduler_event, output_counters
 from loom.tui.widgets import LineageTree
@@ -40,6 +40,21 @@ async def test_jobs_filter_cancel_resume_and_open():
         assert isinstance(app.screen, LineageScreen)
         await pilot.press("escape", "escape")
         assert isinstance(app.screen, JobsScreen)
+
+
+async def test_batches_show_status_and_counts_and_cancel():
+    app = filled_app()
+    async with app.run_test(size=(100, 24)) as pilot:
+        await pilot.press("5")
+        assert isinstance(app.screen, BatchesScreen)
+        app.screen.refresh_batches()  # not live: read once, by hand
+        await until(pilot, lambda: rows(app, "#batches") == ["batch_running1", "batch_done0001"], what="rows")
+        table = app.screen.query_one("#batches", DataTable)
+        cells = [str(c) for c in table.get_row("batch_running1")]
+        assert "in_progress" in cells and "400/1000 (2 failed)" in cells
+        assert table.border_subtitle == "2 · 1 running"
+        await pilot.press("c")
+        await until(pilot, lambda: ("cancel_batch", ("batch_running1",)) in app.client.calls, what="cancel")
 
 
 async def test_models_load_unload_pin_and_switch():
