@@ -9,6 +9,7 @@ daemon's data from before keys (or owners) were configured is the admin's.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -109,6 +110,18 @@ def make_things(daemon: Daemon, key: str, persona: str) -> dict[str, str]:
     item = c.post("/v1/rag/items", json={"text": f"a story of {persona}", "model": "x-ok", "collection": "stories"})
     ids["item_id"] = str(item.json()["data"][0]["id"])
     ids["path"] = ids["output_file"]
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "x-ok", "messages": []},
+    }
+    line["body"]["messages"] = [{"role": "user", "content": f"hello from {persona}"}]
+    oc = openai_client(daemon, key=key)
+    upload = oc.files.create(file=("in.jsonl", (json.dumps(line) + "\n").encode()), purpose="batch")
+    ids["file_id"] = upload.id
+    batch = oc.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    ids["batch_id"] = batch.id
     return ids
 
 
@@ -155,6 +168,8 @@ def test_every_route_with_an_id_is_a_404_for_another_user(team, made):
         ("get", "/v1/files/{path}"),
         ("get", "/v1/personas/{persona}"),
         ("delete", "/v1/rag/items/{item_id}"),
+        ("get", "/v1/batches/{batch_id}"),
+        ("post", "/v1/batches/{batch_id}/cancel"),
     ):
         assert route in checked, route
     # Nothing bob tried removed alice's things.
@@ -310,3 +325,23 @@ def test_data_from_before_keys_is_the_admins(tmp_path):
         assert job["id"] not in {j["id"] for j in alice.get("/v1/jobs").json()["data"]}
     finally:
         d.stop()
+
+
+def test_uploaded_files_and_batches_are_their_makers(team, made):
+    """The Files API's ids share ``/v1/files/{path}`` with generated files: another user's upload
+    (its object, its content, deleting it) is a 404 too, lists hold only one's own, and an admin
+    sees everyone's."""
+    alice, bob, admin = client(team, ALICE), client(team, BOB), client(team, ADMIN)
+    file_id, batch_id = made["alice"]["file_id"], made["alice"]["batch_id"]
+    for method, url in (
+        ("GET", f"/v1/files/{file_id}"),
+        ("GET", f"/v1/files/{file_id}/content"),
+        ("DELETE", f"/v1/files/{file_id}"),
+    ):
+        assert bob.request(method, url).status_code == 404, url
+    assert alice.get(f"/v1/files/{file_id}/content").status_code == 200
+    assert file_id not in {f["id"] for f in bob.get("/v1/files").json()["data"]}
+    assert batch_id not in {b["id"] for b in bob.get("/v1/batches").json()["data"]}
+    assert {file_id, made["bob"]["file_id"]} <= {f["id"] for f in admin.get("/v1/files").json()["data"]}
+    assert {batch_id, made["bob"]["batch_id"]} <= {b["id"] for b in admin.get("/v1/batches").json()["data"]}
+    assert admin.get(f"/v1/batches/{batch_id}").status_code == 200
