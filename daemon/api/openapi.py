@@ -32,6 +32,8 @@ from litestar.openapi.spec import (
 from loom.sdk.types import ErrorResponse
 
 from ..ollama.wire import OllamaError
+from . import openapi_rules
+from .openapi_rules import Known
 
 REF = "#/components/schemas/{name}"
 
@@ -222,11 +224,13 @@ def _parameter(q: Query) -> Parameter:
     )
 
 
-def finish(schema: Any, *, keys: bool) -> None:
+def finish(schema: Any, *, keys: bool, known: Known | None = None) -> None:
     """Complete a built document (Litestar fills ``components.schemas`` from its own registry when
-    it builds it, so Loom's go in after): the Structs' schemas, and for every route under ``/v1``,
-    ``/admin`` and ``/metrics`` the key's errors and security when ``keys`` are configured."""
+    it builds it, so Loom's go in after): the Structs' schemas with the rules across their fields
+    and the model ids ``known`` at start-up (:mod:`.openapi_rules`), and for every route under
+    ``/v1``, ``/admin`` and ``/metrics`` the key's errors and security when ``keys`` are configured."""
     _, defs = msgspec.json.schema_components(DOCUMENTED, ref_template=REF)
+    openapi_rules.apply(defs, schema.paths or {}, known or Known())
     if schema.components is None:
         schema.components = Components()
     if schema.components.schemas is None:
