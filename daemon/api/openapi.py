@@ -230,7 +230,7 @@ def finish(schema: Any, *, keys: bool, known: Known | None = None) -> None:
     and the model ids ``known`` at start-up (:mod:`.openapi_rules`), and for every route under
     ``/v1``, ``/admin`` and ``/metrics`` the key's errors and security when ``keys`` are configured."""
     _, defs = msgspec.json.schema_components(DOCUMENTED, ref_template=REF)
-    openapi_rules.apply(defs, schema.paths or {}, known or Known())
+    openapi_rules.apply(defs, schema.paths or {}, known or Known(), DOCUMENTED)
     if schema.components is None:
         schema.components = Components()
     if schema.components.schemas is None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from loom.sdk.types import Capability
 
 C = Capability
@@ -88,6 +89,38 @@ class Known:
         return sorted({name for c in capabilities for name in self.models.get(c, ())})
 
 
+def lone_tags(structs: Iterable[type]) -> dict[str, str]:
+    """Struct name -> tag field of the tagged Structs reachable from ``structs`` that never share
+    a union with another Struct: msgspec decodes those with their tag left out (only one type
+    fits), so the document does not require it."""
+    tagged: dict[str, str] = {}
+    in_unions: set[str] = set()
+    seen: set[int] = set()
+
+    def walk(t: Any) -> None:
+        if id(t) in seen:
+            return
+        seen.add(id(t))
+        if isinstance(t, msgspec.inspect.StructType):
+            if t.tag_field is not None:
+                tagged[t.cls.__name__] = t.tag_field
+            for f in t.fields:
+                walk(f.type)
+            return
+        if isinstance(t, msgspec.inspect.UnionType):
+            members = [m for m in t.types if isinstance(m, msgspec.inspect.StructType)]
+            if len(members) > 1:
+                in_unions.update(m.cls.__name__ for m in members)
+        for name in ("types", "item_type", "key_type", "value_type"):
+            inner = getattr(t, name, None)
+            for x in inner if isinstance(inner, tuple) else (inner,) if inner is not None else ():
+                walk(x)
+
+    for info in msgspec.inspect.multi_type_info(list(structs)):
+        walk(info)
+    return {name: tag for name, tag in tagged.items() if name not in in_unions}
+
+
 def _limit_model(prop: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """``model``'s schema, its strings limited to ``names`` (a null stays allowed where it was)."""
     if not names:  # no model can serve it: any id is as good (each is refused by name)
@@ -98,9 +131,13 @@ def _limit_model(prop: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {**{k: v for k, v in prop.items() if k not in ("type", "minLength", "pattern")}, **limited}
 
 
-def apply(schemas: dict[str, Any], paths: dict[str, Any], known: Known) -> None:
+def apply(schemas: dict[str, Any], paths: dict[str, Any], known: Known, structs: Iterable[type] = ()) -> None:
     """Add the cross-field rules and the model ids to ``schemas`` (component name -> raw schema)
-    and to the multipart operations in ``paths``."""
+    and to the multipart operations in ``paths``; a lone tag of ``structs`` is not required."""
+    for name, tag in lone_tags(structs).items():
+        raw = schemas.get(name)
+        if raw is not None and tag in raw.get("required", ()):
+            raw["required"] = [r for r in raw["required"] if r != tag]
     for name, rule in CROSS_FIELD.items():
         if name in schemas:
             schemas[name].update(rule)
