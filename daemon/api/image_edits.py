@@ -185,7 +185,8 @@ async def image_to_image(
     if not model:
         raise InvalidRequest("model is required (no image model is routed by default)", param="model")
     entry = models.registry.for_capability(model, Capability.IMAGE)
-    size = form.text("size") or "auto"
+    size = form.text("size")
+    size = "auto" if size is None else size  # an empty size is not one (the document's pattern)
     if not _SIZE.fullmatch(size):  # fullmatch: `$` alone lets a trailing newline through
         raise InvalidRequest(f"size must be 'auto' or WIDTHxHEIGHT, got {size!r}", param="size")
     width, height = auto_size(check_image(image, "image")) if size == "auto" else parse_size(size, entry)

@@ -182,6 +182,8 @@ def _form_schema(struct: type) -> RawSchema:
         prop = raw["properties"][f.encode_name]
         if f.type is bytes or f.type == bytes | None:
             prop = {"type": "string", "format": "binary"}
+        elif f.type is bool:  # true/false, or 1/0 as some clients send a flag (Form.flag)
+            prop = {"anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}], "default": prop.get("default")}
         elif "anyOf" in prop:  # a form field is left out, never null
             branches = [b for b in prop["anyOf"] if b != {"type": "null"}]
             prop = branches[0] if len(branches) == 1 else {"anyOf": branches}
