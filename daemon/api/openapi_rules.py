@@ -67,6 +67,12 @@ CROSS_FIELD: dict[str, dict[str, Any]] = {
 }
 
 
+#: Ollama's ``keep_alive`` as a string: what ``ollama.options.keep_alive`` reads (a signed number,
+#: or Go duration parts); the route refuses others with its own message, so it is stated here.
+DURATION = r"^\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)\s*$"
+KEEP_ALIVE = ("OllamaChatRequest", "OllamaGenerateRequest", "OllamaEmbedRequest", "OllamaEmbeddingsRequest")
+
+
 @dataclass(frozen=True)
 class Known:
     """What decides at start-up whether a well-formed request can be served."""
@@ -141,6 +147,10 @@ def apply(schemas: dict[str, Any], paths: dict[str, Any], known: Known, structs:
     for name, rule in CROSS_FIELD.items():
         if name in schemas:
             schemas[name].update(rule)
+    for name in KEEP_ALIVE:
+        for branch in schemas.get(name, {}).get("properties", {}).get("keep_alive", {}).get("anyOf", ()):
+            if branch.get("type") == "string":
+                branch["pattern"] = DURATION
     for name, capabilities in MODEL_CAPABILITIES.items():
         props = schemas.get(name, {}).get("properties", {})
         if "model" in props:

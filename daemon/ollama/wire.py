@@ -19,16 +19,7 @@ Format = str | dict[str, Any] | None
 #: A model's name (``name:tag``).
 Name = Annotated[str, Meta(min_length=1)]
 #: ``keep_alive``: seconds as a number, or a duration ("5m", "1h30m", "-1" for ever, "0").
-#: The pattern is what ``options.keep_alive`` reads: a signed number, or Go duration parts.
-KeepAlive = (
-    float
-    | int
-    | Annotated[
-        str,
-        Meta(pattern=r"^\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)\s*$"),
-    ]
-    | None
-)
+KeepAlive = float | int | str | None
 
 
 class OllamaBody(Struct, forbid_unknown_fields=True, omit_defaults=True):
