@@ -131,7 +131,7 @@ class CountTokensRequest(Request):
     """``POST /v1/messages/count_tokens``: what a message request would put before the model."""
 
     model: str
-    messages: list[MessageParam]
+    messages: Annotated[list[MessageParam], Meta(min_length=1)]
     system: str | list[TextBlockParam] | None = None
     tools: Annotated[list[ToolParam], Meta(max_length=128)] | None = None
     tool_choice: ToolChoiceParam | None = None
@@ -148,7 +148,7 @@ class CreateMessageRequest(Request):
 
     model: str
     max_tokens: Annotated[int, Meta(ge=1)]
-    messages: list[MessageParam]
+    messages: Annotated[list[MessageParam], Meta(min_length=1)]
     system: str | list[TextBlockParam] | None = None
     stop_sequences: list[str] | None = None
     stream: bool = False

@@ -185,10 +185,13 @@ async def image_to_image(
     if not model:
         raise InvalidRequest("model is required (no image model is routed by default)", param="model")
     entry = models.registry.for_capability(model, Capability.IMAGE)
-    size = form.text("size") or "auto"
-    if not _SIZE.match(size):
+    size = form.text("size")
+    size = "auto" if size is None else size  # an empty size is not one (the document's pattern)
+    if not _SIZE.fullmatch(size):  # fullmatch: `$` alone lets a trailing newline through
         raise InvalidRequest(f"size must be 'auto' or WIDTHxHEIGHT, got {size!r}", param="size")
     width, height = auto_size(check_image(image, "image")) if size == "auto" else parse_size(size, entry)
+    # Checked without stream too: the document allows 0 to 3 either way.
+    partial_images = form.number("partial_images", int, 0, MAX_PARTIAL_IMAGES) or 0
     response_format = form.text("response_format") or "b64_json"
     if response_format not in ("b64_json", "url"):
         raise InvalidRequest(
@@ -208,7 +211,7 @@ async def image_to_image(
         guidance_scale=form.number("guidance_scale", float, 0.0, MAX_GUIDANCE),
         init_image=image,
         mask=mask,
-        partial_images=(form.number("partial_images", int, 0, MAX_PARTIAL_IMAGES) or 0) if stream else 0,
+        partial_images=partial_images if stream else 0,
         **({} if strength is None else {"strength": strength}),  # else ImageJob's default
     )
     if stream:

@@ -32,6 +32,8 @@ from litestar.openapi.spec import (
 from loom.sdk.types import ErrorResponse
 
 from ..ollama.wire import OllamaError
+from . import openapi_rules
+from .openapi_rules import Known
 
 REF = "#/components/schemas/{name}"
 
@@ -180,6 +182,8 @@ def _form_schema(struct: type) -> RawSchema:
         prop = raw["properties"][f.encode_name]
         if f.type is bytes or f.type == bytes | None:
             prop = {"type": "string", "format": "binary"}
+        elif f.type is bool:  # true/false, or 1/0 as some clients send a flag (Form.flag)
+            prop = {"anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}], "default": prop.get("default")}
         elif "anyOf" in prop:  # a form field is left out, never null
             branches = [b for b in prop["anyOf"] if b != {"type": "null"}]
             prop = branches[0] if len(branches) == 1 else {"anyOf": branches}
@@ -222,11 +226,13 @@ def _parameter(q: Query) -> Parameter:
     )
 
 
-def finish(schema: Any, *, keys: bool) -> None:
+def finish(schema: Any, *, keys: bool, known: Known | None = None) -> None:
     """Complete a built document (Litestar fills ``components.schemas`` from its own registry when
-    it builds it, so Loom's go in after): the Structs' schemas, and for every route under ``/v1``,
-    ``/admin`` and ``/metrics`` the key's errors and security when ``keys`` are configured."""
+    it builds it, so Loom's go in after): the Structs' schemas with the rules across their fields
+    and the model ids ``known`` at start-up (:mod:`.openapi_rules`), and for every route under
+    ``/v1``, ``/admin`` and ``/metrics`` the key's errors and security when ``keys`` are configured."""
     _, defs = msgspec.json.schema_components(DOCUMENTED, ref_template=REF)
+    openapi_rules.apply(defs, schema.paths or {}, known or Known(), DOCUMENTED)
     if schema.components is None:
         schema.components = Components()
     if schema.components.schemas is None:

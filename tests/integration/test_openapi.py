@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import Daemon, write_config
+from tests.conftest import MOCK_CONFIG, Daemon, write_config
 from tests.integration.test_remote_faults import FaultServer
 
 
@@ -628,3 +628,36 @@ def test_streamed_image_routes_answer_their_documented_statuses(daemon):
             assert set(r.json()["error"]) == {"message", "type", "param", "code"}
         r = admin.post(path, **streamed_image_call(path, "x-ok", partial_images=4))
         assert r.status_code == 400 and r.json()["error"]["param"] == "partial_images"
+
+
+def test_the_document_says_which_models_serve_a_body_and_which_fields_go_together(tmp_path):
+    """What openapi_rules adds, on the mock config: model ids per capability as enums, either-or
+    bodies, and an image edit's `model` required while no `[routes] image` names a default."""
+    import tomllib
+
+    from loom.daemon.app import create_app
+    from loom.daemon.config import decode_config
+
+    def document(text: str) -> dict:
+        config = tomllib.loads(text)
+        config["daemon"]["data_dir"] = str(tmp_path / "data")
+        return create_app(decode_config(config)).openapi_schema.to_schema()
+
+    doc = document(MOCK_CONFIG)
+    schemas = doc["components"]["schemas"]
+    chat = ["mock-alias", "mock-broken", "mock-chat", "mock-vision"]
+    assert schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] == chat
+    assert schemas["EmbeddingRequest"]["properties"]["model"]["enum"] == ["mock-alias", "mock-chat"]
+    assert schemas["ImageGenerationRequest"]["properties"]["model"]["enum"] == ["mock-broken", "mock-image"]
+    assert schemas["OllamaGenerateRequest"]["properties"]["model"]["enum"] == chat
+    assert [b["required"] for b in schemas["RagSearchRequest"]["oneOf"]] == [["text"], ["image"]]
+    assert [b["required"] for b in schemas["EvaluationRequest"]["anyOf"]] == [["a", "b"], ["question"]]
+    assert schemas["ChatCompletionRequest"]["then"]["properties"]["logprobs"] == {"const": True}
+    assert schemas["CreateMessageRequest"]["properties"]["messages"]["minItems"] == 1
+
+    def edit_form(d: dict) -> dict:
+        return d["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+
+    assert "model" in edit_form(doc)["required"]
+    routed = document(MOCK_CONFIG.replace('vision = "mock-vision"', 'vision = "mock-vision"\nimage = "mock-image"'))
+    assert "model" not in edit_form(routed)["required"]

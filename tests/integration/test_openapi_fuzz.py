@@ -2,9 +2,10 @@
 document with every check: no server errors, every answer and status as documented, schema-valid
 requests served, schema-violating ones refused, 401 without a key, 405 with ``Allow``.
 
-The budget is ``LOOM_FUZZ_EXAMPLES`` examples per operation (default 5, about a minute on two
-cores); ``make fuzz`` runs a longer one. Exceptions to the checks are in ``schemathesis.toml``
-beside this file, each with its reason.
+The budget is ``LOOM_FUZZ_EXAMPLES`` examples per operation: by default 5 (about four minutes
+on two busy cores), 10 under ``CI=true``; ``make fuzz`` runs 100. The checks hold per operation
+with schemathesis's own expected statuses; ``schemathesis.toml`` beside this file lists the few
+operations allowed one more status, each with the rule OpenAPI cannot state.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ def schemathesis_command() -> list[str]:
     return [st]
 
 
+# About 270 s at 5 examples and 10 minutes at 10 on two busy cores (the suite's 300 s is too short).
+@pytest.mark.timeout(1200)
 def test_schemathesis_finds_nothing(tmp_path):
     command = schemathesis_command()
-    examples = os.environ.get("LOOM_FUZZ_EXAMPLES", "5")
+    examples = os.environ.get("LOOM_FUZZ_EXAMPLES", "10" if os.environ.get("CI") == "true" else "5")
     daemon = Daemon(
         write_config(tmp_path / "loom.toml", FUZZ_CONFIG), tmp_path / "data", env={"T_FUZZ_ADMIN": ADMIN_KEY}
     ).start()
@@ -67,7 +70,8 @@ def test_schemathesis_finds_nothing(tmp_path):
             cwd=tmp_path,
         )
         report = run.stdout + run.stderr
-        assert run.returncode == 0, report[-20_000:]
+        (tmp_path / "schemathesis.txt").write_text(report)  # the whole report; the message is its end
+        assert run.returncode == 0, f"{tmp_path / 'schemathesis.txt'}\n{report[-20_000:]}"
         assert "server error" not in report.lower()
         assert "Internal error" not in daemon.output(), "the daemon logged an unhandled error"
     finally:
