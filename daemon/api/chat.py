@@ -3,7 +3,7 @@
 Each choice is one generation (seed + index when a seed is given). A stream is started before the
 response goes out, so errors raised before the first token (unknown model, full queue, a provider
 failing at load) keep their HTTP status; errors after it arrive as an ``error`` event. Before any
-of that, a chat request goes through the :class:`.chat_prepare.ChatIntake` (rules, route,
+of that, a chat request goes through the :class:`loom.daemon.chat.intake.ChatIntake` (rules, route,
 parameter policy, image URLs).
 """
 
@@ -19,7 +19,7 @@ from litestar.di import NamedDependency
 from litestar.response import ServerSentEvent
 from loom.sdk import calls
 from loom.sdk.errors import LoomError
-from loom.sdk.protocols import RunContext, TextChunk
+from loom.sdk.protocols import TextChunk
 from loom.sdk.types import (
     Capability,
     ChatCompletion,
@@ -36,67 +36,15 @@ from loom.sdk.types import (
     Usage,
 )
 
-from ..models import ModelEntry
-from ..routing import ModelRouter
-from ..scheduler import Scheduler
-from .chat_assemble import ChoiceBuilder, count
-from .chat_prepare import Route
-from .errors import error_body
+from ..chat.assemble import ChoiceBuilder, count
+from ..chat.generations import Generations, chat_generations, with_seed
+from ..chat.param_policy import ignored_header
+from ..http.errors import error_body
+from ..text_services import TextServices
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
-from .policy import ignored_header
 from .respond import PROVENANCE, json_response, served_by
-from .text_services import TextServices
 
 _encode = msgspec.json.encode
-
-
-class Generations:
-    """Runs the generations of one request in order: streamed (:meth:`start`, then iterate; the
-    first is started eagerly) or each run to its end (:meth:`collect`)."""
-
-    def __init__(
-        self, router: ModelRouter, scheduler: Scheduler, route: Route, runs: list[tuple[int, calls.Call]]
-    ) -> None:
-        self.router, self.scheduler, self.route, self.runs = router, scheduler, route, runs
-        self.entry: ModelEntry | None = None
-        self._first: AsyncIterator[TextChunk] | None = None
-
-    async def start(self) -> ModelEntry:
-        self.entry, self._first = await self.router.stream(*self.route, self.runs[0][1], ctx=RunContext())
-        return self.entry
-
-    async def collect(self) -> tuple[ModelEntry, list[tuple[int, list[TextChunk]]]]:
-        """The model that served, and (choice index, its chunks) for every generation, each run to
-        its end: for an answer that is not streamed, whose chunks need not cross to this task one
-        at a time. Later choices stay on the model that served the first."""
-        (_, first), *rest = self.runs
-        entry, chunks = await self.router.collect(*self.route, first, ctx=RunContext())
-        self.entry = entry
-        out = [(self.runs[0][0], chunks)]
-        for index, call in rest:
-            out.append((index, await self.scheduler.collect(entry, call, ctx=RunContext())))
-        return entry, out
-
-    async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
-        """Yield (choice index, chunks) pairs."""
-        assert self.entry is not None and self._first is not None, "start() comes first"
-        for n, (index, call) in enumerate(self.runs):
-            if n == 0:
-                chunks = self._first
-            else:
-                # Later choices stay on the model that served the first.
-                chunks = self.scheduler.stream(self.entry, call, ctx=RunContext())
-            yield index, chunks
-
-
-def with_seed(req, i: int):
-    return msgspec.structs.replace(req, seed=None if req.seed is None else req.seed + i)
-
-
-def chat_generations(
-    router: ModelRouter, scheduler: Scheduler, route: Route, req: ChatCompletionRequest
-) -> Generations:
-    return Generations(router, scheduler, route, [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)])
 
 
 @post(
@@ -118,12 +66,12 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
     own_host = request.url.netloc if req.has_images() else None
     prepared = await text.intake.prepare(req, own_host=own_host)
     req = prepared.request
-    gens = chat_generations(text.router, text.scheduler, prepared.route, req)
+    gens = chat_generations(text.router, text.scheduler, prepared)
     rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
 
     if req.stream:
         entry = await gens.start()
-        headers = {**served_by(entry), **ignored_header(prepared.ignored)}
+        headers = {**served_by(entry), **ignored_header(gens.ignored)}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         # `model` names the model that served, as OpenAI's answers do (not the alias asked for).
         events = _chat_events(gens, entry.id, rid, created, include_usage)
@@ -137,7 +85,7 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
             builder.add(chunk)
             count(usage, chunk, prompt=index == 0)
         choices.append(builder.choice(index))
-    headers = {**served_by(entry), **ignored_header(prepared.ignored)}
+    headers = {**served_by(entry), **ignored_header(gens.ignored)}
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     answer = ChatCompletion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
     return json_response(answer, headers=headers)
@@ -204,7 +152,8 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
         return calls.Complete(prompt=prompt, request=with_seed(req, i))
 
     runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
-    gens = Generations(text.router, text.scheduler, (req.model, Capability.COMPLETION), runs)
+    chain = text.router.candidates(req.model, Capability.COMPLETION)
+    gens = Generations(text.router, text.scheduler, chain, lambda _entry: runs)
     rid, created = f"cmpl-{random.getrandbits(96):024x}", int(time.time())
 
     def prompt_of(index: int) -> str:

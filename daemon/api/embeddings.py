@@ -11,8 +11,8 @@ from loom.sdk import calls
 from loom.sdk.errors import ProviderError, UnsupportedParameter
 from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
+from ..http.body import BodyReader
 from ..routing import ModelRouter
-from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 

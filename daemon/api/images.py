@@ -14,10 +14,10 @@ from loom.sdk.protocols import ImageJob
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
 from ..storage.service import Storage
-from .body import BodyReader
 from .image_stream import check_stream, stream_response
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by

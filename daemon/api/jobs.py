@@ -40,6 +40,9 @@ from loom.sdk.suggest import did_you_mean
 
 from .. import credentials as upstream_keys
 from ..config import Routes
+from ..http.body import BodyReader
+from ..http.client_key import presented_key
+from ..http.errors import validation_error
 from ..jobs.hub import Subscriber
 from ..jobs.keys_needed import require_keys
 from ..jobs.lineage import build_tree
@@ -49,9 +52,7 @@ from ..models import ModelRegistry
 from ..routing import ModelRouter
 from ..shutdown import Shutdown
 from . import shapes
-from .auth import accept, presented_key
-from .body import BodyReader
-from .errors import validation_error
+from .auth import accept
 from .openapi import BODY_ERRORS, TOKEN, Query, doc
 from .respond import json_response
 

@@ -21,12 +21,12 @@ from loom.sdk.types import (
 )
 
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..media import image_bytes
 from ..models import ModelRegistry
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from .auth import signed
-from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
 from .respond import PROVENANCE, json_response, served_by
 

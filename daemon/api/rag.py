@@ -22,13 +22,13 @@ from loom.sdk.types import Capability
 from msgspec import Meta
 
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..media import image_bytes
 from ..models import ModelRegistry
 from ..rag import RagStore
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from . import shapes
-from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import json_response
 

@@ -20,17 +20,17 @@ from litestar.response.sse import ServerSentEventMessage
 from loom.sdk.errors import InvalidRequest, LoomError
 from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted, ResponseItemList, ResponseObject
 
+from ..chat.generations import chat_generations
+from ..chat.intake import ChatIntake
+from ..chat.param_policy import ignored_header
+from ..http.body import BodyReader
 from ..responses import ResponseStore
 from ..responses.items import page, resources
 from ..responses.stream import ResponseBuilder, new_id
 from ..responses.translate import shown, to_chat
 from ..routing import ModelRouter
 from ..scheduler import Scheduler
-from .body import BodyReader
-from .chat import chat_generations
-from .chat_prepare import ChatIntake
 from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
-from .policy import ignored_header
 from .respond import PROVENANCE, json_response, served_by
 
 _encode = msgspec.json.encode
@@ -64,9 +64,9 @@ async def create_response(
     prepared = await intake.prepare(
         translated.chat, own_host=request.url.netloc, shown=shown, image_param=translated.image_param
     )
-    gens = chat_generations(router, scheduler, prepared.route, prepared.request)
+    gens = chat_generations(router, scheduler, prepared)
     entry = await gens.start()
-    headers = {**served_by(entry), **ignored_header(translated.ignored + prepared.ignored)}
+    headers = {**served_by(entry), **ignored_header(translated.ignored + gens.ignored)}
     builder = ResponseBuilder(req, new_id("resp"), req.model)
 
     def keep() -> None:

@@ -15,8 +15,8 @@ from litestar.di import NamedDependency
 from msgspec import Struct
 
 from ..config import Role
+from ..http.client_key import presented_key
 from ..keys import KeyRing, StreamTokens
-from .auth import presented_key
 from .openapi import doc
 from .respond import json_response
 
