@@ -12,17 +12,16 @@ from __future__ import annotations
 import random
 
 from loom.sdk import InvalidRequest
+from loom.sdk.params import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 from msgspec import Struct
 
 from .chat_prompt import ChatTemplate
 from .grammars import chat_grammar
 
-#: OpenAI's sampling defaults, used when a request leaves them out. llama.cpp's own top_k=40 and
-#: min_p=0.05 stay on unless asked otherwise: they are not OpenAI parameters, and small local
-#: models ramble without them.
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
+#: OpenAI's sampling defaults (:mod:`loom.sdk.params`) apply when a request leaves them out.
+#: llama.cpp's own top_k=40 and min_p=0.05 stay on unless asked otherwise: they are not OpenAI
+#: parameters, and small local models ramble without them.
 DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import transformers
 from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError, RunContext, TextChunk
+from loom.sdk.params import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from loom.sdk.torchutil.sources import Source
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -101,10 +102,10 @@ def sampling(
     extra: dict[str, Any] = {}
     if repetition_penalty is not None:
         extra["repetition_penalty"] = repetition_penalty
-    t = 1.0 if temperature is None else temperature
+    t = DEFAULT_TEMPERATURE if temperature is None else temperature
     if t == 0:
         return {"do_sample": False, **extra}
-    out = {"do_sample": True, "temperature": t, "top_p": 1.0 if top_p is None else top_p, **extra}
+    out = {"do_sample": True, "temperature": t, "top_p": DEFAULT_TOP_P if top_p is None else top_p, **extra}
     if top_k is not None:
         out["top_k"] = top_k
     if min_p is not None:
