@@ -87,14 +87,14 @@ def sampling(request: ChatCompletionRequest | CompletionRequest) -> Sampling:
     def given(value, default):
         return default if value is None else value
 
-    chat = isinstance(request, ChatCompletionRequest)
-    bias = request.logit_bias if chat else None
+    chat = request if isinstance(request, ChatCompletionRequest) else None
+    bias = chat.logit_bias if chat else None
     return Sampling(
         temperature=given(request.temperature, DEFAULT_TEMPERATURE),
         top_p=given(request.top_p, DEFAULT_TOP_P),
-        top_k=given(request.top_k, DEFAULT_TOP_K) if chat else DEFAULT_TOP_K,
-        min_p=given(request.min_p, DEFAULT_MIN_P) if chat else DEFAULT_MIN_P,
-        repeat_penalty=given(request.repeat_penalty, 1.0) if chat else 1.0,
+        top_k=given(chat.top_k, DEFAULT_TOP_K) if chat else DEFAULT_TOP_K,
+        min_p=given(chat.min_p, DEFAULT_MIN_P) if chat else DEFAULT_MIN_P,
+        repeat_penalty=given(chat.repeat_penalty, 1.0) if chat else 1.0,
         presence_penalty=request.presence_penalty or 0.0,
         frequency_penalty=request.frequency_penalty or 0.0,
         logit_bias={int(k): v for k, v in bias.items()} if bias else None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 import transformers
@@ -84,7 +84,9 @@ class Control(StoppingCriteria):
         self.steps += 1
         self.last_token = int(input_ids[0, -1])
         done = self.stop.is_set() or self.ctx.cancelled
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return cast(
+            torch.BoolTensor, torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        )
 
 
 def sampling(
