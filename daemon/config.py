@@ -34,7 +34,34 @@ Role = Literal["user", "admin"]
 class ApiKey(Struct, forbid_unknown_fields=True, frozen=True):
     key: EnvSecret
     role: Role = "user"
-    name: str = ""
+    #: The principal the key belongs to (what it makes is owned by that name; several keys may
+    #: share one). Empty: ``name``, else one derived from a digest of the key.
+    principal: Annotated[str, Meta(max_length=200)] = ""
+    name: Annotated[str, Meta(max_length=200)] = ""
+
+
+#: Algorithms ``[daemon.jwt]`` may check tokens with (one is chosen; ``none`` is never one).
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"]
+
+
+class JwtConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.jwt]``: JWT bearer tokens as credentials besides the static keys
+    (:mod:`loom.daemon.jwts`)."""
+
+    #: The one algorithm tokens are signed with.
+    algorithm: JwtAlgorithm = "HS256"
+    #: HS*: the shared secret, from the environment (``{ env = "LOOM_JWT_SECRET" }``).
+    secret: EnvSecret | None = None
+    #: RS*/ES*/PS*: the signer's public keys, a JWKS file path or an http(s) URL.
+    jwks: str = ""
+    #: The ``aud`` a token must carry (empty: not checked).
+    audience: str = ""
+    #: The ``iss`` a token must carry (empty: not checked).
+    issuer: str = ""
+    #: The claim that gives the role: "admin" (or a list holding it) is an admin, anything else a user.
+    role_claim: str = "loom_role"
+    #: Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+    leeway: Annotated[float, Meta(ge=0, le=3600)] = 0.0
 
 
 class Limits(Struct, forbid_unknown_fields=True, frozen=True):
@@ -75,6 +102,39 @@ class Cors(Struct, forbid_unknown_fields=True, frozen=True):
     max_age: int = 600
 
 
+class QuotaOverride(Struct, forbid_unknown_fields=True, frozen=True):
+    """One principal's own limits in ``[daemon.quotas.principals.<name>]`` (unset: the default)."""
+
+    requests_per_minute: Annotated[int, Meta(ge=0)] | None = None
+    tokens_per_minute: Annotated[int, Meta(ge=0)] | None = None
+    max_concurrent: Annotated[int, Meta(ge=0)] | None = None
+
+
+class QuotasConfig(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.quotas]``: per-principal limits on the requests that make work (every POST under
+    /v1 and /api), 0 for none (:mod:`loom.daemon.quotas`)."""
+
+    #: Such requests a principal may start in any 60 seconds.
+    requests_per_minute: Annotated[int, Meta(ge=0)] = 0
+    #: Tokens (prompt and completion, as the models report them) a principal's requests may use
+    #: in any 60 seconds; a request is refused while the window holds this many.
+    tokens_per_minute: Annotated[int, Meta(ge=0)] = 0
+    #: Such requests of a principal in flight at once (a stream counts until it ends).
+    max_concurrent: Annotated[int, Meta(ge=0)] = 0
+    #: Per principal (by name) overrides.
+    principals: dict[str, QuotaOverride] = field(default_factory=dict)
+
+
+class Tracing(Struct, forbid_unknown_fields=True, frozen=True):
+    """``[daemon.tracing]``: OpenTelemetry traces over OTLP/HTTP (the ``otel`` extra); off while
+    ``otlp_endpoint`` is empty and no ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+
+    #: The collector's OTLP/HTTP address, e.g. "http://localhost:4318" (``/v1/traces`` is added).
+    otlp_endpoint: str = ""
+    #: The ``service.name`` the spans carry.
+    service_name: str = "loom"
+
+
 class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 11435
@@ -90,6 +150,11 @@ class DaemonConfig(Struct, forbid_unknown_fields=True, frozen=True):
     #: SIGTERM (or Ctrl-C) ends the wait at once. The stores are flushed either way.
     shutdown_grace: str | int | float = "30s"
     cors: Cors = field(default_factory=Cors)
+    #: JWT bearer tokens (off unless configured).
+    jwt: JwtConfig | None = None
+    #: Per-principal request quotas (off unless configured).
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
+    tracing: Tracing = field(default_factory=Tracing)
 
 
 class DeviceBudget(Struct, forbid_unknown_fields=True, frozen=True):
@@ -148,6 +213,7 @@ class Routes(Struct, forbid_unknown_fields=True, frozen=True):
     image: str | None = None
     vision: str | None = None
     translation: str | None = None
+    rerank: str | None = None
     score: str | None = None
     describe: str | None = None
     judge: str | None = None
@@ -306,9 +372,10 @@ def check_config(config: Config) -> None:
     """Checks that span fields: secrets resolve, keys guard any non-loopback bind."""
     for i, api_key in enumerate(config.daemon.api_keys):
         api_key.key.resolve(f"$.daemon.api_keys[{i}]")
-    if config.daemon.host not in LOOPBACK and not config.daemon.api_keys:
+    if config.daemon.host not in LOOPBACK and not config.daemon.api_keys and config.daemon.jwt is None:
         raise ConfigError(
-            f"refusing to bind to {config.daemon.host} without an API key: add [[daemon.api_keys]] or bind to 127.0.0.1"
+            f"refusing to bind to {config.daemon.host} without an API key: add [[daemon.api_keys]] "
+            "(or [daemon.jwt]) or bind to 127.0.0.1"
         )
     for name, device in config.scheduler.devices.items():
         parse_size(device.budget, f"$.scheduler.devices.{name}.budget", allow_percent=True)

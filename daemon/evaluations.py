@@ -5,7 +5,9 @@ One SQLite table at ``<data_dir>/evaluations.db`` (sqlite-utils; ``[jobs] durabi
 An image is named by its job and, for a pipeline that reports lineage (the beam search), its
 candidate; a job named without a candidate stands for its winner. :func:`resolve_side` turns
 such a name into the image's path, so the web page, ``POST /v1/evaluations`` and the beam
-search's person judge record the same thing. ``GET /v1/evaluations`` lists them; ``/v1/evaluations/export`` writes them as JSONL.
+search's person judge record the same thing. ``GET /v1/evaluations`` lists them; ``/v1/evaluations/export`` writes them as JSONL. Each is
+owned by the principal that recorded it (a user lists and exports its own; one recorded before
+owners existed is the admin's), and a user may only compare its own jobs' images.
 Questions a running job puts to a person are in :mod:`.questions`.
 """
 
@@ -23,6 +25,7 @@ from loom.sdk.errors import InvalidRequest, NotFound
 from sqlite_utils import Database
 
 from .durability import Durability, connect
+from .principals import UNOWNED
 
 Choice = Literal["a", "b", "tie"]
 CHOICES: tuple[Choice, ...] = get_args(Choice)
@@ -50,13 +53,14 @@ class EvaluationRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     question: str | None = None
 
 
-def resolve_side(runner, side: Side, param: str) -> dict[str, Any]:
+def resolve_side(runner, side: Side, param: str, owner: str | None = None) -> dict[str, Any]:
     """The image a side names: ``{"job_id", "candidate", "image", "prompt", "node"}``.
 
     A candidate must be a lineage node with an image. Without one, the job's winner: its
-    lineage winner, else the last image the job saved (pipelines without lineage)."""
+    lineage winner, else the last image the job saved (pipelines without lineage). ``owner`` (a
+    user's scope): another's job is as if there were none."""
     job = runner.store.get_job(side.job_id)
-    if job is None:
+    if job is None or (owner is not None and (job.get("owner") or UNOWNED) != owner):
         raise NotFound(f"No job with id '{side.job_id}'", param=f"{param}.job_id")
     nodes = runner.store.lineage(side.job_id)
     node = None
@@ -108,11 +112,15 @@ class EvaluationStore:
                     "reason": str,
                     "source": str,
                     "question_id": str,
+                    "owner": str,
                 },
                 pk="id",
                 not_null={"created_at", "a_job", "a_image", "b_job", "b_image", "choice", "source"},
                 if_not_exists=True,
             )
+            # A store from before owners: its evaluations are the admin's (UNOWNED).
+            if "owner" not in self.db.table("evaluations").columns_dict:
+                self.db.table("evaluations").add_column("owner", str, not_null_default=UNOWNED)
             self.db.table("evaluations").create_index(["created_at"], if_not_exists=True)
             self.db.table("evaluations").create_index(["a_job"], if_not_exists=True)
             self.db.table("evaluations").create_index(["b_job"], if_not_exists=True)
@@ -131,6 +139,7 @@ class EvaluationStore:
         prompt: str | None = None,
         source: str = "api",
         question_id: str | None = None,
+        owner: str = UNOWNED,
     ) -> dict[str, Any]:
         """Record one preference; ``a`` and ``b`` are :func:`resolve_side` results."""
         if choice not in CHOICES:
@@ -152,15 +161,24 @@ class EvaluationStore:
             "reason": reason or None,
             "source": source,
             "question_id": question_id,
+            "owner": owner,
         }
         with self._lock:
             self.db.table("evaluations").insert(row)
         return view(row)
 
-    def list(self, *, job_id: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        where, args = "", []
+    def list(
+        self, *, job_id: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``owner`` (a user's scope): that principal's only."""
+        clauses, args = [], []
         if job_id:
-            where, args = "where a_job = ? or b_job = ?", [job_id, job_id]
+            clauses.append("(a_job = ? or b_job = ?)")
+            args += [job_id, job_id]
+        if owner is not None:
+            clauses.append("coalesce(owner, '') = ?")
+            args.append(owner)
+        where = "where " + " and ".join(clauses) if clauses else ""
         with self._lock:
             rows = list(
                 self.db.query(
@@ -170,10 +188,11 @@ class EvaluationStore:
             )
         return [view(r) for r in rows]
 
-    def iter_all(self) -> Iterator[dict[str, Any]]:
-        """Every evaluation, oldest first (the export)."""
+    def iter_all(self, owner: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every evaluation (``owner``: that principal's), oldest first (the export)."""
+        where, args = ("where coalesce(owner, '') = ?", [owner]) if owner is not None else ("", [])
         with self._lock:
-            rows = list(self.db.query("select * from evaluations order by created_at, id"))
+            rows = list(self.db.query(f"select * from evaluations {where} order by created_at, id", args))
         return (view(r) for r in rows)
 
     def judged_pairs(self, job_id: str) -> set[frozenset[str]]:
@@ -196,9 +215,13 @@ class EvaluationStore:
             )
         return view(rows[0]) if rows else None
 
-    def count(self) -> int:
+    def count(self, owner: str | None = None) -> int:
         with self._lock:
-            return self.db.table("evaluations").count
+            if owner is None:
+                return self.db.table("evaluations").count
+            return self.db.execute(
+                "select count(*) from evaluations where coalesce(owner, '') = ?", [owner]
+            ).fetchone()[0]
 
 
 def view(row: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +252,7 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def export_jsonl(store: EvaluationStore) -> Iterator[bytes]:
+def export_jsonl(store: EvaluationStore, owner: str | None = None) -> Iterator[bytes]:
     """One JSON object a line, oldest first."""
-    for record in store.iter_all():
+    for record in store.iter_all(owner):
         yield msgspec.json.encode(record) + b"\n"

@@ -207,7 +207,7 @@ def check_references(config: Config, registry: ModelRegistry) -> None:
         for fallback in model.fallbacks:
             if fallback not in registry:
                 raise ConfigError(f"$.models[{i}].fallbacks: no model named {fallback!r}")
-    for role in ("chat", "embedding", "image", "vision", "translation", *VISION_ROLES):
+    for role in ("chat", "embedding", "image", "vision", "translation", "rerank", *VISION_ROLES):
         target = getattr(config.routes, role)
         if target is not None:
             capability = Capability(VISION_ROLES.get(role, role))

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import pluggy
 from litestar.di import Provide
@@ -38,6 +39,7 @@ from .models import ModelRegistry, build_registry
 from .plugin_manager import PluginInfo, collect, collect_providers, make_plugin_manager
 from .provider_health import ProviderHealth
 from .questions import Questions
+from .quotas import Quotas
 from .rag import RagStore
 from .records import RecordStore
 from .responses import ResponseStore
@@ -48,6 +50,7 @@ from .shutdown import Shutdown
 from .storage.service import Storage
 from .text_services import TextServices
 from .timers import Timers
+from .tracing import Tracing
 
 JOBS_DB = "loom.db"
 RECORDS_DB = "records.db"
@@ -70,6 +73,7 @@ class Services:
     keys: KeyRing
     #: Short-lived tokens for browsers' event streams and WebSockets (``POST /v1/stream-tokens``).
     tokens: StreamTokens
+    quotas: Quotas
     files: FileStore
     #: File URLs (signed, or presigned by the output store) and publishing to the output store.
     storage: Storage
@@ -79,6 +83,9 @@ class Services:
     rag: RagStore
     records: RecordStore
     runner: JobRunner
+    #: Fetches image URLs under ``[daemon.image_urls]`` (the SSRF guard); the intake and the
+    #: rerank routes share it, and the intake closes it.
+    fetcher: ImageFetcher
     #: What a chat request goes through before a model sees it (rules, route, parameter policy,
     #: image URLs), for /v1/chat/completions and /v1/responses.
     intake: ChatIntake
@@ -98,6 +105,8 @@ class Services:
     questions: Questions
     #: Who is signed in to the web UI (``/ui``): its cookies, checked against ``keys``.
     sessions: Sessions
+    #: OpenTelemetry traces (``[daemon.tracing]``); None when off.
+    tracing: Tracing | None
 
     def dependencies(self) -> dict[str, Provide]:
         """One provider per service, by field name: a handler asks for ``registry:
@@ -119,6 +128,8 @@ class Services:
     async def running(self) -> AsyncIterator[Services]:
         """Open what needs the event loop, in order; close everything in reverse on the way out."""
         async with AsyncExitStack() as stack:
+            if self.tracing is not None:
+                stack.callback(self.tracing.close)  # last: the spans of the shutdown get out too
             stack.callback(self.storage.close)  # after the jobs stopped: their uploads are done
             stack.callback(self.runner.store.close)
             stack.callback(self.records.close)
@@ -138,7 +149,7 @@ class Services:
 
 
 #: Services only the app factory uses (the plugin manager is wiring).
-_NOT_FOR_ROUTES = {"pm", "timers"}
+_NOT_FOR_ROUTES = {"pm", "timers", "tracing"}
 
 
 def _constant(value: object) -> Provide:
@@ -149,11 +160,15 @@ def _constant(value: object) -> Provide:
 
 
 def build_services(
-    config: Config, extra_plugins: dict[str, object] | None = None, config_path: Path | None = None
+    config: Config,
+    extra_plugins: dict[str, object] | None = None,
+    config_path: Path | None = None,
+    span_exporter: Any = None,
 ) -> Services:
     """Build every service from the config. Raises ConfigError / PluginError (start-up stops).
 
     ``config_path`` is the file ``config`` came from: models added while running are written there.
+    ``span_exporter`` (an OpenTelemetry exporter: a test's in-memory one) turns traces on.
     """
     pm, infos = make_plugin_manager(config.plugins, extra_plugins)
     providers = collect_providers(pm, infos)
@@ -164,7 +179,8 @@ def build_services(
     check_writable(data_dir)
     timers = Timers()
     keys = KeyRing(config)
-    scheduler = Scheduler(config, registry, timers=timers)
+    tracing = Tracing.from_config(config, span_exporter)
+    scheduler = Scheduler(config, registry, timers=timers, tracing=tracing)
     scheduler.events.listeners.append(log_event)  # loads, unloads, evictions, failures in the log
     router = ModelRouter(registry, scheduler)
     router.load(data_dir / STATE_FILE)  # the runtime switches of the last run
@@ -190,13 +206,13 @@ def build_services(
         rag=rag,
         records=records,
         questions=questions,
+        tracing=tracing,
     )
     runner = JobRunner(pipeline_services, job_store, pipelines)
     Retention(job_store, files.root, RetentionPolicy.from_config(config.jobs), rag).schedule(timers)
     bodies = BodyReader(config.daemon.limits.max_body_bytes)
-    intake = ChatIntake(
-        registry, router, config.routes, files, ImageFetcher(config.daemon.image_urls), config.daemon.compat
-    )
+    fetcher = ImageFetcher(config.daemon.image_urls)
+    intake = ChatIntake(registry, router, config.routes, files, fetcher, config.daemon.compat)
     return Services(
         config=config,
         pm=pm,
@@ -207,6 +223,7 @@ def build_services(
         timers=timers,
         keys=keys,
         tokens=StreamTokens(),
+        quotas=Quotas(config.daemon.quotas),
         files=files,
         storage=storage,
         bodies=bodies,
@@ -215,6 +232,7 @@ def build_services(
         rag=rag,
         records=records,
         runner=runner,
+        fetcher=fetcher,
         intake=intake,
         responses=ResponseStore(data_dir / RESPONSES_DB, durability),
         text=TextServices(bodies, intake, router, scheduler),
@@ -223,4 +241,5 @@ def build_services(
         evaluations=evaluations,
         questions=questions,
         sessions=Sessions.open(data_dir, keys),
+        tracing=tracing,
     )

@@ -23,6 +23,8 @@ from .protocols import (
     Embeddings,
     ImageJob,
     ImageProvider,
+    RerankProvider,
+    RerankScores,
     RunContext,
     TextChunk,
     TranslationProvider,
@@ -115,11 +117,19 @@ class Translate(Call, frozen=True, tag="translate"):
     returns = list[str]
 
 
+class Rerank(Call, frozen=True, tag="rerank"):
+    query: str
+    documents: list[str]
+    capability = Capability.RERANK
+    protocol = RerankProvider
+    returns = RerankScores
+
+
 #: Every call a model worker accepts, as one tagged union (decode with ``type=ProviderCall``).
-ProviderCall = Chat | Complete | Embed | GenerateImages | Describe | Score | Translate
+ProviderCall = Chat | Complete | Embed | GenerateImages | Describe | Score | Translate | Rerank
 
 #: The call structs, one per provider method: the one encoding of the provider contract.
-CALLS: tuple[type[Call], ...] = (Chat, Complete, Embed, GenerateImages, Describe, Score, Translate)
+CALLS: tuple[type[Call], ...] = (Chat, Complete, Embed, GenerateImages, Describe, Score, Translate, Rerank)
 
 
 def _method_of(cls: type[Call]) -> str:
@@ -182,6 +192,7 @@ __all__ = [
     "Embed",
     "GenerateImages",
     "ProviderCall",
+    "Rerank",
     "Score",
     "Translate",
     "missing_methods",

@@ -114,6 +114,11 @@ class RateLimited(QueueFull):
     code = "rate_limit_exceeded"
 
 
+class QuotaExceeded(RateLimited):
+    """The caller's principal is past its quota (``[daemon.quotas]``): 429 with Retry-After in
+    every dialect (Anthropic's ``rate_limit_error``, not its 529 for an overloaded server)."""
+
+
 class Unavailable(LoomError):
     """Loom cannot serve this now: out of memory, queue wait exceeded, shutting down (503)."""
 

@@ -86,7 +86,9 @@ TABLE: tuple[Param, ...] = (
     Param("user", "user", Kind.BOOKKEEPING, "kept with a stored response"),
     Param("metadata", "metadata", Kind.BOOKKEEPING, "kept and returned with a stored response"),
     Param("store", "store", Kind.BOOKKEEPING, "Responses: false keeps the response out of the store"),
-    Param("service_tier", "service_tier", Kind.BOOKKEEPING, "accepted; Loom has one tier"),
+    Param(
+        "service_tier", "service_tier", Kind.BOOKKEEPING, "the scheduling priority: priority > default = auto > flex"
+    ),
     Param(
         "prompt_cache_key",
         "prompt_cache_key",

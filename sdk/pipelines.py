@@ -88,7 +88,7 @@ class PipelineContext(abc.ABC):
 
     def model_for(self, role: str, requested: str | None = None) -> str:
         """The model id to use for a role: a capability ("chat", "image", "vision", "embedding",
-        "translation") or a use of a vision model ("score", "describe", "judge", whose routes
+        "translation", "rerank") or a use of a vision model ("score", "describe", "judge", whose routes
         fall back to the "vision" route): ``requested`` if given, else the config's route, else
         the first model with that capability."""
         return self._model_for(role, requested)
@@ -150,6 +150,11 @@ class PipelineContext(abc.ABC):
     @abc.abstractmethod
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
         """Unit-length embeddings of texts (or image data URIs, for CLIP models)."""
+
+    @abc.abstractmethod
+    async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
+        """How relevant each document is to ``query`` (higher is more relevant), in the documents'
+        order; images as data URIs for models that read them (CLIP)."""
 
     # --- retrieval (RAG) and records: memory that outlives the job --------------------------
 

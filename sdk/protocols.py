@@ -211,6 +211,15 @@ class Embeddings(Struct, kw_only=True):
     prompt_tokens: int = 0
 
 
+class RerankScores(Struct, kw_only=True):
+    """How relevant each document is to the query, in the documents' order: higher is more
+    relevant, on the model's own scale (a cross-encoder's sigmoid, CLIP's cosine). The daemon
+    sorts; a provider never reorders or drops documents."""
+
+    scores: list[float]
+    prompt_tokens: int = 0
+
+
 class ImageJob(Struct, kw_only=True):
     """An image generation or image-to-image request, normalised from the HTTP routes."""
 
@@ -369,6 +378,15 @@ class VisionProvider(Protocol):
 
     def score(self, image: bytes, text: str, ctx: RunContext) -> VisionScores:
         """CLIP similarity of image and text, and an aesthetic score (0-10 scale)."""
+
+
+@runtime_checkable
+class RerankProvider(Protocol):
+    def rerank(self, query: str, documents: list[str], ctx: RunContext) -> RerankScores:
+        """Score each document's relevance to ``query``, one score per document in order. The
+        query and the documents are texts, or images as ``data:image/...`` URIs for models that
+        read them (CLIP); one a model cannot read is ``CapabilityNotSupported`` naming
+        ``"query"`` or ``"documents"``. A document scores the same whatever the others are."""
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-from .types import FunctionName, Metadata, Request, Temperature, TopP
+from .types import FunctionName, Metadata, Request, ServiceTier, Temperature, TopP
 
 # --- input ----------------------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class CreateResponseRequest(Request):
     metadata: Metadata | None = None
     store: bool | None = None
     user: str | None = None
-    service_tier: str | None = None
+    service_tier: ServiceTier | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
     safety_identifier: str | None = None

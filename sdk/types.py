@@ -25,10 +25,15 @@ class Capability(str, enum.Enum):
     IMAGE = "image"
     VISION = "vision"
     TRANSLATION = "translation"
+    RERANK = "rerank"
 
 
 class Request(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Base of request bodies: unknown fields are an error."""
+
+
+#: OpenAI's service tiers, which map onto Loom's scheduling priorities.
+ServiceTier = Literal["auto", "default", "flex", "priority"]
 
 
 class Response(Struct, omit_defaults=False):
@@ -273,7 +278,8 @@ class ChatCompletionRequest(Request):
     user: str | None = None
     metadata: Metadata | None = None
     store: bool | None = None
-    service_tier: str | None = None
+    #: The scheduler priority the request runs at (``loom.daemon.service_tier``).
+    service_tier: ServiceTier | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
     safety_identifier: str | None = None
@@ -385,6 +391,8 @@ class ChatCompletion(Response):
     choices: list[ChatChoice]
     usage: Usage
     object: str = "chat.completion"
+    #: The tier it ran at (``auto`` runs at ``default``), as OpenAI's answers say.
+    service_tier: str | None = None
 
 
 class ChunkFunction(Struct, omit_defaults=True):
@@ -422,6 +430,7 @@ class ChatCompletionChunk(Response):
     choices: list[ChunkChoice]
     object: str = "chat.completion.chunk"
     usage: Usage | None = None
+    service_tier: str | None = None
 
 
 # --- completions ------------------------------------------------------------------------------
@@ -441,6 +450,9 @@ class CompletionRequest(Request):
     echo: bool = False
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    # Load tools' extras, as on chat (the parameter policy applies them the same way).
+    min_tokens: Annotated[int, Meta(ge=0)] | None = None
+    ignore_eos: bool | None = None
     user: str | None = None
 
     def prompts(self) -> list[str]:

@@ -8,8 +8,29 @@ from pathlib import Path
 import pytest
 from loom.sdk.testing.server import LoomServer, free_port
 
+from tests.asset_support import MissingAsset, in_ci
+
 ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["ROOT", "Daemon", "free_port", "openai_client", "write_config"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``CI=true`` a test skipped for a missing asset (``tests/asset_support.py``) fails:
+    a CI run must not pass without what it was meant to check."""
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(MissingAsset) and in_ci():
+        report.outcome = "failed"
+        report.longrepr = f"{call.excinfo.value.msg} (CI=true: a missing test asset fails the run)"
+    return report
+
+
+@pytest.fixture(scope="session")
+def openai_document() -> Path:
+    """OpenAI's OpenAPI document (``tests/openai_schema.py``), for a test that validates against it."""
+    from tests.openai_schema import require_document
+
+    return require_document()
 
 
 class Daemon(LoomServer):

@@ -1,29 +1,39 @@
 """Validate what Loom answers against OpenAI's published OpenAPI document.
 
-The document (``../shared/openai-openapi/openapi.yaml``, OpenAI's own description of its API) is read
-once per process. ``validate(instance, "CreateChatCompletionResponse")`` checks a decoded JSON body
-against one of its component schemas with ``jsonschema`` (JSON Schema 2020-12, which OpenAPI 3.1
-schemas are); every ``$ref`` resolves inside the document. A failure raises AssertionError listing
-each problem with its JSON path, so a test names the field that is off.
+The document (``openapi.yaml``, OpenAI's own description of its API; its source, commit, licence
+and checksum are in ``tests/openai-openapi.md``) is read once per process.
+``validate(instance, "CreateChatCompletionResponse")`` checks a decoded JSON body against one of
+its component schemas with ``jsonschema`` (JSON Schema 2020-12, which OpenAPI 3.1 schemas are);
+every ``$ref`` resolves inside the document. A failure raises AssertionError listing each problem
+with its JSON path, so a test names the field that is off.
 
-Tests that need it call ``require_document()`` first: without the document they skip.
+Tests that validate take the ``openai_document`` fixture (``tests/conftest.py``), or call
+``require_document()``: without the document they skip, and under ``CI=true`` they fail
+(``tests/asset_support.py``). A document whose checksum is not the pinned one is an error, not a
+skip: the tests are written against that version.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+from tests.asset_support import missing
+
 ROOT = Path(__file__).resolve().parent.parent
-#: Where the document is looked for: ``LOOM_OPENAI_OPENAPI``, else next to the repository.
+#: The pinned version's SHA-256 (openai/openai-openapi at the commit ``tests/openai-openapi.md`` names).
+SHA256 = "db5d7478feae10b4d331834c60d9765a8aa042e38419f9b1694288c11aa8ebc8"
+#: Where the document is looked for, first found wins: ``LOOM_OPENAI_OPENAPI``, a copy at
+#: ``tests/openai-openapi.yaml``, the shared folder next to the repository.
 CANDIDATES = [
     Path(p)
     for p in (
         os.environ.get("LOOM_OPENAI_OPENAPI", ""),
+        str(ROOT / "tests" / "openai-openapi.yaml"),
         str(ROOT.parent / "shared" / "openai-openapi" / "openapi.yaml"),
-        "/work/shared/openai-openapi/openapi.yaml",
     )
     if p
 ]
@@ -35,22 +45,27 @@ def document_path() -> Path | None:
 
 
 def require_document() -> Path:
-    """The document's path; skips the calling test when it is not on this machine."""
-    import pytest
-
+    """The document's path; skips the calling test when it is not on this machine (fails under ``CI=true``)."""
     path = document_path()
     if path is None:
-        pytest.skip(f"OpenAI's openapi.yaml not found (looked at {', '.join(map(str, CANDIDATES))})")
+        missing(f"OpenAI's openapi.yaml (looked at {', '.join(map(str, CANDIDATES))}; see tests/openai-openapi.md)")
+    _check_pin(path)
     return path
+
+
+@functools.cache
+def _check_pin(path: Path) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == SHA256, (
+        f"{path} is not the pinned OpenAI openapi.yaml (sha256 {digest}, pinned {SHA256}; see tests/openai-openapi.md)"
+    )
 
 
 @functools.cache
 def _document() -> dict[str, Any]:
     import yaml
 
-    path = document_path()
-    if path is None:
-        raise FileNotFoundError(f"OpenAI's openapi.yaml not found (looked at {', '.join(map(str, CANDIDATES))})")
+    path = require_document()
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with path.open() as f:
         return _nullable(yaml.load(f, Loader=loader))

@@ -34,6 +34,8 @@ _KINDS: dict[int, tuple[int, ErrorType]] = {
 
 def kind_of(error: E.LoomError, status: int | None = None) -> tuple[int, ErrorType]:
     """The status and Anthropic error type ``error`` is answered with."""
+    if isinstance(error, E.QuotaExceeded):
+        return 429, "rate_limit_error"  # the caller's own limit, as Anthropic answers it
     status = openai_errors.status_of(error) if status is None else status
     return _KINDS.get(status, (status, "invalid_request_error" if status < 500 else "api_error"))
 

@@ -3,7 +3,7 @@
 A handler asks for the services it uses by name, typed ``NamedDependency[...]`` (the names are the
 fields of :class:`loom.daemon.services.Services`: ``registry``, ``router``, ``scheduler``,
 ``files``, ``bodies``, ``routes``, ``health``, ``rag``, ``records``, ``runner``, ``intake``,
-``responses``, ``catalog``, ``keys``, ``tokens``, ``shutdown``, ``evaluations``, ``questions``,
+``fetcher``, ``responses``, ``catalog``, ``keys``, ``tokens``, ``shutdown``, ``evaluations``, ``questions``,
 ``sessions``, ``config``), and for path parameters with ``FromPath[...]``. It never reaches into
 app state. Guards are declared once, on the Routers in ``app.py``: add a handler to
 ``V1_ROUTES`` (any key) or ``ADMIN_ROUTES`` (an admin key, mounted under ``/admin``) and it is

@@ -52,7 +52,7 @@ def overview(registry: ModelRegistry, router: ModelRouter, routes: Routes, healt
         if callable(profile):
             models[-1]["parameters"] = profile()
     served = {}
-    for role in ("chat", "embedding", "image", "vision", "translation"):
+    for role in ("chat", "embedding", "image", "vision", "translation", "rerank"):
         served[role] = router.route_for(role, getattr(routes, role))
     for role, fallback in VISION_ROLES.items():  # score / describe / judge: own route, else vision's
         served[role] = router.route_for(fallback, getattr(routes, role) or getattr(routes, fallback))

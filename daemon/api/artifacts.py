@@ -3,7 +3,8 @@
 Query parameters: ``q`` (words, each matched as a prefix, all required; searched in the
 artefact's name, meta, the job's text parameters and the content of text files), ``pipeline``,
 ``since`` / ``until`` (unix seconds or ISO 8601), ``media_type`` (a prefix: ``image/``),
-``job_id``, ``limit``, ``offset``. Newest first; ``metadata.json`` files are left out.
+``job_id``, ``limit``, ``offset``. Newest first; ``metadata.json`` files are left out. A user
+finds its own jobs' artefacts only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
 from ..jobs import JobRunner
+from ..principals import principal_of
 from . import shapes
 from .jobs import PAGE, TIME, _int, _time
 from .openapi import Query, doc
@@ -48,6 +50,7 @@ async def list_artifacts(request: Request, runner: NamedDependency[JobRunner]) -
         job_id=q.get("job_id") or None,
         limit=limit + 1,
         offset=offset,
+        owner=principal_of(request).scope,
     )
     for r in rows:
         r["object"] = "artifact"

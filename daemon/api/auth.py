@@ -1,4 +1,7 @@
-"""The key guards: any configured key for /v1, an admin key for /admin and /metrics.
+"""The key guards: any configured key (or JWT) for /v1, an admin's for /admin and /metrics.
+
+The guard resolves the request's :class:`~loom.daemon.principals.Principal` once and leaves it
+on the connection, where routes read it with ``principal_of(request)`` (what is theirs to see).
 
 Each guard is made once from the :class:`~loom.daemon.keys.KeyRing` and declared once, on its
 Router (``app.py``), so no handler can forget it. A key comes as ``Authorization: Bearer <key>``
@@ -13,6 +16,8 @@ signed URL instead of a key (``?exp=...&sig=...``, :mod:`loom.daemon.storage.sig
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import WebSocket
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
@@ -21,7 +26,10 @@ from litestar.types import Guard
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
 from ..http.client_key import presented_key
-from ..keys import KeyRing, StreamTokens
+from ..keys import KeyRing, StreamTokens, looks_like_jwt
+from ..principals import Principal, set_principal
+from ..quotas import Quotas, Refused, counts, hold, refused
+from ..scheduler import current_principal
 from ..storage.signing import URLSigner
 
 #: The WebSocket subprotocol a browser offers alongside its credential (and the server accepts).
@@ -47,9 +55,17 @@ def signed(connection: ASGIConnection, signer: URLSigner | None) -> bool:
     return signer.allows(connection.scope["path"], q.get("exp"), q.get("sig"))
 
 
-def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None) -> Guard:
+def key_guard(
+    ring: KeyRing,
+    tokens: StreamTokens,
+    *,
+    admin: bool,
+    signer: URLSigner | None = None,
+    quotas: Quotas | None = None,
+) -> Guard:
     """A guard that lets a request through with any key (``admin=False``) or an admin key; with
-    no keys configured, everything is open.
+    no keys configured, everything is open. With ``quotas``, a request that makes work takes a
+    place in its principal's quota (:mod:`loom.daemon.quotas`) or is refused with a 429.
 
     The guard is ``async`` though it awaits nothing: Litestar runs a sync guard on a worker
     thread (``sync_to_thread``), a thread hop on every request for a few dictionary lookups."""
@@ -58,21 +74,39 @@ def key_guard(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSi
         if not ring.enabled:
             return
         if handler.opt.get("signed") and signed(connection, signer):
-            return
-        role = ring.role_of(presented_key(connection))
-        if role is None and handler.opt.get("browser"):
+            return  # a capability URL: the route serves it to whoever holds it
+        principal = await resolve(ring, presented_key(connection))
+        if principal is None and handler.opt.get("browser"):
             credential = subprotocol_credential(connection)
-            role = ring.role_of(credential) or tokens.role_of(credential)
-            role = role or tokens.role_of(connection.query_params.get("token"))
-        if role is None:
+            principal = await resolve(ring, credential) or tokens.principal_of(credential)
+            principal = principal or tokens.principal_of(connection.query_params.get("token"))
+        if principal is None:
             raise AuthenticationFailed(
                 "Missing or incorrect API key: pass it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
-        if admin and role != "admin":
+        if admin and not principal.is_admin:
             raise PermissionDenied("This route needs an admin key")
+        set_principal(connection, principal)
+        # The calls this request queues are this principal's (fair share, per-principal metrics):
+        # the guard runs in the request's own task, so the value lives as long as the request.
+        current_principal.set(principal.name)
+        if quotas is not None and counts(connection):
+            try:
+                hold(connection, quotas.admit(principal.name))
+            except Refused as e:
+                refused(connection, e)
+                raise
 
     guard.__name__ = "require_admin_key" if admin else "require_key"
     return guard
+
+
+async def resolve(ring: KeyRing, credential: str | None) -> Principal | None:
+    """The principal of a key or JWT; a JWT whose key set is fetched from a URL is checked off
+    the event loop (PyJWKClient may fetch it)."""
+    if credential and ring.jwt is not None and ring.jwt.remote and looks_like_jwt(credential):
+        return await asyncio.to_thread(ring.principal, credential)
+    return ring.principal(credential)
 
 
 async def accept(socket: WebSocket) -> None:
@@ -82,9 +116,18 @@ async def accept(socket: WebSocket) -> None:
     await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
 
 
-def key_guards(ring: KeyRing, tokens: StreamTokens, *, admin: bool, signer: URLSigner | None = None) -> list[Guard]:
+def key_guards(
+    ring: KeyRing,
+    tokens: StreamTokens,
+    *,
+    admin: bool,
+    signer: URLSigner | None = None,
+    quotas: Quotas | None = None,
+) -> list[Guard]:
     """The guards for a Router: :func:`key_guard`, or none when no keys are configured. The key
     ring is fixed at start-up, so an open daemon's guard would let everything through; Litestar
     still copies the route handler for every guarded request, which is worth skipping (the files
     route checks a signature it is sent itself, keys or not)."""
-    return [key_guard(ring, tokens, admin=admin, signer=signer)] if ring.enabled else []
+    if not ring.enabled:
+        return []
+    return [key_guard(ring, tokens, admin=admin, signer=signer, quotas=quotas if quotas and quotas.enabled else None)]

@@ -38,8 +38,11 @@ from loom.sdk.types import (
 
 from ..chat.assemble import ChoiceBuilder, count
 from ..chat.generations import Generations, chat_generations, with_seed
-from ..chat.param_policy import ignored_header
+from ..chat.param_policy import apply_policy, ignored_header
+from ..chat.rules import check_completion
 from ..http.errors import error_body
+from ..models import ModelEntry
+from ..service_tier import tier_used
 from ..text_services import TextServices
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
@@ -74,7 +77,7 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         headers = {**served_by(entry), **ignored_header(gens.ignored)}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         # `model` names the model that served, as OpenAI's answers do (not the alias asked for).
-        events = _chat_events(gens, entry.id, rid, created, include_usage)
+        events = _chat_events(gens, entry.id, rid, created, include_usage, tier_used(req.service_tier))
         return ServerSentEvent(events, headers=headers, status_code=200)
 
     choices, usage = [], Usage()
@@ -87,7 +90,9 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
         choices.append(builder.choice(index))
     headers = {**served_by(entry), **ignored_header(gens.ignored)}
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    answer = ChatCompletion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
+    answer = ChatCompletion(
+        id=rid, created=created, model=entry.id, choices=choices, usage=usage, service_tier=tier_used(req.service_tier)
+    )
     return json_response(answer, headers=headers)
 
 
@@ -107,9 +112,11 @@ def chunk_delta(c: TextChunk) -> ChunkDelta | None:
     return ChunkDelta(content=c.text if c.text or c.logprobs is not None else None, tool_calls=calls_ or None)
 
 
-async def _chat_events(gens: Generations, model, rid, created, include_usage) -> AsyncIterator[bytes]:
+async def _chat_events(gens: Generations, model, rid, created, include_usage, tier) -> AsyncIterator[bytes]:
     def chunk(choices, usage=None) -> bytes:
-        return _encode(ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, usage=usage))
+        return _encode(
+            ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, usage=usage, service_tier=tier)
+        )
 
     usage = Usage()
     try:
@@ -146,14 +153,29 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage) ->
 )
 async def completions(request: Request, text: NamedDependency[TextServices]) -> Response:
     req = await text.bodies.decode(request, CompletionRequest)
+    check_completion(req)
     prompts = req.prompts()
-
-    def call(prompt: str, i: int):
-        return calls.Complete(prompt=prompt, request=with_seed(req, i))
-
-    runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(prompts) for i in range(req.n)]
     chain = text.router.candidates(req.model, Capability.COMPLETION)
-    gens = Generations(text.router, text.scheduler, chain, lambda _entry: runs)
+    fitted: dict[str, tuple[CompletionRequest, list[str]]] = {}
+
+    def fit(entry: ModelEntry) -> tuple[CompletionRequest, list[str]]:
+        # min_tokens and ignore_eos are the only optional parameters a completion takes: each
+        # candidate's own provider's parameter policy, as chat applies it (refused by name, or
+        # left out when lenient).
+        if entry.id not in fitted:
+            asked = req.min_tokens or req.ignore_eos
+            fitted[entry.id] = apply_policy(req, entry, text.intake.compat) if asked else (req, [])
+        return fitted[entry.id]
+
+    def runs(entry: ModelEntry) -> list[tuple[int, calls.Call]]:
+        sent = fit(entry)[0]
+        return [
+            (p * req.n + i, calls.Complete(prompt=prompt, request=with_seed(sent, i)))
+            for p, prompt in enumerate(prompts)
+            for i in range(req.n)
+        ]
+
+    gens = Generations(text.router, text.scheduler, chain, runs, lambda entry: fit(entry)[1])
     rid, created = f"cmpl-{random.getrandbits(96):024x}", int(time.time())
 
     def prompt_of(index: int) -> str:
@@ -180,7 +202,7 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
                 yield error_body(e)
             yield b"[DONE]"
 
-        return ServerSentEvent(events(), headers=served_by(entry), status_code=200)
+        return ServerSentEvent(events(), headers={**served_by(entry), **ignored_header(gens.ignored)}, status_code=200)
 
     choices, usage = [], Usage()
     entry, results = await gens.collect()
@@ -193,7 +215,7 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
         choices.append(CompletionChoice(index, "".join(pieces), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     answer = Completion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
-    return json_response(answer, headers=served_by(entry))
+    return json_response(answer, headers={**served_by(entry), **ignored_header(gens.ignored)})
 
 
 def _piece(rid, created, model, index, text, finish) -> bytes:

@@ -46,7 +46,7 @@ from ..models import ModelRegistry
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from .image_stream import check_stream, stream_response
-from .images import base_url, parse_size, render
+from .images import base_url, image_folder, parse_size, render
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 
@@ -213,7 +213,8 @@ async def image_to_image(
     )
     if stream:
         return await stream_response(models.router, model, job, edit=True)
-    entry, body = await render(models.router, files, storage, model, job, response_format, base_url(request))
+    folder = image_folder(request)
+    entry, body = await render(models.router, files, storage, model, job, response_format, base_url(request), folder)
     return json_response(body, headers=served_by(entry))
 
 

@@ -16,6 +16,7 @@ from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, Images
 from ..files import FileStore
 from ..http.body import BodyReader
 from ..models import ModelEntry, ModelRegistry
+from ..principals import owner_folder, principal_of
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from .image_stream import check_stream, stream_response
@@ -36,19 +37,21 @@ async def render(
     job: ImageJob,
     response_format: str,
     base_url: str,
+    folder: str = "images",
 ):
     """Generate ``job`` on ``name`` (or its fallbacks); return the serving entry and the body.
 
     A ``url`` answer is a signed, expiring ``/v1/files/`` URL, or with an output store a
     presigned URL to the image there; the image is written to the data dir first, so a store
-    that cannot take it (507 ``storage_error``) loses nothing."""
+    that cannot take it (507 ``storage_error``) loses nothing. ``folder``: where it is written
+    (:func:`image_folder`: the principal's own, so the file is theirs)."""
     entry, images = await router.run(name, Capability.IMAGE, calls.GenerateImages(job=job))
     if len(images) != job.n:
         raise ProviderError(f"{entry.id} returned {len(images)} images, {job.n} were asked for")
     data = []
     for png in images:
         if response_format == "url":
-            rel = files.save(png, ".png")
+            rel = files.save(png, ".png", folder)
             await storage.publish(rel)
             data.append(ImageData(url=storage.url(rel, base_url)))
         else:
@@ -58,6 +61,11 @@ async def render(
 
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
+
+
+def image_folder(request: Request) -> str:
+    """Where the request's generated images go: under its principal's own folder."""
+    return owner_folder("images", principal_of(request).name)
 
 
 @post(
@@ -98,5 +106,7 @@ async def generations(
     )
     if req.stream:
         return await stream_response(router, req.model, job, edit=False)
-    entry, body = await render(router, files, storage, req.model, job, req.response_format, base_url(request))
+    entry, body = await render(
+        router, files, storage, req.model, job, req.response_format, base_url(request), image_folder(request)
+    )
     return json_response(body, headers=served_by(entry))

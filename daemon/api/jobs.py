@@ -17,12 +17,14 @@
   client reconnecting with ``Last-Event-ID`` (or ``?after=N``) gets exactly what it missed. The
   stream ends after the job's final ``state`` event.
 - ``/v1/ws``: one WebSocket for many jobs (protocol in :func:`ws`).
+
+A job is its submitter's (``principals``): a user key lists, reads, follows, cancels and resumes
+its own jobs only, and another's id is a 404 as if there were no such job; an admin's sees all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -41,7 +43,6 @@ from loom.sdk.suggest import did_you_mean
 from .. import credentials as upstream_keys
 from ..config import Routes
 from ..http.body import BodyReader
-from ..http.client_key import presented_key
 from ..http.errors import validation_error
 from ..jobs.hub import Subscriber
 from ..jobs.keys_needed import require_keys
@@ -49,6 +50,7 @@ from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner, PipelineInfo
 from ..jobs.store import STATES, TERMINAL, Event
 from ..models import ModelRegistry
+from ..principals import principal_of
 from ..routing import ModelRouter
 from ..shutdown import Shutdown
 from . import shapes
@@ -237,12 +239,14 @@ async def start_pipeline(
 
 
 def owner_of(request: Request) -> str:
-    """Whose queued jobs a submission counts among: its API key, by a digest (the key itself is
-    never kept); every request without a key is the same owner."""
-    key = presented_key(request)
-    if not key:
-        return "anonymous"
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    """Who a request acts for, as stored things name their owner: its principal's name (what
+    it makes is that principal's; its queued jobs count among that principal's)."""
+    return principal_of(request).name
+
+
+def job_of(request: Request | WebSocket, runner: JobRunner, job_id: str) -> dict:
+    """The job if the request's principal may see it; NotFound (as for no such job) otherwise."""
+    return runner.get(job_id, owner=principal_of(request).scope)
 
 
 def requested_wait(request: Request) -> tuple[float, str | None]:
@@ -308,14 +312,15 @@ async def list_jobs(request: Request, runner: NamedDependency[JobRunner]) -> Res
         until=_time(q.get("until"), "until"),
         limit=limit + 1,
         offset=offset,
+        owner=principal_of(request).scope,
     )
     data = [job_view(runner, r, detail=False) for r in rows[:limit]]
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
 
 @get("/jobs/{job_id:str}", operation_class=doc("One job", returns=shapes.Job, errors=(404,)))
-async def get_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
-    return json_response(job_view(runner, runner.get(job_id)))
+async def get_job(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    return json_response(job_view(runner, job_of(request, runner, job_id)))
 
 
 @post(
@@ -323,7 +328,8 @@ async def get_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> 
     status_code=200,
     operation_class=doc("Cancel a job", returns=shapes.Job, errors=(404, 409)),
 )
-async def cancel_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+async def cancel_job(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    job_of(request, runner, job_id)
     job = await runner.cancel(job_id)
     return json_response(job_view(runner, job))
 
@@ -334,13 +340,14 @@ async def cancel_job(job_id: FromPath[str], runner: NamedDependency[JobRunner]) 
     operation_class=doc("Resume a job", returns=shapes.Job, status=202, errors=(404, 409)),
 )
 async def resume_job(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    job_of(request, runner, job_id)
     job = runner.resume(job_id, upstream_keys.from_headers(request.headers))
     return json_response(job_view(runner, job), status_code=202)
 
 
 @get("/jobs/{job_id:str}/lineage", operation_class=doc("A job's lineage", returns=shapes.Lineage, errors=(404,)))
-async def job_lineage(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
-    job = runner.get(job_id)
+async def job_lineage(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    job = job_of(request, runner, job_id)
     nodes = runner.store.lineage(job_id)
     tree = build_tree(nodes)
     body = {
@@ -391,7 +398,7 @@ def _is_final(event: Event) -> bool:
 async def job_events(
     request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner], shutdown: NamedDependency[Shutdown]
 ) -> ServerSentEvent:
-    runner.get(job_id)
+    job_of(request, runner, job_id)
     header = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     try:
         after = max(0, int(header))
@@ -444,6 +451,7 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
     """
     await accept(socket)
     sub = runner.hub.subscriber()
+    scope = principal_of(socket).scope  # a user follows its own jobs only
 
     send_later = sub.say
 
@@ -462,7 +470,8 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
             if op == "subscribe":
                 after = message.get("after") or {}
                 for job_id in jobs:
-                    _subscribe(runner, sub, str(job_id), after.get(job_id, 0) if isinstance(after, dict) else 0)
+                    after_id = after.get(job_id, 0) if isinstance(after, dict) else 0
+                    _subscribe(runner, sub, str(job_id), after_id, scope)
             elif op == "unsubscribe":
                 for job_id in jobs:
                     sub.unwatch(str(job_id))
@@ -497,9 +506,9 @@ async def ws(socket: WebSocket, runner: NamedDependency[JobRunner]) -> None:
             pass
 
 
-def _subscribe(runner: JobRunner, sub: Subscriber, job_id: str, after: Any) -> None:
+def _subscribe(runner: JobRunner, sub: Subscriber, job_id: str, after: Any, owner: str | None) -> None:
     job = runner.store.get_job(job_id)
-    if job is None:
+    if job is None or (owner is not None and (job.get("owner") or "") != owner):
         sub.say({"op": "error", "job_id": job_id, "message": f"No job with id '{job_id}'"})
         return
     try:

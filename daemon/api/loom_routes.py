@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import File
 from loom.sdk import calls
-from loom.sdk.errors import ProviderError
+from loom.sdk.errors import NotFound, ProviderError
 from loom.sdk.types import (
     Capability,
     DescribeRequest,
@@ -22,8 +22,10 @@ from loom.sdk.types import (
 
 from ..files import FileStore
 from ..http.body import BodyReader
+from ..jobs.runner import JobRunner
 from ..media import image_bytes
 from ..models import ModelRegistry
+from ..principals import may_read_file, principal_of
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from .auth import signed
@@ -126,14 +128,22 @@ SIGNED = (
     opt={"signed": True},
 )
 async def serve_file(
-    request: Request, path: FromPath[str], files: NamedDependency[FileStore], storage: NamedDependency[Storage]
+    request: Request,
+    path: FromPath[str],
+    files: NamedDependency[FileStore],
+    storage: NamedDependency[Storage],
+    runner: NamedDependency[JobRunner],
 ) -> File | Response:
     """The URLs answers carry are signed (``?exp=&sig=``) and need no key until they expire; a
     signature that does not hold is a 403 with or without a key (the key guard has judged it
     already where keys are configured). A folder's URL (a job's ``output_url``, ending in ``/``)
-    answers its index: every file in it with its URL and size."""
-    signed(request, storage.signer)
+    answers its index: every file in it with its URL and size. Without a signature a user reads
+    its own jobs' and requests' files only (:func:`~loom.daemon.principals.may_read_file`)."""
     rel = path.strip("/")
+    if not signed(request, storage.signer) and not may_read_file(
+        principal_of(request), rel, runner.store.owner_of_output
+    ):
+        raise NotFound(f"No file at '{rel}'", param="path")  # another's: as if there were none
     if rel and (files.root / rel).is_dir():  # Litestar drops the trailing slash: ask the disk
         data = [{"path": p, "url": storage.url(p), "bytes": n} for p, n in files.listing(rel)]
         return json_response({"object": "list", "path": rel, "data": data})

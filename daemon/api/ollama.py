@@ -79,7 +79,9 @@ def message_of(error: E.LoomError) -> str:
 
 
 def error_response(error: E.LoomError) -> Response:
-    status = 503 if isinstance(error, E.QueueFull) else status_of(error)
+    # A full queue is Ollama's 503 (busy); the caller's own quota is a 429.
+    busy = isinstance(error, E.QueueFull) and not isinstance(error, E.QuotaExceeded)
+    status = 503 if busy else status_of(error)
     headers = {"Retry-After": str(max(1, round(error.retry_after)))} if isinstance(error, E.QueueFull) else {}
     return Response(
         content=msgspec.json.encode(OllamaError(message_of(error))),

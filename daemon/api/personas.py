@@ -1,7 +1,8 @@
 """Personas (seed 003): ``GET /v1/personas`` and ``GET /v1/personas/{name}``.
 
 The ``persona`` pipeline upserts them by name into the record store (collection ``personas``);
-these routes list them with their images and motto history. An image's ``url`` lasts
+these routes list them with their images and motto history. A persona is the principal's whose
+job made it: a user lists and reads its own (another's name is a 404); an admin sees all. An image's ``url`` lasts
 ``[storage] url_ttl`` (seed 003 hands its browser 60-second URLs): a signed ``/v1/files/...``
 URL an ``<img>`` can load without a key, or a presigned URL of the S3 output store.
 """
@@ -15,6 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from loom.sdk.errors import NotFound
 
+from ..principals import principal_of
 from ..records import RecordStore
 from ..storage.service import Storage
 from . import shapes
@@ -63,7 +65,7 @@ async def list_personas(
     q = request.query_params
     limit = _int(q.get("limit"), "limit", 100, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
-    rows = records.list(COLLECTION, limit=limit + 1, offset=offset)
+    rows = records.list(COLLECTION, limit=limit + 1, offset=offset, owner=principal_of(request).scope)
     data = [persona_view(r, detail=False, storage=storage) for r in rows[:limit]]
     return json_response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
@@ -72,9 +74,9 @@ async def list_personas(
     "/personas/{persona:str}", operation_class=doc("One persona", returns=shapes.Persona, errors=(404,))
 )  # not {name}: Litestar reserves that kwarg and warns
 async def get_persona(
-    persona: FromPath[str], records: NamedDependency[RecordStore], storage: NamedDependency[Storage]
+    request: Request, persona: FromPath[str], records: NamedDependency[RecordStore], storage: NamedDependency[Storage]
 ) -> Response:
-    record = records.get(COLLECTION, persona)
+    record = records.get(COLLECTION, persona, principal_of(request).scope)
     if record is None:
         raise NotFound(f"No persona named '{persona}'", param="name")
     return json_response(persona_view(record, detail=True, storage=storage))

@@ -127,7 +127,7 @@ class DaemonRouteContext:
         return f"/v1/files/{path}"
 
     def get_record(self, collection: str, key: str) -> dict[str, Any] | None:
-        return self._records.get(collection, key)
+        return self._records.get(collection, key, None)  # a plugin route acts for no one principal: any owner's
 
     # --- models -----------------------------------------------------------------------------
 

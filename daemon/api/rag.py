@@ -5,6 +5,10 @@ embedding model that built the indices, then searches each requested collection.
 ``model`` named, every model that has indexed items in those collections is used (usually one)
 and the hits are merged by score. CLIP-class models put texts and images in one space, so a text
 query finds images and an image query finds stories.
+
+With ``rerank`` (or a ``rerank_model``), a deeper list of candidates is fetched and a rerank model
+(``[routes] rerank`` unless named) orders them by their text's relevance to the query: a
+cross-encoder reads query and text together, which a vector search cannot.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from loom.sdk import calls
-from loom.sdk.errors import InvalidRequest
+from loom.sdk.errors import InvalidRequest, LoomError
 from loom.sdk.types import Capability
 from msgspec import Meta
 
+from ..config import Routes
 from ..files import FileStore
 from ..http.body import BodyReader
 from ..media import image_bytes
 from ..models import ModelRegistry
+from ..principals import principal_of
 from ..rag import RagStore
+from ..reranking import rank, reorder, rerank_model
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from . import shapes
@@ -34,6 +41,8 @@ from .respond import json_response
 
 #: Embedding models a default search embeds the query with, at most.
 MAX_MODELS = 4
+#: A reranked search reranks this many candidates per hit asked for (``k``), at most MAX_CANDIDATES.
+RERANK_DEPTH, MAX_CANDIDATES = 4, 100
 
 
 class RagSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -46,6 +55,10 @@ class RagSearchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     k: Annotated[int, Meta(ge=1, le=100)] = 5
     #: The embedding model whose index to search; by default every model with items.
     model: str | None = None
+    #: Rerank the candidates with the ``[routes] rerank`` model (or ``rerank_model``, which
+    #: implies it) before the best ``k`` are kept.
+    rerank: bool = False
+    rerank_model: str | None = None
 
 
 @get("/rag/stats", operation_class=doc("The retrieval indices", returns=shapes.RagStats))
@@ -76,8 +89,10 @@ async def rag_search(
     router: NamedDependency[ModelRouter],
     files: NamedDependency[FileStore],
     storage: NamedDependency[Storage],
+    routes: NamedDependency[Routes],
 ) -> Response:
     store = rag
+    scope = principal_of(request).scope  # a user searches its own items only
     req = await bodies.decode(request, RagSearchRequest)
     if req.text is not None and req.image is None:
         query = req.text
@@ -92,13 +107,27 @@ async def rag_search(
         models = [req.model]
     else:
         models = store.models(collections)[:MAX_MODELS]
+    reranker = None
+    if req.rerank or req.rerank_model:
+        reranker = rerank_model(req.rerank_model, router, routes, "rerank_model")
+        try:  # before any embedding: a 404 / 400 at once, naming the field
+            registry.for_capability(reranker, Capability.RERANK)
+        except LoomError as e:
+            e.param = "rerank_model" if req.rerank_model else "rerank"
+            raise
+    depth = min(MAX_CANDIDATES, req.k * RERANK_DEPTH) if reranker else req.k
     hits: list[dict] = []
     for model in models:
         _, result = await router.run(model, Capability.EMBEDDING, calls.Embed(inputs=[query]))
         vector = result.vectors[0]
         for collection in collections:
-            hits.extend(await asyncio.to_thread(store.search, collection, vector, model=model, k=req.k))
+            found = await asyncio.to_thread(store.search, collection, vector, model=model, k=depth, owner=scope)
+            hits.extend(found)
     hits.sort(key=lambda h: -h["score"])
+    if reranker is not None and hits:
+        hits = hits[:depth]
+        _, scores, _ = await rank(router, reranker, query, [h["text"] for h in hits])
+        hits = reorder(hits, scores)
     for hit in hits:  # job retention may have deleted the file since: say so rather than link to a 404
         if hit["path"] and not (files.root / hit["path"]).is_file():
             hit["url"], hit["file_missing"] = None, True
@@ -106,6 +135,7 @@ async def rag_search(
         "object": "list",
         "query": {"kind": "text" if req.text is not None else "image", "collections": collections, "k": req.k},
         "models": models,
+        "reranked_by": reranker,
         "data": hits[: req.k],
     }
     return json_response(storage.sign_tree(body))

@@ -9,7 +9,8 @@ item a line. Each item goes into ``collection`` ("images" for an item with an im
 "stories" by default), embedded by ``model`` (default: the vision route's model when it embeds, as
 the pipelines choose, else the embedding route), with ``meta`` kept and returned by searches. An
 image sent as a data URI is stored under ``images/rag/`` so search results link to it. Items so
-added belong to no job: pruning jobs never removes them.
+added belong to no job: pruning jobs never removes them. An item is the principal's that added it
+(or whose job did): a user searches and deletes its own only (another's id is a 404).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..http.body import BodyReader
 from ..http.errors import validation_error
 from ..media import image_bytes
 from ..models import ModelRegistry
+from ..principals import owner_folder, principal_of
 from ..rag import RagStore
 from ..rag.store import TEXT_LIMIT, check_collection
 from ..routing import ModelRouter
@@ -153,6 +155,7 @@ async def add_items(
     routes: NamedDependency[Routes],
     files: NamedDependency[FileStore],
 ) -> Response:
+    principal = principal_of(request)  # the items (and their images) are its own
     items = decode_items(await bodies.read(request), request.headers.get("content-type", "application/json"))
     fallback: str | None = None
     prepared: list[dict[str, Any]] = []
@@ -183,7 +186,7 @@ async def add_items(
         path = None
         if p["image"] is not None:
             path = _served_path(given.image or "") or await asyncio.to_thread(
-                files.save, p["image"], _suffix(p["image"]), "images/rag"
+                files.save, p["image"], _suffix(p["image"]), owner_folder("images/rag", principal.name)
             )
         kind = "image" if p["image"] is not None else "text"
         collection = given.collection or ("images" if kind == "image" else "stories")
@@ -194,6 +197,7 @@ async def add_items(
             "text": given.text or "",
             "path": path,
             "meta": given.meta or {},
+            "owner": principal.name,
         }
     added: dict[int, dict[str, Any]] = {}
     for key in dict.fromkeys((r["collection"], r["model"]) for r in rows.values()):
@@ -224,9 +228,11 @@ async def add_items(
     operation_class=doc("Delete an item of the retrieval store", returns=RagItemDeleted, errors=(404,)),
 )
 async def delete_item(
-    item_id: FromPath[int], rag: NamedDependency[RagStore], files: NamedDependency[FileStore]
+    request: Request, item_id: FromPath[int], rag: NamedDependency[RagStore], files: NamedDependency[FileStore]
 ) -> Response:
     item = await asyncio.to_thread(rag.get_item, item_id) if 0 <= item_id < 2**63 else None
+    if item is not None and not principal_of(request).owns(item["owner"]):
+        item = None  # another's: as if there were none
     if item is None or not await asyncio.to_thread(rag.remove_item, item_id):
         raise NotFound(f"No retrieval item with id {item_id}", param="item_id")
     path = item.get("path")

@@ -24,6 +24,7 @@ from ..chat.generations import chat_generations
 from ..chat.intake import ChatIntake
 from ..chat.param_policy import ignored_header
 from ..http.body import BodyReader
+from ..principals import principal_of
 from ..responses import ResponseStore
 from ..responses.items import page, resources
 from ..responses.stream import ResponseBuilder, new_id
@@ -57,9 +58,11 @@ async def create_response(
     responses: NamedDependency[ResponseStore],
 ) -> Response:
     req = await bodies.decode(request, CreateResponseRequest)
+    principal = principal_of(request)
+    scope = principal.scope  # a user continues its own responses only
     history = []
     if req.previous_response_id is not None:
-        history = responses.get(req.previous_response_id, param="previous_response_id").conversation
+        history = responses.get(req.previous_response_id, param="previous_response_id", owner=scope).conversation
     translated = to_chat(req, history, intake.compat)
     prepared = await intake.prepare(
         translated.chat, own_host=request.url.netloc, shown=shown, image_param=translated.image_param
@@ -71,7 +74,8 @@ async def create_response(
 
     def keep() -> None:
         if req.store is not False and builder.final is not None:
-            responses.put(builder.final, [*translated.conversation, builder.answer()], resources(translated.items))
+            conversation = [*translated.conversation, builder.answer()]
+            responses.put(builder.final, conversation, resources(translated.items), principal.name)
 
     async def events() -> AsyncIterator[Event]:
         for event in builder.start():
@@ -107,8 +111,10 @@ async def create_response(
 
 
 @get("/responses/{response_id:str}", operation_class=doc("A stored response", returns=ResponseObject, errors=(404,)))
-async def get_response(response_id: FromPath[str], responses: NamedDependency[ResponseStore]) -> Response:
-    return json_response(responses.get(response_id).response)
+async def get_response(
+    request: Request, response_id: FromPath[str], responses: NamedDependency[ResponseStore]
+) -> Response:
+    return json_response(responses.get(response_id, owner=principal_of(request).scope).response)
 
 
 #: GET /v1/responses/{id}/input_items takes OpenAI's paging parameters.
@@ -135,7 +141,7 @@ async def list_input_items(
     order = q.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequest(f"order must be 'asc' or 'desc', got {order!r}", param="order")
-    items = responses.get(response_id).input_items
+    items = responses.get(response_id, owner=principal_of(request).scope).input_items
     return json_response(page(items, limit=int(limit), order=order, after=q.get("after")))
 
 
@@ -144,8 +150,10 @@ async def list_input_items(
     status_code=200,
     operation_class=doc("Delete a stored response", returns=ResponseDeleted, errors=(404,)),
 )
-async def delete_response(response_id: FromPath[str], responses: NamedDependency[ResponseStore]) -> Response:
-    responses.delete(response_id)
+async def delete_response(
+    request: Request, response_id: FromPath[str], responses: NamedDependency[ResponseStore]
+) -> Response:
+    responses.delete(response_id, owner=principal_of(request).scope)
     return json_response(ResponseDeleted(id=response_id))
 
 

@@ -166,6 +166,8 @@ class RagHit(Struct):
     pipeline: str | None
     meta: dict[str, Any]
     created_at: float
+    #: The reranker's score, when the search was reranked (``score`` stays the vector search's).
+    rerank_score: float | None = None
 
 
 class RagQuery(Struct):
@@ -178,6 +180,8 @@ class RagSearchResult(Struct):
     object: Literal["list"]
     query: RagQuery
     models: list[str]
+    #: The rerank model that ordered ``data``; None when the search was not reranked.
+    reranked_by: str | None
     data: list[RagHit]
 
 

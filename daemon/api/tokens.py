@@ -3,7 +3,8 @@
 A page that holds a key sends it in a header here and gets a token it may put where a header
 cannot go: ``GET /v1/jobs/{job_id}/events?token=...`` (``EventSource``), or the WebSocket
 subprotocol ``loom.bearer.<token>`` (``new WebSocket(url, ["loom", "loom.bearer." + token])``).
-The token has the role of the key that minted it (an admin's opens ``/admin/events`` too).
+The token acts for the principal that minted it, with its role (an admin's opens
+``/admin/events`` too; a user's follows that user's own jobs only).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from litestar.di import NamedDependency
 from msgspec import Struct
 
 from ..config import Role
-from ..http.client_key import presented_key
-from ..keys import KeyRing, StreamTokens
+from ..keys import StreamTokens
+from ..principals import principal_of
 from .openapi import doc
 from .respond import json_response
 
@@ -34,13 +35,11 @@ class StreamToken(Struct):
     status_code=201,
     operation_class=doc("Mint a token for event streams and WebSockets", returns=StreamToken, status=201),
 )
-async def mint_stream_token(
-    request: Request, keys: NamedDependency[KeyRing], tokens: NamedDependency[StreamTokens]
-) -> Response:
-    # With no keys configured every route is open: the token is an admin's, like everyone.
-    role = keys.role_of(presented_key(request)) if keys.enabled else "admin"
-    token, expires = tokens.mint(role or "user")
+async def mint_stream_token(request: Request, tokens: NamedDependency[StreamTokens]) -> Response:
+    # With no keys configured every route is open: the token is the one (admin) principal's.
+    principal = principal_of(request)
+    token, expires = tokens.mint(principal)
     body = StreamToken(
-        object="stream_token", token=token, role=role or "user", expires_at=expires, expires_in=tokens.ttl
+        object="stream_token", token=token, role=principal.role, expires_at=expires, expires_in=tokens.ttl
     )
     return json_response(body, status_code=201)

@@ -3,10 +3,12 @@
 - a ``.gguf`` file: llama.cpp's metadata (``gguf.py``) gives the architecture, the chat template
   and whether it is an embedding model (pooling, non-causal attention);
 - a folder with ``model_index.json``: a diffusers pipeline (image generation);
-- a folder with ``open_clip_config.json``: an open_clip CLIP model (embeddings, image scores);
+- a folder with ``open_clip_config.json``: an open_clip CLIP model (embeddings, image scores,
+  rerank by image–text similarity);
 - a folder with ``config.json``: a transformers model, told apart by ``architectures`` and
-  ``model_type`` (a causal LM, a translation model, an image-to-text model or an encoder), with
-  chat when its tokenizer carries a chat template;
+  ``model_type`` (a causal LM, a translation model, an image-to-text model, a cross-encoder
+  reranker: a sequence classifier with one label, or an encoder), with chat when its tokenizer
+  carries a chat template;
 - a folder holding GGUF files (an LM Studio or hub download): one of them, by ``file``.
 
 Nothing here imports torch or transformers: the files are JSON and GGUF headers. Anything that is
@@ -32,6 +34,8 @@ EXPECTED = (
 TRANSLATION_TYPES = {"m2m_100", "marian", "mbart", "nllb_moe", "nllb-moe"}
 #: Model types that read images and write text without ``vision_config`` in their config.
 VISION_TYPES = {"blip", "blip-2", "instructblip", "git", "pix2struct", "vision-encoder-decoder"}
+#: llama.cpp's LLAMA_POOLING_TYPE_RANK: a classification head scores (query, document) pairs.
+RANK_POOLING = 4
 _SHARD = re.compile(r"-\d{5}-of-(\d{5})\.gguf$", re.IGNORECASE)
 _QUANT = re.compile(r"(?:^|[-_.])(I?Q\d+(?:_[A-Z0-9]+)*|BF16|F16|F32)(?=[-.])", re.IGNORECASE)
 
@@ -148,6 +152,13 @@ def _gguf(path: Path) -> Detected:
     arch = meta.get("general.architecture", "")
     if meta.get("general.type") == "adapter":
         raise InvalidRequest(f"{path} is a LoRA adapter, not a model; expected a GGUF model", param="source")
+    if meta.get(f"{arch}.pooling_type") == str(RANK_POOLING):
+        raise InvalidRequest(
+            f"{path} is a reranker (llama.cpp pooling type rank), which Loom's llama.cpp provider does not "
+            "serve; add the model's transformers folder instead (a ...ForSequenceClassification with one "
+            "label is served by transformers-rerank)",
+            param="source",
+        )
     embedding_only = f"{arch}.pooling_type" in meta or meta.get(f"{arch}.attention.causal") == "false"
     chat = "tokenizer.chat_template" in meta
     capabilities = ["embedding"] if embedding_only else (["chat"] if chat else []) + ["completion", "embedding"]
@@ -222,7 +233,7 @@ def _open_clip(folder: Path) -> Detected:
     return Detected(
         kind="open_clip",
         provider="openclip",
-        capabilities=["embedding", "vision"],
+        capabilities=["embedding", "vision", "rerank"],
         options={"model": str(folder)},
         location=folder,
         name=suggest_id(folder.name),
@@ -239,6 +250,14 @@ def has_chat_template(folder: Path) -> bool:
     return config.is_file() and bool(_read_json(config).get("chat_template"))
 
 
+def num_labels(config: dict[str, Any]) -> int:
+    """A classifier's labels as transformers counts them: ``num_labels``, else ``id2label``'s, else 2."""
+    if isinstance(config.get("num_labels"), int):
+        return config["num_labels"]
+    labels = config.get("id2label")
+    return len(labels) if isinstance(labels, dict) and labels else 2
+
+
 def _transformers(folder: Path) -> Detected:
     config = _read_json(folder / "config.json")
     architectures = [str(a) for a in config.get("architectures") or []]
@@ -247,6 +266,8 @@ def _transformers(folder: Path) -> Detected:
     details: dict[str, Any] = {"architecture": arch or None, "model_type": model_type or None}
     if model_type in TRANSLATION_TYPES or arch.endswith("MTModel"):
         provider, capabilities = "transformers-translation", ["translation"]
+    elif arch.endswith("ForSequenceClassification") and num_labels(config) == 1:
+        provider, capabilities = "transformers-rerank", ["rerank"]
     elif arch.endswith(("ForImageTextToText", "ForVision2Seq")) or (
         arch.endswith("ForConditionalGeneration") and ("vision_config" in config or model_type in VISION_TYPES)
     ):
@@ -262,8 +283,9 @@ def _transformers(folder: Path) -> Detected:
         raise InvalidRequest(
             f"{folder}/config.json declares architectures [{found}] (model_type {model_type or '?'}), which no "
             "Loom provider serves; expected a causal LM (...ForCausalLM), a translation model (NLLB/M2M100, "
-            "Marian, mBART), an image-to-text model (BLIP, LLaVA, ...ForImageTextToText) or an encoder "
-            "(...Model, ...ForMaskedLM, sentence-transformers); `provider` (--provider) chooses one by hand",
+            "Marian, mBART), an image-to-text model (BLIP, LLaVA, ...ForImageTextToText), a reranker "
+            "(...ForSequenceClassification with one label) or an encoder (...Model, ...ForMaskedLM, "
+            "sentence-transformers); `provider` (--provider) chooses one by hand",
             param="source",
         )
     return Detected(

@@ -13,7 +13,8 @@ from loom.sdk.protocols import RunContext, TextChunk
 
 from ..models import ModelEntry
 from ..routing import ModelRouter
-from ..scheduler import Scheduler
+from ..scheduler import Priority, Scheduler
+from ..service_tier import priority_of
 from .intake import Prepared
 
 #: The generations to run on one model: (choice index, its call) each.
@@ -34,8 +35,11 @@ class Generations:
         chain: list[ModelEntry],
         runs: Callable[[ModelEntry], Runs],
         ignored: Callable[[ModelEntry], list[str]] = lambda _entry: [],
+        priority: Priority = Priority.INTERACTIVE,
     ) -> None:
         self.router, self.scheduler, self.chain = router, scheduler, chain
+        #: The scheduling priority of its calls (a chat request's ``service_tier``).
+        self.priority = priority
         self._runs_for, self._ignored_for = runs, ignored
         self._runs: dict[str, Runs] = {}
         self.entry: ModelEntry | None = None
@@ -56,19 +60,23 @@ class Generations:
         return self._ignored_for(self.entry)
 
     async def start(self) -> ModelEntry:
-        self.entry, self._first = await self.router.stream_on(self.chain, self._first_call, ctx=RunContext())
+        self.entry, self._first = await self.router.stream_on(
+            self.chain, self._first_call, priority=self.priority, ctx=RunContext()
+        )
         return self.entry
 
     async def collect(self) -> tuple[ModelEntry, list[tuple[int, list[TextChunk]]]]:
         """The model that served, and (choice index, its chunks) for every generation, each run to
         its end: for an answer that is not streamed, whose chunks need not cross to this task one
         at a time."""
-        entry, chunks = await self.router.collect_on(self.chain, self._first_call, ctx=RunContext())
+        entry, chunks = await self.router.collect_on(
+            self.chain, self._first_call, priority=self.priority, ctx=RunContext()
+        )
         self.entry = entry
         (index, _), *rest = self.runs(entry)
         out = [(index, chunks)]
         for index, call in rest:
-            out.append((index, await self.scheduler.collect(entry, call, ctx=RunContext())))
+            out.append((index, await self.scheduler.collect(entry, call, priority=self.priority, ctx=RunContext())))
         return entry, out
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
@@ -78,7 +86,7 @@ class Generations:
             if n == 0:
                 chunks = self._first
             else:
-                chunks = self.scheduler.stream(self.entry, call, ctx=RunContext())
+                chunks = self.scheduler.stream(self.entry, call, priority=self.priority, ctx=RunContext())
             yield index, chunks
 
 
@@ -94,4 +102,6 @@ def chat_generations(router: ModelRouter, scheduler: Scheduler, prepared: Prepar
         req = prepared.fitted(entry)
         return [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)]
 
-    return Generations(router, scheduler, prepared.chain, runs, prepared.ignored)
+    return Generations(
+        router, scheduler, prepared.chain, runs, prepared.ignored, priority_of(prepared.request.service_tier)
+    )

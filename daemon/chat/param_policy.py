@@ -1,4 +1,4 @@
-"""Applying the parameter policy table (:mod:`loom.sdk.params`) to a chat request.
+"""Applying the parameter policy table (:mod:`loom.sdk.params`) to a chat or completion request.
 
 The serving model's provider says which optional parameters it honours. One it does not honour
 is refused by name (strict, the default) or left out and reported in the ``x-loom-ignored``
@@ -8,24 +8,30 @@ header (``compat = "lenient"``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 from loom.sdk import params
 from loom.sdk.errors import UnsupportedParameter
-from loom.sdk.types import ChatCompletionRequest
+from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 
 from ..models import ModelEntry
 
 IGNORED_HEADER = "x-loom-ignored"
 
 
+Req = TypeVar("Req", ChatCompletionRequest, CompletionRequest)
+
+
 def apply_policy(
-    req: ChatCompletionRequest,
+    req: Req,
     entry: ModelEntry,
     compat: str,
     shown: Callable[[str], str] = lambda name: name,
-) -> tuple[ChatCompletionRequest, list[str]]:
-    """The request to send and the (client-facing) names of parameters left out.
+) -> tuple[Req, list[str]]:
+    """The request to send and the (client-facing) names of parameters left out. A completion
+    request has only a few of the table's optional parameters (``min_tokens``, ``ignore_eos``);
+    the others read as not asked for.
 
     ``shown`` maps a chat parameter name to the client's name for it (the Responses API's
     ``reasoning.effort`` for ``reasoning_effort``).

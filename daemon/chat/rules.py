@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from loom.sdk.errors import InvalidRequest
-from loom.sdk.types import AssistantMessage, ChatCompletionRequest, NamedToolChoice, ToolMessage
+from loom.sdk.types import AssistantMessage, ChatCompletionRequest, CompletionRequest, NamedToolChoice, ToolMessage
 
 
 def check_chat(req: ChatCompletionRequest) -> None:
@@ -28,9 +28,16 @@ def check_chat(req: ChatCompletionRequest) -> None:
     _check_messages(req)
     if req.top_logprobs is not None and req.logprobs is not True:
         raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
-    limit = req.token_limit()
-    if req.min_tokens and limit is not None and req.min_tokens > limit:
-        raise InvalidRequest(f"min_tokens ({req.min_tokens}) is more than max_tokens ({limit})", param="min_tokens")
+    _check_min_tokens(req.min_tokens, req.token_limit())
+
+
+def check_completion(req: CompletionRequest) -> None:
+    _check_min_tokens(req.min_tokens, req.max_tokens)
+
+
+def _check_min_tokens(min_tokens: int | None, limit: int | None) -> None:
+    if min_tokens and limit is not None and min_tokens > limit:
+        raise InvalidRequest(f"min_tokens ({min_tokens}) is more than max_tokens ({limit})", param="min_tokens")
 
 
 def _check_tools(req: ChatCompletionRequest) -> list[str]:

@@ -10,7 +10,8 @@ key, as /admin.
 
 :class:`Sessions` is one of the daemon's services (``sessions``), built with the others; the
 /ui router's guard (:func:`session_guard`) is made from it once, and records who the caller is
-(:class:`Viewer`) for the pages to show what that caller may do.
+(:class:`Viewer`) for the pages to show what that caller may do, and the caller's principal, so
+the pages show a user its own jobs and evaluations only (all of them to an admin), as the API does.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
-from loom.sdk.errors import PermissionDenied
+from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
 from ..atomic import write_atomic
 from ..keys import KeyRing
+from ..principals import LOCAL, Principal, set_principal
 from .client_key import presented_key
 
 COOKIE = "loom_session"
@@ -92,7 +94,8 @@ class Sessions:
         payload = f"{role}.{int(time.time()) + SESSION_S}.{self._fingerprint(key.encode())}"
         return f"{payload}.{self._sign(payload)}"
 
-    def role_of(self, token: str | None) -> str | None:
+    def principal_of(self, token: str | None) -> Principal | None:
+        """The principal a session cookie stands for, while its key is configured with its role."""
         if not token or token.count(".") != 3:
             return None
         payload, signature = token.rsplit(".", 1)
@@ -102,12 +105,23 @@ class Sessions:
         if not expiry.isdigit() or int(expiry) < time.time():
             return None
         # The key must still be configured, with the same role.
-        live = {self._fingerprint(key) for key, key_role in self.ring.keys if key_role == role}
-        return role if fingerprint in live else None
+        live = {self._fingerprint(key): p for key, p in self.ring.keys if p.role == role}
+        return live.get(fingerprint)
 
-    def role_for(self, connection: ASGIConnection) -> str | None:
-        """The caller's role: the session cookie, else a key in the headers."""
-        return self.role_of(connection.cookies.get(COOKIE)) or self.ring.role_of(presented_key(connection))
+    def role_of(self, token: str | None) -> str | None:
+        found = self.principal_of(token)
+        return found.role if found else None
+
+    def principal_for(self, connection: ASGIConnection) -> Principal | None:
+        """The caller: the session cookie, else a key (or JWT) in the headers; a JWT that does
+        not hold counts as none (the page asks to sign in)."""
+        found = self.principal_of(connection.cookies.get(COOKIE))
+        if found is None:
+            try:
+                found = self.ring.principal(presented_key(connection))
+            except AuthenticationFailed:
+                found = None
+        return found
 
 
 @dataclass(frozen=True)
@@ -133,13 +147,16 @@ def session_guard(sessions: Sessions) -> Guard:
     ``opt={"admin": True}`` needs an admin key."""
 
     def require_session(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-        role = sessions.role_for(connection) if sessions.enabled else None
+        principal = sessions.principal_for(connection) if sessions.enabled else LOCAL
+        role = principal.role if principal is not None and sessions.enabled else None
         connection.state[VIEWER] = Viewer(keys_on=sessions.enabled, role=role)
+        if principal is not None:
+            set_principal(connection, principal)
         if not sessions.enabled or handler.opt.get("public"):
             return
-        if role is None:
+        if principal is None:
             raise LoginRequired("Sign in with an API key")
-        if handler.opt.get("admin") and role != "admin":
+        if handler.opt.get("admin") and not principal.is_admin:
             raise PermissionDenied("This needs an admin key")
 
     return require_session

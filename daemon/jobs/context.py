@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
-from loom.sdk import calls
+from loom.sdk import calls, tracing
 from loom.sdk.errors import (
     Cancelled,
     CapabilityNotSupported,
@@ -57,6 +57,7 @@ from .retry import retrying_crashes
 from .usage import Usage
 
 if TYPE_CHECKING:
+    from ..tracing import Tracing
     from .admission import ModelRoom
     from .store import Event, JobStore
 
@@ -82,6 +83,8 @@ class PipelineServices:
     records: RecordStore
     #: Questions for a person (``ask_preference``), answered on the web UI or the API.
     questions: Questions
+    #: The daemon's tracer when traces are on: a job's run is a span, its steps its children.
+    tracing: Tracing | None = None
 
 
 class JobEvents(Protocol):
@@ -121,6 +124,8 @@ class JobContext(PipelineContext):
         self.pipeline: str = job["pipeline"]
         self.params: Any = job.get("params")
         self.output_dir: str = job["output_dir"]
+        #: The principal whose job it is: what it stores (records, retrieval items) is theirs.
+        self.owner: str = job.get("owner") or ""
         self.attempt: int = job["attempts"]
         self.usage = usage
         #: The per-request upstream keys the job was started (or resumed) with: in memory only,
@@ -156,7 +161,8 @@ class JobContext(PipelineContext):
             return msgspec.json.decode(stored)
         started = time.time()
         try:
-            result = await fn()
+            with tracing.span(f"step {key}", {"loom.step": key}):
+                result = await fn()
         except BaseException:
             if self.failed_step is None:
                 self.failed_step = key
@@ -255,21 +261,25 @@ class JobContext(PipelineContext):
 
     async def _rag_add(self, collection: str, vector: list[float], model: str, item: dict[str, Any]) -> dict[str, Any]:
         self.check()
-        item = {**item, "job_id": self.job_id, "pipeline": self.pipeline}
+        item = {**item, "job_id": self.job_id, "pipeline": self.pipeline, "owner": self.owner}
         added = await asyncio.to_thread(self.services.rag.add, collection, [vector], [item], model=model)
         return added[0]
 
     async def _rag_search(self, collection: str, vector: list[float], model: str, k: int) -> list[dict[str, Any]]:
         self.check()
-        return await asyncio.to_thread(self.services.rag.search, collection, vector, model=model, k=k)
+        # A principal's job retrieves among that principal's items; a job no principal owns (a
+        # daemon without keys) among all of them, through the index.
+        owner = self.owner or None
+        return await asyncio.to_thread(self.services.rag.search, collection, vector, model=model, k=k, owner=owner)
 
     def record_get(self, collection: str, key: str) -> dict[str, Any] | None:
-        return self.services.records.get(collection, key)
+        # The job's owner's records: each principal names its own (principals.py).
+        return self.services.records.get(collection, key, self.owner)
 
     def _record_upsert(
         self, collection: str, key: str, fields: dict[str, Any] | None, append: dict[str, list[Any]] | None
     ) -> dict[str, Any]:
-        return self.services.records.upsert(collection, key, fields=fields, append=append)
+        return self.services.records.upsert(collection, key, fields=fields, append=append, owner=self.owner)
 
     # --- a person in the loop ---------------------------------------------------------------
 
@@ -469,6 +479,13 @@ class JobContext(PipelineContext):
         if len(out) != len(texts):
             raise ProviderError(f"{model} returned {len(out)} translations for {len(texts)} texts")
         return out
+
+    async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
+        result = await self._run(model, Capability.RERANK, calls.Rerank(query=query, documents=documents))
+        if len(result.scores) != len(documents):
+            raise ProviderError(f"{model} returned {len(result.scores)} scores for {len(documents)} documents")
+        self.usage.tokens(result.prompt_tokens)
+        return result.scores
 
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
         result = await self._run(model, Capability.EMBEDDING, calls.Embed(inputs=inputs))

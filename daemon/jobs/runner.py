@@ -46,6 +46,8 @@ from .. import credentials as upstream_keys
 from ..atomic import storage_error
 from ..config import JobsConfig
 from ..plugin_manager import PluginInfo, collect
+from ..principals import UNOWNED
+from ..scheduler import current_principal
 from . import metadata
 from .admission import Admission, Budget, ModelRoom
 from .context import JobContext, PipelineServices
@@ -71,8 +73,8 @@ CANCEL_GRACE_S = 10.0
 RECORD_RETRY_S = 2.0
 #: How often, at most, a running job's progress rewrites its metadata.json.
 METADATA_INTERVAL_S = 2.0
-#: The owner of a job submitted without an API key (every such client is the same owner).
-ANONYMOUS = "anonymous"
+#: The owner of a job no principal submitted (a daemon without keys: every client is the same owner).
+ANONYMOUS = UNOWNED
 
 
 @dataclass
@@ -214,8 +216,8 @@ class JobRunner:
 
         ``credentials``: the request's upstream keys (``X-...-API-Key`` headers), used by this
         job's calls while it runs and never stored; the job records only their header names.
-        ``owner`` (who submitted it: an API key's digest) bounds how many jobs one client may
-        have queued: past ``[jobs] max_queued_per_owner`` (or ``max_queued`` for everyone) this
+        ``owner`` (the principal that submitted it, :mod:`loom.daemon.principals`) owns it: a
+        user sees only its own jobs. It also bounds how many jobs one client may have queued: past ``[jobs] max_queued_per_owner`` (or ``max_queued`` for everyone) this
         raises QueueFull (429 with Retry-After) before anything is stored. Among queued jobs a
         higher ``priority`` runs first, then the older."""
         if self._stopping:
@@ -318,9 +320,11 @@ class JobRunner:
             pass
         return self.get(job_id)
 
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str, owner: str | None = None) -> dict:
+        """The job; NotFound if there is none, or (``owner`` given: a user's scope) if it is
+        another's: the same answer, so a guessed id tells nothing."""
         job = self.store.get_job(job_id)
-        if job is None:
+        if job is None or (owner is not None and (job.get("owner") or UNOWNED) != owner):
             raise NotFound(f"No job with id '{job_id}'", param="id")
         return job
 
@@ -473,6 +477,18 @@ class JobRunner:
             return
 
     async def _run(self, job_id: str) -> None:
+        job = self.get(job_id)
+        # Its model calls count for its owner in the per-principal metrics (a job resumed at
+        # start-up has no request to say whose it is). The task has a context of its own.
+        current_principal.set(job.get("owner") or "anonymous")  # the metrics' label for no principal
+        tracing = self.services.tracing
+        if tracing is None:
+            await self._run_job(job_id)
+            return
+        with tracing.job(job_id, job["pipeline"], job["attempts"] + 1):
+            await self._run_job(job_id)
+
+    async def _run_job(self, job_id: str) -> None:
         job = self.get(job_id)
         info = self.pipelines[job["pipeline"]]
         attempt = job["attempts"] + 1

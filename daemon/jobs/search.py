@@ -81,9 +81,11 @@ def search(
     job_id: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    owner: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Artefacts (newest first) of finished or running jobs matching every filter given; the
-    caller (:meth:`JobStore.search_artifacts`) holds the store's lock."""
+    """Artefacts (newest first) of finished or running jobs matching every filter given
+    (``owner``, a user's scope: of that principal's jobs only); the caller
+    (:meth:`JobStore.search_artifacts`) holds the store's lock."""
     where = ["a.name != 'metadata.json'"]
     args: list[Any] = []
     select = "select a.job_id, a.path, a.name, a.media_type, a.bytes, a.meta, a.created_at, j.pipeline, j.state"
@@ -105,8 +107,9 @@ def search(
         ("a.created_at >= ?", since),
         ("a.created_at < ?", until),
         ("a.job_id = ?", job_id),
+        ("j.owner = ?", owner),
     ):
-        if value is not None and value != "":
+        if value is not None and (value != "" or clause == "j.owner = ?"):
             where.append(clause)
             args.append(value)
     if media_type:

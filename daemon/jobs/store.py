@@ -30,9 +30,11 @@ import msgspec
 from sqlite_utils import Database
 
 from ..durability import Durability, connect
+from ..principals import UNOWNED
 from . import search
 
-SCHEMA_VERSION = 1
+#: 2: jobs have owners (principals); rows from before are the admin's (see ``_own_legacy``).
+SCHEMA_VERSION = 2
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued",
@@ -162,8 +164,18 @@ class JobStore:
             pk=("job_id", "node_id"),
             if_not_exists=True,
         )
+        db.table("jobs").create_index(["owner", "created_at"], if_not_exists=True)
+        db.table("jobs").create_index(["output_dir"], if_not_exists=True)
         search.ensure_schema(db)
+        if db.execute("PRAGMA user_version").fetchone()[0] < 2:
+            self._own_legacy()
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _own_legacy(self) -> None:
+        """Jobs made before owners existed carry no owner, or the digest of the key that queued
+        them (it only counted queued jobs then); nobody can say whose they are, so they become
+        the admin's (UNOWNED: only admins see them). Done once: the schema version marks it."""
+        self.db.execute("update jobs set owner = ? where owner is null or owner != ?", [UNOWNED, UNOWNED])
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -176,12 +188,12 @@ class JobStore:
         output_dir: str,
         upstream_keys: list[str] | None = None,
         *,
-        owner: str = "",
+        owner: str = UNOWNED,
         priority: int = 0,
     ) -> dict:
         """``upstream_keys``: the names of the key headers the job was started with (not the keys);
-        ``owner``: whose queued jobs it counts among (see ``admission``); ``priority``: higher
-        runs first among queued jobs."""
+        ``owner``: the principal whose job it is (and whose queued jobs it counts among, see
+        ``admission``); ``priority``: higher runs first among queued jobs."""
         now = time.time()
         row = {
             "id": job_id,
@@ -211,6 +223,12 @@ class JobStore:
             rows = list(self.db.query("select * from jobs where id = ?", [job_id]))
         return _job_row(rows[0]) if rows else None
 
+    def owner_of_output(self, output_dir: str) -> str | None:
+        """The owner of the job whose output folder is ``output_dir``; None if no job has it."""
+        with self._lock:
+            rows = list(self.db.query("select owner from jobs where output_dir = ? limit 1", [output_dir]))
+        return (rows[0]["owner"] or UNOWNED) if rows else None
+
     def update_job(self, job_id: str, **fields: Any) -> None:
         for name in _JSON_COLUMNS:
             if name in fields and fields[name] is not None and not isinstance(fields[name], str):
@@ -228,9 +246,14 @@ class JobStore:
         until: float | None = None,
         limit: int = 50,
         offset: int = 0,
+        owner: str | None = None,
     ) -> list[dict]:
+        """Newest first; ``owner`` (a user's scope) lists only that principal's."""
         where: list[str] = []
         args: list[Any] = []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if states:
             states = list(states)
             where.append(f"state in ({', '.join('?' for _ in states)})")

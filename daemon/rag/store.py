@@ -4,8 +4,10 @@ Layout under ``<data_dir>/rag/``:
 
 - ``rag.db`` (SQLite, WAL): the truth. ``indices`` has one row per (collection, model) pair, since
   vectors of different embedding models are not comparable; ``items`` has one row per stored
-  item: its vector (float32 blob), position ``seq`` in its index, kind, text, artefact path, job
-  and free ``meta``.
+  item: its vector (float32 blob), position ``seq`` in its index, kind, text, artefact path, job,
+  free ``meta`` and its owner (the principal that added it, or whose job did; rows from before
+  owners existed are the admin's). A search for a user (``owner``) ranks that user's rows only,
+  exactly, from their vectors in the database; an admin's search (no owner) uses the index.
 - ``<collection>--<model>-<hash>.faiss``: each index as FAISS wrote it, a cache of the rows.
 
 At start-up the indices are loaded in a background thread (the daemon answers at once; a search
@@ -55,7 +57,8 @@ create table if not exists indices (
 create table if not exists items (
     id integer primary key, index_name text not null, seq integer not null, kind text not null,
     text text not null default '', path text, job_id text, pipeline text,
-    meta text not null default '{}', created_at real not null, vector blob not null
+    meta text not null default '{}', created_at real not null, vector blob not null,
+    owner text not null default ''
 );
 create unique index if not exists items_by_seq on items (index_name, seq);
 create index if not exists items_by_job on items (job_id);
@@ -113,6 +116,9 @@ class RagStore:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute(f"pragma synchronous={check_durability(durability).upper()}")
         self._db.executescript(_SCHEMA)
+        if "owner" not in [r[1] for r in self._db.execute("pragma table_info(items)")]:
+            self._db.execute("alter table items add column owner text not null default ''")  # the admin's
+        self._db.execute("create index if not exists items_by_owner on items (owner, index_name)")
         self._indices: dict[tuple[str, str], _Index] = {}
         self._threads: set[threading.Thread] = set()
         self._closed = False
@@ -339,6 +345,7 @@ class RagStore:
                     item.get("job_id"),
                     item.get("pipeline"),
                     json.dumps(item.get("meta") or {}, default=str),
+                    str(item.get("owner") or ""),
                 )
             )
         with self._lock:
@@ -354,8 +361,8 @@ class RagStore:
             self._db.execute("begin")
             try:
                 self._db.executemany(
-                    "insert into items (index_name, seq, kind, text, path, job_id, pipeline, meta, created_at, vector) "
-                    "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "insert into items (index_name, seq, kind, text, path, job_id, pipeline, meta, owner, "
+                    "created_at, vector) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(st.name, start + i, *row, now, x[i].tobytes()) for i, row in enumerate(rows)],
                 )
                 self._db.execute("commit")
@@ -403,12 +410,24 @@ class RagStore:
         with self._lock:
             row = self._db.execute(
                 "select i.id, x.collection, x.model, i.kind, i.text, i.path, i.job_id, i.pipeline, i.meta, "
-                "i.created_at from items i join indices x on x.name = i.index_name where i.id = ?",
+                "i.created_at, i.owner from items i join indices x on x.name = i.index_name where i.id = ?",
                 [item_id],
             ).fetchone()
         if row is None:
             return None
-        keys = ("id", "collection", "model", "kind", "text", "path", "job_id", "pipeline", "meta", "created_at")
+        keys = (
+            "id",
+            "collection",
+            "model",
+            "kind",
+            "text",
+            "path",
+            "job_id",
+            "pipeline",
+            "meta",
+            "created_at",
+            "owner",
+        )
         item = dict(zip(keys, row))
         item["meta"] = json.loads(item["meta"])
         return item
@@ -464,7 +483,10 @@ class RagStore:
 
     # --- searching ---------------------------------------------------------------------------------
 
-    def search(self, collection: str, vector: Any, *, model: str, k: int = 5) -> list[dict[str, Any]]:
+    def search(
+        self, collection: str, vector: Any, *, model: str, k: int = 5, owner: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``k`` items nearest ``vector``; ``owner`` (a user's scope): among that principal's only."""
         check_collection(collection)
         st = self._indices.get((collection, model))
         if st is None or st.count == 0 or k <= 0:
@@ -477,9 +499,12 @@ class RagStore:
             q = unit_rows(vector, st.dim)
         except ValueError as e:
             raise InvalidRequest(f"query vector for {collection!r} ({model}): {e}", param="vector") from None
-        with st.lock:
-            scores, ids = st.impl.search(q, min(k, max(1, st.impl.ntotal)))
-        hits = [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        if owner is not None:
+            hits = self._own_hits(st, q[0], k, owner)
+        else:
+            with st.lock:
+                scores, ids = st.impl.search(q, min(k, max(1, st.impl.ntotal)))
+            hits = [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         if not hits:
             return []
         with self._lock:
@@ -511,6 +536,19 @@ class RagStore:
                 }
             )
         return out
+
+    def _own_hits(self, st: _Index, q: np.ndarray, k: int, owner: str) -> list[tuple[int, float]]:
+        """Exact inner products with one principal's rows of an index: (seq, score), best first."""
+        with self._lock:
+            rows = self._db.execute(
+                "select seq, vector from items where index_name = ? and owner = ?", [st.name, owner]
+            ).fetchall()
+        if not rows:
+            return []
+        x = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, st.dim)
+        scores = x @ q
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(int(rows[i][0]), float(scores[i])) for i in best]
 
     def models(self, collections: list[str] | None = None) -> list[str]:
         """Embedding models that have items in ``collections`` (all by default), most items first."""

@@ -3,7 +3,8 @@
 One row per response created with ``store`` left on: the response object as the client saw it,
 the conversation it ended (the earlier conversation, the new input and the answer, as chat
 messages) so that ``previous_response_id`` continues it with one read, across restarts, and the
-request's input items as they are listed. Every
+request's input items as they are listed, and its owner (the principal that made it: a user reads,
+continues and deletes its own only; rows from before owners existed are the admin's). Every
 write is committed when it returns. One connection is shared behind a lock.
 """
 
@@ -22,6 +23,7 @@ from loom.sdk.types import ChatMessage
 from sqlite_utils import Database
 
 from ..durability import Durability, connect
+from ..principals import UNOWNED
 
 _conversation = msgspec.json.Decoder(list[ChatMessage])
 _response = msgspec.json.Decoder(ResponseObject)
@@ -53,6 +55,7 @@ class ResponseStore:
                     "response": str,
                     "conversation": str,
                     "input_items": str,
+                    "owner": str,
                 },
                 pk="id",
                 not_null={"created_at", "response", "conversation"},
@@ -61,12 +64,21 @@ class ResponseStore:
             # A store written before input items were kept: its responses list none.
             if "input_items" not in self.db.table("responses").columns_dict:
                 self.db.table("responses").add_column("input_items", str)
+            # ... and before owners: its responses are the admin's (UNOWNED).
+            if "owner" not in self.db.table("responses").columns_dict:
+                self.db.table("responses").add_column("owner", str, not_null_default=UNOWNED)
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
 
-    def put(self, response: ResponseObject, conversation: list[ChatMessage], input_items: list[dict[str, Any]]) -> None:
+    def put(
+        self,
+        response: ResponseObject,
+        conversation: list[ChatMessage],
+        input_items: list[dict[str, Any]],
+        owner: str = UNOWNED,
+    ) -> None:
         row = {
             "id": response.id,
             "created_at": time.time(),
@@ -75,24 +87,32 @@ class ResponseStore:
             "response": msgspec.json.encode(response).decode(),
             "conversation": msgspec.json.encode(conversation).decode(),
             "input_items": msgspec.json.encode(input_items).decode(),
+            "owner": owner,
         }
         with self._lock:
             self.db.table("responses").upsert(row, pk="id")
 
-    def get(self, response_id: str, *, param: str | None = None) -> Stored:
+    def get(self, response_id: str, *, param: str | None = None, owner: str | None = None) -> Stored:
+        """The stored response; NotFound if there is none or (``owner``: a user's scope) it is another's."""
         with self._lock:
             rows = list(
-                self.db.query("SELECT response, conversation, input_items FROM responses WHERE id = ?", [response_id])
+                self.db.query(
+                    "SELECT response, conversation, input_items, owner FROM responses WHERE id = ?", [response_id]
+                )
             )
-        if not rows:
+        if not rows or (owner is not None and (rows[0]["owner"] or UNOWNED) != owner):
             raise NotFound(f"No stored response with id '{response_id}'", param=param)
         row = rows[0]
         items = msgspec.json.decode(row["input_items"]) if row["input_items"] else []
         return Stored(_response.decode(row["response"]), _conversation.decode(row["conversation"]), items)
 
-    def delete(self, response_id: str) -> None:
+    def delete(self, response_id: str, owner: str | None = None) -> None:
         with self._lock:
-            deleted = self.db.execute("DELETE FROM responses WHERE id = ?", [response_id]).rowcount
+            if owner is None:
+                deleted = self.db.execute("DELETE FROM responses WHERE id = ?", [response_id]).rowcount
+            else:
+                sql = "DELETE FROM responses WHERE id = ? AND coalesce(owner, '') = ?"
+                deleted = self.db.execute(sql, [response_id, owner]).rowcount
         if not deleted:
             raise NotFound(f"No stored response with id '{response_id}'")
 

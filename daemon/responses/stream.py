@@ -53,6 +53,7 @@ from loom.sdk.types import AssistantMessage, FunctionCall, TokenLogprob, ToolCal
 from msgspec import UNSET
 
 from ..chat.assemble import count
+from ..service_tier import tier_used
 
 #: How an output item ends (``incomplete``: cut at max_output_tokens), and a response's status.
 Ended = Literal["completed", "incomplete"]
@@ -259,7 +260,7 @@ class ResponseBuilder:
             reasoning=req.reasoning,
             top_logprobs=req.top_logprobs,
             user=req.user,
-            service_tier=req.service_tier,
+            service_tier=tier_used(req.service_tier),
             safety_identifier=req.safety_identifier,
             prompt_cache_key=req.prompt_cache_key,
             background=False,

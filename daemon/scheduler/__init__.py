@@ -8,6 +8,6 @@ and ``metrics`` (seeing it). Where models run is :mod:`loom.daemon.workers`.
 """
 
 from .core import Scheduler, current_work_id
-from .queues import Priority
+from .queues import Priority, current_principal, current_queue_position
 
-__all__ = ["Priority", "Scheduler", "current_work_id"]
+__all__ = ["Priority", "Scheduler", "current_principal", "current_queue_position", "current_work_id"]

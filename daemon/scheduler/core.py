@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from loom.sdk.errors import LoomError, Unavailable
 from loom.sdk.protocols import Provider, RunContext
@@ -41,11 +41,14 @@ from .ledger import Ledger
 from .metrics import SchedulerMetrics
 from .placement import Placement
 from .policy import Policy, make_policy
-from .queues import Priority, WorkItem, current_work_id
+from .queues import Priority, WorkItem, current_queue_position, current_work_id
 from .residency import Residents
 from .snapshot import model_state, snapshot
 from .state import DeviceState
 from .tasks import TaskSet
+
+if TYPE_CHECKING:
+    from ..tracing import Tracing
 
 __all__ = ["Priority", "Scheduler", "current_work_id"]
 
@@ -66,9 +69,11 @@ class Scheduler:
         executors: Mapping[str, Executor] | None = None,
         nvml: Any = None,
         timers: Timers | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``timers`` is the daemon's timer service (the keep-alive sweep registers there and the
-        app starts it); without one the scheduler runs a timer service of its own."""
+        app starts it); without one the scheduler runs a timer service of its own. ``tracing``:
+        the daemon's tracer when traces are on (:mod:`loom.daemon.tracing`)."""
         self.config = config
         self.registry = registry
         self.policy = make_policy(config.scheduler.policy if policy is None else policy, config.scheduler.max_age)
@@ -108,6 +113,7 @@ class Scheduler:
             metrics=self.metrics,
             tasks=self.tasks,
             slots=self.slots,
+            tracing=tracing,
         )
         self.placement = Placement(
             config=config, devices=self.devices, residents=self.residents, executors=self.executors
@@ -245,6 +251,7 @@ class Scheduler:
     def _submit(self, entry: ModelEntry, call: Work, priority: Priority, ctx: RunContext | None, **kw) -> WorkItem:
         item = self.dispatcher.submit(self.device(entry), entry, call, priority, ctx, **kw)
         current_work_id.set(item.id)
+        current_queue_position.set(item.position)
         return item
 
     async def run(

@@ -14,23 +14,26 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.sdk.errors import Cancelled, LoomError, OutOfMemory, ProviderTimeout, QueueFull, Unavailable, WorkerCrashed
 from loom.sdk.protocols import RunContext
 
-from .. import credentials
+from .. import credentials, quotas
 from ..config import Config
 from ..models import ModelEntry
 from .events import PRIORITY_NAMES, EventBus
 from .execution import END, Execution
 from .metrics import SchedulerMetrics
 from .oom import as_loom_error, is_oom
-from .policy import Decision, Policy
-from .queues import Priority, State, WorkItem, fail, succeed
+from .policy import Decision, FairShare, Policy
+from .queues import Priority, State, WorkItem, current_principal, fail, succeed
 from .residency import Residents
 from .state import DeviceState
 from .tasks import TaskSet
+
+if TYPE_CHECKING:
+    from ..tracing import Tracing
 
 log = logging.getLogger("loom.scheduler")
 
@@ -48,7 +51,10 @@ class Dispatcher:
         metrics: SchedulerMetrics,
         tasks: TaskSet,
         slots: Callable[[ModelEntry], int],
+        tracing: Tracing | None = None,
     ) -> None:
+        """``tracing``: the daemon's tracer when traces are on (each item then carries a
+        :class:`~loom.daemon.tracing.work.WorkTrace`); None costs an ``is None`` check per stage."""
         self.config = config
         self.devices = devices
         self.policy = policy
@@ -58,6 +64,8 @@ class Dispatcher:
         self.metrics = metrics
         self.tasks = tasks
         self.slots = slots
+        self.tracing = tracing
+        self.fair = FairShare()
         self.items: dict[str, WorkItem] = {}
         self.closed = False
         self._seq = itertools.count()
@@ -81,14 +89,20 @@ class Dispatcher:
             raise Unavailable("Loom is shutting down")
         if not dev.info.available:
             raise Unavailable(f"model '{entry.id}' is placed on {dev.name}, which is not available: {dev.info.reason}")
+        position = 0
         if kind == "run":
             limit = entry.config.max_queue or self.config.daemon.limits.max_queue
-            if self.waiting(dev, entry) >= limit:
+            free = max(0, self.slots(entry) - dev.busy.get(entry.id, 0))
+            queued = dev.queue.count(entry.id)
+            if queued - free >= limit:
                 self.metrics.rejected.labels(entry.id, "queue_full").inc()
                 raise QueueFull(
                     f"The queue for model '{entry.id}' is full ({limit} waiting); retry later",
                     retry_after=self._retry_after(dev, entry),
                 )
+            # Its place among the model's work waiting for a slot (1: next); 0 when a slot is
+            # free for it. Later, more urgent work may still go before it.
+            position = queued - free + 1 if queued >= free else 0
         if ctx is None:
             ctx = RunContext(device=dev.name)
         ctx.device = dev.name
@@ -104,10 +118,17 @@ class Dispatcher:
             stream=stream,
             collect=collect,
             kind=kind,
+            position=position,
+            principal=self.metrics.principal(current_principal.get()),
+            meter=quotas.current_meter(),  # the submitting request's principal's tokens
         )
         ctx.work_id = item.id
+        self.fair.stamp(item)
+        if self.tracing is not None:
+            item.trace = self.tracing.work(item, position)
         if kind == "run":
             self.policy.arrived(entry.id, item.enqueued)
+            self.metrics.principal_requests.labels(item.principal).inc()
         dev.queue.push(item)
         self.items[item.id] = item
         if not item.internal:
@@ -128,6 +149,10 @@ class Dispatcher:
         dispatched): what admission control bounds."""
         free = max(0, self.slots(entry) - dev.busy.get(entry.id, 0))
         return max(0, dev.queue.count(entry.id) - free)
+
+    def run_seconds(self, model: str) -> float | None:
+        """How long a call of ``model`` ran lately (a moving average); None before one has."""
+        return self._run_seconds.get(model)
 
     def _retry_after(self, dev: DeviceState, entry: ModelEntry) -> float:
         per_item = self._run_seconds.get(entry.id, 1.0)
@@ -207,6 +232,8 @@ class Dispatcher:
         self.items.pop(item.id, None)
         fail(item.started, error)
         fail(item.done, error)
+        if item.trace is not None:
+            item.trace.dropped(error, item.outcome)
         if not item.internal:
             self.metrics.items.labels(item.model, item.outcome).inc()
             self.events.emit(event, item, error=getattr(error, "message", str(error)), ran=False, **fields)
@@ -340,7 +367,11 @@ class Dispatcher:
     async def _load(self, dev: DeviceState, item: WorkItem, plan) -> None:
         entry = item.entry
         try:
-            await self.residents.load(dev, entry, plan)
+            if item.trace is None:
+                await self.residents.load(dev, entry, plan)
+            else:
+                with item.trace.loading(entry.id, dev.name, [v.model for v in plan.victims]):
+                    await self.residents.load(dev, entry, plan)
         except BaseException as e:
             err = as_loom_error(e, entry.id, dev.name, "load")
             if item.state is State.QUEUED and item.device == dev.name:  # not moved to another node
@@ -363,12 +394,15 @@ class Dispatcher:
         self.items.pop(item.id, None)
         item.started.set_result(None)
         item.done.set_result(None)
+        if item.trace is not None:
+            item.trace.settled()
 
     def _start(self, dev: DeviceState, item: WorkItem, now: float) -> None:
         m = item.model
         dev.queue.remove(item)
         item.state = State.RUNNING
         item.started_at = now
+        self.fair.started(item)
         dev.running[item.id] = item
         dev.busy[m] += 1
         r = dev.ledger.resident[m]
@@ -377,6 +411,9 @@ class Dispatcher:
         item.started.set_result(None)
         waited = now - item.enqueued
         self.metrics.wait.labels(dev.name, PRIORITY_NAMES[item.priority]).observe(waited)
+        self.metrics.principal_wait.labels(item.principal).inc(waited)
+        if item.trace is not None:
+            item.trace.started(waited)
         self.events.emit("started", item, waited=round(waited, 4))
         self.tasks.spawn(self._run(dev, item))
 
@@ -385,7 +422,13 @@ class Dispatcher:
         result: Any = None
         error: BaseException | None = None
         try:
-            result, error = await self.execution.execute(dev, item)
+            if item.trace is None:
+                result, error = await self.execution.execute(dev, item)
+            else:
+                worker = self.residents.worker(dev, item.model)
+                executor = worker.executor if worker is not None else item.entry.executor
+                with item.trace.running(executor, worker.pid if worker is not None else None):
+                    result, error = await self.execution.execute(dev, item)
         except BaseException:  # the task was cancelled: only at shutdown
             item.ctx.cancel()
             error = Cancelled("cancelled: Loom is shutting down")
@@ -412,7 +455,9 @@ class Dispatcher:
             avg = self._run_seconds.get(m)
             self._run_seconds[m] = seconds if avg is None else 0.8 * avg + 0.2 * seconds
             if not item.stream:
-                self.metrics.count_output(m, result)
+                self.metrics.count_output(m, result, item.principal)
+                if item.meter is not None:
+                    item.meter(result)
         elif isinstance(error, Cancelled) or (item.ctx.cancelled and not _is_failure(error)):
             outcome = "cancelled"
             error = error if isinstance(error, Cancelled) else Cancelled("cancelled")
@@ -422,6 +467,8 @@ class Dispatcher:
                 log_provider_bug(m, error)
             error = as_loom_error(error, m, dev.name, "run")
         item.outcome = outcome
+        if item.trace is not None:
+            item.trace.finished(result, error, outcome)
         self.metrics.run.labels(m).observe(seconds)
         self.metrics.items.labels(m, outcome).inc()
         fields: dict[str, Any] = {"seconds": round(seconds, 4), "ran": True}

@@ -68,29 +68,39 @@ class Execution:
     async def _collect(self, worker: Worker, item: WorkItem, watchdog: Watchdog) -> list:
         """A stream's chunks kept where they are made and returned together, each counted and
         feeding the watchdog as it comes (an item that collects: :meth:`Scheduler.collect`)."""
-        count, clock = self.metrics.stream_counter(item.model), time.monotonic
+        count, clock = self.metrics.stream_counter(item.model, item.principal), time.monotonic
         kept: list = []
+
+        meter = item.meter or _ignore
 
         def keep(chunk: Any) -> None:
             item.yielded = True
             watchdog.last = clock()
             count(chunk)
+            meter(chunk)
             kept.append(chunk)
 
-        await worker.feed(item.call, item.ctx, keep)
+        await worker.feed(item.call, item.ctx, keep if item.trace is None else item.trace.watch(keep))
         return kept
 
     async def _pump(self, worker: Worker, item: WorkItem, chunks: Channel, watchdog: Watchdog) -> None:
         """Pass a stream's chunks from the worker into ``chunks`` (``item.chunks``) as they come."""
-        count, clock = self.metrics.stream_counter(item.model), time.monotonic
+        count, clock = self.metrics.stream_counter(item.model, item.principal), time.monotonic
+
+        meter = item.meter or _ignore
 
         def sink(chunk: Any) -> None:
             item.yielded = True
             watchdog.last = clock()
             count(chunk)
+            meter(chunk)
             chunks.put_nowait((CHUNK, chunk))
 
-        await worker.feed(item.call, item.ctx, sink)
+        await worker.feed(item.call, item.ctx, sink if item.trace is None else item.trace.watch(sink))
+
+
+def _ignore(chunk: Any) -> None:
+    pass
 
 
 class Watchdog:

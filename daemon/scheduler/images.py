@@ -28,7 +28,7 @@ from loom.sdk.errors import Cancelled
 from loom.sdk.protocols import RunContext
 
 from ..models import ModelEntry
-from .queues import Priority, current_work_id
+from .queues import Priority, current_queue_position, current_work_id
 
 if TYPE_CHECKING:
     from .core import Scheduler
@@ -74,6 +74,7 @@ async def run_split(
         for i, (part, c) in enumerate(zip(parts, contexts, strict=True))
     ]
     current_work_id.set(items[0].id)
+    current_queue_position.set(items[0].position)  # the header speaks of the first, as the id does
 
     def failed(fut: asyncio.Future) -> None:
         # Runs before the dispatch that the failure triggers: no sibling starts after it.

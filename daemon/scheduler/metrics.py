@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from ..workers import NodeInfo
     from .state import DeviceState
 
+#: Distinct principals the per-principal metrics name; the rest are counted together as "other",
+#: so a flood of JWT subjects cannot grow /metrics without bound.
+MAX_PRINCIPALS = 32
+OTHER = "other"
 _WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -71,6 +75,25 @@ class _StateCollector:
                 node.add_metric([name, info.address, "0" if info.error else "1"], 1)
                 gpus.add_metric([name], len(info.gpus))
             yield from (node, gpus)
+
+
+class BoundedLabels:
+    """A principal as a metric label: the first ``limit`` distinct principals seen keep their
+    own name (the configured ones come first when ``known`` names them); any later one is
+    ``other``."""
+
+    def __init__(self, limit: int = MAX_PRINCIPALS, known: tuple[str, ...] = ()) -> None:
+        self.limit = limit
+        self._named: set[str] = set(known)
+
+    def __call__(self, principal: str) -> str:
+        named = self._named
+        if principal in named:
+            return principal
+        if len(named) < self.limit:
+            named.add(principal)
+            return principal
+        return OTHER
 
 
 def _memo_labels(metric):
@@ -136,12 +159,38 @@ class SchedulerMetrics:
             )
         )
         self.images = Counter("loom_images", "Images produced", ["model"], registry=r)
+        # Per principal (the caller's key or token; a job's owner), its label set bounded.
+        self.principal = BoundedLabels()
+        self.principal_requests = _memo_labels(
+            Counter(
+                "loom_principal_requests",
+                "Model calls queued, by principal (a request with n choices or n images may make several)",
+                ["principal"],
+                registry=r,
+            )
+        )
+        self.principal_tokens = _memo_labels(
+            Counter(
+                "loom_principal_tokens",
+                "Tokens by principal: prompt (evaluated or cached) and completion",
+                ["principal", "kind"],
+                registry=r,
+            )
+        )
+        self.principal_wait = _memo_labels(
+            Counter(
+                "loom_principal_queue_wait_seconds",
+                "Seconds the principal's model calls waited in the queue, summed",
+                ["principal"],
+                registry=r,
+            )
+        )
         r.register(_StateCollector(devices, nodes))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def stream_counter(self, model: str) -> Callable[[object], None]:
+    def stream_counter(self, model: str, principal: str | None = None) -> Callable[[object], None]:
         """Counts one stream's chunks as they come: a text chunk is a token at once (a dashboard
         reading the counter sees a long pipeline stream move, not a jump at its end), and the
         final chunk's ``completion_tokens`` makes the total exact."""
@@ -153,6 +202,8 @@ class SchedulerMetrics:
             final = getattr(chunk, "completion_tokens", None)
             if isinstance(final, int):
                 self.count_prompt(model, chunk)
+                if principal is not None:
+                    self.count_principal(principal, chunk)
                 if final > seen:
                     tokens.inc(final - seen)
                 seen = max(seen, final)
@@ -160,7 +211,7 @@ class SchedulerMetrics:
                 seen += 1
                 tokens.inc(1)
             else:
-                self.count_output(model, chunk)
+                self.count_output(model, chunk, principal)
 
         return count
 
@@ -174,10 +225,21 @@ class SchedulerMetrics:
             if prompt > cached:
                 self.prompt_tokens.labels(model, "evaluated").inc(prompt - cached)
 
-    def count_output(self, model: str, value: object) -> None:
+    def count_principal(self, principal: str, value: object) -> None:
+        """A final text chunk's (or embeddings') tokens, for its principal."""
+        prompt = getattr(value, "prompt_tokens", None)
+        if isinstance(prompt, int) and prompt > 0:
+            self.principal_tokens.labels(principal, "prompt").inc(prompt)
+        completion = getattr(value, "completion_tokens", None)
+        if isinstance(completion, int) and completion > 0:
+            self.principal_tokens.labels(principal, "completion").inc(completion)
+
+    def count_output(self, model: str, value: object, principal: str | None = None) -> None:
         """Tokens from text chunks and images from lists of PNG bytes, whatever call made them."""
         tokens = getattr(value, "completion_tokens", None)
         self.count_prompt(model, value)
+        if principal is not None:
+            self.count_principal(principal, value)
         if isinstance(tokens, int) and tokens > 0:
             self.tokens.labels(model).inc(tokens)
         elif isinstance(value, list) and value:
@@ -185,4 +247,4 @@ class SchedulerMetrics:
                 self.images.labels(model).inc(len(value))
             else:
                 for v in value:
-                    self.count_output(model, v)
+                    self.count_output(model, v, principal)

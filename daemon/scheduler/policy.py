@@ -6,6 +6,13 @@ bytes freed); and a short anticipatory grace before evicting a model that was in
 so a client that sends its next request right after the last answer does not cause a swap. The
 grace is only taken for models whose clients have been seen to come back that quickly.
 
+Fair share (``affinity`` and ``priority``): within a priority, the work of different principals
+(the callers' keys, the jobs' owners) takes turns, round-robin (:class:`FairShare` stamps each
+item with its turn as it arrives). One user's 100-image batch then holds another's chat back by
+at most one item of each principal ahead of it, however many it queued first. While several
+principals have work queued, turns come before affinity (a principal's turn may cost a swap);
+with one (the usual case: no keys) the order is what it was without them.
+
 ``fifo``: arrival order with head-of-line blocking and plain LRU eviction, a real option for anyone
 who wants strict ordering. ``priority``: the same within each priority (interactive before pipeline
 before batch): FIFO with priorities, the baseline the scheduler benchmark compares affinity with, so
@@ -33,6 +40,37 @@ RETURN_THRESHOLD = 0.25
 RETURN_WEIGHT = 0.3
 _PRIORITY_SEQ = operator.attrgetter("priority", "seq")
 _MODEL, _ENQUEUED = operator.attrgetter("model"), operator.attrgetter("enqueued")
+_PRINCIPAL = operator.attrgetter("principal")
+_PRIORITY_TURN_SEQ = operator.attrgetter("priority", "turn", "seq")
+
+
+class FairShare:
+    """Turns for round-robin between principals (start-time fair queueing): an arriving item's
+    turn is its principal's next one, but never earlier than the turn of the last item started
+    at its priority, so a principal that was away does not come back with credit. Its first
+    item comes right after the work started; ten queued at once take ten turns. State is per
+    (principal, priority), principals being the metrics' bounded labels."""
+
+    def __init__(self) -> None:
+        self._now: dict[int, int] = {}  # per priority: the turn of the last item started
+        self._next: dict[tuple[str, int], int] = {}  # per principal and priority: its next turn
+
+    def stamp(self, item: WorkItem) -> None:
+        priority = int(item.priority)
+        key = (item.principal, priority)
+        turn = max(self._now.get(priority, 0), self._next.get(key, 0))
+        item.turn = turn
+        self._next[key] = turn + 1
+
+    def started(self, item: WorkItem) -> None:
+        priority = int(item.priority)
+        if item.turn > self._now.get(priority, 0):
+            self._now[priority] = item.turn
+
+
+def several_principals(items: Sequence[WorkItem]) -> bool:
+    """Whether work of more than one principal is among ``items`` (turns then matter)."""
+    return len(set(map(_PRINCIPAL, items))) > 1
 
 
 class Decision(enum.Enum):
@@ -113,7 +151,8 @@ class AffinityPolicy(Policy):
     def order(self, items, resident, now):
         if len(items) < 2:
             return list(items)
-        if len(set(map(_MODEL, items))) == 1 and now - min(map(_ENQUEUED, items)) < self.max_age:
+        fair = several_principals(items)
+        if not fair and len(set(map(_MODEL, items))) == 1 and now - min(map(_ENQUEUED, items)) < self.max_age:
             # The common pass, one model's runs and none aged: residency is the same for all,
             # so the order is (priority, arrival), sorted without a Python key call per item.
             return sorted(items, key=_PRIORITY_SEQ)
@@ -121,18 +160,20 @@ class AffinityPolicy(Policy):
 
         def key(item: WorkItem):
             if item.age(now) >= self.max_age:
-                return (0, 0, 0, item.seq)
+                return (0, 0, 0, 0, item.seq)
             m = item.model
             cold = warm.get(m)
             if cold is None:
                 r = resident.get(m)
                 cold = warm[m] = 0 if r is not None and not r.evicting else 1
-            return (1, int(item.priority), cold, item.seq)
+            # Fair share comes before affinity: a principal's first turn may cost a swap.
+            return (1, int(item.priority), item.turn if fair else 0, cold, item.seq)
 
         return sorted(items, key=key)
 
     def best(self, items, n, resident, now):
-        if now - items[0].enqueued >= self.max_age:  # the first is the oldest: some have aged
+        if now - items[0].enqueued >= self.max_age or several_principals(items):
+            # Some have aged (the first is the oldest), or principals take turns.
             return self.order(items, resident, now)[:n]
         # One model, none aged: (priority, arrival), picked without sorting the rest.
         return [min(items, key=_PRIORITY_SEQ)] if n == 1 else heapq.nsmallest(n, items, key=_PRIORITY_SEQ)
@@ -189,7 +230,7 @@ class PriorityFifoPolicy(FifoPolicy):
     name = "priority"
 
     def order(self, items, resident, now):
-        return sorted(items, key=_PRIORITY_SEQ)
+        return sorted(items, key=_PRIORITY_TURN_SEQ if several_principals(items) else _PRIORITY_SEQ)
 
 
 def make_policy(policy: str | Policy, max_age: float) -> Policy:

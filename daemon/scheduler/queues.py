@@ -12,7 +12,7 @@ import enum
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,16 @@ from ..workers.channel import Channel
 #: The id of the work item most recently submitted from this context (the API's response header;
 #: for an n-image call split into items, the first item's).
 current_work_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("loom_work_id", default=None)
+#: The place in line of that item when it was queued (0: a slot was free for it): the
+#: ``x-loom-queue-position`` response header.
+current_queue_position: contextvars.ContextVar[int] = contextvars.ContextVar("loom_queue_position", default=0)
+#: Who the work this context submits is for (the caller's principal; a job's owner), for the
+#: per-principal metrics. Set by the API for each request that carries a key.
+current_principal: contextvars.ContextVar[str] = contextvars.ContextVar("loom_principal", default="anonymous")
 
 
 class Priority(enum.IntEnum):
+    URGENT = -1  # OpenAI's service_tier "priority"
     INTERACTIVE = 0  # the /v1 endpoints
     PIPELINE = 1  # steps of a pipeline job
     BATCH = 2
@@ -74,6 +81,14 @@ class WorkItem:
     collect: bool = False
     #: "run" for provider calls; "load" for an explicit load (completes once the model is resident)
     kind: str = "run"
+    #: Its place among its model's work waiting for a slot when it arrived (0: none waited).
+    position: int = 0
+    #: Whom it is for, as the per-principal metrics label it.
+    principal: str = "anonymous"
+    #: Its principal's turn at its priority (fair share: :class:`~.policy.FairShare`).
+    turn: int = 0
+    #: Counts the call's tokens against its principal's quota (``quotas.current_meter``), if any.
+    meter: Callable[[Any], None] | None = None
     id: str = field(default_factory=new_id)
     enqueued: float = field(default_factory=time.monotonic)
     started_at: float | None = None
@@ -83,6 +98,8 @@ class WorkItem:
     started: asyncio.Future = field(init=False)
     done: asyncio.Future = field(init=False)
     chunks: Channel | None = field(init=False, default=None)
+    #: Its spans (:class:`loom.daemon.tracing.work.WorkTrace`) when traces are on.
+    trace: Any = field(init=False, default=None)
     #: ``entry.id``, kept as a plain attribute: a dispatch pass reads it for every queued item.
     model: str = field(init=False)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from loom.sdk import tracing
 from loom.sdk.errors import OutOfMemory, Unavailable
 
 from ..models import ModelEntry, ModelRegistry
@@ -130,7 +131,9 @@ class Residents:
         try:
             async with dev.op_lock:
                 for v in plan.victims:
-                    await self.unload_now(dev, v.model, "evicted")
+                    # A child of the load's span when the load is traced (a no-op otherwise).
+                    with tracing.span(f"evict {v.model}", {"loom.model": v.model, "loom.device": dev.name}):
+                        await self.unload_now(dev, v.model, "evicted")
                 return await self._load_now(dev, entry, plan.need)
         finally:
             dev.loading = None

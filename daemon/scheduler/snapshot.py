@@ -11,6 +11,7 @@ from ..models import ModelEntry
 
 if TYPE_CHECKING:
     from .core import Scheduler
+    from .queues import WorkItem
 
 
 def model_state(scheduler: Scheduler, entry: ModelEntry) -> dict:
@@ -35,6 +36,28 @@ def model_state(scheduler: Scheduler, entry: ModelEntry) -> dict:
         worker = dev.workers.get(entry.id)
         if worker is not None:
             out["pid"] = worker.pid
+    return out
+
+
+def in_line(scheduler: Scheduler, queued: list[WorkItem], now: float) -> list[dict]:
+    """Queued items in the order they will be tried, each with its ``position`` (1: next) and
+    ``estimated_wait``: seconds until it starts if the work queued ahead of it runs as long as
+    its model's calls ran lately (a moving average, divided by the model's slots). A rough
+    figure that leaves out the rest of what runs now and any load; None while a model ahead
+    of it has not run yet."""
+    out = []
+    eta: float | None = 0.0
+    for position, item in enumerate(queued, 1):
+        seen = item.describe(now)
+        seen["position"] = position
+        seen["principal"] = item.principal  # whose turn (fair share); the admin sees it
+        per_call = scheduler.dispatcher.run_seconds(item.model)
+        if eta is not None and per_call is None:
+            eta = None
+        seen["estimated_wait"] = None if eta is None else round(eta, 3)
+        if eta is not None and per_call is not None:
+            eta += per_call / scheduler.slots(item.entry)
+        out.append(seen)
     return out
 
 
@@ -89,7 +112,7 @@ def snapshot(scheduler: Scheduler) -> dict:
                 "resident": resident,
                 "queue": {"depth": len(dev.queue), "by_model": dev.queue.depth()},
                 "running": [i.describe(now) for i in dev.running.values()],
-                "queued": [i.describe(now) for i in queued[:100]],
+                "queued": in_line(scheduler, queued[:100], now),
             }
         )
     out = {

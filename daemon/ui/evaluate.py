@@ -19,11 +19,12 @@ from litestar.di import NamedDependency
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Stream
 from loom.sdk.errors import InvalidRequest
 
-from ..api.evaluations import export_response, record
-from ..api.jobs import job_view
+from ..api.evaluations import export_response, own_questions, record
+from ..api.jobs import job_of, job_view
 from ..evaluations import CHOICES, EvaluationRequest, EvaluationStore, Side, resolve_side
 from ..jobs.runner import JobRunner
 from ..jobs.store import TERMINAL
+from ..principals import principal_of
 from ..questions import Questions
 from ..shutdown import Shutdown
 from .live import live, stream
@@ -57,15 +58,16 @@ async def evaluate_home(
     evaluations: NamedDependency[EvaluationStore],
     questions: NamedDependency[Questions],
 ) -> Response:
-    jobs = [job_view(runner, j, detail=False) for j in runner.store.list_jobs(limit=50)]
+    scope = principal_of(request).scope  # a user's own jobs and evaluations; an admin's all
+    jobs = [job_view(runner, j, detail=False) for j in runner.store.list_jobs(limit=50, owner=scope)]
     return page(
         request,
         "evaluate.html",
         jobs=jobs,
-        evaluations=evaluations.list(limit=RECENT),
-        total=evaluations.count(),
+        evaluations=evaluations.list(limit=RECENT, owner=scope),
+        total=evaluations.count(scope),
         saved=request.query_params.get("saved"),
-        questions=[q.view() for q in questions.pending()],
+        questions=[q.view() for q in own_questions(runner, questions, scope)],
     )
 
 
@@ -77,11 +79,13 @@ async def evaluate_live(
     shutdown: NamedDependency[Shutdown],
 ) -> ServerSentEvent:
     """The waiting questions, whenever a job asks or is answered (any job event wakes it)."""
+    scope = principal_of(request).scope
     sub = runner.hub.subscriber()
     sub.watch_all()
 
     def render() -> list[ServerSentEventMessage]:
-        html = fragment(request, "_questions.html", questions=[q.view() for q in questions.pending()])
+        pending = own_questions(runner, questions, scope)
+        html = fragment(request, "_questions.html", questions=[q.view() for q in pending])
         return [ServerSentEventMessage(event="questions", data=html)]
 
     return live(shutdown, stream(sub, render, lambda: False))
@@ -95,6 +99,7 @@ async def next_question(
     evaluation page."""
     job_id = request.query_params.get("job") or ""
     saved = request.query_params.get("saved") or ""
+    job_of(request, runner, job_id)
     sub = runner.hub.subscriber()
     # Asking emits a "question" event: wake on the job's events from now on.
     sub.watch(job_id, after=runner.store.last_event_id(job_id))
@@ -127,13 +132,16 @@ async def pair_page(
     q = request.query_params
     job_id = q.get("job") or None
     question = None
+    scope = principal_of(request).scope
     if q.get("question"):
         question = questions.sides(q["question"])
+        if question not in own_questions(runner, questions, scope, question.job_id):
+            questions.sides("")  # another's question: as if it were not waiting
         job_id = question.job_id
         sides = [Side(job_id, question.a["candidate"]), Side(job_id, question.b["candidate"])]
         after = f"/ui/evaluate/next?job={job_id}"
     elif job_id:
-        runner.get(job_id)
+        job_of(request, runner, job_id)
         a, b = q.get("a") or None, q.get("b") or None
         if (a is None) != (b is None):
             raise InvalidRequest("name both candidates (a and b) or neither", param="a" if a is None else "b")
@@ -149,7 +157,7 @@ async def pair_page(
         after = "/ui/evaluate"
     else:
         raise InvalidRequest("choose a job (job=...) or two jobs (a_job=...&b_job=...)", param="job")
-    left, right = (resolve_side(runner, s, p) for s, p in zip(sides, ("a", "b"), strict=True))
+    left, right = (resolve_side(runner, s, p, scope) for s, p in zip(sides, ("a", "b"), strict=True))
     if secrets.randbelow(2):  # blind: which side an image lands on says nothing
         left, right = right, left
     prompt = question.prompt if question else left["prompt"] if left["prompt"] == right["prompt"] else None
@@ -196,15 +204,15 @@ async def choose(
         reason=str(form.get("reason") or "") or None,
         question=str(form.get("question") or "") or None,
     )
-    saved = record(runner, evaluations, questions, req, "ui")
+    saved = record(runner, evaluations, questions, req, "ui", principal_of(request))
     after = safe_next(str(form.get("after") or ""))
     sep = "&" if "?" in after else "?"
     return Redirect(f"{after}{sep}saved={saved['id']}", status_code=303)
 
 
 @get("/evaluations/export")
-async def export(evaluations: NamedDependency[EvaluationStore]) -> Stream:
-    return export_response(evaluations)
+async def export(request: Request, evaluations: NamedDependency[EvaluationStore]) -> Stream:
+    return export_response(evaluations, principal_of(request).scope)
 
 
 ROUTES = [evaluate_home, evaluate_live, next_question, pair_page, choose, export]

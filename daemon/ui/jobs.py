@@ -2,7 +2,8 @@
 data dir's public files behind the UI's session.
 
 Pages read the job runner in-process and show what the API shows (``job_view`` is the API's own
-view of a job); they are complete without JavaScript, and ``live.py`` keeps them current.
+view of a job); they are complete without JavaScript, and ``live.py`` keeps them current. As in
+the API, a user sees and acts on its own jobs only (another's is a 404); an admin sees all.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import File, Redirect
-from loom.sdk.errors import InvalidRequest
+from loom.sdk.errors import InvalidRequest, NotFound
 
-from ..api.jobs import job_view
+from ..api.jobs import job_of, job_view
 from ..files import FileStore
 from ..jobs.lineage import build_tree
 from ..jobs.runner import JobRunner
 from ..jobs.store import RESUMABLE, STATES, TERMINAL
+from ..principals import may_read_file, principal_of
 from ..questions import Questions
 from .render import page
 
@@ -67,8 +69,9 @@ def list_filter(request: Request) -> list[str] | None:
     return states or None
 
 
-def job_rows(runner: JobRunner, states: list[str] | None) -> list[dict[str, Any]]:
-    return [job_view(runner, r, detail=False) for r in runner.store.list_jobs(states=states, limit=LIST_LIMIT)]
+def job_rows(runner: JobRunner, states: list[str] | None, owner: str | None) -> list[dict[str, Any]]:
+    rows = runner.store.list_jobs(states=states, limit=LIST_LIMIT, owner=owner)
+    return [job_view(runner, r, detail=False) for r in rows]
 
 
 def stages_of(runner: JobRunner, job_id: str, finished_at: float | None = None) -> list[dict[str, Any]]:
@@ -164,7 +167,7 @@ async def home(request: Request, runner: NamedDependency[JobRunner]) -> Response
     return page(
         request,
         "jobs.html",
-        jobs=job_rows(runner, states),
+        jobs=job_rows(runner, states, principal_of(request).scope),
         state=",".join(states or []),
         states=STATES,
         pipelines=sorted(runner.pipelines),
@@ -175,29 +178,38 @@ async def home(request: Request, runner: NamedDependency[JobRunner]) -> Response
 async def job_page(
     request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner], questions: NamedDependency[Questions]
 ) -> Response:
+    job_of(request, runner, job_id)
     return page(request, "job.html", **job_context(runner, questions, job_id))
 
 
 @get("/jobs/{job_id:str}/lineage")
 async def lineage_page(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    job_of(request, runner, job_id)
     return page(request, "lineage.html", **lineage_context(runner, job_id, layout_of(request)))
 
 
 @post("/jobs/{job_id:str}/cancel")
-async def cancel(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+async def cancel(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    job_of(request, runner, job_id)
     await runner.cancel(job_id)
     return Redirect(f"/ui/jobs/{job_id}", status_code=303)
 
 
 @post("/jobs/{job_id:str}/resume")
-async def resume(job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+async def resume(request: Request, job_id: FromPath[str], runner: NamedDependency[JobRunner]) -> Response:
+    job_of(request, runner, job_id)
     runner.resume(job_id)
     return Redirect(f"/ui/jobs/{job_id}", status_code=303)
 
 
 @get("/files/{path:path}")
-async def serve_file(path: FromPath[str], files: NamedDependency[FileStore]) -> File:
-    file = files.resolve(path.lstrip("/"))
+async def serve_file(
+    request: Request, path: FromPath[str], files: NamedDependency[FileStore], runner: NamedDependency[JobRunner]
+) -> File:
+    rel = path.lstrip("/")
+    if not may_read_file(principal_of(request), rel, runner.store.owner_of_output):
+        raise NotFound(f"No file at '{rel}'", param="path")
+    file = files.resolve(rel)
     media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     return File(path=file, media_type=media_type, content_disposition_type="inline")
 

@@ -18,9 +18,11 @@ from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from loom.sdk.errors import InvalidRequest
 
+from ..api.jobs import job_of
 from ..jobs.hub import Subscriber
 from ..jobs.runner import JobRunner
 from ..jobs.store import TERMINAL
+from ..principals import principal_of
 from ..questions import Questions
 from ..shutdown import Shutdown
 from .jobs import job_context, job_rows, layout_of, lineage_context, list_filter
@@ -58,11 +60,12 @@ async def jobs_live(
 ) -> ServerSentEvent:
     """The job list's rows, for every change of any job."""
     states = list_filter(request)
+    owner = principal_of(request).scope
     sub = runner.hub.subscriber()
     sub.watch_all()
 
     def render() -> list[ServerSentEventMessage]:
-        html = fragment(request, "_job_rows.html", jobs=job_rows(runner, states))
+        html = fragment(request, "_job_rows.html", jobs=job_rows(runner, states, owner))
         return [ServerSentEventMessage(event="rows", data=html)]
 
     return live(shutdown, stream(sub, render, lambda: False))
@@ -78,7 +81,7 @@ async def job_live(
 ) -> ServerSentEvent:
     """One job: ``?view=job`` sends ``head``, ``stages`` and ``outputs``; ``?view=lineage``
     sends ``head`` and ``lineage``."""
-    runner.get(job_id)
+    job_of(request, runner, job_id)
     view = request.query_params.get("view", "job")
     if view not in ("job", "lineage"):
         raise InvalidRequest(f"view must be 'job' or 'lineage', got {view!r}", param="view")

@@ -19,7 +19,7 @@ from ..scheduler import Scheduler
 from .render import page
 
 ADMIN = {"admin": True}
-ROLES = ("chat", "embedding", "image", "vision", "translation")
+ROLES = ("chat", "embedding", "image", "vision", "translation", "rerank")
 
 
 def models_context(

@@ -22,7 +22,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 from loom.sdk.errors import LoomError
 
-from ..api.jobs import check_models, decode_params
+from ..api.jobs import check_models, decode_params, owner_of
 from ..config import Routes
 from ..http.errors import status_of
 from ..jobs.keys_needed import keys_taken, require_keys
@@ -104,7 +104,7 @@ async def start_pipeline(
         params = decode_params(info, body)
         check_models(registry, params)
         require_keys(info.cls, params, keys, registry, router, routes)
-        job = runner.submit(name, params, keys)
+        job = runner.submit(name, params, keys, owner=owner_of(request))  # the signed-in principal's
     except LoomError as e:
         return page(
             request,

@@ -39,6 +39,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from loom.sdk import tracing
 from loom.sdk.errors import (
     AuthenticationFailed,
     Cancelled,
@@ -311,9 +312,16 @@ class _Search:
             self.progress(self.units_done, f"iteration {k}: {name}", f"{failed} of {len(items)} failed")
 
     async def attempt(self, c: Candidate, label: str, stage: Stage) -> None:
-        """One stage for one candidate; a failure that is the candidate's own marks it failed."""
+        """One stage for one candidate; a failure that is the candidate's own marks it failed.
+        Traced, each is a span under its round's step (its model calls are its children)."""
+        attributes: dict[str, tracing.AttributeValue] = {
+            "loom.candidate.id": c.id,
+            "loom.candidate.iteration": c.iteration,
+            "loom.stage": label,
+        }
         try:
-            await stage(c)
+            with tracing.span(f"candidate {c.id} {label}", attributes):
+                await stage(c)
         except LoomError as e:
             error = candidate_error(e)
             if error is None:

@@ -23,7 +23,7 @@ import copy
 import json
 from typing import Any
 
-from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
 from loom.sdk import UnsupportedParameter
 from loom.sdk.toolcalls import CLOSE, OPEN
 from loom.sdk.types import ChatCompletionRequest, JSONObjectFormat, JSONSchemaFormat, ResponseFormat
@@ -52,10 +52,22 @@ def _has_outside_ref(node: Any) -> bool:
 _MAX_ENUMERATED = 1000
 
 
+#: A character of a JSON string. The converter's own (``[^"\\]``) lets a raw newline or other
+#: control character into a string, which JSON forbids (RFC 8259 section 7): a 135M model sampling
+#: prose into a string wrote one, and the answer was not JSON. llama.cpp's JSON_GBNF excludes them.
+STRICT_CHAR = BuiltinRule(
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])', []
+)
+
+
 class Converter(SchemaConverter):
     """llama-cpp-python's converter, plus integer bounds, which it leaves as a TODO: a range of
     up to 1000 values is written out, and a lower bound of 0 or 1 alone (pydantic's ``ge=0``,
-    ``PositiveInt``) rules out negatives (and zero). Other bounds are not enforced."""
+    ``PositiveInt``) rules out negatives (and zero). Other bounds are not enforced. Strings
+    hold no raw control characters (:data:`STRICT_CHAR`)."""
+
+    def _add_primitive(self, name, rule):
+        return super()._add_primitive(name, STRICT_CHAR if name == "char" else rule)
 
     def visit(self, schema, name):
         if isinstance(schema, dict) and schema.get("type") == "integer" and not {"enum", "const"} & set(schema):

@@ -145,4 +145,6 @@ def plan_completion(prompt: str, request: CompletionRequest) -> Generation:
         stop=request.stop_list(),
         own_stop=request.stop_list(),
         sampling=sampling(request),
+        min_tokens=request.min_tokens or 0,
+        ignore_eos=bool(request.ignore_eos),
     )

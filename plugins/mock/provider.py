@@ -21,6 +21,7 @@ from loom.sdk import (
     OutOfMemory,
     Provider,
     ProviderError,
+    RerankScores,
     RunContext,
     TextChunk,
     VisionScores,
@@ -38,6 +39,7 @@ from . import drawing, jsongen, tools
 from .determinism import bucket, rng, seed_part
 from .images import decode_image, decode_image_uri, image_stats, is_image_data_uri, summary
 from .options import MockOptions
+from .relevance import relevance, words
 from .text import chat_reply, continuation, cut, cut_at, word_count
 from .vectors import image_vector, text_vector
 from .vision import description, scores
@@ -255,6 +257,19 @@ class MockProvider(Provider):
         self._begin(ctx, ("score", image, text))
         img = decode_image(image, param="image")
         return scores(image, image_stats(img), text)
+
+    # --- rerank -------------------------------------------------------------------------------
+
+    def rerank(self, query: str, documents: list[str], ctx: RunContext) -> RerankScores:
+        if not documents:
+            raise InvalidRequest("documents must hold at least one document", param="documents")
+        self._begin(ctx, ("rerank", query, documents))
+        out: list[float] = []
+        for document in documents:
+            ctx.check()
+            out.append(relevance(query, document))
+        tokens = sum(len(words(t)) for t in (query, *documents) if not is_image_data_uri(t))
+        return RerankScores(scores=out, prompt_tokens=tokens)
 
     # --- translation --------------------------------------------------------------------------
 

@@ -29,9 +29,11 @@ from loom.sdk import (
     ModelSpec,
     Provider,
     ProviderError,
+    RerankScores,
     RunContext,
     TextChunk,
     VisionScores,
+    tracing,
 )
 from loom.sdk import params as policy
 from loom.sdk.protocols import ToolCallDelta
@@ -96,6 +98,22 @@ class _Vector(Struct):
 class _EmbeddingAnswer(Struct):
     data: list[_Vector]
     usage: _Usage | None = None
+
+
+class _Ranked(Struct):
+    index: int
+    relevance_score: float
+
+
+class _RerankUsage(Struct):
+    total_tokens: int | None = None
+
+
+class _RerankAnswer(Struct):
+    """What vLLM, llama-server, Jina, Cohere and Loom answer ``POST /rerank`` with."""
+
+    results: list[_Ranked]
+    usage: _RerankUsage | None = None
 
 
 class _Image(Struct):
@@ -169,6 +187,13 @@ class OpenAIProvider(Provider):
         )
         self._clients = client_for(self.instance_name, instance)
         self._current: Client | None = None
+        #: What the upstream call's span says (when the daemon traces it).
+        self._span_attributes = {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": self.remote_model,
+            "server.address": urlsplit(self.upstream.url).hostname or "",
+            "loom.instance": self.instance_name,
+        }
 
     # --- the client ---------------------------------------------------------------------------
 
@@ -258,11 +283,16 @@ class OpenAIProvider(Provider):
         return mapped if mapped is not None else e
 
     async def _request(self, make: Callable[[], Awaitable[T]], session: _Session) -> T:
-        """``make()``, its errors as Loom's (the client has done its retries)."""
-        try:
-            return await make()
-        except Exception as e:
-            raise self._error(e, session) from None
+        """``make()``, its errors as Loom's (the client has done its retries). When the daemon
+        traces the call, the request is a span of its own: until the service answered (for a
+        stream, until its headers came)."""
+        with tracing.span("upstream call", self._span_attributes) as span:
+            try:
+                return await make()
+            except Exception as e:
+                error = self._error(e, session)
+                span.set_attribute("error.type", type(error).__name__)
+                raise error from None
 
     async def _post(self, path: str, body: dict, type_: type[T], session: _Session) -> T:
         """POST ``body`` as JSON to ``path`` of the service; decode what Loom reads of the answer.
@@ -416,12 +446,19 @@ class OpenAIProvider(Provider):
         params: dict[str, Any] = {"model": self.remote_model, "prompt": prompt}
         params["max_tokens"] = request.max_tokens
         _copy(params, request, "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user")
+        # Load tools' extras go as sent (vLLM and llama-server take them; a service that does not
+        # refuses them); the typed client takes them only as extra_body.
+        extra: dict[str, Any] = {}
+        _copy(extra, request, "min_tokens", "ignore_eos")
         session = self.session(ctx)
         if not request.stream:
-            yield self._single(await self._post("/completions", params, _TextAnswer, session), chat=False)
+            answer = await self._post("/completions", {**params, **extra}, _TextAnswer, session)
+            yield self._single(answer, chat=False)
             return
         client = session.client
-        create = lambda: client.completions.create(**params, **self._stream_args(session))  # noqa: E731
+        create = lambda: client.completions.create(  # noqa: E731
+            **params, **self._stream_args(session), extra_body=extra or None
+        )
         async for chunk in self._stream(create, lambda c: TextChunk(text=c.text) if c.text else None, session):
             ctx.check()
             yield chunk
@@ -455,6 +492,25 @@ class OpenAIProvider(Provider):
         vectors = [_floats(v.embedding) for v in sorted(answer.data, key=lambda v: v.index)]
         tokens = answer.usage.prompt_tokens if answer.usage and answer.usage.prompt_tokens else 0
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+    # --- rerank -------------------------------------------------------------------------------
+
+    async def rerank(self, query: str, documents: list[str], ctx: RunContext) -> RerankScores:
+        """``POST /rerank`` in the shape vLLM, llama-server, Jina and Cohere share; the answer's
+        results (sorted by score there) are put back in the documents' order."""
+        ctx.check()
+        if not documents:
+            raise InvalidRequest("documents must hold at least one document", param="documents")
+        body = {"model": self.remote_model, "query": query, "documents": documents}
+        answer = await self._post("/rerank", body, _RerankAnswer, self.session(ctx))
+        scores: dict[int, float] = {r.index: r.relevance_score for r in answer.results}
+        if sorted(scores) != list(range(len(documents))):
+            raise ProviderError(
+                f"instance '{self.instance_name}' ranked documents {sorted(scores)} of {len(documents)} "
+                f"for model '{self.spec.id}'"
+            )
+        tokens = answer.usage.total_tokens if answer.usage and answer.usage.total_tokens else 0
+        return RerankScores(scores=[scores[i] for i in range(len(documents))], prompt_tokens=tokens)
 
     # --- images -------------------------------------------------------------------------------
 

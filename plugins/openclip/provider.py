@@ -2,6 +2,9 @@
 
 * ``embed``: each input is a text, or an image as a ``data:image/...`` URI; all come back in the
   same space, unit length (so text-to-image search is a dot product).
+* ``rerank``: the query and each document (texts or image URIs, in any mix) embedded as above;
+  a document's score is its cosine with the query, so a text query ranks pictures (a multimodal
+  rerank) and a picture ranks captions.
 * ``score``: ``clip`` is the cosine similarity of the image and the text embeddings, floored at
   0 (about 0.2 to 0.4 for a matching caption with real CLIP weights); ``aesthetic`` is the LAION
   predictor's output on the unit image embedding, clamped to its 0-10 scale. ``/v1/vision/score``
@@ -21,8 +24,10 @@ from loom.sdk import (
     Capability,
     CapabilityNotSupported,
     Embeddings,
+    InvalidRequest,
     ModelSpec,
     ProviderError,
+    RerankScores,
     RunContext,
     VisionScores,
 )
@@ -37,7 +42,9 @@ BATCH = 32
 
 class OpenClipProvider(TorchProvider):
     name: ClassVar[str] = "openclip"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDING, Capability.VISION})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.EMBEDDING, Capability.VISION, Capability.RERANK}
+    )
     Options: ClassVar[type[OpenClipOptions]] = OpenClipOptions
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -104,8 +111,11 @@ class OpenClipProvider(TorchProvider):
         return vectors, int((tokens != 0).sum())
 
     def embed(self, inputs: list[str], ctx: RunContext) -> Embeddings:
+        return self._embed(inputs, ctx, "input")
+
+    def _embed(self, inputs: list[str], ctx: RunContext, param: str) -> Embeddings:
         self.loaded_device()
-        images = {i: image_from_uri(x, param="input") for i, x in enumerate(inputs) if is_image_uri(x)}
+        images = {i: image_from_uri(x, param=param) for i, x in enumerate(inputs) if is_image_uri(x)}
         texts = {i: x for i, x in enumerate(inputs) if i not in images}
         vectors: dict[int, list[float]] = {}
         tokens = 0
@@ -121,6 +131,19 @@ class OpenClipProvider(TorchProvider):
                 for i, v in zip(group, encoded.cpu().tolist()):
                     vectors[i] = v
         return Embeddings(vectors=[vectors[i] for i in range(len(inputs))], prompt_tokens=tokens)
+
+    # --- rerank -----------------------------------------------------------------------------------
+
+    def rerank(self, query: str, documents: list[str], ctx: RunContext) -> RerankScores:
+        if not documents:
+            raise InvalidRequest("documents must hold at least one document", param="documents")
+        # One encoding of the query (its image errors name "query"), then the documents in
+        # batches; each document is encoded alone of the others, so its score is its own.
+        asked = self._embed([query], ctx, "query")
+        docs = self._embed(documents, ctx, "documents")
+        q = asked.vectors[0]
+        scores = [sum(a * b for a, b in zip(q, d, strict=True)) for d in docs.vectors]
+        return RerankScores(scores=scores, prompt_tokens=asked.prompt_tokens + docs.prompt_tokens)
 
     # --- vision -----------------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ retrieved, the vision model describes the picture, and the chat model writes the
 retrieved stories as context. A chat model that has vision is given the picture itself (an image
 content part), as the seed's LLaVA-NeXT sees it; a text-only one is given the description. The
 result lists what was retrieved and says which (``saw_image``). The new story and the picture
-(with its description) are then stored in the indices for the jobs after this one.
+(with its description) are then stored in the indices for the jobs after this one. With
+``rerank``, more candidates are retrieved and, once the picture is described, a rerank model
+keeps the ones whose text is most relevant to the description.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class ImageToStoryParams(Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     llm_model: str | None = None
     vision_model: str | None = None
     embedding_model: str | None = None
+    #: Rerank the retrieved items by relevance to the picture's description with the
+    #: ``[routes] rerank`` model (or ``rerank_model``, which implies it).
+    rerank: bool = False
+    rerank_model: str | None = None
     #: Store the new story and the picture in the retrieval indices.
     remember: bool = True
 
@@ -57,6 +63,7 @@ class ImageToStory(Pipeline):
         llm = ctx.model_for("chat", p.llm_model)
         vision = ctx.model_for("vision", p.vision_model)
         emb, emb_error = memory.try_embedding_model(ctx, p.embedding_model)
+        reranker = memory.rerank_model(ctx, p.rerank, p.rerank_model)
         ctx.progress(0, "starting")
         ctx.progress(5, "reading image")
         image = await media.save_input(ctx, p.image)
@@ -72,7 +79,9 @@ class ImageToStory(Pipeline):
             except LoomError as e:
                 retrieval_error = f"{type(e).__name__}: {e.message}"
         ctx.progress(25, "retrieving", f"top {p.k} similar stories and images")
-        hits, error = await memory.try_recall(ctx, "retrieve", emb, vector, [memory.STORIES, memory.IMAGES], p.k)
+        collections = [memory.STORIES, memory.IMAGES]
+        depth = p.k * memory.RERANK_DEPTH if reranker else p.k
+        hits, error = await memory.try_recall(ctx, "retrieve", emb, vector, collections, depth)
         retrieval_error = retrieval_error or error
         ctx.emit("retrieved", {"items": hits})
 
@@ -82,6 +91,12 @@ class ImageToStory(Pipeline):
             return (await ctx.describe(vision, png, None, p.detail)).strip()
 
         description = await ctx.step("describe", describe)
+        if reranker is not None and hits:
+            ctx.progress(50, "reranking", f"{len(hits)} candidates with {reranker}, by the description")
+            keep = p.k * len(collections)
+            hits, error = await memory.try_rerank(ctx, "rerank", reranker, description, hits, keep)
+            retrieval_error = retrieval_error or error
+            ctx.emit("reranked", {"items": hits, "model": reranker})
 
         sees = _has_vision(ctx, llm)
         how = "looking at the picture" if sees else "from the description"
@@ -121,7 +136,7 @@ class ImageToStory(Pipeline):
                 "retrieved": hits,
                 "audience": label,
                 "saw_image": sees,
-                "models": {"llm": llm, "vision": vision, "embedding": emb},
+                "models": {"llm": llm, "vision": vision, "embedding": emb, "rerank": reranker},
             }
             return {
                 "text": ctx.save_artifact(
@@ -165,7 +180,7 @@ class ImageToStory(Pipeline):
             "retrieval_error": retrieval_error,
             "image": {**image, "url": media.url(image["path"])},
             "audience": label,
-            "models": {"llm": llm, "vision": vision, "embedding": emb},
+            "models": {"llm": llm, "vision": vision, "embedding": emb, "rerank": reranker},
             "files": {k: {"path": v, "url": media.url(v)} for k, v in files.items()},
             "memory": memory_result,
             "output_dir": ctx.output_dir,

@@ -4,7 +4,8 @@ The story is embedded (a CLIP text embedding); the most similar past images (the
 text finds pictures) and stories are retrieved; the chat model turns the story into one image
 prompt, keeping the visual style of the retrieved pictures' prompts; the image model draws it.
 The result lists what was retrieved and the guidance used. The picture and the story are then
-stored in the indices.
+stored in the indices. With ``rerank``, more candidates are retrieved and a rerank model keeps
+the ones whose text is most relevant to the story.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class StoryToImageParams(Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     llm_model: str | None = None
     image_model: str | None = None
     embedding_model: str | None = None
+    #: Rerank the retrieved items by relevance to the story with the ``[routes] rerank`` model
+    #: (or ``rerank_model``, which implies it).
+    rerank: bool = False
+    rerank_model: str | None = None
     #: Store the picture and the story in the retrieval indices.
     remember: bool = True
 
@@ -53,7 +58,8 @@ class StoryToImage(Pipeline):
         llm = ctx.model_for("chat", p.llm_model)
         image_model = ctx.model_for("image", p.image_model)
         emb, retrieval_error = memory.try_embedding_model(ctx, p.embedding_model)
-        models = {"llm": llm, "image": image_model, "embedding": emb}
+        reranker = memory.rerank_model(ctx, p.rerank, p.rerank_model)
+        models = {"llm": llm, "image": image_model, "embedding": emb, "rerank": reranker}
         ctx.progress(0, "starting")
 
         vector = None
@@ -66,8 +72,14 @@ class StoryToImage(Pipeline):
             except LoomError as e:
                 retrieval_error = f"{type(e).__name__}: {e.message}"
         ctx.progress(20, "retrieving", f"top {p.k} similar images and stories")
-        hits, error = await memory.try_recall(ctx, "retrieve", emb, vector, [memory.IMAGES, memory.STORIES], p.k)
+        collections = [memory.IMAGES, memory.STORIES]
+        depth = p.k * memory.RERANK_DEPTH if reranker else p.k
+        hits, error = await memory.try_recall(ctx, "retrieve", emb, vector, collections, depth)
         retrieval_error = retrieval_error or error
+        if reranker is not None and hits:
+            ctx.progress(28, "reranking", f"{len(hits)} candidates with {reranker}")
+            hits, error = await memory.try_rerank(ctx, "rerank", reranker, p.story, hits, p.k * len(collections))
+            retrieval_error = retrieval_error or error
         guidance = image_guidance(hits)
         ctx.emit("retrieved", {"items": hits, "guidance": guidance})
 

@@ -302,3 +302,46 @@ def embed_texts(
         vectors.extend(unit.cpu().tolist())
         tokens += int(mask.sum())
     return vectors, tokens
+
+
+# --- cross-encoder scores ---------------------------------------------------------------------
+
+
+def score_pairs(
+    model: Any,
+    tokenizer: Any,
+    query: str,
+    documents: list[str],
+    *,
+    device: str,
+    max_length: int,
+    batch_size: int,
+    activation: str,
+    ctx: RunContext,
+) -> tuple[list[float], int]:
+    """A cross-encoder's relevance of each (query, document) pair: its one logit, through a
+    sigmoid unless ``activation`` is "none" (sentence-transformers' CrossEncoder does the same).
+    Only the document is cut when a pair is over ``max_length``, so the query is always read."""
+    scores: list[float] = []
+    tokens = 0
+    for i in range(0, len(documents), batch_size):
+        ctx.check()
+        docs = documents[i : i + batch_size]
+        batch = tokenizer(
+            [query] * len(docs),
+            docs,
+            padding=True,
+            truncation="only_second",
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        with torch.inference_mode():
+            logits = model(**batch).logits
+        if logits.shape[-1] != 1:
+            raise ProviderError(f"a reranker answers one logit per pair; this model gives {logits.shape[-1]}")
+        values = logits[:, 0].float()
+        if activation == "sigmoid":
+            values = torch.sigmoid(values)
+        scores.extend(values.cpu().tolist())
+        tokens += int(batch["attention_mask"].sum())
+    return scores, tokens

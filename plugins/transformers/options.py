@@ -52,6 +52,16 @@ class EmbeddingOptions(ModelOptions, frozen=True):
     batch_size: Positive = 16
 
 
+class RerankOptions(ModelOptions, frozen=True):
+    """``provider = "transformers-rerank"``: a cross-encoder (BGE reranker, ms-marco MiniLM, ...)."""
+
+    #: Tokens per (query, document) pair; the document is cut to fit.
+    max_length: Positive = 512
+    batch_size: Positive = 16
+    #: The logit through a sigmoid (0..1, sentence-transformers' default for one label) or as it is.
+    activation: Literal["sigmoid", "none"] = "sigmoid"
+
+
 class TranslationOptions(ModelOptions, frozen=True):
     """``provider = "transformers-translation"``: NLLB-200, M2M100, mBART-50 or Marian."""
 

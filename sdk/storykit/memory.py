@@ -5,6 +5,10 @@ Every finished story and image is embedded and stored in the daemon's retrieval 
 CLIP-class by preference: the vision route's model when it can embed (so texts and images share
 one space and a story can find pictures), else the embedding route. Memory is an enhancement:
 when embedding or storing fails, the pipeline still delivers and says why in its result.
+
+A pipeline may rerank what it recalled (``rerank``): ``RERANK_DEPTH`` times as many candidates
+are recalled, a rerank model orders them by their text's relevance to the story or picture
+description, and the best are kept.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from .writing import excerpt
 STORIES, IMAGES = "stories", "images"
 #: Characters of a retrieved item's text that go into prompts and results.
 SNIPPET = 600
+#: Candidates recalled per item kept, when the recalled items are reranked.
+RERANK_DEPTH = 3
 
 
 def embedding_model(ctx: PipelineContext, requested: str | None = None) -> str:
@@ -117,6 +123,34 @@ async def remember(ctx: PipelineContext, key: str, items: list[dict[str, Any]]) 
     except LoomError as e:
         return {"stored": stored, "error": f"{type(e).__name__}: {e.message}"}
     return {"stored": stored, "error": None}
+
+
+def rerank_model(ctx: PipelineContext, wanted: bool, requested: str | None) -> str | None:
+    """The rerank model when the job asks for reranking (``rerank`` or a named model), else None;
+    a job that asks while no model can rerank fails at once, naming ``[routes] rerank``."""
+    return ctx.model_for("rerank", requested) if wanted or requested else None
+
+
+async def try_rerank(
+    ctx: PipelineContext, key: str, model: str, query: str, hits: list[dict[str, Any]], keep: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The best ``keep`` of ``hits`` by ``model``'s relevance of their text to ``query`` (a durable
+    step; each hit gains ``rerank_score``). On failure the first ``keep`` as recalled, and why."""
+
+    async def call() -> list[dict[str, Any]]:
+        scores = await ctx.rerank(model, query, [h.get("text") or "" for h in hits])
+        order = sorted(range(len(hits)), key=lambda i: -scores[i])  # ties keep the recalled order
+        return [{**hits[i], "rerank_score": scores[i]} for i in order[:keep]]
+
+    if not hits:
+        return [], None
+    try:
+        return await ctx.step(key, call), None
+    except Cancelled:
+        raise
+    except LoomError as e:
+        by_search = sorted(hits, key=lambda h: -(h.get("score") or 0.0))
+        return by_search[:keep], f"{type(e).__name__}: {e.message}"
 
 
 async def try_recall(

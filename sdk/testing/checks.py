@@ -21,7 +21,16 @@ import msgspec
 
 from ..calls import missing_methods
 from ..errors import Cancelled, InvalidRequest, LoomError, UnsupportedParameter
-from ..protocols import Embeddings, ImageJob, Provider, RunContext, TextChunk, ToolCallDelta, VisionScores
+from ..protocols import (
+    Embeddings,
+    ImageJob,
+    Provider,
+    RerankScores,
+    RunContext,
+    TextChunk,
+    ToolCallDelta,
+    VisionScores,
+)
 from ..types import (
     AssistantMessage,
     Capability,
@@ -42,6 +51,7 @@ from ..types import (
     ToolMessage,
     UserMessage,
 )
+from . import json_prefix
 from .harness import Subject
 from .images import make_png, png_size
 
@@ -76,6 +86,8 @@ class Settings:
     #: targets give two translations); None skips that part.
     third_language: str | None = "de"
     bad_language: str = "xx-NOT-A-LANGUAGE"
+    #: What the rerank checks rank ``texts`` against (it shares words with the first one).
+    rerank_query: str = "Is the sea calm tonight?"
     plugin: Any = None
     entry_point: str | None = None
 
@@ -256,6 +268,8 @@ def _reload(s: Subject) -> None:
         assert s.stream("chat", _chat_request(s, max_tokens=2)), "chat() produced nothing after a reload"
     elif Capability.EMBEDDING in s.capabilities:
         assert s.call(s.method("embed"), ["hello"], RunContext()).vectors, "embed() returned nothing after a reload"
+    elif Capability.RERANK in s.capabilities:
+        assert _rerank(s, "hello", ["hello there"]), "rerank() returned nothing after a reload"
 
 
 # --- chat and completions ---------------------------------------------------------------------
@@ -453,7 +467,9 @@ _text_checks("completion", Capability.COMPLETION)
 
 @check("chat.response_format", Capability.CHAT, needs_parameter="response_format")
 def _response_format(s: Subject) -> None:
-    """response_format json_object gives a JSON object, json_schema one that fits the schema."""
+    """response_format json_object gives a JSON object, json_schema one that fits the schema. An
+    answer cut off by max_tokens (finish_reason "length") must be the start of one: a grammar keeps
+    a model to JSON, not to closing it in time."""
     schema = {
         "type": "object",
         "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
@@ -468,17 +484,18 @@ def _response_format(s: Subject) -> None:
         request = _chat_request(
             s, "Describe a person as JSON.", max_tokens=200, seed=settings_of(s).seed, response_format=response_format
         )
-        text = _joined(s.stream("chat", request))
+        chunks = s.stream("chat", request)
+        text = _joined(chunks)
+        cut = bool(chunks) and chunks[-1].finish_reason == "length"
         try:
-            value = json.loads(text)
+            value = json_prefix.completed(text) if cut else json.loads(text)
         except ValueError:
-            raise AssertionError(
-                f"chat() with response_format {label} gave text that is not JSON: {text!r:.200}"
-            ) from None
+            what = "is not the start of a JSON document" if cut else "is not JSON"
+            raise AssertionError(f"chat() with response_format {label} gave text that {what}: {text!r:.200}") from None
         assert isinstance(value, dict), (
             f"chat() with response_format {label} gave {type(value).__name__}, not an object"
         )
-        if label == "json_schema":
+        if label == "json_schema" and not cut:
             assert set(value) == {"name", "age"} and isinstance(value["name"], str), f"{value!r} does not fit {schema}"
             assert isinstance(value["age"], int) and not isinstance(value["age"], bool), (
                 f"age is not an integer: {value!r}"
@@ -931,6 +948,77 @@ def _translation_cancel(s: Subject) -> None:
         Cancelled,
         lambda: _translate(s, ["Hello."], source, target, cancelled_ctx()),
         "translate() with a cancelled RunContext",
+    )
+
+
+# --- rerank -----------------------------------------------------------------------------------
+
+
+def _rerank(s: Subject, query: str, documents: list[str], ctx: RunContext | None = None) -> list[float]:
+    result = s.call(s.method("rerank"), query, documents, ctx or RunContext())
+    assert isinstance(result, RerankScores), f"rerank() must return loom.sdk.RerankScores, got {type(result).__name__}"
+    return result.scores
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-4 * max(1.0, abs(a), abs(b))
+
+
+@check("rerank.scores", Capability.RERANK)
+def _rerank_scores(s: Subject) -> None:
+    """One finite float per document, in the documents' order, and prompt_tokens an int >= 0."""
+    texts = list(settings_of(s).texts)
+    result = s.call(s.method("rerank"), settings_of(s).rerank_query, texts, RunContext())
+    assert isinstance(result, RerankScores), f"rerank() must return loom.sdk.RerankScores, got {type(result).__name__}"
+    assert len(result.scores) == len(texts), f"rerank() of {len(texts)} documents returned {len(result.scores)} scores"
+    for i, score in enumerate(result.scores):
+        assert isinstance(score, float) and math.isfinite(score), (
+            f"score {i} must be a finite Python float (convert tensors with .tolist()), got {score!r}"
+        )
+    tokens = result.prompt_tokens
+    assert isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0, (
+        f"RerankScores.prompt_tokens must count the input tokens (>= 0), got {tokens!r}"
+    )
+
+
+@check("rerank.stable", Capability.RERANK)
+def _rerank_stable(s: Subject) -> None:
+    """A document scores the same alone, among others and in another order: the daemon may split a list."""
+    query, texts = settings_of(s).rerank_query, list(settings_of(s).texts)
+    together = _rerank(s, query, texts)
+    backwards = _rerank(s, query, texts[::-1])[::-1]
+    for i, text in enumerate(texts):
+        alone = _rerank(s, query, [text])[0]
+        assert _same(together[i], alone), f"{text!r} scores {together[i]} among others but {alone} alone"
+        assert _same(together[i], backwards[i]), (
+            f"{text!r} scores {together[i]} in one order and {backwards[i]} in another; a score is the document's own"
+        )
+
+
+@check("rerank.reads", Capability.RERANK)
+def _rerank_reads(s: Subject) -> None:
+    """Different documents get different scores, and another query changes them: both are read."""
+    query, texts = settings_of(s).rerank_query, list(settings_of(s).texts)
+    scores = _rerank(s, query, texts)
+    assert len({round(x, 6) for x in scores}) > 1, f"every document scored {scores[0]}; rerank() must read them"
+    other = _rerank(s, "Quarterly revenue and profit figures", texts)
+    assert other != scores, f"two different queries gave the same scores {scores}; rerank() must read the query"
+
+
+@check("rerank.errors", Capability.RERANK)
+def _rerank_errors(s: Subject) -> None:
+    """An empty document list raises InvalidRequest with param 'documents'."""
+    error = expect(InvalidRequest, lambda: _rerank(s, "a query", []), "rerank() of no documents")
+    assert error.param == "documents", f"the error for no documents must have param='documents', got {error.param!r}"
+
+
+@check("rerank.cancel", Capability.RERANK)
+def _rerank_cancel(s: Subject) -> None:
+    """rerank() with a cancelled RunContext raises Cancelled."""
+    expect(
+        Cancelled,
+        lambda: _rerank(s, "a query", ["a document"], cancelled_ctx()),
+        "rerank() with a cancelled RunContext",
     )
 
 

@@ -309,6 +309,13 @@ class FakePipelineContext(PipelineContext):
             vectors.append([x / norm for x in raw])
         return vectors
 
+    async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
+        """The share of the query's words each document holds (as the mock reranker scores)."""
+        self.check()
+        self.calls.append(("rerank", {"model": model, "query": query, "documents": documents}))
+        wanted = set(re.findall(r"\w+", query.lower()))
+        return [len(wanted & set(re.findall(r"\w+", d.lower()))) / (len(wanted) or 1) for d in documents]
+
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         return [args for name, args in self.calls if name == method]
 

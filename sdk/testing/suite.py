@@ -60,6 +60,7 @@ class ProviderConformance:
     languages: ClassVar[tuple[str, str]] = Settings.languages
     bad_language: ClassVar[str] = Settings.bad_language
     third_language: ClassVar[str | None] = Settings.third_language
+    rerank_query: ClassVar[str] = Settings.rerank_query
 
     @classmethod
     def _provider_class(cls) -> type:

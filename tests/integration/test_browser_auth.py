@@ -12,6 +12,7 @@ import pytest
 import websockets
 import websockets.sync.client as ws_client
 from loom.daemon.keys import StreamTokens
+from loom.daemon.principals import Principal
 from loom.daemon.serving import RedactTokens
 
 USER, ADMIN = "user-secret-1", "admin-secret-1"
@@ -79,11 +80,12 @@ def test_tokens_expire(monkeypatch):
     import loom.daemon.keys as keys
 
     tokens = StreamTokens(ttl=60)
-    token, expires = tokens.mint("admin")
-    assert tokens.role_of(token) == "admin"
+    admin = Principal("ops", "admin")
+    token, expires = tokens.mint(admin)
+    assert tokens.principal_of(token) == admin
     monkeypatch.setattr(keys.time, "time", lambda: expires + 1)
-    assert tokens.role_of(token) is None
-    tokens.mint("user")
+    assert tokens.principal_of(token) is None
+    tokens.mint(Principal("ada", "user"))
     assert token not in tokens._tokens  # forgotten, not kept forever
 
 

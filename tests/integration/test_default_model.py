@@ -104,10 +104,20 @@ def test_default_completions_and_embeddings(client):
 
 def test_default_mock_models_cover_other_capabilities(client):
     models = {m.id: m.model_dump() for m in client.models.list().data}
-    for mid, cap in [("mock-image", "image"), ("mock-vision", "vision"), ("mock-translate", "translation")]:
+    for mid, cap in [
+        ("mock-image", "image"),
+        ("mock-vision", "vision"),
+        ("mock-translate", "translation"),
+        ("mock-rerank", "rerank"),
+    ]:
         assert cap in models[mid]["capabilities"]
     img = client.images.generate(model="mock-image", prompt="a lighthouse", size="64x64")
     assert img.data[0].b64_json
+    # Rerank with no model: the shipped [routes] rerank answers.
+    ranked = client.post(
+        "/rerank", body={"query": "calm sea", "documents": ["stocks", "the sea is calm"]}, cast_to=object
+    )
+    assert ranked["model"] == "mock-rerank" and [r["index"] for r in ranked["results"]] == [1, 0]
 
 
 def test_default_empty_messages_is_400(client):

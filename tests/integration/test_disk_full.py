@@ -1,7 +1,10 @@
 """A full disk and an unwritable data dir, for real: the data dir is a tiny tmpfs mounted for the
 test (a read-only one for start-up). Output that cannot be written fails with a clear error (507,
 or a failed job with code ``storage_error``), nothing half-written is left, and the daemon keeps
-serving; a job resumes once there is room again. Skipped where mounting is not allowed."""
+serving; a job resumes once there is room again. Those tests are skipped where mounting is not
+allowed; the same 507 path runs everywhere with the daemon's fault hook
+(``LOOM_FAULT_DISK_FREE_BYTES``, daemon/atomic.py), which fails each write over that size with
+``ENOSPC`` after writing what fits, as a full disk does."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from tests.integration.jobs_support import beam_config, small, start, wait
 #: working size in the warm-up), not for one 4096x4096 PNG (about 115 KB from the mock).
 LEFT_FREE = 96 * 1024
 SIZE = 4096
+#: The fault hook's room: a default-size mock image and the job's metadata fit, a 2048x2048 one does not.
+FAULT_FREE = 16 * 1024
 
 
 def mount_tmpfs(path: Path, options: str) -> None:
@@ -114,6 +119,51 @@ def test_a_full_disk_fails_output_clearly_and_the_daemon_keeps_serving(tmp_path,
             assert "No space left" in failed["error"]["message"]
             for artifact in failed["artifacts"]:  # what it kept is whole
                 assert (tiny_disk / "data" / artifact["path"]).stat().st_size == artifact["bytes"]
+            assert client.post(f"/v1/jobs/{job['id']}/resume").status_code == 202
+            done = wait(client, job["id"], timeout=120)
+            assert done["state"] == "succeeded", done
+            assert client.post("/v1/images/generations", json=big).status_code == 200
+    finally:
+        daemon.stop()
+
+
+def test_a_full_disk_without_mounting_one_fails_output_clearly_and_the_job_resumes(tmp_path):
+    """The 507 path where no filesystem can be mounted (CI without CAP_SYS_ADMIN): the daemon's
+    atomic writer fails every write over ``FAULT_FREE`` bytes with ENOSPC after writing what fits."""
+    daemon = LoomServer(beam_config(), tmp_path / "work", env={"LOOM_FAULT_DISK_FREE_BYTES": str(FAULT_FREE)})
+    data = daemon.data_dir
+    daemon.start()
+    try:
+        with httpx.Client(base_url=daemon.url, timeout=60) as client:
+            warm = client.post("/v1/images/generations", json={"model": "bs-image", "prompt": "warm-up"})
+            assert warm.status_code == 200, warm.text
+            before = pictures(data)
+
+            big = {"model": "bs-image", "prompt": "a lighthouse", "size": f"{SIZE}x{SIZE}", "response_format": "url"}
+            r = client.post("/v1/images/generations", json=big)
+            assert r.status_code == 507, r.text
+            error = r.json()["error"]
+            assert error["code"] == "storage_error" and "No space left" in error["message"]
+            assert pictures(data) == before  # the part written is gone with its temporary
+
+            chat = client.post(
+                "/v1/chat/completions", json={"model": "bs-llm", "messages": [{"role": "user", "content": "hi"}]}
+            )
+            assert chat.status_code == 200  # still serving
+
+            job = start(client, small(width=2048, height=2048, iterations=1, beam_width=4))
+            failed = wait(client, job["id"], timeout=60)
+            # Every candidate's image fails to be written (the store's own writes, unlike on a
+            # real full disk, still go through), so the search fails naming the disk.
+            assert failed["state"] == "failed" and failed["error"]["code"] == "all_candidates_failed", failed
+            assert "No space left" in failed["error"]["message"]
+            assert not any(p.suffix == ".tmp" for p in (data / job["output_dir"]).iterdir())
+            for artifact in failed["artifacts"]:  # what it kept is whole
+                assert (data / artifact["path"]).stat().st_size == artifact["bytes"]
+
+        del daemon.env["LOOM_FAULT_DISK_FREE_BYTES"]  # room again
+        daemon.restart()
+        with httpx.Client(base_url=daemon.url, timeout=60) as client:
             assert client.post(f"/v1/jobs/{job['id']}/resume").status_code == 202
             done = wait(client, job["id"], timeout=120)
             assert done["state"] == "succeeded", done

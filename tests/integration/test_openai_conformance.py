@@ -1,5 +1,5 @@
 """Every answer of the OpenAI-compatible routes, success and error, streamed or not, fits OpenAI's
-own published schema for it (``../shared/openai-openapi/openapi.yaml``, via ``tests/openai_schema``)."""
+own published schema for it (pinned in ``tests/openai-openapi.md``, read by ``tests/openai_schema``)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ class HangServer(FaultServer):
 
 
 USER, ADMIN = "user-key-oa", "admin-key-oa"
-ALL = '["chat", "completion", "embedding", "image", "vision", "translation"]'
+ALL = '["chat", "completion", "embedding", "image", "vision", "translation", "rerank"]'
 CONFIG = """
 [daemon]
 host = "127.0.0.1"
@@ -140,6 +140,10 @@ MODEL_ROUTES = {
     "/v1/vision/score",
     "/v1/rag/search",
     "/v1/rag/items",
+    "/v1/rerank",
+    "/rerank",
+    "/v2/rerank",
+    "/v1/score",
     "/api/chat",
     "/api/generate",
     "/api/embed",
@@ -171,6 +175,10 @@ def model_call(path: str, model: str) -> dict:
         "/v1/vision/score": {"image": PNG_URI, "text": "a blue square"},
         "/v1/rag/search": {"text": "a story"},
         "/v1/rag/items": {"text": "a story"},
+        "/v1/rerank": {"query": "the sea", "documents": ["a calm sea", "a red fox"]},
+        "/rerank": {"query": "the sea", "documents": [{"text": "a calm sea"}]},
+        "/v2/rerank": {"query": "the sea", "documents": ["a calm sea"], "top_n": 1},
+        "/v1/score": {"text_1": "the sea", "text_2": ["a calm sea", "a red fox"]},
         "/api/chat": {"messages": [{"role": "user", "content": "hi"}], "stream": False},
         "/api/generate": {"prompt": "Once upon a time", "stream": False},
         "/api/embed": {"input": "hi"},

@@ -6,7 +6,8 @@ Chat Completions and Completions, streamed and not; ``input_tokens_details`` on 
 answer valid against OpenAI's published schema, and counted in Prometheus; the cache's RAM budget
 is part of what the scheduler's ledger charges the model; a prefix named by ``prompt_cache_key``
 comes back after a restart, and a daemon whose model context differs refuses it with a log line;
-``min_tokens`` and ``ignore_eos`` reach llama.cpp and are refused by a model that cannot honour them.
+``min_tokens`` and ``ignore_eos`` reach llama.cpp (chat and completions) and are refused by a model that
+cannot honour them.
 """
 
 from __future__ import annotations
@@ -198,6 +199,42 @@ def test_min_tokens_and_ignore_eos(client):
         client.chat.completions.create(
             model="mock-chat", messages=[{"role": "user", "content": "x"}], extra_body={"ignore_eos": True}
         )
+    assert e.value.body["code"] == "unsupported_parameter" and e.value.body["param"] == "ignore_eos"
+
+
+def test_completions_take_min_tokens_and_ignore_eos(client):
+    """/v1/completions as load tools call it: ``ignore_eos`` with ``max_tokens`` N gives exactly N
+    tokens, plain and streamed; ``min_tokens`` holds the end off; the same refusals as chat."""
+    # SmolLM2's chat template written out: the model answers briefly and ends with its end token.
+    prompt = "<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\n"
+    short = client.completions.create(model="smollm2", prompt=prompt, max_tokens=20, temperature=0)
+    ended = short.usage.completion_tokens
+    assert ended < 16 and short.choices[0].finish_reason == "stop"
+    plain = client.completions.create(
+        model="smollm2", prompt=prompt, max_tokens=20, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert plain.usage.completion_tokens == 20 and plain.choices[0].finish_reason == "length"
+    stream = client.completions.create(
+        model="smollm2",
+        prompt=prompt,
+        max_tokens=20,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].usage.completion_tokens == 20
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == plain.choices[0].text
+    held = client.completions.create(
+        model="smollm2", prompt=prompt, max_tokens=20, temperature=0, extra_body={"min_tokens": ended + 4}
+    )
+    assert held.usage.completion_tokens >= ended + 4
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="smollm2", prompt="x", max_tokens=4, extra_body={"min_tokens": 5})
+    assert e.value.body["param"] == "min_tokens"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="mock-chat", prompt="x", extra_body={"ignore_eos": True})
     assert e.value.body["code"] == "unsupported_parameter" and e.value.body["param"] == "ignore_eos"
 
 

@@ -1,5 +1,6 @@
 """Tool calls, logprobs, the parameter policy and the Responses API over HTTP, on the mock models,
-with every answer checked against OpenAI's published schemas (tests/openai_schema.py)."""
+with every answer checked against OpenAI's published schemas (tests/openai_schema.py): the tests that
+validate take the ``openai_document`` fixture, the others run without the document."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import Daemon, openai_client, write_config
-from tests.openai_schema import require_document, validate, validate_event
+from tests.openai_schema import validate, validate_event
 
 WEATHER = {
     "type": "object",
@@ -28,11 +29,6 @@ TOOLS = [
     {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
 ]
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _schemas():
-    require_document()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +54,7 @@ def sse(daemon: Daemon, path: str, body: dict) -> list[dict]:
 # --- Chat Completions: tool calls -------------------------------------------------------------------
 
 
-def test_a_forced_call_validates_and_fits_openais_schema(mock_daemon):
+def test_a_forced_call_validates_and_fits_openais_schema(openai_document, mock_daemon):
     r = post(
         mock_daemon,
         "/chat/completions",
@@ -79,7 +75,7 @@ def test_a_forced_call_validates_and_fits_openais_schema(mock_daemon):
     jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER)
 
 
-def test_streamed_calls_come_in_openais_chunk_shape(mock_daemon, client):
+def test_streamed_calls_come_in_openais_chunk_shape(openai_document, mock_daemon, client):
     chunks = sse(
         mock_daemon,
         "/chat/completions",
@@ -209,7 +205,7 @@ BAD_CHAT = [
 
 
 @pytest.mark.parametrize(("extra", "param"), BAD_CHAT, ids=[p for _, p in BAD_CHAT])
-def test_bad_chat_input_is_a_400_naming_the_field(mock_daemon, extra, param):
+def test_bad_chat_input_is_a_400_naming_the_field(openai_document, mock_daemon, extra, param):
     r = post(mock_daemon, "/chat/completions", {"model": "mock-chat", "messages": ASK, **extra})
     assert r.status_code == 400, r.text
     validate(r.json(), "ErrorResponse")
@@ -220,7 +216,7 @@ def test_bad_chat_input_is_a_400_naming_the_field(mock_daemon, extra, param):
 # --- the other endpoints fit OpenAI's schemas ---------------------------------------------------------------
 
 
-def test_plain_chat_completions_embeddings_images_and_models_fit_openais_schemas(mock_daemon):
+def test_plain_chat_completions_embeddings_images_and_models_fit_openais_schemas(openai_document, mock_daemon):
     chat = post(mock_daemon, "/chat/completions", {"model": "mock-chat", "messages": ASK, "n": 2, "max_tokens": 5})
     validate(chat.json(), "CreateChatCompletionResponse")
     for chunk in sse(mock_daemon, "/chat/completions", {"model": "mock-chat", "messages": ASK, "stream": True}):
@@ -252,7 +248,7 @@ FLAT_TOOLS = [
 ]
 
 
-def test_responses_text_get_and_delete(mock_daemon, client):
+def test_responses_text_get_and_delete(openai_document, mock_daemon, client):
     r = client.responses.create(model="mock-chat", input="Say hello", instructions="Be brief.", metadata={"k": "v"})
     raw = httpx.get(f"{mock_daemon.url}/v1/responses/{r.id}").json()
     validate(raw, "Response")
@@ -266,7 +262,7 @@ def test_responses_text_get_and_delete(mock_daemon, client):
     assert httpx.delete(f"{mock_daemon.url}/v1/responses/{r.id}").status_code == 404
 
 
-def test_responses_function_call_round_trip_with_previous_response_id(client):
+def test_responses_function_call_round_trip_with_previous_response_id(openai_document, client):
     first = client.responses.create(
         model="mock-chat", input="Weather in Paris?", tools=FLAT_TOOLS, tool_choice="required"
     )
@@ -297,7 +293,7 @@ def test_responses_function_call_round_trip_with_previous_response_id(client):
         client.responses.retrieve(again.id)
 
 
-def test_input_items_list_what_a_response_was_asked_with(mock_daemon, client):
+def test_input_items_list_what_a_response_was_asked_with(openai_document, mock_daemon, client):
     calls = [{"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]
     sent = [
         {"role": "user", "content": "Weather in Paris?", "id": "msg_mine"},
@@ -328,7 +324,7 @@ def test_input_items_list_what_a_response_was_asked_with(mock_daemon, client):
     assert httpx.get(f"{mock_daemon.url}/v1/responses/resp_nope/input_items").status_code == 404
 
 
-def test_responses_stream_follows_openais_event_sequence(mock_daemon, client):
+def test_responses_stream_follows_openais_event_sequence(openai_document, mock_daemon, client):
     events = sse(
         mock_daemon, "/responses", {"model": "mock-chat", "input": "Weather?", "tools": FLAT_TOOLS, "stream": True}
     )

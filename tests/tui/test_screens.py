@@ -204,3 +204,34 @@ async def test_a_refused_key_is_said_with_what_to_do(monkeypatch):
         assert "refused the key" in status.text and "cannot reach" not in status.text
         placeholder = app.screen.query_one("#devices .placeholder")
         assert "LOOM_API_KEY=<an admin key> loom tui" in str(placeholder.render())
+
+
+async def test_the_queue_box_lists_the_next_in_line_with_their_wait():
+    from textual.widgets import Static
+
+    from .fakes import SCHEDULER
+
+    def queued(position: int, model: str, priority: str, eta: float | None) -> dict:
+        return {
+            "id": f"wk_{position:012x}",
+            "model": model,
+            "priority": priority,
+            "position": position,
+            "estimated_wait": eta,
+        }
+
+    device = {
+        **SCHEDULER["devices"][0],
+        "queued": [
+            queued(1, "qwen-7b", "interactive", 0.0),
+            queued(2, "sd-turbo", "pipeline", 4.5),
+            queued(3, "sd-turbo", "pipeline", None),
+        ],
+    }
+    app = filled_app(scheduler={**SCHEDULER, "devices": [device, *SCHEDULER["devices"][1:]]})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        text = str(app.screen.query_one("#queues", Static).render())
+        lines = [line for line in text.splitlines() if line.startswith("#")]
+        assert [line.split()[:2] for line in lines] == [["#1", "qwen-7b"], ["#2", "sd-turbo"], ["#3", "sd-turbo"]]
+        assert lines[0].endswith("~0.0s") and lines[1].endswith("~4.5s") and lines[2].endswith("~–")

@@ -22,3 +22,15 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path):
         raise RuntimeError("crashed midway")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+
+
+def test_the_fault_hook_fails_a_write_over_its_room_like_a_full_disk(tmp_path, monkeypatch):
+    """LOOM_FAULT_DISK_FREE_BYTES (the full-disk tests' stand-in for a small filesystem): small
+    writes pass, a bigger one is a StorageError saying the disk is full, and nothing is left."""
+    from loom.sdk.errors import StorageError
+
+    monkeypatch.setenv("LOOM_FAULT_DISK_FREE_BYTES", "8")
+    write_atomic(tmp_path / "small", b"12345678")
+    with pytest.raises(StorageError, match="No space left"):
+        write_atomic(tmp_path / "big", b"123456789")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small"]

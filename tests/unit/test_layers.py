@@ -135,6 +135,7 @@ FACE_EXCEPTIONS = {
     # The web UI shows a job, a pipeline's parameters and an evaluation export exactly as the API
     # answers them: one view each, which the UI's pages render.
     ("daemon/ui/jobs.py", "loom.daemon.api.jobs"): "a job as the API shows it",
+    ("daemon/ui/live.py", "loom.daemon.api.jobs"): "a job shown only to whom the API shows it",
     ("daemon/ui/pipelines.py", "loom.daemon.api.jobs"): "a pipeline's parameters checked as the API does",
     ("daemon/ui/evaluate.py", "loom.daemon.api.jobs"): "a job as the API shows it",
     ("daemon/ui/evaluate.py", "loom.daemon.api.evaluations"): "a preference recorded and exported as the API does",

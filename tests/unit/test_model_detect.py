@@ -123,7 +123,29 @@ TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
             ["embedding"],
         ),
         ({"model_index.json": {"_class_name": "StableDiffusionPipeline"}}, "diffusers", ["image"]),
-        ({"open_clip_config.json": {"model_cfg": {"embed_dim": 32}}}, "openclip", ["embedding", "vision"]),
+        ({"open_clip_config.json": {"model_cfg": {"embed_dim": 32}}}, "openclip", ["embedding", "vision", "rerank"]),
+        (
+            {
+                "config.json": {
+                    "architectures": ["XLMRobertaForSequenceClassification"],
+                    "model_type": "xlm-roberta",
+                    "id2label": {"0": "LABEL_0"},
+                }
+            },
+            "transformers-rerank",
+            ["rerank"],
+        ),
+        (
+            {
+                "config.json": {
+                    "architectures": ["BertForSequenceClassification"],
+                    "model_type": "bert",
+                    "num_labels": 1,
+                }
+            },
+            "transformers-rerank",
+            ["rerank"],
+        ),
     ],
 )
 def test_folders_are_recognised_by_their_files(tmp_path, files, provider, capabilities):
@@ -221,3 +243,15 @@ def test_the_entry_written_for_a_request(tmp_path):
     # Another provider chosen by hand serves with its own capabilities.
     other = edits.model_for(edits.AddModel(source=str(path), provider="transformers-embedding"), found)
     assert other["provider"] == "transformers-embedding" and "capabilities" not in other
+
+
+def test_a_gguf_reranker_is_named_as_one(tmp_path, monkeypatch):
+    """llama.cpp's rank pooling marks a reranker; Loom serves rerankers from transformers folders,
+    so the refusal says so instead of adding it as an embedding model."""
+    meta = {"general.architecture": "bert", "bert.pooling_type": str(detect.RANK_POOLING)}
+    monkeypatch.setattr(detect.gguf, "read_metadata", lambda path: (meta, 1000))
+    ranker = tmp_path / "bge-reranker.gguf"
+    ranker.write_bytes(b"GGUF")
+    with pytest.raises(InvalidRequest) as e:
+        detect.detect_path(ranker)
+    assert "is a reranker (llama.cpp pooling type rank)" in e.value.message and "transformers-rerank" in e.value.message

@@ -182,3 +182,34 @@ def test_the_daemon_and_the_fake_context_both_implement_the_whole_protocol():
         missing = {n for n in wanted if not callable(getattr(cls, n, None))}
         assert not missing, f"{cls.__name__} lacks {missing}"
     assert isinstance(FakePipelineContext(), PipelineContext)
+
+
+def test_image_to_story_reranks_what_it_retrieved_by_the_description():
+    """Three candidates per collection are recalled; the reranker (the fake scores word overlap
+    with the description) puts the story that shares its words first, though its vector is far."""
+
+    def context() -> FakePipelineContext:
+        ctx = FakePipelineContext(default_reply=STORY, capabilities={"fake-chat": {"chat"}})
+        seed_memory(ctx)
+
+        async def far_story():
+            [vector] = await ctx.embed("fake-vision", ["something else entirely"])
+            await ctx.rag_add("stories", vector, model="fake-vision", text="A description of the image")
+
+        asyncio.run(far_story())
+        ctx.calls.clear()
+        return ctx
+
+    plain = run(ImageToStory(), context(), image=PICTURE, k=1)
+    assert [h["text"] for h in plain["retrieved"]] == ["An old lantern glowed in the attic.", "a lantern"]
+    ctx = context()
+    result = run(ImageToStory(), ctx, image=PICTURE, k=1, rerank=True)
+    [call] = ctx.calls_to("rerank")
+    assert call["model"] == "fake-rerank" and call["query"] == result["description"]
+    assert len(call["documents"]) == 3  # two stories and one picture recalled, k * 3 per collection
+    assert [h["text"] for h in result["retrieved"]] == [
+        "A description of the image",
+        "An old lantern glowed in the attic.",
+    ]
+    assert result["retrieved"][0]["rerank_score"] > result["retrieved"][1]["rerank_score"]
+    assert result["models"]["rerank"] == "fake-rerank"

@@ -64,6 +64,7 @@ def test_providers_register_through_entry_points():
         "transformers-embedding",
         "transformers-translation",
         "transformers-vision",
+        "transformers-rerank",
     ]
     assert loom.plugins["diffusers"].providers == ["diffusers"]
     assert loom.plugins["openclip"].providers == ["openclip"]
@@ -109,7 +110,7 @@ def test_capabilities_per_provider():
         "nllb": ["translation"],
         "blip": ["chat", "vision"],
         "sd": ["image"],
-        "clip": ["embedding", "vision"],
+        "clip": ["embedding", "rerank", "vision"],
     }
 
 

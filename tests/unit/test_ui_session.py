@@ -9,18 +9,19 @@ import time
 
 from loom.daemon.http import sessions as session
 from loom.daemon.http.sessions import Sessions, load_secret
+from loom.daemon.principals import Principal
 
 
 class Ring:
     def __init__(self, keys):
-        self.keys = [(k.encode(), role) for k, role in keys]
+        self.keys = [(k.encode(), Principal(f"p-{k}", role)) for k, role in keys]
 
     @property
     def enabled(self):
         return bool(self.keys)
 
     def role_of(self, presented):
-        return next((role for k, role in self.keys if presented and presented.encode() == k), None)
+        return next((p.role for k, p in self.keys if presented and presented.encode() == k), None)
 
 
 def test_a_session_names_the_role_and_not_the_key(tmp_path):
@@ -29,6 +30,7 @@ def test_a_session_names_the_role_and_not_the_key(tmp_path):
     assert "k-admin" not in token and token.startswith("admin.")
     assert s.role_of(token) == "admin" and s.role_of(s.issue("k-user")) == "user"
     assert s.issue("wrong") is None
+    assert s.principal_of(token) == Principal("p-k-admin", "admin")  # the key's principal, for the pages
 
 
 def test_forged_expired_and_revoked_sessions_are_refused(tmp_path, monkeypatch):

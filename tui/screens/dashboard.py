@@ -114,6 +114,9 @@ class DashboardScreen(LoomScreen):
             )
         sync_table(self.query_one("#resident", DataTable), rows)
 
+    #: Queued items listed one by one under the counts, per device.
+    NEXT_IN_LINE = 5
+
     def _draw_queues(self, devices: list[dict]) -> None:
         text = Text()
         for d in devices:
@@ -122,6 +125,12 @@ class DashboardScreen(LoomScreen):
                     text.append("\n")
                 text.append(f"{model[:13]:<14}", style=fmt.colour(model))
                 text.append(" ".join(f"{n}×{p[:5]}" for p, n in sorted(by_priority.items())))
+            # The next in line, each with its place and the daemon's estimate of its wait.
+            for item in (d.get("queued") or [])[: self.NEXT_IN_LINE]:
+                text.append(f"\n#{item.get('position', '?')} ", style="bold")
+                text.append(f"{item['model'][:13]:<14}", style=fmt.colour(item["model"]))
+                eta = item.get("estimated_wait")
+                text.append(f"{item.get('priority', '')[:5]} ~{fmt.duration(eta)}", style="dim")
         depth = sum((d.get("queue") or {}).get("depth", 0) for d in devices)
         self.query_one("#queues", Static).update(text or Text("empty", style="dim"))
         self.query_one("#queues", Static).border_subtitle = f"{depth} waiting"

@@ -27,7 +27,7 @@ REPO = "acme/tiny-gpt2"
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-added")
     tiny = _tiny_models_module()
-    return {"gpt2": tiny.gpt2(root), "sd": tiny.stable_diffusion(root)}
+    return {"gpt2": tiny.gpt2(root), "sd": tiny.stable_diffusion(root), "reranker": tiny.cross_encoder(root)}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,19 @@ def test_a_transformers_folder_and_a_diffusers_folder_serve_once_added(daemon, f
     from PIL import Image
 
     assert Image.open(io.BytesIO(base64.b64decode(image.data[0].b64_json))).size == (64, 48)
+
+
+def test_a_cross_encoder_folder_is_added_as_a_reranker_and_ranks(daemon, folders, home):
+    env = sandbox(home, url=daemon.url)
+    r = loom("models", "add", str(folders["reranker"]), "--id", "added-reranker", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "added added-reranker (transformers-rerank: rerank)" in r.stdout
+    client = openai_client(daemon, timeout=180)
+    body = {"model": "added-reranker", "query": "the sea", "documents": ["a calm sea", "a red fox", "stocks"]}
+    ranked = client.post("/rerank", body=body, cast_to=object)
+    assert sorted(r["index"] for r in ranked["results"]) == [0, 1, 2]
+    scores = [r["relevance_score"] for r in ranked["results"]]
+    assert scores == sorted(scores, reverse=True) and all(0.0 < s < 1.0 for s in scores)
 
 
 def test_a_killed_pull_resumes_then_the_hub_id_serves(daemon, folders, home):

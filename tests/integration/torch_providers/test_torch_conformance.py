@@ -13,6 +13,7 @@ from loom.plugins.diffusers import DiffusersProvider
 from loom.plugins.openclip import OpenClipProvider
 from loom.plugins.transformers import (
     TransformersEmbeddingProvider,
+    TransformersRerankProvider,
     TransformersTextProvider,
     TransformersTranslationProvider,
     TransformersVisionProvider,
@@ -45,6 +46,15 @@ class TestTransformersEmbeddingConformance(ProviderConformance):
     plugin = loom.plugins.transformers
     entry_point = "transformers"
     loom_options = options_for("gpt2")
+
+
+class TestTransformersRerankConformance(ProviderConformance):
+    """A cross-encoder (BERT for sequence classification, one label)."""
+
+    provider = TransformersRerankProvider
+    plugin = loom.plugins.transformers
+    entry_point = "transformers"
+    loom_options = options_for("cross_encoder")
 
 
 class TestTransformersTranslationConformance(ProviderConformance):

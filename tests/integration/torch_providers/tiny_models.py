@@ -147,6 +147,34 @@ def _seq2seq_config(cls, vocab_size: int, **ids):
     )
 
 
+def cross_encoder(root: Path) -> Path:
+    """A reranker as sentence-transformers' CrossEncoder saves one: BERT for sequence
+    classification with one label, and a WordPiece tokenizer whose characters (and ``##``
+    continuations) spell any lower-case text, plus a few whole words."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder = root / "cross-encoder"
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    words = ["the", "sea", "is", "calm", "tonight", "red", "fox", "lighthouse", "story", "picture"]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {w: i for i, w in enumerate(specials + chars + [f"##{c}" for c in chars] + words)}
+    tok = BertTokenizer(vocab=vocab, model_max_length=128)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=1,
+        initializer_range=SENSITIVE_INIT,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def marian(root: Path) -> Path:
     """A single-pair Marian model named like OPUS-MT's (opus-mt-en-fr), with a SentencePiece
     tokenizer that says its pair (source_lang / target_lang)."""
@@ -461,6 +489,7 @@ def build_all(root: Path) -> dict[str, Path]:
         # Every byte is a token: a chat with tools described in its prompt takes about a thousand.
         "gpt2_long": gpt2(root, name="gpt2-long", n_positions=2048),
         "nllb": nllb(root),
+        "cross_encoder": cross_encoder(root),
         "marian": marian(root),
         "m2m100": m2m100(root),
         "blip": blip(root),
