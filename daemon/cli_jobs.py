@@ -70,9 +70,8 @@ def prune_command(args: argparse.Namespace) -> int:
 
 def _offline(path, body: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
     """Prune the store of the config's data dir directly (no daemon is running)."""
-    from .api.admin_jobs import parse_older_than
     from .config import load_config
-    from .jobs.retention import prune
+    from .jobs.retention import parse_older_than, prune
     from .jobs.store import JobStore
     from .rag import RagStore
     from .services import JOBS_DB, RAG_DIR

@@ -126,13 +126,13 @@ def executor_for(cls: type[Provider], model: ModelConfig, scheduler: SchedulerCo
     """Where a model runs: its own ``executor``, else its provider's preference, else
     ``[scheduler] executor``. Remote providers always run in the daemon's process: they only
     wait on the network, and their ``async`` methods run on its event loop."""
-    if not getattr(cls, "local", True):
+    if not cls.local:
         if model.executor not in (None, "inprocess"):
             raise ConfigError(
                 f"{where}.executor: provider {model.provider!r} is remote; it runs in the daemon's process"
             )
         return "inprocess"
-    preferred = getattr(cls, "executor", None)
+    preferred = cls.executor
     if preferred is not None and preferred not in EXECUTORS:
         raise PluginError(
             f"provider {model.provider!r} asks for executor {preferred!r} (known: {', '.join(EXECUTORS)})"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,12 @@ FALLBACK_ON = (ProviderError, Unavailable, QueueFull)
 STATE_VERSION = 1
 #: The switches' file in the data dir.
 STATE_FILE = "routing.json"
+#: Makes the call for one model of a chain (a chat request fitted to that model's parameters).
+CallFor = Callable[[ModelEntry], Call]
+
+
+def _same(call: Call) -> CallFor:
+    return lambda _entry: call
 
 
 class ModelRouter:
@@ -61,18 +67,28 @@ class ModelRouter:
         """(the model named, the model that serves it after switches); raises for an unknown
         model or one without the capability."""
         named = self.registry.for_capability(name, capability)
+        return named, self._switched(named, capability)
+
+    def _switched(self, named: ModelEntry, capability: Capability) -> ModelEntry:
         target = self.overrides.get(named.id) or self.capability_overrides.get(capability)
         if target is not None:
             entry = self.registry.get(target)
             # A model switched to one that lacks this capability keeps serving it itself.
             if capability in entry.capabilities:
-                return named, entry
-        return named, named
+                return entry
+        return named
 
     def candidates(self, name: str, capability: Capability) -> list[ModelEntry]:
-        """The entries to try, in order: the first choice, its fallbacks, then (when switched) the
-        named model's fallbacks. Unhealthy ones are left out unless nothing else is left."""
-        named, first = self.first_choice(name, capability)
+        """The entries to try for model ``name``, in order (:meth:`chain`); raises for an
+        unknown model or one without the capability."""
+        return self.chain(self.registry.for_capability(name, capability), capability)
+
+    def chain(self, named: ModelEntry, capability: Capability) -> list[ModelEntry]:
+        """The entries to try for ``named`` (a model with ``capability``), in order: the first
+        choice, its fallbacks, then (when switched) the named model's fallbacks. Unhealthy ones
+        are left out unless nothing else is left. A request resolves this once and carries it
+        (:meth:`stream_on`, :meth:`collect_on`)."""
+        first = self._switched(named, capability)
         chain = [first]
         for source in (first, named):
             for fallback in source.config.fallbacks:
@@ -113,7 +129,8 @@ class ModelRouter:
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
     ) -> tuple[ModelEntry, Any]:
-        return await self._first_served(self.scheduler.run, name, capability, call, priority, ctx)
+        chain = self.candidates(name, capability)
+        return await self._first_served(self.scheduler.run, chain, _same(call), priority, ctx)
 
     async def collect(
         self,
@@ -124,16 +141,33 @@ class ModelRouter:
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
     ) -> tuple[ModelEntry, list[Any]]:
-        """A streaming call run to its end, its chunks as one list (:meth:`Scheduler.collect`);
-        the client sees nothing before the end, so a failure at any point falls back, as for
-        :meth:`run`."""
-        return await self._first_served(self.scheduler.collect, name, capability, call, priority, ctx)
+        return await self.collect_on(self.candidates(name, capability), _same(call), priority=priority, ctx=ctx)
 
-    async def _first_served(self, method, name, capability, call, priority, ctx) -> tuple[ModelEntry, Any]:
-        chain = self.candidates(name, capability)
+    async def collect_on(
+        self,
+        chain: list[ModelEntry],
+        call_for: CallFor,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        ctx: RunContext | None = None,
+    ) -> tuple[ModelEntry, list[Any]]:
+        """A streaming call run to its end on the first of ``chain`` that serves it, its chunks as
+        one list (:meth:`Scheduler.collect`); the client sees nothing before the end, so a failure
+        at any point falls back, as for :meth:`run`."""
+        return await self._first_served(self.scheduler.collect, chain, call_for, priority, ctx)
+
+    async def _first_served(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        chain: list[ModelEntry],
+        call_for: CallFor,
+        priority: Priority,
+        ctx: RunContext | None,
+    ) -> tuple[ModelEntry, Any]:
         for i, entry in enumerate(chain):
             if self._next(chain, i):
                 continue
+            call = call_for(entry)
             try:
                 return entry, await method(entry, call, priority=priority, ctx=ctx)
             except FALLBACK_ON as e:
@@ -151,12 +185,23 @@ class ModelRouter:
         priority: Priority = Priority.INTERACTIVE,
         ctx: RunContext | None = None,
     ) -> tuple[ModelEntry, AsyncGenerator[Any, None]]:
-        """Start a stream on the first model that produces a first chunk; return it and the rest."""
-        chain = self.candidates(name, capability)
+        return await self.stream_on(self.candidates(name, capability), _same(call), priority=priority, ctx=ctx)
+
+    async def stream_on(
+        self,
+        chain: list[ModelEntry],
+        call_for: CallFor,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        ctx: RunContext | None = None,
+    ) -> tuple[ModelEntry, AsyncGenerator[Any, None]]:
+        """Start a stream on the first of ``chain`` that produces a first chunk; return it and
+        the rest. ``call_for`` makes the call for the model about to be tried: an error it raises
+        (the parameter policy refusing what that model does not honour) ends the request."""
         for i, entry in enumerate(chain):
             if self._next(chain, i):
                 continue
-            gen = self.scheduler.stream(entry, call, priority=priority, ctx=ctx)
+            gen = self.scheduler.stream(entry, call_for(entry), priority=priority, ctx=ctx)
             try:
                 first = await gen.__anext__()
             except StopAsyncIteration:
@@ -306,4 +351,4 @@ async def _prepend(first: Any, gen: AsyncGenerator[Any, None]) -> AsyncGenerator
         await gen.aclose()
 
 
-__all__ = ["FALLBACK_ON", "ModelRouter"]
+__all__ = ["FALLBACK_ON", "CallFor", "ModelRouter"]

@@ -25,15 +25,15 @@ from loom.sdk.config import ModelConfig
 from loom.sdk.errors import PluginError
 
 from .api.batch_lines import BatchLines
-from .api.body import BodyReader
-from .api.chat_prepare import ChatIntake
-from .api.text_services import TextServices
 from .batches import Batches, BatchPipeline, BatchStore
 from .batches.work import PIPELINE as BATCH_PIPELINE
 from .catalog.live import ModelCatalog
+from .chat.intake import ChatIntake
 from .config import Config, Routes, max_upload_bytes
 from .evaluations import EvaluationStore
 from .files import FileStore, check_writable
+from .http.body import BodyReader
+from .http.sessions import Sessions
 from .image_fetch import ImageFetcher
 from .jobs import JobRunner, JobStore, collect_pipelines
 from .jobs.context import PipelineServices
@@ -52,9 +52,9 @@ from .scheduler import Scheduler
 from .scheduler.event_log import log_event
 from .shutdown import Shutdown
 from .storage.service import Storage
+from .text_services import TextServices
 from .timers import Timers
 from .tracing import Tracing
-from .ui.session import Sessions
 from .uploads import UploadStore
 
 JOBS_DB = "loom.db"
@@ -101,7 +101,7 @@ class Services:
     #: Stored Responses API responses.
     responses: ResponseStore
     #: bodies, intake, router and scheduler as one dependency for the text routes (see
-    #: :mod:`loom.daemon.api.text_services`).
+    #: :mod:`loom.daemon.text_services`).
     text: TextServices
     #: Adds and removes models while running (``/admin/models``); it keeps the current
     #: ``[[models]]`` (``config`` is the config Loom started with).

@@ -1,7 +1,7 @@
 """Loom's domain errors.
 
 Providers and pipelines raise these; the daemon maps each class to an HTTP status and an
-OpenAI-shaped body in one table (``loom.daemon.api.errors``). Nothing here knows about HTTP.
+OpenAI-shaped body in one table (``loom.daemon.http.errors``). Nothing here knows about HTTP.
 
 What a provider raises (:data:`PROVIDER_ERRORS`): ``InvalidRequest`` (and its
 ``UnsupportedParameter``, ``CapabilityNotSupported``), ``NotFound``, ``RateLimited``,

@@ -153,6 +153,10 @@ BY_CHAT: dict[str, Param] = {p.chat: p for p in TABLE if p.chat}
 BY_RESPONSES: dict[str, Param] = {p.responses: p for p in TABLE if p.responses}
 #: Parameters that may appear in ``Provider.parameters``.
 OPTIONAL: frozenset[str] = frozenset(p.name for p in TABLE if p.kind is Kind.OPTIONAL)
+#: What a request that leaves ``temperature`` / ``top_p`` out samples with: OpenAI's defaults.
+#: A provider that samples itself (llama.cpp, transformers) reads them from here.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 1.0
 #: Which optional parameters come with another: honouring "tools" means honouring these too.
 COMPANIONS: dict[str, tuple[str, ...]] = {
     "tools": ("tool_choice", "parallel_tool_calls"),

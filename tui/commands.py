@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 class LoomCommands(Provider):
     def _commands(self) -> Iterator[tuple[str, Callable[[], object], str]]:
-        app: LoomApp = self.app  # type: ignore[assignment]
+        app = cast("LoomApp", self.app)
         for mode, title in (
             ("dashboard", "Dashboard"),
             ("jobs", "Jobs"),

@@ -2,7 +2,7 @@
 
 ``{"type": "error", "error": {"type": "invalid_request_error", "message": ...}}``: the body has no
 ``param``, so a message that does not name its field already gets it put first. The statuses are
-Loom's (:data:`loom.daemon.api.errors.STATUS`) with Anthropic's names, except a full queue: 529
+Loom's (:data:`loom.daemon.http.errors.STATUS`) with Anthropic's names, except a full queue: 529
 ``overloaded_error`` with ``Retry-After``, as Anthropic answers when it is overloaded. The
 routes declare :data:`EXCEPTION_HANDLERS` themselves, so every other route keeps OpenAI's shape;
 the key guard's 401 passes through them too (Litestar resolves handlers per route).
@@ -17,7 +17,7 @@ from litestar.types import ExceptionHandlersMap
 from loom.sdk import errors as E
 from loom.sdk.anthropic import AnthropicError, AnthropicErrorResponse, ErrorType
 
-from ..api import errors as openai_errors
+from ..http import errors as openai_errors
 
 #: Loom's status -> Anthropic's error type (and the status it answers with, where it differs).
 _KINDS: dict[int, tuple[int, ErrorType]] = {

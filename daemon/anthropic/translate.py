@@ -58,8 +58,8 @@ from loom.sdk.types import (
     UserMessage,
 )
 
-from ..api.chat_rules import check_parameters_schema
-from ..api.policy import unsupported
+from ..chat.param_policy import unsupported
+from ..chat.rules import check_parameters_schema
 from ..media import check_image
 
 #: Chat parameter -> the Messages API's name for it (errors, ``x-loom-ignored``).

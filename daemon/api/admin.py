@@ -27,13 +27,13 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from loom.sdk.errors import NotFound
 from msgspec import Struct
 
+from ..http.body import BodyReader
+from ..http.errors import validation_error
 from ..models import ModelRegistry
 from ..scheduler import Scheduler
 from ..shutdown import Shutdown
 from . import shapes
 from .auth import accept
-from .body import BodyReader
-from .errors import validation_error
 from .openapi import BODY_ERRORS, TOKEN, doc
 from .respond import json_response
 

@@ -13,15 +13,14 @@ from typing import Annotated, Literal
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-from loom.sdk.errors import ConfigError, InvalidRequest
 from msgspec import Meta, Struct
 
-from ..config import Config, parse_duration
+from ..config import Config
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..jobs import JobRunner
-from ..jobs.retention import prune
+from ..jobs.retention import parse_older_than, prune
 from ..rag import RagStore
-from .body import BodyReader
 from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 
@@ -86,17 +85,6 @@ async def prune_jobs(
             "data": removed,
         }
     )
-
-
-def parse_older_than(value: str | float) -> float:
-    """Seconds from a duration; "never" or a negative one is refused (it would remove nothing)."""
-    try:
-        seconds = parse_duration(value, "older_than")
-    except ConfigError as e:
-        raise InvalidRequest(str(e), param="older_than") from None
-    if seconds is None:
-        raise InvalidRequest("older_than must be a duration such as '30d'", param="older_than")
-    return seconds
 
 
 ROUTES = [prune_jobs]

@@ -22,10 +22,10 @@ from litestar.params import FromPath
 from ..catalog import listing
 from ..catalog.edits import AddModel
 from ..catalog.live import ModelCatalog
+from ..http.body import BodyReader
 from ..models import ModelRegistry
 from ..scheduler import Scheduler
 from . import shapes
-from .body import BodyReader
 from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 

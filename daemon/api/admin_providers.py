@@ -14,11 +14,11 @@ from loom.sdk.errors import InvalidRequest
 from msgspec import Struct
 
 from ..config import VISION_ROLES, Routes
+from ..http.body import BodyReader
 from ..models import ModelRegistry
 from ..provider_health import ProviderHealth
 from ..routing import ModelRouter
 from . import shapes
-from .body import BodyReader
 from .openapi import BODY_ERRORS, doc
 from .respond import json_response
 

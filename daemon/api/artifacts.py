@@ -12,7 +12,7 @@ from __future__ import annotations
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from ..jobs import JobRunner, search
+from ..jobs import JobRunner
 from ..principals import principal_of
 from . import shapes
 from .jobs import PAGE, TIME, _int, _time
@@ -41,8 +41,7 @@ async def list_artifacts(request: Request, runner: NamedDependency[JobRunner]) -
     q = request.query_params
     limit = _int(q.get("limit"), "limit", 50, 1, 1000)
     offset = _int(q.get("offset"), "offset", 0, 0, 10**9)
-    rows = search.search(
-        runner.store,
+    rows = runner.store.search_artifacts(
         q=q.get("q"),
         pipeline=q.get("pipeline") or None,
         since=_time(q.get("since"), "since"),

@@ -25,6 +25,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
+from ..http.client_key import presented_key
 from ..keys import KeyRing, StreamTokens, looks_like_jwt
 from ..principals import Principal, set_principal
 from ..quotas import Quotas, Refused, counts, hold, refused
@@ -34,13 +35,6 @@ from ..storage.signing import URLSigner
 #: The WebSocket subprotocol a browser offers alongside its credential (and the server accepts).
 SUBPROTOCOL = "loom"
 BEARER = "loom.bearer."
-
-
-def presented_key(connection: ASGIConnection) -> str | None:
-    header = connection.headers.get("authorization")
-    if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return connection.headers.get("x-api-key")
 
 
 def subprotocol_credential(connection: ASGIConnection) -> str | None:

@@ -20,14 +20,14 @@ from loom.sdk.responses import CreateResponseRequest
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ImageGenerationRequest
 
 from ..files import FileStore
+from ..http.errors import status_of, validation_error
 from ..models import ModelRegistry
 from ..principals import Principal, owner_folder
 from ..responses import ResponseStore
 from ..scheduler import Priority
 from ..storage.service import Storage
+from ..text_services import TextServices
 from . import chat, embeddings, images, responses
-from .errors import status_of, validation_error
-from .text_services import TextServices
 
 T = TypeVar("T")
 
@@ -70,13 +70,11 @@ class BatchLines:
 
     async def _chat(self, body: bytes, ctx: RunContext, owner: str):
         prepared = await self.text.intake.prepare(_decode(body, ChatCompletionRequest), own_host=None)
-        _, answer = await chat.complete_chat(
-            self.text, prepared.route, prepared.request, priority=Priority.BATCH, ctx=ctx
-        )
+        _, answer, _ = await chat.complete_chat(self.text, prepared, priority=Priority.BATCH, ctx=ctx)
         return answer
 
     async def _completion(self, body: bytes, ctx: RunContext, owner: str):
-        _, answer = await chat.complete_text(
+        _, answer, _ = await chat.complete_text(
             self.text, _decode(body, CompletionRequest), priority=Priority.BATCH, ctx=ctx
         )
         return answer

@@ -11,9 +11,9 @@ from litestar.params import FromPath
 from loom.sdk.errors import InvalidRequest
 
 from ..batches import Batches
+from ..http.body import BodyReader
 from ..principals import principal_of
 from .batch_shapes import Batch, BatchList, CreateBatchRequest
-from .body import BodyReader
 from .jobs import owner_of
 from .openapi import BODY_ERRORS, Query, doc
 from .respond import json_response

@@ -3,7 +3,7 @@
 Each choice is one generation (seed + index when a seed is given). A stream is started before the
 response goes out, so errors raised before the first token (unknown model, full queue, a provider
 failing at load) keep their HTTP status; errors after it arrive as an ``error`` event. Before any
-of that, a chat request goes through the :class:`.chat_prepare.ChatIntake` (rules, route,
+of that, a chat request goes through the :class:`loom.daemon.chat.intake.ChatIntake` (rules, route,
 parameter policy, image URLs).
 """
 
@@ -36,119 +36,20 @@ from loom.sdk.types import (
     Usage,
 )
 
+from ..chat.assemble import ChoiceBuilder, count
+from ..chat.generations import Generations, chat_generations, with_seed
+from ..chat.intake import Prepared
+from ..chat.param_policy import apply_policy, ignored_header
+from ..chat.rules import check_completion
+from ..http.errors import error_body
 from ..models import ModelEntry
-from ..routing import ModelRouter
-from ..scheduler import Priority, Scheduler
-from ..service_tier import priority_of, tier_used
-from .chat_assemble import ChoiceBuilder, count
-from .chat_prepare import Route
-from .chat_rules import check_completion
-from .errors import error_body
+from ..scheduler import Priority
+from ..service_tier import tier_used
+from ..text_services import TextServices
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
-from .policy import apply_policy, ignored_header
 from .respond import PROVENANCE, json_response, served_by
-from .text_services import TextServices
 
 _encode = msgspec.json.encode
-
-
-class Generations:
-    """Runs the generations of one request in order: streamed (:meth:`start`, then iterate; the
-    first is started eagerly) or each run to its end (:meth:`collect`)."""
-
-    def __init__(
-        self,
-        router: ModelRouter,
-        scheduler: Scheduler,
-        route: Route,
-        runs: list[tuple[int, calls.Call]],
-        *,
-        priority: Priority = Priority.INTERACTIVE,
-        ctx: RunContext | None = None,
-    ) -> None:
-        self.router, self.scheduler, self.route, self.runs = router, scheduler, route, runs
-        #: A batch's line runs at ``Priority.BATCH`` with its job's context (which cancels it).
-        self.priority, self.ctx = priority, ctx
-        self.entry: ModelEntry | None = None
-        self._first: AsyncIterator[TextChunk] | None = None
-
-    def _ctx(self) -> RunContext:
-        return self.ctx if self.ctx is not None else RunContext()
-
-    async def start(self) -> ModelEntry:
-        self.entry, self._first = await self.router.stream(
-            *self.route, self.runs[0][1], priority=self.priority, ctx=self._ctx()
-        )
-        return self.entry
-
-    async def collect(self) -> tuple[ModelEntry, list[tuple[int, list[TextChunk]]]]:
-        """The model that served, and (choice index, its chunks) for every generation, each run to
-        its end: for an answer that is not streamed, whose chunks need not cross to this task one
-        at a time. Later choices stay on the model that served the first."""
-        (_, first), *rest = self.runs
-        entry, chunks = await self.router.collect(*self.route, first, priority=self.priority, ctx=self._ctx())
-        self.entry = entry
-        out = [(self.runs[0][0], chunks)]
-        for index, call in rest:
-            out.append((index, await self.scheduler.collect(entry, call, priority=self.priority, ctx=self._ctx())))
-        return entry, out
-
-    async def __aiter__(self) -> AsyncIterator[tuple[int, AsyncIterator[TextChunk]]]:
-        """Yield (choice index, chunks) pairs."""
-        assert self.entry is not None and self._first is not None, "start() comes first"
-        for n, (index, call) in enumerate(self.runs):
-            if n == 0:
-                chunks = self._first
-            else:
-                # Later choices stay on the model that served the first.
-                chunks = self.scheduler.stream(self.entry, call, priority=self.priority, ctx=self._ctx())
-            yield index, chunks
-
-
-def with_seed(req, i: int):
-    return msgspec.structs.replace(req, seed=None if req.seed is None else req.seed + i)
-
-
-def chat_generations(
-    router: ModelRouter,
-    scheduler: Scheduler,
-    route: Route,
-    req: ChatCompletionRequest,
-    *,
-    priority: Priority = Priority.INTERACTIVE,
-    ctx: RunContext | None = None,
-) -> Generations:
-    runs: list[tuple[int, calls.Call]] = [(i, calls.Chat(request=with_seed(req, i))) for i in range(req.n)]
-    if priority is Priority.INTERACTIVE:  # a batch line passes its own; a client's request its tier
-        priority = priority_of(req.service_tier)
-    return Generations(router, scheduler, route, runs, priority=priority, ctx=ctx)
-
-
-async def complete_chat(
-    text: TextServices,
-    route: Route,
-    req: ChatCompletionRequest,
-    *,
-    priority: Priority = Priority.INTERACTIVE,
-    ctx: RunContext | None = None,
-) -> tuple[ModelEntry, ChatCompletion]:
-    """A prepared chat request's answer, not streamed: every choice run to its end (the route's
-    answer, and a batch line's)."""
-    gens = chat_generations(text.router, text.scheduler, route, req, priority=priority, ctx=ctx)
-    choices, usage = [], Usage()
-    entry, results = await gens.collect()
-    for index, chunks in results:
-        builder = ChoiceBuilder()
-        for chunk in chunks:
-            builder.add(chunk)
-            count(usage, chunk, prompt=index == 0)
-        choices.append(builder.choice(index))
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
-    answer = ChatCompletion(
-        id=rid, created=created, model=entry.id, choices=choices, usage=usage, service_tier=tier_used(req.service_tier)
-    )
-    return entry, answer
 
 
 @post(
@@ -172,18 +73,40 @@ async def chat_completions(request: Request, text: NamedDependency[TextServices]
     req = prepared.request
 
     if req.stream:
-        gens = chat_generations(text.router, text.scheduler, prepared.route, req)
+        gens = chat_generations(text.router, text.scheduler, prepared)
         rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
         entry = await gens.start()
-        headers = {**served_by(entry), **ignored_header(prepared.ignored)}
+        headers = {**served_by(entry), **ignored_header(gens.ignored)}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         # `model` names the model that served, as OpenAI's answers do (not the alias asked for).
         events = _chat_events(gens, entry.id, rid, created, include_usage, tier_used(req.service_tier))
         return ServerSentEvent(events, headers=headers, status_code=200)
 
-    entry, answer = await complete_chat(text, prepared.route, req)
-    headers = {**served_by(entry), **ignored_header(prepared.ignored)}
-    return json_response(answer, headers=headers)
+    entry, answer, ignored = await complete_chat(text, prepared)
+    return json_response(answer, headers={**served_by(entry), **ignored_header(ignored)})
+
+
+async def complete_chat(
+    text: TextServices, prepared: Prepared, *, priority: Priority | None = None, ctx: RunContext | None = None
+) -> tuple[ModelEntry, ChatCompletion, list[str]]:
+    """A prepared chat request's answer, not streamed: every choice run to its end (the route's
+    answer, and a batch line's), with the parameters left out for the model that served."""
+    req = prepared.request
+    gens = chat_generations(text.router, text.scheduler, prepared, priority=priority, ctx=ctx)
+    choices, usage = [], Usage()
+    entry, results = await gens.collect()
+    for index, chunks in results:
+        builder = ChoiceBuilder()
+        for chunk in chunks:
+            builder.add(chunk)
+            count(usage, chunk, prompt=index == 0)
+        choices.append(builder.choice(index))
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+    rid, created = f"chatcmpl-{random.getrandbits(96):024x}", int(time.time())
+    answer = ChatCompletion(
+        id=rid, created=created, model=entry.id, choices=choices, usage=usage, service_tier=tier_used(req.service_tier)
+    )
+    return entry, answer, gens.ignored
 
 
 def chunk_delta(c: TextChunk) -> ChunkDelta | None:
@@ -243,15 +166,8 @@ async def _chat_events(gens: Generations, model, rid, created, include_usage, ti
 )
 async def completions(request: Request, text: NamedDependency[TextServices]) -> Response:
     req = await text.bodies.decode(request, CompletionRequest)
-    check_completion(req)
-    ignored: list[str] = []
-    if req.min_tokens or req.ignore_eos:
-        # The only optional parameters a completion takes: the parameter policy for the model
-        # that will serve it, as chat applies it (refused by name, or left out when lenient).
-        entry = text.router.candidates(req.model, Capability.COMPLETION)[0]
-        req, ignored = apply_policy(req, entry, text.intake.compat)
     if not req.stream:
-        entry, answer = await complete_text(text, req)
+        entry, answer, ignored = await complete_text(text, req)
         return json_response(answer, headers={**served_by(entry), **ignored_header(ignored)})
     prompts = req.prompts()
     gens = completion_generations(text, req)
@@ -280,7 +196,7 @@ async def completions(request: Request, text: NamedDependency[TextServices]) -> 
             yield error_body(e)
         yield b"[DONE]"
 
-    return ServerSentEvent(events(), headers={**served_by(entry), **ignored_header(ignored)}, status_code=200)
+    return ServerSentEvent(events(), headers={**served_by(entry), **ignored_header(gens.ignored)}, status_code=200)
 
 
 def completion_generations(
@@ -290,14 +206,32 @@ def completion_generations(
     priority: Priority = Priority.INTERACTIVE,
     ctx: RunContext | None = None,
 ) -> Generations:
-    """One generation per prompt and choice, indexed as OpenAI numbers the choices."""
+    """One generation per prompt and choice, indexed as OpenAI numbers the choices; the request's
+    rules checked, and each candidate model sent the request fitted to its parameter policy."""
+    check_completion(req)
+    prompts = req.prompts()
+    chain = text.router.candidates(req.model, Capability.COMPLETION)
+    fitted: dict[str, tuple[CompletionRequest, list[str]]] = {}
 
-    def call(prompt: str, i: int):
-        return calls.Complete(prompt=prompt, request=with_seed(req, i))
+    def fit(entry: ModelEntry) -> tuple[CompletionRequest, list[str]]:
+        # min_tokens and ignore_eos are the only optional parameters a completion takes: each
+        # candidate's own provider's parameter policy, as chat applies it (refused by name, or
+        # left out when lenient).
+        if entry.id not in fitted:
+            asked = req.min_tokens or req.ignore_eos
+            fitted[entry.id] = apply_policy(req, entry, text.intake.compat) if asked else (req, [])
+        return fitted[entry.id]
 
-    runs = [(p * req.n + i, call(prompt, i)) for p, prompt in enumerate(req.prompts()) for i in range(req.n)]
+    def runs(entry: ModelEntry) -> list[tuple[int, calls.Call]]:
+        sent = fit(entry)[0]
+        return [
+            (p * req.n + i, calls.Complete(prompt=prompt, request=with_seed(sent, i)))
+            for p, prompt in enumerate(prompts)
+            for i in range(req.n)
+        ]
+
     return Generations(
-        text.router, text.scheduler, (req.model, Capability.COMPLETION), runs, priority=priority, ctx=ctx
+        text.router, text.scheduler, chain, runs, lambda entry: fit(entry)[1], priority=priority, ctx=ctx
     )
 
 
@@ -307,11 +241,13 @@ async def complete_text(
     *,
     priority: Priority = Priority.INTERACTIVE,
     ctx: RunContext | None = None,
-) -> tuple[ModelEntry, Completion]:
-    """A completion request's answer, not streamed (the route's, and a batch line's)."""
+) -> tuple[ModelEntry, Completion, list[str]]:
+    """A completion request's answer, not streamed (the route's, and a batch line's), with the
+    parameters left out for the model that served."""
     prompts = req.prompts()
+    gens = completion_generations(text, req, priority=priority, ctx=ctx)
     choices, usage = [], Usage()
-    entry, results = await completion_generations(text, req, priority=priority, ctx=ctx).collect()
+    entry, results = await gens.collect()
     for index, chunks in results:
         pieces, finish = [prompts[index // req.n]] if req.echo else [], None
         for c in chunks:
@@ -321,7 +257,8 @@ async def complete_text(
         choices.append(CompletionChoice(index, "".join(pieces), finish or "stop"))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     rid, created = f"cmpl-{random.getrandbits(96):024x}", int(time.time())
-    return entry, Completion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
+    answer = Completion(id=rid, created=created, model=entry.id, choices=choices, usage=usage)
+    return entry, answer, gens.ignored
 
 
 def _piece(rid, created, model, index, text, finish) -> bytes:

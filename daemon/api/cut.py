@@ -13,8 +13,8 @@ import asyncio
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loom.sdk.errors import Unavailable
 
+from ..http.errors import error_body
 from ..shutdown import Shutdown
-from .errors import error_body
 
 
 def answer_when_cut(shutdown: Shutdown):

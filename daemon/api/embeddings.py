@@ -12,10 +12,10 @@ from loom.sdk.errors import ProviderError, UnsupportedParameter
 from loom.sdk.protocols import RunContext
 from loom.sdk.types import Capability, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
+from ..http.body import BodyReader
 from ..models import ModelEntry
 from ..routing import ModelRouter
 from ..scheduler import Priority
-from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 

@@ -19,12 +19,12 @@ from litestar.response import Stream
 from loom.sdk.errors import InvalidRequest
 
 from ..evaluations import EvaluationRequest, EvaluationStore, Side, export_jsonl, resolve_side
+from ..http.body import BodyReader
 from ..jobs.runner import JobRunner
 from ..principals import UNOWNED, Principal, principal_of
 from ..questions import Questions
 from ..storage.service import Storage
 from . import shapes
-from .body import BodyReader
 from .jobs import PAGE, _int
 from .openapi import BODY_ERRORS, Query, doc
 from .respond import json_response

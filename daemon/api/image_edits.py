@@ -40,11 +40,11 @@ from msgspec import Meta, Struct
 
 from ..config import Routes
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..media import check_image, image_bytes
 from ..models import ModelRegistry
 from ..routing import ModelRouter
 from ..storage.service import Storage
-from .body import BodyReader
 from .image_stream import check_stream, stream_response
 from .images import base_url, image_folder, parse_size, render
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc

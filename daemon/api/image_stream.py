@@ -29,9 +29,9 @@ from loom.sdk.image_events import EDIT_EVENTS, GENERATION_EVENTS, ImagesUsage
 from loom.sdk.protocols import ImageJob, RunContext
 from loom.sdk.types import Capability
 
+from ..http.errors import error_body
 from ..models import ModelEntry
 from ..routing import ModelRouter
-from .errors import error_body
 
 Events = tuple[type, type]
 

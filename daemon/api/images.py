@@ -14,12 +14,12 @@ from loom.sdk.protocols import ImageJob, RunContext
 from loom.sdk.types import Capability, ImageData, ImageGenerationRequest, ImagesResponse
 
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..models import ModelEntry, ModelRegistry
 from ..principals import owner_folder, principal_of
 from ..routing import ModelRouter
 from ..scheduler import Priority
 from ..storage.service import Storage
-from .body import BodyReader
 from .image_stream import check_stream, stream_response
 from .openapi import BODY_ERRORS, MODEL_ERRORS, STORAGE_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by

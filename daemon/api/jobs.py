@@ -42,6 +42,8 @@ from loom.sdk.suggest import did_you_mean
 
 from .. import credentials as upstream_keys
 from ..config import Routes
+from ..http.body import BodyReader
+from ..http.errors import validation_error
 from ..jobs.hub import Subscriber
 from ..jobs.keys_needed import require_keys
 from ..jobs.lineage import build_tree
@@ -53,8 +55,6 @@ from ..routing import ModelRouter
 from ..shutdown import Shutdown
 from . import shapes
 from .auth import accept
-from .body import BodyReader
-from .errors import validation_error
 from .openapi import BODY_ERRORS, TOKEN, Query, doc
 from .respond import json_response
 

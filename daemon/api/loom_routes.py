@@ -21,6 +21,7 @@ from loom.sdk.types import (
 )
 
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..jobs.runner import JobRunner
 from ..media import image_bytes
 from ..models import ModelRegistry
@@ -30,7 +31,6 @@ from ..storage.service import Storage
 from ..uploads import UploadStore, is_file_id
 from . import files_api
 from .auth import signed
-from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
 from .respond import PROVENANCE, json_response, served_by
 

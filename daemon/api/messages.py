@@ -36,13 +36,13 @@ from loom.sdk.errors import InvalidRequest, LoomError
 from ..anthropic.errors import EXCEPTION_HANDLERS
 from ..anthropic.stream import MessageBuilder
 from ..anthropic.translate import shown, to_chat
-from .body import BodyReader
-from .chat import Generations, chat_generations
-from .errors import validation_error
+from ..chat.generations import Generations, chat_generations
+from ..chat.param_policy import ignored_header
+from ..http.body import BodyReader
+from ..http.errors import validation_error
+from ..text_services import TextServices
 from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
-from .policy import ignored_header
 from .respond import PROVENANCE, json_response, served_by
-from .text_services import TextServices
 
 T = TypeVar("T")
 _encode = msgspec.json.encode
@@ -120,13 +120,15 @@ async def create_message(request: Request, text: NamedDependency[TextServices]) 
                 for event in builder.fail(e):
                     yield sse(event)
 
-        return ServerSentEvent(events(), headers={**served_by(entry), **ignored_header(ignored)}, status_code=200)
+        return ServerSentEvent(
+            events(), headers={**served_by(entry), **ignored_header(ignored + gens.ignored)}, status_code=200
+        )
 
     entry, results = await gens.collect()
     for chunk in results[0][1]:
         builder.chunk(chunk)
     builder.finish()
-    return json_response(builder.final, headers={**served_by(entry), **ignored_header(ignored)})
+    return json_response(builder.final, headers={**served_by(entry), **ignored_header(ignored + gens.ignored)})
 
 
 @post(
@@ -149,7 +151,7 @@ async def count_tokens(request: Request, text: NamedDependency[TextServices]) ->
     entry, results = await gens.collect()
     tokens = sum(chunk.prompt_tokens or 0 for chunk in results[0][1])
     return json_response(
-        MessageTokensCount(input_tokens=tokens), headers={**served_by(entry), **ignored_header(ignored)}
+        MessageTokensCount(input_tokens=tokens), headers={**served_by(entry), **ignored_header(ignored + gens.ignored)}
     )
 
 
@@ -160,11 +162,11 @@ async def _generations(
     request: Request, text: TextServices, req: CreateMessageRequest | CountTokensRequest
 ) -> tuple[Generations, list[str]]:
     """A Messages request through the same intake as Chat Completions: its generations, and the
-    parameters left out (the translation's and the policy's, for ``x-loom-ignored``)."""
+    parameters the translation left out (the policy's are the generations' own, known once a
+    model serves; both go in ``x-loom-ignored``)."""
     translated = to_chat(req, text.intake.compat)
     own_host = request.url.netloc if translated.chat.has_images() else None
     prepared = await text.intake.prepare(
         translated.chat, own_host=own_host, shown=shown, image_param=translated.image_param
     )
-    gens = chat_generations(text.router, text.scheduler, prepared.route, prepared.request)
-    return gens, translated.ignored + prepared.ignored
+    return chat_generations(text.router, text.scheduler, prepared), translated.ignored

@@ -23,6 +23,8 @@ from loom.sdk import errors as E
 from loom.sdk.types import Capability
 
 from ..catalog.live import ModelCatalog
+from ..chat.generations import Generations, chat_generations
+from ..http.errors import log, status_of, validation_error
 from ..models import ModelEntry, ModelRegistry
 from ..ollama import aliases, info, translate
 from ..ollama.answer import Answer, Clock
@@ -52,11 +54,9 @@ from ..ollama.wire import (
 )
 from ..routing import ModelRouter
 from ..scheduler import Scheduler
-from .chat import Generations, chat_generations
-from .errors import log, status_of, validation_error
+from ..text_services import TextServices
 from .openapi import doc
 from .respond import PROVENANCE, json_response, served_by
-from .text_services import TextServices
 
 #: The Ollama API version Loom answers as (the release whose API it follows).
 OLLAMA_VERSION = "0.14.0"
@@ -216,7 +216,7 @@ async def chat(request: Request, text: NamedDependency[TextServices]) -> Respons
         return _answer(await load_or_unload(text.scheduler, entry, req.model, keep, chat=True), req.stream, {})
     chat_req = translate.chat(req, name, info.served_context(entry))
     prepared = await text.intake.prepare(chat_req, own_host=None, shown=translate.shown)
-    gens = chat_generations(text.router, text.scheduler, prepared.route, prepared.request)
+    gens = chat_generations(text.router, text.scheduler, prepared)
     return await _respond(Run(text.scheduler, entry, keep, clock), gens, Answer(req.model, True, clock), req.stream)
 
 
@@ -266,11 +266,12 @@ async def generate(request: Request, text: NamedDependency[TextServices]) -> Res
             fim = w.facts.fim if w.facts is not None else None
         prompt, completion = translate.completion(req, name, context, fim)
         call = calls.Complete(prompt=prompt, request=completion)
-        gens = Generations(text.router, text.scheduler, (name, Capability.COMPLETION), [(0, call)])
+        chain = text.router.candidates(name, Capability.COMPLETION)
+        gens = Generations(text.router, text.scheduler, chain, lambda _entry: [(0, call)])
         return await _respond(run, gens, answer, req.stream)
     chat_req = translate.generate_chat(req, name, context)
     prepared = await text.intake.prepare(chat_req, own_host=None, shown=translate.shown)
-    gens = chat_generations(text.router, text.scheduler, prepared.route, prepared.request)
+    gens = chat_generations(text.router, text.scheduler, prepared)
     return await _respond(run, gens, answer, req.stream)
 
 

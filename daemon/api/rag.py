@@ -27,6 +27,7 @@ from msgspec import Meta
 
 from ..config import Routes
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..media import image_bytes
 from ..models import ModelRegistry
 from ..principals import principal_of
@@ -35,7 +36,6 @@ from ..reranking import rank, reorder, rerank_model
 from ..routing import ModelRouter
 from ..storage.service import Storage
 from . import shapes
-from .body import BodyReader
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import json_response
 

@@ -29,14 +29,14 @@ from msgspec import Meta, Struct
 
 from ..config import Routes
 from ..files import FileStore
+from ..http.body import BodyReader
+from ..http.errors import validation_error
 from ..media import image_bytes
 from ..models import ModelRegistry
 from ..principals import owner_folder, principal_of
 from ..rag import RagStore
 from ..rag.store import TEXT_LIMIT, check_collection
 from ..routing import ModelRouter
-from .body import BodyReader
-from .errors import validation_error
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import json_response
 

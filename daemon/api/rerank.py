@@ -26,14 +26,14 @@ from loom.sdk.rerank import (
     TextScoreResponse,
 )
 
+from ..chat.intake import data_uri
 from ..config import Routes
 from ..files import FileStore
+from ..http.body import BodyReader
 from ..image_fetch import ImageFetcher
 from ..media import image_bytes
 from ..reranking import rank, rerank_model
 from ..routing import ModelRouter
-from .body import BodyReader
-from .chat_prepare import data_uri
 from .openapi import BODY_ERRORS, MODEL_ERRORS, doc
 from .respond import PROVENANCE, json_response, served_by
 

@@ -21,6 +21,10 @@ from loom.sdk.errors import InvalidRequest, LoomError
 from loom.sdk.protocols import RunContext
 from loom.sdk.responses import CreateResponseRequest, Event, ResponseDeleted, ResponseItemList, ResponseObject
 
+from ..chat.generations import chat_generations
+from ..chat.intake import ChatIntake
+from ..chat.param_policy import ignored_header
+from ..http.body import BodyReader
 from ..principals import Principal, principal_of
 from ..responses import ResponseStore
 from ..responses.items import page, resources
@@ -28,11 +32,7 @@ from ..responses.stream import ResponseBuilder, new_id
 from ..responses.translate import shown, to_chat
 from ..routing import ModelRouter
 from ..scheduler import Priority, Scheduler
-from .body import BodyReader
-from .chat import chat_generations
-from .chat_prepare import ChatIntake
 from .openapi import BODY_ERRORS, MODEL_ERRORS, Query, doc
-from .policy import ignored_header
 from .respond import PROVENANCE, json_response, served_by
 
 _encode = msgspec.json.encode
@@ -118,7 +118,7 @@ async def start(
     *,
     own_host: str | None,
     owner: Principal,
-    priority: Priority = Priority.INTERACTIVE,
+    priority: Priority | None = None,
     ctx: RunContext | None = None,
 ) -> ResponseRun:
     """Translate, prepare and start a response (the route's, and a batch line's) for ``owner``:
@@ -129,9 +129,9 @@ async def start(
         history = previous.conversation
     translated = to_chat(req, history, intake.compat)
     prepared = await intake.prepare(translated.chat, own_host=own_host, shown=shown, image_param=translated.image_param)
-    gens = chat_generations(router, scheduler, prepared.route, prepared.request, priority=priority, ctx=ctx)
+    gens = chat_generations(router, scheduler, prepared, priority=priority, ctx=ctx)
     entry = await gens.start()
-    headers = {**served_by(entry), **ignored_header(translated.ignored + prepared.ignored)}
+    headers = {**served_by(entry), **ignored_header(translated.ignored + gens.ignored)}
     builder = ResponseBuilder(req, new_id("resp"), req.model)
 
     def keep() -> None:

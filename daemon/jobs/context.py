@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 from loom.sdk import calls, tracing
@@ -37,6 +37,7 @@ from loom.sdk.errors import (
     RateLimited,
     Unavailable,
 )
+from loom.sdk.pipelines import PipelineContext
 from loom.sdk.protocols import ImageJob, RunContext, VisionScores
 from loom.sdk.types import Capability, ChatCompletionRequest
 
@@ -52,12 +53,13 @@ from ..scheduler import Priority
 from ..storage.service import Storage
 from . import search
 from .previews import JOB_PREVIEWS, JobPreviews
-from .retry import DEFAULT_RETRIES, retrying_crashes
+from .retry import retrying_crashes
 from .usage import Usage
 
 if TYPE_CHECKING:
     from ..tracing import Tracing
-    from .runner import JobRunner
+    from .admission import ModelRoom
+    from .store import Event, JobStore
 
 T = TypeVar("T")
 log = logging.getLogger("loom.jobs")
@@ -85,18 +87,39 @@ class PipelineServices:
     tracing: Tracing | None = None
 
 
-class JobContext:
+class JobEvents(Protocol):
+    """What a running job tells the runner (which stores it, publishes it and keeps the job's
+    totals), and the room its model calls share with the other jobs'. :class:`JobRunner` is one."""
+
+    #: Room among the jobs' calls to each model (``_with_room``).
+    room: ModelRoom
+
+    def emit(self, job_id: str, type: str, data: dict[str, Any]) -> Event: ...
+
+    def progress(self, ctx: JobContext, percent: float, stage: str, message: str) -> None: ...
+
+    def step_finished(self, ctx: JobContext, key: str, seconds: float) -> None: ...
+
+    def set_metadata(self, job_id: str, fields: dict[str, Any]) -> None: ...
+
+
+class JobContext(PipelineContext):
+    """The daemon's context for one run of one job."""
+
     def __init__(
         self,
         services: PipelineServices,
-        runner: JobRunner,
+        events: JobEvents,
+        store: JobStore,
         job: dict,
         usage: Usage,
+        *,
+        crash_retries: int,
         credentials: dict[str, str] | None = None,
     ) -> None:
         self.services = services
-        self.runner = runner
-        self.store = runner.store
+        self.events = events
+        self.store = store
         self.job_id: str = job["id"]
         self.pipeline: str = job["pipeline"]
         self.params: Any = job.get("params")
@@ -113,9 +136,9 @@ class JobContext:
         self.failed_step: str | None = None
         self._seen_steps: set[str] = set()
         self._calls: set[RunContext] = set()
-        info = getattr(runner, "pipelines", {}).get(self.pipeline)
-        #: Model calls whose worker crashed are run again this many times (see ``retry``).
-        self.crash_retries: int = getattr(info.cls if info else None, "worker_crash_retries", DEFAULT_RETRIES)
+        #: Model calls whose worker crashed are run again this many times (see ``retry``): the
+        #: pipeline's ``worker_crash_retries``.
+        self.crash_retries = crash_retries
         #: Waits on a person (``ask_preference``), cancelled with the job.
         self._waits: set[asyncio.Task] = set()
         #: This run's uploads to the output store (none with the local store).
@@ -153,20 +176,20 @@ class JobContext:
             ) from None
         finished = time.time()
         self.store.put_step(self.job_id, key, raw, started, finished, self.attempt)
-        self.runner.step_finished(self, key, finished - started)
+        self.events.step_finished(self, key, finished - started)
         return msgspec.json.decode(raw)
 
-    def progress(self, percent: float, stage: str, message: str = "") -> None:
-        self.runner.progress(self, max(0.0, min(100.0, float(percent))), stage, message)
+    def _progress(self, percent: float, stage: str, message: str) -> None:
+        self.events.progress(self, max(0.0, min(100.0, float(percent))), stage, message)
 
     def emit(self, type: str, data: dict[str, Any]) -> None:
-        self.runner.emit(self.job_id, type, data)
+        self.events.emit(self.job_id, type, data)
 
     def set_metadata(self, fields: dict[str, Any]) -> None:
         """Merge ``fields`` into the job's pipeline metadata (written into ``metadata.json``)."""
         if not isinstance(fields, dict):
             raise InvalidRequest(f"metadata must be an object, got {type(fields).__name__}")
-        self.runner.set_metadata(self.job_id, fields)
+        self.events.set_metadata(self.job_id, fields)
 
     def check(self) -> None:
         if self.cancel_requested:
@@ -182,7 +205,7 @@ class JobContext:
 
     # --- artefacts --------------------------------------------------------------------------
 
-    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+    def _save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None) -> str:
         if not _NAME.match(name) or ".." in name:
             raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
         rel = f"{self.output_dir}/{name}"
@@ -194,7 +217,7 @@ class JobContext:
         self.store.put_artifact(self.job_id, rel, name, media_type, len(data), digest, meta)
         try:  # searchable by text (GET /v1/artifacts?q=); never worth failing the save for
             body = search.body_for(name, media_type, data, meta, self.params)
-            search.index_artifact(self.store, self.job_id, rel, body)
+            self.store.index_text(self.job_id, rel, body)
         except Exception:
             log.exception("could not index artefact %s for search", rel)
         self.outputs.add(rel)  # published in the background; the job's end waits for it
@@ -236,31 +259,13 @@ class JobContext:
 
     # --- retrieval and records --------------------------------------------------------------
 
-    async def rag_add(
-        self,
-        collection: str,
-        vector: list[float],
-        *,
-        model: str,
-        kind: str = "text",
-        text: str = "",
-        path: str | None = None,
-        meta: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    async def _rag_add(self, collection: str, vector: list[float], model: str, item: dict[str, Any]) -> dict[str, Any]:
         self.check()
-        item = {
-            "kind": kind,
-            "text": text,
-            "path": path,
-            "meta": meta,
-            "job_id": self.job_id,
-            "pipeline": self.pipeline,
-            "owner": self.owner,
-        }
+        item = {**item, "job_id": self.job_id, "pipeline": self.pipeline, "owner": self.owner}
         added = await asyncio.to_thread(self.services.rag.add, collection, [vector], [item], model=model)
         return added[0]
 
-    async def rag_search(self, collection: str, vector: list[float], *, model: str, k: int = 5) -> list[dict[str, Any]]:
+    async def _rag_search(self, collection: str, vector: list[float], model: str, k: int) -> list[dict[str, Any]]:
         self.check()
         # A principal's job retrieves among that principal's items; a job no principal owns (a
         # daemon without keys) among all of them, through the index.
@@ -271,13 +276,8 @@ class JobContext:
         # The job's owner's records: each principal names its own (principals.py).
         return self.services.records.get(collection, key, self.owner)
 
-    def record_upsert(
-        self,
-        collection: str,
-        key: str,
-        *,
-        fields: dict[str, Any] | None = None,
-        append: dict[str, list[Any]] | None = None,
+    def _record_upsert(
+        self, collection: str, key: str, fields: dict[str, Any] | None, append: dict[str, list[Any]] | None
     ) -> dict[str, Any]:
         return self.services.records.upsert(collection, key, fields=fields, append=append, owner=self.owner)
 
@@ -314,7 +314,7 @@ class JobContext:
 
     # --- models -----------------------------------------------------------------------------
 
-    def model_for(self, role: str, requested: str | None = None) -> str:
+    def _model_for(self, role: str, requested: str | None) -> str:
         routes = self.services.routes
         fallback = VISION_ROLES.get(role)
         try:
@@ -368,7 +368,7 @@ class JobContext:
         ``[daemon.limits] queue_timeout`` (a slow model, a deep queue), wait for room and try
         again, as long as it takes: an accepted job fails for its own errors, never for load.
         An upstream's 429 (RateLimited) is the upstream's answer and fails the call as before."""
-        room = self.runner.room
+        room = self.events.room
         key = self._room_key(model)
         if not room.try_acquire(key):
             await self._interruptible(room.acquire(key))
@@ -474,33 +474,8 @@ class JobContext:
         self.usage.call(entry.id, capability.value, time.perf_counter() - started, prompt_tokens, completion_tokens)
         return "".join(text)
 
-    async def generate_image(
-        self,
-        model: str,
-        prompt: str,
-        *,
-        width: int = 512,
-        height: int = 512,
-        seed: int | None = None,
-        steps: int | None = None,
-        negative_prompt: str | None = None,
-        init_image: bytes | None = None,
-        mask: bytes | None = None,
-        strength: float = 0.75,
-    ) -> bytes:
-        job = ImageJob(
-            prompt=prompt,
-            width=width,
-            height=height,
-            n=1,
-            seed=seed,
-            steps=steps,
-            negative_prompt=negative_prompt,
-            init_image=init_image,
-            mask=mask,
-            strength=strength,
-            partial_images=JOB_PREVIEWS,
-        )
+    async def _generate_image(self, model: str, job: ImageJob) -> bytes:
+        job = msgspec.structs.replace(job, partial_images=JOB_PREVIEWS)
         try:
             images = await self._run(
                 model, Capability.IMAGE, calls.GenerateImages(job=job), self.previews.listener(model)
@@ -511,7 +486,7 @@ class JobContext:
             raise ProviderError(f"{model} returned no image")
         return images[0]
 
-    async def describe(self, model: str, image: bytes, prompt: str | None = None, detail: str = "normal") -> str:
+    async def _describe(self, model: str, image: bytes, prompt: str | None, detail: str) -> str:
         return await self._run(model, Capability.VISION, calls.Describe(image=image, prompt=prompt, detail=detail))
 
     async def score(self, model: str, image: bytes, text: str) -> VisionScores:

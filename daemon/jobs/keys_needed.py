@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from loom.sdk.errors import AuthenticationFailed, ConfigError, InvalidRequest, LoomError
+from loom.sdk.pipelines import Pipeline
 from loom.sdk.types import Capability
 
 from ..config import VISION_ROLES, Routes
@@ -102,7 +103,7 @@ def check_keys(taken: Mapping[str, Mapping[str, Any]], keys: Mapping[str, str], 
 
 
 def require_keys(
-    pipeline: Any,
+    pipeline: type[Pipeline],
     params: msgspec.Struct,
     keys: Mapping[str, str],
     registry: ModelRegistry,
@@ -110,7 +111,7 @@ def require_keys(
     routes: Routes,
 ) -> None:
     """:func:`check_keys` for a job of ``pipeline`` (the class) with ``params``."""
-    roles = getattr(pipeline, "model_roles", None) or {}
+    roles = pipeline.model_roles
     models = job_models(roles, params, registry, router, routes)
     try:
         taken = keys_taken(registry, models)

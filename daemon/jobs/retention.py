@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from loom.sdk.errors import ConfigError, InvalidRequest
+
 from ..config import JobsConfig, parse_duration
 from ..rag import RagStore
 from ..timers import Timers
@@ -141,3 +143,14 @@ class Retention:
         except Exception:  # a failed clean-up must never take the daemon down
             log.exception("retention clean-up failed")
             return []
+
+
+def parse_older_than(value: str | float) -> float:
+    """Seconds from a duration; "never" or a negative one is refused (it would remove nothing)."""
+    try:
+        seconds = parse_duration(value, "older_than")
+    except ConfigError as e:
+        raise InvalidRequest(str(e), param="older_than") from None
+    if seconds is None:
+        raise InvalidRequest("older_than must be a duration such as '30d'", param="older_than")
+    return seconds

@@ -3,7 +3,7 @@
 A crash (:class:`~loom.sdk.errors.WorkerCrashed`: a segfault, ``kill -9``, the OOM killer) takes
 the model down with whatever it was running; the scheduler records it unloaded and the next call
 loads it again. A job step that was running such a call is therefore repeated, up to the
-pipeline's ``worker_crash_retries`` times (default 2), rather than failing the job. A stream
+pipeline's ``worker_crash_retries`` times (its default is the SDK's), rather than failing the job. A stream
 (``chat``) is repeated from its start. Any other error fails the step as before, and a job that
 was cancelled meanwhile is not retried.
 """
@@ -16,9 +16,6 @@ from typing import TypeVar
 from loom.sdk.errors import WorkerCrashed
 
 T = TypeVar("T")
-
-#: Retries when the pipeline class does not say (``Pipeline.worker_crash_retries``).
-DEFAULT_RETRIES = 2
 
 
 async def retrying_crashes(

@@ -89,20 +89,25 @@ class PipelineInfo:
 
     @property
     def description(self) -> str:
-        return getattr(self.cls, "description", "") or (self.cls.__doc__ or "").strip().split("\n")[0]
+        return self.cls.description or (self.cls.__doc__ or "").strip().split("\n")[0]
 
 
 def collect_pipelines(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> dict[str, PipelineInfo]:
-    """Pipeline name -> info; a duplicate name or a malformed class stops start-up."""
+    """Pipeline name -> info; a duplicate name or a malformed class stops start-up. Checked here,
+    once, so nothing after registration probes a pipeline: it is a :class:`loom.sdk.Pipeline`
+    with a name and a Params Struct."""
     pipelines: dict[str, PipelineInfo] = {}
     for plugin, cls in collect(pm, "register_pipelines"):
+        # The class attributes the SDK declares without a value are read as a registration check.
         name = getattr(cls, "name", None)
         params = getattr(cls, "Params", None)
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin!r} registered a pipeline without a name: {cls!r}")
+        if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
+            raise PluginError(f"pipeline {name!r} (plugin {plugin!r}) must subclass loom.sdk.Pipeline")
         if not (isinstance(params, type) and issubclass(params, msgspec.Struct)):
             raise PluginError(f"pipeline {name!r} (plugin {plugin!r}) needs a msgspec Struct as Params")
-        if not asyncio.iscoroutinefunction(getattr(cls, "run", None)):
+        if not asyncio.iscoroutinefunction(cls.run):
             raise PluginError(f"pipeline {name!r} (plugin {plugin!r}) needs an async run(params, ctx)")
         if name in pipelines:
             raise PluginError(
@@ -499,7 +504,15 @@ class JobRunner:
             job_id, state=RUNNING, stage="starting", attempts=attempt, started_at=job["started_at"] or time.time()
         )
         job = self.get(job_id)
-        ctx = JobContext(self.services, self, job, Usage(job["usage"]), self._credentials.get(job_id))
+        ctx = JobContext(
+            self.services,
+            self,
+            self.store,
+            job,
+            Usage(job["usage"]),
+            crash_retries=info.cls.worker_crash_retries,
+            credentials=self._credentials.get(job_id),
+        )
         if job_id in self._cancel_before_start:
             self._cancel_before_start.discard(job_id)
             ctx.cancel()

@@ -64,14 +64,14 @@ def body_for(name: str, media_type: str, data: bytes, meta: dict | None, params:
     return "\n".join(p for p in parts if p)
 
 
-def index_artifact(store, job_id: str, path: str, body: str) -> None:
-    with store._lock:
-        store.db.execute(f"delete from {TABLE} where job_id = ? and path = ?", [job_id, path])
-        store.db.execute(f"insert into {TABLE} (job_id, path, body) values (?, ?, ?)", [job_id, path, body])
+def index_artifact(db, job_id: str, path: str, body: str) -> None:
+    """Index one artefact's text; the caller (:meth:`JobStore.index_text`) holds the store's lock."""
+    db.execute(f"delete from {TABLE} where job_id = ? and path = ?", [job_id, path])
+    db.execute(f"insert into {TABLE} (job_id, path, body) values (?, ?, ?)", [job_id, path, body])
 
 
 def search(
-    store,
+    db,
     *,
     q: str | None = None,
     pipeline: str | None = None,
@@ -84,41 +84,41 @@ def search(
     owner: str | None = None,
 ) -> list[dict[str, Any]]:
     """Artefacts (newest first) of finished or running jobs matching every filter given
-    (``owner``, a user's scope: of that principal's jobs only)."""
+    (``owner``, a user's scope: of that principal's jobs only); the caller
+    (:meth:`JobStore.search_artifacts`) holds the store's lock."""
     where = ["a.name != 'metadata.json'"]
     args: list[Any] = []
     select = "select a.job_id, a.path, a.name, a.media_type, a.bytes, a.meta, a.created_at, j.pipeline, j.state"
     joins = " from artifacts a join jobs j on j.id = a.job_id"
     words = _WORD.findall(q or "")
-    with store._lock:
-        fts = _is_fts(store.db) if words else False
-        if words and fts:
-            select += f", snippet({TABLE}, 2, '[', ']', '…', 12) as snippet"
-            joins += f" join {TABLE} on {TABLE}.job_id = a.job_id and {TABLE}.path = a.path"
-            where.append(f"{TABLE} match ?")
-            args.append(" AND ".join('"' + w.replace('"', "") + '"*' for w in words))
-        elif words:
-            joins += f" join {TABLE} t on t.job_id = a.job_id and t.path = a.path"
-            for w in words:
-                where.append("t.body like ?")
-                args.append(f"%{w}%")
-        for clause, value in (
-            ("j.pipeline = ?", pipeline),
-            ("a.created_at >= ?", since),
-            ("a.created_at < ?", until),
-            ("a.job_id = ?", job_id),
-            ("j.owner = ?", owner),
-        ):
-            if value is not None and (value != "" or clause == "j.owner = ?"):
-                where.append(clause)
-                args.append(value)
-        if media_type:
-            where.append("a.media_type like ?")
-            args.append(media_type.rstrip("*") + "%")
-        sql = f"{select}{joins} where {' and '.join(where)} order by a.created_at desc, a.id desc limit ? offset ?"
-        cursor = store.db.execute(sql, [*args, limit, offset])
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, r)) for r in cursor.fetchall()]
+    fts = _is_fts(db) if words else False
+    if words and fts:
+        select += f", snippet({TABLE}, 2, '[', ']', '…', 12) as snippet"
+        joins += f" join {TABLE} on {TABLE}.job_id = a.job_id and {TABLE}.path = a.path"
+        where.append(f"{TABLE} match ?")
+        args.append(" AND ".join('"' + w.replace('"', "") + '"*' for w in words))
+    elif words:
+        joins += f" join {TABLE} t on t.job_id = a.job_id and t.path = a.path"
+        for w in words:
+            where.append("t.body like ?")
+            args.append(f"%{w}%")
+    for clause, value in (
+        ("j.pipeline = ?", pipeline),
+        ("a.created_at >= ?", since),
+        ("a.created_at < ?", until),
+        ("a.job_id = ?", job_id),
+        ("j.owner = ?", owner),
+    ):
+        if value is not None and (value != "" or clause == "j.owner = ?"):
+            where.append(clause)
+            args.append(value)
+    if media_type:
+        where.append("a.media_type like ?")
+        args.append(media_type.rstrip("*") + "%")
+    sql = f"{select}{joins} where {' and '.join(where)} order by a.created_at desc, a.id desc limit ? offset ?"
+    cursor = db.execute(sql, [*args, limit, offset])
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, r)) for r in cursor.fetchall()]
     for r in rows:
         r["meta"] = json.loads(r["meta"]) if r["meta"] else {}
         r["url"] = f"/v1/files/{r['path']}"

@@ -413,6 +413,16 @@ class JobStore:
 
     # --- lineage ----------------------------------------------------------------------------
 
+    def index_text(self, job_id: str, path: str, body: str) -> None:
+        """Make an artefact findable by its text (:mod:`.search`)."""
+        with self._lock:
+            search.index_artifact(self.db, job_id, path, body)
+
+    def search_artifacts(self, **filters: Any) -> list[dict[str, Any]]:
+        """Artefacts matching ``filters`` (:func:`.search.search`), newest first."""
+        with self._lock:
+            return search.search(self.db, **filters)
+
     def upsert_lineage(self, job_id: str, node: dict[str, Any]) -> None:
         """Merge ``node``'s fields into the stored node with the same ``id``."""
         node_id = str(node["id"])

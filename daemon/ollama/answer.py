@@ -24,7 +24,7 @@ from loom.sdk.errors import ProviderError
 from loom.sdk.protocols import TextChunk
 from loom.sdk.types import TokenLogprob
 
-from ..api.chat_assemble import ChoiceBuilder
+from ..chat.assemble import ChoiceBuilder
 from .wire import (
     OllamaChatAnswer,
     OllamaGenerateAnswer,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from loom.sdk.errors import LoomError
 
-from ..api.chat import Generations
+from ..chat.generations import Generations
 from ..models import ModelEntry
 from ..scheduler import Scheduler
 from . import info

@@ -41,7 +41,7 @@ from loom.sdk.types import (
     UserMessage,
 )
 
-from ..api.chat_prepare import data_uri
+from ..chat.intake import data_uri
 from ..media import check_image
 from . import options as opts
 from .wire import OllamaChatRequest, OllamaGenerateRequest, OllamaMessage

@@ -52,7 +52,7 @@ from loom.sdk.responses import (
 from loom.sdk.types import AssistantMessage, FunctionCall, TokenLogprob, ToolCall, Usage
 from msgspec import UNSET
 
-from ..api.chat_assemble import count
+from ..chat.assemble import count
 from ..service_tier import tier_used
 
 #: How an output item ends (``incomplete``: cut at max_output_tokens), and a response's status.

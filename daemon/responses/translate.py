@@ -54,7 +54,7 @@ from loom.sdk.types import (
     UserMessage,
 )
 
-from ..api.policy import unsupported
+from ..chat.param_policy import unsupported
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 

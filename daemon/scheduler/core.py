@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from loom.sdk.errors import LoomError, Unavailable
 from loom.sdk.protocols import Provider, RunContext
@@ -30,7 +30,7 @@ from loom.sdk.protocols import Provider, RunContext
 from ..config import Config
 from ..models import ModelEntry, ModelRegistry
 from ..timers import Timers
-from ..workers import Executor, NodeInfo, Work, make_executors
+from ..workers import ClusterExecutor, Executor, NodeInfo, Work, make_executors
 from . import images
 from .chunks import ChunkCheck
 from .devices import REMOTE, discover, normalize
@@ -81,7 +81,7 @@ class Scheduler:
             executors = make_executors(config.scheduler, {e.executor for e in registry})
         self.executors: Mapping[str, Executor] = executors
         self.events = EventBus()
-        cluster = {name for name, ex in self.executors.items() if getattr(ex, "cluster", False)}
+        cluster = {name for name, ex in self.executors.items() if ex.cluster}
         local_devices = {e.spec.device for e in registry if e.local and e.executor not in cluster}
         infos, self.auto_device = discover(config, local_devices, nvml=nvml)
         #: Every device: the daemon's machine's, then (with a cluster executor) each node's,
@@ -133,9 +133,10 @@ class Scheduler:
         self.dispatcher.closed = False
         self.events._bind(again=True)
         for executor in self.executors.values():
-            open_cluster = getattr(executor, "open", None)
-            if open_cluster is not None:
-                self.nodes_changed(await open_cluster(self.nodes_changed))
+            if executor.cluster:
+                # ``cluster = True`` is the executor's word that it is a ClusterExecutor.
+                cluster = cast(ClusterExecutor, executor)
+                self.nodes_changed(await cluster.open(self.nodes_changed))
         self._started = True
         if self._own_timers:
             self.timers.start()

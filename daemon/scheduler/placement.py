@@ -43,7 +43,7 @@ class Placement:
         self.devices = devices
         self.residents = residents
         #: Names of the executors whose workers run on a cluster.
-        self.cluster_executors = {name for name, ex in executors.items() if getattr(ex, "cluster", False)}
+        self.cluster_executors = {name for name, ex in executors.items() if ex.cluster}
         self.nodes: dict[str, NodeInfo] = {}  # by name
         self._last_node: dict[str, str] = {}  # model -> the node it was last placed on
 

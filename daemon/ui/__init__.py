@@ -32,9 +32,9 @@ from litestar.middleware.csrf import CSRFMiddleware
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from ..http.sessions import Sessions, session_guard
 from . import batches, evaluate, jobs, live, login, models, pipelines
 from .render import EXCEPTION_HANDLERS, template_config
-from .session import Sessions, session_guard
 
 STATIC = Path(__file__).resolve().parent / "static"
 CSRF_COOKIE = "loom_csrf"

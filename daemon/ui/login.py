@@ -9,8 +9,8 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.response import Redirect
 
+from ..http.sessions import COOKIE, COOKIE_PATH, SESSION_S, Sessions
 from .render import page, safe_next
-from .session import COOKIE, COOKIE_PATH, SESSION_S, Sessions
 
 PUBLIC = {"public": True}
 #: A wrong key costs this long, so guessing from a browser is slow.

@@ -22,9 +22,9 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 from loom.sdk.errors import LoomError
 
-from ..api.errors import status_of
 from ..api.jobs import check_models, decode_params, owner_of
 from ..config import Routes
+from ..http.errors import status_of
 from ..jobs.keys_needed import keys_taken, require_keys
 from ..jobs.runner import JobRunner, PipelineInfo
 from ..models import ModelRegistry

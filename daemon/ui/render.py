@@ -23,8 +23,8 @@ from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandlersMap
 from loom.sdk.errors import LoomError
 
-from ..api.errors import status_of
-from .session import LoginRequired, viewer_of
+from ..http.errors import status_of
+from ..http.sessions import LoginRequired, viewer_of
 
 log = logging.getLogger("loom.ui")
 TEMPLATES = Path(__file__).resolve().parent / "templates"

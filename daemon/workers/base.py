@@ -167,6 +167,8 @@ class Executor(Protocol):
     """Starts workers; one instance per kind per scheduler."""
 
     name: ClassVar[str]
+    #: Whether its workers run on the machines of a cluster (a :class:`ClusterExecutor`).
+    cluster: ClassVar[bool]
 
     async def start(self, entry: ModelEntry, device: str, concurrency: int) -> Worker:
         """Start a worker for ``entry`` on ``device`` and load the model in it. A load that fails
@@ -179,8 +181,6 @@ class Executor(Protocol):
 class ClusterExecutor(Executor, Protocol):
     """An executor whose workers run on the machines of a cluster (``cluster = True``). Its
     devices are named ``NODE/DEVICE`` ("gpu-a/cuda:0"), and ``start`` is given one of them."""
-
-    cluster: ClassVar[bool]
 
     async def open(self, on_nodes: Callable[[list[NodeInfo]], None]) -> list[NodeInfo]:
         """Connect to the cluster and return its usable nodes; from then on call ``on_nodes`` on

@@ -34,6 +34,7 @@ log = logging.getLogger("loom.workers")
 
 class InProcessExecutor:
     name: ClassVar[str] = "inprocess"
+    cluster: ClassVar[bool] = False
 
     async def start(self, entry: ModelEntry, device: str, concurrency: int) -> InProcessWorker:
         worker = InProcessWorker(entry.id, entry.instance(), device, concurrency)
@@ -251,9 +252,10 @@ def on_loop(provider_cls: type[Provider]) -> bool:
     """True when every capability method of the provider is ``async``: calling one only makes a
     coroutine or async generator, so it can start on the event loop and skip the thread hop
     (remote providers). Sync methods always run on the worker's threads."""
+    # Registration checked that each declared capability's methods exist (missing_methods).
     methods = [
-        getattr(provider_cls, name, None)
-        for capability in getattr(provider_cls, "capabilities", ())
+        getattr(provider_cls, name)
+        for capability in provider_cls.capabilities
         for name in CAPABILITY_METHODS[capability]
     ]
     return bool(methods) and all(inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m) for m in methods)

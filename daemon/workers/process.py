@@ -62,6 +62,7 @@ class ProcessExecutor:
     """Starts :class:`ProcessWorker` s with this interpreter (``sys.executable``)."""
 
     name: ClassVar[str] = "subprocess"
+    cluster: ClassVar[bool] = False
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable

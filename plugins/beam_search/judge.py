@@ -105,10 +105,12 @@ class ModelJudge:
         if parsed is None:
             return Verdict(winner=None, reason=f"the judge's answer could not be read: {text[:160]!r}")
         shown_winner, reason, ranks = parsed
-        back = {"A": "b", "B": "a"} if swap else {"A": "a", "B": "b"}
+        back: dict[str, Literal["a", "b"]] = {"A": "b", "B": "a"} if swap else {"A": "a", "B": "b"}
         winner = back.get(shown_winner) if shown_winner else None
-        mapped = {back[k]: v for k, v in ranks.items() if k in back} if ranks else None
-        return Verdict(winner=winner, reason=reason, ranks=mapped)  # type: ignore[arg-type]
+        mapped: dict[str, dict[str, float]] | None = (
+            {back[k]: v for k, v in ranks.items() if k in back} if ranks else None
+        )
+        return Verdict(winner=winner, reason=reason, ranks=mapped)
 
 
 class PersonJudge:

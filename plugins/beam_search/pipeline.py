@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from loom.sdk import tracing
@@ -240,7 +240,7 @@ class _Search:
 
     # --- rounds: one stage over an iteration's candidates, durable as a whole ----------------
 
-    async def rounds(self, k: int, items: list[Candidate], stages: list[tuple[str, Stage]]) -> None:
+    async def rounds(self, k: int, items: list[Candidate], stages: Sequence[tuple[str, Stage]]) -> None:
         """Phased: one round per stage. Sequential: one round, each item through every stage."""
         if self.p.schedule == "phased":
             for stage in stages:
@@ -249,7 +249,7 @@ class _Search:
             await self.round(k, "candidates", items, stages)
 
     async def round(
-        self, k: int, name: str, items: list[Candidate], stages: list[tuple[str, Stage]], *, own: bool = True
+        self, k: int, name: str, items: list[Candidate], stages: Sequence[tuple[str, Stage]], *, own: bool = True
     ) -> None:
         """Run ``stages`` over the live ``items`` as one step whose outcome is each one's state.
         ``own``: the items are iteration ``k``'s candidates, so if all have failed the iteration
@@ -293,10 +293,11 @@ class _Search:
                             break
                         await self.attempt(c, label, stage)
             if own and items and all(c.failed for c in items):
-                first = next(c for c in items if c.error)
+                error = next(c.error for c in items if c.error)
+                first = next(c for c in items if c.error is error)
                 raise IterationFailed(
                     f"iteration {k}: every candidate failed ({len(items)} of {len(items)}); "
-                    f"{first.id} failed at {first.error['stage']}: {first.error['message']}"
+                    f"{first.id} failed at {error['stage']}: {error['message']}"
                 )
             return {c.id: c.state() for c in live}
 
@@ -313,7 +314,11 @@ class _Search:
     async def attempt(self, c: Candidate, label: str, stage: Stage) -> None:
         """One stage for one candidate; a failure that is the candidate's own marks it failed.
         Traced, each is a span under its round's step (its model calls are its children)."""
-        attributes = {"loom.candidate.id": c.id, "loom.candidate.iteration": c.iteration, "loom.stage": label}
+        attributes: dict[str, tracing.AttributeValue] = {
+            "loom.candidate.id": c.id,
+            "loom.candidate.iteration": c.iteration,
+            "loom.stage": label,
+        }
         try:
             with tracing.span(f"candidate {c.id} {label}", attributes):
                 await stage(c)
@@ -332,7 +337,7 @@ class _Search:
         self.progress(self.units_done, f"iteration {k}: ranking")
         bound = comparison_bound(len(parents), len(live))
         if self.judge is None:
-            ranked: list[Candidate] = rank([*parents, *live])  # type: ignore[assignment]
+            ranked = rank([*parents, *live])
             comparisons: list[dict[str, Any]] = []
         else:
             out = await self.ctx.step(f"i{k}/rank", lambda: self.rank_pairwise(k, parents, live))

@@ -286,7 +286,8 @@ def parse_verdict(text: str, alpha: float) -> tuple[str | None, str, dict[str, d
     if isinstance(raw, dict):
         sides = {}
         for side in ("A", "B"):
-            r = raw.get(side) if isinstance(raw.get(side), dict) else {}
+            given = raw.get(side)
+            r = given if isinstance(given, dict) else {}
             alignment, aesthetics = _rank(r.get("alignment")), _rank(r.get("aesthetics"))
             if alignment is not None and aesthetics is not None:
                 sides[side] = {

@@ -41,11 +41,21 @@ Better = Callable[[T, T], Awaitable[bool]]
 
 
 class Scored(Protocol):
-    id: str
-    iteration: int
-    index: int
-    clip: float | None
-    score: float | None
+    """What ranking reads of a candidate (read-only: a candidate's ``id`` is a property)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def clip(self) -> float | None: ...
+    @property
+    def score(self) -> float | None: ...
+
+
+S = TypeVar("S", bound=Scored)
 
 
 def total_score(clip: float, aesthetic: float, alpha: float) -> float:
@@ -57,7 +67,7 @@ def rank_key(c: Scored) -> tuple:
     return (-(c.score or 0.0), -(c.clip or 0.0), c.iteration, c.index)
 
 
-def rank(pool: Iterable[Scored]) -> list[Scored]:
+def rank(pool: Iterable[S]) -> list[S]:
     """Best first, by score."""
     return sorted(pool, key=rank_key)
 

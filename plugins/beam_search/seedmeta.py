@@ -42,7 +42,15 @@ def _status(c: Candidate) -> str:
 
 def candidate(c: Candidate, by_id: Mapping[str, Candidate], negative_prompt: str | None) -> dict[str, Any]:
     parent = by_id.get(c.parent) if c.parent else None
-    scored = c.clip is not None and c.aesthetic is not None
+    evaluation: dict[str, Any] | None = None
+    if c.clip is not None and c.aesthetic is not None:
+        evaluation = {
+            "alignmentScore": round(100.0 * c.clip, 4),
+            "aestheticScore": c.aesthetic,
+            "analysis": c.description,
+            "strengths": [],
+            "weaknesses": [],
+        }
     return {
         "candidateId": c.index,
         "parentId": parent.index if parent else None,
@@ -57,15 +65,7 @@ def candidate(c: Candidate, by_id: Mapping[str, Candidate], negative_prompt: str
         "critique": _critique(c.critique),
         "status": _status(c),
         "image": {"url": f"/v1/files/{c.image}", "localPath": c.image} if c.image else None,
-        "evaluation": {
-            "alignmentScore": round(100.0 * c.clip, 4),
-            "aestheticScore": c.aesthetic,
-            "analysis": c.description,
-            "strengths": [],
-            "weaknesses": [],
-        }
-        if scored
-        else None,
+        "evaluation": evaluation,
         "totalScore": c.score,
         "survived": c.iteration in c.kept_in,
         "keptIn": list(c.kept_in),

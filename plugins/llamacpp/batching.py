@@ -258,8 +258,9 @@ class Batcher:
             self._unhold(seq)
             seq.chain.close()
         while self._pending:
-            seq = preemption.first(self._pending)
-            assert seq is not None
+            first = preemption.first(self._pending)
+            assert first is not None, "the pending list is not empty"
+            seq = first
             free = [s for s in self.slots if s.seq is None]
             if not free:
                 occupant = preemption.victim(seq, [s.seq for s in self.slots if s.seq]) if self.preempt else None

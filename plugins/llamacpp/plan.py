@@ -12,17 +12,16 @@ from __future__ import annotations
 import random
 
 from loom.sdk import InvalidRequest
+from loom.sdk.params import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from loom.sdk.types import ChatCompletionRequest, CompletionRequest
 from msgspec import Struct
 
 from .chat_prompt import ChatTemplate
 from .grammars import chat_grammar
 
-#: OpenAI's sampling defaults, used when a request leaves them out. llama.cpp's own top_k=40 and
-#: min_p=0.05 stay on unless asked otherwise: they are not OpenAI parameters, and small local
-#: models ramble without them.
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
+#: OpenAI's sampling defaults (:mod:`loom.sdk.params`) apply when a request leaves them out.
+#: llama.cpp's own top_k=40 and min_p=0.05 stay on unless asked otherwise: they are not OpenAI
+#: parameters, and small local models ramble without them.
 DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
 
@@ -88,14 +87,14 @@ def sampling(request: ChatCompletionRequest | CompletionRequest) -> Sampling:
     def given(value, default):
         return default if value is None else value
 
-    chat = isinstance(request, ChatCompletionRequest)
-    bias = request.logit_bias if chat else None
+    chat = request if isinstance(request, ChatCompletionRequest) else None
+    bias = chat.logit_bias if chat else None
     return Sampling(
         temperature=given(request.temperature, DEFAULT_TEMPERATURE),
         top_p=given(request.top_p, DEFAULT_TOP_P),
-        top_k=given(request.top_k, DEFAULT_TOP_K) if chat else DEFAULT_TOP_K,
-        min_p=given(request.min_p, DEFAULT_MIN_P) if chat else DEFAULT_MIN_P,
-        repeat_penalty=given(request.repeat_penalty, 1.0) if chat else 1.0,
+        top_k=given(chat.top_k, DEFAULT_TOP_K) if chat else DEFAULT_TOP_K,
+        min_p=given(chat.min_p, DEFAULT_MIN_P) if chat else DEFAULT_MIN_P,
+        repeat_penalty=given(chat.repeat_penalty, 1.0) if chat else 1.0,
         presence_penalty=request.presence_penalty or 0.0,
         frequency_penalty=request.frequency_penalty or 0.0,
         logit_bias={int(k): v for k, v in bias.items()} if bias else None,

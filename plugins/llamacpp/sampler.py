@@ -56,7 +56,7 @@ class SamplerChain:
                         f"logit_bias names token {token}, outside this model's vocabulary (0..{n_vocab - 1})",
                         param="logit_bias",
                     )
-                biases[i].token, biases[i].bias = token, bias
+                biases[i] = llama_cpp.llama_logit_bias(token=token, bias=bias)
             self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(s.logit_bias), biases))
         # Called as llama-cpp-python calls it (its binding still declares n_vocab first), so the
         # penalties behave exactly as they did through Llama.create_completion.

@@ -40,7 +40,8 @@ def _background(prompt: str, r: random.Random) -> tuple[int, int, int]:
         name = "gray" if word == "grey" else word
         if name in NAMED_COLOURS:
             # Jitter a little so seeds still differ, but stay well inside the named colour.
-            return tuple(max(0, min(255, c + r.randint(-12, 12))) for c in NAMED_COLOURS[name])
+            red, green, blue = (max(0, min(255, c + r.randint(-12, 12))) for c in NAMED_COLOURS[name])
+            return red, green, blue
     return _colour(r)
 
 

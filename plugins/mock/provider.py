@@ -144,7 +144,7 @@ class MockProvider(Provider):
     # --- text ---------------------------------------------------------------------------------
 
     def chat(self, request: ChatCompletionRequest, ctx: RunContext) -> Iterator[TextChunk]:
-        key = ("chat", request.messages, request.response_format, seed_part(request.seed))
+        key: tuple[Any, ...] = ("chat", request.messages, request.response_format, seed_part(request.seed))
         if request.tools:
             key += (request.tools, request.tool_choice, request.parallel_tool_calls)
         self._begin(ctx, key)

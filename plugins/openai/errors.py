@@ -144,9 +144,14 @@ def from_status(status: int, body: object, headers, up: Upstream, secrets: tuple
 def attempts_of(e: BaseException) -> int:
     """How many times the ``openai`` client sent the request that failed with ``e`` (it numbers
     its retries in the ``x-stainless-retry-count`` header)."""
+    import openai
+
+    if not isinstance(e, openai.APIError):
+        return 1
     try:
-        return int(e.request.headers.get("x-stainless-retry-count", 0)) + 1  # type: ignore[attr-defined]
-    except (AttributeError, RuntimeError, TypeError, ValueError):
+        # An APIError's request is httpx's; reading it raises RuntimeError when there was none.
+        return int(e.request.headers.get("x-stainless-retry-count", 0)) + 1
+    except (RuntimeError, TypeError, ValueError):
         return 1
 
 

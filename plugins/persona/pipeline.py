@@ -156,7 +156,7 @@ class Persona(Pipeline):
 
         upserted = await ctx.step("upsert", upsert)
 
-        memory_result = None
+        memory_result: dict[str, Any] | None = None
         if p.remember:
             ctx.progress(95, "indexing", "remembering the image for retrieval")
             emb, error = memory.try_embedding_model(ctx, p.embedding_model)

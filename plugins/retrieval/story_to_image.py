@@ -129,7 +129,7 @@ class StoryToImage(Pipeline):
         memory_result = None
         if p.remember and emb is not None:
             ctx.progress(92, "indexing", "remembering the picture and the story")
-            story_item = {
+            story_item: dict[str, Any] = {
                 "collection": memory.STORIES,
                 "model": emb,
                 "text": p.story,

@@ -58,7 +58,7 @@ class Describe(Pipeline):
             return ctx.save_artifact("description.txt", text.encode() + b"\n", meta)
 
         path = await ctx.step("save", save)
-        memory_result = None
+        memory_result: dict[str, Any] | None = None
         if p.remember:
             ctx.progress(90, "indexing", "remembering the image for retrieval")
             emb, error = memory.try_embedding_model(ctx, p.embedding_model)

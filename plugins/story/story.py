@@ -82,7 +82,7 @@ class Story(Pipeline):
             }
 
         files = await ctx.step("save", save)
-        memory_result = None
+        memory_result: dict[str, Any] | None = None
         if p.remember:
             ctx.progress(90, "indexing", "remembering the story for retrieval")
             emb, error = memory.try_embedding_model(ctx, p.embedding_model)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 import transformers
 from loom.sdk import InvalidRequest, LoomError, OutOfMemory, ProviderError, RunContext, TextChunk
+from loom.sdk.params import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from loom.sdk.torchutil.sources import Source
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -83,7 +84,9 @@ class Control(StoppingCriteria):
         self.steps += 1
         self.last_token = int(input_ids[0, -1])
         done = self.stop.is_set() or self.ctx.cancelled
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return cast(
+            torch.BoolTensor, torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        )
 
 
 def sampling(
@@ -101,10 +104,10 @@ def sampling(
     extra: dict[str, Any] = {}
     if repetition_penalty is not None:
         extra["repetition_penalty"] = repetition_penalty
-    t = 1.0 if temperature is None else temperature
+    t = DEFAULT_TEMPERATURE if temperature is None else temperature
     if t == 0:
         return {"do_sample": False, **extra}
-    out = {"do_sample": True, "temperature": t, "top_p": 1.0 if top_p is None else top_p, **extra}
+    out = {"do_sample": True, "temperature": t, "top_p": DEFAULT_TOP_P if top_p is None else top_p, **extra}
     if top_k is not None:
         out["top_k"] = top_k
     if min_p is not None:

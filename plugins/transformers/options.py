@@ -32,7 +32,7 @@ class ModelOptions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
             raise OptionsError("transformers options: `model` must name a hub id or a local folder")
 
 
-class TextOptions(ModelOptions):
+class TextOptions(ModelOptions, frozen=True):
     """``provider = "transformers"``: any causal LM (GPT-2 class and newer)."""
 
     #: Tokens generated when a request sets no max_tokens.
@@ -42,7 +42,7 @@ class TextOptions(ModelOptions):
     chat_template: str | None = None
 
 
-class EmbeddingOptions(ModelOptions):
+class EmbeddingOptions(ModelOptions, frozen=True):
     """``provider = "transformers-embedding"``: an encoder (BERT, MiniLM, E5, ...) for embeddings."""
 
     #: Tokens per input; longer inputs are truncated.
@@ -52,7 +52,7 @@ class EmbeddingOptions(ModelOptions):
     batch_size: Positive = 16
 
 
-class RerankOptions(ModelOptions):
+class RerankOptions(ModelOptions, frozen=True):
     """``provider = "transformers-rerank"``: a cross-encoder (BGE reranker, ms-marco MiniLM, ...)."""
 
     #: Tokens per (query, document) pair; the document is cut to fit.
@@ -62,7 +62,7 @@ class RerankOptions(ModelOptions):
     activation: Literal["sigmoid", "none"] = "sigmoid"
 
 
-class TranslationOptions(ModelOptions):
+class TranslationOptions(ModelOptions, frozen=True):
     """``provider = "transformers-translation"``: NLLB-200, M2M100, mBART-50 or Marian."""
 
     num_beams: Positive = 4
@@ -76,7 +76,7 @@ class TranslationOptions(ModelOptions):
     languages: list[str] = field(default_factory=list)
 
 
-class VisionOptions(ModelOptions):
+class VisionOptions(ModelOptions, frozen=True):
     """``provider = "transformers-vision"``: captioning (BLIP) and image-text-to-text models."""
 
     #: Tokens for a description when the request sets none; default by detail (30 / 80 / 250).

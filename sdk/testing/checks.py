@@ -121,10 +121,12 @@ class Check:
 
 
 CHECKS: list[Check] = []
+#: A conformance check: runs against a subject, raising AssertionError on a failure.
+CheckFn = Callable[[Subject], None]
 
 
-def check(id: str, capability: Capability | None = None, **flags: Any):
-    def add(fn: Callable[[Subject], None]) -> Callable[[Subject], None]:
+def check(id: str, capability: Capability | None = None, **flags: Any) -> Callable[[CheckFn], CheckFn]:
+    def add(fn: CheckFn) -> CheckFn:
         summary = (fn.__doc__ or "").strip().splitlines()[0]
         CHECKS.append(Check(id, capability, summary, fn, **flags))
         return fn

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..errors import Cancelled, CapabilityNotSupported, InvalidRequest, NotFound
-from ..protocols import VisionScores
+from ..pipelines import PipelineContext
+from ..protocols import ImageJob, VisionScores
 from ..types import Capability, ChatCompletionRequest
 from .images import make_png
 
@@ -33,7 +34,7 @@ ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za
 Reply = str | Callable[[str, list[dict], dict], str]
 
 
-class FakePipelineContext:
+class FakePipelineContext(PipelineContext):
     """A PipelineContext for unit tests: queued chat replies, tiny PNGs, everything recorded."""
 
     def __init__(
@@ -120,7 +121,7 @@ class FakePipelineContext:
 
     # --- reporting ----------------------------------------------------------------------------
 
-    def progress(self, percent: float, stage: str, message: str = "") -> None:
+    def _progress(self, percent: float, stage: str, message: str) -> None:
         if not 0.0 <= percent <= 100.0:
             raise AssertionError(f"progress percent must be within 0-100, got {percent}")
         self.progress_log.append((percent, stage, message))
@@ -142,7 +143,7 @@ class FakePipelineContext:
 
     # --- artefacts ----------------------------------------------------------------------------
 
-    def save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None = None) -> str:
+    def _save_artifact(self, name: str, data: bytes, meta: dict[str, Any] | None) -> str:
         if not ARTIFACT_NAME.match(name) or ".." in name:
             raise InvalidRequest(f"artifact name {name!r} must be a plain file name (optionally one folder deep)")
         if not isinstance(data, (bytes, bytearray)):
@@ -168,18 +169,9 @@ class FakePipelineContext:
 
     # --- retrieval and records ------------------------------------------------------------------
 
-    async def rag_add(
-        self,
-        collection: str,
-        vector: list[float],
-        *,
-        model: str,
-        kind: str = "text",
-        text: str = "",
-        path: str | None = None,
-        meta: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    async def _rag_add(self, collection: str, vector: list[float], model: str, item: dict[str, Any]) -> dict[str, Any]:
         self.check()
+        kind, text, path, meta = item["kind"], item["text"], item["path"], item["meta"]
         if kind not in ("text", "image"):
             raise InvalidRequest(f"kind must be text or image, got {kind!r}")
         items = self.rag.setdefault((collection, model), [])
@@ -205,7 +197,7 @@ class FakePipelineContext:
         items.append((_unit(vector), item))
         return {"id": item_id, "collection": collection, "model": model, "count": len(items)}
 
-    async def rag_search(self, collection: str, vector: list[float], *, model: str, k: int = 5) -> list[dict[str, Any]]:
+    async def _rag_search(self, collection: str, vector: list[float], model: str, k: int) -> list[dict[str, Any]]:
         self.check()
         q = _unit(vector)
         scored = [
@@ -218,13 +210,8 @@ class FakePipelineContext:
         record = self.records.get((collection, _key(key)))
         return msgspec.json.decode(msgspec.json.encode(record)) if record else None
 
-    def record_upsert(
-        self,
-        collection: str,
-        key: str,
-        *,
-        fields: dict[str, Any] | None = None,
-        append: dict[str, list[Any]] | None = None,
+    def _record_upsert(
+        self, collection: str, key: str, fields: dict[str, Any] | None, append: dict[str, list[Any]] | None
     ) -> dict[str, Any]:
         norm = _key(key)
         if not norm:
@@ -263,7 +250,7 @@ class FakePipelineContext:
 
     # --- models -------------------------------------------------------------------------------
 
-    def model_for(self, role: str, requested: str | None = None) -> str:
+    def _model_for(self, role: str, requested: str | None) -> str:
         if role not in VISION_USES:
             try:
                 Capability(role)
@@ -291,41 +278,13 @@ class FakePipelineContext:
                 reply = await reply
         return reply
 
-    async def generate_image(
-        self,
-        model: str,
-        prompt: str,
-        *,
-        width: int = 512,
-        height: int = 512,
-        seed: int | None = None,
-        steps: int | None = None,
-        negative_prompt: str | None = None,
-        init_image: bytes | None = None,
-        mask: bytes | None = None,
-        strength: float = 0.75,
-    ) -> bytes:
+    async def _generate_image(self, model: str, job: ImageJob) -> bytes:
         self.check()
-        self.calls.append(
-            (
-                "generate_image",
-                {
-                    "model": model,
-                    "prompt": prompt,
-                    "width": width,
-                    "height": height,
-                    "seed": seed,
-                    "steps": steps,
-                    "negative_prompt": negative_prompt,
-                    "init_image": init_image,
-                    "mask": mask,
-                    "strength": strength,
-                },
-            )
-        )
-        return make_png(width, height, seed=_number(prompt, seed))
+        fields = ("prompt", "width", "height", "seed", "steps", "negative_prompt", "init_image", "mask", "strength")
+        self.calls.append(("generate_image", {"model": model, **{f: getattr(job, f) for f in fields}}))
+        return make_png(job.width, job.height, seed=_number(job.prompt, job.seed))
 
-    async def describe(self, model: str, image: bytes, prompt: str | None = None, detail: str = "normal") -> str:
+    async def _describe(self, model: str, image: bytes, prompt: str | None, detail: str) -> str:
         self.check()
         self.calls.append(("describe", {"model": model, "image": image, "prompt": prompt, "detail": detail}))
         return "A fake description of the image."

@@ -208,7 +208,7 @@ def test_story_to_image_lists_retrieved_items_and_uses_past_prompts_as_guidance(
     retrieved_jobs = {h["job_id"] for h in second["retrieved"]}
     assert first["id"] in retrieved_jobs
     assert client.get(second["image"]["url"]).headers["content-type"] == "image/png"
-    assert second["models"] == {"llm": "p-llm", "image": "p-image", "embedding": "p-vision"}
+    assert second["models"] == {"llm": "p-llm", "image": "p-image", "embedding": "p-vision", "rerank": None}
 
 
 def test_rag_routes_stats_and_validation(client):

@@ -248,6 +248,27 @@ def test_pipelines_are_collected_with_their_plugin_and_duplicates_stop_start_up(
         collect_pipelines(pm, infos)
 
 
+def test_a_pipeline_that_does_not_subclass_the_sdks_is_refused_at_registration(monkeypatch):
+    import msgspec
+    from loom.daemon.jobs import collect_pipelines
+    from loom.daemon.plugin_manager import make_plugin_manager
+    from loom.sdk.errors import PluginError
+
+    class LooksRight:  # name, Params and an async run, but not a loom.sdk.Pipeline
+        name = "lookalike"
+
+        class Params(msgspec.Struct):
+            x: int = 1
+
+        async def run(self, params, ctx):
+            return {}
+
+    monkeypatch.setenv("LOOM_LOAD_PLUGINS", "first")
+    pm, infos = make_plugin_manager({}, {"first": _plugin(LooksRight)})
+    with pytest.raises(PluginError, match="'lookalike' \\(plugin 'first'\\) must subclass loom.sdk.Pipeline"):
+        collect_pipelines(pm, infos)
+
+
 def test_retention_removes_a_deleted_jobs_retrieval_entries(store, tmp_path):
     import numpy as np
     from loom.daemon.rag import RagStore

@@ -8,7 +8,10 @@ inside functions too, relative ones resolved, and ``importlib.import_module("loo
 - the daemon never imports ``loom.plugins`` (built-in plugins reach it as every plugin does,
   through the ``loom`` entry-point group, see pyproject.toml) nor ``loom.tui``, with one
   exception listed in DAEMON_EXCEPTIONS;
-- a contrib package imports only ``loom.sdk`` of Loom.
+- a contrib package imports only ``loom.sdk`` of Loom;
+- inside the daemon, the faces (the API's routes, ``daemon/api``, and the web UI, ``daemon/ui``)
+  are leaves: nothing imports them but the app that mounts them (``daemon/app.py``), with the
+  exceptions listed in FACE_EXCEPTIONS. Domain code two faces share lives outside both.
 
 The last tests run the checker on files written for them, so each rule is seen to catch its
 offender.
@@ -122,6 +125,42 @@ DAEMON = Layer(
 )
 CONTRIB = sorted(p.parent for p in ROOT.glob("contrib/*/loom_*/__init__.py"))
 
+#: The daemon's faces: what answers HTTP requests. Services, stores and the other face import none.
+FACES = ("loom.daemon.api", "loom.daemon.ui")
+#: The one module that mounts the faces.
+APP = "daemon/app.py"
+#: (file, module of a face it may import) although the rule forbids it, with the reason.
+FACE_EXCEPTIONS = {
+    ("daemon/cli.py", "loom.daemon.api.openapi"): "`loom openapi` prints the document of the app it builds",
+    # The web UI shows a job, a pipeline's parameters and an evaluation export exactly as the API
+    # answers them: one view each, which the UI's pages render.
+    ("daemon/ui/jobs.py", "loom.daemon.api.jobs"): "a job as the API shows it",
+    ("daemon/ui/live.py", "loom.daemon.api.jobs"): "a job shown only to whom the API shows it",
+    ("daemon/ui/pipelines.py", "loom.daemon.api.jobs"): "a pipeline's parameters checked as the API does",
+    ("daemon/ui/evaluate.py", "loom.daemon.api.jobs"): "a job as the API shows it",
+    ("daemon/ui/evaluate.py", "loom.daemon.api.evaluations"): "a preference recorded and exported as the API does",
+    ("daemon/ui/models.py", "loom.daemon.api.admin_providers"): "the providers' overview of /admin/providers",
+    # A batch's lines run through the non-streamed answers of the routes themselves (chat,
+    # completions, embeddings, responses, images), which are still functions of daemon/api; the
+    # services wire that runner into the batch pipeline. Moving those answers out is the next step.
+    ("daemon/services.py", "loom.daemon.api.batch_lines"): "a batch line is answered as its route answers it",
+}
+
+
+def face_violations(root: Path = ROOT) -> list[str]:
+    """Imports of a face (``daemon/api``, ``daemon/ui``) from outside it, but by the app."""
+    bad = []
+    for path, module, is_package in _modules(root / "daemon", "loom.daemon"):
+        rel = path.relative_to(root).as_posix()
+        if rel == APP:
+            continue
+        for line, name in _imports(path, module, is_package):
+            face = next((f for f in FACES if _within(name, f)), None)
+            if face is None or _within(module, face) or (rel, name) in FACE_EXCEPTIONS:
+                continue
+            bad.append(f"{rel}:{line} imports {name}")
+    return bad
+
 
 def contrib_layer(folder: Path, root: Path = ROOT) -> Layer:
     # A contrib package is a distribution of its own (``loom_haiku``), outside the ``loom`` namespace.
@@ -142,6 +181,19 @@ def test_the_tui_imports_only_the_sdk_and_itself():
 
 def test_the_daemon_imports_no_plugin_and_not_the_tui():
     assert violations(DAEMON) == []
+
+
+def test_nothing_but_the_app_imports_the_api_or_the_web_ui():
+    assert face_violations() == []
+
+
+def test_each_face_exception_is_still_needed():
+    used = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for path, module, is_package in _modules(ROOT / "daemon", "loom.daemon")
+        for _, name in _imports(path, module, is_package)
+    }
+    assert set(FACE_EXCEPTIONS) <= used
 
 
 def test_each_daemon_exception_is_still_needed():
@@ -228,6 +280,28 @@ def test_the_checker_sees_the_daemon_import_a_plugin_or_the_tui(tmp_path):
     # The exception covers its one file only.
     _write(tmp_path, {"daemon/serving.py": "from loom.tui import run\n"})
     assert "daemon/serving.py:1 imports loom.tui" in violations(DAEMON, tmp_path)
+
+
+def test_the_checker_sees_a_service_or_a_face_import_the_other_face(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "daemon/__init__.py": "",
+            "daemon/app.py": "from .api import chat\nfrom .ui import build_ui\n",
+            "daemon/services.py": "from .api.chat_prepare import ChatIntake\nfrom .chat.intake import ChatIntake\n",
+            "daemon/api/__init__.py": "",
+            "daemon/api/chat.py": "from . import errors\nfrom ..ui.session import Sessions\n",
+            "daemon/ui/__init__.py": "from .pages import page\n",
+            "daemon/ui/pages.py": "def f():\n    from loom.daemon.api.errors import status_of\n",
+            "daemon/responses/stream.py": "from ...daemon.ui import build_ui\n",
+        },
+    )
+    assert face_violations(tmp_path) == [
+        "daemon/api/chat.py:2 imports loom.daemon.ui.session",
+        "daemon/responses/stream.py:1 imports loom.daemon.ui",
+        "daemon/services.py:1 imports loom.daemon.api.chat_prepare",
+        "daemon/ui/pages.py:2 imports loom.daemon.api.errors",
+    ]
 
 
 def test_the_checker_sees_the_tui_import_the_daemon(tmp_path):

@@ -14,6 +14,7 @@ from loom.daemon.routing import ModelRouter
 from loom.daemon.scheduler import Scheduler
 from loom.sdk import Capability, Embeddings, Provider, ProviderError, TextChunk
 from loom.sdk.errors import CapabilityNotSupported, InvalidRequest, ModelNotFound, QueueFull
+from loom.sdk.protocols import RerankScores
 
 
 class Behaviour:
@@ -70,6 +71,9 @@ class FakeRemote(Provider):
 
     async def translate(self, texts, source, target, ctx):
         return texts
+
+    async def rerank(self, query, documents, ctx):
+        return RerankScores(scores=[0.0] * len(documents))
 
 
 CONFIG = """

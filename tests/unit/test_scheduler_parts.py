@@ -95,6 +95,7 @@ class FakeWorker:
 
 class FakeExecutor:
     name = "fake"
+    cluster = False
 
     def __init__(self, measured: int = 150 * MB) -> None:
         self.measured = measured

@@ -7,9 +7,9 @@ import os
 import stat
 import time
 
+from loom.daemon.http import sessions as session
+from loom.daemon.http.sessions import Sessions, load_secret
 from loom.daemon.principals import Principal
-from loom.daemon.ui import session
-from loom.daemon.ui.session import Sessions, load_secret
 
 
 class Ring:

@@ -4,9 +4,10 @@ and only while it is the screen on show (a hidden one catches up when it is show
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable
@@ -30,7 +31,7 @@ class LoomScreen(Screen):
 
     @property
     def loom(self) -> LoomApp:
-        return self.app  # type: ignore[return-value]
+        return cast("LoomApp", self.app)
 
     def on_mount(self) -> None:
         for name in self.WATCH:
@@ -89,4 +90,4 @@ def _plain(value: Any) -> Any:
 def selected_key(table: DataTable) -> str | None:
     if not table.row_count or table.cursor_row < 0:
         return None
-    return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+    return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value

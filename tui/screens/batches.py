@@ -43,7 +43,7 @@ class BatchesScreen(LoomScreen):
 
     def compose(self) -> ComposeResult:
         yield StatusBar()
-        table = DataTable(id="batches", cursor_type="row", classes="box")
+        table: DataTable[Any] = DataTable(id="batches", cursor_type="row", classes="box")
         table.border_title = "Batches"
         yield table
         yield Footer()

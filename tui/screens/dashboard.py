@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -22,7 +24,7 @@ class DashboardScreen(LoomScreen):
         devices = Vertical(id="devices", classes="box")
         devices.border_title = "Devices"
         yield devices
-        resident = DataTable(id="resident", classes="box", cursor_type="row", zebra_stripes=False)
+        resident: DataTable[Any] = DataTable(id="resident", classes="box", cursor_type="row", zebra_stripes=False)
         resident.border_title = "Resident models"
         yield resident
         with Horizontal(id="dash-middle"):
@@ -32,7 +34,7 @@ class DashboardScreen(LoomScreen):
             throughput = ThroughputPanel(id="throughput", classes="box")
             throughput.border_title = "Throughput"
             yield throughput
-        running = DataTable(id="running", classes="box", cursor_type="row")
+        running: DataTable[Any] = DataTable(id="running", classes="box", cursor_type="row")
         running.border_title = "Running"
         yield running
         yield Footer()
@@ -59,7 +61,7 @@ class DashboardScreen(LoomScreen):
         for node in nodes or []:
             rows.append((f"node {node['name']}", node))
             rows += [(f"device {d['name']}", d) for d in devices if d.get("node") == node["name"]]
-        shown = [w for w in box.children if hasattr(w, "row_key")]
+        shown = [w for w in box.children if isinstance(w, (NodeLine, VramBar))]
         if [w.row_key for w in shown] == [key for key, _ in rows]:
             for widget, (_, data) in zip(shown, rows, strict=True):
                 widget.show(data)
@@ -67,9 +69,9 @@ class DashboardScreen(LoomScreen):
             for widget in shown:
                 widget.remove()
             for key, data in rows:
-                widget = NodeLine(data, classes="node") if key.startswith("node ") else VramBar(data, classes="vram")
-                widget.row_key = key
-                box.mount(widget)
+                line = NodeLine(data, classes="node") if key.startswith("node ") else VramBar(data, classes="vram")
+                line.row_key = key
+                box.mount(line)
         if not devices:
             # A refused key is said in full here (the status line has no room for it).
             text = self.loom.state.refused or "waiting for the daemon…"
@@ -134,7 +136,7 @@ class DashboardScreen(LoomScreen):
         self.query_one("#queues", Static).border_subtitle = f"{depth} waiting"
 
     def _draw_running(self, devices: list[dict]) -> None:
-        rows = []
+        rows: list[tuple[str, tuple[Any, ...]]] = []
         for job in self.loom.state.active_jobs():
             stage = job.get("stage") or job.get("state", "")
             elapsed = fmt.now() - job["started_at"] if job.get("started_at") else None

@@ -68,26 +68,26 @@ class JobDetailScreen(LoomScreen):
         log = self.query_one("#job-events", RichLog)
         log.clear()  # following again after a resume replays the job's events from the start
         async for event in client.job_events(self.job_id):
-            e = event.data
+            ev = event.data
             log.write(
                 Text.assemble(
-                    (fmt.clock(e.get("created_at")), "dim"),
-                    f" {e.get('type', ''):<9} ",
-                    describe_job_event(e).removeprefix(f"job {self.job_id} "),
+                    (fmt.clock(ev.get("created_at")), "dim"),
+                    f" {ev.get('type', ''):<9} ",
+                    describe_job_event(ev).removeprefix(f"job {self.job_id} "),
                 )
             )
-            self.loom.state.apply_job_event(e)
-            data = e.get("data") or {}
-            if e.get("type") == "state":
+            self.loom.state.apply_job_event(ev)
+            data = ev.get("data") or {}
+            if ev.get("type") == "state":
                 self.job["state"] = data.get("state", self.job.get("state"))
                 if data.get("state") in FINAL:
                     try:
                         self.job = await client.job(self.job_id)
                     except Exception:
                         pass
-            elif e.get("type") == "progress":
+            elif ev.get("type") == "progress":
                 self.job.update(progress=data.get("progress"), stage=data.get("stage"), message=data.get("message"))
-            elif e.get("type") == "preview" and data.get("path"):
+            elif ev.get("type") == "preview" and data.get("path"):
                 self.show_preview(data)
             self.redraw()
 

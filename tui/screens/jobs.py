@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -32,7 +34,7 @@ class JobsScreen(LoomScreen):
     def compose(self) -> ComposeResult:
         yield StatusBar()
         yield Input(placeholder="filter: id, pipeline, state or stage  (/)", id="jobs-filter")
-        table = DataTable(id="jobs", cursor_type="row", classes="box")
+        table: DataTable[Any] = DataTable(id="jobs", cursor_type="row", classes="box")
         table.border_title = "Jobs"
         yield table
         yield Footer()

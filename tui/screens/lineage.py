@@ -140,12 +140,12 @@ class LineageScreen(LoomScreen):
         if job.get("state") in FINAL:
             return
         async for event in client.job_events(self.job_id, after=job.get("last_event_id", 0)):
-            e = event.data
-            data = e.get("data") or {}
-            if e.get("type") == "lineage" and "id" in data:
+            ev = event.data
+            data = ev.get("data") or {}
+            if ev.get("type") == "lineage" and "id" in data:
                 key = str(data["id"])
                 self.nodes[key] = {**self.nodes.get(key, {}), **data}
-            elif e.get("type") == "state":
+            elif ev.get("type") == "state":
                 self.state_text = data.get("state", self.state_text)
             else:
                 continue

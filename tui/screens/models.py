@@ -57,10 +57,10 @@ class ModelsScreen(LoomScreen):
 
     def compose(self) -> ComposeResult:
         yield StatusBar()
-        models = DataTable(id="models", cursor_type="row", classes="box")
+        models: DataTable[Any] = DataTable(id="models", cursor_type="row", classes="box")
         models.border_title = "Models"
         yield models
-        upstreams = DataTable(id="upstreams", cursor_type="row", classes="box")
+        upstreams: DataTable[Any] = DataTable(id="upstreams", cursor_type="row", classes="box")
         upstreams.border_title = "Upstreams"
         yield upstreams
         yield Footer()

@@ -7,7 +7,7 @@ Whether the terminal has graphics is asked before the app starts (:mod:`loom.tui
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image as PILImage
 from rich.color import Color
@@ -30,6 +30,7 @@ def half_blocks(image: PILImage.Image, width: int, height: int) -> list[Strip]:
     w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
     img = img.resize((w, h), PILImage.Resampling.BILINEAR)
     px = img.load()
+    assert px is not None, "a loaded image has pixels"
     pad = (width - w) // 2
     blank = Segment(" " * pad) if pad else None
     strips = []
@@ -44,8 +45,10 @@ def half_blocks(image: PILImage.Image, width: int, height: int) -> list[Strip]:
     return strips
 
 
-def _rgb(p: tuple[int, ...]) -> Color:
-    return Color.from_rgb(*p[:3])
+def _rgb(p: float | tuple[int, ...]) -> Color:
+    # Pixels of an RGB image (half_blocks converts to RGB first) are (r, g, b) tuples.
+    r, g, b = cast(tuple[int, int, int], p)
+    return Color.from_rgb(r, g, b)
 
 
 class HalfBlockImage(Widget):
@@ -86,4 +89,6 @@ class ImageView(Container):
             yield HalfBlockImage(id="picture")
 
     def set_image(self, image: PILImage.Image | None) -> None:
-        self.query_one("#picture").image = image
+        # textual-image's widget or a HalfBlockImage: both draw what is set as ``image``.
+        picture: Any = self.query_one("#picture")
+        picture.image = image

@@ -19,6 +19,8 @@ class NodeLine(Static):
     def __init__(self, node: dict[str, Any], **kw: Any) -> None:
         super().__init__(**kw)
         self.node = node
+        #: The dashboard's key for this line ("node NAME"), to redraw lines in place.
+        self.row_key = ""
         self.show(node)
 
     def show(self, node: dict[str, Any]) -> None:

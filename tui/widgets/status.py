@@ -3,9 +3,14 @@ it can be reached; when it cannot, that is what the line says."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from ..app import LoomApp
 
 #: (key, mode, label) of the screens the number keys switch between.
 NAV = (("1", "dashboard", "Dash"), ("2", "jobs", "Jobs"), ("3", "models", "Models"), ("4", "log", "Log"))
@@ -18,12 +23,16 @@ class StatusBar(Static):
         self.title = title
         self.text = ""
 
+    @property
+    def loom(self) -> LoomApp:
+        return cast("LoomApp", self.app)
+
     def on_mount(self) -> None:
-        self.app.signals.connection.subscribe(self, self._redraw)
+        self.loom.signals.connection.subscribe(self, self._redraw)
         self._redraw()
 
     def _redraw(self, _: object = None) -> None:
-        state = self.app.state
+        state = self.loom.state
         left = Text.assemble((" Loom ", "bold reverse"), " ")
         if not self.title and (state.connected or not state.error):
             current = getattr(self.app, "current_mode", None)

@@ -18,6 +18,8 @@ class VramBar(Widget):
     def __init__(self, device: dict[str, Any], **kw: Any) -> None:
         super().__init__(**kw)
         self.device = device
+        #: The dashboard's key for this bar ("device NAME"), to redraw bars in place.
+        self.row_key = ""
         #: A cluster node's device is labelled without its node (the node's line is above it).
         self.label = " " + device["name"].rpartition("/")[2] if device.get("node") else device["name"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..routing import ModelRouter
-from ..scheduler import Scheduler
-from .body import BodyReader
-from .chat_prepare import ChatIntake
+from .chat.intake import ChatIntake
+from .http.body import BodyReader
+from .routing import ModelRouter
+from .scheduler import Scheduler
 
 
 @dataclass(frozen=True, eq=False)

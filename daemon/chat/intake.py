@@ -1,8 +1,10 @@
-"""Everything a chat request goes through before a model sees it, for Chat Completions and the
-Responses API alike: the cross-field rules, the route (image-bearing chats go to a vision model),
-the parameter policy for the model that will serve it, and image URLs fetched into data URIs (so
-no provider fetches anything itself). One :class:`ChatIntake` per app, built with the services;
-handlers ask for it as ``intake: NamedDependency[ChatIntake]``."""
+"""Everything a chat request goes through before a model sees it, for every dialect alike (Chat
+Completions, the Responses and Messages APIs, Ollama's): the cross-field rules, the route
+(image-bearing chats go to a vision model) resolved once into the chain of models that may serve
+it, image URLs fetched into data URIs (so no provider fetches anything itself), and the parameter
+policy, applied to each model of the chain as it is tried (:meth:`Prepared.fitted`). One
+:class:`ChatIntake` per app, built with the services; handlers ask for it as
+``intake: NamedDependency[ChatIntake]``."""
 
 from __future__ import annotations
 
@@ -21,21 +23,39 @@ from ..config import Routes
 from ..files import FileStore
 from ..image_fetch import ImageFetcher
 from ..media import check_image
-from ..models import ModelRegistry
+from ..models import ModelEntry, ModelRegistry
 from ..routing import ModelRouter
-from .chat_rules import check_chat
-from .policy import apply_policy
+from .param_policy import apply_policy
+from .rules import check_chat
 
-Route = tuple[str, Capability]
+#: The model a chat request names (resolved) and the capability it is routed by.
+Route = tuple[ModelEntry, Capability]
 _FILES = "/v1/files/"
 
 
 @dataclass
 class Prepared:
-    route: Route
+    """A chat request checked and routed, not yet fitted to a model."""
+
+    #: The models that may serve it, in the order they are tried (:meth:`ModelRouter.chain`).
+    chain: list[ModelEntry]
     request: ChatCompletionRequest
-    #: Client-facing names of the parameters left out (``compat = "lenient"``).
-    ignored: list[str] = field(default_factory=list)
+    compat: str
+    shown: Callable[[str], str]
+    _fitted: dict[str, tuple[ChatCompletionRequest, list[str]]] = field(default_factory=dict, repr=False)
+
+    def fitted(self, entry: ModelEntry) -> ChatCompletionRequest:
+        """The request as ``entry`` is sent it: the parameter policy of its own provider applied.
+        A parameter it does not honour is refused by name (strict), or left out (lenient) and
+        named by :meth:`ignored`; a fallback is held to its own provider's list, not the first's."""
+        if entry.id not in self._fitted:
+            self._fitted[entry.id] = apply_policy(self.request, entry, self.compat, self.shown)
+        return self._fitted[entry.id][0]
+
+    def ignored(self, entry: ModelEntry) -> list[str]:
+        """Client-facing names of the parameters left out for ``entry`` (``compat = "lenient"``)."""
+        self.fitted(entry)
+        return self._fitted[entry.id][1]
 
 
 def _image_param(i: int, j: int) -> str:
@@ -60,15 +80,16 @@ class ChatIntake:
 
     def route(self, req: ChatCompletionRequest) -> Route:
         """The model name and capability to route by; image parts go to a vision-capable chat model."""
-        entry = self.registry.for_capability(req.model, Capability.CHAT) if not req.has_images() else None
-        if entry is not None:
-            return req.model, Capability.CHAT
+        if not req.has_images():
+            return self.registry.for_capability(req.model, Capability.CHAT), Capability.CHAT
         entry = self.registry.get(req.model)
         if {Capability.VISION, Capability.CHAT} <= entry.capabilities:
-            return req.model, Capability.VISION
+            return entry, Capability.VISION
         route = self.router.route_for(Capability.VISION, self.routes.vision)
-        if route is not None and {Capability.VISION, Capability.CHAT} <= self.registry.get(route).capabilities:
-            return route, Capability.VISION
+        if route is not None:
+            vision = self.registry.get(route)
+            if {Capability.VISION, Capability.CHAT} <= vision.capabilities:
+                return vision, Capability.VISION
         raise CapabilityNotSupported(
             f"The model '{req.model}' cannot read images and no vision chat model is routed",
             param="messages",
@@ -86,11 +107,13 @@ class ChatIntake:
         daemon by: image URLs of its own ``/v1/files/`` are read from disk instead of fetched.
         ``shown`` names a parameter the way the client's API does, ``image_param`` an image."""
         check_chat(req)
-        route = self.route(req)
-        entry = self.router.candidates(*route)[0]
-        req, ignored = apply_policy(req, entry, self.compat, shown)
-        req = await self.fetch_images(req, own_host, image_param)
-        return Prepared(route, req, ignored)
+        chain = self.router.chain(*self.route(req))
+        if req.has_images():
+            # Refused before anything is fetched when the first choice cannot honour it (strict);
+            # each model is fitted again as it is tried (Prepared.fitted).
+            apply_policy(req, chain[0], self.compat, shown)
+            req = await self.fetch_images(req, own_host, image_param)
+        return Prepared(chain, req, self.compat, shown)
 
     async def fetch_images(
         self, req: ChatCompletionRequest, own_host: str | None, image_param: Callable[[int, int], str]

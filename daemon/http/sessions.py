@@ -29,10 +29,10 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
-from ..api.auth import presented_key
 from ..atomic import write_atomic
 from ..keys import KeyRing
 from ..principals import LOCAL, Principal, set_principal
+from .client_key import presented_key
 
 COOKIE = "loom_session"
 COOKIE_PATH = "/ui"

@@ -36,7 +36,7 @@ def apply_policy(
     ``shown`` maps a chat parameter name to the client's name for it (the Responses API's
     ``reasoning.effort`` for ``reasoning_effort``).
     """
-    names = params.asked(req, getattr(entry.provider_cls, "parameters", frozenset()))
+    names = params.asked(req, entry.provider_cls.parameters)
     if not names:
         return req, []
     if compat != "lenient":
