@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from loom.sdk.errors import ConfigError, NotFound
@@ -36,6 +37,16 @@ def check_writable(data_dir: Path) -> None:
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        #: Whether the running request may read a file it names by URL (rel, the URL's query);
+        #: set once the job store and the URL signer exist (``principals.file_reader``).
+        self.may_read: Callable[[str, str], bool] = lambda rel, query: True
+
+    def read_named(self, rel: str, query: str = "") -> bytes:
+        """The bytes of a file a request names by its ``/v1/files/`` URL (an image to look at):
+        NotFound, as for a file that is not there, where the caller may not read it."""
+        if not self.may_read(rel, query):
+            raise NotFound(f"No file at '{rel}'", param="path")
+        return self.resolve(rel).read_bytes()
 
     def save(self, data: bytes, suffix: str = ".png", folder: str = "images") -> str:
         """Write ``data`` under a dated folder with an unguessable name; return its relative path."""

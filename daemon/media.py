@@ -21,7 +21,8 @@ def image_bytes(ref: str, files: FileStore, param: str = "image") -> bytes:
         data = _b64(payload, param)
     elif ref.startswith(("http://", "https://", "/v1/files/")):
         # A URL of this daemon's files, absolute or as the answers give it (``/v1/files/...``).
-        path = urlparse(ref).path
+        parsed = urlparse(ref)
+        path = parsed.path
         marker = "/v1/files/"
         if marker not in path:
             raise InvalidRequest(
@@ -29,7 +30,7 @@ def image_bytes(ref: str, files: FileStore, param: str = "image") -> bytes:
                 "or the URL of a file this daemon served",
                 param=param,
             )
-        data = files.resolve(path.split(marker, 1)[1]).read_bytes()
+        data = files.read_named(path.split(marker, 1)[1], parsed.query)  # the caller's to read
     else:
         data = _b64(ref, param, hint=True)
     check_image(data, param)

@@ -20,10 +20,13 @@ rows there once, when it opens (``PRAGMA user_version`` marks the store as done)
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import parse_qs
 
 from litestar.connection import ASGIConnection
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +40,10 @@ UNOWNED = ""
 
 #: Where the guard leaves the request's principal (the connection's own state).
 STATE_KEY = "loom_principal"
+#: The principal the running request acts for, for code that has no connection to ask (a file a
+#: request names by its URL, read deep in the chat intake). Set by the key guard; None outside a
+#: keyed request (a job resumed at start-up, a daemon without keys), which nothing filters.
+acting: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("loom_acting_principal", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,29 @@ def may_read_file(principal: Principal, rel: str, owner_of_output: Callable[[str
     if parts[0] == "images":
         return owner_tag(principal.name) in parts[1:3]
     return False
+
+
+class Signatures(Protocol):
+    def allows(self, path: str, exp: str | None, sig: str | None) -> bool: ...
+
+
+def file_reader(signer: Signatures | None, owner_of_output: Callable[[str], str | None]) -> Callable[[str, str], bool]:
+    """The check for a file a request names by its URL (``/v1/files/<rel>?<query>``: an image to
+    look at, edit or index): the caller reads it as the files route would serve it to them, by a
+    valid signature (a capability, whoever holds it) or by :func:`may_read_file`."""
+
+    def may_read(rel: str, query: str) -> bool:
+        principal = acting.get()
+        if principal is None or principal.is_admin:
+            return True
+        q = parse_qs(query)
+        exp = q["exp"][0] if "exp" in q else None
+        sig = q["sig"][0] if "sig" in q else None
+        if signer is not None and signer.allows("/v1/files/" + rel, exp, sig):
+            return True
+        return may_read_file(principal, rel, owner_of_output)
+
+    return may_read
 
 
 def single_user(app: ASGIApp) -> ASGIApp:

@@ -41,6 +41,7 @@ from .jobs.retention import Retention, RetentionPolicy
 from .keys import KeyRing, StreamTokens
 from .models import ModelRegistry, build_registry
 from .plugin_manager import PluginInfo, collect, collect_providers, make_plugin_manager
+from .principals import file_reader
 from .provider_health import ProviderHealth
 from .questions import Questions
 from .quotas import Quotas
@@ -210,6 +211,7 @@ def build_services(
     rag = RagStore(data_dir / RAG_DIR, durability=durability)
     records = RecordStore(data_dir / RECORDS_DB, durability)
     job_store = JobStore(data_dir / JOBS_DB, durability)
+    files.may_read = file_reader(storage.signer, job_store.owner_of_output)
     evaluations = EvaluationStore(data_dir / EVALUATIONS_DB, durability)
     questions = Questions(evaluations)
     pipeline_services = PipelineServices(

@@ -27,7 +27,7 @@ from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
 from ..http.client_key import presented_key
 from ..keys import KeyRing, StreamTokens, looks_like_jwt
-from ..principals import Principal, set_principal
+from ..principals import Principal, acting, set_principal
 from ..quotas import Quotas, Refused, counts, hold, refused
 from ..scheduler import current_principal
 from ..storage.signing import URLSigner
@@ -90,6 +90,7 @@ def key_guard(
         # The calls this request queues are this principal's (fair share, per-principal metrics):
         # the guard runs in the request's own task, so the value lives as long as the request.
         current_principal.set(principal.name)
+        acting.set(principal)
         if quotas is not None and counts(connection):
             try:
                 hold(connection, quotas.admit(principal.name))

@@ -133,7 +133,7 @@ class ChatIntake:
         async def one(i: int, j: int, url: str) -> bytes:
             parts = urlsplit(url)
             if own_host is not None and parts.netloc == own_host and parts.path.startswith(_FILES):
-                data = self.files.resolve(parts.path[len(_FILES) :]).read_bytes()
+                data = self.files.read_named(parts.path[len(_FILES) :], parts.query)  # the caller's to read
                 check_image(data, image_param(i, j))
                 return data
             return await self.fetcher.fetch(url, image_param(i, j))

@@ -345,3 +345,30 @@ def test_uploaded_files_and_batches_are_their_makers(team, made):
     assert {file_id, made["bob"]["file_id"]} <= {f["id"] for f in admin.get("/v1/files").json()["data"]}
     assert {batch_id, made["bob"]["batch_id"]} <= {b["id"] for b in admin.get("/v1/batches").json()["data"]}
     assert admin.get(f"/v1/batches/{batch_id}").status_code == 200
+
+
+def test_an_image_named_by_url_is_read_only_as_the_files_route_would_serve_it(team, made):
+    """A request that names an image by this daemon's URL (to describe it, to chat about it) reads
+    it only where the files route would serve it to that caller: bob names alice's image by its
+    bare path and gets the 404 a missing file gets; her signed URL is a capability and works;
+    alice reads her own by the bare path."""
+    alice, bob = client(team, ALICE), client(team, BOB)
+    bare = "/v1/files/" + made["alice"]["image"]
+    signed = made["alice"]["image_url"]
+
+    def describe(c: httpx.Client, image: str) -> httpx.Response:
+        return c.post("/v1/vision/describe", json={"model": "x-ok", "image": image})
+
+    def chat(c: httpx.Client, image: str) -> httpx.Response:
+        content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": image}}]
+        return c.post(
+            "/v1/chat/completions", json={"model": "x-ok", "messages": [{"role": "user", "content": content}]}
+        )
+
+    theirs = describe(bob, bare)
+    assert theirs.status_code == 404, theirs.text
+    assert made["alice"]["image"] in theirs.json()["error"]["message"]
+    assert chat(bob, team.url + bare).status_code == 404
+    assert describe(bob, signed).status_code == 200  # a signed URL is a capability
+    assert describe(alice, bare).status_code == 200
+    assert chat(alice, team.url + bare).status_code == 200
