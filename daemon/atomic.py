@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,3 +68,18 @@ def storage_error(e: OSError, path: Path) -> StorageError:
     if e.errno in FULL:
         return StorageError(f"No space left on the device to write {path}: free some space in the data dir")
     return StorageError(f"Cannot write {path}: {e.strerror or e}")
+
+
+def secret_file(path: Path) -> bytes:
+    """A signing secret kept in ``path``, made on first start: written atomically through a
+    temporary file that ``mkstemp`` creates owner-only (0600), so it is whole or absent and never
+    readable by others; a short one (a torn write from before) is replaced."""
+    try:
+        secret = path.read_bytes().strip()
+    except FileNotFoundError:
+        secret = b""
+    if len(secret) >= 32:
+        return secret
+    secret = secrets.token_hex(32).encode()
+    write_atomic(path, secret)
+    return secret

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 from loom.sdk.errors import AuthenticationFailed, PermissionDenied
 
-from ..atomic import write_atomic
+from ..atomic import secret_file
 from ..keys import KeyRing
 from ..principals import LOCAL, Principal, set_principal
 from .client_key import presented_key
@@ -45,18 +44,8 @@ class LoginRequired(NotAuthorizedException):
 
 
 def load_secret(data_dir: Path) -> bytes:
-    """The UI's signing secret, made on first start. Written atomically (a temporary file that
-    ``mkstemp`` creates owner-only, then renamed), so the file is whole or absent, never short."""
-    path = Path(data_dir) / SECRET_FILE
-    try:
-        secret = path.read_bytes().strip()
-    except FileNotFoundError:
-        secret = b""
-    if len(secret) >= 32:
-        return secret
-    secret = secrets.token_hex(32).encode()
-    write_atomic(path, secret)
-    return secret
+    """The UI's signing secret (:func:`~loom.daemon.atomic.secret_file`)."""
+    return secret_file(Path(data_dir) / SECRET_FILE)
 
 
 def derive(secret: bytes, purpose: str) -> str:

@@ -12,32 +12,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 from loom.sdk.errors import PermissionDenied
 
-from ..atomic import write_atomic
+from ..atomic import secret_file
 
 SECRET_FILE = "files.secret"
 PREFIX = "/v1/files/"
 
 
 def load_secret(data_dir: Path) -> bytes:
-    """The signing secret, made on first start: written atomically through a temporary file that
-    ``mkstemp`` creates owner-only (0600), so it is whole or absent, and never readable by others."""
-    path = Path(data_dir) / SECRET_FILE
-    try:
-        secret = path.read_bytes().strip()
-    except FileNotFoundError:
-        secret = b""
-    if len(secret) >= 32:
-        return secret
-    secret = secrets.token_hex(32).encode()
-    write_atomic(path, secret)
-    return secret
+    """The URL signing secret (:func:`~loom.daemon.atomic.secret_file`)."""
+    return secret_file(Path(data_dir) / SECRET_FILE)
 
 
 class URLSigner:
